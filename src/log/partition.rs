@@ -1,0 +1,708 @@
+//! A partition: an ordered list of segments, one appender at a time, any
+//! number of concurrent readers, group-committed fsyncs, and recovery.
+//!
+//! Locks, in the order they may be taken:
+//! 1. `writer` (Mutex): one append or roll at a time. Offsets are assigned
+//!    under it, so they are dense and in file order.
+//! 2. `segments` (RwLock): the segment list. Readers hold it only long enough
+//!    to clone an `Arc<Segment>`; appends take it for writing only to push a
+//!    new segment at a roll; the cleaner takes it to drop or swap segments.
+//! 3. `sync_lock` (Mutex): at most one fsync in flight per partition; appenders
+//!    that arrive while one runs wait and usually find their data already
+//!    covered by it (group commit).
+//!
+//! `end` is the log end offset published to readers, advanced only after the
+//! batch is completely written, so a reader never sees a partial batch.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::{Bytes, BytesMut};
+use tracing::{info, warn};
+
+use super::batch::{self, BatchHeader};
+use super::config::{TimestampKind, TopicConfig};
+use super::error::{IoContext, LogError, Result};
+use super::index::{sync_dir, write_atomic};
+use super::producer::{Check, ProducerStates, Rejection};
+use super::segment::{Segment, file_stem};
+use super::{AppendInfo, Durability, ReadResult, now_ms};
+
+const RECOVERY_POINT: &str = "recovery-point";
+
+pub struct Partition {
+    topic: String,
+    id: i32,
+    dir: PathBuf,
+    config: Arc<RwLock<TopicConfig>>,
+    writer: Mutex<ProducerStates>,
+    segments: RwLock<Vec<Arc<Segment>>>,
+    end: AtomicI64,
+    synced: AtomicI64,
+    sync_lock: Mutex<()>,
+    poisoned: AtomicBool,
+    /// fsyncs issued (benchmarks and system tables report it).
+    fsyncs: std::sync::atomic::AtomicU64,
+    /// Wakes long-polling readers (Kafka Fetch with max_wait) after appends.
+    appended: tokio::sync::Notify,
+}
+
+impl std::fmt::Debug for Partition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Partition({}-{})", self.topic, self.id)
+    }
+}
+
+fn lock_err<T>(_: T) -> LogError {
+    LogError::Closed
+}
+
+impl Partition {
+    /// Create the directory of a new, empty partition.
+    pub fn create(
+        topic: &str,
+        id: i32,
+        dir: &Path,
+        config: Arc<RwLock<TopicConfig>>,
+    ) -> Result<Partition> {
+        fs::create_dir_all(dir).at(dir)?;
+        let seg = Segment::create(dir, 0, now_ms())?;
+        // The new directory entry and file must survive a crash before the
+        // topic is reported created.
+        sync_dir(dir)?;
+        Ok(Partition {
+            topic: topic.to_string(),
+            id,
+            dir: dir.to_path_buf(),
+            config,
+            writer: Mutex::new(ProducerStates::default()),
+            segments: RwLock::new(vec![Arc::new(seg)]),
+            end: AtomicI64::new(0),
+            synced: AtomicI64::new(0),
+            sync_lock: Mutex::new(()),
+            poisoned: AtomicBool::new(false),
+            fsyncs: std::sync::atomic::AtomicU64::new(0),
+            appended: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Open an existing partition, recovering after a crash when `clean` is
+    /// false: segments past the recovery point are scanned batch by batch
+    /// (CRC-32C checked) and their indexes rebuilt; a torn final batch is
+    /// truncated; anything else invalid is an error naming file and offset.
+    pub fn open(
+        topic: &str,
+        id: i32,
+        dir: &Path,
+        config: Arc<RwLock<TopicConfig>>,
+        clean: bool,
+    ) -> Result<Partition> {
+        let now = now_ms();
+        let mut bases = Vec::new();
+        let mut snapshots = Vec::new();
+        let mut stems_with_logs = std::collections::HashSet::new();
+        let mut others = Vec::new();
+        for entry in fs::read_dir(dir).at(dir)? {
+            let entry = entry.at(dir)?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            let path = entry.path();
+            if name.ends_with(".tmp") || name.ends_with(".cleaned") || name.ends_with(".deleted") {
+                // Leftovers of an interrupted atomic write, compaction or
+                // deletion: the operation they belonged to never completed
+                // (or completed and only the unlink was lost).
+                fs::remove_file(&path).at(&path)?;
+                continue;
+            }
+            if let Some(stem) = name.strip_suffix(".log") {
+                let base: i64 = stem.parse().map_err(|_| LogError::CorruptMetadata {
+                    file: path.clone(),
+                    reason: "segment file name is not a 20-digit offset".into(),
+                })?;
+                stems_with_logs.insert(stem.to_string());
+                bases.push(base);
+            } else if let Some(stem) = name.strip_suffix(".snapshot") {
+                if let Ok(off) = stem.parse::<i64>() {
+                    snapshots.push((off, path));
+                }
+            } else if name.ends_with(".index") || name.ends_with(".timeindex") {
+                others.push((name, path));
+            }
+        }
+        // Index files whose segment is gone (a deletion interrupted after
+        // the .log went) are removed.
+        for (name, path) in others {
+            let stem = name.split('.').next().unwrap_or_default();
+            if !stems_with_logs.contains(stem) {
+                fs::remove_file(&path).at(&path)?;
+            }
+        }
+        bases.sort_unstable();
+        let recovery_point = read_checkpoint(&dir.join(RECOVERY_POINT)).unwrap_or(0);
+        let interval = config.read().map_err(lock_err)?.index_interval_bytes as u64;
+
+        let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len());
+        for (i, &base) in bases.iter().enumerate() {
+            let last = i + 1 == bases.len();
+            let trust = clean || base < recovery_point;
+            let (seg, stop) = Segment::open(dir, base, trust, interval, now)?;
+            if let Some(stop) = stop {
+                if last && stop.at_tail {
+                    warn!(
+                        file = %seg.log_path().display(),
+                        position = stop.position,
+                        error = %stop.error,
+                        "truncating torn tail"
+                    );
+                    seg.truncate_to(stop.position)?;
+                } else {
+                    return Err(LogError::Corrupt {
+                        file: seg.log_path().to_path_buf(),
+                        position: stop.position,
+                        offset: seg.next_offset(),
+                        reason: stop.error.to_string(),
+                    });
+                }
+            }
+            if !trust {
+                // The index was rebuilt by the scan; persist it so the next
+                // start does not scan again.
+                seg.write_index_files()?;
+            }
+            if let Some(prev) = segments.last()
+                && prev.next_offset() > base
+            {
+                return Err(LogError::Corrupt {
+                    file: seg.log_path().to_path_buf(),
+                    position: 0,
+                    offset: base,
+                    reason: format!(
+                        "segment starts at {base} but the previous one ends at {}",
+                        prev.next_offset() - 1
+                    ),
+                });
+            }
+            segments.push(Arc::new(seg));
+        }
+        if segments.is_empty() {
+            segments.push(Arc::new(Segment::create(dir, 0, now)?));
+            sync_dir(dir)?;
+        }
+        let last = segments.last().map(Arc::clone).ok_or(LogError::Closed)?;
+        let end = last.next_offset();
+        // Whatever survived the crash is now made durable, so `synced`
+        // starts at the end.
+        last.sync()?;
+
+        // Producer state: newest readable snapshot at or below the end, then
+        // replay the batch headers after it.
+        snapshots.sort_by_key(|(off, _)| *off);
+        let mut producers = ProducerStates::default();
+        let mut replay_from = segments.first().map(|s| s.base_offset()).unwrap_or(0);
+        for (off, path) in snapshots.iter().rev() {
+            if *off > end {
+                fs::remove_file(path).at(path)?;
+                continue;
+            }
+            match ProducerStates::read_snapshot(path) {
+                Ok(s) => {
+                    producers = s;
+                    replay_from = *off;
+                    break;
+                }
+                Err(e) => warn!(error = %e, "ignoring unreadable producer snapshot"),
+            }
+        }
+        for seg in &segments {
+            if seg.next_offset() <= replay_from {
+                continue;
+            }
+            for h in seg.headers_from(replay_from)? {
+                if h.base_offset >= replay_from {
+                    producers.update(&h);
+                }
+            }
+        }
+
+        Ok(Partition {
+            topic: topic.to_string(),
+            id,
+            dir: dir.to_path_buf(),
+            config,
+            writer: Mutex::new(producers),
+            segments: RwLock::new(segments),
+            end: AtomicI64::new(end),
+            synced: AtomicI64::new(end),
+            sync_lock: Mutex::new(()),
+            poisoned: AtomicBool::new(false),
+            fsyncs: std::sync::atomic::AtomicU64::new(0),
+            appended: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// fsyncs of segment data issued so far.
+    pub fn fsync_count(&self) -> u64 {
+        self.fsyncs.load(Ordering::Relaxed)
+    }
+
+    pub fn id(&self) -> i32 {
+        self.id
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> TopicConfig {
+        self.config.read().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// First offset still in the log.
+    pub fn log_start(&self) -> i64 {
+        self.segments
+            .read()
+            .ok()
+            .and_then(|s| s.first().map(|s| s.base_offset()))
+            .unwrap_or(0)
+    }
+
+    /// Offset the next record will get; everything below is readable.
+    pub fn log_end(&self) -> i64 {
+        self.end.load(Ordering::Acquire)
+    }
+
+    /// Bytes on disk over all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments
+            .read()
+            .map(|s| s.iter().map(|s| s.size()).sum())
+            .unwrap_or(0)
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.read().map(|s| s.len()).unwrap_or(0)
+    }
+
+    /// A snapshot of the segment list (for the cleaner and tools).
+    pub fn segments(&self) -> Vec<Arc<Segment>> {
+        self.segments.read().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Wait for an append (Kafka long-poll fetch). Register interest before
+    /// re-checking the end offset to avoid a lost wake-up.
+    pub fn appended(&self) -> &tokio::sync::Notify {
+        &self.appended
+    }
+
+    fn check_poisoned(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(LogError::Poisoned {
+                topic: self.topic.clone(),
+                partition: self.id,
+            });
+        }
+        Ok(())
+    }
+
+    /// Append a producer's record set (one or more RecordBatch v2). Base
+    /// offsets (and LogAppendTime timestamps) are rewritten in place; the
+    /// bytes are otherwise stored exactly as given.
+    pub fn append(&self, mut bytes: BytesMut, durability: Durability) -> Result<AppendInfo> {
+        self.check_poisoned()?;
+        let mut headers = batch::validate_producer_set(&bytes)?;
+        let config = self.config();
+        for h in &headers {
+            if h.total_len() as i64 > config.max_message_bytes {
+                return Err(LogError::BatchTooLarge {
+                    topic: self.topic.clone(),
+                    size: h.total_len(),
+                    max: config.max_message_bytes,
+                });
+            }
+        }
+        if config.cleanup_policy.compact {
+            // Kafka refuses keyless records on compacted topics: compaction
+            // could never remove them.
+            let records =
+                batch::decode(Bytes::copy_from_slice(&bytes)).map_err(LogError::InvalidBatch)?;
+            if records.iter().any(|r| r.key.is_none()) {
+                return Err(LogError::MissingKey {
+                    topic: self.topic.clone(),
+                });
+            }
+        }
+        let now = now_ms();
+        let mut producers = self.writer.lock().map_err(lock_err)?;
+        self.check_poisoned()?;
+
+        // Idempotence: a producer sends one batch per partition per request,
+        // so the first batch decides for the set.
+        if let Some(first) = headers.first() {
+            match producers.check(first) {
+                Check::Append => {}
+                Check::Duplicate(m) => {
+                    return Ok(AppendInfo {
+                        base_offset: m.first_offset,
+                        last_offset: m.last_offset,
+                        log_append_time: -1,
+                        log_start: self.log_start(),
+                        duplicate: true,
+                    });
+                }
+                Check::Reject(Rejection::OutOfOrder { got, expected }) => {
+                    return Err(LogError::OutOfOrderSequence {
+                        topic: self.topic.clone(),
+                        partition: self.id,
+                        producer_id: first.producer_id,
+                        got,
+                        expected,
+                    });
+                }
+                Check::Reject(Rejection::Fenced { current }) => {
+                    return Err(LogError::InvalidProducerEpoch {
+                        topic: self.topic.clone(),
+                        partition: self.id,
+                        producer_id: first.producer_id,
+                        epoch: first.producer_epoch,
+                        current,
+                    });
+                }
+            }
+        }
+
+        let mut active = self
+            .segments
+            .read()
+            .map_err(lock_err)?
+            .last()
+            .map(Arc::clone)
+            .ok_or(LogError::Closed)?;
+        let base = active.next_offset();
+        let segment_age = now - active.created_ms();
+        if !active.is_empty()
+            && (active.size() + bytes.len() as u64 > config.segment_bytes as u64
+                || segment_age >= config.segment_ms)
+        {
+            active = self.roll(&producers, &active, base)?;
+        }
+
+        let log_append_time = config.timestamp_type == TimestampKind::LogAppendTime;
+        let mut next = base;
+        let mut pos = 0usize;
+        for h in headers.iter_mut() {
+            let len = h.total_len();
+            let slice = &mut bytes[pos..pos + len];
+            batch::set_base_offset(slice, next);
+            h.base_offset = next;
+            if log_append_time {
+                batch::set_log_append_time(slice, len, now);
+                h.max_timestamp = now;
+                h.first_timestamp = now;
+            }
+            next = h.next_offset();
+            pos += len;
+        }
+        let interval = config.index_interval_bytes as u64;
+        if let Err(e) = active.append(&bytes, &headers, interval) {
+            // A failed write may have left part of the batch in the file;
+            // appending after it would bury garbage mid-log.
+            self.poisoned.store(true, Ordering::Release);
+            return Err(e);
+        }
+        for h in &headers {
+            producers.update(h);
+        }
+        self.end.store(next, Ordering::Release);
+        drop(producers);
+        self.appended.notify_waiters();
+
+        if durability == Durability::Fsync {
+            self.sync_to(next)?;
+        }
+        Ok(AppendInfo {
+            base_offset: base,
+            last_offset: next - 1,
+            log_append_time: if log_append_time { now } else { -1 },
+            log_start: self.log_start(),
+            duplicate: false,
+        })
+    }
+
+    /// Close the active segment and start a new one at `base`. Called with the
+    /// writer lock held.
+    fn roll(
+        &self,
+        producers: &ProducerStates,
+        active: &Arc<Segment>,
+        base: i64,
+    ) -> Result<Arc<Segment>> {
+        // The closed segment is made durable before a new one exists, so
+        // after a crash only the last segment can have a torn tail, and its
+        // indexes are written so the next start need not rebuild them.
+        self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = active.sync() {
+            self.poisoned.store(true, Ordering::Release);
+            return Err(e);
+        }
+        active.write_index_files()?;
+        let seg = Arc::new(Segment::create(&self.dir, base, now_ms())?);
+        // The new segment's and the index files' names must be durable
+        // before anything written to the new segment is acknowledged.
+        sync_dir(&self.dir)?;
+        producers.write_snapshot(&self.dir.join(format!("{}.snapshot", file_stem(base))))?;
+        // Everything below `base` is on disk with its indexes: a restart
+        // after a crash may trust it and scan only from here.
+        write_atomic(&self.dir.join(RECOVERY_POINT), base.to_string().as_bytes())?;
+        sync_dir(&self.dir)?;
+        self.synced.fetch_max(base, Ordering::AcqRel);
+        self.segments
+            .write()
+            .map_err(lock_err)?
+            .push(Arc::clone(&seg));
+        self.prune_snapshots(base)?;
+        info!(topic = %self.topic, partition = self.id, base, "rolled segment");
+        Ok(seg)
+    }
+
+    /// Keep the two newest producer snapshots; older ones are never read.
+    fn prune_snapshots(&self, newest: i64) -> Result<()> {
+        let mut snaps: Vec<(i64, PathBuf)> = fs::read_dir(&self.dir)
+            .at(&self.dir)?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().to_string();
+                let off: i64 = name.strip_suffix(".snapshot")?.parse().ok()?;
+                Some((off, e.path()))
+            })
+            .filter(|(off, _)| *off <= newest)
+            .collect();
+        snaps.sort_by_key(|(o, _)| *o);
+        let keep = snaps.len().saturating_sub(2);
+        for (_, p) in snaps.into_iter().take(keep) {
+            fs::remove_file(&p).at(&p)?;
+        }
+        Ok(())
+    }
+
+    /// Roll the active segment now if it holds data (retention uses this to
+    /// expire an old active segment, as Kafka does).
+    pub fn roll_now(&self) -> Result<bool> {
+        let producers = self.writer.lock().map_err(lock_err)?;
+        self.check_poisoned()?;
+        let active = self
+            .segments
+            .read()
+            .map_err(lock_err)?
+            .last()
+            .map(Arc::clone)
+            .ok_or(LogError::Closed)?;
+        if active.is_empty() {
+            return Ok(false);
+        }
+        let base = active.next_offset();
+        self.roll(&producers, &active, base)?;
+        Ok(true)
+    }
+
+    /// Make everything below `offset` durable. Group commit: one fsync in
+    /// flight per partition; whoever holds `sync_lock` syncs everything
+    /// written so far, and waiters behind it usually find their offset
+    /// covered without an fsync of their own.
+    pub fn sync_to(&self, offset: i64) -> Result<()> {
+        if self.synced.load(Ordering::Acquire) >= offset {
+            return Ok(());
+        }
+        let _guard = self.sync_lock.lock().map_err(lock_err)?;
+        if self.synced.load(Ordering::Acquire) >= offset {
+            return Ok(());
+        }
+        self.check_poisoned()?;
+        let (seg, upto) = {
+            let segs = self.segments.read().map_err(lock_err)?;
+            (
+                segs.last().map(Arc::clone).ok_or(LogError::Closed)?,
+                self.end.load(Ordering::Acquire),
+            )
+        };
+        self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = seg.sync() {
+            self.poisoned.store(true, Ordering::Release);
+            return Err(e);
+        }
+        self.synced.fetch_max(upto, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// fsync everything appended so far.
+    pub fn flush(&self) -> Result<()> {
+        self.sync_to(self.log_end())
+    }
+
+    /// Whole batches from the one containing `offset`, up to `max_bytes`
+    /// (but at least one batch), never past the published end.
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult> {
+        let end = self.log_end();
+        let segs = self.segments_ok()?;
+        let log_start = segs.first().map(|s| s.base_offset()).unwrap_or(0);
+        if offset < log_start || offset > end {
+            return Err(LogError::OffsetOutOfRange {
+                topic: self.topic.clone(),
+                partition: self.id,
+                offset,
+                log_start,
+                log_end: end,
+            });
+        }
+        let mut records = Bytes::new();
+        if offset < end {
+            let i = segs.partition_point(|s| s.base_offset() <= offset).max(1) - 1;
+            for seg in &segs[i..] {
+                if let Some(pos) = seg.position_of(offset)? {
+                    records = seg.read_from(pos, max_bytes, end)?;
+                    if !records.is_empty() {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(ReadResult {
+            records,
+            log_start,
+            high_watermark: end,
+        })
+    }
+
+    fn segments_ok(&self) -> Result<Vec<Arc<Segment>>> {
+        Ok(self.segments.read().map_err(lock_err)?.clone())
+    }
+
+    /// Earliest offset whose record timestamp is ≥ `ts`, with that
+    /// timestamp; `None` when every record is older.
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>> {
+        let end = self.log_end();
+        for seg in self.segments_ok()? {
+            if seg.max_timestamp() < ts {
+                continue;
+            }
+            if let Some(found) = seg.find_timestamp(ts, end)? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Drop the oldest segments while `expired(segment, bytes_after)` says so;
+    /// the active segment always stays. Returns how many went.
+    pub fn delete_oldest(&self, mut expired: impl FnMut(&Segment, u64) -> bool) -> Result<usize> {
+        let removed: Vec<Arc<Segment>> = {
+            let mut segs = self.segments.write().map_err(lock_err)?;
+            let mut total: u64 = segs.iter().map(|s| s.size()).sum();
+            let mut n = 0;
+            while n + 1 < segs.len() {
+                let after = total - segs[n].size();
+                if !expired(&segs[n], after) {
+                    break;
+                }
+                total = after;
+                n += 1;
+            }
+            segs.drain(..n).collect()
+        };
+        for seg in &removed {
+            // Readers still holding the segment keep their open descriptor;
+            // the files disappear from the directory now. The .log goes first
+            // so an interrupted deletion leaves orphan indexes (removed at
+            // open), never a log without its predecessor.
+            let log = seg.log_path().to_path_buf();
+            fs::remove_file(&log).at(&log)?;
+            let (ix, tix) = seg.index_paths();
+            for p in [ix, tix] {
+                match fs::remove_file(p) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(e).at(p);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if !removed.is_empty() {
+            // The deletions must be durable before the log start offset they
+            // imply is relied on.
+            sync_dir(&self.dir)?;
+            info!(topic = %self.topic, partition = self.id, segments = removed.len(), log_start = self.log_start(), "retention deleted segments");
+        }
+        Ok(removed.len())
+    }
+
+    /// Swap a closed segment for its compacted copy (`None`: every record
+    /// went, drop it). The copy's file has already replaced the old one on
+    /// disk (rename); here only the in-memory list changes.
+    pub fn replace_segment(&self, base: i64, new: Option<Segment>) -> Result<()> {
+        let mut segs = self.segments.write().map_err(lock_err)?;
+        if let Some(i) = segs.iter().position(|s| s.base_offset() == base) {
+            if i + 1 == segs.len() {
+                return Ok(());
+            }
+            match new {
+                Some(seg) => segs[i] = Arc::new(seg),
+                None => {
+                    segs.remove(i);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Write indexes, a producer snapshot and the recovery point so the next
+    /// start can skip scanning (clean shutdown).
+    pub fn close(&self) -> Result<()> {
+        let producers = self.writer.lock().map_err(lock_err)?;
+        self.flush()?;
+        let segs = self.segments_ok()?;
+        if let Some(last) = segs.last() {
+            last.write_index_files()?;
+        }
+        let end = self.log_end();
+        producers.write_snapshot(&self.dir.join(format!("{}.snapshot", file_stem(end))))?;
+        write_atomic(&self.dir.join(RECOVERY_POINT), end.to_string().as_bytes())?;
+        sync_dir(&self.dir)?;
+        Ok(())
+    }
+
+    /// Producer ids and epochs known here (InitProducerId, tools).
+    pub fn producer_epochs(&self) -> BTreeMap<i64, i16> {
+        self.writer
+            .lock()
+            .map(|p| p.producers().collect())
+            .unwrap_or_default()
+    }
+
+    /// Validate every batch of every segment.
+    pub fn verify(&self) -> Result<()> {
+        for seg in self.segments_ok()? {
+            seg.verify()?;
+        }
+        Ok(())
+    }
+
+    /// Headers of every batch at or after `from` (tools and tests).
+    pub fn headers(&self, from: i64) -> Result<Vec<BatchHeader>> {
+        let mut out = Vec::new();
+        for seg in self.segments_ok()? {
+            if seg.next_offset() > from {
+                out.extend(seg.headers_from(from)?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn read_checkpoint(path: &Path) -> Option<i64> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}

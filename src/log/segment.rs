@@ -1,0 +1,541 @@
+//! One segment of a partition: `<base offset:020>.log` holding record batches
+//! back to back, plus its sparse `.index` and `.timeindex` (see `index.rs`).
+//!
+//! A segment is written by one appender at a time (the partition's writer
+//! lock) and read concurrently with positional reads (`pread`), so readers
+//! never block the writer. The byte size published in `state` only ever
+//! covers complete batches: a reader never sees half a batch.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+
+use bytes::{Bytes, BytesMut};
+
+use super::batch::{self, BatchError, BatchHeader, HEADER_LEN};
+use super::error::{IoContext, LogError, Result};
+use super::index::{Index, IndexEntry};
+
+/// File name stem of a segment: the base offset, zero-padded to 20 digits.
+pub fn file_stem(base_offset: i64) -> String {
+    format!("{base_offset:020}")
+}
+
+#[derive(Debug)]
+struct State {
+    /// Bytes of complete batches in the file.
+    size: u64,
+    /// Offset the next appended batch gets (last offset + 1).
+    next_offset: i64,
+    /// Largest record timestamp in the segment (-1 when empty).
+    max_timestamp: i64,
+    index: Index,
+    bytes_since_index: u64,
+    /// Wall-clock ms when the segment was created or, after a restart, when
+    /// its first batch was written (for `segment.ms`).
+    created_ms: i64,
+}
+
+#[derive(Debug)]
+pub struct Segment {
+    base_offset: i64,
+    log_path: PathBuf,
+    index_path: PathBuf,
+    time_path: PathBuf,
+    file: File,
+    state: RwLock<State>,
+}
+
+/// What a validating scan found past the last good batch.
+#[derive(Debug)]
+pub struct ScanStop {
+    pub position: u64,
+    pub error: BatchError,
+    /// The bad bytes reach the end of the file: a torn tail, not corruption
+    /// in the middle.
+    pub at_tail: bool,
+}
+
+/// A reusable window over a file for scanning many small batches without a
+/// syscall per batch.
+struct Window<'a> {
+    file: &'a File,
+    file_len: u64,
+    start: u64,
+    buf: Vec<u8>,
+}
+
+const WINDOW: usize = 1 << 20;
+
+impl<'a> Window<'a> {
+    fn new(file: &'a File, file_len: u64) -> Self {
+        Window {
+            file,
+            file_len,
+            start: 0,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Bytes `[pos, pos+len)` clipped to the file's end.
+    fn get(&mut self, pos: u64, len: usize) -> std::io::Result<&[u8]> {
+        let avail = (self.file_len.saturating_sub(pos)) as usize;
+        let len = len.min(avail);
+        let end = pos + len as u64;
+        if pos < self.start || end > self.start + self.buf.len() as u64 {
+            let want = len.max(WINDOW).min(avail);
+            self.buf.resize(want, 0);
+            self.file.read_exact_at(&mut self.buf, pos)?;
+            self.start = pos;
+        }
+        let off = (pos - self.start) as usize;
+        Ok(&self.buf[off..off + len])
+    }
+}
+
+impl Segment {
+    fn paths(dir: &Path, base_offset: i64) -> (PathBuf, PathBuf, PathBuf) {
+        let stem = file_stem(base_offset);
+        (
+            dir.join(format!("{stem}.log")),
+            dir.join(format!("{stem}.index")),
+            dir.join(format!("{stem}.timeindex")),
+        )
+    }
+
+    /// Create a new, empty segment. The caller fsyncs the directory before
+    /// acknowledging anything written to it.
+    pub fn create(dir: &Path, base_offset: i64, now_ms: i64) -> Result<Segment> {
+        let (log_path, index_path, time_path) = Self::paths(dir, base_offset);
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create_new(true)
+            .open(&log_path)
+            .at(&log_path)?;
+        Ok(Segment {
+            base_offset,
+            log_path,
+            index_path,
+            time_path,
+            file,
+            state: RwLock::new(State {
+                size: 0,
+                next_offset: base_offset,
+                max_timestamp: -1,
+                index: Index::new(),
+                bytes_since_index: 0,
+                created_ms: now_ms,
+            }),
+        })
+    }
+
+    /// Open an existing segment. With `trust_index` and sane index files, only
+    /// the last indexed batch onwards is scanned (to find the segment's end);
+    /// otherwise every batch is read and its CRC checked, and the indexes are
+    /// rebuilt. Returns the segment (covering only the valid prefix) and what
+    /// stopped the scan, if anything did; the caller decides whether that is
+    /// a torn tail to truncate or corruption to report.
+    pub fn open(
+        dir: &Path,
+        base_offset: i64,
+        trust_index: bool,
+        index_interval: u64,
+        now_ms: i64,
+    ) -> Result<(Segment, Option<ScanStop>)> {
+        let (log_path, index_path, time_path) = Self::paths(dir, base_offset);
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&log_path)
+            .at(&log_path)?;
+        let file_len = file.metadata().at(&log_path)?.len();
+        let loaded = if trust_index {
+            Index::load_files(&index_path, &time_path, file_len)
+        } else {
+            None
+        };
+        let (index, from_pos, from_offset, max_ts) = match loaded {
+            Some(ix) => {
+                let (pos, off, ts) = match ix.last() {
+                    Some(e) => (
+                        e.position as u64,
+                        base_offset + e.relative_offset as i64,
+                        e.max_timestamp,
+                    ),
+                    None => (0, base_offset, -1),
+                };
+                (ix, pos, off, ts)
+            }
+            None => (Index::new(), 0, base_offset, -1),
+        };
+        let seg = Segment {
+            base_offset,
+            log_path,
+            index_path,
+            time_path,
+            file,
+            state: RwLock::new(State {
+                size: 0,
+                next_offset: base_offset,
+                max_timestamp: max_ts,
+                index,
+                bytes_since_index: 0,
+                created_ms: now_ms,
+            }),
+        };
+        let stop = seg.scan_from(from_pos, from_offset, file_len, index_interval)?;
+        Ok((seg, stop))
+    }
+
+    /// Walk batches from `pos`, validating each (CRC, magic, offsets
+    /// increasing from `expect_at_least`), extending the in-memory index and
+    /// the segment's size. Stops at the first bad batch.
+    fn scan_from(
+        &self,
+        mut pos: u64,
+        mut min_offset: i64,
+        file_len: u64,
+        index_interval: u64,
+    ) -> Result<Option<ScanStop>> {
+        let mut st = self.state.write().map_err(|_| LogError::Closed)?;
+        let mut win = Window::new(&self.file, file_len);
+        let mut stop = None;
+        while pos < file_len {
+            let head = win.get(pos, HEADER_LEN).at(&self.log_path)?;
+            let h = match BatchHeader::parse(head) {
+                Ok(h) => h,
+                Err(error) => {
+                    // A header cut short, or zeros where a header should be
+                    // (space the file system allocated but the write never
+                    // filled), is a torn tail when nothing follows it.
+                    let at_tail = matches!(error, BatchError::Truncated { .. })
+                        || self.rest_is_zero(&mut win, pos, file_len)?;
+                    stop = Some(ScanStop {
+                        position: pos,
+                        error,
+                        at_tail,
+                    });
+                    break;
+                }
+            };
+            let len = h.total_len();
+            let end = pos + len as u64;
+            if end > file_len {
+                stop = Some(ScanStop {
+                    position: pos,
+                    error: BatchError::Truncated {
+                        need: len,
+                        have: (file_len - pos) as usize,
+                    },
+                    at_tail: true,
+                });
+                break;
+            }
+            let bytes = win.get(pos, len).at(&self.log_path)?;
+            if let Err(error) = batch::validate(bytes) {
+                stop = Some(ScanStop {
+                    position: pos,
+                    error,
+                    at_tail: end == file_len,
+                });
+                break;
+            }
+            if h.base_offset < min_offset || h.base_offset < self.base_offset {
+                stop = Some(ScanStop {
+                    position: pos,
+                    error: BatchError::Decode(format!(
+                        "batch base offset {} goes backwards (expected at least {})",
+                        h.base_offset, min_offset
+                    )),
+                    at_tail: end == file_len,
+                });
+                break;
+            }
+            if h.last_offset() - self.base_offset > u32::MAX as i64 || pos > u32::MAX as u64 {
+                stop = Some(ScanStop {
+                    position: pos,
+                    error: BatchError::Decode("segment exceeds 4 GiB or 2^32 offsets".into()),
+                    at_tail: false,
+                });
+                break;
+            }
+            Self::note_batch(&mut st, self.base_offset, pos, &h, index_interval);
+            st.size = end;
+            min_offset = h.next_offset();
+            pos = end;
+        }
+        Ok(stop)
+    }
+
+    fn rest_is_zero(&self, win: &mut Window, pos: u64, file_len: u64) -> Result<bool> {
+        let mut p = pos;
+        while p < file_len {
+            let chunk = win.get(p, WINDOW).at(&self.log_path)?;
+            if chunk.iter().any(|b| *b != 0) {
+                return Ok(false);
+            }
+            p += chunk.len() as u64;
+        }
+        Ok(true)
+    }
+
+    fn note_batch(st: &mut State, base: i64, pos: u64, h: &BatchHeader, interval: u64) {
+        st.max_timestamp = st.max_timestamp.max(h.max_timestamp);
+        let past_last = st.index.last().is_none_or(|e| pos > e.position as u64);
+        if st.bytes_since_index >= interval && pos > 0 && past_last {
+            st.index.push(IndexEntry {
+                relative_offset: (h.base_offset - base) as u32,
+                position: pos as u32,
+                max_timestamp: st.max_timestamp,
+            });
+            st.bytes_since_index = 0;
+        }
+        st.bytes_since_index += h.total_len() as u64;
+        st.next_offset = h.next_offset();
+    }
+
+    /// Cut the file back to `position` (recovery of a torn tail only) and
+    /// fsync, so that the truncation is on disk before new appends land after
+    /// it.
+    pub fn truncate_to(&self, position: u64) -> Result<()> {
+        self.file.set_len(position).at(&self.log_path)?;
+        self.file.sync_all().at(&self.log_path)?;
+        let mut st = self.state.write().map_err(|_| LogError::Closed)?;
+        st.size = position;
+        st.index.truncate_to_position(position as u32);
+        Ok(())
+    }
+
+    /// Append validated batches whose base offsets are already assigned.
+    /// One `write` call, so a crash leaves at most one torn tail.
+    pub fn append(&self, bytes: &[u8], headers: &[BatchHeader], index_interval: u64) -> Result<()> {
+        (&self.file).write_all(bytes).at(&self.log_path)?;
+        let mut st = self.state.write().map_err(|_| LogError::Closed)?;
+        let mut pos = st.size;
+        for h in headers {
+            Self::note_batch(&mut st, self.base_offset, pos, h, index_interval);
+            pos += h.total_len() as u64;
+        }
+        st.size = pos;
+        Ok(())
+    }
+
+    /// fdatasync: makes every byte written so far durable (the file size is
+    /// metadata fdatasync includes because reads depend on it).
+    pub fn sync(&self) -> Result<()> {
+        self.file.sync_data().at(&self.log_path)
+    }
+
+    pub fn base_offset(&self) -> i64 {
+        self.base_offset
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    pub fn size(&self) -> u64 {
+        self.state.read().map(|s| s.size).unwrap_or(0)
+    }
+
+    pub fn next_offset(&self) -> i64 {
+        self.state
+            .read()
+            .map(|s| s.next_offset)
+            .unwrap_or(self.base_offset)
+    }
+
+    pub fn max_timestamp(&self) -> i64 {
+        self.state.read().map(|s| s.max_timestamp).unwrap_or(-1)
+    }
+
+    pub fn created_ms(&self) -> i64 {
+        self.state.read().map(|s| s.created_ms).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.size() == 0
+    }
+
+    /// Persist the indexes (at roll and clean close).
+    pub fn write_index_files(&self) -> Result<()> {
+        let st = self.state.read().map_err(|_| LogError::Closed)?;
+        st.index.write_files(&self.index_path, &self.time_path)
+    }
+
+    pub fn index_paths(&self) -> (&Path, &Path) {
+        (&self.index_path, &self.time_path)
+    }
+
+    fn read_header(&self, pos: u64) -> Result<BatchHeader> {
+        let mut head = [0u8; HEADER_LEN];
+        self.file.read_exact_at(&mut head, pos).at(&self.log_path)?;
+        BatchHeader::parse(&head).map_err(|e| LogError::Corrupt {
+            file: self.log_path.clone(),
+            position: pos,
+            offset: -1,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Byte position of the batch containing `offset` (or the first batch
+    /// after it, in a compacted segment), scanning headers forward from the
+    /// sparse index. `None` when the segment holds nothing at or after it.
+    pub fn position_of(&self, offset: i64) -> Result<Option<u64>> {
+        let (mut pos, size) = {
+            let st = self.state.read().map_err(|_| LogError::Closed)?;
+            let rel = (offset - self.base_offset).clamp(0, u32::MAX as i64) as u32;
+            (st.index.position_for(rel) as u64, st.size)
+        };
+        while pos < size {
+            let h = self.read_header(pos)?;
+            if h.last_offset() >= offset {
+                return Ok(Some(pos));
+            }
+            pos += h.total_len() as u64;
+        }
+        Ok(None)
+    }
+
+    /// Whole batches starting at byte `pos`, up to `max_bytes` but always at
+    /// least one batch (Kafka's KIP-74 rule, so a consumer never stalls on a
+    /// batch larger than its limit).
+    /// Batches whose base offset is at or past `end_offset` are left out:
+    /// they were written but not yet published to readers.
+    pub fn read_from(&self, pos: u64, max_bytes: usize, end_offset: i64) -> Result<Bytes> {
+        let size = self.size();
+        if pos >= size {
+            return Ok(Bytes::new());
+        }
+        let want = (size - pos).min(max_bytes.max(HEADER_LEN) as u64) as usize;
+        let mut buf = BytesMut::zeroed(want);
+        self.file.read_exact_at(&mut buf, pos).at(&self.log_path)?;
+        // Trim to whole batches.
+        let mut end = 0usize;
+        while end + HEADER_LEN <= buf.len() {
+            let h = BatchHeader::parse(&buf[end..]).map_err(|e| LogError::Corrupt {
+                file: self.log_path.clone(),
+                position: pos + end as u64,
+                offset: -1,
+                reason: e.to_string(),
+            })?;
+            if h.base_offset >= end_offset {
+                break;
+            }
+            if end + h.total_len() > buf.len() {
+                if end == 0 {
+                    // The first batch is larger than max_bytes: return it whole.
+                    let mut whole = BytesMut::zeroed(h.total_len());
+                    self.file
+                        .read_exact_at(&mut whole, pos)
+                        .at(&self.log_path)?;
+                    return Ok(whole.freeze());
+                }
+                break;
+            }
+            end += h.total_len();
+        }
+        buf.truncate(end);
+        Ok(buf.freeze())
+    }
+
+    /// Earliest record at or after byte position given by the time index
+    /// whose timestamp is ≥ `ts`: (offset, timestamp).
+    pub fn find_timestamp(&self, ts: i64, end_offset: i64) -> Result<Option<(i64, i64)>> {
+        let (mut pos, size) = {
+            let st = self.state.read().map_err(|_| LogError::Closed)?;
+            (st.index.position_for_timestamp(ts) as u64, st.size)
+        };
+        while pos < size {
+            let h = self.read_header(pos)?;
+            if h.base_offset >= end_offset {
+                break;
+            }
+            if h.max_timestamp >= ts && !h.is_control() {
+                let mut whole = BytesMut::zeroed(h.total_len());
+                self.file
+                    .read_exact_at(&mut whole, pos)
+                    .at(&self.log_path)?;
+                let records = batch::decode(whole.freeze()).map_err(|e| LogError::Corrupt {
+                    file: self.log_path.clone(),
+                    position: pos,
+                    offset: h.base_offset,
+                    reason: e.to_string(),
+                })?;
+                for r in records {
+                    let rts = if h.is_log_append_time() {
+                        h.max_timestamp
+                    } else {
+                        r.timestamp
+                    };
+                    if rts >= ts {
+                        return Ok(Some((r.offset, rts)));
+                    }
+                }
+            }
+            pos += h.total_len() as u64;
+        }
+        Ok(None)
+    }
+
+    /// Headers of every batch, in order (for producer-state rebuild and the
+    /// cleaner). Reads only headers.
+    pub fn headers_from(&self, from_offset: i64) -> Result<Vec<BatchHeader>> {
+        let size = self.size();
+        let mut out = Vec::new();
+        let mut pos = match self.position_of(from_offset)? {
+            Some(p) => p,
+            None => return Ok(out),
+        };
+        let mut win = Window::new(&self.file, size);
+        while pos < size {
+            let head = win.get(pos, HEADER_LEN).at(&self.log_path)?;
+            let h = BatchHeader::parse(head).map_err(|e| LogError::Corrupt {
+                file: self.log_path.clone(),
+                position: pos,
+                offset: -1,
+                reason: e.to_string(),
+            })?;
+            pos += h.total_len() as u64;
+            out.push(h);
+        }
+        Ok(out)
+    }
+
+    /// Every byte of the segment (the cleaner reads closed segments whole).
+    pub fn read_all(&self) -> Result<Bytes> {
+        let size = self.size() as usize;
+        let mut buf = BytesMut::zeroed(size);
+        self.file.read_exact_at(&mut buf, 0).at(&self.log_path)?;
+        Ok(buf.freeze())
+    }
+
+    /// Full validation of every batch (`eddy topic verify`, tests).
+    pub fn verify(&self) -> Result<()> {
+        let size = self.size();
+        let mut win = Window::new(&self.file, size);
+        let mut pos = 0u64;
+        let mut min = self.base_offset;
+        while pos < size {
+            let head = win.get(pos, HEADER_LEN).at(&self.log_path)?;
+            let corrupt = |reason: String| LogError::Corrupt {
+                file: self.log_path.clone(),
+                position: pos,
+                offset: min,
+                reason,
+            };
+            let h = BatchHeader::parse(head).map_err(|e| corrupt(e.to_string()))?;
+            let bytes = win.get(pos, h.total_len()).at(&self.log_path)?;
+            batch::validate(bytes).map_err(|e| corrupt(e.to_string()))?;
+            if h.base_offset < min {
+                return Err(corrupt(format!("offset {} goes backwards", h.base_offset)));
+            }
+            min = h.next_offset();
+            pos += h.total_len() as u64;
+        }
+        Ok(())
+    }
+}

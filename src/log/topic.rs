@@ -1,0 +1,264 @@
+//! A topic: its configuration and its partitions, in
+//! `<data>/topics/<name>/` with `topic.json` and one directory per partition.
+//!
+//! Creation is atomic: everything is built in `topics/.tmp-<name>`, fsynced,
+//! and renamed into place, so a crash leaves either no topic or a whole one.
+//! Deletion renames to `topics/.deleted-<name>-<ms>` first, then removes.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use serde::{Deserialize, Serialize};
+
+use super::config::TopicConfig;
+use super::error::{IoContext, LogError, Result};
+use super::index::{sync_dir, write_atomic};
+use super::partition::Partition;
+
+const META: &str = "topic.json";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TopicMeta {
+    pub name: String,
+    pub partitions: i32,
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    #[serde(default)]
+    pub created_ms: i64,
+}
+
+#[derive(Debug)]
+pub struct Topic {
+    name: String,
+    dir: PathBuf,
+    meta: RwLock<TopicMeta>,
+    config: Arc<RwLock<TopicConfig>>,
+    partitions: RwLock<Vec<Arc<Partition>>>,
+}
+
+/// Kafka's rule: 1–249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_name(name: &str) -> Result<()> {
+    let bad = |reason: &str| LogError::InvalidTopicName {
+        name: name.to_string(),
+        reason: reason.to_string(),
+    };
+    if name.is_empty() {
+        return Err(bad("empty"));
+    }
+    if name.len() > 249 {
+        return Err(bad("longer than 249 characters"));
+    }
+    if name == "." || name == ".." {
+        return Err(bad("'.' and '..' are not allowed"));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return Err(bad(
+            "only ASCII letters, digits, '.', '_' and '-' are allowed",
+        ));
+    }
+    Ok(())
+}
+
+fn partition_dir(dir: &Path, p: i32) -> PathBuf {
+    dir.join(p.to_string())
+}
+
+impl Topic {
+    /// Create a topic under `topics_dir` atomically.
+    pub fn create(
+        topics_dir: &Path,
+        name: &str,
+        partitions: i32,
+        overrides: BTreeMap<String, String>,
+        now_ms: i64,
+    ) -> Result<Topic> {
+        validate_name(name)?;
+        if !(1..=10_000).contains(&partitions) {
+            return Err(LogError::InvalidPartitions(partitions));
+        }
+        let config = TopicConfig::from_overrides(&overrides)?;
+        let dir = topics_dir.join(name);
+        if dir.exists() {
+            return Err(LogError::TopicExists(name.to_string()));
+        }
+        let tmp = topics_dir.join(format!(".tmp-{name}"));
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).at(&tmp)?;
+        }
+        fs::create_dir_all(&tmp).at(&tmp)?;
+        let meta = TopicMeta {
+            name: name.to_string(),
+            partitions,
+            config: overrides,
+            created_ms: now_ms,
+        };
+        let config = Arc::new(RwLock::new(config));
+        for p in 0..partitions {
+            // Created in the temp dir only to lay out the files; reopened
+            // below from the final path.
+            Partition::create(name, p, &partition_dir(&tmp, p), Arc::clone(&config))?;
+        }
+        write_meta(&tmp, &meta)?;
+        sync_dir(&tmp)?;
+        // The rename publishes the complete topic; fsyncing the parent makes
+        // the publication itself durable before we report success.
+        fs::rename(&tmp, &dir).at(&dir)?;
+        sync_dir(topics_dir)?;
+        Self::open(&dir, true)
+    }
+
+    /// Open a topic directory (see `Partition::open` for `clean`).
+    pub fn open(dir: &Path, clean: bool) -> Result<Topic> {
+        let meta_path = dir.join(META);
+        let text = fs::read_to_string(&meta_path).at(&meta_path)?;
+        let meta: TopicMeta =
+            serde_json::from_str(&text).map_err(|e| LogError::CorruptMetadata {
+                file: meta_path.clone(),
+                reason: e.to_string(),
+            })?;
+        let config = Arc::new(RwLock::new(TopicConfig::from_overrides(&meta.config)?));
+        // Partition directories past the recorded count belong to an
+        // interrupted CreatePartitions that never committed.
+        for entry in fs::read_dir(dir).at(dir)? {
+            let entry = entry.at(dir)?;
+            if let Ok(p) = entry.file_name().to_string_lossy().parse::<i32>()
+                && p >= meta.partitions
+            {
+                fs::remove_dir_all(entry.path()).at(entry.path())?;
+            }
+        }
+        let mut partitions = Vec::with_capacity(meta.partitions as usize);
+        for p in 0..meta.partitions {
+            partitions.push(Arc::new(Partition::open(
+                &meta.name,
+                p,
+                &partition_dir(dir, p),
+                Arc::clone(&config),
+                clean,
+            )?));
+        }
+        Ok(Topic {
+            name: meta.name.clone(),
+            dir: dir.to_path_buf(),
+            meta: RwLock::new(meta),
+            config,
+            partitions: RwLock::new(partitions),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn partition_count(&self) -> i32 {
+        self.partitions.read().map(|p| p.len() as i32).unwrap_or(0)
+    }
+
+    pub fn partition(&self, p: i32) -> Result<Arc<Partition>> {
+        let parts = self.partitions.read().map_err(|_| LogError::Closed)?;
+        usize::try_from(p)
+            .ok()
+            .and_then(|i| parts.get(i))
+            .cloned()
+            .ok_or(LogError::UnknownPartition {
+                topic: self.name.clone(),
+                partition: p,
+                count: parts.len() as i32,
+            })
+    }
+
+    pub fn partitions(&self) -> Vec<Arc<Partition>> {
+        self.partitions
+            .read()
+            .map(|p| p.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn config(&self) -> TopicConfig {
+        self.config.read().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// The explicitly set configuration keys.
+    pub fn overrides(&self) -> BTreeMap<String, String> {
+        self.meta
+            .read()
+            .map(|m| m.config.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn created_ms(&self) -> i64 {
+        self.meta.read().map(|m| m.created_ms).unwrap_or(0)
+    }
+
+    /// Set (or with `None`, reset to default) configuration keys.
+    pub fn alter_config(&self, changes: &BTreeMap<String, Option<String>>) -> Result<()> {
+        let mut meta = self.meta.write().map_err(|_| LogError::Closed)?;
+        let mut next = meta.clone();
+        for (k, v) in changes {
+            match v {
+                Some(v) => next.config.insert(k.clone(), v.clone()),
+                None => next.config.remove(k),
+            };
+        }
+        let parsed = TopicConfig::from_overrides(&next.config)?;
+        write_meta(&self.dir, &next)?;
+        sync_dir(&self.dir)?;
+        *self.config.write().map_err(|_| LogError::Closed)? = parsed;
+        *meta = next;
+        Ok(())
+    }
+
+    /// Grow the topic to `count` partitions (Kafka never shrinks them).
+    pub fn create_partitions(&self, count: i32) -> Result<()> {
+        let mut meta = self.meta.write().map_err(|_| LogError::Closed)?;
+        if count <= meta.partitions || count > 10_000 {
+            return Err(LogError::InvalidPartitions(count));
+        }
+        let mut new = Vec::new();
+        for p in meta.partitions..count {
+            new.push(Arc::new(Partition::create(
+                &self.name,
+                p,
+                &partition_dir(&self.dir, p),
+                Arc::clone(&self.config),
+            )?));
+        }
+        sync_dir(&self.dir)?;
+        let mut next = meta.clone();
+        next.partitions = count;
+        // Until this rename lands, the new directories are ignored (and
+        // removed) at open: the change commits here.
+        write_meta(&self.dir, &next)?;
+        sync_dir(&self.dir)?;
+        *meta = next;
+        self.partitions
+            .write()
+            .map_err(|_| LogError::Closed)?
+            .extend(new);
+        Ok(())
+    }
+
+    pub fn close(&self) -> Result<()> {
+        for p in self.partitions() {
+            p.close()?;
+        }
+        Ok(())
+    }
+}
+
+fn write_meta(dir: &Path, meta: &TopicMeta) -> Result<()> {
+    let json = serde_json::to_vec_pretty(meta).map_err(|e| LogError::CorruptMetadata {
+        file: dir.join(META),
+        reason: e.to_string(),
+    })?;
+    write_atomic(&dir.join(META), &json)
+}
