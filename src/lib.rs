@@ -3,8 +3,17 @@
 //! Architecture (see ARCHITECTURE.md for the full map):
 //!
 //! ```text
-//! main.rs ─► cli (offline tools over a data directory)
-//!                └─► log (segments, partitions, topics, offsets, cleaner)
+//! main.rs ─► cli ─► server ─► kafka ─► log
+//!             └──(offline tools)──────────┘
+//! ```
+//!
+//! - `log`: segments, partitions, topics, offsets, retention, compaction.
+//! - `kafka`: the Kafka wire protocol (no I/O), one file per API, and the
+//!   group coordinator.
+//! - `server`: sockets and lifecycle.
+//! - `cli`: the command line and the offline tools.
+//!
+//! ```text
 //! ```
 //!
 //! The log stores Kafka RecordBatch v2 bytes exactly as the wire carries
@@ -12,4 +21,6 @@
 //! [`log::LogStore`] trait.
 
 pub mod cli;
+pub mod kafka;
 pub mod log;
+pub mod server;

@@ -38,6 +38,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the server: the Kafka protocol listener over the data directory.
+    Serve(crate::server::ServeArgs),
     /// Create, list, describe, alter and delete topics.
     Topic {
         #[command(subcommand)]
@@ -177,6 +179,7 @@ pub enum CliError {
 /// Run a parsed command.
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
+        Command::Serve(args) => serve(cli.data_dir, args),
         Command::Topic { command } => tools::topic(&cli.data_dir, command),
         Command::Produce(args) => tools::produce(&cli.data_dir, args),
         Command::Consume(args) => tools::consume(&cli.data_dir, args),
@@ -187,4 +190,37 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             BenchCommand::Log(args) => bench::log(args),
         },
     }
+}
+
+fn serve(data_dir: PathBuf, args: crate::server::ServeArgs) -> Result<(), CliError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("eddy")
+        .build()?;
+    rt.block_on(async move {
+        let shutdown = async {
+            #[cfg(unix)]
+            {
+                use tokio::signal::unix::{SignalKind, signal};
+                match signal(SignalKind::terminate()) {
+                    Ok(mut term) => {
+                        tokio::select! {
+                            _ = tokio::signal::ctrl_c() => {}
+                            _ = term.recv() => {}
+                        }
+                    }
+                    Err(_) => {
+                        let _ = tokio::signal::ctrl_c().await;
+                    }
+                }
+            }
+            #[cfg(not(unix))]
+            {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        };
+        crate::server::run(data_dir, args, shutdown)
+            .await
+            .map_err(|e| CliError::Usage(e.to_string()))
+    })
 }

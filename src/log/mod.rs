@@ -331,6 +331,14 @@ impl Log {
             .unwrap_or_default()
     }
 
+    /// Names of all topics, internal ones included.
+    pub fn topic_names(&self) -> Vec<String> {
+        self.topics
+            .read()
+            .map(|t| t.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
     pub fn topic(&self, name: &str) -> Result<Arc<Topic>> {
         self.topics
             .read()

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Benchmark runner: builds release, runs the benchmarks and writes
+# BENCHMARKS.md with the machine and the date. Figures are never typed by
+# hand; rerun this script to refresh them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --quiet
+bin=./target/release/eddy
+out=BENCHMARKS.md
+cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
+{
+  echo "# eddy benchmarks"
+  echo
+  echo "Written by \`scripts/bench.sh\`; do not edit by hand."
+  echo
+  echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "- Machine: $(nproc) cores, ${cpu}, $(free -g | awk '/Mem:/{print $2}') GiB RAM, $(uname -sr)"
+  echo "- Commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  echo
+  echo "## Log (\`eddy bench log\`)"
+  echo
+  "$bin" bench log --dir "${BENCH_DIR:-./eddy-bench-data}"
+} > "$out.tmp"
+mv "$out.tmp" "$out"
+cat "$out"

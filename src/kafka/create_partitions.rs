@@ -1,0 +1,38 @@
+//! CreatePartitions: grow a topic's partition count (never shrink).
+
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
+
+use super::{Broker, RequestContext, error_code, str_bytes};
+use crate::log::{LogError, LogStore};
+
+pub fn handle(
+    broker: &Broker,
+    req: CreatePartitionsRequest,
+    _ctx: &RequestContext,
+) -> CreatePartitionsResponse {
+    let results = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let result = if req.validate_only {
+                broker.log().topic(&t.name.0).and_then(|topic| {
+                    if t.count > topic.partition_count() && t.count <= 10_000 {
+                        Ok(())
+                    } else {
+                        Err(LogError::InvalidPartitions(t.count))
+                    }
+                })
+            } else {
+                broker.log().create_partitions(&t.name.0, t.count)
+            };
+            let mut r = CreatePartitionsTopicResult::default().with_name(t.name);
+            if let Err(e) = result {
+                r.error_code = error_code(&e);
+                r.error_message = Some(str_bytes(&e.to_string()));
+            }
+            r
+        })
+        .collect();
+    CreatePartitionsResponse::default().with_results(results)
+}

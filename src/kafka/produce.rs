@@ -1,0 +1,113 @@
+//! Produce: append each partition's record batches to the log exactly as
+//! the client encoded them (only the base offset is rewritten), then answer
+//! per acks: 0 → no response at all, 1 → after the write reached the OS,
+//! all → after fsync. The fsyncs of all partitions in a request run in
+//! parallel on blocking threads, and concurrent producers share them (the
+//! log's group commit).
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use tracing::warn;
+
+use super::{Broker, RequestContext, error_code};
+use crate::log::{Durability, LogError, Partition};
+
+pub async fn handle(
+    broker: &Broker,
+    req: ProduceRequest,
+    ctx: &RequestContext,
+) -> Option<ProduceResponse> {
+    let v = ctx.api_version;
+    let durability = Durability::from_acks(req.acks);
+    // Written to the OS first; fsynced below, all partitions at once.
+    let write_level = if durability == Durability::Fsync {
+        Durability::Os
+    } else {
+        durability
+    };
+    let mut topics = Vec::with_capacity(req.topic_data.len());
+    let mut to_sync: Vec<(usize, usize, Arc<Partition>, i64)> = Vec::new();
+    for (ti, t) in req.topic_data.into_iter().enumerate() {
+        let name = t.name.0.to_string();
+        let topic = broker.log().topic(&name);
+        let mut parts = Vec::with_capacity(t.partition_data.len());
+        for (pi, p) in t.partition_data.into_iter().enumerate() {
+            let mut r = PartitionProduceResponse::default().with_index(p.index);
+            if v >= 2 {
+                r.log_append_time_ms = -1;
+            }
+            let outcome = match (&topic, p.records) {
+                (Err(e), _) => Err(error_code(e)),
+                (Ok(_), None) => Err(ResponseError::InvalidRecord.code()),
+                (Ok(topic), Some(bytes)) => topic
+                    .partition(p.index)
+                    .and_then(|part| {
+                        let info = part.append(BytesMut::from(&bytes[..]), write_level)?;
+                        Ok((part, info))
+                    })
+                    .map_err(|e| {
+                        if !matches!(
+                            e,
+                            LogError::UnknownPartition { .. } | LogError::OutOfOrderSequence { .. }
+                        ) {
+                            warn!(topic = %name, partition = p.index, error = %e, "produce failed");
+                        }
+                        error_code(&e)
+                    }),
+            };
+            match outcome {
+                Ok((part, info)) => {
+                    r.base_offset = info.base_offset;
+                    if v >= 2 {
+                        r.log_append_time_ms = info.log_append_time;
+                    }
+                    if v >= 5 {
+                        r.log_start_offset = info.log_start;
+                    }
+                    if durability == Durability::Fsync && !info.duplicate {
+                        to_sync.push((ti, pi, part, info.last_offset + 1));
+                    }
+                }
+                Err(code) => {
+                    r.error_code = code;
+                    r.base_offset = -1;
+                    if v >= 5 {
+                        r.log_start_offset = -1;
+                    }
+                }
+            }
+            parts.push(r);
+        }
+        topics.push(
+            TopicProduceResponse::default()
+                .with_name(t.name)
+                .with_partition_responses(parts),
+        );
+    }
+    if !to_sync.is_empty() {
+        let waits: Vec<_> = to_sync
+            .into_iter()
+            .map(|(ti, pi, part, upto)| {
+                tokio::task::spawn_blocking(move || (ti, pi, part.sync_to(upto)))
+            })
+            .collect();
+        for w in waits {
+            match w.await {
+                Ok((_, _, Ok(()))) => {}
+                Ok((ti, pi, Err(e))) => {
+                    warn!(error = %e, "fsync for acks=all failed");
+                    topics[ti].partition_responses[pi].error_code = error_code(&e);
+                }
+                Err(e) => warn!(error = %e, "fsync task failed"),
+            }
+        }
+    }
+    if req.acks == 0 {
+        return None;
+    }
+    Some(ProduceResponse::default().with_responses(topics))
+}

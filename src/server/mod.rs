@@ -1,0 +1,174 @@
+//! Listeners and lifecycle: opens the log, binds the Kafka listener, serves
+//! until the shutdown future resolves, then stops accepting, ends the
+//! connections and closes the log cleanly (so the next start skips
+//! recovery). The only module that touches sockets.
+
+pub mod kafka;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{ArgAction, Args};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::kafka::{Broker, BrokerConfig};
+use crate::log::{Log, LogError, LogOptions};
+
+/// `eddy serve` settings. Every flag has an environment fallback.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address of the Kafka protocol listener.
+    #[arg(long, env = "EDDY_KAFKA_ADDR", default_value = "127.0.0.1:9092")]
+    pub kafka_addr: String,
+    /// Host name the Kafka listener tells clients to connect to (Metadata);
+    /// default: the listener's IP.
+    #[arg(long, env = "EDDY_ADVERTISED_HOST")]
+    pub advertised_host: Option<String>,
+    /// Port the Kafka listener tells clients to connect to; default: the
+    /// port it bound.
+    #[arg(long, env = "EDDY_ADVERTISED_PORT")]
+    pub advertised_port: Option<u16>,
+    /// Create unknown topics when a client asks for them in Metadata (as
+    /// Kafka's auto.create.topics.enable).
+    #[arg(long, env = "EDDY_AUTO_CREATE_TOPICS", default_value_t = true, action = ArgAction::Set)]
+    pub auto_create_topics: bool,
+    /// Partitions of auto-created topics (Kafka's num.partitions).
+    #[arg(long, env = "EDDY_DEFAULT_PARTITIONS", default_value_t = 1)]
+    pub default_partitions: i32,
+    /// Largest request frame accepted; a larger one closes its connection
+    /// (Kafka's socket.request.max.bytes).
+    #[arg(long, env = "EDDY_MAX_REQUEST_BYTES", default_value_t = 100 * 1024 * 1024)]
+    pub max_request_bytes: usize,
+    /// How often retention and compaction run, in milliseconds (Kafka's
+    /// log.retention.check.interval.ms).
+    #[arg(long, env = "EDDY_LOG_CLEANER_INTERVAL_MS", default_value_t = 300_000)]
+    pub log_cleaner_interval_ms: u64,
+}
+
+impl Default for ServeArgs {
+    fn default() -> Self {
+        ServeArgs {
+            kafka_addr: "127.0.0.1:9092".into(),
+            advertised_host: None,
+            advertised_port: None,
+            auto_create_topics: true,
+            default_partitions: 1,
+            max_request_bytes: 100 * 1024 * 1024,
+            log_cleaner_interval_ms: 300_000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running server (tests and embedders): its bound addresses and a way to
+/// stop it.
+pub struct Handle {
+    pub kafka_addr: SocketAddr,
+    pub log: Arc<Log>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), ServerError>>,
+}
+
+impl Handle {
+    /// Stop accepting, end connections, close the log cleanly.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        let _ = self.stop.send(true);
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "server task failed");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Open the log and bind the listeners, then serve in a background task.
+pub async fn start(data_dir: PathBuf, args: ServeArgs) -> Result<Handle, ServerError> {
+    let log = {
+        let dir = data_dir.clone();
+        let interval = Duration::from_millis(args.log_cleaner_interval_ms.max(1));
+        tokio::task::spawn_blocking(move || {
+            Log::open(
+                dir,
+                LogOptions {
+                    cleaner_interval: Some(interval),
+                },
+            )
+        })
+        .await
+        .map_err(|_| LogError::Closed)??
+    };
+    let listener = TcpListener::bind(&args.kafka_addr)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: args.kafka_addr.clone(),
+            source,
+        })?;
+    let kafka_addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: args.kafka_addr.clone(),
+        source,
+    })?;
+    let broker = Broker::new(
+        Arc::clone(&log),
+        BrokerConfig {
+            node_id: 1,
+            advertised_host: args
+                .advertised_host
+                .clone()
+                .unwrap_or_else(|| kafka_addr.ip().to_string()),
+            advertised_port: args.advertised_port.unwrap_or(kafka_addr.port()) as i32,
+            cluster_id: "eddy".into(),
+            auto_create_topics: args.auto_create_topics,
+            default_partitions: args.default_partitions.max(1),
+        },
+    );
+    info!(%kafka_addr, data_dir = %data_dir.display(), "eddy serving");
+    let (stop, stopped) = watch::channel(false);
+    let task_log = Arc::clone(&log);
+    let max = args.max_request_bytes;
+    let task = tokio::spawn(async move {
+        kafka::serve(listener, broker, max, stopped).await;
+        // Connections have been told to stop; close the log on a blocking
+        // thread (it fsyncs).
+        tokio::task::spawn_blocking(move || task_log.close())
+            .await
+            .map_err(|_| LogError::Closed)??;
+        Ok(())
+    });
+    Ok(Handle {
+        kafka_addr,
+        log,
+        stop,
+        task,
+    })
+}
+
+/// Serve until `shutdown` resolves (Ctrl-C, SIGTERM, or a test's signal).
+pub async fn run(
+    data_dir: PathBuf,
+    args: ServeArgs,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let handle = start(data_dir, args).await?;
+    println!("eddy: Kafka protocol on {}", handle.kafka_addr);
+    shutdown.await;
+    info!("shutting down");
+    handle.shutdown().await
+}
