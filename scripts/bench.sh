@@ -20,6 +20,10 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
   echo "## Log (\`eddy bench log\`)"
   echo
   "$bin" bench log --dir "${BENCH_DIR:-./eddy-bench-data}"
+  echo
+  echo "## W1: Kafka protocol with librdkafka (\`cargo bench --bench kafka_w1\`)"
+  echo
+  EDDY_BIN="$bin" cargo bench --quiet --bench kafka_w1
 } > "$out.tmp"
 mv "$out.tmp" "$out"
 cat "$out"

@@ -131,12 +131,15 @@ impl BatchHeader {
         LOG_OVERHEAD + self.batch_length as usize
     }
 
+    // Saturating: the base offset is outside the CRC, so a damaged header
+    // can carry any value, and this arithmetic must not overflow on it.
     pub fn last_offset(&self) -> i64 {
-        self.base_offset + self.last_offset_delta as i64
+        self.base_offset
+            .saturating_add(self.last_offset_delta as i64)
     }
 
     pub fn next_offset(&self) -> i64 {
-        self.last_offset() + 1
+        self.last_offset().saturating_add(1)
     }
 
     pub fn is_control(&self) -> bool {
@@ -310,6 +313,9 @@ pub fn decode(buf: Bytes) -> Result<Vec<Record>, BatchError> {
         }
         let mut one = rest.split_to(len);
         if h.is_control() {
+            // Skipped, but only once known intact: a damaged attributes
+            // field must not turn a data batch into one silently passed over.
+            validate(&one)?;
             continue;
         }
         let set =

@@ -141,15 +141,26 @@ impl Partition {
         }
         bases.sort_unstable();
         let recovery_point = read_checkpoint(&dir.join(RECOVERY_POINT)).unwrap_or(0);
-        let interval = config.read().map_err(lock_err)?.index_interval_bytes as u64;
+        let (interval, max_batch) = {
+            let c = config.read().map_err(lock_err)?;
+            (c.index_interval_bytes as u64, c.max_message_bytes)
+        };
 
         let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len());
         for (i, &base) in bases.iter().enumerate() {
             let last = i + 1 == bases.len();
             let trust = clean || base < recovery_point;
-            let (seg, stop) = Segment::open(dir, base, trust, interval, now)?;
+            // The active segment is never compacted: its offsets are dense.
+            let (seg, stop) = Segment::open_with(dir, base, trust, interval, now, last)?;
             if let Some(stop) = stop {
-                if last && stop.at_tail {
+                // A header claiming more than any append accepts is damaged
+                // (the length is outside the CRC), not torn: cutting there
+                // would drop the valid batches after it.
+                let implausible = matches!(
+                    stop.error,
+                    batch::BatchError::Truncated { need, .. } if need as i64 > max_batch
+                );
+                if last && stop.at_tail && !implausible {
                     warn!(
                         file = %seg.log_path().display(),
                         position = stop.position,
@@ -166,9 +177,10 @@ impl Partition {
                     });
                 }
             }
-            if !trust {
-                // The index was rebuilt by the scan; persist it so the next
-                // start does not scan again.
+            if !trust || seg.index_rebuilt() {
+                // The index was rebuilt by the scan (a crash, or index files
+                // missing or damaged); persist it so the next start does not
+                // scan again.
                 seg.write_index_files()?;
             }
             if let Some(prev) = segments.last()

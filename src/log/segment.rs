@@ -46,6 +46,9 @@ pub struct Segment {
     time_path: PathBuf,
     file: File,
     state: RwLock<State>,
+    /// The index files were missing or unusable and the in-memory index was
+    /// rebuilt by scanning, so the files on disk need rewriting.
+    index_rebuilt: bool,
 }
 
 /// What a validating scan found past the last good batch.
@@ -109,12 +112,29 @@ impl Segment {
     /// acknowledging anything written to it.
     pub fn create(dir: &Path, base_offset: i64, now_ms: i64) -> Result<Segment> {
         let (log_path, index_path, time_path) = Self::paths(dir, base_offset);
-        let file = OpenOptions::new()
+        let file = match OpenOptions::new()
             .read(true)
             .append(true)
             .create_new(true)
             .open(&log_path)
-            .at(&log_path)?;
+        {
+            Ok(f) => f,
+            // An empty file left by a roll that failed after creating it
+            // (e.g. the directory fsync failed) is reused; anything with
+            // data in it is never overwritten.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let f = OpenOptions::new()
+                    .read(true)
+                    .append(true)
+                    .open(&log_path)
+                    .at(&log_path)?;
+                if f.metadata().at(&log_path)?.len() != 0 {
+                    return Err(e).at(&log_path);
+                }
+                f
+            }
+            Err(e) => return Err(e).at(&log_path),
+        };
         Ok(Segment {
             base_offset,
             log_path,
@@ -129,6 +149,7 @@ impl Segment {
                 bytes_since_index: 0,
                 created_ms: now_ms,
             }),
+            index_rebuilt: false,
         })
     }
 
@@ -145,6 +166,22 @@ impl Segment {
         index_interval: u64,
         now_ms: i64,
     ) -> Result<(Segment, Option<ScanStop>)> {
+        Self::open_with(dir, base_offset, trust_index, index_interval, now_ms, false)
+    }
+
+    /// As [`Segment::open`]. With `dense`, every scanned batch must start
+    /// exactly where the previous one ended (the first at the segment's base
+    /// offset): true of the active segment, which compaction never rewrites.
+    /// The base offset is outside the CRC, so this is what catches a damaged
+    /// one there.
+    pub fn open_with(
+        dir: &Path,
+        base_offset: i64,
+        trust_index: bool,
+        index_interval: u64,
+        now_ms: i64,
+        dense: bool,
+    ) -> Result<(Segment, Option<ScanStop>)> {
         let (log_path, index_path, time_path) = Self::paths(dir, base_offset);
         let file = OpenOptions::new()
             .read(true)
@@ -157,6 +194,7 @@ impl Segment {
         } else {
             None
         };
+        let index_rebuilt = loaded.is_none();
         let (index, from_pos, from_offset, max_ts) = match loaded {
             Some(ix) => {
                 let (pos, off, ts) = match ix.last() {
@@ -171,7 +209,7 @@ impl Segment {
             }
             None => (Index::new(), 0, base_offset, -1),
         };
-        let seg = Segment {
+        let mut seg = Segment {
             base_offset,
             log_path,
             index_path,
@@ -185,9 +223,32 @@ impl Segment {
                 bytes_since_index: 0,
                 created_ms: now_ms,
             }),
+            index_rebuilt,
         };
-        let stop = seg.scan_from(from_pos, from_offset, file_len, index_interval)?;
+        let mut stop = seg.scan_from(from_pos, from_offset, file_len, index_interval, dense)?;
+        if stop.is_some() && from_pos > 0 {
+            // The index led the scan to something that is not a valid batch:
+            // it may be damaged or stale, so it cannot be trusted to have
+            // skipped only good data. Rebuild it with a full scan, which also
+            // finds the first bad batch precisely.
+            {
+                let mut st = seg.state.write().map_err(|_| LogError::Closed)?;
+                st.size = 0;
+                st.next_offset = base_offset;
+                st.max_timestamp = -1;
+                st.index = Index::new();
+                st.bytes_since_index = 0;
+            }
+            seg.index_rebuilt = true;
+            stop = seg.scan_from(0, base_offset, file_len, index_interval, dense)?;
+        }
         Ok((seg, stop))
+    }
+
+    /// The index files were missing or unusable at open (see `open`) and
+    /// should be written from the rebuilt in-memory index.
+    pub fn index_rebuilt(&self) -> bool {
+        self.index_rebuilt
     }
 
     /// Walk batches from `pos`, validating each (CRC, magic, offsets
@@ -199,6 +260,7 @@ impl Segment {
         mut min_offset: i64,
         file_len: u64,
         index_interval: u64,
+        dense: bool,
     ) -> Result<Option<ScanStop>> {
         let mut st = self.state.write().map_err(|_| LogError::Closed)?;
         let mut win = Window::new(&self.file, file_len);
@@ -248,6 +310,17 @@ impl Segment {
                     position: pos,
                     error: BatchError::Decode(format!(
                         "batch base offset {} goes backwards (expected at least {})",
+                        h.base_offset, min_offset
+                    )),
+                    at_tail: end == file_len,
+                });
+                break;
+            }
+            if dense && h.base_offset != min_offset {
+                stop = Some(ScanStop {
+                    position: pos,
+                    error: BatchError::Decode(format!(
+                        "batch base offset {} skips ahead (expected {})",
                         h.base_offset, min_offset
                     )),
                     at_tail: end == file_len,
@@ -425,6 +498,19 @@ impl Segment {
             if h.base_offset >= end_offset {
                 break;
             }
+            if pos + (end + h.total_len()) as u64 > size {
+                // Published batches lie wholly below `size`: the header is
+                // damaged (its length is outside the CRC).
+                return Err(LogError::Corrupt {
+                    file: self.log_path.clone(),
+                    position: pos + end as u64,
+                    offset: h.base_offset,
+                    reason: format!(
+                        "batch of {} bytes runs past the segment's end at byte {size}",
+                        h.total_len()
+                    ),
+                });
+            }
             if end + h.total_len() > buf.len() {
                 if end == 0 {
                     // The first batch is larger than max_bytes: return it whole.
@@ -455,6 +541,14 @@ impl Segment {
                 break;
             }
             if h.max_timestamp >= ts && !h.is_control() {
+                if pos + h.total_len() as u64 > size {
+                    return Err(LogError::Corrupt {
+                        file: self.log_path.clone(),
+                        position: pos,
+                        offset: h.base_offset,
+                        reason: "batch runs past the segment's end".into(),
+                    });
+                }
                 let mut whole = BytesMut::zeroed(h.total_len());
                 self.file
                     .read_exact_at(&mut whole, pos)

@@ -1,0 +1,164 @@
+//! Benchmark W1 (`../shared/bench/README.md`): the log through the Kafka
+//! protocol with librdkafka as the client. 100-byte records, 6 partitions,
+//! one producer (acks=1, then acks=all) and one consumer, client and server
+//! on the same machine, the server a separate `eddy serve` process (release
+//! build). Prints Markdown; `scripts/bench.sh` puts it in BENCHMARKS.md.
+//!
+//! Run: `cargo bench --bench kafka_w1` (builds the release binary first via
+//! the runner script). Environment: W1_RECORDS (default 2,000,000), W1_RUNS
+//! (default 3), EDDY_BIN (default target/release/eddy).
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+struct Server {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server(bin: &str) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(bin)
+        .args(["--data-dir", dir.path().to_str().unwrap(), "serve", "--kafka-addr", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start eddy serve (build it with cargo build --release)");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().rsplit(' ').next().unwrap().to_string();
+    Server {
+        child,
+        addr,
+        _dir: dir,
+    }
+}
+
+fn create_topic(addr: &str, name: &str) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .create()
+        .unwrap();
+    let r = futures::executor::block_on(admin.create_topics(
+        &[NewTopic::new(name, 6, TopicReplication::Fixed(1))],
+        &AdminOptions::new(),
+    ))
+    .unwrap();
+    for x in r {
+        x.unwrap();
+    }
+}
+
+fn produce(addr: &str, topic: &str, n: usize, acks: &str) -> f64 {
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("acks", acks)
+        .set("linger.ms", "5")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.messages", "2000000")
+        .set("queue.buffering.max.kbytes", "2097151")
+        .create()
+        .unwrap();
+    let value = vec![b'x'; 100];
+    let start = Instant::now();
+    for i in 0..n {
+        let part = (i % 6) as i32;
+        let mut rec = BaseRecord::<(), [u8]>::to(topic).payload(&value[..]).partition(part);
+        loop {
+            match p.send(rec) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    rec = r;
+                    p.poll(Duration::from_millis(1));
+                }
+            }
+        }
+        if i % 10_000 == 0 {
+            p.poll(Duration::ZERO);
+        }
+    }
+    p.flush(Duration::from_secs(120)).unwrap();
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+fn consume(addr: &str, topic: &str, n: usize) -> f64 {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("group.id", "w1")
+        .set("enable.auto.commit", "false")
+        .set("fetch.max.bytes", "52428800")
+        .set("max.partition.fetch.bytes", "10485760")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..6 {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let start = Instant::now();
+    let mut seen = 0usize;
+    while seen < n {
+        if let Some(m) = c.poll(Duration::from_millis(100)) {
+            let m = m.unwrap();
+            assert_eq!(m.payload().map(|p| p.len()), Some(100));
+            seen += 1;
+        }
+        assert!(start.elapsed() < Duration::from_secs(300), "consumer stalled at {seen}");
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(|a, b| a.total_cmp(b));
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+fn main() {
+    // `cargo test --benches` runs bench targets with no arguments in test
+    // mode; only run when invoked as a benchmark.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let n: usize = std::env::var("W1_RECORDS").ok().and_then(|s| s.parse().ok()).unwrap_or(2_000_000);
+    let runs: usize = std::env::var("W1_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
+    let bin = std::env::var("EDDY_BIN").unwrap_or_else(|_| {
+        format!("{}/target/release/eddy", env!("CARGO_MANIFEST_DIR"))
+    });
+    let (mut p1, mut pall, mut c) = (vec![], vec![], vec![]);
+    for run in 0..runs {
+        eprintln!("W1 run {}/{runs}", run + 1);
+        let server = start_server(&bin);
+        create_topic(&server.addr, "w1-acks1");
+        create_topic(&server.addr, "w1-acksall");
+        p1.push(produce(&server.addr, "w1-acks1", n, "1"));
+        pall.push(produce(&server.addr, "w1-acksall", n, "all"));
+        c.push(consume(&server.addr, "w1-acks1", n));
+    }
+    println!("librdkafka {} (rdkafka crate) producer and consumer, {n} records of 100 bytes, 6 partitions; server `eddy serve` (release) on the same machine; median of {runs} runs (min–max).", rdkafka::util::get_rdkafka_version().1);
+    println!();
+    println!("| W1 scenario | records/s | MB/s of values |");
+    println!("|---|---|---|");
+    for (name, v) in [("produce acks=1", p1), ("produce acks=all (fsync)", pall), ("consume", c)] {
+        let (m, lo, hi) = median(v);
+        println!("| {name} | {:.2} M ({:.2}–{:.2} M) | {:.0} |", m / 1e6, lo / 1e6, hi / 1e6, m * 100.0 / 1e6);
+    }
+}

@@ -1,0 +1,65 @@
+//! Shared test support: a real eddy server on 127.0.0.1:0 over a temporary
+//! data directory, running on its own tokio runtime so test bodies can use
+//! blocking clients (librdkafka, kcat, Python) freely. Stops by itself when
+//! dropped.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use eddy::server::{self, Handle, ServeArgs};
+
+pub struct TestServer {
+    pub rt: tokio::runtime::Runtime,
+    handle: Option<Handle>,
+    pub dir: tempfile::TempDir,
+    pub addr: String,
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        Self::start_with(ServeArgs::default())
+    }
+
+    pub fn start_with(mut args: ServeArgs) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        args.kafka_addr = "127.0.0.1:0".into();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let handle = rt
+            .block_on(server::start(dir.path().to_path_buf(), args))
+            .expect("server starts");
+        let addr = handle.kafka_addr.to_string();
+        TestServer {
+            rt,
+            handle: Some(handle),
+            dir,
+            addr,
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    pub fn log(&self) -> &std::sync::Arc<eddy::log::Log> {
+        &self.handle.as_ref().expect("running").log
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            self.rt.block_on(h.shutdown()).expect("clean shutdown");
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            let _ = self.rt.block_on(h.shutdown());
+        }
+    }
+}

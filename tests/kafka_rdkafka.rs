@@ -1,0 +1,273 @@
+//! Interoperability with librdkafka (the C client under confluent-kafka,
+//! kcat and most non-Java clients), through the `rdkafka` crate, against a
+//! real eddy server over real sockets:
+//!
+//! - keyed produce with acks=all to a 6-partition topic created with the
+//!   admin API, consumed by a consumer group that commits, stops, and a new
+//!   consumer of the same group resumes exactly after the committed offsets;
+//! - two consumers of one group split the partitions; when one leaves, the
+//!   other takes over all partitions and continues from the committed
+//!   offsets, with every record consumed exactly once overall;
+//! - `auto.offset.reset` earliest and latest as Kafka documents them;
+//! - idempotent producer.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use common::TestServer;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::Message;
+
+fn admin(addr: &str) -> AdminClient<DefaultClientContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .create()
+        .expect("admin client")
+}
+
+fn create_topic(addr: &str, name: &str, partitions: i32) {
+    let admin = admin(addr);
+    let res = futures::executor::block_on(admin.create_topics(
+        &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(5))),
+    ))
+    .expect("create_topics request");
+    for r in res {
+        r.expect("topic created");
+    }
+}
+
+fn producer(addr: &str, extra: &[(&str, &str)]) -> BaseProducer {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", addr)
+        .set("acks", "all")
+        .set("linger.ms", "5");
+    for (k, v) in extra {
+        c.set(*k, *v);
+    }
+    c.create().expect("producer")
+}
+
+fn produce(addr: &str, topic: &str, from: usize, n: usize, extra: &[(&str, &str)]) {
+    let p = producer(addr, extra);
+    for i in from..from + n {
+        let key = format!("key-{}", i % 97);
+        let value = format!("value-{i}");
+        loop {
+            match p.send(BaseRecord::to(topic).key(&key).payload(&value)) {
+                Ok(()) => break,
+                Err((_, _)) => {
+                    p.poll(Duration::from_millis(10));
+                }
+            }
+        }
+        p.poll(Duration::ZERO);
+    }
+    p.flush(Duration::from_secs(30)).expect("all records acknowledged");
+}
+
+fn consumer(addr: &str, group: &str, reset: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("group.id", group)
+        .set("auto.offset.reset", reset)
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500")
+        .create()
+        .expect("consumer")
+}
+
+/// Poll until `pred` over the values consumed so far holds or time runs out.
+fn consume_until(
+    c: &BaseConsumer,
+    got: &mut Vec<(i32, i64, String)>,
+    timeout: Duration,
+    mut stop: impl FnMut(&[(i32, i64, String)]) -> bool,
+    commit_each: bool,
+) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline && !stop(got) {
+        if let Some(m) = c.poll(Duration::from_millis(100)) {
+            let m = m.expect("message without error");
+            let v = String::from_utf8(m.payload().unwrap_or_default().to_vec()).unwrap();
+            got.push((m.partition(), m.offset(), v));
+            if commit_each {
+                c.commit_message(&m, CommitMode::Sync).expect("commit");
+            }
+        }
+    }
+}
+
+#[test]
+fn keyed_acks_all_group_commit_and_resume() {
+    let server = TestServer::start();
+    let addr = server.addr.clone();
+    create_topic(&addr, "orders", 6);
+    produce(&addr, "orders", 0, 6000, &[]);
+
+    // Every partition got data (keys spread) and the log holds 6000 records.
+    let log = server.log().clone();
+    let mut total = 0;
+    for p in 0..6 {
+        let end = log.partition("orders", p).unwrap().log_end();
+        assert!(end > 0, "partition {p} is empty");
+        total += end;
+    }
+    assert_eq!(total, 6000);
+
+    let mut first = Vec::new();
+    {
+        let c = consumer(&addr, "g1", "earliest");
+        c.subscribe(&["orders"]).unwrap();
+        consume_until(&c, &mut first, Duration::from_secs(30), |g| g.len() >= 2500, false);
+        c.commit_consumer_state(CommitMode::Sync).expect("commit");
+    }
+    assert!(first.len() >= 2500, "consumed only {}", first.len());
+
+    // The committed offsets are exactly the positions after what was consumed.
+    let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+    for (p, o, _) in &first {
+        let e = next.entry(*p).or_default();
+        *e = (*e).max(o + 1);
+    }
+    for (p, o) in &next {
+        let c = log.offset_store().fetch("g1", "orders", *p).expect("committed");
+        assert_eq!(c.offset, *o, "partition {p}");
+    }
+
+    let mut second = Vec::new();
+    {
+        let c = consumer(&addr, "g1", "earliest");
+        c.subscribe(&["orders"]).unwrap();
+        let need = 6000 - first.len();
+        consume_until(&c, &mut second, Duration::from_secs(30), |g| g.len() >= need, false);
+        // Nothing more arrives.
+        consume_until(&c, &mut second, Duration::from_secs(2), |_| false, false);
+    }
+    let mut all: Vec<String> = first.iter().chain(&second).map(|x| x.2.clone()).collect();
+    let n = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), n, "a record was consumed twice");
+    assert_eq!(n, 6000, "every record consumed exactly once");
+    // Resumed exactly after the commit: the second consumer starts at the
+    // committed offset of every partition it read.
+    for (p, o, _) in &second {
+        if let Some(c) = next.get(p) {
+            assert!(o >= c, "partition {p}: re-read offset {o} below commit {c}");
+        }
+    }
+}
+
+#[test]
+fn two_consumers_split_then_one_takes_over() {
+    let server = TestServer::start();
+    let addr = server.addr.clone();
+    create_topic(&addr, "events", 6);
+    produce(&addr, "events", 0, 600, &[]);
+
+    let a = consumer(&addr, "split", "earliest");
+    let b = consumer(&addr, "split", "earliest");
+    a.subscribe(&["events"]).unwrap();
+    b.subscribe(&["events"]).unwrap();
+    let mut got_a = Vec::new();
+    let mut got_b = Vec::new();
+    // Poll both until the group settles with partitions split between them.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        consume_until(&a, &mut got_a, Duration::from_millis(200), |_| false, true);
+        consume_until(&b, &mut got_b, Duration::from_millis(200), |_| false, true);
+        let (na, nb) = (
+            a.assignment().unwrap().count(),
+            b.assignment().unwrap().count(),
+        );
+        if na == 3 && nb == 3 && !got_a.is_empty() && !got_b.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "group did not split: {na} + {nb} partitions"
+        );
+    }
+    let pa: BTreeSet<i32> = a.assignment().unwrap().elements().iter().map(|e| e.partition()).collect();
+    let pb: BTreeSet<i32> = b.assignment().unwrap().elements().iter().map(|e| e.partition()).collect();
+    assert!(pa.is_disjoint(&pb));
+
+    // B leaves; A must take over all six partitions and finish the topic.
+    drop(b);
+    consume_until(
+        &a,
+        &mut got_a,
+        Duration::from_secs(40),
+        |g| g.len() + got_b.len() >= 600,
+        true,
+    );
+    assert_eq!(a.assignment().unwrap().count(), 6);
+    let mut all: Vec<String> = got_a.iter().chain(&got_b).map(|x| x.2.clone()).collect();
+    let n = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), n, "a record was consumed twice across the takeover");
+    assert_eq!(n, 600);
+}
+
+#[test]
+fn auto_offset_reset_earliest_and_latest() {
+    let server = TestServer::start();
+    let addr = server.addr.clone();
+    create_topic(&addr, "resets", 1);
+    produce(&addr, "resets", 0, 10, &[]);
+
+    let latest = consumer(&addr, "late", "latest");
+    latest.subscribe(&["resets"]).unwrap();
+    let mut got_latest = Vec::new();
+    // Wait until assigned and positioned at the end.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while latest.assignment().unwrap().count() == 0 && Instant::now() < deadline {
+        consume_until(&latest, &mut got_latest, Duration::from_millis(200), |_| false, false);
+    }
+    consume_until(&latest, &mut got_latest, Duration::from_secs(2), |_| false, false);
+    assert!(got_latest.is_empty(), "latest consumer saw old records: {got_latest:?}");
+
+    produce(&addr, "resets", 10, 5, &[]);
+    consume_until(&latest, &mut got_latest, Duration::from_secs(20), |g| g.len() >= 5, false);
+    let values: Vec<&str> = got_latest.iter().map(|x| x.2.as_str()).collect();
+    assert_eq!(
+        values,
+        vec!["value-10", "value-11", "value-12", "value-13", "value-14"]
+    );
+
+    let earliest = consumer(&addr, "early", "earliest");
+    earliest.subscribe(&["resets"]).unwrap();
+    let mut got = Vec::new();
+    consume_until(&earliest, &mut got, Duration::from_secs(20), |g| g.len() >= 15, false);
+    assert_eq!(got.len(), 15);
+    assert_eq!(got[0].2, "value-0");
+}
+
+#[test]
+fn idempotent_producer_writes_each_record_once() {
+    let server = TestServer::start();
+    let addr = server.addr.clone();
+    create_topic(&addr, "idem", 3);
+    produce(&addr, "idem", 0, 3000, &[("enable.idempotence", "true")]);
+    let log = server.log().clone();
+    let mut total = 0;
+    for p in 0..3 {
+        let part = log.partition("idem", p).unwrap();
+        total += part.log_end();
+        // The batches carry the producer id librdkafka got from InitProducerId.
+        let headers = part.headers(0).unwrap();
+        assert!(headers.iter().all(|h| h.producer_id >= 0));
+    }
+    assert_eq!(total, 3000);
+}

@@ -1,0 +1,263 @@
+//! The Kafka listener against hostile and broken peers, and against the
+//! command-line and Python clients people actually use:
+//!
+//! - garbage, truncated, negative-size and oversized frames, unknown API
+//!   keys and unsupported versions close only the offending connection; a
+//!   well-behaved connection keeps working throughout;
+//! - ApiVersions with a version from the future answers UNSUPPORTED_VERSION
+//!   with our versions, as Kafka does, so clients can downgrade;
+//! - hundreds of concurrent connections;
+//! - kcat: metadata listing, produce, consume;
+//! - the seed notes' kafka-python and confluent-kafka scripts, with only the
+//!   bootstrap address changed.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::TestServer;
+
+/// An ApiVersions v`version` request frame with correlation id `cid`.
+fn api_versions_frame(version: i16, cid: i32) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&18i16.to_be_bytes()); // ApiVersions
+    body.extend_from_slice(&version.to_be_bytes());
+    body.extend_from_slice(&cid.to_be_bytes());
+    body.extend_from_slice(&4i16.to_be_bytes()); // client id "test"
+    body.extend_from_slice(b"test");
+    if version >= 3 {
+        body.push(0); // tagged fields of the header
+        body.push(5); // client_software_name (compact string "eddy")
+        body.extend_from_slice(b"eddy");
+        body.push(4); // client_software_version "0.1"
+        body.extend_from_slice(b"0.1");
+        body.push(0); // tagged fields
+    }
+    let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    frame
+}
+
+fn connect(addr: &str) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// Send a request and read one response frame; returns the body after the
+/// size prefix.
+fn round_trip(s: &mut TcpStream, frame: &[u8]) -> Vec<u8> {
+    s.write_all(frame).unwrap();
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).unwrap();
+    let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).unwrap();
+    body
+}
+
+/// The server closed the connection: a read returns EOF (or a reset).
+fn assert_closed(mut s: TcpStream) {
+    let mut buf = [0u8; 64];
+    match s.read(&mut buf) {
+        Ok(0) => {}
+        Ok(n) => panic!("expected the connection to close, got {n} bytes"),
+        Err(e) => assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            ),
+            "unexpected error {e}"
+        ),
+    }
+}
+
+#[test]
+fn bad_frames_close_only_their_connection() {
+    let server = TestServer::start();
+    let addr = server.addr.clone();
+    let mut good = connect(&addr);
+    let resp = round_trip(&mut good, &api_versions_frame(0, 1));
+    assert_eq!(&resp[0..4], &1i32.to_be_bytes(), "correlation id echoed");
+    assert_eq!(&resp[4..6], &0i16.to_be_bytes(), "no error");
+
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("garbage body", {
+            let mut f = 12i32.to_be_bytes().to_vec();
+            f.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5, 6, 7, 8]);
+            f
+        }),
+        ("negative size", (-5i32).to_be_bytes().to_vec()),
+        ("oversized", i32::MAX.to_be_bytes().to_vec()),
+        ("too short for a header", {
+            let mut f = 3i32.to_be_bytes().to_vec();
+            f.extend_from_slice(&[0, 18, 0]);
+            f
+        }),
+        ("unknown api key", {
+            let mut f = 10i32.to_be_bytes().to_vec();
+            f.extend_from_slice(&[0x7f, 0x00, 0, 0, 0, 0, 0, 1, 0, 0]);
+            f
+        }),
+        ("truncated metadata request", {
+            // Metadata v1 header claims a topic array it does not contain.
+            let mut body = vec![0, 3, 0, 1, 0, 0, 0, 9, 0, 0];
+            body.extend_from_slice(&[0, 0, 0, 5]);
+            let mut f = (body.len() as i32).to_be_bytes().to_vec();
+            f.extend_from_slice(&body);
+            f
+        }),
+    ];
+    for (what, bytes) in cases {
+        let mut bad = connect(&addr);
+        bad.write_all(&bytes).unwrap();
+        assert_closed(bad);
+        // The good connection and new connections still work.
+        let resp = round_trip(&mut good, &api_versions_frame(2, 7));
+        assert_eq!(&resp[0..4], &7i32.to_be_bytes(), "after {what}");
+        let mut fresh = connect(&addr);
+        round_trip(&mut fresh, &api_versions_frame(1, 8));
+    }
+
+    // A frame cut off mid-way by a client that then disconnects.
+    {
+        let mut bad = connect(&addr);
+        let f = api_versions_frame(0, 9);
+        bad.write_all(&f[..f.len() - 3]).unwrap();
+    }
+    round_trip(&mut good, &api_versions_frame(0, 10));
+}
+
+#[test]
+fn api_versions_from_the_future_gets_unsupported_version() {
+    let server = TestServer::start();
+    let mut s = connect(&server.addr);
+    let mut frame = api_versions_frame(0, 42);
+    // Claim version 99 (header v1 layout is the same as v0 here).
+    frame[6..8].copy_from_slice(&99i16.to_be_bytes());
+    let resp = round_trip(&mut s, &frame);
+    assert_eq!(&resp[0..4], &42i32.to_be_bytes());
+    assert_eq!(&resp[4..6], &35i16.to_be_bytes(), "UNSUPPORTED_VERSION");
+    // The versions table follows (non-empty).
+    let n = i32::from_be_bytes([resp[6], resp[7], resp[8], resp[9]]);
+    assert!(n > 10);
+    // The connection stays usable.
+    round_trip(&mut s, &api_versions_frame(0, 43));
+}
+
+#[test]
+fn hundreds_of_connections() {
+    let server = TestServer::start();
+    let mut conns: Vec<TcpStream> = (0..300).map(|_| connect(&server.addr)).collect();
+    for (i, c) in conns.iter_mut().enumerate() {
+        c.write_all(&api_versions_frame(0, i as i32)).unwrap();
+    }
+    for (i, c) in conns.iter_mut().enumerate() {
+        let mut len = [0u8; 4];
+        c.read_exact(&mut len).unwrap();
+        let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+        c.read_exact(&mut body).unwrap();
+        assert_eq!(&body[0..4], &(i as i32).to_be_bytes());
+    }
+}
+
+fn have(cmd: &str, arg: &str) -> bool {
+    Command::new(cmd)
+        .arg(arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+#[test]
+fn kcat_lists_produces_and_consumes() {
+    assert!(
+        have("kcat", "-V"),
+        "kcat is required (apt-get install kcat; .ci/run installs it)"
+    );
+    let server = TestServer::start();
+    let addr = server.addr.clone();
+    let mut p = Command::new("kcat")
+        .args(["-b", &addr, "-P", "-t", "kcat-topic", "-K:", "-X", "acks=all"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    p.stdin
+        .take()
+        .unwrap()
+        .write_all(b"a:one\nb:two\nc:three\n")
+        .unwrap();
+    assert!(p.wait().unwrap().success());
+
+    let out = Command::new("kcat")
+        .args(["-b", &addr, "-L", "-t", "kcat-topic"])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{listing}");
+    assert!(listing.contains("topic \"kcat-topic\" with 1 partitions"), "{listing}");
+    assert!(listing.contains("leader 1"), "{listing}");
+
+    let out = Command::new("kcat")
+        .args(["-b", &addr, "-C", "-t", "kcat-topic", "-e", "-f", "%k=%s@%o\n"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "a=one@0\nb=two@1\nc=three@2\n"
+    );
+}
+
+fn python_ok(module: &str) -> bool {
+    Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn run_python(script: &str, addr: &str) -> String {
+    let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("python3")
+        .arg(&path)
+        .env("BOOTSTRAP", addr)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{script} failed\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn kafka_python_seed_scripts() {
+    assert!(
+        python_ok("kafka"),
+        "kafka-python is required (pip install kafka-python; .ci/run installs it)"
+    );
+    let server = TestServer::start();
+    let out = run_python("seed_003_kafka_python.py", &server.addr);
+    assert!(out.contains("consumed 100 messages"), "{out}");
+    assert!(out.contains("resumed with 0 messages"), "{out}");
+}
+
+#[test]
+fn confluent_kafka_seed_scripts() {
+    assert!(
+        python_ok("confluent_kafka"),
+        "confluent-kafka is required (pip install confluent-kafka; .ci/run installs it)"
+    );
+    let server = TestServer::start();
+    let out = run_python("seed_004_confluent_kafka.py", &server.addr);
+    assert!(out.contains("('weather_data_demo', 'London'"), "{out}");
+    assert!(out.contains("consumed 20 messages"), "{out}");
+}
