@@ -37,7 +37,13 @@ impl Drop for Server {
 fn start_server(bin: &str) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(bin)
-        .args(["--data-dir", dir.path().to_str().unwrap(), "serve", "--kafka-addr", "127.0.0.1:0"])
+        .args([
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "serve",
+            "--kafka-addr",
+            "127.0.0.1:0",
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .expect("start eddy serve (build it with cargo build --release)");
@@ -82,7 +88,9 @@ fn produce(addr: &str, topic: &str, n: usize, acks: &str) -> f64 {
     let start = Instant::now();
     for i in 0..n {
         let part = (i % 6) as i32;
-        let mut rec = BaseRecord::<(), [u8]>::to(topic).payload(&value[..]).partition(part);
+        let mut rec = BaseRecord::<(), [u8]>::to(topic)
+            .payload(&value[..])
+            .partition(part);
         loop {
             match p.send(rec) {
                 Ok(()) => break,
@@ -111,7 +119,8 @@ fn consume(addr: &str, topic: &str, n: usize) -> f64 {
         .unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in 0..6 {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
     }
     c.assign(&tpl).unwrap();
     let start = Instant::now();
@@ -122,7 +131,10 @@ fn consume(addr: &str, topic: &str, n: usize) -> f64 {
             assert_eq!(m.payload().map(|p| p.len()), Some(100));
             seen += 1;
         }
-        assert!(start.elapsed() < Duration::from_secs(300), "consumer stalled at {seen}");
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "consumer stalled at {seen}"
+        );
     }
     n as f64 / start.elapsed().as_secs_f64()
 }
@@ -138,11 +150,16 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    let n: usize = std::env::var("W1_RECORDS").ok().and_then(|s| s.parse().ok()).unwrap_or(2_000_000);
-    let runs: usize = std::env::var("W1_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
-    let bin = std::env::var("EDDY_BIN").unwrap_or_else(|_| {
-        format!("{}/target/release/eddy", env!("CARGO_MANIFEST_DIR"))
-    });
+    let n: usize = std::env::var("W1_RECORDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2_000_000);
+    let runs: usize = std::env::var("W1_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let bin = std::env::var("EDDY_BIN")
+        .unwrap_or_else(|_| format!("{}/target/release/eddy", env!("CARGO_MANIFEST_DIR")));
     let (mut p1, mut pall, mut c) = (vec![], vec![], vec![]);
     for run in 0..runs {
         eprintln!("W1 run {}/{runs}", run + 1);
@@ -153,12 +170,25 @@ fn main() {
         pall.push(produce(&server.addr, "w1-acksall", n, "all"));
         c.push(consume(&server.addr, "w1-acks1", n));
     }
-    println!("librdkafka {} (rdkafka crate) producer and consumer, {n} records of 100 bytes, 6 partitions; server `eddy serve` (release) on the same machine; median of {runs} runs (min–max).", rdkafka::util::get_rdkafka_version().1);
+    println!(
+        "librdkafka {} (rdkafka crate) producer and consumer, {n} records of 100 bytes, 6 partitions; server `eddy serve` (release) on the same machine; median of {runs} runs (min–max).",
+        rdkafka::util::get_rdkafka_version().1
+    );
     println!();
     println!("| W1 scenario | records/s | MB/s of values |");
     println!("|---|---|---|");
-    for (name, v) in [("produce acks=1", p1), ("produce acks=all (fsync)", pall), ("consume", c)] {
+    for (name, v) in [
+        ("produce acks=1", p1),
+        ("produce acks=all (fsync)", pall),
+        ("consume", c),
+    ] {
         let (m, lo, hi) = median(v);
-        println!("| {name} | {:.2} M ({:.2}–{:.2} M) | {:.0} |", m / 1e6, lo / 1e6, hi / 1e6, m * 100.0 / 1e6);
+        println!(
+            "| {name} | {:.2} M ({:.2}–{:.2} M) | {:.0} |",
+            m / 1e6,
+            lo / 1e6,
+            hi / 1e6,
+            m * 100.0 / 1e6
+        );
     }
 }

@@ -1070,15 +1070,32 @@ fn fuzz_case(seed: u64, stats: &mut FuzzStats) {
         while pos + 61 <= bytes.len() {
             match BatchHeader::parse(&bytes[pos..]) {
                 Ok(h) => {
-                    eprintln!("  pos {pos} base {} len {} n {} valid {:?}", h.base_offset, h.total_len(), h.records_count, batch::validate(&bytes[pos..]).is_ok());
+                    eprintln!(
+                        "  pos {pos} base {} len {} n {} valid {:?}",
+                        h.base_offset,
+                        h.total_len(),
+                        h.records_count,
+                        batch::validate(&bytes[pos..]).is_ok()
+                    );
                     pos += h.total_len();
                 }
-                Err(e) => { eprintln!("  pos {pos}: {e}"); break; }
+                Err(e) => {
+                    eprintln!("  pos {pos}: {e}");
+                    break;
+                }
             }
         }
         for b in &bases {
             let ix = fs::read(seg_file(dir.path(), *b, "index")).unwrap_or_default();
-            eprintln!("  index {b}: {:?}", ix.chunks(8).map(|c| (u32::from_be_bytes([c[0],c[1],c[2],c[3]]), u32::from_be_bytes([c[4],c[5],c[6],c[7]]))).collect::<Vec<_>>());
+            eprintln!(
+                "  index {b}: {:?}",
+                ix.chunks(8)
+                    .map(|c| (
+                        u32::from_be_bytes([c[0], c[1], c[2], c[3]]),
+                        u32::from_be_bytes([c[4], c[5], c[6], c[7]])
+                    ))
+                    .collect::<Vec<_>>()
+            );
         }
     }
     match open(dir.path()) {
@@ -1101,15 +1118,26 @@ fn fuzz_case(seed: u64, stats: &mut FuzzStats) {
                                 let mut p = 0;
                                 while p < rr.records.len() {
                                     let h = BatchHeader::parse(&rr.records[p..]).unwrap();
-                                    v.push((h.base_offset, h.last_offset_delta, batch::validate(&rr.records[p..]).is_ok()));
+                                    v.push((
+                                        h.base_offset,
+                                        h.last_offset_delta,
+                                        batch::validate(&rr.records[p..]).is_ok(),
+                                    ));
                                     p += h.total_len();
                                 }
                                 v
                             };
                             eprintln!("  read {off}: {hs:?}");
-                            off = hs.last().map(|h| h.0 + h.1 as i64 + 1).unwrap_or(end).max(off + 1);
+                            off = hs
+                                .last()
+                                .map(|h| h.0 + h.1 as i64 + 1)
+                                .unwrap_or(end)
+                                .max(off + 1);
                         }
-                        Err(e) => { eprintln!("  read {off}: {e}"); off += 1; }
+                        Err(e) => {
+                            eprintln!("  read {off}: {e}");
+                            off += 1;
+                        }
                     }
                 }
             }

@@ -19,12 +19,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use common::TestServer;
+use rdkafka::Message;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::Message;
 
 fn admin(addr: &str) -> AdminClient<DefaultClientContext> {
     ClientConfig::new()
@@ -71,7 +71,8 @@ fn produce(addr: &str, topic: &str, from: usize, n: usize, extra: &[(&str, &str)
         }
         p.poll(Duration::ZERO);
     }
-    p.flush(Duration::from_secs(30)).expect("all records acknowledged");
+    p.flush(Duration::from_secs(30))
+        .expect("all records acknowledged");
 }
 
 fn consumer(addr: &str, group: &str, reset: &str) -> BaseConsumer {
@@ -128,7 +129,13 @@ fn keyed_acks_all_group_commit_and_resume() {
     {
         let c = consumer(&addr, "g1", "earliest");
         c.subscribe(&["orders"]).unwrap();
-        consume_until(&c, &mut first, Duration::from_secs(30), |g| g.len() >= 2500, false);
+        consume_until(
+            &c,
+            &mut first,
+            Duration::from_secs(30),
+            |g| g.len() >= 2500,
+            false,
+        );
         c.commit_consumer_state(CommitMode::Sync).expect("commit");
     }
     assert!(first.len() >= 2500, "consumed only {}", first.len());
@@ -140,7 +147,10 @@ fn keyed_acks_all_group_commit_and_resume() {
         *e = (*e).max(o + 1);
     }
     for (p, o) in &next {
-        let c = log.offset_store().fetch("g1", "orders", *p).expect("committed");
+        let c = log
+            .offset_store()
+            .fetch("g1", "orders", *p)
+            .expect("committed");
         assert_eq!(c.offset, *o, "partition {p}");
     }
 
@@ -149,7 +159,13 @@ fn keyed_acks_all_group_commit_and_resume() {
         let c = consumer(&addr, "g1", "earliest");
         c.subscribe(&["orders"]).unwrap();
         let need = 6000 - first.len();
-        consume_until(&c, &mut second, Duration::from_secs(30), |g| g.len() >= need, false);
+        consume_until(
+            &c,
+            &mut second,
+            Duration::from_secs(30),
+            |g| g.len() >= need,
+            false,
+        );
         // Nothing more arrives.
         consume_until(&c, &mut second, Duration::from_secs(2), |_| false, false);
     }
@@ -198,17 +214,32 @@ fn two_consumers_split_then_one_takes_over() {
             "group did not split: {na} + {nb} partitions"
         );
     }
-    let pa: BTreeSet<i32> = a.assignment().unwrap().elements().iter().map(|e| e.partition()).collect();
-    let pb: BTreeSet<i32> = b.assignment().unwrap().elements().iter().map(|e| e.partition()).collect();
+    let pa: BTreeSet<i32> = a
+        .assignment()
+        .unwrap()
+        .elements()
+        .iter()
+        .map(|e| e.partition())
+        .collect();
+    let pb: BTreeSet<i32> = b
+        .assignment()
+        .unwrap()
+        .elements()
+        .iter()
+        .map(|e| e.partition())
+        .collect();
     assert!(pa.is_disjoint(&pb));
 
-    // B leaves; A must take over all six partitions and finish the topic.
+    // B leaves; A must take over all six partitions, continue from B's
+    // committed offsets, and read what is produced afterwards too.
     drop(b);
+    produce(&addr, "events", 600, 300, &[]);
+    let got_b_len = got_b.len();
     consume_until(
         &a,
         &mut got_a,
         Duration::from_secs(40),
-        |g| g.len() + got_b.len() >= 600,
+        |g| g.len() + got_b_len >= 900 && a.assignment().unwrap().count() == 6,
         true,
     );
     assert_eq!(a.assignment().unwrap().count(), 6);
@@ -216,8 +247,12 @@ fn two_consumers_split_then_one_takes_over() {
     let n = all.len();
     all.sort();
     all.dedup();
-    assert_eq!(all.len(), n, "a record was consumed twice across the takeover");
-    assert_eq!(n, 600);
+    assert_eq!(
+        all.len(),
+        n,
+        "a record was consumed twice across the takeover"
+    );
+    assert_eq!(n, 900);
 }
 
 #[test]
@@ -233,13 +268,34 @@ fn auto_offset_reset_earliest_and_latest() {
     // Wait until assigned and positioned at the end.
     let deadline = Instant::now() + Duration::from_secs(20);
     while latest.assignment().unwrap().count() == 0 && Instant::now() < deadline {
-        consume_until(&latest, &mut got_latest, Duration::from_millis(200), |_| false, false);
+        consume_until(
+            &latest,
+            &mut got_latest,
+            Duration::from_millis(200),
+            |_| false,
+            false,
+        );
     }
-    consume_until(&latest, &mut got_latest, Duration::from_secs(2), |_| false, false);
-    assert!(got_latest.is_empty(), "latest consumer saw old records: {got_latest:?}");
+    consume_until(
+        &latest,
+        &mut got_latest,
+        Duration::from_secs(2),
+        |_| false,
+        false,
+    );
+    assert!(
+        got_latest.is_empty(),
+        "latest consumer saw old records: {got_latest:?}"
+    );
 
     produce(&addr, "resets", 10, 5, &[]);
-    consume_until(&latest, &mut got_latest, Duration::from_secs(20), |g| g.len() >= 5, false);
+    consume_until(
+        &latest,
+        &mut got_latest,
+        Duration::from_secs(20),
+        |g| g.len() >= 5,
+        false,
+    );
     let values: Vec<&str> = got_latest.iter().map(|x| x.2.as_str()).collect();
     assert_eq!(
         values,
@@ -249,7 +305,13 @@ fn auto_offset_reset_earliest_and_latest() {
     let earliest = consumer(&addr, "early", "earliest");
     earliest.subscribe(&["resets"]).unwrap();
     let mut got = Vec::new();
-    consume_until(&earliest, &mut got, Duration::from_secs(20), |g| g.len() >= 15, false);
+    consume_until(
+        &earliest,
+        &mut got,
+        Duration::from_secs(20),
+        |g| g.len() >= 15,
+        false,
+    );
     assert_eq!(got.len(), 15);
     assert_eq!(got[0].2, "value-0");
 }

@@ -183,7 +183,16 @@ fn kcat_lists_produces_and_consumes() {
     let server = TestServer::start();
     let addr = server.addr.clone();
     let mut p = Command::new("kcat")
-        .args(["-b", &addr, "-P", "-t", "kcat-topic", "-K:", "-X", "acks=all"])
+        .args([
+            "-b",
+            &addr,
+            "-P",
+            "-t",
+            "kcat-topic",
+            "-K:",
+            "-X",
+            "acks=all",
+        ])
         .stdin(Stdio::piped())
         .spawn()
         .unwrap();
@@ -200,11 +209,23 @@ fn kcat_lists_produces_and_consumes() {
         .unwrap();
     let listing = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{listing}");
-    assert!(listing.contains("topic \"kcat-topic\" with 1 partitions"), "{listing}");
+    assert!(
+        listing.contains("topic \"kcat-topic\" with 1 partitions"),
+        "{listing}"
+    );
     assert!(listing.contains("leader 1"), "{listing}");
 
     let out = Command::new("kcat")
-        .args(["-b", &addr, "-C", "-t", "kcat-topic", "-e", "-f", "%k=%s@%o\n"])
+        .args([
+            "-b",
+            &addr,
+            "-C",
+            "-t",
+            "kcat-topic",
+            "-e",
+            "-f",
+            "%k=%s@%o\n",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());

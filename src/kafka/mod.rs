@@ -120,6 +120,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DeleteGroups, 0, 2),
 ];
 
 fn supported(api: ApiKey, version: i16) -> bool {
@@ -313,6 +314,9 @@ impl Broker {
             }
             RequestKind::DescribeGroups(r) => Some(ResponseKind::DescribeGroups(
                 self.groups.describe_groups(r, &ctx),
+            )),
+            RequestKind::DeleteGroups(r) => Some(ResponseKind::DeleteGroups(
+                self.groups.delete_groups(r, &ctx),
             )),
             _ => return Err(FrameError::UnsupportedVersion { api, version }),
         };

@@ -57,6 +57,14 @@ impl Index {
         self.entries.last()
     }
 
+    /// The last entry whose relative offset is ≤ `relative`, if any.
+    pub fn floor(&self, relative: u32) -> Option<IndexEntry> {
+        let i = self
+            .entries
+            .partition_point(|e| e.relative_offset <= relative);
+        i.checked_sub(1).map(|i| self.entries[i])
+    }
+
     /// Position of the last indexed batch whose base offset is ≤ `relative`,
     /// or 0 when there is none.
     pub fn position_for(&self, relative: u32) -> u32 {

@@ -457,17 +457,43 @@ impl Segment {
     /// Byte position of the batch containing `offset` (or the first batch
     /// after it, in a compacted segment), scanning headers forward from the
     /// sparse index. `None` when the segment holds nothing at or after it.
+    ///
+    /// Base offsets are outside the CRC, so the walk checks them: the batch
+    /// at an index entry starts exactly at the entry's offset, and each one
+    /// after it at or past where the previous one ended.
     pub fn position_of(&self, offset: i64) -> Result<Option<u64>> {
-        let (mut pos, size) = {
+        let (entry, size) = {
             let st = self.state.read().map_err(|_| LogError::Closed)?;
             let rel = (offset - self.base_offset).clamp(0, u32::MAX as i64) as u32;
-            (st.index.position_for(rel) as u64, st.size)
+            (st.index.floor(rel), st.size)
         };
+        let (mut pos, mut min) = match entry {
+            Some(e) => (
+                e.position as u64,
+                self.base_offset + e.relative_offset as i64,
+            ),
+            None => (0, self.base_offset),
+        };
+        let mut exact = entry.is_some();
         while pos < size {
             let h = self.read_header(pos)?;
+            if h.base_offset < min || (exact && h.base_offset != min) {
+                return Err(LogError::Corrupt {
+                    file: self.log_path.clone(),
+                    position: pos,
+                    offset: min,
+                    reason: format!(
+                        "batch base offset {} out of sequence (expected {}{min})",
+                        h.base_offset,
+                        if exact { "" } else { "at least " }
+                    ),
+                });
+            }
             if h.last_offset() >= offset {
                 return Ok(Some(pos));
             }
+            exact = false;
+            min = h.next_offset();
             pos += h.total_len() as u64;
         }
         Ok(None)
@@ -488,6 +514,7 @@ impl Segment {
         self.file.read_exact_at(&mut buf, pos).at(&self.log_path)?;
         // Trim to whole batches.
         let mut end = 0usize;
+        let mut min = self.base_offset;
         while end + HEADER_LEN <= buf.len() {
             let h = BatchHeader::parse(&buf[end..]).map_err(|e| LogError::Corrupt {
                 file: self.log_path.clone(),
@@ -495,6 +522,19 @@ impl Segment {
                 offset: -1,
                 reason: e.to_string(),
             })?;
+            if h.base_offset < min {
+                // Outside the CRC: a damaged base offset must not be served.
+                return Err(LogError::Corrupt {
+                    file: self.log_path.clone(),
+                    position: pos + end as u64,
+                    offset: min,
+                    reason: format!(
+                        "batch base offset {} goes backwards (expected at least {min})",
+                        h.base_offset
+                    ),
+                });
+            }
+            min = h.next_offset();
             if h.base_offset >= end_offset {
                 break;
             }

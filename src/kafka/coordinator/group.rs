@@ -31,6 +31,29 @@ const NEW_MEMBER_JOIN_TIMEOUT: Duration = Duration::from_secs(300);
 /// wait before it gives up: only a bug could need it.
 const WAIT_MARGIN: Duration = Duration::from_secs(10);
 
+/// Whether a commit claims group membership (and must be checked against
+/// the members) rather than being a simple commit.
+fn is_member_commit(member_id: &str, instance: Option<&str>, generation_id: i32) -> bool {
+    generation_id >= 0 || !member_id.is_empty() || instance.is_some()
+}
+
+/// An OffsetCommit for a group the coordinator has no members of in
+/// memory: as Kafka, a simple commit is allowed, a generation means a
+/// member of a generation that is gone, and a member id is unknown.
+pub fn validate_commit_without_group(
+    member_id: &str,
+    instance: Option<&str>,
+    generation_id: i32,
+) -> ErrorCode {
+    if generation_id >= 0 {
+        ResponseError::IllegalGeneration.code()
+    } else if is_member_commit(member_id, instance, generation_id) {
+        ResponseError::UnknownMemberId.code()
+    } else {
+        NONE
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupState {
     Empty,
@@ -276,6 +299,7 @@ impl Group {
         self.state
     }
 
+    #[cfg(test)]
     pub fn generation_id(&self) -> i32 {
         self.generation_id
     }
@@ -284,10 +308,7 @@ impl Group {
         self.protocol_type.as_deref()
     }
 
-    pub fn leader_id(&self) -> Option<&str> {
-        self.leader_id.as_deref()
-    }
-
+    #[cfg(test)]
     pub fn member_ids(&self) -> Vec<String> {
         self.members.iter().map(|m| m.id.clone()).collect()
     }
@@ -912,9 +933,11 @@ impl Group {
 
     // ---- OffsetCommit ----
 
-    /// Whether a member may commit offsets now (Kafka's checks, in Kafka's
-    /// order). A commit with a negative generation to an Empty group is a
-    /// "simple" commit from a consumer that manages its own partitions.
+    /// Whether this committer may commit offsets now (Kafka's
+    /// `validateOffsetCommit`). A commit without generation, member id or
+    /// instance id is a "simple" commit from a consumer that assigns itself
+    /// partitions: fine while the group is Empty, refused while the group
+    /// has members, which alone own its offsets then.
     pub fn validate_commit(
         &mut self,
         member_id: &str,
@@ -925,20 +948,24 @@ impl Group {
         if self.state == GroupState::Dead {
             return ResponseError::CoordinatorNotAvailable.code();
         }
-        if self.is_static_member_fenced(member_id, instance) {
-            return ResponseError::FencedInstanceId.code();
-        }
-        if generation_id < 0 && self.state == GroupState::Empty {
-            return NONE;
-        }
-        if !self.has_member(member_id) {
+        if is_member_commit(member_id, instance, generation_id) {
+            if self.is_static_member_fenced(member_id, instance) {
+                return ResponseError::FencedInstanceId.code();
+            }
+            if !self.has_member(member_id) {
+                return ResponseError::UnknownMemberId.code();
+            }
+            if generation_id != self.generation_id {
+                return ResponseError::IllegalGeneration.code();
+            }
+        } else if self.state != GroupState::Empty {
             return ResponseError::UnknownMemberId.code();
         }
-        if generation_id != self.generation_id {
-            return ResponseError::IllegalGeneration.code();
-        }
         match self.state {
+            GroupState::Empty => NONE,
             GroupState::Stable | GroupState::PreparingRebalance => {
+                // Heartbeats tell members of a rebalance; their commits
+                // still count until then.
                 if let Some(m) = self.member_mut(member_id) {
                     m.last_heartbeat = now;
                 }
@@ -946,7 +973,7 @@ impl Group {
             }
             // The member has its JoinGroup answer but not its assignment yet.
             GroupState::CompletingRebalance => ResponseError::RebalanceInProgress.code(),
-            GroupState::Empty | GroupState::Dead => ResponseError::UnknownMemberId.code(),
+            GroupState::Dead => ResponseError::CoordinatorNotAvailable.code(),
         }
     }
 
@@ -1235,6 +1262,10 @@ mod tests {
         assert_eq!(g.validate_commit("", None, -1, t0), NONE);
         assert_eq!(
             g.validate_commit("a", None, 1, t0),
+            ResponseError::UnknownMemberId.code()
+        );
+        assert_eq!(
+            g.validate_commit("a", None, -1, t0),
             ResponseError::UnknownMemberId.code()
         );
     }

@@ -3,7 +3,7 @@
 //! (OffsetCommit, OffsetFetch), group listings and FindCoordinator, for the
 //! single node eddy is.
 //!
-//! [`group`] is the state machine of one group, pure. This file owns the
+//! `group.rs` is the state machine of one group, pure. This file owns the
 //! [`Coordinator`] the dispatcher calls, the map of groups behind one mutex
 //! (never held across an `.await`: every operation is a short, I/O-free
 //! state change, and waiting requests wait on oneshot channels outside it),
@@ -17,7 +17,7 @@
 mod delete_groups;
 mod describe_groups;
 mod find_coordinator;
-pub mod group;
+mod group;
 mod heartbeat;
 mod join_group;
 mod leave_group;

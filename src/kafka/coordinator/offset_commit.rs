@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use super::Coordinator;
-use super::group::{ErrorCode, NONE};
+use super::group::{ErrorCode, NONE, validate_commit_without_group};
 use crate::kafka::RequestContext;
 use crate::log::{CommittedOffset, LogStore, now_ms};
 
@@ -111,10 +111,7 @@ impl Coordinator {
         let mut groups = self.shared.groups();
         match groups.get_mut(group_id) {
             Some(g) => g.validate_commit(member_id, instance, generation_id, Instant::now()),
-            // No live group: only a simple commit (no generation) is
-            // plausible; a generation means a member of a group that is gone.
-            None if generation_id < 0 => NONE,
-            None => ResponseError::IllegalGeneration.code(),
+            None => validate_commit_without_group(member_id, instance, generation_id),
         }
     }
 }

@@ -424,11 +424,14 @@ async fn heartbeat_during_a_rebalance_asks_members_to_rejoin() {
     // A third consumer arrives: its join waits for the others to rejoin.
     let c = Arc::clone(&f.c);
     let carol = tokio::spawn(async move { join(&c, "g", "carol", "", 7, 10_000, 5_000).await });
-    sleep(Duration::from_millis(30)).await;
-    assert_eq!(
-        describe(&f.c, "g", 5).group_state.as_str(),
-        "PreparingRebalance"
-    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while describe(&f.c, "g", 5).group_state.as_str() != "PreparingRebalance" {
+        assert!(
+            Instant::now() < deadline,
+            "carol's join did not start a rebalance"
+        );
+        sleep(Duration::from_millis(5)).await;
+    }
     assert_eq!(
         heartbeat(&f.c, "g", &a, 1, 4),
         code(ResponseError::RebalanceInProgress)
@@ -472,7 +475,7 @@ async fn heartbeat_during_a_rebalance_asks_members_to_rejoin() {
 #[tokio::test]
 async fn a_silent_member_expires_and_the_survivor_rebalances_alone() {
     let f = setup();
-    let joined = join_all(&f.c, "g", &["alice", "bob"], 7, 300, 2_000).await;
+    let joined = join_all(&f.c, "g", &["alice", "bob"], 7, 600, 2_000).await;
     sync_all(&f.c, "g", &joined, 5).await;
     let (a, b) = (
         joined[0].member_id.to_string(),
@@ -497,7 +500,7 @@ async fn a_silent_member_expires_and_the_survivor_rebalances_alone() {
         started.elapsed() >= Duration::from_millis(250),
         "expired too early"
     );
-    let r = join(&f.c, "g", "alice", &a, 7, 300, 2_000).await;
+    let r = join(&f.c, "g", "alice", &a, 7, 600, 2_000).await;
     assert_eq!(r.error_code, OK);
     assert_eq!(r.generation_id, 2);
     assert_eq!(r.leader.as_str(), a);
@@ -674,6 +677,9 @@ async fn commits_are_checked_against_the_generation() {
     // A generation for a group that does not exist (any more).
     let codes = commit(&f.c, commit_req("gone", "m", 3, &[("orders", 0, 1)]), 5);
     assert_eq!(codes, vec![code(ResponseError::IllegalGeneration)]);
+    // A member id without generation, for a group with no members.
+    let codes = commit(&f.c, commit_req("gone", "m", -1, &[("orders", 0, 1)]), 5);
+    assert_eq!(codes, vec![code(ResponseError::UnknownMemberId)]);
     // Unknown partitions are reported before the group is looked at.
     let codes = commit(&f.c, commit_req("g", "ghost", 9, &[("nope", 0, 1)]), 5);
     assert_eq!(codes, vec![code(ResponseError::UnknownTopicOrPartition)]);
