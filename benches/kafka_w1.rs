@@ -108,13 +108,15 @@ fn produce(addr: &str, topic: &str, n: usize, acks: &str) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
-fn consume(addr: &str, topic: &str, n: usize) -> f64 {
+/// Records per second from the first record received to the last (the
+/// steady rate), and the time to the first record (assignment, offset
+/// lookup and the first fetch).
+fn consume(addr: &str, topic: &str, n: usize) -> (f64, Duration) {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", addr)
         .set("group.id", "w1")
         .set("enable.auto.commit", "false")
-        .set("fetch.max.bytes", "52428800")
-        .set("max.partition.fetch.bytes", "10485760")
+        .set("queued.min.messages", "1000000")
         .create()
         .unwrap();
     let mut tpl = TopicPartitionList::new();
@@ -124,11 +126,13 @@ fn consume(addr: &str, topic: &str, n: usize) -> f64 {
     }
     c.assign(&tpl).unwrap();
     let start = Instant::now();
+    let mut first: Option<Instant> = None;
     let mut seen = 0usize;
     while seen < n {
         if let Some(m) = c.poll(Duration::from_millis(100)) {
             let m = m.unwrap();
             assert_eq!(m.payload().map(|p| p.len()), Some(100));
+            first.get_or_insert_with(Instant::now);
             seen += 1;
         }
         assert!(
@@ -136,7 +140,9 @@ fn consume(addr: &str, topic: &str, n: usize) -> f64 {
             "consumer stalled at {seen}"
         );
     }
-    n as f64 / start.elapsed().as_secs_f64()
+    let first = first.unwrap_or(start);
+    let rate = (n - 1) as f64 / first.elapsed().as_secs_f64();
+    (rate, first - start)
 }
 
 fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
@@ -160,7 +166,7 @@ fn main() {
         .unwrap_or(3);
     let bin = std::env::var("EDDY_BIN")
         .unwrap_or_else(|_| format!("{}/target/release/eddy", env!("CARGO_MANIFEST_DIR")));
-    let (mut p1, mut pall, mut c) = (vec![], vec![], vec![]);
+    let (mut p1, mut pall, mut c, mut startup) = (vec![], vec![], vec![], vec![]);
     for run in 0..runs {
         eprintln!("W1 run {}/{runs}", run + 1);
         let server = start_server(&bin);
@@ -168,7 +174,9 @@ fn main() {
         create_topic(&server.addr, "w1-acksall");
         p1.push(produce(&server.addr, "w1-acks1", n, "1"));
         pall.push(produce(&server.addr, "w1-acksall", n, "all"));
-        c.push(consume(&server.addr, "w1-acks1", n));
+        let (rate, first) = consume(&server.addr, "w1-acks1", n);
+        c.push(rate);
+        startup.push(first.as_secs_f64() * 1e3);
     }
     println!(
         "librdkafka {} (rdkafka crate) producer and consumer, {n} records of 100 bytes, 6 partitions; server `eddy serve` (release) on the same machine; median of {runs} runs (min–max).",
@@ -180,7 +188,7 @@ fn main() {
     for (name, v) in [
         ("produce acks=1", p1),
         ("produce acks=all (fsync)", pall),
-        ("consume", c),
+        ("consume (first record to last)", c),
     ] {
         let (m, lo, hi) = median(v);
         println!(
@@ -191,4 +199,9 @@ fn main() {
             m * 100.0 / 1e6
         );
     }
+    let (m, lo, hi) = median(startup);
+    println!();
+    println!(
+        "Consumer time to first record (assign, ListOffsets, first Fetch): {m:.0} ms ({lo:.0}–{hi:.0} ms)."
+    );
 }

@@ -74,6 +74,7 @@ struct Rec {
 }
 
 #[derive(Debug)]
+#[allow(dead_code)] // the fields are read through Debug in failure messages
 enum ReadErr {
     Log(LogError),
     /// The bytes served failed the consumer-side check (CRC or decoding).
@@ -476,19 +477,26 @@ fn corrupt_length_mid_segment_is_not_mistaken_for_a_torn_tail() {
 }
 
 /// 2e. Damage to a segment that open trusts (after a clean close, covered by
-///     the index) is only found when read. Reads must then fail with a
-///     precise error or serve nothing at the wrong offset — never panic
-///     (arithmetic on a huge base offset) nor allocate what a damaged
-///     length claims.
+///     the index) is only found when read. The base offset and length
+///     fields are outside the CRC, so the consumer's check cannot catch
+///     them: reads must fail with a precise error at the damaged batch —
+///     never serve records at the wrong offsets, never panic on arithmetic
+///     with a huge base offset, never allocate what a damaged length claims.
 #[test]
 fn damage_in_trusted_segment_fails_reads_precisely() {
-    // (what, byte position within batch 2, bytes written there)
+    // Batch 2 holds offsets 3..=5.
     let cases: &[(&str, u64, Vec<u8>)] = &[
         (
             "base offset i64::MAX - 1",
             0,
             (i64::MAX - 1).to_be_bytes().to_vec(),
         ),
+        (
+            "base offset + 1024",
+            0,
+            (3i64 + 1024).to_be_bytes().to_vec(),
+        ),
+        ("base offset - 2", 0, 1i64.to_be_bytes().to_vec()),
         ("length 2^30", 8, (1i32 << 30).to_be_bytes().to_vec()),
     ];
     for (what, at, bytes) in cases {
@@ -500,40 +508,45 @@ fn damage_in_trusted_segment_fails_reads_precisely() {
             log.close().unwrap();
             w
         };
-        let (pos, base, count, _) = w.batches[2];
-        assert_eq!(count, 3);
+        let (pos, base, count, len) = w.batches[2];
+        assert_eq!((base, count), (3, 3));
         let path = seg_file(dir.path(), 0, "log");
         write_at(&path, pos + at, bytes);
+        // Open scans only the last batch (every batch is indexed).
         let log = open(dir.path()).unwrap_or_else(|e| panic!("{what}: {e}"));
         for off in base..base + count as i64 {
             match log.read(T, 0, off, 1 << 20) {
-                Ok(rr) => {
-                    if let Ok(recs) = batch::decode(rr.records) {
-                        for r in recs {
-                            let ok = w
-                                .recs
-                                .iter()
-                                .any(|x| x.offset == r.offset && x.value == r.value);
-                            assert!(
-                                ok || r.offset >= base + count as i64,
-                                "{what}: served garbage at {}",
-                                r.offset
-                            );
-                        }
-                    }
-                }
                 Err(LogError::Corrupt { file, position, .. }) => {
-                    assert_eq!((file, position), (path.clone(), pos), "{what}");
+                    assert_eq!(
+                        (file, position),
+                        (path.clone(), pos),
+                        "{what}: read at {off}"
+                    );
                 }
-                Err(e) => panic!("{what}: read at {off}: {e:?}"),
+                other => panic!("{what}: read at {off}: {other:?}"),
             }
         }
+        // A read from the start, whose chunk covers the damaged batch, fails
+        // at it too rather than serving around it.
+        match log.read(T, 0, 0, 1 << 20) {
+            Err(LogError::Corrupt { file, position, .. }) => {
+                assert_eq!((file, position), (path.clone(), pos), "{what}");
+            }
+            other => panic!("{what}: read from 0: {other:?}"),
+        }
         match log.partition(T, 0).unwrap().verify() {
-            Err(LogError::Corrupt { file, .. }) => assert_eq!(file, path, "{what}"),
+            // A raised base offset is noticed at the batch after it.
+            Err(LogError::Corrupt { file, position, .. }) => {
+                assert_eq!(file, path, "{what}");
+                assert!(
+                    position == pos || position == pos + len,
+                    "{what}: {position}"
+                );
+            }
             other => panic!("{what}: verify gave {other:?}"),
         }
         // Batches after the damaged one still read fine.
-        let (_, later, _, _) = w.batches[3];
+        let later = w.batches[3].1;
         let rr = log.read(T, 0, later, 1).unwrap();
         assert_eq!(batch::decode(rr.records).unwrap()[0].offset, later);
         let _ = log.offset_for_timestamp(T, 0, 0);
@@ -790,6 +803,57 @@ fn garbage_index_files_are_rebuilt() {
     }
 }
 
+/// 6b. An index entry that passes every sanity check at open (in range,
+///     increasing, agreeing with the time index) but points inside a batch:
+///     a clean open trusts it (as Kafka does; checking every entry would
+///     cost a read per entry), so reads that start from it fail with a
+///     precise `Corrupt` naming the .log file and the position the entry
+///     gave. `verify` (which walks the log, not the index) passes, and
+///     removing the index files makes the next open rebuild them.
+#[test]
+fn plausible_but_wrong_index_entry_fails_reads_until_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let recs = {
+        let log = open(dir.path()).unwrap();
+        create(&log, ROLLED);
+        let recs = write_rolled(&log, 120);
+        log.close().unwrap();
+        recs
+    };
+    let bases = segment_bases(dir.path());
+    let ixp = seg_file(dir.path(), 0, "index");
+    let mut ix = fs::read(&ixp).unwrap();
+    assert!(ix.len() >= 16);
+    let r1 = u32::from_be_bytes([ix[0], ix[1], ix[2], ix[3]]) as i64;
+    let p1 = u32::from_be_bytes([ix[4], ix[5], ix[6], ix[7]]);
+    let r2 = u32::from_be_bytes([ix[8], ix[9], ix[10], ix[11]]) as i64;
+    ix[4..8].copy_from_slice(&(p1 + 7).to_be_bytes());
+    fs::write(&ixp, &ix).unwrap();
+    {
+        let log = open(dir.path()).unwrap();
+        for r in recs.iter().filter(|r| r.offset < bases[1]) {
+            let got = log.read(T, 0, r.offset, 1);
+            if (r1..r2).contains(&r.offset) {
+                match got {
+                    Err(LogError::Corrupt { file, position, .. }) => {
+                        assert_eq!(file, seg_file(dir.path(), 0, "log"));
+                        assert_eq!(position, (p1 + 7) as u64);
+                    }
+                    other => panic!("offset {}: {other:?}", r.offset),
+                }
+            } else {
+                let got = batch::decode(got.unwrap().records).unwrap();
+                assert_eq!((got[0].offset, &got[0].value), (r.offset, &r.value));
+            }
+        }
+        log.partition(T, 0).unwrap().verify().unwrap();
+        log.close().unwrap();
+    }
+    fs::remove_file(&ixp).unwrap();
+    let log = open(dir.path()).unwrap();
+    check_lookups(&log, &recs);
+}
+
 /// 7. A `topic.json` that does not parse: open fails with
 ///    `CorruptMetadata` naming the file.
 #[test]
@@ -999,18 +1063,67 @@ struct FuzzStats {
     shortened: usize,
     detected_at_read: usize,
     skipped_in_trusted: usize,
+    point_reads_failed: usize,
+    point_reads_failed_by_index: usize,
     corrupt: usize,
     corrupt_metadata: usize,
 }
 
-/// One fuzz case: write a good log over several segments, crash, damage one
-/// file, reopen. Must not panic; an error must be a typed corruption error;
-/// a successful open must serve only records that were written, each at its
-/// own offset, and a prefix of them (a tail may be cut, nothing invented).
+/// EDDY_FUZZ_DEBUG=1: print the damaged file's batch headers and the
+/// indexes, to see what a failing seed did.
+fn dump(ctx: &str, dir: &Path, victim: &Path, bases: &[i64]) {
+    eprintln!("{ctx} bases {bases:?}");
+    let bytes = fs::read(victim).unwrap();
+    let mut pos = 0;
+    while pos + 61 <= bytes.len() {
+        match BatchHeader::parse(&bytes[pos..]) {
+            Ok(h) => {
+                eprintln!(
+                    "  pos {pos} base {} len {} n {} valid {:?}",
+                    h.base_offset,
+                    h.total_len(),
+                    h.records_count,
+                    batch::validate(&bytes[pos..]).is_ok()
+                );
+                pos += h.total_len();
+            }
+            Err(e) => {
+                eprintln!("  pos {pos}: {e}");
+                break;
+            }
+        }
+    }
+    for b in bases {
+        let ix = fs::read(seg_file(dir, *b, "index")).unwrap_or_default();
+        eprintln!(
+            "  index {b}: {:?}",
+            ix.chunks_exact(8)
+                .map(|c| (
+                    u32::from_be_bytes([c[0], c[1], c[2], c[3]]),
+                    u32::from_be_bytes([c[4], c[5], c[6], c[7]])
+                ))
+                .collect::<Vec<_>>()
+        );
+    }
+}
+
+/// One fuzz case: write a good log over several segments, crash (or, one
+/// time in four, close cleanly), damage one file, reopen. Must not panic; an
+/// error must be a typed corruption error naming a file of the log; a
+/// successful open must serve only records that were written, each at its
+/// own offset — by consumer-style reads from the start, point reads at every
+/// offset and timestamp lookups. Damage to anything but a .log file must
+/// lose nothing (an index entry damaged yet still plausible may fail the
+/// point reads that start from it, precisely). Damage to a .log may cut the tail, or be found only when
+/// read (in segments open trusts: fsynced before the crash and covered by
+/// their index), failing that read precisely; records below the end may go
+/// unserved only within a trusted damaged segment (one cut at a batch
+/// boundary looks exactly like a compacted one).
 fn fuzz_case(seed: u64, stats: &mut FuzzStats) {
     let mut rng = StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
     let interval = if rng.random_bool(0.5) { "4096" } else { "128" };
+    let clean = rng.random_bool(0.25);
     let mut model: Vec<(Bytes, Bytes)> = Vec::new();
     {
         let log = open(dir.path()).unwrap();
@@ -1042,7 +1155,11 @@ fn fuzz_case(seed: u64, stats: &mut FuzzStats) {
                 model.push((r.key.unwrap(), r.value.unwrap()));
             }
         }
-        // Crash.
+        // Mostly a crash; sometimes a clean close, after which open trusts
+        // every segment's index (the active one's too).
+        if clean {
+            log.close().unwrap();
+        }
     }
     let bases = segment_bases(dir.path());
     let victim = pick_file(&mut rng, dir.path());
@@ -1051,7 +1168,8 @@ fn fuzz_case(seed: u64, stats: &mut FuzzStats) {
         .and_then(|s| s.to_str())
         .and_then(|s| s.parse().ok())
         .unwrap_or(-1);
-    let victim_is_last = bases.last() == Some(&victim_base);
+    // Without a clean shutdown the last segment is always fully validated.
+    let fully_scanned = !clean && bases.last() == Some(&victim_base);
     let victim_range = victim_base
         ..bases
             .iter()
@@ -1060,43 +1178,11 @@ fn fuzz_case(seed: u64, stats: &mut FuzzStats) {
             .unwrap_or(model.len() as i64);
     let mutation = mutate(&mut rng, &victim);
     let name = victim.file_name().unwrap().to_string_lossy().to_string();
-    let ctx = format!("seed {seed}: {mutation:?} on {name}");
+    let ctx = format!("seed {seed}: {mutation:?} on {name}, clean={clean}");
     let is_log = name.ends_with(".log");
 
     if std::env::var("EDDY_FUZZ_DEBUG").is_ok() {
-        eprintln!("{ctx} bases {bases:?} model {}", model.len());
-        let bytes = fs::read(&victim).unwrap();
-        let mut pos = 0;
-        while pos + 61 <= bytes.len() {
-            match BatchHeader::parse(&bytes[pos..]) {
-                Ok(h) => {
-                    eprintln!(
-                        "  pos {pos} base {} len {} n {} valid {:?}",
-                        h.base_offset,
-                        h.total_len(),
-                        h.records_count,
-                        batch::validate(&bytes[pos..]).is_ok()
-                    );
-                    pos += h.total_len();
-                }
-                Err(e) => {
-                    eprintln!("  pos {pos}: {e}");
-                    break;
-                }
-            }
-        }
-        for b in &bases {
-            let ix = fs::read(seg_file(dir.path(), *b, "index")).unwrap_or_default();
-            eprintln!(
-                "  index {b}: {:?}",
-                ix.chunks(8)
-                    .map(|c| (
-                        u32::from_be_bytes([c[0], c[1], c[2], c[3]]),
-                        u32::from_be_bytes([c[4], c[5], c[6], c[7]])
-                    ))
-                    .collect::<Vec<_>>()
-            );
-        }
+        dump(&ctx, dir.path(), &victim, &bases);
     }
     match open(dir.path()) {
         Ok(log) => {
@@ -1107,38 +1193,64 @@ fn fuzz_case(seed: u64, stats: &mut FuzzStats) {
                 end <= model.len() as i64,
                 "{ctx}: end {end} past what was written"
             );
-            if std::env::var("EDDY_FUZZ_DEBUG").is_ok() {
-                let mut off = 0;
-                while off < end {
-                    let rr = log.read(T, 0, off, 16 * 1024);
-                    match rr {
-                        Ok(rr) => {
-                            let hs: Vec<_> = {
-                                let mut v = vec![];
-                                let mut p = 0;
-                                while p < rr.records.len() {
-                                    let h = BatchHeader::parse(&rr.records[p..]).unwrap();
-                                    v.push((
-                                        h.base_offset,
-                                        h.last_offset_delta,
-                                        batch::validate(&rr.records[p..]).is_ok(),
-                                    ));
-                                    p += h.total_len();
-                                }
-                                v
-                            };
-                            eprintln!("  read {off}: {hs:?}");
-                            off = hs
-                                .last()
-                                .map(|h| h.0 + h.1 as i64 + 1)
-                                .unwrap_or(end)
-                                .max(off + 1);
+            // Point reads and timestamp lookups from every offset, as a
+            // seeking consumer does: these go through the sparse indexes.
+            // Each must serve the right records or fail precisely.
+            let mut point_errors = 0;
+            for o in 0..end {
+                match log.read(T, 0, o, 1) {
+                    Ok(rr) => match batch::decode(rr.records) {
+                        Ok(recs) => {
+                            for r in &recs {
+                                assert!(r.offset < end, "{ctx}: read at {o} served {}", r.offset);
+                                let (k, v) = &model[r.offset as usize];
+                                assert_eq!(r.key.as_ref(), Some(k), "{ctx}: read at {o}");
+                                assert_eq!(r.value.as_ref(), Some(v), "{ctx}: read at {o}");
+                            }
+                            if let Some(last) = recs.last() {
+                                assert!(
+                                    last.offset >= o,
+                                    "{ctx}: read at {o} served only older records"
+                                );
+                            }
                         }
                         Err(e) => {
-                            eprintln!("  read {off}: {e}");
-                            off += 1;
+                            assert!(is_log, "{ctx}: read at {o}: {e} after damage to an index");
+                            point_errors += 1;
                         }
+                    },
+                    Err(LogError::Corrupt { file, .. }) => {
+                        assert!(file.starts_with(dir.path()), "{ctx}");
+                        point_errors += 1;
                     }
+                    Err(e) => panic!("{ctx}: read at {o}: {e:?}"),
+                }
+                match log.offset_for_timestamp(T, 0, 1000 + o) {
+                    Ok(Some((x, ts))) => {
+                        assert!(
+                            x >= o && x < end,
+                            "{ctx}: timestamp {} gave offset {x}",
+                            1000 + o
+                        );
+                        assert_eq!(ts, 1000 + x, "{ctx}: timestamp lookup at {o}");
+                    }
+                    Ok(None) => {
+                        assert!(is_log, "{ctx}: timestamp {} not found", 1000 + o);
+                        point_errors += 1;
+                    }
+                    Err(LogError::Corrupt { file, .. }) => {
+                        assert!(file.starts_with(dir.path()), "{ctx}");
+                        point_errors += 1;
+                    }
+                    Err(e) => panic!("{ctx}: timestamp lookup at {o}: {e:?}"),
+                }
+            }
+            if point_errors > 0 {
+                if is_log {
+                    stats.point_reads_failed += 1;
+                } else {
+                    // A damaged index entry that still looks sane.
+                    stats.point_reads_failed_by_index += 1;
                 }
             }
             match read_all_of(&log, T) {
@@ -1171,7 +1283,7 @@ fn fuzz_case(seed: u64, stats: &mut FuzzStats) {
                     let missing: Vec<i64> = (0..end).filter(|o| !got.contains(o)).collect();
                     if !missing.is_empty() {
                         assert!(
-                            is_log && !victim_is_last,
+                            is_log && !fully_scanned,
                             "{ctx}: records {missing:?} missing"
                         );
                         assert!(
@@ -1179,6 +1291,7 @@ fn fuzz_case(seed: u64, stats: &mut FuzzStats) {
                             "{ctx}: records {missing:?} missing outside the damaged segment {victim_range:?}"
                         );
                         stats.skipped_in_trusted += 1;
+                        eprintln!("{ctx}: offsets {missing:?} not served");
                     }
                     if !is_log {
                         assert_eq!(end, model.len() as i64, "{ctx}: data lost");

@@ -144,9 +144,15 @@ fn compact(
                 .as_ref()
                 .is_some_and(|k| latest.get(k) == Some(&r.offset));
             let tombstone = r.value.is_none();
-            let expired = tombstone && r.timestamp + delete_retention <= now;
+            // In a LogAppendTime batch every record has the batch's time.
+            let ts = if h.is_log_append_time() {
+                h.max_timestamp
+            } else {
+                r.timestamp
+            };
+            let expired = tombstone && ts + delete_retention <= now;
             if keep_latest && tombstone && !expired {
-                let due = r.timestamp + delete_retention;
+                let due = ts + delete_retention;
                 next_due = Some(next_due.map_or(due, |d: i64| d.min(due)));
             }
             if keep_latest && !expired {
@@ -227,9 +233,13 @@ fn rewrite_segment(
     let log_path = seg.log_path().to_path_buf();
     let (ix, tix) = seg.index_paths();
     let (ix, tix) = (ix.to_path_buf(), tix.to_path_buf());
-    if kept.is_empty() {
+    let first = p.segments().first().map(|s| s.base_offset()) == Some(seg.base_offset());
+    if kept.is_empty() && !first {
         // Nothing left: drop the segment (its offsets become a gap, as in a
-        // compacted Kafka log).
+        // compacted Kafka log). The first segment stays, empty, instead:
+        // its base is the log start offset, which compaction must not move
+        // (a consumer positioned in it would get OffsetOutOfRange rather
+        // than the next record).
         p.replace_segment(seg.base_offset(), None)?;
         fs::remove_file(&log_path).at(&log_path)?;
         for path in [&ix, &tix] {
@@ -239,7 +249,7 @@ fn rewrite_segment(
         return Ok(());
     }
     let mut out = Vec::new();
-    for (_, records) in kept {
+    for (orig, records) in kept {
         let mut buf = batch::encode_records(records).map_err(LogError::InvalidBatch)?;
         // Rewritten batches carry no producer identity: idempotence state
         // lives in the producer snapshots, and a stale sequence in a
@@ -248,6 +258,11 @@ fn rewrite_segment(
         while pos < buf.len() {
             let h = BatchHeader::parse(&buf[pos..]).map_err(LogError::InvalidBatch)?;
             let len = h.total_len();
+            if orig.is_log_append_time() {
+                // The encoder writes CreateTime batches; keep the broker's
+                // timestamp and type.
+                batch::set_log_append_time(&mut buf[pos..pos + len], len, orig.max_timestamp);
+            }
             batch::clear_producer(&mut buf[pos..pos + len]);
             pos += len;
         }

@@ -78,6 +78,12 @@ impl Index {
         }
     }
 
+    /// The entry `position_for_timestamp` starts from, if any.
+    pub fn floor_for_timestamp(&self, ts: i64) -> Option<IndexEntry> {
+        let i = self.entries.partition_point(|e| e.max_timestamp < ts);
+        i.checked_sub(1).map(|i| self.entries[i])
+    }
+
     /// Position from which to scan for the first record with timestamp ≥ `ts`:
     /// the last entry whose running max is still < `ts` (all batches before it
     /// are older), or 0.

@@ -454,6 +454,27 @@ impl Segment {
         })
     }
 
+    /// Base offsets are outside the CRC: check that the batch at `pos`
+    /// starts where a walk expects it to (exactly at an index entry's offset,
+    /// otherwise at or after the end of the previous batch, and always below
+    /// the segment's end offset).
+    fn check_base(&self, h: &BatchHeader, pos: u64, min: i64, exact: bool) -> Result<()> {
+        let next = self.next_offset();
+        if h.base_offset < min || (exact && h.base_offset != min) || h.base_offset >= next {
+            return Err(LogError::Corrupt {
+                file: self.log_path.clone(),
+                position: pos,
+                offset: min,
+                reason: format!(
+                    "batch base offset {} out of sequence (expected {}{min}, below {next})",
+                    h.base_offset,
+                    if exact { "" } else { "at least " }
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Byte position of the batch containing `offset` (or the first batch
     /// after it, in a compacted segment), scanning headers forward from the
     /// sparse index. `None` when the segment holds nothing at or after it.
@@ -477,18 +498,7 @@ impl Segment {
         let mut exact = entry.is_some();
         while pos < size {
             let h = self.read_header(pos)?;
-            if h.base_offset < min || (exact && h.base_offset != min) {
-                return Err(LogError::Corrupt {
-                    file: self.log_path.clone(),
-                    position: pos,
-                    offset: min,
-                    reason: format!(
-                        "batch base offset {} out of sequence (expected {}{min})",
-                        h.base_offset,
-                        if exact { "" } else { "at least " }
-                    ),
-                });
-            }
+            self.check_base(&h, pos, min, exact)?;
             if h.last_offset() >= offset {
                 return Ok(Some(pos));
             }
@@ -522,18 +532,8 @@ impl Segment {
                 offset: -1,
                 reason: e.to_string(),
             })?;
-            if h.base_offset < min {
-                // Outside the CRC: a damaged base offset must not be served.
-                return Err(LogError::Corrupt {
-                    file: self.log_path.clone(),
-                    position: pos + end as u64,
-                    offset: min,
-                    reason: format!(
-                        "batch base offset {} goes backwards (expected at least {min})",
-                        h.base_offset
-                    ),
-                });
-            }
+            // Outside the CRC: a damaged base offset must not be served.
+            self.check_base(&h, pos + end as u64, min, false)?;
             min = h.next_offset();
             if h.base_offset >= end_offset {
                 break;
@@ -571,12 +571,23 @@ impl Segment {
     /// Earliest record at or after byte position given by the time index
     /// whose timestamp is ≥ `ts`: (offset, timestamp).
     pub fn find_timestamp(&self, ts: i64, end_offset: i64) -> Result<Option<(i64, i64)>> {
-        let (mut pos, size) = {
+        let (entry, size) = {
             let st = self.state.read().map_err(|_| LogError::Closed)?;
-            (st.index.position_for_timestamp(ts) as u64, st.size)
+            (st.index.floor_for_timestamp(ts), st.size)
         };
+        let (mut pos, mut min) = match entry {
+            Some(e) => (
+                e.position as u64,
+                self.base_offset + e.relative_offset as i64,
+            ),
+            None => (0, self.base_offset),
+        };
+        let mut exact = entry.is_some();
         while pos < size {
             let h = self.read_header(pos)?;
+            self.check_base(&h, pos, min, exact)?;
+            exact = false;
+            min = h.next_offset();
             if h.base_offset >= end_offset {
                 break;
             }
@@ -599,6 +610,7 @@ impl Segment {
                     offset: h.base_offset,
                     reason: e.to_string(),
                 })?;
+                let next = pos + h.total_len() as u64;
                 for r in records {
                     let rts = if h.is_log_append_time() {
                         h.max_timestamp
@@ -606,6 +618,11 @@ impl Segment {
                         r.timestamp
                     };
                     if rts >= ts {
+                        // The answer's offset comes from this batch's base
+                        // offset: the next batch must not contradict it.
+                        if next + HEADER_LEN as u64 <= size {
+                            self.check_base(&self.read_header(next)?, next, min, false)?;
+                        }
                         return Ok(Some((r.offset, rts)));
                     }
                 }
