@@ -84,7 +84,7 @@ fn produce(addr: &str, topic: &str, n: usize, acks: &str) -> f64 {
         .set("queue.buffering.max.kbytes", "2097151")
         .create()
         .unwrap();
-    let value = vec![b'x'; 100];
+    let value = [b'x'; 100];
     let start = Instant::now();
     for i in 0..n {
         let part = (i % 6) as i32;
