@@ -43,6 +43,8 @@ fn start_server(bin: &str) -> Server {
             "serve",
             "--kafka-addr",
             "127.0.0.1:0",
+            "--pg-addr",
+            "127.0.0.1:0",
         ])
         .stdout(Stdio::piped())
         .spawn()
@@ -51,7 +53,14 @@ fn start_server(bin: &str) -> Server {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let addr = line.trim().rsplit(' ').next().unwrap().to_string();
+    // "eddy: Kafka protocol on ADDR, PostgreSQL protocol on ADDR"
+    let addr = line
+        .split("Kafka protocol on ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .unwrap()
+        .trim()
+        .to_string();
     Server {
         child,
         addr,

@@ -20,7 +20,11 @@
 //! them; everything above it (Kafka protocol, SQL, dataflow) is built on the
 //! [`log::LogStore`] trait.
 
+pub mod catalog;
 pub mod cli;
+pub mod engine;
+pub mod format;
 pub mod kafka;
 pub mod log;
 pub mod server;
+pub mod types;

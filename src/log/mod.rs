@@ -185,9 +185,9 @@ const LOCK: &str = ".lock";
 pub struct Log {
     dir: PathBuf,
     topics_dir: PathBuf,
-    /// Held open for the life of the log: the OS releases the lock if the
+    /// Held open until `close` (or drop): the OS releases the lock if the
     /// process dies, so a crash never leaves the directory locked.
-    _lock: File,
+    lock: Mutex<Option<File>>,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     offsets: OffsetStore,
     cleaner_state: Mutex<cleaner::CleanerState>,
@@ -266,7 +266,7 @@ impl Log {
         let log = Arc::new(Log {
             dir,
             topics_dir,
-            _lock: lock,
+            lock: Mutex::new(Some(lock)),
             topics: RwLock::new(topics),
             offsets,
             cleaner_state: Mutex::new(cleaner::CleanerState::default()),
@@ -394,6 +394,11 @@ impl Log {
         // synced, which the order of these calls guarantees.
         sync_dir(&self.dir)?;
         *closed = true;
+        // Release the directory now rather than when the last reference
+        // goes: a restart in the same process must be able to open it.
+        if let Ok(mut l) = self.lock.lock() {
+            l.take();
+        }
         Ok(())
     }
 }

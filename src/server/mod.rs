@@ -1,9 +1,11 @@
-//! Listeners and lifecycle: opens the log, binds the Kafka listener, serves
+//! Listeners and lifecycle: opens the log and the SQL engine, binds the
+//! Kafka and PostgreSQL listeners, serves
 //! until the shutdown future resolves, then stops accepting, ends the
 //! connections and closes the log cleanly (so the next start skips
 //! recovery). The only module that touches sockets.
 
 pub mod kafka;
+pub mod pg;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,6 +27,13 @@ pub struct ServeArgs {
     /// Address of the Kafka protocol listener.
     #[arg(long, env = "EDDY_KAFKA_ADDR", default_value = "127.0.0.1:9092")]
     pub kafka_addr: String,
+    /// Address of the PostgreSQL wire listener (psql, pgcli, drivers).
+    #[arg(long, env = "EDDY_PG_ADDR", default_value = "127.0.0.1:6875")]
+    pub pg_addr: String,
+    /// Accept pgwire connections from non-loopback addresses (there is no
+    /// password authentication yet).
+    #[arg(long, env = "EDDY_PG_ALLOW_REMOTE")]
+    pub pg_allow_remote: bool,
     /// Host name the Kafka listener tells clients to connect to (Metadata);
     /// default: the listener's IP.
     #[arg(long, env = "EDDY_ADVERTISED_HOST")]
@@ -54,6 +63,8 @@ impl Default for ServeArgs {
     fn default() -> Self {
         ServeArgs {
             kafka_addr: "127.0.0.1:9092".into(),
+            pg_addr: "127.0.0.1:6875".into(),
+            pg_allow_remote: false,
             advertised_host: None,
             advertised_port: None,
             auto_create_topics: true,
@@ -68,6 +79,8 @@ impl Default for ServeArgs {
 pub enum ServerError {
     #[error(transparent)]
     Log(#[from] LogError),
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -80,6 +93,7 @@ pub enum ServerError {
 /// stop it.
 pub struct Handle {
     pub kafka_addr: SocketAddr,
+    pub pg_addr: SocketAddr,
     pub log: Arc<Log>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), ServerError>>,
@@ -125,6 +139,21 @@ pub async fn start(data_dir: PathBuf, args: ServeArgs) -> Result<Handle, ServerE
         addr: args.kafka_addr.clone(),
         source,
     })?;
+    let engine = crate::engine::Engine::open(Arc::clone(&log)).await?;
+    let pg_listener =
+        TcpListener::bind(&args.pg_addr)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: args.pg_addr.clone(),
+                source,
+            })?;
+    let pg_addr = pg_listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind {
+            addr: args.pg_addr.clone(),
+            source,
+        })?;
+    let pg_handlers = Arc::new(pg::Handlers::new(engine, args.pg_allow_remote));
     let broker = Broker::new(
         Arc::clone(&log),
         BrokerConfig {
@@ -139,12 +168,15 @@ pub async fn start(data_dir: PathBuf, args: ServeArgs) -> Result<Handle, ServerE
             default_partitions: args.default_partitions.max(1),
         },
     );
-    info!(%kafka_addr, data_dir = %data_dir.display(), "eddy serving");
+    info!(%kafka_addr, %pg_addr, data_dir = %data_dir.display(), "eddy serving");
     let (stop, stopped) = watch::channel(false);
     let task_log = Arc::clone(&log);
     let max = args.max_request_bytes;
+    let pg_stop = stopped.clone();
+    let pg_task = tokio::spawn(pg::serve(pg_listener, pg_handlers, pg_stop));
     let task = tokio::spawn(async move {
         kafka::serve(listener, broker, max, stopped).await;
+        let _ = pg_task.await;
         // Connections have been told to stop; close the log on a blocking
         // thread (it fsyncs).
         tokio::task::spawn_blocking(move || task_log.close())
@@ -154,6 +186,7 @@ pub async fn start(data_dir: PathBuf, args: ServeArgs) -> Result<Handle, ServerE
     });
     Ok(Handle {
         kafka_addr,
+        pg_addr,
         log,
         stop,
         task,
@@ -167,7 +200,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     let handle = start(data_dir, args).await?;
-    println!("eddy: Kafka protocol on {}", handle.kafka_addr);
+    println!(
+        "eddy: Kafka protocol on {}, PostgreSQL protocol on {}",
+        handle.kafka_addr, handle.pg_addr
+    );
     shutdown.await;
     info!("shutting down");
     handle.shutdown().await

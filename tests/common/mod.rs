@@ -14,6 +14,7 @@ pub struct TestServer {
     handle: Option<Handle>,
     pub dir: tempfile::TempDir,
     pub addr: String,
+    pub pg_addr: std::net::SocketAddr,
 }
 
 impl TestServer {
@@ -24,6 +25,7 @@ impl TestServer {
     pub fn start_with(mut args: ServeArgs) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         args.kafka_addr = "127.0.0.1:0".into();
+        args.pg_addr = "127.0.0.1:0".into();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -33,11 +35,13 @@ impl TestServer {
             .block_on(server::start(dir.path().to_path_buf(), args))
             .expect("server starts");
         let addr = handle.kafka_addr.to_string();
+        let pg_addr = handle.pg_addr;
         TestServer {
             rt,
             handle: Some(handle),
             dir,
             addr,
+            pg_addr,
         }
     }
 
@@ -47,6 +51,24 @@ impl TestServer {
 
     pub fn log(&self) -> &std::sync::Arc<eddy::log::Log> {
         &self.handle.as_ref().expect("running").log
+    }
+
+    /// Stop cleanly and start again over the same data directory (ports
+    /// change).
+    pub fn restart(&mut self) {
+        self.stop();
+        let args = ServeArgs {
+            kafka_addr: "127.0.0.1:0".into(),
+            pg_addr: "127.0.0.1:0".into(),
+            ..ServeArgs::default()
+        };
+        let handle = self
+            .rt
+            .block_on(server::start(self.dir.path().to_path_buf(), args))
+            .expect("server restarts");
+        self.addr = handle.kafka_addr.to_string();
+        self.pg_addr = handle.pg_addr;
+        self.handle = Some(handle);
     }
 
     pub fn stop(&mut self) {

@@ -1,0 +1,175 @@
+//! The catalog: streams, tables and views, persisted as records in the
+//! compacted internal topic `__eddy_catalog` (key: object name, value: the
+//! object as JSON; a null value drops it) and replayed at start. A
+//! half-written entry after a crash is a torn tail of that topic, which the
+//! log's recovery truncates; an entry that does not parse is reported and
+//! skipped, so one bad entry never makes the database unreadable.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tracing::warn;
+
+use crate::log::batch::{self, NewRecord};
+use crate::log::{Durability, Log, LogError, LogStore, now_ms};
+
+pub const TOPIC: &str = "__eddy_catalog";
+
+/// A column as declared: name and the SQL type text it was declared with.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Column {
+    pub name: String,
+    pub sql_type: String,
+}
+
+/// Record value formats.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Object {
+    /// Append-only relation over a topic.
+    Stream {
+        name: String,
+        topic: String,
+        format: Format,
+        columns: Vec<Column>,
+        /// The CREATE statement as written (SHOW CREATE).
+        sql: String,
+    },
+    /// Mutable relation backed by a changelog topic.
+    Table {
+        name: String,
+        topic: String,
+        columns: Vec<Column>,
+        primary_key: Vec<String>,
+        sql: String,
+    },
+    /// A named query, inlined where used.
+    View { name: String, sql: String },
+}
+
+impl Object {
+    pub fn name(&self) -> &str {
+        match self {
+            Object::Stream { name, .. }
+            | Object::Table { name, .. }
+            | Object::View { name, .. } => name,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Object::Stream { .. } => "stream",
+            Object::Table { .. } => "table",
+            Object::View { .. } => "view",
+        }
+    }
+
+    pub fn sql(&self) -> &str {
+        match self {
+            Object::Stream { sql, .. } | Object::Table { sql, .. } | Object::View { sql, .. } => {
+                sql
+            }
+        }
+    }
+}
+
+/// The catalog in memory, mirrored to its topic.
+pub struct Catalog {
+    log: Arc<Log>,
+    objects: BTreeMap<String, Object>,
+}
+
+impl Catalog {
+    /// Open (creating the topic if needed) and replay every entry in order.
+    pub fn open(log: Arc<Log>) -> Result<Catalog, LogError> {
+        if log.topic(TOPIC).is_err() {
+            let mut cfg = BTreeMap::new();
+            cfg.insert("cleanup.policy".to_string(), "compact".to_string());
+            match log.create_topic(TOPIC, 1, cfg) {
+                Ok(_) | Err(LogError::TopicExists(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let p = log.partition(TOPIC, 0)?;
+        let mut objects = BTreeMap::new();
+        let mut offset = p.log_start();
+        let end = p.log_end();
+        while offset < end {
+            let read = p.read(offset, 1 << 20)?;
+            if read.records.is_empty() {
+                break;
+            }
+            let records = batch::decode(read.records)?;
+            let Some(last) = records.last().map(|r| r.offset) else {
+                break;
+            };
+            for r in records {
+                let Some(key) = r.key.as_deref() else {
+                    continue;
+                };
+                let name = String::from_utf8_lossy(key).to_string();
+                match r.value.as_deref() {
+                    None => {
+                        objects.remove(&name);
+                    }
+                    Some(v) => match serde_json::from_slice::<Object>(v) {
+                        Ok(o) => {
+                            objects.insert(name, o);
+                        }
+                        Err(e) => warn!(object = %name, offset = r.offset, error = %e,
+                            "skipping catalog entry that does not parse"),
+                    },
+                }
+            }
+            offset = last + 1;
+        }
+        Ok(Catalog { log, objects })
+    }
+
+    fn write(&self, name: &str, value: Option<Bytes>) -> Result<(), LogError> {
+        let rec = NewRecord {
+            key: Some(Bytes::copy_from_slice(name.as_bytes())),
+            value,
+            timestamp: now_ms(),
+            headers: vec![],
+        };
+        // Durable before the DDL is acknowledged.
+        self.log
+            .append(TOPIC, 0, batch::encode(&[rec])?, Durability::Fsync)?;
+        Ok(())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Object> {
+        self.objects.get(name)
+    }
+
+    pub fn objects(&self) -> impl Iterator<Item = &Object> {
+        self.objects.values()
+    }
+
+    pub fn insert(&mut self, o: Object) -> Result<(), LogError> {
+        let json = serde_json::to_vec(&o).map_err(|e| LogError::CorruptMetadata {
+            file: TOPIC.into(),
+            reason: e.to_string(),
+        })?;
+        self.write(o.name(), Some(Bytes::from(json)))?;
+        self.objects.insert(o.name().to_string(), o);
+        Ok(())
+    }
+
+    pub fn remove(&mut self, name: &str) -> Result<Option<Object>, LogError> {
+        if !self.objects.contains_key(name) {
+            return Ok(None);
+        }
+        self.write(name, None)?;
+        Ok(self.objects.remove(name))
+    }
+}

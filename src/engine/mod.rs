@@ -1,0 +1,576 @@
+//! The database: owns the log, the catalog and the DataFusion session in
+//! which streams, tables and views are registered; executes the statements
+//! that are eddy's own (topics, streams, topic-backed tables, persisted
+//! views, COPY … TO STDOUT, SHOW); every other statement is planned and run
+//! by DataFusion over the same session.
+
+pub mod relation;
+pub mod statement;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use datafusion::arrow::array::{RecordBatch, StringArray, UInt64Array};
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::sqlparser::ast::{
+    ColumnDef, ColumnOption, CopySource, CopyTarget, ObjectType, Statement as SqlStatement,
+    TableConstraint,
+};
+
+use crate::catalog::{Catalog, Column, Format, Object};
+use crate::log::{Log, LogError, LogStore};
+use crate::types;
+use relation::{DecodeErrors, TopicRelation};
+pub use statement::{DropKind, Show, Statement, parse};
+
+/// A failure with the SQLSTATE a PostgreSQL client expects.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("syntax error: {0}")]
+    Syntax(String),
+    #[error("{kind} \"{name}\" does not exist")]
+    UnknownObject { kind: &'static str, name: String },
+    #[error("{kind} \"{name}\" already exists")]
+    Exists { kind: &'static str, name: String },
+    #[error("{0} is not supported")]
+    Unsupported(String),
+    #[error("invalid value: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("{0}")]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+}
+
+impl EngineError {
+    /// The SQLSTATE code for this error.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            EngineError::Syntax(_) => "42601",
+            EngineError::UnknownObject { .. } => "42P01",
+            EngineError::Exists { .. } => "42P07",
+            EngineError::Unsupported(_) => "0A000",
+            EngineError::Invalid(_) => "22023",
+            EngineError::Log(LogError::UnknownTopic(_)) => "42P01",
+            EngineError::Log(LogError::TopicExists(_)) => "42P07",
+            EngineError::Log(
+                LogError::InvalidConfig { .. }
+                | LogError::UnknownConfig(_)
+                | LogError::InvalidTopicName { .. }
+                | LogError::InvalidPartitions(_),
+            ) => "22023",
+            EngineError::Log(_) => "58030",
+            EngineError::DataFusion(e) => datafusion_sqlstate(e),
+        }
+    }
+}
+
+/// SQLSTATE for a DataFusion error, by its category.
+pub fn datafusion_sqlstate(e: &datafusion::error::DataFusionError) -> &'static str {
+    use datafusion::error::DataFusionError as D;
+    match e {
+        D::SQL(..) => "42601",
+        D::Plan(m) if m.contains("not found") => "42P01",
+        D::SchemaError(..) => "42703",
+        D::Plan(_) => "42601",
+        D::NotImplemented(_) => "0A000",
+        D::ArrowError(..) => "22000",
+        D::Execution(_) => "22000",
+        D::Context(_, inner) => datafusion_sqlstate(inner),
+        _ => "XX000",
+    }
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// What a statement produced.
+pub enum Output {
+    /// A command tag (`CREATE STREAM`, `DROP TABLE`, …) with an optional row
+    /// count.
+    Command(String, Option<usize>),
+    /// Rows.
+    Rows(SchemaRef, Vec<RecordBatch>),
+    /// `COPY … TO STDOUT`: rows to send in COPY format.
+    CopyOut {
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+        format: CopyFormat,
+    },
+    /// Not one of eddy's statements: run it through DataFusion unchanged.
+    PassThrough(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyFormat {
+    Text,
+    Csv { header: bool },
+    Binary,
+}
+
+pub struct Engine {
+    log: Arc<Log>,
+    ctx: Arc<SessionContext>,
+    catalog: Mutex<Catalog>,
+    errors: Arc<DecodeErrors>,
+}
+
+/// Partitions of topics created for streams and tables when unspecified.
+const DEFAULT_PARTITIONS: i32 = 1;
+
+impl Engine {
+    /// Open over a log: replay the catalog and register every object.
+    pub async fn open(log: Arc<Log>) -> Result<Arc<Engine>> {
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_default_catalog_and_schema("eddy", "public");
+        let ctx = Arc::new(SessionContext::new_with_config(config));
+        datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog(
+            &ctx,
+            "eddy",
+            datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
+        )
+        .map_err(|e| EngineError::DataFusion(*e))?;
+        let catalog = {
+            let log = Arc::clone(&log);
+            tokio::task::spawn_blocking(move || Catalog::open(log))
+                .await
+                .map_err(|e| EngineError::Invalid(e.to_string()))??
+        };
+        let engine = Arc::new(Engine {
+            log,
+            ctx,
+            catalog: Mutex::new(catalog),
+            errors: Arc::new(DecodeErrors::default()),
+        });
+        let objects: Vec<Object> = engine.lock()?.objects().cloned().collect();
+        // Streams and tables first, then views (which may read them).
+        for o in objects.iter().filter(|o| !matches!(o, Object::View { .. })) {
+            engine.register(o)?;
+        }
+        for o in objects.iter().filter(|o| matches!(o, Object::View { .. })) {
+            if let Err(e) = engine.ctx.sql(o.sql()).await {
+                tracing::warn!(view = o.name(), error = %e, "view does not plan after restart");
+            }
+        }
+        Ok(engine)
+    }
+
+    pub fn session(&self) -> Arc<SessionContext> {
+        Arc::clone(&self.ctx)
+    }
+
+    pub fn log(&self) -> &Arc<Log> {
+        &self.log
+    }
+
+    pub fn decode_errors(&self) -> &Arc<DecodeErrors> {
+        &self.errors
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Catalog>> {
+        self.catalog
+            .lock()
+            .map_err(|_| EngineError::Invalid("catalog lock poisoned".into()))
+    }
+
+    fn schema_of(columns: &[Column]) -> Result<SchemaRef> {
+        let mut fields = Vec::with_capacity(columns.len());
+        for c in columns {
+            let parsed = statement::parse_type(&c.sql_type)?;
+            let t =
+                types::to_arrow(&parsed).map_err(|e| EngineError::Unsupported(e.to_string()))?;
+            fields.push(Field::new(&c.name, t, true));
+        }
+        Ok(Arc::new(Schema::new(fields)))
+    }
+
+    fn register(&self, o: &Object) -> Result<()> {
+        match o {
+            Object::Stream {
+                name,
+                topic,
+                columns,
+                ..
+            }
+            | Object::Table {
+                name,
+                topic,
+                columns,
+                ..
+            } => {
+                let rel = TopicRelation::new(
+                    name,
+                    topic,
+                    Self::schema_of(columns)?,
+                    Arc::clone(&self.log),
+                    Arc::clone(&self.errors),
+                );
+                self.ctx.register_table(name.as_str(), Arc::new(rel))?;
+            }
+            Object::View { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn columns(defs: &[ColumnDef]) -> Result<Vec<Column>> {
+        let mut out = Vec::new();
+        for d in defs {
+            types::to_arrow(&d.data_type).map_err(|e| EngineError::Unsupported(e.to_string()))?;
+            out.push(Column {
+                name: d.name.value.clone(),
+                sql_type: d.data_type.to_string(),
+            });
+        }
+        if out.is_empty() {
+            return Err(EngineError::Invalid(
+                "a relation needs at least one column".into(),
+            ));
+        }
+        Ok(out)
+    }
+
+    fn ensure_free(&self, name: &str) -> Result<()> {
+        if let Some(o) = self.lock()?.get(name) {
+            return Err(EngineError::Exists {
+                kind: o.kind(),
+                name: name.to_string(),
+            });
+        }
+        if self.ctx.table_exist(name)? {
+            return Err(EngineError::Exists {
+                kind: "relation",
+                name: name.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    fn ensure_topic(&self, topic: &str, options: &BTreeMap<String, String>) -> Result<()> {
+        if self.log.topic(topic).is_ok() {
+            return Ok(());
+        }
+        let partitions = match options.get("partitions") {
+            Some(p) => p
+                .parse()
+                .map_err(|_| EngineError::Invalid(format!("partitions = {p}")))?,
+            None => DEFAULT_PARTITIONS,
+        };
+        let cfg: BTreeMap<String, String> = options
+            .iter()
+            .filter(|(k, _)| k.contains('.'))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        self.log.create_topic(topic, partitions, cfg)?;
+        Ok(())
+    }
+
+    /// Execute one parsed statement.
+    pub async fn execute(&self, stmt: Statement) -> Result<Output> {
+        match stmt {
+            Statement::CreateTopic {
+                name,
+                options,
+                if_not_exists,
+            } => {
+                if if_not_exists && self.log.topic(&name).is_ok() {
+                    return Ok(Output::Command("CREATE TOPIC".into(), None));
+                }
+                let partitions = options
+                    .get("partitions")
+                    .map(|p| p.parse::<i32>())
+                    .transpose()
+                    .map_err(|_| EngineError::Invalid("partitions must be an integer".into()))?
+                    .unwrap_or(1);
+                let cfg = options
+                    .into_iter()
+                    .filter(|(k, _)| k != "partitions" && k != "replication_factor")
+                    .collect();
+                self.log.create_topic(&name, partitions, cfg)?;
+                Ok(Output::Command("CREATE TOPIC".into(), None))
+            }
+            Statement::CreateStream {
+                name,
+                columns,
+                options,
+                if_not_exists,
+                sql,
+            } => {
+                if if_not_exists && self.lock()?.get(&name).is_some() {
+                    return Ok(Output::Command("CREATE STREAM".into(), None));
+                }
+                self.ensure_free(&name)?;
+                let topic = options
+                    .get("topic")
+                    .or_else(|| options.get("kafka_topic"))
+                    .cloned()
+                    .unwrap_or_else(|| name.clone());
+                let format = options
+                    .get("format")
+                    .or_else(|| options.get("value_format"))
+                    .map(|f| f.to_ascii_lowercase())
+                    .unwrap_or_else(|| "json".into());
+                if format != "json" {
+                    return Err(EngineError::Unsupported(format!("format '{format}'")));
+                }
+                let columns = Self::columns(&columns)?;
+                self.ensure_topic(&topic, &options)?;
+                let o = Object::Stream {
+                    name,
+                    topic,
+                    format: Format::Json,
+                    columns,
+                    sql,
+                };
+                self.register(&o)?;
+                self.lock()?.insert(o)?;
+                Ok(Output::Command("CREATE STREAM".into(), None))
+            }
+            Statement::Drop {
+                kind,
+                names,
+                if_exists,
+            } => self.drop(kind, names, if_exists).await,
+            Statement::Show(what) => self.show(what),
+            Statement::Sql(s, text) => self.execute_sql(*s, text).await,
+        }
+    }
+
+    async fn drop(&self, kind: DropKind, names: Vec<String>, if_exists: bool) -> Result<Output> {
+        let tag = match kind {
+            DropKind::Topic => "DROP TOPIC",
+            DropKind::Stream => "DROP STREAM",
+            DropKind::Table => "DROP TABLE",
+            DropKind::View => "DROP VIEW",
+        };
+        for name in names {
+            if kind == DropKind::Topic {
+                match self.log.delete_topic(&name) {
+                    Ok(()) => {}
+                    Err(LogError::UnknownTopic(_)) if if_exists => {}
+                    Err(e) => return Err(e.into()),
+                }
+                continue;
+            }
+            let existing = self.lock()?.get(&name).cloned();
+            match existing {
+                Some(o) if o.kind() == kind.noun() => {
+                    self.ctx.deregister_table(name.as_str())?;
+                    self.lock()?.remove(&name)?;
+                    if let Object::Table { topic, .. } = o {
+                        self.log.delete_topic(&topic)?;
+                    }
+                }
+                Some(o) => {
+                    return Err(EngineError::Invalid(format!(
+                        "\"{name}\" is a {}, not a {}",
+                        o.kind(),
+                        kind.noun()
+                    )));
+                }
+                None if if_exists => {}
+                None => {
+                    return Err(EngineError::UnknownObject {
+                        kind: kind.noun(),
+                        name,
+                    });
+                }
+            }
+        }
+        Ok(Output::Command(tag.into(), None))
+    }
+
+    fn show(&self, what: Show) -> Result<Output> {
+        let (col, names): (&str, Vec<String>) = match what {
+            Show::Topics => (
+                "topic",
+                self.log
+                    .topics()
+                    .into_iter()
+                    .filter(|t| !t.internal)
+                    .map(|t| t.name)
+                    .collect(),
+            ),
+            Show::Streams | Show::Tables | Show::Views => {
+                let kind = match what {
+                    Show::Streams => "stream",
+                    Show::Tables => "table",
+                    _ => "view",
+                };
+                (
+                    "name",
+                    self.lock()?
+                        .objects()
+                        .filter(|o| o.kind() == kind)
+                        .map(|o| o.name().to_string())
+                        .collect(),
+                )
+            }
+            Show::DecodeErrors => {
+                let snap = self.errors.snapshot();
+                let schema = Arc::new(Schema::new(vec![
+                    Field::new(
+                        "relation",
+                        datafusion::arrow::datatypes::DataType::Utf8,
+                        false,
+                    ),
+                    Field::new(
+                        "errors",
+                        datafusion::arrow::datatypes::DataType::UInt64,
+                        false,
+                    ),
+                    Field::new(
+                        "last_error",
+                        datafusion::arrow::datatypes::DataType::Utf8,
+                        false,
+                    ),
+                ]));
+                let b = RecordBatch::try_new(
+                    Arc::clone(&schema),
+                    vec![
+                        Arc::new(StringArray::from_iter_values(
+                            snap.iter().map(|x| x.0.as_str()),
+                        )),
+                        Arc::new(UInt64Array::from_iter_values(snap.iter().map(|x| x.1))),
+                        Arc::new(StringArray::from_iter_values(
+                            snap.iter().map(|x| x.2.as_str()),
+                        )),
+                    ],
+                )
+                .map_err(|e| EngineError::DataFusion(e.into()))?;
+                return Ok(Output::Rows(schema, vec![b]));
+            }
+        };
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            col,
+            datafusion::arrow::datatypes::DataType::Utf8,
+            false,
+        )]));
+        let b = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![Arc::new(StringArray::from_iter_values(names))],
+        )
+        .map_err(|e| EngineError::DataFusion(e.into()))?;
+        Ok(Output::Rows(schema, vec![b]))
+    }
+
+    async fn execute_sql(&self, s: SqlStatement, text: String) -> Result<Output> {
+        match s {
+            SqlStatement::CreateTable(ct) => {
+                let name = ct.name.to_string();
+                if ct.if_not_exists && self.lock()?.get(&name).is_some() {
+                    return Ok(Output::Command("CREATE TABLE".into(), None));
+                }
+                if ct.query.is_some() {
+                    return Err(EngineError::Unsupported(
+                        "CREATE TABLE … AS SELECT (use CREATE MATERIALIZED VIEW)".into(),
+                    ));
+                }
+                self.ensure_free(&name)?;
+                let columns = Self::columns(&ct.columns)?;
+                let mut primary_key: Vec<String> = ct
+                    .columns
+                    .iter()
+                    .filter(|c| {
+                        c.options
+                            .iter()
+                            .any(|o| matches!(o.option, ColumnOption::PrimaryKey(_)))
+                    })
+                    .map(|c| c.name.value.clone())
+                    .collect();
+                for c in &ct.constraints {
+                    if let TableConstraint::PrimaryKey(pk) = c {
+                        primary_key.extend(pk.columns.iter().map(|c| c.to_string()));
+                    }
+                }
+                let topic = format!("__table_{name}");
+                self.ensure_topic(&topic, &BTreeMap::new())?;
+                let o = Object::Table {
+                    name,
+                    topic,
+                    columns,
+                    primary_key,
+                    sql: text,
+                };
+                self.register(&o)?;
+                self.lock()?.insert(o)?;
+                Ok(Output::Command("CREATE TABLE".into(), None))
+            }
+            SqlStatement::CreateView(v) if v.materialized => Err(EngineError::Unsupported(
+                "CREATE MATERIALIZED VIEW (incremental views are not built yet)".into(),
+            )),
+            SqlStatement::CreateView(v) => {
+                let name = v.name.to_string();
+                if v.or_replace {
+                    let _ = self.ctx.deregister_table(name.as_str());
+                } else {
+                    self.ensure_free(&name)?;
+                }
+                self.ctx.sql(&text).await?;
+                self.lock()?.insert(Object::View { name, sql: text })?;
+                Ok(Output::Command("CREATE VIEW".into(), None))
+            }
+            SqlStatement::Drop {
+                object_type,
+                names,
+                if_exists,
+                ..
+            } if matches!(object_type, ObjectType::Table | ObjectType::View) => {
+                let kind = if object_type == ObjectType::Table {
+                    DropKind::Table
+                } else {
+                    DropKind::View
+                };
+                self.drop(
+                    kind,
+                    names.iter().map(|n| n.to_string()).collect(),
+                    if_exists,
+                )
+                .await
+            }
+            SqlStatement::Update(_) | SqlStatement::Delete(_) => Err(EngineError::Unsupported(
+                "UPDATE and DELETE (tables are append-only in this version)".into(),
+            )),
+            SqlStatement::Copy {
+                source,
+                to: true,
+                target: CopyTarget::Stdout,
+                options,
+                legacy_options,
+                ..
+            } => {
+                let query = match source {
+                    CopySource::Query(q) => q.to_string(),
+                    CopySource::Table {
+                        table_name,
+                        columns,
+                    } => {
+                        let cols = if columns.is_empty() {
+                            "*".to_string()
+                        } else {
+                            columns
+                                .iter()
+                                .map(|c| c.to_string())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        };
+                        format!("SELECT {cols} FROM {table_name}")
+                    }
+                };
+                let format = statement::copy_format(&options, &legacy_options)?;
+                let df = self.ctx.sql(&query).await?;
+                let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+                let batches = df.collect().await?;
+                Ok(Output::CopyOut {
+                    schema,
+                    batches,
+                    format,
+                })
+            }
+            SqlStatement::Copy { .. } => Err(EngineError::Unsupported(
+                "this form of COPY (supported: COPY … TO STDOUT)".into(),
+            )),
+            _ => Ok(Output::PassThrough(text)),
+        }
+    }
+}

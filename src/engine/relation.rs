@@ -1,0 +1,254 @@
+//! A relation over a topic (a STREAM, or a TABLE's changelog): a DataFusion
+//! `TableProvider` whose scan is a bounded read of every partition up to its
+//! current end, JSON values decoded into Arrow batches, and whose
+//! `insert_into` writes rows as JSON records into the topic (so Kafka
+//! consumers see them), fsynced before the INSERT returns.
+//!
+//! Records that do not decode are counted in [`DecodeErrors`] and skipped.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::Session;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::sink::{DataSink, DataSinkExec};
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan};
+use futures::StreamExt;
+use tracing::warn;
+
+use crate::format::json;
+use crate::log::batch::{self, NewRecord};
+use crate::log::partitioner::Partitioner;
+use crate::log::{Durability, Log, now_ms};
+
+/// Counts of records that failed to decode, per relation, with the last
+/// reason (the `eddy_catalog.decode_errors` system table reads this).
+#[derive(Debug, Default)]
+pub struct DecodeErrors {
+    inner: Mutex<BTreeMap<String, (u64, String)>>,
+    total: AtomicU64,
+}
+
+impl DecodeErrors {
+    pub fn record(&self, relation: &str, topic: &str, partition: i32, offset: i64, reason: &str) {
+        warn!(
+            relation,
+            topic, partition, offset, reason, "record does not decode; skipped"
+        );
+        self.total.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut m) = self.inner.lock() {
+            let e = m.entry(relation.to_string()).or_insert((0, String::new()));
+            e.0 += 1;
+            e.1 = format!("{topic}/{partition}@{offset}: {reason}");
+        }
+    }
+
+    pub fn snapshot(&self) -> Vec<(String, u64, String)> {
+        self.inner
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, (n, r))| (k.clone(), *n, r.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+}
+
+pub struct TopicRelation {
+    name: String,
+    topic: String,
+    schema: SchemaRef,
+    log: Arc<Log>,
+    errors: Arc<DecodeErrors>,
+    partitioner: Arc<Partitioner>,
+}
+
+impl fmt::Debug for TopicRelation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TopicRelation({} over {})", self.name, self.topic)
+    }
+}
+
+impl TopicRelation {
+    pub fn new(
+        name: &str,
+        topic: &str,
+        schema: SchemaRef,
+        log: Arc<Log>,
+        errors: Arc<DecodeErrors>,
+    ) -> TopicRelation {
+        TopicRelation {
+            name: name.to_string(),
+            topic: topic.to_string(),
+            schema,
+            log,
+            errors,
+            partitioner: Arc::new(Partitioner::new()),
+        }
+    }
+
+    /// Every record of every partition up to its current end, decoded.
+    pub fn snapshot(&self) -> DfResult<Vec<RecordBatch>> {
+        let topic = self.log.topic(&self.topic).map_err(ext)?;
+        let mut out = Vec::new();
+        for p in topic.partitions() {
+            let end = p.log_end();
+            let mut offset = p.log_start();
+            while offset < end {
+                let read = p.read(offset, 4 << 20).map_err(ext)?;
+                if read.records.is_empty() {
+                    break;
+                }
+                let records = batch::decode(read.records).map_err(|e| ext(e.into()))?;
+                let Some(last) = records.last().map(|r| r.offset) else {
+                    break;
+                };
+                let live: Vec<_> = records
+                    .iter()
+                    .filter(|r| r.offset >= offset && r.offset < end)
+                    .collect();
+                let values: Vec<&[u8]> = live
+                    .iter()
+                    .map(|r| r.value.as_deref().unwrap_or(b"null"))
+                    .collect();
+                let (b, _, failures) = json::decode(&self.schema, &values);
+                for f in failures {
+                    let r = live[f.index];
+                    self.errors
+                        .record(&self.name, &self.topic, p.id(), r.offset, &f.reason);
+                }
+                if b.num_rows() > 0 {
+                    out.push(b);
+                }
+                offset = last + 1;
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn ext(e: crate::log::LogError) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+#[async_trait]
+impl TableProvider for TopicRelation {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let batches = self.snapshot()?;
+        Ok(MemorySourceConfig::try_new_exec(
+            &[batches],
+            self.schema(),
+            projection.cloned(),
+        )?)
+    }
+
+    async fn insert_into(
+        &self,
+        _state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        _op: InsertOp,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let sink = TopicSink {
+            topic: self.topic.clone(),
+            schema: self.schema(),
+            log: Arc::clone(&self.log),
+            partitioner: Arc::clone(&self.partitioner),
+        };
+        Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
+    }
+}
+
+/// Writes inserted rows into the topic as JSON records, one batch per
+/// partition, fsynced (an acknowledged INSERT is durable).
+#[derive(Debug)]
+struct TopicSink {
+    topic: String,
+    schema: SchemaRef,
+    log: Arc<Log>,
+    partitioner: Arc<Partitioner>,
+}
+
+impl DisplayAs for TopicSink {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TopicSink: topic={}", self.topic)
+    }
+}
+
+#[async_trait]
+impl DataSink for TopicSink {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    async fn write_all(
+        &self,
+        mut data: SendableRecordBatchStream,
+        _context: &Arc<TaskContext>,
+    ) -> DfResult<u64> {
+        let topic = self.log.topic(&self.topic).map_err(ext)?;
+        let partitions = topic.partition_count();
+        let mut count = 0u64;
+        let mut by_partition: BTreeMap<i32, Vec<NewRecord>> = BTreeMap::new();
+        while let Some(b) = data.next().await {
+            let b = b?;
+            let rows = json::encode(&b)?;
+            count += rows.len() as u64;
+            let now = now_ms();
+            for row in rows {
+                let p = self.partitioner.partition(None, partitions);
+                by_partition.entry(p).or_default().push(NewRecord {
+                    key: None,
+                    value: Some(Bytes::from(row)),
+                    timestamp: now,
+                    headers: vec![],
+                });
+            }
+        }
+        let log = Arc::clone(&self.log);
+        let topic_name = self.topic.clone();
+        tokio::task::spawn_blocking(move || -> DfResult<()> {
+            for (p, recs) in by_partition {
+                for chunk in recs.chunks(1000) {
+                    let bytes: BytesMut = batch::encode(chunk).map_err(|e| ext(e.into()))?;
+                    log.partition(&topic_name, p)
+                        .and_then(|part| part.append(bytes, Durability::Fsync))
+                        .map_err(ext)?;
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| DataFusionError::External(Box::new(e)))??;
+        Ok(count)
+    }
+}

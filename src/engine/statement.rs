@@ -1,0 +1,327 @@
+//! eddy's statements around sqlparser (the version DataFusion re-exports):
+//! `CREATE TOPIC`, `CREATE STREAM` (with eddy's, ksqlDB's and Materialize's
+//! option spellings), `DROP TOPIC|STREAM`, `SHOW …`. Everything else is a
+//! sqlparser statement, kept with its text.
+
+use std::collections::BTreeMap;
+
+use datafusion::sql::sqlparser::ast::{
+    ColumnDef, CopyLegacyOption, CopyOption, DataType as SqlType, Expr, SqlOption,
+    Statement as SqlStatement, Value,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::tokenizer::Token;
+
+use super::{CopyFormat, EngineError, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropKind {
+    Topic,
+    Stream,
+    Table,
+    View,
+}
+
+impl DropKind {
+    pub fn noun(&self) -> &'static str {
+        match self {
+            DropKind::Topic => "topic",
+            DropKind::Stream => "stream",
+            DropKind::Table => "table",
+            DropKind::View => "view",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Show {
+    Topics,
+    Streams,
+    Tables,
+    Views,
+    DecodeErrors,
+}
+
+#[derive(Debug)]
+pub enum Statement {
+    CreateTopic {
+        name: String,
+        options: BTreeMap<String, String>,
+        if_not_exists: bool,
+    },
+    CreateStream {
+        name: String,
+        columns: Vec<ColumnDef>,
+        /// Option keys lower-cased (`topic`, `format`, `kafka_topic`,
+        /// `value_format`, `partitions`, Kafka config names).
+        options: BTreeMap<String, String>,
+        if_not_exists: bool,
+        sql: String,
+    },
+    Drop {
+        kind: DropKind,
+        names: Vec<String>,
+        if_exists: bool,
+    },
+    Show(Show),
+    /// Any other statement, with its SQL text.
+    Sql(Box<SqlStatement>, String),
+}
+
+fn word_is(t: &Token, w: &str) -> bool {
+    matches!(t, Token::Word(x) if x.value.eq_ignore_ascii_case(w))
+}
+
+fn syntax(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Syntax(e.to_string())
+}
+
+fn option_value(e: &Expr) -> String {
+    match e {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => s.clone(),
+            Value::Number(n, _) => n.clone(),
+            Value::Boolean(b) => b.to_string(),
+            other => other.to_string(),
+        },
+        Expr::Identifier(i) => i.value.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn options(opts: Vec<SqlOption>) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for o in opts {
+        match o {
+            SqlOption::KeyValue { key, value } => {
+                out.insert(key.value.to_ascii_lowercase(), option_value(&value));
+            }
+            other => return Err(EngineError::Syntax(format!("unexpected option {other}"))),
+        }
+    }
+    Ok(out)
+}
+
+/// Split a query string into statements and parse each.
+pub fn parse(sql: &str) -> Result<Vec<Statement>> {
+    let dialect = PostgreSqlDialect {};
+    let mut p = Parser::new(&dialect).try_with_sql(sql).map_err(syntax)?;
+    let mut out = Vec::new();
+    loop {
+        while p.consume_token(&Token::SemiColon) {}
+        if p.peek_token().token == Token::EOF {
+            break;
+        }
+        let start = p.peek_token().span.start;
+        let t0 = p.peek_nth_token(0).token;
+        let t1 = p.peek_nth_token(1).token;
+        let stmt = if word_is(&t0, "create") && (word_is(&t1, "topic") || word_is(&t1, "stream")) {
+            p.next_token();
+            let is_topic = word_is(&p.next_token().token, "topic");
+            let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+            let name = p.parse_object_name(false).map_err(syntax)?.to_string();
+            if is_topic {
+                let opts = options(p.parse_options(Keyword::WITH).map_err(syntax)?)?;
+                Statement::CreateTopic {
+                    name,
+                    options: opts,
+                    if_not_exists,
+                }
+            } else {
+                let (columns, _constraints) = p.parse_columns().map_err(syntax)?;
+                let opts = options(p.parse_options(Keyword::WITH).map_err(syntax)?)?;
+                let end = p.peek_token().span.start;
+                Statement::CreateStream {
+                    name,
+                    columns,
+                    options: opts,
+                    if_not_exists,
+                    sql: slice(sql, start, end),
+                }
+            }
+        } else if word_is(&t0, "drop") && (word_is(&t1, "topic") || word_is(&t1, "stream")) {
+            p.next_token();
+            let kind = if word_is(&p.next_token().token, "topic") {
+                DropKind::Topic
+            } else {
+                DropKind::Stream
+            };
+            let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+            let names = p
+                .parse_comma_separated(|p| p.parse_object_name(false))
+                .map_err(syntax)?
+                .iter()
+                .map(|n| n.to_string())
+                .collect();
+            // CASCADE / RESTRICT are accepted; nothing depends on streams yet.
+            let _ = p.parse_one_of_keywords(&[Keyword::CASCADE, Keyword::RESTRICT]);
+            Statement::Drop {
+                kind,
+                names,
+                if_exists,
+            }
+        } else if word_is(&t0, "show")
+            && ["topics", "streams", "tables", "views", "decode_errors"]
+                .iter()
+                .any(|w| word_is(&t1, w))
+        {
+            p.next_token();
+            let w = p.next_token().token.to_string().to_ascii_lowercase();
+            Statement::Show(match w.as_str() {
+                "topics" => Show::Topics,
+                "streams" => Show::Streams,
+                "tables" => Show::Tables,
+                "views" => Show::Views,
+                _ => Show::DecodeErrors,
+            })
+        } else {
+            let s = p.parse_statement().map_err(syntax)?;
+            let end = p.peek_token().span.start;
+            let text = slice(sql, start, end);
+            let text = if text.trim().is_empty() {
+                s.to_string()
+            } else {
+                text
+            };
+            Statement::Sql(Box::new(s), text)
+        };
+        out.push(stmt);
+        if !p.consume_token(&Token::SemiColon) && p.peek_token().token != Token::EOF {
+            return Err(EngineError::Syntax(format!(
+                "unexpected {} after the end of a statement",
+                p.peek_token().token
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// The text between two token locations (1-based line/column).
+fn slice(
+    sql: &str,
+    start: datafusion::sql::sqlparser::tokenizer::Location,
+    end: datafusion::sql::sqlparser::tokenizer::Location,
+) -> String {
+    let offset = |loc: datafusion::sql::sqlparser::tokenizer::Location| -> usize {
+        if loc.line == 0 {
+            return sql.len();
+        }
+        let mut line = 1u64;
+        let mut col = 1u64;
+        for (i, ch) in sql.char_indices() {
+            if line == loc.line && col == loc.column {
+                return i;
+            }
+            if ch == '\n' {
+                line += 1;
+                col = 1;
+            } else {
+                col += 1;
+            }
+        }
+        sql.len()
+    };
+    let (a, b) = (offset(start), offset(end));
+    sql.get(a..b.max(a))
+        .unwrap_or("")
+        .trim()
+        .trim_end_matches(';')
+        .trim()
+        .to_string()
+}
+
+/// Parse a SQL type name (as stored in the catalog).
+pub fn parse_type(s: &str) -> Result<SqlType> {
+    let dialect = PostgreSqlDialect {};
+    Parser::new(&dialect)
+        .try_with_sql(s)
+        .and_then(|mut p| p.parse_data_type())
+        .map_err(syntax)
+}
+
+/// The format of `COPY … TO STDOUT [WITH (FORMAT …, HEADER …)]`.
+pub fn copy_format(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> Result<CopyFormat> {
+    let mut format = "text".to_string();
+    let mut header = false;
+    for o in options {
+        match o {
+            CopyOption::Format(f) => format = f.value.to_ascii_lowercase(),
+            CopyOption::Header(h) => header = *h,
+            other => {
+                return Err(EngineError::Unsupported(format!("COPY option {other}")));
+            }
+        }
+    }
+    for o in legacy {
+        match o {
+            CopyLegacyOption::Csv(_) => format = "csv".into(),
+            CopyLegacyOption::Binary => format = "binary".into(),
+            other => {
+                return Err(EngineError::Unsupported(format!("COPY option {other}")));
+            }
+        }
+    }
+    match format.as_str() {
+        "text" => Ok(CopyFormat::Text),
+        "csv" => Ok(CopyFormat::Csv { header }),
+        "binary" => Ok(CopyFormat::Binary),
+        other => Err(EngineError::Invalid(format!("COPY format {other}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eddy_statements_parse() {
+        let s = parse(
+            "CREATE TOPIC t WITH (partitions = 3, \"retention.ms\" = 1000); \
+             CREATE STREAM s (a int, b string) WITH (KAFKA_TOPIC = 't', VALUE_FORMAT = 'JSON'); \
+             SELECT 1; DROP STREAM IF EXISTS s; SHOW TOPICS",
+        )
+        .expect("parses");
+        assert_eq!(s.len(), 5);
+        match &s[0] {
+            Statement::CreateTopic { name, options, .. } => {
+                assert_eq!(name, "t");
+                assert_eq!(options["partitions"], "3");
+                assert_eq!(options["retention.ms"], "1000");
+            }
+            other => panic!("{other:?}"),
+        }
+        match &s[1] {
+            Statement::CreateStream {
+                columns,
+                options,
+                sql,
+                ..
+            } => {
+                assert_eq!(columns.len(), 2);
+                assert_eq!(options["kafka_topic"], "t");
+                assert!(sql.starts_with("CREATE STREAM s"), "{sql}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(&s[2], Statement::Sql(_, t) if t == "SELECT 1"));
+        assert!(matches!(
+            &s[3],
+            Statement::Drop {
+                if_exists: true,
+                ..
+            }
+        ));
+        assert!(matches!(&s[4], Statement::Show(Show::Topics)));
+    }
+
+    #[test]
+    fn syntax_errors_are_reported() {
+        assert!(matches!(parse("SELEC 1"), Err(EngineError::Syntax(_))));
+        assert!(matches!(
+            parse("CREATE STREAM s (a int"),
+            Err(EngineError::Syntax(_))
+        ));
+    }
+}

@@ -1,0 +1,97 @@
+//! JSON record values ⇄ Arrow rows, with arrow-json doing the work.
+//!
+//! Decoding feeds a whole batch of values to one decoder; only when that
+//! fails are the values decoded one by one to find and drop the bad ones
+//! (the common case pays nothing for the error handling).
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::error::ArrowError;
+use datafusion::arrow::json::reader::ReaderBuilder;
+use datafusion::arrow::json::writer::{JsonArray, LineDelimited, WriterBuilder};
+
+/// A value that failed to decode: its index in the input and why.
+#[derive(Debug, Clone)]
+pub struct DecodeFailure {
+    pub index: usize,
+    pub reason: String,
+}
+
+fn decode_all(schema: &SchemaRef, values: &[&[u8]]) -> Result<RecordBatch, ArrowError> {
+    let mut decoder = ReaderBuilder::new(Arc::clone(schema))
+        .with_batch_size(values.len().max(1))
+        .build_decoder()?;
+    for v in values {
+        let mut rest = *v;
+        while !rest.is_empty() {
+            let n = decoder.decode(rest)?;
+            if n == 0 {
+                break;
+            }
+            rest = &rest[n..];
+        }
+        // Each value must be exactly one complete object.
+        decoder.decode(b"\n")?;
+        if decoder.has_partial_record() {
+            return Err(ArrowError::JsonError(
+                "value is not one complete JSON object".into(),
+            ));
+        }
+    }
+    Ok(decoder
+        .flush()?
+        .unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(schema))))
+}
+
+/// Decode `values` (one JSON object each) into a batch of `schema`; returns
+/// the batch of the good values, which of the inputs made it (indices), and
+/// the failures.
+pub fn decode(
+    schema: &SchemaRef,
+    values: &[&[u8]],
+) -> (RecordBatch, Vec<usize>, Vec<DecodeFailure>) {
+    if let Ok(batch) = decode_all(schema, values)
+        && batch.num_rows() == values.len()
+    {
+        return (batch, (0..values.len()).collect(), vec![]);
+    }
+    let mut good = Vec::new();
+    let mut failures = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        match decode_all(schema, &[v]) {
+            Ok(b) if b.num_rows() == 1 => good.push(i),
+            Ok(_) => failures.push(DecodeFailure {
+                index: i,
+                reason: "not a JSON object".into(),
+            }),
+            Err(e) => failures.push(DecodeFailure {
+                index: i,
+                reason: e.to_string(),
+            }),
+        }
+    }
+    let kept: Vec<&[u8]> = good.iter().map(|i| values[*i]).collect();
+    let batch =
+        decode_all(schema, &kept).unwrap_or_else(|_| RecordBatch::new_empty(Arc::clone(schema)));
+    (batch, good, failures)
+}
+
+/// Encode every row of `batch` as one JSON object (explicit nulls).
+pub fn encode(batch: &RecordBatch) -> Result<Vec<Vec<u8>>, ArrowError> {
+    let mut buf = Vec::new();
+    {
+        let mut w = WriterBuilder::new()
+            .with_explicit_nulls(true)
+            .build::<_, LineDelimited>(&mut buf);
+        w.write(batch)?;
+        w.finish()?;
+    }
+    let _ = std::marker::PhantomData::<JsonArray>;
+    Ok(buf
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| l.to_vec())
+        .collect())
+}

@@ -1,0 +1,60 @@
+//! SQL types as users write them (PostgreSQL's names, Materialize's
+//! `string`, ksqlDB's `VARCHAR`/`STRING`/`BIGINT`) mapped to Arrow types.
+
+use datafusion::arrow::datatypes::{DataType, IntervalUnit, TimeUnit};
+use datafusion::sql::sqlparser::ast::{DataType as SqlType, ExactNumberInfo, TimezoneInfo};
+
+/// Why a type is not accepted.
+#[derive(Debug, thiserror::Error)]
+#[error("type {0} is not supported")]
+pub struct UnsupportedType(pub String);
+
+/// Arrow type for a SQL column type.
+pub fn to_arrow(t: &SqlType) -> Result<DataType, UnsupportedType> {
+    use SqlType as S;
+    Ok(match t {
+        S::Boolean | S::Bool => DataType::Boolean,
+        S::SmallInt(_) | S::Int2(_) => DataType::Int16,
+        S::Int(_) | S::Integer(_) | S::Int4(_) | S::MediumInt(_) => DataType::Int32,
+        S::BigInt(_) | S::Int8(_) => DataType::Int64,
+        S::Real | S::Float4 => DataType::Float32,
+        S::Double(_) | S::DoublePrecision | S::Float8 | S::Float(_) | S::Float64 => {
+            DataType::Float64
+        }
+        S::Numeric(info) | S::Decimal(info) | S::Dec(info) => match info {
+            ExactNumberInfo::None => DataType::Decimal128(38, 10),
+            ExactNumberInfo::Precision(p) => DataType::Decimal128((*p).min(38) as u8, 0),
+            ExactNumberInfo::PrecisionAndScale(p, s) => {
+                DataType::Decimal128((*p).min(38) as u8, *s as i8)
+            }
+        },
+        S::Text
+        | S::String(_)
+        | S::Varchar(_)
+        | S::CharVarying(_)
+        | S::CharacterVarying(_)
+        | S::Char(_)
+        | S::Character(_)
+        | S::Uuid
+        | S::JSON
+        | S::JSONB => DataType::Utf8,
+        S::Bytea | S::Blob(_) | S::Binary(_) | S::Varbinary(_) => DataType::Binary,
+        S::Date => DataType::Date32,
+        S::Timestamp(_, TimezoneInfo::WithTimeZone | TimezoneInfo::Tz) => {
+            DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into()))
+        }
+        S::Timestamp(_, _) | S::Datetime(_) => DataType::Timestamp(TimeUnit::Microsecond, None),
+        S::Interval { .. } => DataType::Interval(IntervalUnit::MonthDayNano),
+        S::Custom(name, _) => {
+            let n = name.to_string().to_ascii_lowercase();
+            match n.as_str() {
+                "string" => DataType::Utf8,
+                "timestamptz" => DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+                "int" | "int4" => DataType::Int32,
+                "int8" => DataType::Int64,
+                _ => return Err(UnsupportedType(t.to_string())),
+            }
+        }
+        other => return Err(UnsupportedType(other.to_string())),
+    })
+}
