@@ -475,6 +475,19 @@ impl Segment {
         Ok(())
     }
 
+    /// Where a header walk from an index entry starts: byte position, the
+    /// offset the first batch must start at (or after), and whether exactly.
+    fn walk_start(&self, entry: Option<IndexEntry>) -> (u64, i64, bool) {
+        match entry {
+            Some(e) => (
+                e.position as u64,
+                self.base_offset + e.relative_offset as i64,
+                true,
+            ),
+            None => (0, self.base_offset, false),
+        }
+    }
+
     /// Byte position of the batch containing `offset` (or the first batch
     /// after it, in a compacted segment), scanning headers forward from the
     /// sparse index. `None` when the segment holds nothing at or after it.
@@ -488,14 +501,7 @@ impl Segment {
             let rel = (offset - self.base_offset).clamp(0, u32::MAX as i64) as u32;
             (st.index.floor(rel), st.size)
         };
-        let (mut pos, mut min) = match entry {
-            Some(e) => (
-                e.position as u64,
-                self.base_offset + e.relative_offset as i64,
-            ),
-            None => (0, self.base_offset),
-        };
-        let mut exact = entry.is_some();
+        let (mut pos, mut min, mut exact) = self.walk_start(entry);
         while pos < size {
             let h = self.read_header(pos)?;
             self.check_base(&h, pos, min, exact)?;
@@ -575,14 +581,7 @@ impl Segment {
             let st = self.state.read().map_err(|_| LogError::Closed)?;
             (st.index.floor_for_timestamp(ts), st.size)
         };
-        let (mut pos, mut min) = match entry {
-            Some(e) => (
-                e.position as u64,
-                self.base_offset + e.relative_offset as i64,
-            ),
-            None => (0, self.base_offset),
-        };
-        let mut exact = entry.is_some();
+        let (mut pos, mut min, mut exact) = self.walk_start(entry);
         while pos < size {
             let h = self.read_header(pos)?;
             self.check_base(&h, pos, min, exact)?;
