@@ -22,6 +22,7 @@
 
 pub mod catalog;
 pub mod cli;
+pub mod dataflow;
 pub mod engine;
 pub mod format;
 pub mod kafka;

@@ -53,6 +53,14 @@ pub enum Object {
     },
     /// A named query, inlined where used.
     View { name: String, sql: String },
+    /// A query kept up to date by a dataflow; its state is rebuilt from the
+    /// log at start.
+    #[serde(rename = "materialized view")]
+    MaterializedView {
+        name: String,
+        query: String,
+        sql: String,
+    },
 }
 
 impl Object {
@@ -60,7 +68,8 @@ impl Object {
         match self {
             Object::Stream { name, .. }
             | Object::Table { name, .. }
-            | Object::View { name, .. } => name,
+            | Object::View { name, .. }
+            | Object::MaterializedView { name, .. } => name,
         }
     }
 
@@ -69,14 +78,16 @@ impl Object {
             Object::Stream { .. } => "stream",
             Object::Table { .. } => "table",
             Object::View { .. } => "view",
+            Object::MaterializedView { .. } => "materialized view",
         }
     }
 
     pub fn sql(&self) -> &str {
         match self {
-            Object::Stream { sql, .. } | Object::Table { sql, .. } | Object::View { sql, .. } => {
-                sql
-            }
+            Object::Stream { sql, .. }
+            | Object::Table { sql, .. }
+            | Object::View { sql, .. }
+            | Object::MaterializedView { sql, .. } => sql,
         }
     }
 }

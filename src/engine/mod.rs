@@ -4,8 +4,10 @@
 //! views, COPY … TO STDOUT, SHOW); every other statement is planned and run
 //! by DataFusion over the same session.
 
+mod dml;
 pub mod relation;
 pub mod statement;
+pub mod views;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -21,7 +23,9 @@ use datafusion::sql::sqlparser::ast::{
 use crate::catalog::{Catalog, Column, Format, Object};
 use crate::log::{Log, LogError, LogStore};
 use crate::types;
+use crate::dataflow::DataflowError;
 use relation::{DecodeErrors, TopicRelation};
+use views::{Dataflows, IndexTable};
 pub use statement::{DropKind, Show, Statement, parse};
 
 /// A failure with the SQLSTATE a PostgreSQL client expects.
@@ -41,6 +45,18 @@ pub enum EngineError {
     Log(#[from] LogError),
     #[error("{0}")]
     DataFusion(#[from] datafusion::error::DataFusionError),
+    #[error("{0}")]
+    Dataflow(#[from] DataflowError),
+    #[error("cannot drop {kind} \"{name}\" because other objects depend on it: {dependents} (use DROP … CASCADE)")]
+    Dependents {
+        kind: &'static str,
+        name: String,
+        dependents: String,
+    },
+    #[error("{0}")]
+    WrongObject(String),
+    #[error("column \"{0}\" does not exist")]
+    UnknownColumn(String),
 }
 
 impl EngineError {
@@ -62,6 +78,12 @@ impl EngineError {
             ) => "22023",
             EngineError::Log(_) => "58030",
             EngineError::DataFusion(e) => datafusion_sqlstate(e),
+            EngineError::Dataflow(DataflowError::Unsupported(_)) => "0A000",
+            EngineError::Dataflow(DataflowError::DataFusion(e)) => datafusion_sqlstate(e),
+            EngineError::Dataflow(_) => "XX000",
+            EngineError::Dependents { .. } => "2BP01",
+            EngineError::WrongObject(_) => "42809",
+            EngineError::UnknownColumn(_) => "42703",
         }
     }
 }
@@ -113,6 +135,9 @@ pub struct Engine {
     ctx: Arc<SessionContext>,
     catalog: Mutex<Catalog>,
     errors: Arc<DecodeErrors>,
+    dataflows: Arc<Dataflows>,
+    /// One UPDATE/DELETE at a time (each reads the table, then writes).
+    dml: tokio::sync::Mutex<()>,
 }
 
 /// Partitions of topics created for streams and tables when unspecified.
@@ -137,23 +162,104 @@ impl Engine {
                 .await
                 .map_err(|e| EngineError::Invalid(e.to_string()))??
         };
+        let errors = Arc::new(DecodeErrors::default());
+        let dataflows = Dataflows::new(Arc::clone(&log), Arc::clone(&errors));
         let engine = Arc::new(Engine {
             log,
             ctx,
             catalog: Mutex::new(catalog),
-            errors: Arc::new(DecodeErrors::default()),
+            errors,
+            dataflows,
+            dml: tokio::sync::Mutex::new(()),
         });
         let objects: Vec<Object> = engine.lock()?.objects().cloned().collect();
-        // Streams and tables first, then views (which may read them).
-        for o in objects.iter().filter(|o| !matches!(o, Object::View { .. })) {
+        // Streams and tables first; then views and materialized views, in
+        // as many rounds as their dependencies on each other need.
+        let (base, mut pending): (Vec<Object>, Vec<Object>) = objects
+            .into_iter()
+            .partition(|o| matches!(o, Object::Stream { .. } | Object::Table { .. }));
+        for o in &base {
             engine.register(o)?;
         }
-        for o in objects.iter().filter(|o| matches!(o, Object::View { .. })) {
-            if let Err(e) = engine.ctx.sql(o.sql()).await {
-                tracing::warn!(view = o.name(), error = %e, "view does not plan after restart");
+        // Tables' states are rebuilt from their changelogs before any view
+        // reads them.
+        engine.tick().await?;
+        loop {
+            let mut progress = false;
+            let mut failed = Vec::new();
+            for o in std::mem::take(&mut pending) {
+                let r = match &o {
+                    Object::MaterializedView { name, query, .. } => {
+                        engine.install_view(name, query).await
+                    }
+                    _ => engine.ctx.sql(o.sql()).await.map(|_| ()).map_err(Into::into),
+                };
+                match r {
+                    Ok(()) => progress = true,
+                    Err(e) => failed.push((o, e)),
+                }
+            }
+            if failed.is_empty() {
+                break;
+            }
+            if !progress {
+                for (o, e) in failed {
+                    tracing::warn!(object = o.name(), error = %e, "does not plan after restart");
+                }
+                break;
+            }
+            pending = failed.into_iter().map(|(o, _)| o).collect();
+        }
+        engine.dataflows.start_timer();
+        Ok(engine)
+    }
+
+    /// Run ticks until every table and view has caught up with the log.
+    pub async fn tick(&self) -> Result<u64> {
+        let d = Arc::clone(&self.dataflows);
+        Ok(tokio::task::spawn_blocking(move || d.tick())
+            .await
+            .map_err(|e| EngineError::Invalid(e.to_string()))??)
+    }
+
+    /// Plan `query`, lower it into a dataflow, register the view and
+    /// backfill it.
+    async fn install_view(&self, name: &str, query: &str) -> Result<()> {
+        let plan = self.ctx.sql(query).await?.into_optimized_plan()?;
+        let streams = self.streams()?;
+        let state = self.ctx.state();
+        let schema = self.dataflows.install(name, &plan, &state, &streams)?;
+        self.ctx.register_table(
+            name,
+            Arc::new(IndexTable::new(
+                name,
+                schema,
+                Arc::clone(&self.dataflows),
+            )),
+        )?;
+        self.tick().await?;
+        Ok(())
+    }
+
+    /// The catalog's streams: name → (topic, schema).
+    fn streams(&self) -> Result<std::collections::HashMap<String, (String, SchemaRef)>> {
+        let mut out = std::collections::HashMap::new();
+        for o in self.lock()?.objects() {
+            if let Object::Stream {
+                name,
+                topic,
+                columns,
+                ..
+            } = o
+            {
+                out.insert(name.clone(), (topic.clone(), Self::schema_of(columns)?));
             }
         }
-        Ok(engine)
+        Ok(out)
+    }
+
+    pub fn dataflows(&self) -> &Arc<Dataflows> {
+        &self.dataflows
     }
 
     pub fn session(&self) -> Arc<SessionContext> {
@@ -199,16 +305,23 @@ impl Engine {
                 columns,
                 ..
             } => {
+                let table = matches!(o, Object::Table { .. });
+                let schema = Self::schema_of(columns)?;
+                if table {
+                    self.dataflows.add_table(name, topic, Arc::clone(&schema))?;
+                }
                 let rel = TopicRelation::new(
                     name,
                     topic,
-                    Self::schema_of(columns)?,
+                    schema,
                     Arc::clone(&self.log),
                     Arc::clone(&self.errors),
+                    Arc::clone(&self.dataflows),
+                    table,
                 );
                 self.ctx.register_table(name.as_str(), Arc::new(rel))?;
             }
-            Object::View { .. } => {}
+            Object::View { .. } | Object::MaterializedView { .. } => {}
         }
         Ok(())
     }
@@ -330,18 +443,30 @@ impl Engine {
                 kind,
                 names,
                 if_exists,
-            } => self.drop(kind, names, if_exists).await,
+                cascade,
+            } => self.drop(kind, names, if_exists, cascade).await,
             Statement::Show(what) => self.show(what),
+            Statement::Flush => {
+                self.tick().await?;
+                Ok(Output::Command("FLUSH".into(), None))
+            }
             Statement::Sql(s, text) => self.execute_sql(*s, text).await,
         }
     }
 
-    async fn drop(&self, kind: DropKind, names: Vec<String>, if_exists: bool) -> Result<Output> {
+    async fn drop(
+        &self,
+        kind: DropKind,
+        names: Vec<String>,
+        if_exists: bool,
+        cascade: bool,
+    ) -> Result<Output> {
         let tag = match kind {
             DropKind::Topic => "DROP TOPIC",
             DropKind::Stream => "DROP STREAM",
             DropKind::Table => "DROP TABLE",
             DropKind::View => "DROP VIEW",
+            DropKind::MaterializedView => "DROP MATERIALIZED VIEW",
         };
         for name in names {
             if kind == DropKind::Topic {
@@ -354,15 +479,9 @@ impl Engine {
             }
             let existing = self.lock()?.get(&name).cloned();
             match existing {
-                Some(o) if o.kind() == kind.noun() => {
-                    self.ctx.deregister_table(name.as_str())?;
-                    self.lock()?.remove(&name)?;
-                    if let Object::Table { topic, .. } = o {
-                        self.log.delete_topic(&topic)?;
-                    }
-                }
+                Some(o) if o.kind() == kind.noun() => self.drop_object(o, cascade)?,
                 Some(o) => {
-                    return Err(EngineError::Invalid(format!(
+                    return Err(EngineError::WrongObject(format!(
                         "\"{name}\" is a {}, not a {}",
                         o.kind(),
                         kind.noun()
@@ -380,6 +499,34 @@ impl Engine {
         Ok(Output::Command(tag.into(), None))
     }
 
+    /// Drop one object; with `cascade`, the materialized views reading it
+    /// first.
+    fn drop_object(&self, o: Object, cascade: bool) -> Result<()> {
+        let name = o.name().to_string();
+        let dependents = self.dataflows.dependents(&name);
+        if !dependents.is_empty() {
+            if !cascade {
+                return Err(EngineError::Dependents {
+                    kind: o.kind(),
+                    name,
+                    dependents: dependents.join(", "),
+                });
+            }
+            for d in dependents {
+                if let Some(dep) = self.lock()?.get(&d).cloned() {
+                    self.drop_object(dep, true)?;
+                }
+            }
+        }
+        self.ctx.deregister_table(name.as_str())?;
+        self.dataflows.remove(&name)?;
+        self.lock()?.remove(&name)?;
+        if let Object::Table { topic, .. } = o {
+            self.log.delete_topic(&topic)?;
+        }
+        Ok(())
+    }
+
     fn show(&self, what: Show) -> Result<Output> {
         let (col, names): (&str, Vec<String>) = match what {
             Show::Topics => (
@@ -391,6 +538,8 @@ impl Engine {
                     .map(|t| t.name)
                     .collect(),
             ),
+            Show::MaterializedViews => return self.show_views(),
+            Show::Dataflows => return self.show_dataflows(),
             Show::Streams | Show::Tables | Show::Views => {
                 let kind = match what {
                     Show::Streams => "stream",
@@ -454,6 +603,70 @@ impl Engine {
         Ok(Output::Rows(schema, vec![b]))
     }
 
+    fn show_views(&self) -> Result<Output> {
+        use datafusion::arrow::array::Int64Array;
+        use datafusion::arrow::datatypes::DataType;
+        let views = self.dataflows.views();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("name", DataType::Utf8, false),
+            Field::new("rows", DataType::Int64, false),
+            Field::new("input_records_read", DataType::Int64, false),
+            Field::new("input_records", DataType::Int64, false),
+            Field::new("status", DataType::Utf8, false),
+        ]));
+        let status = |v: &views::ViewInfo| match &v.failed {
+            Some(e) => format!("failed: {e}"),
+            None if v.read < v.total => "backfilling".to_string(),
+            None => "running".to_string(),
+        };
+        let b = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(StringArray::from_iter_values(views.iter().map(|v| v.name.as_str()))),
+                Arc::new(Int64Array::from_iter_values(views.iter().map(|v| v.rows as i64))),
+                Arc::new(Int64Array::from_iter_values(views.iter().map(|v| v.read))),
+                Arc::new(Int64Array::from_iter_values(views.iter().map(|v| v.total))),
+                Arc::new(StringArray::from_iter_values(views.iter().map(status))),
+            ],
+        )
+        .map_err(|e| EngineError::DataFusion(e.into()))?;
+        Ok(Output::Rows(schema, vec![b]))
+    }
+
+    fn show_dataflows(&self) -> Result<Output> {
+        use datafusion::arrow::array::Int64Array;
+        use datafusion::arrow::datatypes::DataType;
+        let ops = self.dataflows.operators();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("dataflow", DataType::Utf8, false),
+            Field::new("operator", DataType::Utf8, false),
+            Field::new("rows_in", DataType::Int64, false),
+            Field::new("rows_out", DataType::Int64, false),
+            Field::new("state_rows", DataType::Int64, false),
+            Field::new("state_bytes", DataType::Int64, false),
+            Field::new("errors", DataType::Int64, false),
+        ]));
+        let col = |f: fn(&crate::dataflow::OperatorStats) -> u64| {
+            Arc::new(Int64Array::from_iter_values(ops.iter().map(|(_, o)| f(o) as i64)))
+        };
+        let b = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(StringArray::from_iter_values(ops.iter().map(|(v, _)| v.as_str()))),
+                Arc::new(StringArray::from_iter_values(
+                    ops.iter().map(|(_, o)| o.operator.as_str()),
+                )),
+                col(|o| o.rows_in),
+                col(|o| o.rows_out),
+                col(|o| o.state_rows),
+                col(|o| o.state_bytes),
+                col(|o| o.errors),
+            ],
+        )
+        .map_err(|e| EngineError::DataFusion(e.into()))?;
+        Ok(Output::Rows(schema, vec![b]))
+    }
+
     async fn execute_sql(&self, s: SqlStatement, text: String) -> Result<Output> {
         match s {
             SqlStatement::CreateTable(ct) => {
@@ -496,9 +709,37 @@ impl Engine {
                 self.lock()?.insert(o)?;
                 Ok(Output::Command("CREATE TABLE".into(), None))
             }
-            SqlStatement::CreateView(v) if v.materialized => Err(EngineError::Unsupported(
-                "CREATE MATERIALIZED VIEW (incremental views are not built yet)".into(),
-            )),
+            SqlStatement::CreateView(v) if v.materialized => {
+                let name = v.name.to_string();
+                let existing = self.lock()?.get(&name).cloned();
+                match existing {
+                    Some(_) if v.if_not_exists => {
+                        return Ok(Output::Command("CREATE MATERIALIZED VIEW".into(), None));
+                    }
+                    Some(o @ Object::MaterializedView { .. }) if v.or_replace => {
+                        self.drop_object(o, false)?;
+                    }
+                    _ => self.ensure_free(&name)?,
+                }
+                if !v.columns.is_empty() {
+                    return Err(EngineError::Unsupported(
+                        "a column list in CREATE MATERIALIZED VIEW (use aliases in the SELECT)"
+                            .into(),
+                    ));
+                }
+                let query = v.query.to_string();
+                if let Err(e) = self.install_view(&name, &query).await {
+                    let _ = self.dataflows.remove(&name);
+                    let _ = self.ctx.deregister_table(name.as_str());
+                    return Err(e);
+                }
+                self.lock()?.insert(Object::MaterializedView {
+                    name,
+                    query,
+                    sql: text,
+                })?;
+                Ok(Output::Command("CREATE MATERIALIZED VIEW".into(), None))
+            }
             SqlStatement::CreateView(v) => {
                 let name = v.name.to_string();
                 if v.or_replace {
@@ -514,23 +755,28 @@ impl Engine {
                 object_type,
                 names,
                 if_exists,
+                cascade,
                 ..
-            } if matches!(object_type, ObjectType::Table | ObjectType::View) => {
-                let kind = if object_type == ObjectType::Table {
-                    DropKind::Table
-                } else {
-                    DropKind::View
+            } if matches!(
+                object_type,
+                ObjectType::Table | ObjectType::View | ObjectType::MaterializedView
+            ) =>
+            {
+                let kind = match object_type {
+                    ObjectType::Table => DropKind::Table,
+                    ObjectType::View => DropKind::View,
+                    _ => DropKind::MaterializedView,
                 };
                 self.drop(
                     kind,
                     names.iter().map(|n| n.to_string()).collect(),
                     if_exists,
+                    cascade,
                 )
                 .await
             }
-            SqlStatement::Update(_) | SqlStatement::Delete(_) => Err(EngineError::Unsupported(
-                "UPDATE and DELETE (tables are append-only in this version)".into(),
-            )),
+            SqlStatement::Delete(d) => self.delete(d).await,
+            SqlStatement::Update(u) => self.update(u).await,
             SqlStatement::Copy {
                 source,
                 to: true,

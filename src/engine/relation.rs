@@ -27,6 +27,7 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan};
 use futures::StreamExt;
 use tracing::warn;
 
+use super::views::Dataflows;
 use crate::format::json;
 use crate::log::batch::{self, NewRecord};
 use crate::log::partitioner::Partitioner;
@@ -77,6 +78,9 @@ pub struct TopicRelation {
     log: Arc<Log>,
     errors: Arc<DecodeErrors>,
     partitioner: Arc<Partitioner>,
+    dataflows: Arc<Dataflows>,
+    /// A table: scans read its maintained state, not the changelog.
+    from_index: bool,
 }
 
 impl fmt::Debug for TopicRelation {
@@ -92,6 +96,8 @@ impl TopicRelation {
         schema: SchemaRef,
         log: Arc<Log>,
         errors: Arc<DecodeErrors>,
+        dataflows: Arc<Dataflows>,
+        from_index: bool,
     ) -> TopicRelation {
         TopicRelation {
             name: name.to_string(),
@@ -100,6 +106,8 @@ impl TopicRelation {
             log,
             errors,
             partitioner: Arc::new(Partitioner::new()),
+            dataflows,
+            from_index,
         }
     }
 
@@ -164,7 +172,16 @@ impl TableProvider for TopicRelation {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let batches = self.snapshot()?;
+        let batches = if self.from_index {
+            let b = self
+                .dataflows
+                .snapshot(&self.name)
+                .map_err(|e| DataFusionError::Execution(e.to_string()))?;
+            vec![crate::dataflow::with_schema(&b, &self.schema)
+                .map_err(|e| DataFusionError::Execution(e.to_string()))?]
+        } else {
+            self.snapshot()?
+        };
         Ok(MemorySourceConfig::try_new_exec(
             &[batches],
             self.schema(),
@@ -183,6 +200,7 @@ impl TableProvider for TopicRelation {
             schema: self.schema(),
             log: Arc::clone(&self.log),
             partitioner: Arc::clone(&self.partitioner),
+            dataflows: Arc::clone(&self.dataflows),
         };
         Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
     }
@@ -196,6 +214,7 @@ struct TopicSink {
     schema: SchemaRef,
     log: Arc<Log>,
     partitioner: Arc<Partitioner>,
+    dataflows: Arc<Dataflows>,
 }
 
 impl DisplayAs for TopicSink {
@@ -236,6 +255,7 @@ impl DataSink for TopicSink {
         }
         let log = Arc::clone(&self.log);
         let topic_name = self.topic.clone();
+        let dataflows = Arc::clone(&self.dataflows);
         tokio::task::spawn_blocking(move || -> DfResult<()> {
             for (p, recs) in by_partition {
                 for chunk in recs.chunks(1000) {
@@ -244,6 +264,11 @@ impl DataSink for TopicSink {
                         .and_then(|part| part.append(bytes, Durability::Fsync))
                         .map_err(ext)?;
                 }
+            }
+            // Read-your-writes: the views reflect the rows before the INSERT
+            // is acknowledged.
+            if let Err(e) = dataflows.tick() {
+                warn!(error = %e, "tick after INSERT failed");
             }
             Ok(())
         })

@@ -22,6 +22,7 @@ pub enum DropKind {
     Stream,
     Table,
     View,
+    MaterializedView,
 }
 
 impl DropKind {
@@ -31,6 +32,7 @@ impl DropKind {
             DropKind::Stream => "stream",
             DropKind::Table => "table",
             DropKind::View => "view",
+            DropKind::MaterializedView => "materialized view",
         }
     }
 }
@@ -41,6 +43,9 @@ pub enum Show {
     Streams,
     Tables,
     Views,
+    MaterializedViews,
+    /// Operators of every running dataflow, with their counters.
+    Dataflows,
     DecodeErrors,
 }
 
@@ -64,8 +69,11 @@ pub enum Statement {
         kind: DropKind,
         names: Vec<String>,
         if_exists: bool,
+        cascade: bool,
     },
     Show(Show),
+    /// `FLUSH` (RisingWave): wait until every view reflects every write.
+    Flush,
     /// Any other statement, with its SQL text.
     Sql(Box<SqlStatement>, String),
 }
@@ -155,15 +163,27 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
                 .iter()
                 .map(|n| n.to_string())
                 .collect();
-            // CASCADE / RESTRICT are accepted; nothing depends on streams yet.
-            let _ = p.parse_one_of_keywords(&[Keyword::CASCADE, Keyword::RESTRICT]);
+            let cascade = p.parse_one_of_keywords(&[Keyword::CASCADE, Keyword::RESTRICT])
+                == Some(Keyword::CASCADE);
             Statement::Drop {
                 kind,
                 names,
                 if_exists,
+                cascade,
             }
+        } else if word_is(&t0, "flush") && matches!(t1, Token::EOF | Token::SemiColon) {
+            p.next_token();
+            Statement::Flush
         } else if word_is(&t0, "show")
-            && ["topics", "streams", "tables", "views", "decode_errors"]
+            && word_is(&t1, "materialized")
+            && word_is(&p.peek_nth_token(2).token, "views")
+        {
+            p.next_token();
+            p.next_token();
+            p.next_token();
+            Statement::Show(Show::MaterializedViews)
+        } else if word_is(&t0, "show")
+            && ["topics", "streams", "tables", "views", "decode_errors", "dataflows"]
                 .iter()
                 .any(|w| word_is(&t1, w))
         {
@@ -174,6 +194,7 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
                 "streams" => Show::Streams,
                 "tables" => Show::Tables,
                 "views" => Show::Views,
+                "dataflows" => Show::Dataflows,
                 _ => Show::DecodeErrors,
             })
         } else {

@@ -320,6 +320,11 @@ impl Log {
         cleaner::run_once(&topics, &mut state, now_ms())
     }
 
+    /// Whether [`Log::close`] has run.
+    pub fn is_closed(&self) -> bool {
+        self.closed.lock().map(|c| *c).unwrap_or(true)
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -1,0 +1,261 @@
+//! Group-by aggregate with retraction.
+//!
+//! State: a hash map from the group key (row bytes) to the group's input row
+//! count and one retractable accumulator per aggregate. A change batch
+//! touches some groups; for each touched group the operator emits the
+//! retraction of its old output row and the insertion of its new one
+//! (nothing when they are equal). A group whose input count drops to zero
+//! disappears. Without GROUP BY there is exactly one group, present even
+//! over empty input (`count(*) = 0`, `sum = NULL`), as in SQL.
+
+use std::sync::Arc;
+
+use ahash::AHashMap;
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::scalar::ScalarValue;
+
+use super::accumulate::{Accumulator, AccumulatorFactory};
+use super::rows::{Codec, RowBytes, state_bytes};
+use super::{Counts, DataflowError, Delta, Node, OperatorStats, Result, StepContext};
+
+/// One aggregate of the operator: its factory, argument expressions and
+/// optional FILTER (WHERE …).
+pub struct AggregateSpec {
+    pub factory: AccumulatorFactory,
+    pub args: Vec<Arc<dyn PhysicalExpr>>,
+    pub filter: Option<Arc<dyn PhysicalExpr>>,
+}
+
+struct Group {
+    rows: i64,
+    accs: Vec<Box<dyn Accumulator>>,
+}
+
+pub struct Aggregate {
+    input: Box<dyn Node>,
+    keys: Vec<Arc<dyn PhysicalExpr>>,
+    key_codec: Codec,
+    aggs: Vec<AggregateSpec>,
+    schema: SchemaRef,
+    groups: AHashMap<RowBytes, Group>,
+    global: bool,
+    started: bool,
+    counts: Counts,
+    key_bytes: u64,
+}
+
+impl Aggregate {
+    pub fn new(
+        input: Box<dyn Node>,
+        keys: Vec<Arc<dyn PhysicalExpr>>,
+        aggs: Vec<AggregateSpec>,
+        schema: SchemaRef,
+    ) -> Result<Aggregate> {
+        let in_schema = input.schema();
+        let key_types = keys
+            .iter()
+            .map(|k| k.data_type(&in_schema))
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        let global = keys.is_empty();
+        Ok(Aggregate {
+            input,
+            key_codec: Codec::new(&key_types)?,
+            keys,
+            aggs,
+            schema,
+            groups: AHashMap::new(),
+            global,
+            started: false,
+            counts: Counts::default(),
+            key_bytes: 0,
+        })
+    }
+
+    fn new_group(&self) -> Group {
+        Group {
+            rows: 0,
+            accs: self.aggs.iter().map(|a| a.factory.create()).collect(),
+        }
+    }
+
+    fn values(group: &Group) -> Result<Vec<ScalarValue>> {
+        group.accs.iter().map(|a| a.value()).collect()
+    }
+
+    /// Output rows: group keys (row bytes) and aggregate values, with diffs.
+    fn build(&self, rows: Vec<(RowBytes, Vec<ScalarValue>, i64)>) -> Result<Delta> {
+        if rows.is_empty() {
+            return Ok(Delta::empty(self.schema()));
+        }
+        let n = rows.len();
+        let mut columns: Vec<ArrayRef> = if self.keys.is_empty() {
+            vec![]
+        } else {
+            self.key_codec.decode(rows.iter().map(|r| r.0.as_ref()))?
+        };
+        for (i, spec) in self.aggs.iter().enumerate() {
+            let arr = ScalarValue::iter_to_array(rows.iter().map(|r| r.1[i].clone()))?;
+            let arr = if arr.data_type() != &spec.factory.return_type {
+                datafusion::arrow::compute::cast(&arr, &spec.factory.return_type)?
+            } else {
+                arr
+            };
+            columns.push(arr);
+        }
+        let columns = columns
+            .into_iter()
+            .zip(self.schema.fields())
+            .map(|(c, f)| {
+                if c.data_type() == f.data_type() {
+                    Ok(c)
+                } else {
+                    datafusion::arrow::compute::cast(&c, f.data_type())
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let batch = RecordBatch::try_new_with_options(
+            Arc::clone(&self.schema),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(n)),
+        )?;
+        Ok(Delta::new(batch, rows.into_iter().map(|r| r.2).collect()))
+    }
+}
+
+impl Node for Aggregate {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn step(&mut self, cx: &mut StepContext<'_>) -> Result<Delta> {
+        let input = self.input.step(cx)?;
+        self.counts.rows_in += input.len() as u64;
+        let mut out: Vec<(RowBytes, Vec<ScalarValue>, i64)> = Vec::new();
+        if self.global && !self.started {
+            let g = self.new_group();
+            out.push((Box::new([]), Self::values(&g)?, 1));
+            self.groups.insert(Box::new([]), g);
+        }
+        self.started = true;
+        if input.is_empty() {
+            self.counts.rows_out += out.len() as u64;
+            return self.build(out);
+        }
+        let batch = &input.batch;
+        let n = batch.num_rows();
+
+        // Keys.
+        let key_rows = if self.keys.is_empty() {
+            None
+        } else {
+            let cols = self
+                .keys
+                .iter()
+                .map(|k| k.evaluate(batch)?.into_array(n))
+                .collect::<datafusion::error::Result<Vec<_>>>()?;
+            Some(self.key_codec.encode(&cols)?)
+        };
+        // Arguments, filters and value encodings, per aggregate.
+        let mut args: Vec<Vec<ArrayRef>> = Vec::with_capacity(self.aggs.len());
+        let mut filters: Vec<Option<BooleanArray>> = Vec::with_capacity(self.aggs.len());
+        let mut encoded = Vec::with_capacity(self.aggs.len());
+        for spec in &self.aggs {
+            let a = spec
+                .args
+                .iter()
+                .map(|e| e.evaluate(batch)?.into_array(n))
+                .collect::<datafusion::error::Result<Vec<_>>>()?;
+            encoded.push(spec.factory.encode(&a)?);
+            args.push(a);
+            filters.push(match &spec.filter {
+                None => None,
+                Some(f) => {
+                    let m = f.evaluate(batch)?.into_array(n)?;
+                    Some(
+                        m.as_any()
+                            .downcast_ref::<BooleanArray>()
+                            .ok_or_else(|| DataflowError::Other("FILTER is not boolean".into()))?
+                            .clone(),
+                    )
+                }
+            });
+        }
+
+        // Old output of each group, captured at its first touch.
+        let mut touched: AHashMap<RowBytes, Option<Vec<ScalarValue>>> = AHashMap::new();
+        for row in 0..n {
+            let diff = input.diffs[row];
+            let key: &[u8] = match &key_rows {
+                Some(r) => r.row(row).data(),
+                None => &[],
+            };
+            if !self.groups.contains_key(key) {
+                let g = self.new_group();
+                self.key_bytes += state_bytes(key.len());
+                self.groups.insert(key.into(), g);
+            }
+            let Some(group) = self.groups.get_mut(key) else {
+                continue;
+            };
+            if !touched.contains_key(key) {
+                let old = if group.rows > 0 || self.global {
+                    Some(Self::values(group)?)
+                } else {
+                    None
+                };
+                touched.insert(key.into(), old);
+            }
+            group.rows += diff;
+            for (i, acc) in group.accs.iter_mut().enumerate() {
+                if let Some(f) = &filters[i]
+                    && !(f.is_valid(row) && f.value(row))
+                {
+                    continue;
+                }
+                let value = encoded[i].as_ref().map(|r| r.row(row).data());
+                acc.update(&args[i], row, value, diff)?;
+            }
+        }
+
+        for (key, old) in touched {
+            let new = match self.groups.get(&key) {
+                Some(g) if g.rows > 0 || self.global => Some(Self::values(g)?),
+                _ => None,
+            };
+            if new.is_none() && !self.global {
+                self.key_bytes = self.key_bytes.saturating_sub(state_bytes(key.len()));
+                self.groups.remove(&key);
+            }
+            if old == new {
+                continue;
+            }
+            if let Some(old) = old {
+                out.push((key.clone(), old, -1));
+            }
+            if let Some(new) = new {
+                out.push((key, new, 1));
+            }
+        }
+        self.counts.rows_out += out.len() as u64;
+        self.build(out)
+    }
+
+    fn stats(&self, out: &mut Vec<OperatorStats>) {
+        let acc_bytes: usize = self
+            .groups
+            .values()
+            .flat_map(|g| g.accs.iter().map(|a| a.size()))
+            .sum();
+        let mut s = self.counts.stats("aggregate");
+        s.state_rows = self.groups.len() as u64;
+        s.state_bytes = self.key_bytes + acc_bytes as u64;
+        out.push(s);
+        self.input.stats(out);
+    }
+
+    fn progress(&self, out: &mut Vec<(String, i64, i64)>) {
+        self.input.progress(out)
+    }
+}

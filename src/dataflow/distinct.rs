@@ -1,0 +1,119 @@
+//! DISTINCT: the count of every row seen; a row is output while its count
+//! is positive. Emits +1 when a count rises from zero, −1 when it falls to
+//! zero; the output row is the input row itself (taken from the batch).
+
+use std::sync::Arc;
+
+use ahash::AHashMap;
+use datafusion::arrow::array::UInt32Array;
+use datafusion::arrow::compute::take_record_batch;
+use datafusion::arrow::datatypes::SchemaRef;
+
+use super::rows::{Codec, RowBytes, state_bytes};
+use super::{Counts, Delta, Node, OperatorStats, Result, StepContext};
+
+pub struct Distinct {
+    input: Box<dyn Node>,
+    codec: Codec,
+    counts: AHashMap<RowBytes, i64>,
+    bytes: u64,
+    stats: Counts,
+}
+
+impl Distinct {
+    pub fn new(input: Box<dyn Node>) -> Result<Distinct> {
+        Ok(Distinct {
+            codec: Codec::for_schema(&input.schema())?,
+            input,
+            counts: AHashMap::new(),
+            bytes: 0,
+            stats: Counts::default(),
+        })
+    }
+}
+
+impl Node for Distinct {
+    fn schema(&self) -> SchemaRef {
+        self.input.schema()
+    }
+
+    fn step(&mut self, cx: &mut StepContext<'_>) -> Result<Delta> {
+        let input = self.input.step(cx)?;
+        self.stats.rows_in += input.len() as u64;
+        if input.is_empty() {
+            return Ok(input);
+        }
+        let rows = self.codec.encode(input.batch.columns())?;
+        let mut take = Vec::new();
+        let mut diffs = Vec::new();
+        for (i, d) in input.diffs.iter().enumerate() {
+            let key = rows.row(i).data();
+            let before = self.counts.get(key).copied().unwrap_or(0);
+            let after = before + d;
+            if after == 0 {
+                if self.counts.remove(key).is_some() {
+                    self.bytes = self.bytes.saturating_sub(state_bytes(key.len()));
+                }
+            } else if before == 0 {
+                self.bytes += state_bytes(key.len());
+                self.counts.insert(key.into(), after);
+            } else if let Some(v) = self.counts.get_mut(key) {
+                *v = after;
+            }
+            if before <= 0 && after > 0 {
+                take.push(i as u32);
+                diffs.push(1);
+            } else if before > 0 && after <= 0 {
+                take.push(i as u32);
+                diffs.push(-1);
+            }
+        }
+        self.stats.rows_out += take.len() as u64;
+        let batch = take_record_batch(&input.batch, &UInt32Array::from(take))?;
+        Ok(Delta::new(batch, diffs))
+    }
+
+    fn stats(&self, out: &mut Vec<OperatorStats>) {
+        let mut s = self.stats.stats("distinct");
+        s.state_rows = self.counts.len() as u64;
+        s.state_bytes = self.bytes;
+        out.push(s);
+        self.input.stats(out);
+    }
+
+    fn progress(&self, out: &mut Vec<(String, i64, i64)>) {
+        self.input.progress(out)
+    }
+}
+
+/// A leaf that emits a fixed batch once (VALUES, a FROM-less SELECT).
+pub struct Constant {
+    delta: Option<Delta>,
+    schema: SchemaRef,
+}
+
+impl Constant {
+    pub fn new(delta: Delta) -> Constant {
+        Constant {
+            schema: delta.schema(),
+            delta: Some(delta),
+        }
+    }
+}
+
+impl Node for Constant {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn step(&mut self, _cx: &mut StepContext<'_>) -> Result<Delta> {
+        Ok(self
+            .delta
+            .take()
+            .unwrap_or_else(|| Delta::empty(Arc::clone(&self.schema))))
+    }
+
+    fn stats(&self, out: &mut Vec<OperatorStats>) {
+        out.push(Counts::default().stats("constant"));
+    }
+}

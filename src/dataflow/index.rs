@@ -1,0 +1,116 @@
+//! The state of a table or a materialized view: the multiset of its rows
+//! (row bytes → count). Applying a delta costs O(delta); reading builds an
+//! Arrow snapshot once per change and caches it until the next change.
+
+use std::sync::Arc;
+
+use ahash::AHashMap;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+
+use super::rows::{Codec, RowBytes, state_bytes};
+use super::{Delta, Result};
+
+pub struct Index {
+    schema: SchemaRef,
+    codec: Codec,
+    rows: AHashMap<RowBytes, i64>,
+    /// Rows counting multiplicity.
+    len: i64,
+    bytes: u64,
+    /// Retractions of rows that were not there (a bug upstream, or a
+    /// changelog written by hand): counted, never applied below zero.
+    pub negative: u64,
+    snapshot: Option<RecordBatch>,
+}
+
+impl Index {
+    pub fn new(schema: SchemaRef) -> Result<Index> {
+        Ok(Index {
+            codec: Codec::for_schema(&schema)?,
+            schema,
+            rows: AHashMap::new(),
+            len: 0,
+            bytes: 0,
+            negative: 0,
+            snapshot: None,
+        })
+    }
+
+    pub fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    /// Rows, counting duplicates.
+    pub fn len(&self) -> u64 {
+        self.len.max(0) as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len <= 0
+    }
+
+    pub fn distinct_rows(&self) -> u64 {
+        self.rows.len() as u64
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Apply a change.
+    pub fn apply(&mut self, delta: &Delta) -> Result<()> {
+        if delta.is_empty() {
+            return Ok(());
+        }
+        self.snapshot = None;
+        let rows = self.codec.encode(delta.batch.columns())?;
+        for (i, d) in delta.diffs.iter().enumerate() {
+            let key = rows.row(i);
+            let key = key.data();
+            let before = self.rows.get(key).copied().unwrap_or(0);
+            let mut after = before + d;
+            if after < 0 {
+                self.negative += 1;
+                after = 0;
+            }
+            self.len += after - before;
+            if after == 0 {
+                if self.rows.remove(key).is_some() {
+                    self.bytes = self.bytes.saturating_sub(state_bytes(key.len()));
+                }
+            } else if before == 0 {
+                self.bytes += state_bytes(key.len());
+                self.rows.insert(key.into(), after);
+            } else if let Some(v) = self.rows.get_mut(key) {
+                *v = after;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every row (duplicates repeated), as one batch.
+    pub fn snapshot(&mut self) -> Result<RecordBatch> {
+        if let Some(s) = &self.snapshot {
+            return Ok(s.clone());
+        }
+        let mut rows: Vec<&[u8]> = Vec::with_capacity(self.len() as usize);
+        for (k, n) in &self.rows {
+            for _ in 0..*n {
+                rows.push(k.as_ref());
+            }
+        }
+        let batch = if rows.is_empty() {
+            RecordBatch::new_empty(Arc::clone(&self.schema))
+        } else {
+            self.codec.decode_batch(&self.schema, rows)?
+        };
+        self.snapshot = Some(batch.clone());
+        Ok(batch)
+    }
+
+    /// The contents as a delta of insertions (backfill of a new reader).
+    pub fn as_delta(&mut self) -> Result<Delta> {
+        Ok(Delta::inserts(self.snapshot()?))
+    }
+}

@@ -1,0 +1,451 @@
+//! Equi-join of two changing inputs: inner, left, right and full outer,
+//! semi and anti.
+//!
+//! Both sides are arranged by join key (key → multiset of rows). A tick's
+//! changes ΔL and ΔR produce ΔL⋈R_old + L_new⋈ΔR, which equals
+//! L_new⋈R_new − L_old⋈R_old. Outer joins also track, per key, whether the
+//! other side is empty: when it becomes empty the side's rows are emitted
+//! padded with NULLs, when it stops being empty those padded rows are
+//! retracted. Semi and anti joins emit a side's rows while the other side's
+//! count for the key is positive (zero). Work is proportional to the change
+//! times the matching rows, never to the size of either side.
+//!
+//! NULL keys never match (SQL equality) unless the plan says NULLs are
+//! equal; such rows are not arranged: they only ever appear NULL-padded in
+//! outer joins and in anti joins.
+
+use std::sync::Arc;
+
+use ahash::AHashMap;
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, new_null_array,
+};
+use datafusion::arrow::compute::{cast, filter_record_batch, interleave};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::logical_expr::JoinType;
+use datafusion::physical_expr::PhysicalExpr;
+
+use super::rows::{Codec, RowBytes, state_bytes};
+use super::{Counts, DataflowError, Delta, Node, OperatorStats, Result, StepContext};
+
+#[derive(Default)]
+struct Bucket {
+    rows: AHashMap<RowBytes, i64>,
+    total: i64,
+}
+
+impl Bucket {
+    /// Apply a change; returns the change in state bytes.
+    fn apply(&mut self, row: &RowBytes, d: i64) -> i64 {
+        self.total += d;
+        let before = self.rows.get(row).copied().unwrap_or(0);
+        let after = before + d;
+        if after == 0 {
+            self.rows.remove(row);
+            -(state_bytes(row.len()) as i64)
+        } else if before == 0 {
+            self.rows.insert(row.clone(), after);
+            state_bytes(row.len()) as i64
+        } else {
+            if let Some(v) = self.rows.get_mut(row) {
+                *v = after;
+            }
+            0
+        }
+    }
+}
+
+struct Side {
+    node: Box<dyn Node>,
+    keys: Vec<Arc<dyn PhysicalExpr>>,
+    codec: Codec,
+    types: Vec<DataType>,
+    state: AHashMap<RowBytes, Bucket>,
+    rows: u64,
+    bytes: i64,
+}
+
+/// One side's change of a tick, grouped by key.
+type Changes = Vec<(RowBytes, i64)>;
+
+pub struct Join {
+    left: Side,
+    right: Side,
+    key_codec: Codec,
+    key_types: Vec<DataType>,
+    kind: JoinType,
+    nulls_equal: bool,
+    filter: Option<Arc<dyn PhysicalExpr>>,
+    schema: SchemaRef,
+    counts: Counts,
+}
+
+type OutRow = (Option<RowBytes>, Option<RowBytes>, i64);
+
+impl Join {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        left: Box<dyn Node>,
+        right: Box<dyn Node>,
+        on: Vec<(Arc<dyn PhysicalExpr>, Arc<dyn PhysicalExpr>)>,
+        kind: JoinType,
+        nulls_equal: bool,
+        filter: Option<Arc<dyn PhysicalExpr>>,
+        schema: SchemaRef,
+    ) -> Result<Join> {
+        if !matches!(
+            kind,
+            JoinType::Inner
+                | JoinType::Left
+                | JoinType::Right
+                | JoinType::Full
+                | JoinType::LeftSemi
+                | JoinType::LeftAnti
+                | JoinType::RightSemi
+                | JoinType::RightAnti
+        ) {
+            return Err(DataflowError::Unsupported(format!("{kind} join")));
+        }
+        if filter.is_some() && kind != JoinType::Inner {
+            return Err(DataflowError::Unsupported(format!(
+                "{kind} join with a non-equality condition"
+            )));
+        }
+        let ls = left.schema();
+        let key_types = on
+            .iter()
+            .map(|(l, _)| l.data_type(&ls))
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        // No keys (a cross join): every row has the same, empty key.
+        let key_codec = Codec::new(&key_types)?;
+        let side = |node: Box<dyn Node>, keys: Vec<Arc<dyn PhysicalExpr>>| -> Result<Side> {
+            let schema = node.schema();
+            let types = schema.fields().iter().map(|f| f.data_type().clone()).collect();
+            Ok(Side {
+                codec: Codec::for_schema(&schema)?,
+                types,
+                node,
+                keys,
+                state: AHashMap::new(),
+                rows: 0,
+                bytes: 0,
+            })
+        };
+        let (lk, rk): (Vec<_>, Vec<_>) = on.into_iter().unzip();
+        Ok(Join {
+            left: side(left, lk)?,
+            right: side(right, rk)?,
+            key_codec,
+            key_types,
+            kind,
+            nulls_equal,
+            filter,
+            schema,
+            counts: Counts::default(),
+        })
+    }
+
+    /// Changes of one side grouped by key, plus the rows whose key has a
+    /// NULL (which match nothing).
+    fn group(
+        &self,
+        side: &Side,
+        delta: &Delta,
+        into: &mut AHashMap<RowBytes, (Changes, Changes)>,
+        left: bool,
+        unmatched: &mut Vec<(RowBytes, i64)>,
+    ) -> Result<()> {
+        if delta.is_empty() {
+            return Ok(());
+        }
+        let n = delta.len();
+        let rows = side.codec.encode(delta.batch.columns())?;
+        let mut key_cols: Vec<ArrayRef> = Vec::with_capacity(side.keys.len());
+        for (k, t) in side.keys.iter().zip(&self.key_types) {
+            let a = k.evaluate(&delta.batch)?.into_array(n)?;
+            key_cols.push(if a.data_type() == t { a } else { cast(&a, t)? });
+        }
+        let keys = if key_cols.is_empty() {
+            None
+        } else {
+            Some(self.key_codec.encode(&key_cols)?)
+        };
+        for (i, d) in delta.diffs.iter().enumerate() {
+            let row: RowBytes = rows.row(i).data().into();
+            if !self.nulls_equal && key_cols.iter().any(|c| c.is_null(i)) {
+                unmatched.push((row, *d));
+                continue;
+            }
+            let key: RowBytes = match &keys {
+                Some(k) => k.row(i).data().into(),
+                None => Box::new([]),
+            };
+            let e = into.entry(key).or_default();
+            if left {
+                e.0.push((row, *d));
+            } else {
+                e.1.push((row, *d));
+            }
+        }
+        Ok(())
+    }
+
+    fn columns(side: &Side, rows: &[OutRow], left: bool) -> Result<Vec<ArrayRef>> {
+        fn side_of(r: &OutRow, left: bool) -> Option<&RowBytes> {
+            if left { r.0.as_ref() } else { r.1.as_ref() }
+        }
+        let pick = |r| side_of(r, left);
+        let present: Vec<&[u8]> = rows.iter().filter_map(|r| pick(r).map(|b| b.as_ref())).collect();
+        if side.types.is_empty() {
+            return Ok(vec![]);
+        }
+        let decoded = side.codec.decode(present.iter().copied())?;
+        if present.len() == rows.len() {
+            return Ok(decoded);
+        }
+        let mut indices = Vec::with_capacity(rows.len());
+        let mut k = 0;
+        for r in rows {
+            if pick(r).is_some() {
+                indices.push((0, k));
+                k += 1;
+            } else {
+                indices.push((1, 0));
+            }
+        }
+        decoded
+            .iter()
+            .zip(&side.types)
+            .map(|(c, t)| {
+                let nulls = new_null_array(t, 1);
+                Ok(interleave(&[c.as_ref(), nulls.as_ref()], &indices)?)
+            })
+            .collect()
+    }
+
+    fn build(&self, rows: Vec<OutRow>) -> Result<Delta> {
+        if rows.is_empty() {
+            return Ok(Delta::empty(self.schema()));
+        }
+        let mut columns = Vec::new();
+        match self.kind {
+            JoinType::LeftSemi | JoinType::LeftAnti => {
+                columns.extend(Self::columns(&self.left, &rows, true)?)
+            }
+            JoinType::RightSemi | JoinType::RightAnti => {
+                columns.extend(Self::columns(&self.right, &rows, false)?)
+            }
+            _ => {
+                columns.extend(Self::columns(&self.left, &rows, true)?);
+                columns.extend(Self::columns(&self.right, &rows, false)?);
+            }
+        }
+        let columns = columns
+            .into_iter()
+            .zip(self.schema.fields())
+            .map(|(c, f)| {
+                if c.data_type() == f.data_type() {
+                    Ok(c)
+                } else {
+                    cast(&c, f.data_type())
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let batch = RecordBatch::try_new_with_options(
+            Arc::clone(&self.schema),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(rows.len())),
+        )?;
+        let diffs: Vec<i64> = rows.iter().map(|r| r.2).collect();
+        let Some(f) = &self.filter else {
+            return Ok(Delta::new(batch, diffs));
+        };
+        let mask = f.evaluate(&batch)?.into_array(batch.num_rows())?;
+        let mask = mask
+            .as_any()
+            .downcast_ref::<BooleanArray>()
+            .ok_or_else(|| DataflowError::Other("join condition is not boolean".into()))?;
+        let kept = diffs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| mask.is_valid(*i) && mask.value(*i))
+            .map(|(_, d)| *d)
+            .collect();
+        Ok(Delta::new(filter_record_batch(&batch, mask)?, kept))
+    }
+}
+
+/// Apply changes to one side's bucket for a key.
+fn apply(side: &mut Side, key: &RowBytes, changes: &Changes) {
+    if changes.is_empty() {
+        return;
+    }
+    let bucket = side.state.entry(key.clone()).or_default();
+    let mut bytes = 0;
+    for (row, d) in changes {
+        bytes += bucket.apply(row, *d);
+        side.rows = (side.rows as i64 + d).max(0) as u64;
+    }
+    if bucket.rows.is_empty() {
+        side.state.remove(key);
+        bytes -= state_bytes(key.len()) as i64;
+    } else if bucket.rows.len() == changes.len() && bytes > 0 {
+        bytes += state_bytes(key.len()) as i64;
+    }
+    side.bytes += bytes;
+}
+
+fn total(side: &Side, key: &RowBytes) -> i64 {
+    side.state.get(key).map(|b| b.total).unwrap_or(0)
+}
+
+/// Emit the rows of `side` under `key` (as they are now), times `sign`,
+/// placed on the left or right of the output.
+fn emit_all(out: &mut Vec<OutRow>, side: &Side, key: &RowBytes, sign: i64, left: bool) {
+    if let Some(b) = side.state.get(key) {
+        for (row, n) in &b.rows {
+            emit(out, row, n * sign, left);
+        }
+    }
+}
+
+fn emit_changes(out: &mut Vec<OutRow>, changes: &Changes, sign: i64, left: bool) {
+    for (row, d) in changes {
+        emit(out, row, d * sign, left);
+    }
+}
+
+fn emit(out: &mut Vec<OutRow>, row: &RowBytes, d: i64, left: bool) {
+    if d == 0 {
+        return;
+    }
+    if left {
+        out.push((Some(row.clone()), None, d));
+    } else {
+        out.push((None, Some(row.clone()), d));
+    }
+}
+
+/// Rows of one side that are output while the other side's count for the
+/// key is zero (`when_empty`) or positive: given the other side's count
+/// before and after, and this side's changes (this side already updated).
+fn conditional(
+    out: &mut Vec<OutRow>,
+    this: &Side,
+    key: &RowBytes,
+    changes: &Changes,
+    other_before: i64,
+    other_after: i64,
+    when_empty: bool,
+    left: bool,
+) {
+    let on_before = (other_before == 0) == when_empty;
+    let on_after = (other_after == 0) == when_empty;
+    match (on_before, on_after) {
+        (true, true) => emit_changes(out, changes, 1, left),
+        // Was output, no longer: retract the old rows (= new − changes).
+        (true, false) => {
+            emit_all(out, this, key, -1, left);
+            emit_changes(out, changes, 1, left);
+        }
+        (false, true) => emit_all(out, this, key, 1, left),
+        (false, false) => {}
+    }
+}
+
+impl Node for Join {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn step(&mut self, cx: &mut StepContext<'_>) -> Result<Delta> {
+        let dl = self.left.node.step(cx)?;
+        let dr = self.right.node.step(cx)?;
+        self.counts.rows_in += (dl.len() + dr.len()) as u64;
+        if dl.is_empty() && dr.is_empty() {
+            return Ok(Delta::empty(self.schema()));
+        }
+        let mut groups: AHashMap<RowBytes, (Changes, Changes)> = AHashMap::new();
+        let mut null_left = Vec::new();
+        let mut null_right = Vec::new();
+        self.group(&self.left, &dl, &mut groups, true, &mut null_left)?;
+        self.group(&self.right, &dr, &mut groups, false, &mut null_right)?;
+
+        let kind = self.kind;
+        let mut out: Vec<OutRow> = Vec::new();
+        if matches!(kind, JoinType::Left | JoinType::Full | JoinType::LeftAnti) {
+            emit_changes(&mut out, &null_left, 1, true);
+        }
+        if matches!(kind, JoinType::Right | JoinType::Full | JoinType::RightAnti) {
+            emit_changes(&mut out, &null_right, 1, false);
+        }
+        let pairs = matches!(
+            kind,
+            JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full
+        );
+        for (key, (lc, rc)) in &groups {
+            let l_before = total(&self.left, key);
+            let r_before = total(&self.right, key);
+            if pairs && !lc.is_empty() {
+                // ΔL ⋈ R_old
+                if let Some(rb) = self.right.state.get(key) {
+                    for (l, d) in lc {
+                        for (r, c) in &rb.rows {
+                            out.push((Some(l.clone()), Some(r.clone()), d * c));
+                        }
+                    }
+                }
+            }
+            apply(&mut self.left, key, lc);
+            if pairs && !rc.is_empty() {
+                // L_new ⋈ ΔR
+                if let Some(lb) = self.left.state.get(key) {
+                    for (r, d) in rc {
+                        for (l, c) in &lb.rows {
+                            out.push((Some(l.clone()), Some(r.clone()), c * d));
+                        }
+                    }
+                }
+            }
+            apply(&mut self.right, key, rc);
+            let l_after = total(&self.left, key);
+            let r_after = total(&self.right, key);
+            let (left, right) = (&self.left, &self.right);
+            match kind {
+                JoinType::Left | JoinType::Full | JoinType::LeftAnti => {
+                    conditional(&mut out, left, key, lc, r_before, r_after, true, true)
+                }
+                JoinType::LeftSemi => {
+                    conditional(&mut out, left, key, lc, r_before, r_after, false, true)
+                }
+                _ => {}
+            }
+            match kind {
+                JoinType::Right | JoinType::Full | JoinType::RightAnti => {
+                    conditional(&mut out, right, key, rc, l_before, l_after, true, false)
+                }
+                JoinType::RightSemi => {
+                    conditional(&mut out, right, key, rc, l_before, l_after, false, false)
+                }
+                _ => {}
+            }
+        }
+        let delta = self.build(out)?;
+        self.counts.rows_out += delta.len() as u64;
+        Ok(delta)
+    }
+
+    fn stats(&self, out: &mut Vec<OperatorStats>) {
+        let mut s = self.counts.stats(format!("{} join", self.kind).to_lowercase());
+        s.state_rows = self.left.rows + self.right.rows;
+        s.state_bytes = (self.left.bytes + self.right.bytes).max(0) as u64;
+        out.push(s);
+        self.left.node.stats(out);
+        self.right.node.stats(out);
+    }
+
+    fn progress(&self, out: &mut Vec<(String, i64, i64)>) {
+        self.left.node.progress(out);
+        self.right.node.progress(out);
+    }
+}

@@ -1,0 +1,301 @@
+//! Lowering: a DataFusion logical plan (planned, type-coerced and optimized
+//! against the catalog) into a tree of incremental operators. Views are
+//! already inlined by DataFusion's planner; subqueries are decorrelated into
+//! joins by its optimizer. A plan node or join type without an incremental
+//! operator is [`DataflowError::Unsupported`], naming it.
+
+use std::sync::Arc;
+
+use datafusion::arrow::compute::SortOptions;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::{DFSchema, NullEquality};
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::{
+    Distinct as LogicalDistinct, Expr, FetchType, LogicalPlan, SkipType, SortExpr,
+};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::Column;
+// Deprecated in favour of a builder that DataFusion does not export yet.
+#[allow(deprecated)]
+use datafusion::physical_planner::create_aggregate_expr_and_maybe_filter;
+
+use super::accumulate::AccumulatorFactory;
+use super::aggregate::{Aggregate, AggregateSpec};
+use super::distinct::{Constant, Distinct};
+use super::join::Join;
+use super::map::Map;
+use super::source::{ChangesSource, StreamSource};
+use super::topk::TopK;
+use super::union::Union;
+use super::{DataflowError, Delta, Node, Result, nullable};
+
+/// What a name in a FROM clause is, for the dataflow.
+pub enum Input {
+    /// A stream: read its topic from the start.
+    Stream { topic: String, schema: SchemaRef },
+    /// A table or materialized view: its contents now, then its changes.
+    Changes { schema: SchemaRef, backfill: Delta },
+}
+
+/// Resolves the relations a plan scans.
+pub trait Resolve {
+    fn input(&mut self, name: &str) -> Result<Input>;
+}
+
+pub struct Lowering<'a> {
+    state: &'a SessionState,
+    resolve: &'a mut dyn Resolve,
+    /// Relations read, in plan order.
+    pub inputs: Vec<String>,
+}
+
+impl<'a> Lowering<'a> {
+    pub fn new(state: &'a SessionState, resolve: &'a mut dyn Resolve) -> Lowering<'a> {
+        Lowering {
+            state,
+            resolve,
+            inputs: Vec::new(),
+        }
+    }
+
+    fn expr(&self, e: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>> {
+        Ok(self.state.create_physical_expr(e.clone(), schema)?)
+    }
+
+    fn exprs(&self, es: &[Expr], schema: &DFSchema) -> Result<Vec<Arc<dyn PhysicalExpr>>> {
+        es.iter().map(|e| self.expr(e, schema)).collect()
+    }
+
+    fn sort(&self, es: &[SortExpr], schema: &DFSchema) -> Result<Vec<(Arc<dyn PhysicalExpr>, SortOptions)>> {
+        es.iter()
+            .map(|s| {
+                Ok((
+                    self.expr(&s.expr, schema)?,
+                    SortOptions {
+                        descending: !s.asc,
+                        nulls_first: s.nulls_first,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    pub fn lower(&mut self, plan: &LogicalPlan) -> Result<Box<dyn Node>> {
+        let out_schema = nullable(plan.schema().as_arrow());
+        match plan {
+            LogicalPlan::TableScan(scan) => {
+                if scan.fetch.is_some() {
+                    return Err(DataflowError::Unsupported("a LIMIT pushed into a scan".into()));
+                }
+                let name = scan.table_name.table().to_string();
+                self.inputs.push(name.clone());
+                let (leaf, full): (Box<dyn Node>, SchemaRef) = match self.resolve.input(&name)? {
+                    Input::Stream { topic, schema } => (
+                        Box::new(StreamSource::new(&name, &topic, Arc::clone(&schema))),
+                        schema,
+                    ),
+                    Input::Changes { schema, backfill } => (
+                        Box::new(ChangesSource::new(&name, Arc::clone(&schema), backfill)),
+                        schema,
+                    ),
+                };
+                let mut node = leaf;
+                if !scan.filters.is_empty() {
+                    let full_df = DFSchema::try_from_qualified_schema(
+                        scan.table_name.clone(),
+                        full.as_ref(),
+                    )?;
+                    for f in &scan.filters {
+                        node = Box::new(Map::filter(node, self.expr(f, &full_df)?));
+                    }
+                }
+                match &scan.projection {
+                    Some(p) if p.len() != full.fields().len() || p.iter().enumerate().any(|(i, j)| i != *j) => {
+                        let exprs: Vec<Arc<dyn PhysicalExpr>> = p
+                            .iter()
+                            .map(|i| {
+                                Arc::new(Column::new(full.field(*i).name(), *i))
+                                    as Arc<dyn PhysicalExpr>
+                            })
+                            .collect();
+                        Ok(Box::new(Map::project(node, exprs, out_schema)))
+                    }
+                    _ => Ok(node),
+                }
+            }
+            LogicalPlan::Projection(p) => {
+                let input = self.lower(&p.input)?;
+                let exprs = self.exprs(&p.expr, p.input.schema())?;
+                Ok(Box::new(Map::project(input, exprs, out_schema)))
+            }
+            LogicalPlan::Filter(f) => {
+                let input = self.lower(&f.input)?;
+                let pred = self.expr(&f.predicate, f.input.schema())?;
+                Ok(Box::new(Map::filter(input, pred)))
+            }
+            LogicalPlan::SubqueryAlias(a) => self.lower(&a.input),
+            LogicalPlan::Repartition(r) => self.lower(&r.input),
+            LogicalPlan::Aggregate(a) => {
+                if a.group_expr.iter().any(|e| matches!(e, Expr::GroupingSet(_))) {
+                    return Err(DataflowError::Unsupported(
+                        "GROUPING SETS, CUBE and ROLLUP".into(),
+                    ));
+                }
+                let input = self.lower(&a.input)?;
+                let in_df = a.input.schema();
+                let in_arrow = in_df.as_arrow();
+                let keys = self.exprs(&a.group_expr, in_df)?;
+                let mut aggs = Vec::with_capacity(a.aggr_expr.len());
+                for e in &a.aggr_expr {
+                    #[allow(deprecated)]
+                    let (expr, filter, order) = create_aggregate_expr_and_maybe_filter(
+                        e,
+                        in_df,
+                        in_arrow,
+                        self.state.execution_props(),
+                    )?;
+                    let mut args = expr.expressions();
+                    args.extend(order.iter().map(|o| Arc::clone(&o.expr)));
+                    let types = args
+                        .iter()
+                        .map(|a| a.data_type(in_arrow))
+                        .collect::<datafusion::error::Result<Vec<_>>>()?;
+                    aggs.push(AggregateSpec {
+                        factory: AccumulatorFactory::new(expr, types)?,
+                        args,
+                        filter,
+                    });
+                }
+                Ok(Box::new(Aggregate::new(input, keys, aggs, out_schema)?))
+            }
+            LogicalPlan::Join(j) => {
+                let left = self.lower(&j.left)?;
+                let right = self.lower(&j.right)?;
+                let mut on = Vec::with_capacity(j.on.len());
+                for (l, r) in &j.on {
+                    on.push((
+                        self.expr(l, j.left.schema())?,
+                        self.expr(r, j.right.schema())?,
+                    ));
+                }
+                let filter = match &j.filter {
+                    Some(f) => Some(self.expr(f, &j.schema)?),
+                    None => None,
+                };
+                Ok(Box::new(Join::new(
+                    left,
+                    right,
+                    on,
+                    j.join_type,
+                    j.null_equality == NullEquality::NullEqualsNull,
+                    filter,
+                    out_schema,
+                )?))
+            }
+            LogicalPlan::Union(u) => {
+                let inputs = u
+                    .inputs
+                    .iter()
+                    .map(|i| self.lower(i))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Box::new(Union::new(inputs, out_schema)))
+            }
+            LogicalPlan::Distinct(LogicalDistinct::All(input)) => {
+                Ok(Box::new(Distinct::new(self.lower(input)?)?))
+            }
+            LogicalPlan::Distinct(LogicalDistinct::On(_)) => {
+                Err(DataflowError::Unsupported("DISTINCT ON".into()))
+            }
+            LogicalPlan::Sort(s) => {
+                let input = self.lower(&s.input)?;
+                match s.fetch {
+                    // Row order is not part of a view's contents.
+                    None => Ok(input),
+                    Some(k) => Ok(Box::new(TopK::new(
+                        input,
+                        self.sort(&s.expr, s.input.schema())?,
+                        0,
+                        k,
+                    )?)),
+                }
+            }
+            LogicalPlan::Limit(l) => {
+                let skip = match l.get_skip_type()? {
+                    SkipType::Literal(s) => s,
+                    SkipType::UnsupportedExpr => {
+                        return Err(DataflowError::Unsupported("a non-constant OFFSET".into()));
+                    }
+                };
+                let fetch = match l.get_fetch_type()? {
+                    FetchType::Literal(f) => f.unwrap_or(usize::MAX),
+                    FetchType::UnsupportedExpr => {
+                        return Err(DataflowError::Unsupported("a non-constant LIMIT".into()));
+                    }
+                };
+                let LogicalPlan::Sort(s) = l.input.as_ref() else {
+                    return Err(DataflowError::Unsupported(
+                        "LIMIT without ORDER BY (its result is not determined)".into(),
+                    ));
+                };
+                let input = self.lower(&s.input)?;
+                Ok(Box::new(TopK::new(
+                    input,
+                    self.sort(&s.expr, s.input.schema())?,
+                    skip,
+                    fetch,
+                )?))
+            }
+            LogicalPlan::EmptyRelation(e) => {
+                let schema = nullable(e.schema.as_arrow());
+                let rows = usize::from(e.produce_one_row);
+                let batch = datafusion::arrow::array::RecordBatch::try_new_with_options(
+                    Arc::clone(&schema),
+                    schema
+                        .fields()
+                        .iter()
+                        .map(|f| datafusion::arrow::array::new_null_array(f.data_type(), rows))
+                        .collect(),
+                    &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(rows)),
+                )?;
+                Ok(Box::new(Constant::new(Delta::inserts(batch))))
+            }
+            LogicalPlan::Values(v) => {
+                let empty = DFSchema::empty();
+                let one = datafusion::arrow::array::RecordBatch::try_new_with_options(
+                    Arc::new(datafusion::arrow::datatypes::Schema::empty()),
+                    vec![],
+                    &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(1)),
+                )?;
+                let mut columns: Vec<Vec<datafusion::scalar::ScalarValue>> =
+                    vec![Vec::new(); out_schema.fields().len()];
+                for row in &v.values {
+                    for (i, e) in row.iter().enumerate() {
+                        let pe = self.expr(e, &empty)?;
+                        let a = pe.evaluate(&one)?.into_array(1)?;
+                        columns[i].push(datafusion::scalar::ScalarValue::try_from_array(&a, 0)?);
+                    }
+                }
+                let arrays = columns
+                    .into_iter()
+                    .zip(out_schema.fields())
+                    .map(|(c, f)| {
+                        let a = datafusion::scalar::ScalarValue::iter_to_array(c)?;
+                        Ok(datafusion::arrow::compute::cast(&a, f.data_type())?)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let batch = datafusion::arrow::array::RecordBatch::try_new(
+                    Arc::clone(&out_schema),
+                    arrays,
+                )?;
+                Ok(Box::new(Constant::new(Delta::inserts(batch))))
+            }
+            LogicalPlan::Window(_) => Err(DataflowError::Unsupported(
+                "window functions (OVER …)".into(),
+            )),
+            other => Err(DataflowError::Unsupported(format!(
+                "plan node {}",
+                other.display()
+            ))),
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! Incremental dataflow: operators over change batches.
+//!
+//! The unit of change is an update `(row, diff)`: +1 inserts a row, −1
+//! retracts one; an update is a retraction plus an insertion. Physically a
+//! [`Delta`] is an Arrow `RecordBatch` plus one diff per row.
+//!
+//! A dataflow is a tree of [`Node`]s lowered from a DataFusion logical plan
+//! (`lower.rs`). Each tick, the engine calls `step` on the root, which steps
+//! its children and turns their deltas into its own: the work is
+//! proportional to the change, never to the size of the state. Leaves read
+//! what is new in their input (a stream's topic, a table's or another view's
+//! changes of this tick); the root's output is applied to the view's
+//! [`index::Index`], which SELECT reads.
+//!
+//! Operators, one file each: `map` (filter and project with DataFusion
+//! physical expressions), `aggregate` (group-by with retractable
+//! accumulators in `accumulate`), `join` (inner, outer, semi, anti equi-joins
+//! over arrangements of both sides), `distinct`, `union`, `topk`, and the
+//! leaves in `source`.
+
+pub mod accumulate;
+pub mod aggregate;
+pub mod distinct;
+pub mod index;
+pub mod join;
+pub mod lower;
+pub mod map;
+pub mod rows;
+pub mod source;
+pub mod topk;
+pub mod union;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::error::ArrowError;
+use datafusion::error::DataFusionError;
+
+use crate::engine::relation::DecodeErrors;
+use crate::log::Log;
+
+/// Why a dataflow could not be built or stepped.
+#[derive(Debug, thiserror::Error)]
+pub enum DataflowError {
+    /// A plan node (or expression) without an incremental operator.
+    #[error("{0} is not supported in materialized views")]
+    Unsupported(String),
+    #[error(transparent)]
+    Arrow(#[from] ArrowError),
+    #[error(transparent)]
+    DataFusion(#[from] DataFusionError),
+    #[error(transparent)]
+    Log(#[from] crate::log::LogError),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T, E = DataflowError> = std::result::Result<T, E>;
+
+/// Rows with a diff each.
+#[derive(Debug, Clone)]
+pub struct Delta {
+    pub batch: RecordBatch,
+    pub diffs: Vec<i64>,
+}
+
+impl Delta {
+    pub fn empty(schema: SchemaRef) -> Delta {
+        Delta {
+            batch: RecordBatch::new_empty(schema),
+            diffs: Vec::new(),
+        }
+    }
+
+    pub fn new(batch: RecordBatch, diffs: Vec<i64>) -> Delta {
+        debug_assert_eq!(batch.num_rows(), diffs.len());
+        Delta { batch, diffs }
+    }
+
+    /// Every row of `batch` inserted once.
+    pub fn inserts(batch: RecordBatch) -> Delta {
+        let n = batch.num_rows();
+        Delta {
+            batch,
+            diffs: vec![1; n],
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.diffs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.diffs.is_empty()
+    }
+
+    pub fn schema(&self) -> SchemaRef {
+        self.batch.schema()
+    }
+
+    /// Concatenate deltas of one schema.
+    pub fn concat(schema: &SchemaRef, parts: &[Delta]) -> Result<Delta> {
+        let parts: Vec<&Delta> = parts.iter().filter(|d| !d.is_empty()).collect();
+        match parts.len() {
+            0 => Ok(Delta::empty(Arc::clone(schema))),
+            1 => Ok(Delta::new(
+                with_schema(&parts[0].batch, schema)?,
+                parts[0].diffs.clone(),
+            )),
+            _ => {
+                let batches: Vec<RecordBatch> = parts
+                    .iter()
+                    .map(|d| with_schema(&d.batch, schema))
+                    .collect::<Result<_>>()?;
+                let batch = concat_batches(schema, &batches)?;
+                let diffs = parts.iter().flat_map(|d| d.diffs.iter().copied()).collect();
+                Ok(Delta::new(batch, diffs))
+            }
+        }
+    }
+}
+
+/// The batch's columns under another schema of the same types (operators
+/// rename columns freely; names do not matter inside a dataflow).
+pub fn with_schema(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    if batch.schema_ref() == schema {
+        return Ok(batch.clone());
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(Arc::clone(c))
+            } else {
+                datafusion::arrow::compute::cast(c, f.data_type())
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new_with_options(
+        Arc::clone(schema),
+        columns,
+        &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )?)
+}
+
+/// `schema` with every field nullable: dataflow batches are built from
+/// retractions and outer-join padding, so declared non-nullness from the
+/// planner is not something to validate against.
+pub fn nullable(schema: &Schema) -> SchemaRef {
+    Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| Field::new(f.name(), f.data_type().clone(), true))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// What a leaf needs during a tick.
+pub struct StepContext<'a> {
+    /// Changes of tables and materialized views in this tick, by name.
+    pub changes: &'a HashMap<String, Arc<Delta>>,
+    pub log: &'a Arc<Log>,
+    pub decode_errors: &'a Arc<DecodeErrors>,
+    /// Most records a stream leaf reads in one tick (bounds tick latency
+    /// during backfill).
+    pub max_records: usize,
+    /// Set by a leaf that stopped short of its input's end.
+    pub more: bool,
+}
+
+/// Counters of one operator, for `SHOW DATAFLOWS`.
+#[derive(Debug, Clone, Default)]
+pub struct OperatorStats {
+    pub operator: String,
+    pub rows_in: u64,
+    pub rows_out: u64,
+    pub state_rows: u64,
+    pub state_bytes: u64,
+    pub errors: u64,
+}
+
+/// One incremental operator.
+pub trait Node: Send {
+    /// The schema of the deltas `step` returns.
+    fn schema(&self) -> SchemaRef;
+
+    /// Advance one tick: the change of this operator's output.
+    fn step(&mut self, cx: &mut StepContext<'_>) -> Result<Delta>;
+
+    /// This operator's counters, then its inputs' (pre-order).
+    fn stats(&self, out: &mut Vec<OperatorStats>);
+
+    /// Where a stream leaf is, for backfill progress: (read, end) records.
+    fn progress(&self, _out: &mut Vec<(String, i64, i64)>) {}
+}
+
+/// Rows in and out, for operators that keep no other counters.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Counts {
+    pub rows_in: u64,
+    pub rows_out: u64,
+    pub errors: u64,
+}
+
+impl Counts {
+    pub fn stats(&self, operator: impl Into<String>) -> OperatorStats {
+        OperatorStats {
+            operator: operator.into(),
+            rows_in: self.rows_in,
+            rows_out: self.rows_out,
+            errors: self.errors,
+            ..Default::default()
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! Rows as bytes: arrow's row format (memcmp-comparable, hashable) is how
+//! operators key their state. A [`Codec`] converts columns to row bytes and
+//! back.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::row::{RowConverter, RowParser, Rows, SortField};
+
+use super::Result;
+
+/// An owned row in arrow's row format.
+pub type RowBytes = Box<[u8]>;
+
+pub struct Codec {
+    converter: RowConverter,
+    parser: RowParser,
+    types: Vec<DataType>,
+}
+
+impl Codec {
+    pub fn new(types: &[DataType]) -> Result<Codec> {
+        let converter =
+            RowConverter::new(types.iter().map(|t| SortField::new(t.clone())).collect())?;
+        let parser = converter.parser();
+        Ok(Codec {
+            converter,
+            parser,
+            types: types.to_vec(),
+        })
+    }
+
+    /// A codec whose byte order is the given sort order (ORDER BY keys).
+    pub fn with_options(
+        types: &[DataType],
+        options: &[datafusion::arrow::compute::SortOptions],
+    ) -> Result<Codec> {
+        let converter = RowConverter::new(
+            types
+                .iter()
+                .zip(options)
+                .map(|(t, o)| SortField::new_with_options(t.clone(), *o))
+                .collect(),
+        )?;
+        let parser = converter.parser();
+        Ok(Codec {
+            converter,
+            parser,
+            types: types.to_vec(),
+        })
+    }
+
+    pub fn for_schema(schema: &SchemaRef) -> Result<Codec> {
+        let types: Vec<DataType> = schema.fields().iter().map(|f| f.data_type().clone()).collect();
+        Codec::new(&types)
+    }
+
+    pub fn types(&self) -> &[DataType] {
+        &self.types
+    }
+
+    /// Row bytes of every row of `columns`.
+    pub fn encode(&self, columns: &[ArrayRef]) -> Result<Rows> {
+        Ok(self.converter.convert_columns(columns)?)
+    }
+
+    /// Columns holding `rows` in order.
+    pub fn decode<'a, I>(&self, rows: I) -> Result<Vec<ArrayRef>>
+    where
+        I: IntoIterator<Item = &'a [u8]>,
+    {
+        let parsed = rows.into_iter().map(|b| self.parser.parse(b));
+        Ok(self.converter.convert_rows(parsed)?)
+    }
+
+    /// A batch of `schema` holding `rows` in order.
+    pub fn decode_batch<'a, I>(&self, schema: &SchemaRef, rows: I) -> Result<RecordBatch>
+    where
+        I: IntoIterator<Item = &'a [u8]>,
+    {
+        let rows: Vec<&[u8]> = rows.into_iter().collect();
+        let n = rows.len();
+        let columns = if self.types.is_empty() {
+            vec![]
+        } else {
+            self.decode(rows)?
+        };
+        Ok(RecordBatch::try_new_with_options(
+            Arc::clone(schema),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(n)),
+        )?)
+    }
+}
+
+/// Bytes per row of state kept in hash maps, for the state-size counters:
+/// the row itself plus the map's bookkeeping.
+pub fn state_bytes(row_len: usize) -> u64 {
+    (row_len + 32) as u64
+}

@@ -1,0 +1,237 @@
+//! Leaves of a dataflow.
+//!
+//! - [`TopicReader`]: reads what is new in a topic (every partition, from
+//!   the offsets it has reached to the current end, at most a bounded number
+//!   of records per tick) and decodes it into a delta. A stream's records
+//!   are insertions; a table's changelog records carry their diff in the
+//!   `eddy.diff` header (absent: +1). Records that do not decode are counted
+//!   in the decode-error table and skipped.
+//! - [`StreamSource`]: a dataflow leaf over a [`TopicReader`] of a stream,
+//!   starting at the log start (backfill), then following the end.
+//! - [`ChangesSource`]: a leaf over a table or another materialized view:
+//!   first the input's contents when the view was created (backfill), then
+//!   the input's changes of each tick.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+
+use crate::engine::relation::DecodeErrors;
+use crate::format::json;
+use crate::log::Log;
+use crate::log::batch;
+
+use super::{Counts, Delta, Node, OperatorStats, Result, StepContext};
+
+/// The header carrying a changelog record's diff.
+pub const DIFF_HEADER: &str = "eddy.diff";
+
+pub struct TopicReader {
+    relation: String,
+    topic: String,
+    schema: SchemaRef,
+    offsets: HashMap<i32, i64>,
+}
+
+/// What one read produced.
+pub struct Read {
+    pub delta: Delta,
+    /// Stopped short of the end (more to read).
+    pub more: bool,
+}
+
+impl TopicReader {
+    pub fn new(relation: &str, topic: &str, schema: SchemaRef) -> TopicReader {
+        TopicReader {
+            relation: relation.to_string(),
+            topic: topic.to_string(),
+            schema,
+            offsets: HashMap::new(),
+        }
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Records read so far and records in the topic (summed over
+    /// partitions): backfill progress.
+    pub fn progress(&self, log: &Log) -> (i64, i64) {
+        let Ok(topic) = log.topic(&self.topic) else {
+            return (0, 0);
+        };
+        let mut read = 0;
+        let mut end = 0;
+        for p in topic.partitions() {
+            let start = p.log_start();
+            let at = self.offsets.get(&p.id()).copied().unwrap_or(start).max(start);
+            read += at - start;
+            end += p.log_end() - start;
+        }
+        (read, end)
+    }
+
+    /// Read and decode what is new, up to `max_records`.
+    pub fn read(&mut self, log: &Log, errors: &DecodeErrors, max_records: usize) -> Result<Read> {
+        let topic = log.topic(&self.topic)?;
+        let mut values: Vec<bytes::Bytes> = Vec::new();
+        let mut diffs: Vec<i64> = Vec::new();
+        let mut origin: Vec<(i32, i64)> = Vec::new();
+        let mut more = false;
+        for p in topic.partitions() {
+            let id = p.id();
+            let end = p.log_end();
+            let mut offset = self
+                .offsets
+                .get(&id)
+                .copied()
+                .unwrap_or(0)
+                .max(p.log_start());
+            while offset < end {
+                if values.len() >= max_records {
+                    more = true;
+                    break;
+                }
+                let read = p.read(offset, 1 << 20)?;
+                if read.records.is_empty() {
+                    break;
+                }
+                let records = batch::decode(read.records).map_err(crate::log::LogError::from)?;
+                let Some(last) = records.last().map(|r| r.offset) else {
+                    break;
+                };
+                for r in records {
+                    if r.offset < offset || r.offset >= end {
+                        continue;
+                    }
+                    let diff = r
+                        .headers
+                        .iter()
+                        .find(|(k, _)| k.as_str() == DIFF_HEADER)
+                        .and_then(|(_, v)| v.as_ref())
+                        .and_then(|v| std::str::from_utf8(v).ok()?.parse::<i64>().ok())
+                        .unwrap_or(1);
+                    match r.value {
+                        Some(v) => {
+                            values.push(v);
+                            diffs.push(diff);
+                            origin.push((id, r.offset));
+                        }
+                        None => errors.record(
+                            &self.relation,
+                            &self.topic,
+                            id,
+                            r.offset,
+                            "record has no value",
+                        ),
+                    }
+                }
+                offset = last + 1;
+            }
+            self.offsets.insert(id, offset);
+        }
+        let slices: Vec<&[u8]> = values.iter().map(|v| v.as_ref()).collect();
+        let (batch, good, failures) = json::decode(&self.schema, &slices);
+        for f in &failures {
+            let (p, o) = origin[f.index];
+            errors.record(&self.relation, &self.topic, p, o, &f.reason);
+        }
+        let diffs = if failures.is_empty() {
+            diffs
+        } else {
+            good.iter().map(|i| diffs[*i]).collect()
+        };
+        Ok(Read {
+            delta: Delta::new(super::with_schema(&batch, &self.schema)?, diffs),
+            more,
+        })
+    }
+}
+
+/// A stream, read from the log start on.
+pub struct StreamSource {
+    reader: TopicReader,
+    counts: Counts,
+    progress: (i64, i64),
+}
+
+impl StreamSource {
+    pub fn new(relation: &str, topic: &str, schema: SchemaRef) -> StreamSource {
+        StreamSource {
+            reader: TopicReader::new(relation, topic, schema),
+            counts: Counts::default(),
+            progress: (0, 0),
+        }
+    }
+}
+
+impl Node for StreamSource {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.reader.schema)
+    }
+
+    fn step(&mut self, cx: &mut StepContext<'_>) -> Result<Delta> {
+        let read = self.reader.read(cx.log, cx.decode_errors, cx.max_records)?;
+        cx.more |= read.more;
+        self.counts.rows_in += read.delta.len() as u64;
+        self.counts.rows_out += read.delta.len() as u64;
+        self.progress = self.reader.progress(cx.log);
+        Ok(read.delta)
+    }
+
+    fn stats(&self, out: &mut Vec<OperatorStats>) {
+        out.push(
+            self.counts
+                .stats(format!("source {} (topic {})", self.reader.relation, self.reader.topic)),
+        );
+    }
+
+    fn progress(&self, out: &mut Vec<(String, i64, i64)>) {
+        out.push((self.reader.relation.clone(), self.progress.0, self.progress.1));
+    }
+}
+
+/// A table or materialized view read by another view.
+pub struct ChangesSource {
+    name: String,
+    schema: SchemaRef,
+    backfill: Option<Delta>,
+    counts: Counts,
+}
+
+impl ChangesSource {
+    /// `backfill`: the input's contents at the epoch the view starts from.
+    pub fn new(name: &str, schema: SchemaRef, backfill: Delta) -> ChangesSource {
+        ChangesSource {
+            name: name.to_string(),
+            schema,
+            backfill: Some(backfill),
+            counts: Counts::default(),
+        }
+    }
+}
+
+impl Node for ChangesSource {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn step(&mut self, cx: &mut StepContext<'_>) -> Result<Delta> {
+        let mut parts = Vec::with_capacity(2);
+        if let Some(b) = self.backfill.take() {
+            parts.push(b);
+        }
+        if let Some(d) = cx.changes.get(&self.name) {
+            parts.push(d.as_ref().clone());
+        }
+        let out = Delta::concat(&self.schema, &parts)?;
+        self.counts.rows_in += out.len() as u64;
+        self.counts.rows_out += out.len() as u64;
+        Ok(out)
+    }
+
+    fn stats(&self, out: &mut Vec<OperatorStats>) {
+        out.push(self.counts.stats(format!("read {}", self.name)));
+    }
+}

@@ -1,0 +1,222 @@
+//! UPDATE and DELETE on tables.
+//!
+//! A table is the multiset of rows in its changelog topic, where a record
+//! carries its diff in the `eddy.diff` header (absent: +1). DELETE reads the
+//! rows matching its WHERE from the table's state (one DataFusion query) and
+//! appends their retractions; UPDATE reads, in the same query, the matching
+//! rows and their new values, and appends the retractions and the
+//! insertions. The changes of one statement go into one record batch with
+//! one fsync, so a crash leaves all of them or none. Statements run one at
+//! a time, and a tick runs before the statement is acknowledged, so the next
+//! query sees it.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::compute::{CastOptions, cast, cast_with_options, concat_batches};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::sql::sqlparser::ast::{
+    AssignmentTarget, Delete, FromTable, TableFactor, TableWithJoins, Update,
+};
+
+use super::{Engine, EngineError, Output, Result};
+use crate::catalog::Object;
+use crate::dataflow::source::DIFF_HEADER;
+use crate::format::json;
+use crate::log::batch::{self, NewRecord};
+use crate::log::{Durability, now_ms};
+
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+impl Engine {
+    /// The table a DML statement names: (name, alias, topic, column names).
+    fn dml_target(&self, t: &TableWithJoins, verb: &str) -> Result<(String, String, Vec<String>)> {
+        if !t.joins.is_empty() {
+            return Err(EngineError::Unsupported(format!("{verb} with joins")));
+        }
+        let TableFactor::Table { name, alias, .. } = &t.relation else {
+            return Err(EngineError::Unsupported(format!("{verb} of {}", t.relation)));
+        };
+        let name = name.to_string();
+        let from = match alias {
+            Some(a) => format!("{} AS {}", quote(&name), a.name),
+            None => quote(&name),
+        };
+        match self.lock()?.get(&name) {
+            Some(Object::Table { columns, .. }) => Ok((
+                name.clone(),
+                from,
+                columns.iter().map(|c| c.name.clone()).collect(),
+            )),
+            Some(o) => Err(EngineError::WrongObject(format!(
+                "cannot {verb} \"{name}\": it is a {}, not a table",
+                o.kind()
+            ))),
+            None => Err(EngineError::UnknownObject {
+                kind: "relation",
+                name,
+            }),
+        }
+    }
+
+    fn table_topic(&self, name: &str) -> Result<(String, SchemaRef)> {
+        match self.lock()?.get(name) {
+            Some(Object::Table { topic, columns, .. }) => {
+                Ok((topic.clone(), Self::schema_of(columns)?))
+            }
+            _ => Err(EngineError::UnknownObject {
+                kind: "table",
+                name: name.to_string(),
+            }),
+        }
+    }
+
+    /// Append `(rows, diff)` groups to a table's changelog as one batch,
+    /// fsynced, then tick. Returns the rows written per group.
+    async fn write_changes(&self, topic: &str, parts: Vec<(RecordBatch, i64)>) -> Result<()> {
+        let now = now_ms();
+        let mut records = Vec::new();
+        for (batch, diff) in &parts {
+            for row in json::encode(batch).map_err(|e| EngineError::DataFusion(e.into()))? {
+                records.push(NewRecord {
+                    key: None,
+                    value: Some(Bytes::from(row)),
+                    timestamp: now,
+                    headers: if *diff == 1 {
+                        vec![]
+                    } else {
+                        vec![(
+                            DIFF_HEADER.to_string(),
+                            Some(Bytes::from(diff.to_string())),
+                        )]
+                    },
+                });
+            }
+        }
+        if records.is_empty() {
+            return Ok(());
+        }
+        let log = Arc::clone(&self.log);
+        let topic = topic.to_string();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let bytes = batch::encode(&records).map_err(crate::log::LogError::from)?;
+            log.partition(&topic, 0)?
+                .append(bytes, Durability::Fsync)?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| EngineError::Invalid(e.to_string()))??;
+        self.tick().await?;
+        Ok(())
+    }
+
+    pub(super) async fn delete(&self, d: Delete) -> Result<Output> {
+        if d.using.is_some() || d.returning.is_some() || d.limit.is_some() {
+            return Err(EngineError::Unsupported(
+                "DELETE with USING, RETURNING or LIMIT".into(),
+            ));
+        }
+        let tables = match &d.from {
+            FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t,
+        };
+        let [target] = tables.as_slice() else {
+            return Err(EngineError::Unsupported("DELETE from several tables".into()));
+        };
+        let (name, from, _) = self.dml_target(target, "delete from")?;
+        let (topic, schema) = self.table_topic(&name)?;
+        let filter = d
+            .selection
+            .map(|e| format!(" WHERE {e}"))
+            .unwrap_or_default();
+        let _one = self.dml.lock().await;
+        let df = self.ctx.sql(&format!("SELECT * FROM {from}{filter}")).await?;
+        let batches = df.collect().await?;
+        let old = concat_batches(&schema, &batches).map_err(|e| EngineError::DataFusion(e.into()))?;
+        let n = old.num_rows();
+        self.write_changes(&topic, vec![(old, -1)]).await?;
+        Ok(Output::Command("DELETE".into(), Some(n)))
+    }
+
+    pub(super) async fn update(&self, u: Update) -> Result<Output> {
+        if u.from.is_some() || u.returning.is_some() || u.limit.is_some() {
+            return Err(EngineError::Unsupported(
+                "UPDATE with FROM, RETURNING or LIMIT".into(),
+            ));
+        }
+        let (name, from, columns) = self.dml_target(&u.table, "update")?;
+        let (topic, schema) = self.table_topic(&name)?;
+        let mut new: Vec<String> = columns.iter().map(|c| quote(c)).collect();
+        for a in &u.assignments {
+            let AssignmentTarget::ColumnName(target) = &a.target else {
+                return Err(EngineError::Unsupported("UPDATE of a tuple of columns".into()));
+            };
+            let col = target
+                .0
+                .last()
+                .map(|p| p.to_string().trim_matches('"').to_string())
+                .unwrap_or_default();
+            let Some(i) = columns.iter().position(|c| c.eq_ignore_ascii_case(&col)) else {
+                return Err(EngineError::UnknownColumn(col));
+            };
+            new[i] = format!("({})", a.value);
+        }
+        let select: Vec<String> = columns
+            .iter()
+            .map(|c| quote(c))
+            .chain(new.iter().enumerate().map(|(i, e)| format!("{e} AS __new_{i}")))
+            .collect();
+        let filter = u
+            .selection
+            .map(|e| format!(" WHERE {e}"))
+            .unwrap_or_default();
+        let _one = self.dml.lock().await;
+        let df = self
+            .ctx
+            .sql(&format!("SELECT {} FROM {from}{filter}", select.join(", ")))
+            .await?;
+        let batches = df.collect().await?;
+        let n_cols = columns.len();
+        let mut old_parts = Vec::new();
+        let mut new_parts = Vec::new();
+        for b in &batches {
+            let old_cols = b.columns()[..n_cols].to_vec();
+            let new_cols = b.columns()[n_cols..]
+                .iter()
+                .zip(schema.fields())
+                .map(|(c, f)| {
+                    cast_with_options(
+                        c,
+                        f.data_type(),
+                        &CastOptions {
+                            safe: false,
+                            ..Default::default()
+                        },
+                    )
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| EngineError::Invalid(format!("new value does not fit: {e}")))?;
+            let old_cols = old_cols
+                .iter()
+                .zip(schema.fields())
+                .map(|(c, f)| cast(c, f.data_type()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| EngineError::DataFusion(e.into()))?;
+            old_parts.push(
+                RecordBatch::try_new(Arc::clone(&schema), old_cols)
+                    .map_err(|e| EngineError::DataFusion(e.into()))?,
+            );
+            new_parts.push(
+                RecordBatch::try_new(Arc::clone(&schema), new_cols)
+                    .map_err(|e| EngineError::DataFusion(e.into()))?,
+            );
+        }
+        let old = concat_batches(&schema, &old_parts).map_err(|e| EngineError::DataFusion(e.into()))?;
+        let new = concat_batches(&schema, &new_parts).map_err(|e| EngineError::DataFusion(e.into()))?;
+        let n = old.num_rows();
+        self.write_changes(&topic, vec![(old, -1), (new, 1)]).await?;
+        Ok(Output::Command("UPDATE".into(), Some(n)))
+    }
+}

@@ -1,0 +1,408 @@
+//! Running dataflows: tables' states, materialized views, and the ticks
+//! that advance them together.
+//!
+//! A tick reads what is new in every table's changelog (applying it to the
+//! table's index), then steps every materialized view in creation order
+//! (so a view's inputs have already moved when it steps), applying each
+//! view's output to its index, and publishes epoch E. All of this happens
+//! under one lock, which readers also take: a SELECT sees every table and
+//! view as of the same epoch. Writes over pgwire run a tick before they are
+//! acknowledged (read-your-writes); a timer runs one every
+//! [`TICK_INTERVAL`] for records produced by Kafka clients.
+//!
+//! A tick reads at most [`MAX_RECORDS_PER_TICK`] records per source; a
+//! backfill of a long topic therefore takes several epochs, and the lock is
+//! released between them.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::Session;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::physical_plan::ExecutionPlan;
+use tracing::warn;
+
+use super::relation::DecodeErrors;
+use crate::dataflow::index::Index;
+use crate::dataflow::lower::{Input, Lowering, Resolve};
+use crate::dataflow::source::TopicReader;
+use crate::dataflow::{DataflowError, Delta, Node, OperatorStats, StepContext, nullable};
+use crate::log::Log;
+
+pub const TICK_INTERVAL: Duration = Duration::from_millis(100);
+pub const MAX_RECORDS_PER_TICK: usize = 1 << 20;
+
+struct TableState {
+    name: String,
+    reader: TopicReader,
+    index: Index,
+}
+
+struct ViewState {
+    name: String,
+    root: Box<dyn Node>,
+    index: Index,
+    inputs: Vec<String>,
+    failed: Option<String>,
+}
+
+#[derive(Default)]
+struct State {
+    tables: Vec<TableState>,
+    views: Vec<ViewState>,
+}
+
+pub struct Dataflows {
+    log: Arc<Log>,
+    errors: Arc<DecodeErrors>,
+    state: Mutex<State>,
+    epoch: AtomicU64,
+}
+
+/// One row of `SHOW MATERIALIZED VIEWS`.
+pub struct ViewInfo {
+    pub name: String,
+    pub rows: u64,
+    /// Records read and records present in the view's stream inputs.
+    pub read: i64,
+    pub total: i64,
+    pub failed: Option<String>,
+}
+
+impl fmt::Debug for Dataflows {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Dataflows(epoch {})", self.epoch())
+    }
+}
+
+impl Dataflows {
+    pub fn new(log: Arc<Log>, errors: Arc<DecodeErrors>) -> Arc<Dataflows> {
+        Arc::new(Dataflows {
+            log,
+            errors,
+            state: Mutex::new(State::default()),
+            epoch: AtomicU64::new(0),
+        })
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, State>, DataflowError> {
+        self.state
+            .lock()
+            .map_err(|_| DataflowError::Other("dataflow state lock poisoned".into()))
+    }
+
+    /// The last published epoch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Run ticks every [`TICK_INTERVAL`] until the dataflows are dropped.
+    pub fn start_timer(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(TICK_INTERVAL).await;
+                let Some(d) = weak.upgrade() else { break };
+                if d.log.is_closed() {
+                    break;
+                }
+                let r = tokio::task::spawn_blocking(move || d.tick()).await;
+                if let Ok(Err(e)) = r {
+                    tracing::debug!(error = %e, "tick failed");
+                }
+            }
+        });
+    }
+
+    /// Maintain a table: its state is its changelog's contents.
+    pub fn add_table(&self, name: &str, topic: &str, schema: SchemaRef) -> Result<(), DataflowError> {
+        let mut st = self.lock()?;
+        st.tables.retain(|t| t.name != name);
+        st.tables.push(TableState {
+            name: name.to_string(),
+            reader: TopicReader::new(name, topic, Arc::clone(&schema)),
+            index: Index::new(schema)?,
+        });
+        Ok(())
+    }
+
+    /// Stop maintaining a table or view.
+    pub fn remove(&self, name: &str) -> Result<(), DataflowError> {
+        let mut st = self.lock()?;
+        st.tables.retain(|t| t.name != name);
+        st.views.retain(|v| v.name != name);
+        Ok(())
+    }
+
+    pub fn is_view(&self, name: &str) -> bool {
+        self.lock()
+            .map(|st| st.views.iter().any(|v| v.name == name))
+            .unwrap_or(false)
+    }
+
+    /// Views reading `name` directly.
+    pub fn dependents(&self, name: &str) -> Vec<String> {
+        self.lock()
+            .map(|st| {
+                st.views
+                    .iter()
+                    .filter(|v| v.inputs.iter().any(|i| i == name))
+                    .map(|v| v.name.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The current contents of a table or view (as of the last epoch).
+    pub fn snapshot(&self, name: &str) -> Result<RecordBatch, DataflowError> {
+        let mut st = self.lock()?;
+        if let Some(t) = st.tables.iter_mut().find(|t| t.name == name) {
+            return t.index.snapshot();
+        }
+        if let Some(v) = st.views.iter_mut().find(|v| v.name == name) {
+            if let Some(e) = &v.failed {
+                return Err(DataflowError::Other(format!(
+                    "materialized view \"{name}\" failed and is not maintained: {e}"
+                )));
+            }
+            return v.index.snapshot();
+        }
+        Err(DataflowError::Other(format!("\"{name}\" is not maintained")))
+    }
+
+    /// Lower `plan` and install it as view `name`. Tables and views it reads
+    /// start from their contents now (backfill), streams from their start.
+    /// `streams`: the catalog's streams (name → topic, schema).
+    pub fn install(
+        &self,
+        name: &str,
+        plan: &LogicalPlan,
+        session: &SessionState,
+        streams: &HashMap<String, (String, SchemaRef)>,
+    ) -> Result<SchemaRef, DataflowError> {
+        let mut st = self.lock()?;
+        let mut resolver = Resolver {
+            state: &mut st,
+            streams,
+        };
+        let mut lowering = Lowering::new(session, &mut resolver);
+        let root = lowering.lower(plan)?;
+        let mut inputs = lowering.inputs;
+        inputs.dedup();
+        let schema = nullable(plan.schema().as_arrow());
+        let index = Index::new(Arc::clone(&schema))?;
+        st.views.retain(|v| v.name != name);
+        st.views.push(ViewState {
+            name: name.to_string(),
+            root,
+            index,
+            inputs,
+            failed: None,
+        });
+        Ok(schema)
+    }
+
+    /// Advance every table and view to the current end of their inputs;
+    /// returns the epoch published.
+    pub fn tick(&self) -> Result<u64, DataflowError> {
+        loop {
+            let mut st = self.lock()?;
+            let mut changes: HashMap<String, Arc<Delta>> = HashMap::new();
+            let mut more = false;
+            for t in st.tables.iter_mut() {
+                match t.reader.read(&self.log, &self.errors, MAX_RECORDS_PER_TICK) {
+                    Ok(read) => {
+                        more |= read.more;
+                        t.index.apply(&read.delta)?;
+                        if !read.delta.is_empty() {
+                            changes.insert(t.name.clone(), Arc::new(read.delta));
+                        }
+                    }
+                    Err(e) => warn!(table = %t.name, error = %e, "table changelog read failed"),
+                }
+            }
+            let log = Arc::clone(&self.log);
+            let errors = Arc::clone(&self.errors);
+            for v in st.views.iter_mut() {
+                if v.failed.is_some() {
+                    continue;
+                }
+                let mut cx = StepContext {
+                    changes: &changes,
+                    log: &log,
+                    decode_errors: &errors,
+                    max_records: MAX_RECORDS_PER_TICK,
+                    more: false,
+                };
+                let stepped = v.root.step(&mut cx);
+                more |= cx.more;
+                match stepped.and_then(|d| v.index.apply(&d).map(|_| d)) {
+                    Ok(d) => {
+                        if !d.is_empty() {
+                            changes.insert(v.name.clone(), Arc::new(d));
+                        }
+                    }
+                    Err(e) => {
+                        warn!(view = %v.name, error = %e, "materialized view failed");
+                        v.failed = Some(e.to_string());
+                    }
+                }
+            }
+            let epoch = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
+            drop(st);
+            if !more {
+                return Ok(epoch);
+            }
+        }
+    }
+
+    pub fn views(&self) -> Vec<ViewInfo> {
+        let Ok(st) = self.lock() else {
+            return vec![];
+        };
+        st.views
+            .iter()
+            .map(|v| {
+                let mut p = Vec::new();
+                v.root.progress(&mut p);
+                ViewInfo {
+                    name: v.name.clone(),
+                    rows: v.index.len(),
+                    read: p.iter().map(|x| x.1).sum(),
+                    total: p.iter().map(|x| x.2).sum(),
+                    failed: v.failed.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// Operators of every view: (view, operator counters), root first.
+    pub fn operators(&self) -> Vec<(String, OperatorStats)> {
+        let Ok(st) = self.lock() else {
+            return vec![];
+        };
+        let mut out = Vec::new();
+        for v in &st.views {
+            let mut ops = vec![OperatorStats {
+                operator: "index".into(),
+                rows_in: 0,
+                rows_out: 0,
+                state_rows: v.index.len(),
+                state_bytes: v.index.bytes(),
+                errors: v.index.negative + u64::from(v.failed.is_some()),
+            }];
+            v.root.stats(&mut ops);
+            out.extend(ops.into_iter().map(|o| (v.name.clone(), o)));
+        }
+        for t in &st.tables {
+            out.push((
+                t.name.clone(),
+                OperatorStats {
+                    operator: "table index".into(),
+                    state_rows: t.index.len(),
+                    state_bytes: t.index.bytes(),
+                    errors: t.index.negative,
+                    ..Default::default()
+                },
+            ));
+        }
+        out
+    }
+}
+
+struct Resolver<'a> {
+    state: &'a mut State,
+    streams: &'a HashMap<String, (String, SchemaRef)>,
+}
+
+impl Resolve for Resolver<'_> {
+    fn input(&mut self, name: &str) -> Result<Input, DataflowError> {
+        if let Some((topic, schema)) = self.streams.get(name) {
+            return Ok(Input::Stream {
+                topic: topic.clone(),
+                schema: Arc::clone(schema),
+            });
+        }
+        if let Some(t) = self.state.tables.iter_mut().find(|t| t.name == name) {
+            return Ok(Input::Changes {
+                schema: t.index.schema(),
+                backfill: t.index.as_delta()?,
+            });
+        }
+        if let Some(v) = self.state.views.iter_mut().find(|v| v.name == name) {
+            return Ok(Input::Changes {
+                schema: v.index.schema(),
+                backfill: v.index.as_delta()?,
+            });
+        }
+        Err(DataflowError::Unsupported(format!(
+            "reading \"{name}\" (only streams, tables and materialized views can feed a materialized view)"
+        )))
+    }
+}
+
+/// A materialized view (or a table) as DataFusion sees it: a scan of its
+/// state as of the last epoch.
+pub struct IndexTable {
+    name: String,
+    schema: SchemaRef,
+    dataflows: Arc<Dataflows>,
+}
+
+impl IndexTable {
+    pub fn new(name: &str, schema: SchemaRef, dataflows: Arc<Dataflows>) -> IndexTable {
+        IndexTable {
+            name: name.to_string(),
+            schema,
+            dataflows,
+        }
+    }
+}
+
+impl fmt::Debug for IndexTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "IndexTable({})", self.name)
+    }
+}
+
+#[async_trait]
+impl TableProvider for IndexTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let batch = self
+            .dataflows
+            .snapshot(&self.name)
+            .map_err(|e| DataFusionError::Execution(e.to_string()))?;
+        let batch = crate::dataflow::with_schema(&batch, &self.schema)
+            .map_err(|e| DataFusionError::Execution(e.to_string()))?;
+        Ok(MemorySourceConfig::try_new_exec(
+            &[vec![batch]],
+            self.schema(),
+            projection.cloned(),
+        )?)
+    }
+}
+
