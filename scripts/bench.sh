@@ -24,6 +24,13 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
   echo "## W1: Kafka protocol with librdkafka (\`cargo bench --bench kafka_w1\`)"
   echo
   EDDY_BIN="$bin" cargo bench --quiet --bench kafka_w1
+  echo
+  echo "## W3: incremental group-by view against DuckDB recomputing (\`cargo bench --bench views_w3\`)"
+  echo
+  python3 -c "import duckdb" 2>/dev/null || python3 -m pip install -q duckdb >&2 || true
+  echo "DuckDB $(python3 -c 'import duckdb; print(duckdb.__version__)' 2>/dev/null || echo 'not installed') from PyPI."
+  echo
+  cargo bench --quiet --bench views_w3
 } > "$out.tmp"
 mv "$out.tmp" "$out"
 cat "$out"

@@ -1,10 +1,14 @@
 //! The state of a table or a materialized view: the multiset of its rows
 //! (row bytes → count). Applying a delta costs O(delta); reading builds an
 //! Arrow snapshot once per change and caches it until the next change.
+//!
+//! Rows are kept ordered by their row encoding (which sorts as the columns
+//! do, in order, nulls first), so a snapshot, and a `SELECT` or `COPY`
+//! without `ORDER BY`, lists rows in the same order every time.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use ahash::AHashMap;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 
@@ -14,7 +18,7 @@ use super::{Delta, Result};
 pub struct Index {
     schema: SchemaRef,
     codec: Codec,
-    rows: AHashMap<RowBytes, i64>,
+    rows: BTreeMap<RowBytes, i64>,
     /// Rows counting multiplicity.
     len: i64,
     bytes: u64,
@@ -29,7 +33,7 @@ impl Index {
         Ok(Index {
             codec: Codec::for_schema(&schema)?,
             schema,
-            rows: AHashMap::new(),
+            rows: BTreeMap::new(),
             len: 0,
             bytes: 0,
             negative: 0,
@@ -65,9 +69,20 @@ impl Index {
         }
         self.snapshot = None;
         let rows = self.codec.encode(delta.batch.columns())?;
+        // Net change per row first, so a retraction that precedes its
+        // insertion in the same delta is not mistaken for a missing row.
+        let mut net: ahash::AHashMap<&[u8], i64> = ahash::AHashMap::with_capacity(delta.len());
+        let mut order: Vec<&[u8]> = Vec::with_capacity(delta.len());
         for (i, d) in delta.diffs.iter().enumerate() {
-            let key = rows.row(i);
-            let key = key.data();
+            let key = rows.row(i).data();
+            let e = net.entry(key).or_insert_with(|| {
+                order.push(key);
+                0
+            });
+            *e += d;
+        }
+        for key in order {
+            let d = &net[key];
             let before = self.rows.get(key).copied().unwrap_or(0);
             let mut after = before + d;
             if after < 0 {

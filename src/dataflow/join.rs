@@ -224,6 +224,15 @@ impl Join {
     }
 
     fn build(&self, rows: Vec<OutRow>) -> Result<Delta> {
+        // Outer, semi and anti joins retract and re-emit a key's rows when
+        // the other side changes; a row retracted and re-inserted in the
+        // same tick cancels out here instead of reaching downstream state as
+        // a transient negative.
+        let rows = if matches!(self.kind, JoinType::Inner) {
+            rows
+        } else {
+            consolidate(rows)
+        };
         if rows.is_empty() {
             return Ok(Delta::empty(self.schema()));
         }
@@ -273,6 +282,24 @@ impl Join {
             .collect();
         Ok(Delta::new(filter_record_batch(&batch, mask)?, kept))
     }
+}
+
+/// Sum the diffs of equal output rows, dropping those that cancel; keeps
+/// the first-seen order.
+fn consolidate(rows: Vec<OutRow>) -> Vec<OutRow> {
+    let mut at: AHashMap<(Option<RowBytes>, Option<RowBytes>), usize> = AHashMap::new();
+    let mut out: Vec<OutRow> = Vec::with_capacity(rows.len());
+    for (l, r, d) in rows {
+        match at.get(&(l.clone(), r.clone())) {
+            Some(&i) => out[i].2 += d,
+            None => {
+                at.insert((l.clone(), r.clone()), out.len());
+                out.push((l, r, d));
+            }
+        }
+    }
+    out.retain(|r| r.2 != 0);
+    out
 }
 
 /// Apply changes to one side's bucket for a key.

@@ -29,6 +29,63 @@ use super::topk::TopK;
 use super::union::Union;
 use super::{DataflowError, Delta, Node, Result, nullable};
 
+/// Uncorrelated scalar subqueries in `exprs` (which DataFusion plans as a
+/// `ScalarSubqueryExec`, not a join): each becomes the right side of a left
+/// join without keys on `input` (so an empty subquery reads as NULL, as in
+/// SQL), and its uses a column of that side. Returns the joined plan and the
+/// rewritten expressions, or None when there are no scalar subqueries.
+fn lift_scalar_subqueries(
+    input: &Arc<LogicalPlan>,
+    exprs: &[Expr],
+) -> Result<Option<(LogicalPlan, Vec<Expr>)>> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::logical_expr::{JoinType, LogicalPlanBuilder};
+    let mut found = false;
+    for e in exprs {
+        found |= e.exists(|e| Ok(matches!(e, Expr::ScalarSubquery(_))))?;
+    }
+    if !found {
+        return Ok(None);
+    }
+    let mut joined = Arc::clone(input);
+    let mut n = 0usize;
+    let mut rewritten = Vec::with_capacity(exprs.len());
+    for e in exprs {
+        let t = e.clone().transform(|e| match e {
+            Expr::ScalarSubquery(sq) => {
+                if !sq.outer_ref_columns.is_empty() {
+                    return Err(datafusion::error::DataFusionError::NotImplemented(
+                        "a correlated scalar subquery that does not decorrelate into a join"
+                            .into(),
+                    ));
+                }
+                n += 1;
+                let alias = format!("__eddy_scalar_{n}");
+                let sub = LogicalPlanBuilder::from(sq.subquery.as_ref().clone())
+                    .alias(alias.as_str())?
+                    .build()?;
+                let name = sub.schema().field(0).name().clone();
+                joined = Arc::new(LogicalPlan::Join(datafusion::logical_expr::Join::try_new(
+                    Arc::clone(&joined),
+                    Arc::new(sub),
+                    vec![],
+                    None,
+                    JoinType::Left,
+                    datafusion::logical_expr::JoinConstraint::On,
+                    NullEquality::NullEqualsNothing,
+                    false,
+                )?));
+                Ok(Transformed::yes(Expr::Column(
+                    datafusion::common::Column::new(Some(alias), name),
+                )))
+            }
+            other => Ok(Transformed::no(other)),
+        })?;
+        rewritten.push(t.data);
+    }
+    Ok(Some((Arc::unwrap_or_clone(joined), rewritten)))
+}
+
 /// What a name in a FROM clause is, for the dataflow.
 pub enum Input {
     /// A stream: read its topic from the start.
@@ -124,11 +181,33 @@ impl<'a> Lowering<'a> {
                 }
             }
             LogicalPlan::Projection(p) => {
+                if let Some((joined, exprs)) = lift_scalar_subqueries(&p.input, &p.expr)? {
+                    let input = self.lower(&joined)?;
+                    let exprs = self.exprs(&exprs, joined.schema())?;
+                    return Ok(Box::new(Map::project(input, exprs, out_schema)));
+                }
                 let input = self.lower(&p.input)?;
                 let exprs = self.exprs(&p.expr, p.input.schema())?;
                 Ok(Box::new(Map::project(input, exprs, out_schema)))
             }
             LogicalPlan::Filter(f) => {
+                if let Some((joined, exprs)) =
+                    lift_scalar_subqueries(&f.input, std::slice::from_ref(&f.predicate))?
+                {
+                    // Filter over input ⟕ subqueries, then keep the input's
+                    // columns (they come first in the join's output).
+                    let input = self.lower(&joined)?;
+                    let pred = self.expr(&exprs[0], joined.schema())?;
+                    let filtered: Box<dyn Node> = Box::new(Map::filter(input, pred));
+                    let in_schema = f.input.schema().as_arrow();
+                    let cols = (0..in_schema.fields().len())
+                        .map(|i| {
+                            Arc::new(Column::new(in_schema.field(i).name(), i))
+                                as Arc<dyn PhysicalExpr>
+                        })
+                        .collect();
+                    return Ok(Box::new(Map::project(filtered, cols, out_schema)));
+                }
                 let input = self.lower(&f.input)?;
                 let pred = self.expr(&f.predicate, f.input.schema())?;
                 Ok(Box::new(Map::filter(input, pred)))

@@ -513,7 +513,9 @@ impl Engine {
                 });
             }
             for d in dependents {
-                if let Some(dep) = self.lock()?.get(&d).cloned() {
+                // Release the catalog lock before recursing.
+                let dep = self.lock()?.get(&d).cloned();
+                if let Some(dep) = dep {
                     self.drop_object(dep, true)?;
                 }
             }
@@ -721,13 +723,17 @@ impl Engine {
                     }
                     _ => self.ensure_free(&name)?,
                 }
-                if !v.columns.is_empty() {
-                    return Err(EngineError::Unsupported(
-                        "a column list in CREATE MATERIALIZED VIEW (use aliases in the SELECT)"
-                            .into(),
-                    ));
-                }
-                let query = v.query.to_string();
+                // A column list renames the query's columns, all of them.
+                let query = if v.columns.is_empty() {
+                    v.query.to_string()
+                } else {
+                    let names: Vec<String> = v.columns.iter().map(|c| c.name.to_string()).collect();
+                    format!(
+                        "SELECT * FROM ({}) AS _eddy_columns ({})",
+                        v.query,
+                        names.join(", ")
+                    )
+                };
                 if let Err(e) = self.install_view(&name, &query).await {
                     let _ = self.dataflows.remove(&name);
                     let _ = self.ctx.deregister_table(name.as_str());

@@ -39,7 +39,7 @@ use crate::dataflow::source::TopicReader;
 use crate::dataflow::{DataflowError, Delta, Node, OperatorStats, StepContext, nullable};
 use crate::log::Log;
 
-pub const TICK_INTERVAL: Duration = Duration::from_millis(100);
+pub const TICK_INTERVAL: Duration = Duration::from_millis(10);
 pub const MAX_RECORDS_PER_TICK: usize = 1 << 20;
 
 struct TableState {

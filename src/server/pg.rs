@@ -15,7 +15,7 @@ use datafusion_postgres::DfSessionService;
 use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
 use datafusion_postgres::arrow_pg::encoder::encode_value;
 use datafusion_postgres::pgwire;
-use futures::{Sink, stream};
+use futures::{Sink, StreamExt, stream};
 use pgwire::api::auth::StartupHandler;
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::portal::Format;
@@ -26,6 +26,7 @@ use pgwire::api::results::{
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::data::DataRow;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -131,6 +132,16 @@ fn rows(schema: &SchemaRef, batches: Vec<RecordBatch>) -> PgWireResult<Response>
 /// plain notation for decimal exponents in [-4, 15), otherwise `1e+20`
 /// style; `NaN`, `Infinity`, `-Infinity`.
 pub fn pg_float(x: f64) -> String {
+    pg_float_text(x, format!("{x:e}"), || format!("{x}"), 15)
+}
+
+/// PostgreSQL's text form of a float4: the shortest digits that round-trip
+/// as an f32, plain notation for decimal exponents in [-4, 6).
+pub fn pg_float4(x: f32) -> String {
+    pg_float_text(x as f64, format!("{x:e}"), || format!("{x}"), 6)
+}
+
+fn pg_float_text(x: f64, sci: String, plain: impl FnOnce() -> String, max_exp: i32) -> String {
     if x.is_nan() {
         return "NaN".into();
     }
@@ -148,11 +159,10 @@ pub fn pg_float(x: f64) -> String {
             "0".into()
         };
     }
-    let sci = format!("{x:e}");
     let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
-    if (-4..15).contains(&exp) {
-        format!("{x}")
+    if (-4..max_exp).contains(&exp) {
+        plain()
     } else {
         format!(
             "{mantissa}e{}{:02}",
@@ -160,6 +170,68 @@ pub fn pg_float(x: f64) -> String {
             exp.abs()
         )
     }
+}
+
+/// Rewrite the float4/float8 columns of text-format result rows (encoded
+/// by datafusion-postgres as Rust prints floats, `2.0`) as PostgreSQL
+/// prints them (`2`). Other columns pass through untouched.
+fn pg_text_floats(mut resp: QueryResponse) -> QueryResponse {
+    use pgwire::api::results::FieldFormat;
+    use pgwire::api::Type;
+    let kinds: Vec<Option<bool>> = resp
+        .row_schema
+        .iter()
+        .map(|f| match (f.datatype(), f.format()) {
+            (t, FieldFormat::Text) if *t == Type::FLOAT8 => Some(true),
+            (t, FieldFormat::Text) if *t == Type::FLOAT4 => Some(false),
+            _ => None,
+        })
+        .collect();
+    if kinds.iter().all(Option::is_none) {
+        return resp;
+    }
+    let rows = std::mem::replace(&mut resp.data_rows, Box::pin(stream::empty()));
+    resp.data_rows = Box::pin(rows.map(move |row| row.map(|r| rewrite_floats(r, &kinds))));
+    resp
+}
+
+fn rewrite_floats(mut row: DataRow, kinds: &[Option<bool>]) -> DataRow {
+    let data = &row.data[..];
+    let mut out = bytes::BytesMut::with_capacity(data.len());
+    let mut at = 0usize;
+    for kind in kinds {
+        let Some(len_bytes) = data.get(at..at + 4) else {
+            return row;
+        };
+        let len = i32::from_be_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]);
+        at += 4;
+        if len < 0 {
+            out.extend_from_slice(&(-1i32).to_be_bytes());
+            continue;
+        }
+        let Some(value) = data.get(at..at + len as usize) else {
+            return row;
+        };
+        at += len as usize;
+        let text = std::str::from_utf8(value).ok();
+        let fixed = match (kind, text) {
+            (Some(true), Some(t)) => t.parse::<f64>().ok().map(pg_float),
+            (Some(false), Some(t)) => t.parse::<f32>().ok().map(pg_float4),
+            _ => None,
+        };
+        match fixed {
+            Some(f) => {
+                out.extend_from_slice(&(f.len() as i32).to_be_bytes());
+                out.extend_from_slice(f.as_bytes());
+            }
+            None => {
+                out.extend_from_slice(&len.to_be_bytes());
+                out.extend_from_slice(value);
+            }
+        }
+    }
+    row.data = out;
+    row
 }
 
 /// Floats as PostgreSQL prints them (COPY must be byte-identical): float
@@ -188,7 +260,7 @@ fn pg_floats(batch: &RecordBatch) -> PgWireResult<RecordBatch> {
             DataType::Float32 => Some(
                 c.as_primitive::<Float32Type>()
                     .iter()
-                    .map(|v| v.map(|v| pg_float(v as f64)))
+                    .map(|v| v.map(pg_float4))
                     .collect(),
             ),
             _ => None,
@@ -309,7 +381,10 @@ impl SimpleQueryHandler for Simple {
                 Err(e) => Err(engine_error(e)),
             };
             match result {
-                Ok(rs) => out.extend(rs),
+                Ok(rs) => out.extend(rs.into_iter().map(|r| match r {
+                    Response::Query(q) => Response::Query(pg_text_floats(q)),
+                    other => other,
+                })),
                 Err(e) => {
                     // PostgreSQL stops at the first failing statement of a
                     // query string and reports it after the earlier results.
@@ -403,7 +478,7 @@ pub async fn serve(
 
 #[cfg(test)]
 mod tests {
-    use super::pg_float;
+    use super::{pg_float, pg_float4};
 
     #[test]
     fn floats_print_as_postgresql_does() {
@@ -422,6 +497,15 @@ mod tests {
             (f64::INFINITY, "Infinity"),
         ] {
             assert_eq!(pg_float(x), s, "{x}");
+        }
+        for (x, s) in [
+            (0.1f32, "0.1"),
+            (2.0, "2"),
+            (123456.0, "123456"),
+            (1234567.0, "1.234567e+06"),
+            (1.0 / 3.0, "0.33333334"),
+        ] {
+            assert_eq!(pg_float4(x), s, "{x}");
         }
     }
 }

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod slt;
+
 use std::path::PathBuf;
 
 use eddy::server::{self, Handle, ServeArgs};

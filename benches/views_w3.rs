@@ -1,0 +1,274 @@
+//! Benchmark W3 (`../shared/bench/README.md`): the seed 000 group-by
+//! (`COUNT(id), SUM(viewer_count) GROUP BY game_id, game_name`) as an
+//! incremental materialized view over a stream of JSON events, 100,000 keys.
+//!
+//! 1. Throughput: N events (default 10 M) are appended to the stream's topic
+//!    through the log, then the view is created and backfills them; events
+//!    per second of that backfill, on the one thread a dataflow runs on
+//!    (JSON decoding included).
+//! 2. Freshness after the load: 1,000 new events appended, time until the
+//!    view reflects them (the tick that follows returns), median of 20.
+//! 3. DuckDB (PyPI) recomputing the same query over the same N rows in the
+//!    same run (`scripts/w3_duckdb.py`), A B A B interleaved; the ratio.
+//! 4. Flat per-event cost: the view's state at 10,000, 100,000 and 1,000,000
+//!    keys; 200,000 events over those keys; nanoseconds per event.
+//!
+//! Run through `scripts/bench.sh`. Environment: W3_EVENTS (default
+//! 10,000,000), W3_RUNS (default 3), W3_DUCKDB (python command, default
+//! `python3`).
+
+#![allow(clippy::unwrap_used)]
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use eddy::engine::{Engine, Output, parse};
+use eddy::log::batch::{NewRecord, encode};
+use eddy::log::{Durability, Log, LogOptions};
+
+const KEYS: u64 = 100_000;
+
+async fn exec(engine: &Engine, sql: &str) -> Vec<datafusion::arrow::array::RecordBatch> {
+    let mut out = Vec::new();
+    for stmt in parse(sql).unwrap() {
+        match engine.execute(stmt).await.unwrap() {
+            Output::PassThrough(text) => {
+                out.extend(engine.session().sql(&text).await.unwrap().collect().await.unwrap())
+            }
+            Output::Rows(_, b) => out.extend(b),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Event `i` of the workload; `scripts/w3_duckdb.py` generates the same rows.
+fn event(i: u64, keys: u64) -> Bytes {
+    let k = i % keys;
+    Bytes::from(format!(
+        r#"{{"game_id":"g{k}","game_name":"game {k}","id":"{i}","viewer_count":{}}}"#,
+        i % 1000
+    ))
+}
+
+/// Append events `from..to` to partition 0 of `topic`, 2,000 per batch.
+fn append(log: &Log, topic: &str, from: u64, to: u64, keys: u64) {
+    let p = log.partition(topic, 0).unwrap();
+    let mut i = from;
+    while i < to {
+        let end = (i + 2000).min(to);
+        let records: Vec<NewRecord> = (i..end)
+            .map(|j| NewRecord {
+                key: None,
+                value: Some(event(j, keys)),
+                timestamp: 0,
+                headers: vec![],
+            })
+            .collect();
+        p.append(encode(&records).unwrap(), Durability::Os).unwrap();
+        i = end;
+    }
+}
+
+const VIEW: &str = "CREATE MATERIALIZED VIEW mv_agg_stream_game AS \
+    SELECT game_id, game_name, COUNT(id) AS cnt_streams, SUM(viewer_count) AS agg_viewer_cnt \
+    FROM twitch WHERE game_id IS NOT NULL GROUP BY game_id, game_name";
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    log: Arc<Log>,
+    engine: Arc<Engine>,
+}
+
+async fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    let engine = Engine::open(Arc::clone(&log)).await.unwrap();
+    exec(
+        &engine,
+        "CREATE STREAM twitch (game_id text, game_name text, id text, viewer_count int) \
+         WITH (topic = 'twitch', partitions = 1)",
+    )
+    .await;
+    Setup {
+        _dir: dir,
+        log,
+        engine,
+    }
+}
+
+struct EddyRun {
+    backfill: Duration,
+    fresh: Duration,
+}
+
+async fn eddy_run(events: u64) -> EddyRun {
+    let s = setup().await;
+    append(&s.log, "twitch", 0, events, KEYS);
+    let t = Instant::now();
+    exec(&s.engine, VIEW).await;
+    let backfill = t.elapsed();
+    let groups = exec(&s.engine, "SELECT count(*) FROM mv_agg_stream_game").await;
+    let n = groups[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::Int64Array>()
+        .unwrap()
+        .value(0);
+    assert_eq!(n as u64, KEYS.min(events));
+    let mut fresh = Vec::new();
+    let mut next = events;
+    for _ in 0..20 {
+        let t = Instant::now();
+        append(&s.log, "twitch", next, next + 1000, KEYS);
+        s.engine.tick().await.unwrap();
+        fresh.push(t.elapsed());
+        next += 1000;
+    }
+    // The view saw every event.
+    let total = exec(&s.engine, "SELECT sum(cnt_streams) FROM mv_agg_stream_game").await;
+    let total = datafusion::arrow::util::display::array_value_to_string(total[0].column(0), 0)
+        .unwrap();
+    assert_eq!(total, next.to_string());
+    fresh.sort();
+    EddyRun {
+        backfill,
+        fresh: fresh[fresh.len() / 2],
+    }
+}
+
+/// DuckDB recomputing the query over the same rows: seconds per recompute
+/// (median of its own 3), or None when DuckDB is not installed.
+fn duckdb_run(events: u64) -> Option<f64> {
+    let python = std::env::var("W3_DUCKDB").unwrap_or_else(|_| "python3".into());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/w3_duckdb.py");
+    let out = Command::new(python)
+        .args([script, &events.to_string(), &KEYS.to_string()])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        eprintln!("duckdb: {}", String::from_utf8_lossy(&out.stderr));
+        return None;
+    }
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+/// Nanoseconds per event for `n` events into a view whose state holds
+/// `keys` groups (loaded first, not timed).
+async fn per_event_ns(keys: u64, n: u64) -> f64 {
+    let s = setup().await;
+    append(&s.log, "twitch", 0, keys, keys);
+    exec(&s.engine, VIEW).await;
+    // Updates spread over every key: event i goes to key (i * 7919) % keys.
+    let p = s.log.partition("twitch", 0).unwrap();
+    let mut i = 0;
+    let mut batches = Vec::new();
+    while i < n {
+        let end = (i + 2000).min(n);
+        let records: Vec<NewRecord> = (i..end)
+            .map(|j| NewRecord {
+                key: None,
+                value: Some(event(keys + (j * 7919) % keys, keys)),
+                timestamp: 0,
+                headers: vec![],
+            })
+            .collect();
+        batches.push(encode(&records).unwrap());
+        i = end;
+    }
+    let t = Instant::now();
+    for b in batches {
+        p.append(b, Durability::Os).unwrap();
+    }
+    s.engine.tick().await.unwrap();
+    t.elapsed().as_nanos() as f64 / n as f64
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    let events: u64 = std::env::var("W3_EVENTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000_000);
+    let runs: usize = std::env::var("W3_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut rate = Vec::new();
+    let mut fresh = Vec::new();
+    let mut duck = Vec::new();
+    let mut ratio = Vec::new();
+    for _ in 0..runs {
+        let r = rt.block_on(eddy_run(events));
+        rate.push(events as f64 / r.backfill.as_secs_f64());
+        let f = r.fresh.as_secs_f64();
+        fresh.push(f * 1e3);
+        if let Some(d) = duckdb_run(events) {
+            duck.push(d * 1e3);
+            ratio.push(d / f);
+        }
+    }
+    let fmt = |v: &mut Vec<f64>, scale: f64, digits: usize| {
+        let lo = v.iter().cloned().fold(f64::INFINITY, f64::min) / scale;
+        let hi = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max) / scale;
+        let m = median(v) / scale;
+        format!("{m:.digits$} ({lo:.digits$}–{hi:.digits$})")
+    };
+    println!(
+        "Stream of JSON events `{{game_id, game_name, id, viewer_count}}` over {KEYS} keys, \
+         {events} events loaded through the log, then `CREATE MATERIALIZED VIEW` backfills them \
+         on one dataflow thread; then 1,000 new events, time until the view shows them \
+         (median of 20 per run). DuckDB: `CREATE TABLE … AS SELECT <same query>` over the same \
+         rows in an in-memory database, median of 3 per run. Median of {runs} runs (min–max), \
+         eddy and DuckDB interleaved.\n"
+    );
+    println!("| W3 measure | figure |");
+    println!("|---|---|");
+    println!(
+        "| eddy backfill, events/s (one core) | {} M |",
+        fmt(&mut rate, 1e6, 2)
+    );
+    println!(
+        "| eddy: 1,000 new events visible in the view, ms | {} |",
+        fmt(&mut fresh, 1.0, 2)
+    );
+    if duck.is_empty() {
+        println!("| DuckDB recompute over {events} rows | not installed |");
+    } else {
+        println!(
+            "| DuckDB recompute over {events} rows, ms | {} |",
+            fmt(&mut duck, 1.0, 1)
+        );
+        println!(
+            "| ratio: DuckDB recompute / eddy 1,000-event update | {}× |",
+            fmt(&mut ratio, 1.0, 0)
+        );
+    }
+    println!();
+    println!(
+        "Per-event cost as the view's state grows: 200,000 events spread over every key of \
+         a view already holding K groups; median of {runs} runs (min–max).\n"
+    );
+    println!("| groups in the view (K) | ns per event | ratio to K = 10,000 |");
+    println!("|---|---|---|");
+    let mut base = None;
+    for keys in [10_000u64, 100_000, 1_000_000] {
+        let mut v: Vec<f64> = (0..runs)
+            .map(|_| rt.block_on(per_event_ns(keys, 200_000)))
+            .collect();
+        let m = median(&mut v);
+        let b = *base.get_or_insert(m);
+        println!("| {keys} | {} | {:.2} |", fmt(&mut v, 1.0, 0), m / b);
+    }
+}

@@ -1,0 +1,364 @@
+//! Materialized views end to end, with real processes and real clients:
+//!
+//! - `seed_000_from_a_kafka_producer`: the seed 000 pipeline with the events
+//!   arriving from librdkafka (the `rdkafka` crate) as JSON into a stream's
+//!   topic; the view follows them with no FLUSH, and `COPY (SELECT * FROM
+//!   mv_agg_stream_game) TO STDOUT` over pgwire prints what PostgreSQL would.
+//! - `views_survive_kill_9_during_ingest`: an `eddy serve` process is killed
+//!   with SIGKILL while clients insert, delete and update over pgwire and a
+//!   Kafka producer writes into a stream; after each restart every view
+//!   equals its query recomputed from scratch over what survived.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::TestServer;
+use common::slt::connect;
+use rand::{Rng, SeedableRng};
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use tokio_postgres::SimpleQueryMessage;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn producer(addr: &str) -> BaseProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        .set("message.timeout.ms", "5000")
+        .create()
+        .expect("producer")
+}
+
+fn send(p: &BaseProducer, topic: &str, key: &str, value: &str) {
+    let mut rec = BaseRecord::to(topic).key(key).payload(value);
+    loop {
+        match p.send(rec) {
+            Ok(()) => break,
+            Err((_, r)) => {
+                rec = r;
+                p.poll(Duration::from_millis(5));
+            }
+        }
+    }
+    p.poll(Duration::ZERO);
+}
+
+/// Rows of a simple query as tab-joined strings, sorted (a multiset).
+async fn rows(c: &tokio_postgres::Client, sql: &str) -> Vec<String> {
+    let msgs = c
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let mut out: Vec<String> = msgs
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
+                    .collect::<Vec<_>>()
+                    .join("\t"),
+            ),
+            _ => None,
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+async fn copy_out(c: &tokio_postgres::Client, sql: &str) -> String {
+    use futures::StreamExt;
+    let stream = c.copy_out(sql).await.unwrap();
+    futures::pin_mut!(stream);
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk.unwrap());
+    }
+    String::from_utf8(out).unwrap()
+}
+
+#[test]
+fn seed_000_from_a_kafka_producer() {
+    let server = TestServer::start();
+    let rt = rt();
+    rt.block_on(async {
+        let c = connect(server.pg_addr).await;
+        c.batch_execute(
+            "CREATE STREAM twitch_data_1 (game_id string, game_name string, id string, \
+                 viewer_count int) WITH (topic = 'twitch-streams', partitions = 3);
+             CREATE VIEW v_twitch_stream AS SELECT * FROM twitch_data_1;
+             CREATE MATERIALIZED VIEW mv_agg_stream_game AS
+             SELECT game_id, game_name, COUNT(id) AS cnt_streams,
+                    SUM(viewer_count) AS agg_viewer_cnt
+             FROM v_twitch_stream WHERE game_id IS NOT NULL
+             GROUP BY game_id, game_name;",
+        )
+        .await
+        .unwrap();
+    });
+    // The seed's producer: json.dumps of a dict per stream, utf-8 encoded.
+    let p = producer(&server.addr);
+    let events = [
+        r#"{"game_id": "509658", "game_name": "Just Chatting", "id": "s1", "viewer_count": 1200}"#,
+        r#"{"game_id": "509658", "game_name": "Just Chatting", "id": "s2", "viewer_count": 800}"#,
+        r#"{"game_id": "33214", "game_name": "Fortnite", "id": "s3", "viewer_count": 450}"#,
+        r#"{"game_id": null, "game_name": "Unlisted", "id": "s4", "viewer_count": 10}"#,
+        r#"{"game_id": "21779", "game_name": "League of Legends", "id": "s5", "viewer_count": 3000, "language": "en"}"#,
+        "this is not json",
+    ];
+    for (i, e) in events.iter().enumerate() {
+        send(&p, "twitch-streams", &format!("k{i}"), e);
+    }
+    p.flush(Duration::from_secs(10)).unwrap();
+    rt.block_on(async {
+        let c = connect(server.pg_addr).await;
+        // The view catches up on its own (ticks on a short timer): no FLUSH.
+        let want = "21779\tLeague of Legends\t1\t3000\n\
+                    33214\tFortnite\t1\t450\n\
+                    509658\tJust Chatting\t2\t2000\n";
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut got = String::new();
+        while Instant::now() < deadline {
+            got = copy_out(&c, "COPY (SELECT * FROM mv_agg_stream_game) TO STDOUT").await;
+            if got == want {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(got, want);
+        // The bad record was counted, not fatal.
+        let errs = rows(&c, "SHOW DECODE_ERRORS").await;
+        assert!(
+            errs.iter().any(|r| r.starts_with("twitch_data_1\t1")),
+            "decode errors: {errs:?}"
+        );
+        // More events move the aggregate.
+        let p = producer(&server.addr);
+        send(
+            &p,
+            "twitch-streams",
+            "k9",
+            r#"{"game_id": "33214", "game_name": "Fortnite", "id": "s6", "viewer_count": 50}"#,
+        );
+        p.flush(Duration::from_secs(10)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut got = Vec::new();
+        while Instant::now() < deadline {
+            got = rows(
+                &c,
+                "SELECT cnt_streams, agg_viewer_cnt FROM mv_agg_stream_game WHERE game_id = '33214'",
+            )
+            .await;
+            if got == ["2\t500"] {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(got, ["2\t500"]);
+    });
+}
+
+/// An `eddy serve` child process over `dir`.
+struct Serve {
+    child: Child,
+    pg: std::net::SocketAddr,
+    kafka: String,
+}
+
+impl Serve {
+    fn start(dir: &std::path::Path) -> Serve {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
+            .args([
+                "--data-dir",
+                dir.to_str().unwrap(),
+                "serve",
+                "--kafka-addr",
+                "127.0.0.1:0",
+                "--pg-addr",
+                "127.0.0.1:0",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start eddy serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        // "eddy: Kafka protocol on ADDR, PostgreSQL protocol on ADDR"
+        let kafka = line
+            .split("Kafka protocol on ")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .trim()
+            .to_string();
+        let pg = line
+            .split("PostgreSQL protocol on ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .trim()
+            .parse()
+            .unwrap();
+        Serve { child, pg, kafka }
+    }
+
+    fn kill9(mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// (view, query): each kind of stateful operator, over tables and a stream.
+const VIEWS: &[(&str, &str)] = &[
+    (
+        "by_game",
+        "SELECT game, COUNT(*) AS n, SUM(viewers) AS total, MIN(viewers) AS lo, \
+         MAX(viewers) AS hi FROM plays GROUP BY game",
+    ),
+    (
+        "joined",
+        "SELECT p.id, p.viewers, g.title FROM plays p LEFT JOIN games g ON p.game = g.game",
+    ),
+    (
+        "clicks_by_game",
+        "SELECT game, COUNT(*) AS n, SUM(amount) AS total FROM clicks GROUP BY game",
+    ),
+    (
+        "top3",
+        "SELECT id, viewers FROM plays ORDER BY viewers DESC, id LIMIT 3",
+    ),
+    ("games_total", "SELECT COUNT(*) AS games, SUM(n) AS plays FROM by_game"),
+];
+
+#[test]
+fn views_survive_kill_9_during_ingest() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let mut next_id: i64 = 0;
+    for cycle in 0..6 {
+        let server = Serve::start(dir.path());
+        if cycle == 0 {
+            rt.block_on(async {
+                let c = connect(server.pg).await;
+                c.batch_execute(
+                    "CREATE TABLE plays (id bigint, game int, viewers int);
+                     CREATE TABLE games (game int, title text);
+                     CREATE STREAM clicks (game int, amount int) WITH (topic = 'clicks', partitions = 2);
+                     INSERT INTO games VALUES (0, 'zero'), (1, 'one'), (2, 'two');",
+                )
+                .await
+                .unwrap();
+                for (name, q) in VIEWS {
+                    c.batch_execute(&format!("CREATE MATERIALIZED VIEW {name} AS {q}"))
+                        .await
+                        .unwrap();
+                }
+            });
+        } else {
+            // Every view equals a fresh computation over the surviving inputs.
+            rt.block_on(async {
+                let c = connect(server.pg).await;
+                for (name, q) in VIEWS {
+                    let got = rows(&c, &format!("SELECT * FROM {name}")).await;
+                    let want = rows(&c, q).await;
+                    assert_eq!(got, want, "cycle {cycle}: view {name} after kill -9");
+                }
+                let n = rows(&c, "SELECT count(*) FROM plays").await;
+                assert!(n[0] != "0", "cycle {cycle}: nothing survived");
+            });
+        }
+        // Ingest from two clients until the kill.
+        let stop = Arc::new(AtomicBool::new(false));
+        let kafka = server.kafka.clone();
+        let stop_k = Arc::clone(&stop);
+        let producer_thread = std::thread::spawn(move || {
+            let p = producer(&kafka);
+            let mut i = 0u64;
+            while !stop_k.load(Ordering::Relaxed) {
+                send(
+                    &p,
+                    "clicks",
+                    &format!("{}", i % 7),
+                    &format!(r#"{{"game": {}, "amount": {}}}"#, i % 4, i % 13),
+                );
+                i += 1;
+                if i % 50 == 0 {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        });
+        let pg = server.pg;
+        let seed: u64 = rng.random();
+        let start_id = next_id;
+        next_id += 1_000_000;
+        let stop_s = Arc::clone(&stop);
+        let sql_thread = std::thread::spawn(move || {
+            self::rt().block_on(async move {
+                let c = connect(pg).await;
+                let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+                let mut id = start_id;
+                while !stop_s.load(Ordering::Relaxed) {
+                    let sql = match rng.random_range(0..10) {
+                        0..=5 => {
+                            let rows: Vec<String> = (0..rng.random_range(1..5))
+                                .map(|_| {
+                                    id += 1;
+                                    format!(
+                                        "({id}, {}, {})",
+                                        rng.random_range(0..4),
+                                        rng.random_range(0..1000)
+                                    )
+                                })
+                                .collect();
+                            format!("INSERT INTO plays VALUES {}", rows.join(", "))
+                        }
+                        6 | 7 => format!(
+                            "DELETE FROM plays WHERE viewers % 17 = {}",
+                            rng.random_range(0..17)
+                        ),
+                        8 => format!(
+                            "UPDATE plays SET game = {} WHERE viewers % 11 = {}",
+                            rng.random_range(0..4),
+                            rng.random_range(0..11)
+                        ),
+                        _ => format!(
+                            "UPDATE games SET title = 'g{}' WHERE game = {}",
+                            rng.random_range(0..100),
+                            rng.random_range(0..3)
+                        ),
+                    };
+                    if c.batch_execute(&sql).await.is_err() {
+                        break; // the server is gone
+                    }
+                }
+            })
+        });
+        std::thread::sleep(Duration::from_millis(rng.random_range(300..900)));
+        server.kill9();
+        stop.store(true, Ordering::Relaxed);
+        producer_thread.join().unwrap();
+        sql_thread.join().unwrap();
+    }
+}
