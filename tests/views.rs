@@ -3,7 +3,7 @@
 //! - `seed_000_from_a_kafka_producer`: the seed 000 pipeline with the events
 //!   arriving from librdkafka (the `rdkafka` crate) as JSON into a stream's
 //!   topic; the view follows them with no FLUSH, and `COPY (SELECT * FROM
-//!   mv_agg_stream_game) TO STDOUT` over pgwire prints what PostgreSQL would.
+//!   mv_agg_stream_game) TO STDOUT` through psql prints what PostgreSQL would.
 //! - `views_survive_kill_9_during_ingest`: an `eddy serve` process is killed
 //!   with SIGKILL while clients insert, delete and update over pgwire and a
 //!   Kafka producer writes into a stream; after each restart every view
@@ -79,15 +79,32 @@ async fn rows(c: &tokio_postgres::Client, sql: &str) -> Vec<String> {
     out
 }
 
-async fn copy_out(c: &tokio_postgres::Client, sql: &str) -> String {
-    use futures::StreamExt;
-    let stream = c.copy_out(sql).await.unwrap();
-    futures::pin_mut!(stream);
-    let mut out = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        out.extend_from_slice(&chunk.unwrap());
-    }
-    String::from_utf8(out).unwrap()
+/// `COPY … TO STDOUT` through the real psql binary (simple protocol).
+fn psql_copy(addr: std::net::SocketAddr, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([
+            "-X",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            &addr.ip().to_string(),
+            "-p",
+            &addr.port().to_string(),
+            "-U",
+            "eddy",
+            "-d",
+            "eddy",
+            "-c",
+            sql,
+        ])
+        .output()
+        .expect("psql is installed (.ci/run installs postgresql-client)");
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
 
 #[test]
@@ -132,7 +149,10 @@ fn seed_000_from_a_kafka_producer() {
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut got = String::new();
         while Instant::now() < deadline {
-            got = copy_out(&c, "COPY (SELECT * FROM mv_agg_stream_game) TO STDOUT").await;
+            got = psql_copy(
+                server.pg_addr,
+                "COPY (SELECT * FROM mv_agg_stream_game) TO STDOUT",
+            );
             if got == want {
                 break;
             }

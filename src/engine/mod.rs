@@ -612,8 +612,8 @@ impl Engine {
         let schema = Arc::new(Schema::new(vec![
             Field::new("name", DataType::Utf8, false),
             Field::new("rows", DataType::Int64, false),
-            Field::new("input_records_read", DataType::Int64, false),
-            Field::new("input_records", DataType::Int64, false),
+            Field::new("stream_records_read", DataType::Int64, false),
+            Field::new("stream_records", DataType::Int64, false),
             Field::new("status", DataType::Utf8, false),
         ]));
         let status = |v: &views::ViewInfo| match &v.failed {
