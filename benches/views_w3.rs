@@ -34,9 +34,16 @@ async fn exec(engine: &Engine, sql: &str) -> Vec<datafusion::arrow::array::Recor
     let mut out = Vec::new();
     for stmt in parse(sql).unwrap() {
         match engine.execute(stmt).await.unwrap() {
-            Output::PassThrough(text) => {
-                out.extend(engine.session().sql(&text).await.unwrap().collect().await.unwrap())
-            }
+            Output::PassThrough(text) => out.extend(
+                engine
+                    .session()
+                    .sql(&text)
+                    .await
+                    .unwrap()
+                    .collect()
+                    .await
+                    .unwrap(),
+            ),
             Output::Rows(_, b) => out.extend(b),
             _ => {}
         }
@@ -129,8 +136,8 @@ async fn eddy_run(events: u64) -> EddyRun {
     }
     // The view saw every event.
     let total = exec(&s.engine, "SELECT sum(cnt_streams) FROM mv_agg_stream_game").await;
-    let total = datafusion::arrow::util::display::array_value_to_string(total[0].column(0), 0)
-        .unwrap();
+    let total =
+        datafusion::arrow::util::display::array_value_to_string(total[0].column(0), 0).unwrap();
     assert_eq!(total, next.to_string());
     fresh.sort();
     EddyRun {

@@ -75,10 +75,7 @@ const VIEWS: &[(&str, &str)] = &[
         "agg_global",
         "SELECT COUNT(*) AS n, SUM(v) AS s, MIN(v) AS lo, MAX(s) AS hi FROM a",
     ),
-    (
-        "j_inner",
-        "SELECT a.k, a.v, b.w FROM a JOIN b ON a.k = b.k",
-    ),
+    ("j_inner", "SELECT a.k, a.v, b.w FROM a JOIN b ON a.k = b.k"),
     (
         "j_left",
         "SELECT a.k, a.v, b.w FROM a LEFT JOIN b ON a.k = b.k",
@@ -104,18 +101,9 @@ const VIEWS: &[(&str, &str)] = &[
         "SELECT k, v FROM a WHERE NOT EXISTS (SELECT 1 FROM b WHERE b.k = a.k)",
     ),
     ("dist", "SELECT DISTINCT g, s FROM a"),
-    (
-        "uni",
-        "SELECT k FROM a UNION SELECT k FROM b",
-    ),
-    (
-        "exc",
-        "SELECT k FROM a EXCEPT SELECT k FROM b",
-    ),
-    (
-        "inter",
-        "SELECT k FROM a INTERSECT SELECT k FROM b",
-    ),
+    ("uni", "SELECT k FROM a UNION SELECT k FROM b"),
+    ("exc", "SELECT k FROM a EXCEPT SELECT k FROM b"),
+    ("inter", "SELECT k FROM a INTERSECT SELECT k FROM b"),
     (
         "topk",
         "SELECT k, v, s FROM a ORDER BY v DESC, k, s LIMIT 3",
@@ -147,10 +135,18 @@ async fn views_equal_recomputation_under_random_changes() {
     run(&engine, "CREATE TABLE a (k int, g int, v int, s text)").await;
     run(&engine, "CREATE TABLE b (k int, w int)").await;
     // Some rows before the views exist (backfill), the rest after.
-    run(&engine, "INSERT INTO a VALUES (1, 1, 3, 'x'), (2, 1, 7, 'y'), (2, 2, NULL, 'x')").await;
+    run(
+        &engine,
+        "INSERT INTO a VALUES (1, 1, 3, 'x'), (2, 1, 7, 'y'), (2, 2, NULL, 'x')",
+    )
+    .await;
     run(&engine, "INSERT INTO b VALUES (2, 10), (3, 1)").await;
     for (name, query) in VIEWS {
-        run(&engine, &format!("CREATE MATERIALIZED VIEW {name} AS {query}")).await;
+        run(
+            &engine,
+            &format!("CREATE MATERIALIZED VIEW {name} AS {query}"),
+        )
+        .await;
     }
     for seed in 0..3u64 {
         let mut rng = StdRng::seed_from_u64(seed);

@@ -268,7 +268,10 @@ const VIEWS: &[(&str, &str)] = &[
         "top3",
         "SELECT id, viewers FROM plays ORDER BY viewers DESC, id LIMIT 3",
     ),
-    ("games_total", "SELECT COUNT(*) AS games, SUM(n) AS plays FROM by_game"),
+    (
+        "games_total",
+        "SELECT COUNT(*) AS games, SUM(n) AS plays FROM by_game",
+    ),
 ];
 
 #[test]
@@ -324,7 +327,7 @@ fn views_survive_kill_9_during_ingest() {
                     &format!(r#"{{"game": {}, "amount": {}}}"#, i % 4, i % 13),
                 );
                 i += 1;
-                if i % 50 == 0 {
+                if i.is_multiple_of(50) {
                     std::thread::sleep(Duration::from_millis(2));
                 }
             }

@@ -19,8 +19,8 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::{
-    DataType, Decimal128Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type,
-    Int64Type, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+    DataType, Decimal128Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type,
+    UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::scalar::ScalarValue;
@@ -446,7 +446,9 @@ impl Accumulator for Extreme {
             return Ok(());
         }
         let Some(key) = value else {
-            return Err(DataflowError::Other("min/max without encoded values".into()));
+            return Err(DataflowError::Other(
+                "min/max without encoded values".into(),
+            ));
         };
         bump(&mut self.values, key.into(), diff);
         Ok(())
@@ -549,7 +551,9 @@ impl Accumulator for Distinct {
             return Ok(());
         }
         let Some(key) = value else {
-            return Err(DataflowError::Other("distinct without encoded values".into()));
+            return Err(DataflowError::Other(
+                "distinct without encoded values".into(),
+            ));
         };
         let before = self.seen.get(key).copied().unwrap_or(0);
         let after = before + diff;
@@ -592,7 +596,9 @@ impl Accumulator for Generic {
         diff: i64,
     ) -> Result<()> {
         let Some(key) = value else {
-            return Err(DataflowError::Other("aggregate without encoded values".into()));
+            return Err(DataflowError::Other(
+                "aggregate without encoded values".into(),
+            ));
         };
         bump(&mut self.values, key.into(), diff);
         Ok(())

@@ -120,7 +120,11 @@ impl Join {
         let key_codec = Codec::new(&key_types)?;
         let side = |node: Box<dyn Node>, keys: Vec<Arc<dyn PhysicalExpr>>| -> Result<Side> {
             let schema = node.schema();
-            let types = schema.fields().iter().map(|f| f.data_type().clone()).collect();
+            let types = schema
+                .fields()
+                .iter()
+                .map(|f| f.data_type().clone())
+                .collect();
             Ok(Side {
                 codec: Codec::for_schema(&schema)?,
                 types,
@@ -195,7 +199,10 @@ impl Join {
             if left { r.0.as_ref() } else { r.1.as_ref() }
         }
         let pick = |r| side_of(r, left);
-        let present: Vec<&[u8]> = rows.iter().filter_map(|r| pick(r).map(|b| b.as_ref())).collect();
+        let present: Vec<&[u8]> = rows
+            .iter()
+            .filter_map(|r| pick(r).map(|b| b.as_ref()))
+            .collect();
         if side.types.is_empty() {
             return Ok(vec![]);
         }
@@ -361,8 +368,7 @@ fn conditional(
     this: &Side,
     key: &RowBytes,
     changes: &Changes,
-    other_before: i64,
-    other_after: i64,
+    (other_before, other_after): (i64, i64),
     when_empty: bool,
     left: bool,
 ) {
@@ -440,19 +446,19 @@ impl Node for Join {
             let (left, right) = (&self.left, &self.right);
             match kind {
                 JoinType::Left | JoinType::Full | JoinType::LeftAnti => {
-                    conditional(&mut out, left, key, lc, r_before, r_after, true, true)
+                    conditional(&mut out, left, key, lc, (r_before, r_after), true, true)
                 }
                 JoinType::LeftSemi => {
-                    conditional(&mut out, left, key, lc, r_before, r_after, false, true)
+                    conditional(&mut out, left, key, lc, (r_before, r_after), false, true)
                 }
                 _ => {}
             }
             match kind {
                 JoinType::Right | JoinType::Full | JoinType::RightAnti => {
-                    conditional(&mut out, right, key, rc, l_before, l_after, true, false)
+                    conditional(&mut out, right, key, rc, (l_before, l_after), true, false)
                 }
                 JoinType::RightSemi => {
-                    conditional(&mut out, right, key, rc, l_before, l_after, false, false)
+                    conditional(&mut out, right, key, rc, (l_before, l_after), false, false)
                 }
                 _ => {}
             }
@@ -463,7 +469,9 @@ impl Node for Join {
     }
 
     fn stats(&self, out: &mut Vec<OperatorStats>) {
-        let mut s = self.counts.stats(format!("{} join", self.kind).to_lowercase());
+        let mut s = self
+            .counts
+            .stats(format!("{} join", self.kind).to_lowercase());
         s.state_rows = self.left.rows + self.right.rows;
         s.state_bytes = (self.left.bytes + self.right.bytes).max(0) as u64;
         out.push(s);

@@ -55,8 +55,7 @@ fn lift_scalar_subqueries(
             Expr::ScalarSubquery(sq) => {
                 if !sq.outer_ref_columns.is_empty() {
                     return Err(datafusion::error::DataFusionError::NotImplemented(
-                        "a correlated scalar subquery that does not decorrelate into a join"
-                            .into(),
+                        "a correlated scalar subquery that does not decorrelate into a join".into(),
                     ));
                 }
                 n += 1;
@@ -123,7 +122,11 @@ impl<'a> Lowering<'a> {
         es.iter().map(|e| self.expr(e, schema)).collect()
     }
 
-    fn sort(&self, es: &[SortExpr], schema: &DFSchema) -> Result<Vec<(Arc<dyn PhysicalExpr>, SortOptions)>> {
+    fn sort(
+        &self,
+        es: &[SortExpr],
+        schema: &DFSchema,
+    ) -> Result<Vec<(Arc<dyn PhysicalExpr>, SortOptions)>> {
         es.iter()
             .map(|s| {
                 Ok((
@@ -142,7 +145,9 @@ impl<'a> Lowering<'a> {
         match plan {
             LogicalPlan::TableScan(scan) => {
                 if scan.fetch.is_some() {
-                    return Err(DataflowError::Unsupported("a LIMIT pushed into a scan".into()));
+                    return Err(DataflowError::Unsupported(
+                        "a LIMIT pushed into a scan".into(),
+                    ));
                 }
                 let name = scan.table_name.table().to_string();
                 self.inputs.push(name.clone());
@@ -167,7 +172,10 @@ impl<'a> Lowering<'a> {
                     }
                 }
                 match &scan.projection {
-                    Some(p) if p.len() != full.fields().len() || p.iter().enumerate().any(|(i, j)| i != *j) => {
+                    Some(p)
+                        if p.len() != full.fields().len()
+                            || p.iter().enumerate().any(|(i, j)| i != *j) =>
+                    {
                         let exprs: Vec<Arc<dyn PhysicalExpr>> = p
                             .iter()
                             .map(|i| {
@@ -215,7 +223,10 @@ impl<'a> Lowering<'a> {
             LogicalPlan::SubqueryAlias(a) => self.lower(&a.input),
             LogicalPlan::Repartition(r) => self.lower(&r.input),
             LogicalPlan::Aggregate(a) => {
-                if a.group_expr.iter().any(|e| matches!(e, Expr::GroupingSet(_))) {
+                if a.group_expr
+                    .iter()
+                    .any(|e| matches!(e, Expr::GroupingSet(_)))
+                {
                     return Err(DataflowError::Unsupported(
                         "GROUPING SETS, CUBE and ROLLUP".into(),
                     ));

@@ -52,7 +52,11 @@ impl Codec {
     }
 
     pub fn for_schema(schema: &SchemaRef) -> Result<Codec> {
-        let types: Vec<DataType> = schema.fields().iter().map(|f| f.data_type().clone()).collect();
+        let types: Vec<DataType> = schema
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
         Codec::new(&types)
     }
 

@@ -65,7 +65,12 @@ impl TopicReader {
         let mut end = 0;
         for p in topic.partitions() {
             let start = p.log_start();
-            let at = self.offsets.get(&p.id()).copied().unwrap_or(start).max(start);
+            let at = self
+                .offsets
+                .get(&p.id())
+                .copied()
+                .unwrap_or(start)
+                .max(start);
             read += at - start;
             end += p.log_end() - start;
         }
@@ -181,14 +186,18 @@ impl Node for StreamSource {
     }
 
     fn stats(&self, out: &mut Vec<OperatorStats>) {
-        out.push(
-            self.counts
-                .stats(format!("source {} (topic {})", self.reader.relation, self.reader.topic)),
-        );
+        out.push(self.counts.stats(format!(
+            "source {} (topic {})",
+            self.reader.relation, self.reader.topic
+        )));
     }
 
     fn progress(&self, out: &mut Vec<(String, i64, i64)>) {
-        out.push((self.reader.relation.clone(), self.progress.0, self.progress.1));
+        out.push((
+            self.reader.relation.clone(),
+            self.progress.0,
+            self.progress.1,
+        ));
     }
 }
 

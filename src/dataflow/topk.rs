@@ -123,7 +123,10 @@ impl Node for TopK {
         let batch = self
             .row_codec
             .decode_batch(&schema, change.iter().map(|(r, _)| r.as_ref()))?;
-        Ok(Delta::new(batch, change.into_iter().map(|(_, n)| n).collect()))
+        Ok(Delta::new(
+            batch,
+            change.into_iter().map(|(_, n)| n).collect(),
+        ))
     }
 
     fn stats(&self, out: &mut Vec<OperatorStats>) {
@@ -138,4 +141,3 @@ impl Node for TopK {
         self.input.progress(out)
     }
 }
-

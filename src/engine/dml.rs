@@ -38,7 +38,10 @@ impl Engine {
             return Err(EngineError::Unsupported(format!("{verb} with joins")));
         }
         let TableFactor::Table { name, alias, .. } = &t.relation else {
-            return Err(EngineError::Unsupported(format!("{verb} of {}", t.relation)));
+            return Err(EngineError::Unsupported(format!(
+                "{verb} of {}",
+                t.relation
+            )));
         };
         let name = name.to_string();
         let from = match alias {
@@ -88,10 +91,7 @@ impl Engine {
                     headers: if *diff == 1 {
                         vec![]
                     } else {
-                        vec![(
-                            DIFF_HEADER.to_string(),
-                            Some(Bytes::from(diff.to_string())),
-                        )]
+                        vec![(DIFF_HEADER.to_string(), Some(Bytes::from(diff.to_string())))]
                     },
                 });
             }
@@ -103,8 +103,7 @@ impl Engine {
         let topic = topic.to_string();
         tokio::task::spawn_blocking(move || -> Result<()> {
             let bytes = batch::encode(&records).map_err(crate::log::LogError::from)?;
-            log.partition(&topic, 0)?
-                .append(bytes, Durability::Fsync)?;
+            log.partition(&topic, 0)?.append(bytes, Durability::Fsync)?;
             Ok(())
         })
         .await
@@ -123,7 +122,9 @@ impl Engine {
             FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t,
         };
         let [target] = tables.as_slice() else {
-            return Err(EngineError::Unsupported("DELETE from several tables".into()));
+            return Err(EngineError::Unsupported(
+                "DELETE from several tables".into(),
+            ));
         };
         let (name, from, _) = self.dml_target(target, "delete from")?;
         let (topic, schema) = self.table_topic(&name)?;
@@ -132,9 +133,13 @@ impl Engine {
             .map(|e| format!(" WHERE {e}"))
             .unwrap_or_default();
         let _one = self.dml.lock().await;
-        let df = self.ctx.sql(&format!("SELECT * FROM {from}{filter}")).await?;
+        let df = self
+            .ctx
+            .sql(&format!("SELECT * FROM {from}{filter}"))
+            .await?;
         let batches = df.collect().await?;
-        let old = concat_batches(&schema, &batches).map_err(|e| EngineError::DataFusion(e.into()))?;
+        let old =
+            concat_batches(&schema, &batches).map_err(|e| EngineError::DataFusion(e.into()))?;
         let n = old.num_rows();
         self.write_changes(&topic, vec![(old, -1)]).await?;
         Ok(Output::Command("DELETE".into(), Some(n)))
@@ -151,7 +156,9 @@ impl Engine {
         let mut new: Vec<String> = columns.iter().map(|c| quote(c)).collect();
         for a in &u.assignments {
             let AssignmentTarget::ColumnName(target) = &a.target else {
-                return Err(EngineError::Unsupported("UPDATE of a tuple of columns".into()));
+                return Err(EngineError::Unsupported(
+                    "UPDATE of a tuple of columns".into(),
+                ));
             };
             let col = target
                 .0
@@ -166,7 +173,11 @@ impl Engine {
         let select: Vec<String> = columns
             .iter()
             .map(|c| quote(c))
-            .chain(new.iter().enumerate().map(|(i, e)| format!("{e} AS __new_{i}")))
+            .chain(
+                new.iter()
+                    .enumerate()
+                    .map(|(i, e)| format!("{e} AS __new_{i}")),
+            )
             .collect();
         let filter = u
             .selection
@@ -213,10 +224,13 @@ impl Engine {
                     .map_err(|e| EngineError::DataFusion(e.into()))?,
             );
         }
-        let old = concat_batches(&schema, &old_parts).map_err(|e| EngineError::DataFusion(e.into()))?;
-        let new = concat_batches(&schema, &new_parts).map_err(|e| EngineError::DataFusion(e.into()))?;
+        let old =
+            concat_batches(&schema, &old_parts).map_err(|e| EngineError::DataFusion(e.into()))?;
+        let new =
+            concat_batches(&schema, &new_parts).map_err(|e| EngineError::DataFusion(e.into()))?;
         let n = old.num_rows();
-        self.write_changes(&topic, vec![(old, -1), (new, 1)]).await?;
+        self.write_changes(&topic, vec![(old, -1), (new, 1)])
+            .await?;
         Ok(Output::Command("UPDATE".into(), Some(n)))
     }
 }

@@ -21,12 +21,12 @@ use datafusion::sql::sqlparser::ast::{
 };
 
 use crate::catalog::{Catalog, Column, Format, Object};
+use crate::dataflow::DataflowError;
 use crate::log::{Log, LogError, LogStore};
 use crate::types;
-use crate::dataflow::DataflowError;
 use relation::{DecodeErrors, TopicRelation};
-use views::{Dataflows, IndexTable};
 pub use statement::{DropKind, Show, Statement, parse};
+use views::{Dataflows, IndexTable};
 
 /// A failure with the SQLSTATE a PostgreSQL client expects.
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +47,9 @@ pub enum EngineError {
     DataFusion(#[from] datafusion::error::DataFusionError),
     #[error("{0}")]
     Dataflow(#[from] DataflowError),
-    #[error("cannot drop {kind} \"{name}\" because other objects depend on it: {dependents} (use DROP … CASCADE)")]
+    #[error(
+        "cannot drop {kind} \"{name}\" because other objects depend on it: {dependents} (use DROP … CASCADE)"
+    )]
     Dependents {
         kind: &'static str,
         name: String,
@@ -192,7 +194,12 @@ impl Engine {
                     Object::MaterializedView { name, query, .. } => {
                         engine.install_view(name, query).await
                     }
-                    _ => engine.ctx.sql(o.sql()).await.map(|_| ()).map_err(Into::into),
+                    _ => engine
+                        .ctx
+                        .sql(o.sql())
+                        .await
+                        .map(|_| ())
+                        .map_err(Into::into),
                 };
                 match r {
                     Ok(()) => progress = true,
@@ -231,11 +238,7 @@ impl Engine {
         let schema = self.dataflows.install(name, &plan, &state, &streams)?;
         self.ctx.register_table(
             name,
-            Arc::new(IndexTable::new(
-                name,
-                schema,
-                Arc::clone(&self.dataflows),
-            )),
+            Arc::new(IndexTable::new(name, schema, Arc::clone(&self.dataflows))),
         )?;
         self.tick().await?;
         Ok(())
@@ -624,8 +627,12 @@ impl Engine {
         let b = RecordBatch::try_new(
             Arc::clone(&schema),
             vec![
-                Arc::new(StringArray::from_iter_values(views.iter().map(|v| v.name.as_str()))),
-                Arc::new(Int64Array::from_iter_values(views.iter().map(|v| v.rows as i64))),
+                Arc::new(StringArray::from_iter_values(
+                    views.iter().map(|v| v.name.as_str()),
+                )),
+                Arc::new(Int64Array::from_iter_values(
+                    views.iter().map(|v| v.rows as i64),
+                )),
                 Arc::new(Int64Array::from_iter_values(views.iter().map(|v| v.read))),
                 Arc::new(Int64Array::from_iter_values(views.iter().map(|v| v.total))),
                 Arc::new(StringArray::from_iter_values(views.iter().map(status))),
@@ -649,12 +656,16 @@ impl Engine {
             Field::new("errors", DataType::Int64, false),
         ]));
         let col = |f: fn(&crate::dataflow::OperatorStats) -> u64| {
-            Arc::new(Int64Array::from_iter_values(ops.iter().map(|(_, o)| f(o) as i64)))
+            Arc::new(Int64Array::from_iter_values(
+                ops.iter().map(|(_, o)| f(o) as i64),
+            ))
         };
         let b = RecordBatch::try_new(
             Arc::clone(&schema),
             vec![
-                Arc::new(StringArray::from_iter_values(ops.iter().map(|(v, _)| v.as_str()))),
+                Arc::new(StringArray::from_iter_values(
+                    ops.iter().map(|(v, _)| v.as_str()),
+                )),
                 Arc::new(StringArray::from_iter_values(
                     ops.iter().map(|(_, o)| o.operator.as_str()),
                 )),

@@ -177,8 +177,10 @@ impl TableProvider for TopicRelation {
                 .dataflows
                 .snapshot(&self.name)
                 .map_err(|e| DataFusionError::Execution(e.to_string()))?;
-            vec![crate::dataflow::with_schema(&b, &self.schema)
-                .map_err(|e| DataFusionError::Execution(e.to_string()))?]
+            vec![
+                crate::dataflow::with_schema(&b, &self.schema)
+                    .map_err(|e| DataFusionError::Execution(e.to_string()))?,
+            ]
         } else {
             self.snapshot()?
         };

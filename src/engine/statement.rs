@@ -183,9 +183,16 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
             p.next_token();
             Statement::Show(Show::MaterializedViews)
         } else if word_is(&t0, "show")
-            && ["topics", "streams", "tables", "views", "decode_errors", "dataflows"]
-                .iter()
-                .any(|w| word_is(&t1, w))
+            && [
+                "topics",
+                "streams",
+                "tables",
+                "views",
+                "decode_errors",
+                "dataflows",
+            ]
+            .iter()
+            .any(|w| word_is(&t1, w))
         {
             p.next_token();
             let w = p.next_token().token.to_string().to_ascii_lowercase();

@@ -125,7 +125,12 @@ impl Dataflows {
     }
 
     /// Maintain a table: its state is its changelog's contents.
-    pub fn add_table(&self, name: &str, topic: &str, schema: SchemaRef) -> Result<(), DataflowError> {
+    pub fn add_table(
+        &self,
+        name: &str,
+        topic: &str,
+        schema: SchemaRef,
+    ) -> Result<(), DataflowError> {
         let mut st = self.lock()?;
         st.tables.retain(|t| t.name != name);
         st.tables.push(TableState {
@@ -177,7 +182,9 @@ impl Dataflows {
             }
             return v.index.snapshot();
         }
-        Err(DataflowError::Other(format!("\"{name}\" is not maintained")))
+        Err(DataflowError::Other(format!(
+            "\"{name}\" is not maintained"
+        )))
     }
 
     /// Lower `plan` and install it as view `name`. Tables and views it reads
@@ -405,4 +412,3 @@ impl TableProvider for IndexTable {
         )?)
     }
 }
-

@@ -176,8 +176,8 @@ fn pg_float_text(x: f64, sci: String, plain: impl FnOnce() -> String, max_exp: i
 /// by datafusion-postgres as Rust prints floats, `2.0`) as PostgreSQL
 /// prints them (`2`). Other columns pass through untouched.
 fn pg_text_floats(mut resp: QueryResponse) -> QueryResponse {
-    use pgwire::api::results::FieldFormat;
     use pgwire::api::Type;
+    use pgwire::api::results::FieldFormat;
     let kinds: Vec<Option<bool>> = resp
         .row_schema
         .iter()

@@ -92,8 +92,9 @@ pub async fn connect(addr: std::net::SocketAddr) -> tokio_postgres::Client {
         addr.ip(),
         addr.port()
     );
-    let (client, conn) = tokio_postgres::connect(&conn_str, NoTls).await.expect("connect over pgwire");
+    let (client, conn) = tokio_postgres::connect(&conn_str, NoTls)
+        .await
+        .expect("connect over pgwire");
     tokio::spawn(conn);
     client
 }
-
