@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
-bin=./target/release/eddy
+bin="${CARGO_TARGET_DIR:-./target}/release/eddy"
 out=BENCHMARKS.md
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 {

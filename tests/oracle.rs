@@ -109,6 +109,19 @@ const VIEWS: &[(&str, &str)] = &[
         "SELECT k, v, s FROM a ORDER BY v DESC, k, s LIMIT 3",
     ),
     (
+        "j_left_residual",
+        "SELECT a.k, a.v, b.w FROM a LEFT JOIN b ON a.k = b.k AND b.w > a.v",
+    ),
+    (
+        "j_full_residual",
+        "SELECT a.k, a.v, b.k AS bk, b.w FROM a FULL JOIN b ON a.k = b.k AND b.w > a.v",
+    ),
+    (
+        "topk_per_group",
+        "SELECT g, k, v, s, rn FROM (SELECT g, k, v, s, ROW_NUMBER() OVER \
+         (PARTITION BY g ORDER BY v DESC NULLS LAST, k, s) AS rn FROM a) WHERE rn <= 2",
+    ),
+    (
         "join_agg",
         "SELECT b.w, COUNT(*) AS n, SUM(a.v) AS s FROM a JOIN b ON a.k = b.k GROUP BY b.w",
     ),

@@ -10,6 +10,11 @@
 //! count for the key is positive (zero). Work is proportional to the change
 //! times the matching rows, never to the size of either side.
 //!
+//! An outer join with a condition beyond key equality (`ON a.k = b.k AND
+//! b.w > a.v`) cannot tell from counts whether a row has a partner; it
+//! recomputes the output of each key a change touches, before and after:
+//! work proportional to the rows of the touched keys on both sides.
+//!
 //! NULL keys never match (SQL equality) unless the plan says NULLs are
 //! equal; such rows are not arranged: they only ever appear NULL-padded in
 //! outer joins and in anti joins.
@@ -106,7 +111,12 @@ impl Join {
         ) {
             return Err(DataflowError::Unsupported(format!("{kind} join")));
         }
-        if filter.is_some() && kind != JoinType::Inner {
+        if filter.is_some()
+            && !matches!(
+                kind,
+                JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full
+            )
+        {
             return Err(DataflowError::Unsupported(format!(
                 "{kind} join with a non-equality condition"
             )));
@@ -273,21 +283,106 @@ impl Join {
             &RecordBatchOptions::new().with_row_count(Some(rows.len())),
         )?;
         let diffs: Vec<i64> = rows.iter().map(|r| r.2).collect();
-        let Some(f) = &self.filter else {
+        if self.filter.is_none() || self.residual_outer() {
+            // Outer joins with a residual condition filtered their pairs
+            // already (the NULL-padded rows must not be filtered).
             return Ok(Delta::new(batch, diffs));
-        };
-        let mask = f.evaluate(&batch)?.into_array(batch.num_rows())?;
-        let mask = mask
-            .as_any()
-            .downcast_ref::<BooleanArray>()
-            .ok_or_else(|| DataflowError::Other("join condition is not boolean".into()))?;
+        }
+        let mask = self.mask(&batch)?;
         let kept = diffs
             .iter()
             .enumerate()
             .filter(|(i, _)| mask.is_valid(*i) && mask.value(*i))
             .map(|(_, d)| *d)
             .collect();
-        Ok(Delta::new(filter_record_batch(&batch, mask)?, kept))
+        Ok(Delta::new(filter_record_batch(&batch, &mask)?, kept))
+    }
+
+    /// The residual condition evaluated on a batch of joined rows.
+    fn mask(&self, batch: &RecordBatch) -> Result<BooleanArray> {
+        let Some(f) = &self.filter else {
+            return Ok(BooleanArray::from(vec![true; batch.num_rows()]));
+        };
+        let mask = f.evaluate(batch)?.into_array(batch.num_rows())?;
+        Ok(mask
+            .as_any()
+            .downcast_ref::<BooleanArray>()
+            .ok_or_else(|| DataflowError::Other("join condition is not boolean".into()))?
+            .clone())
+    }
+
+    /// An outer join with a condition beyond key equality: whether a row
+    /// has a partner depends on the condition, so such a join recomputes
+    /// the output of each key its changes touch (before and after) instead
+    /// of tracking the other side's count per key.
+    fn residual_outer(&self) -> bool {
+        self.filter.is_some()
+            && matches!(self.kind, JoinType::Left | JoinType::Right | JoinType::Full)
+    }
+
+    /// The output of one key for an outer join with a residual condition:
+    /// the pairs that satisfy it, and the NULL-padded rows of a preserved
+    /// side that have no such partner.
+    fn key_output(&self, key: &RowBytes) -> Result<Vec<OutRow>> {
+        let collect = |side: &Side| -> Vec<(RowBytes, i64)> {
+            side.state
+                .get(key)
+                .map(|b| b.rows.iter().map(|(r, c)| (r.clone(), *c)).collect())
+                .unwrap_or_default()
+        };
+        let (ls, rs) = (collect(&self.left), collect(&self.right));
+        let mut pairs: Vec<OutRow> = Vec::with_capacity(ls.len() * rs.len());
+        for (l, cl) in &ls {
+            for (r, cr) in &rs {
+                pairs.push((Some(l.clone()), Some(r.clone()), cl * cr));
+            }
+        }
+        let mut l_matched = vec![false; ls.len()];
+        let mut r_matched = vec![false; rs.len()];
+        let mut out = Vec::new();
+        if !pairs.is_empty() {
+            let mut columns = Self::columns(&self.left, &pairs, true)?;
+            columns.extend(Self::columns(&self.right, &pairs, false)?);
+            let columns = columns
+                .into_iter()
+                .zip(self.schema.fields())
+                .map(|(c, f)| {
+                    if c.data_type() == f.data_type() {
+                        Ok(c)
+                    } else {
+                        cast(&c, f.data_type())
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let batch = RecordBatch::try_new_with_options(
+                Arc::clone(&self.schema),
+                columns,
+                &RecordBatchOptions::new().with_row_count(Some(pairs.len())),
+            )?;
+            let mask = self.mask(&batch)?;
+            for (i, p) in pairs.into_iter().enumerate() {
+                if mask.is_valid(i) && mask.value(i) {
+                    l_matched[i / rs.len()] = true;
+                    r_matched[i % rs.len()] = true;
+                    out.push(p);
+                }
+            }
+        }
+        if matches!(self.kind, JoinType::Left | JoinType::Full) {
+            for ((l, c), m) in ls.into_iter().zip(l_matched) {
+                if !m {
+                    out.push((Some(l), None, c));
+                }
+            }
+        }
+        if matches!(self.kind, JoinType::Right | JoinType::Full) {
+            for ((r, c), m) in rs.into_iter().zip(r_matched) {
+                if !m {
+                    out.push((None, Some(r), c));
+                }
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -416,7 +511,16 @@ impl Node for Join {
             kind,
             JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full
         );
+        let residual_outer = self.residual_outer();
         for (key, (lc, rc)) in &groups {
+            if residual_outer {
+                let before = self.key_output(key)?;
+                apply(&mut self.left, key, lc);
+                apply(&mut self.right, key, rc);
+                out.extend(before.into_iter().map(|(l, r, d)| (l, r, -d)));
+                out.extend(self.key_output(key)?);
+                continue;
+            }
             let l_before = total(&self.left, key);
             let r_before = total(&self.right, key);
             if pairs && !lc.is_empty() {

@@ -140,6 +140,88 @@ impl<'a> Lowering<'a> {
             .collect()
     }
 
+    /// `ROW_NUMBER() OVER (PARTITION BY … ORDER BY …) <= k` (also `< k`,
+    /// `= 1`) filtering a window, directly or through a projection: a
+    /// per-partition top-k that outputs the row number. None when the
+    /// filter is not of that shape.
+    fn ranked(
+        &mut self,
+        f: &datafusion::logical_expr::Filter,
+        out_schema: &SchemaRef,
+    ) -> Result<Option<Box<dyn Node>>> {
+        use datafusion::logical_expr::{BinaryExpr, Operator};
+        use datafusion::scalar::ScalarValue;
+        let (proj, window) = match f.input.as_ref() {
+            LogicalPlan::Window(w) => (None, w),
+            LogicalPlan::Projection(p) => match p.input.as_ref() {
+                LogicalPlan::Window(w) => (Some(p), w),
+                _ => return Ok(None),
+            },
+            _ => return Ok(None),
+        };
+        let [wexpr] = window.window_expr.as_slice() else {
+            return Ok(None);
+        };
+        let Expr::WindowFunction(wf) = wexpr.clone().unalias() else {
+            return Ok(None);
+        };
+        if wf.fun.name() != "row_number" {
+            return Ok(None);
+        }
+        // The predicate: rank column compared with an integer literal.
+        let Expr::BinaryExpr(BinaryExpr { left, op, right }) = &f.predicate else {
+            return Ok(None);
+        };
+        let (col, op, lit) = match (left.as_ref(), right.as_ref()) {
+            (Expr::Column(c), Expr::Literal(v, _)) => (c, *op, v),
+            (Expr::Literal(v, _), Expr::Column(c)) => match op.swap() {
+                Some(o) => (c, o, v),
+                None => return Ok(None),
+            },
+            _ => return Ok(None),
+        };
+        let k = match lit.cast_to(&datafusion::arrow::datatypes::DataType::Int64) {
+            Ok(ScalarValue::Int64(Some(k))) => k,
+            _ => return Ok(None),
+        };
+        let fetch = match op {
+            Operator::LtEq => k,
+            Operator::Lt => k - 1,
+            Operator::Eq if k == 1 => 1,
+            _ => return Ok(None),
+        };
+        // The column must be the window's rank, possibly renamed.
+        let rank_field = window.schema.field(window.schema.fields().len() - 1);
+        let rank_name = window.schema.columns().last().cloned();
+        let is_rank = match proj {
+            None => col.name == *rank_field.name(),
+            Some(p) => p.expr.iter().zip(p.schema.columns()).any(|(e, out)| {
+                out == *col && matches!(e.clone().unalias(), Expr::Column(c) if Some(&c) == rank_name.as_ref())
+            }),
+        };
+        if !is_rank {
+            return Ok(None);
+        }
+        let in_schema = window.input.schema();
+        let input = self.lower(&window.input)?;
+        let node: Box<dyn Node> = Box::new(TopK::ranked(
+            input,
+            self.exprs(&wf.params.partition_by, in_schema)?,
+            self.sort(&wf.params.order_by, in_schema)?,
+            0,
+            fetch.max(0) as usize,
+            nullable(window.schema.as_arrow()),
+            true,
+        )?);
+        Ok(Some(match proj {
+            None => node,
+            Some(p) => {
+                let exprs = self.exprs(&p.expr, &window.schema)?;
+                Box::new(Map::project(node, exprs, Arc::clone(out_schema)))
+            }
+        }))
+    }
+
     pub fn lower(&mut self, plan: &LogicalPlan) -> Result<Box<dyn Node>> {
         let out_schema = nullable(plan.schema().as_arrow());
         match plan {
@@ -199,6 +281,9 @@ impl<'a> Lowering<'a> {
                 Ok(Box::new(Map::project(input, exprs, out_schema)))
             }
             LogicalPlan::Filter(f) => {
+                if let Some(node) = self.ranked(f, &out_schema)? {
+                    return Ok(node);
+                }
                 if let Some((joined, exprs)) =
                     lift_scalar_subqueries(&f.input, std::slice::from_ref(&f.predicate))?
                 {
@@ -380,7 +465,8 @@ impl<'a> Lowering<'a> {
                 Ok(Box::new(Constant::new(Delta::inserts(batch))))
             }
             LogicalPlan::Window(_) => Err(DataflowError::Unsupported(
-                "window functions (OVER …)".into(),
+                "window functions (OVER …) other than ROW_NUMBER() … <= k (per-group top-k)"
+                    .into(),
             )),
             other => Err(DataflowError::Unsupported(format!(
                 "plan node {}",

@@ -1,32 +1,47 @@
-//! ORDER BY … LIMIT k [OFFSET s] in a view: the rows in sort order (an
-//! ordered multiset keyed by the sort key, ties broken by the row), and the
-//! output is the window [s, s+k). Each change compares the window before and
-//! after: O(k + change · log n).
+//! Top-k: `ORDER BY … LIMIT k [OFFSET s]` in a view, and per group
+//! `ROW_NUMBER() OVER (PARTITION BY p ORDER BY o) <= k`.
+//!
+//! State per partition (one partition without PARTITION BY): the rows in
+//! sort order, an ordered multiset keyed by the sort key with ties broken by
+//! the row. The output of a partition is its window [s, s+k), each row with
+//! its 1-based position when the operator ranks (ROW_NUMBER). A change
+//! compares the windows of the partitions it touches before and after:
+//! O(k + change · log n) per touched partition, never the whole state.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use ahash::AHashMap;
-use datafusion::arrow::compute::SortOptions;
+use ahash::{AHashMap, AHashSet};
+use datafusion::arrow::array::{ArrayRef, RecordBatch, UInt64Array};
+use datafusion::arrow::compute::{SortOptions, cast};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::rows::{Codec, RowBytes, state_bytes};
 use super::{Counts, Delta, Node, OperatorStats, Result, StepContext};
 
+type Sorted = BTreeMap<(RowBytes, RowBytes), i64>;
+
 pub struct TopK {
     input: Box<dyn Node>,
     order: Vec<Arc<dyn PhysicalExpr>>,
     order_codec: Codec,
     row_codec: Codec,
+    partition: Vec<Arc<dyn PhysicalExpr>>,
+    partition_codec: Option<Codec>,
     skip: usize,
     fetch: usize,
-    rows: BTreeMap<(RowBytes, RowBytes), i64>,
+    /// Output schema: the input's columns, then the rank when ranking.
+    schema: SchemaRef,
+    rank: bool,
+    groups: AHashMap<RowBytes, Sorted>,
+    rows: u64,
     bytes: u64,
     counts: Counts,
 }
 
 impl TopK {
+    /// ORDER BY … LIMIT/OFFSET over the whole input.
     pub fn new(
         input: Box<dyn Node>,
         order: Vec<(Arc<dyn PhysicalExpr>, SortOptions)>,
@@ -34,38 +49,74 @@ impl TopK {
         fetch: usize,
     ) -> Result<TopK> {
         let schema = input.schema();
+        Self::ranked(input, vec![], order, skip, fetch, schema, false)
+    }
+
+    /// Per-partition top-k; with `rank`, `schema` has one more column than
+    /// the input holding each row's position in its partition (from 1).
+    pub fn ranked(
+        input: Box<dyn Node>,
+        partition: Vec<Arc<dyn PhysicalExpr>>,
+        order: Vec<(Arc<dyn PhysicalExpr>, SortOptions)>,
+        skip: usize,
+        fetch: usize,
+        schema: SchemaRef,
+        rank: bool,
+    ) -> Result<TopK> {
+        let in_schema = input.schema();
         let types = order
             .iter()
-            .map(|(e, _)| e.data_type(&schema))
+            .map(|(e, _)| e.data_type(&in_schema))
             .collect::<datafusion::error::Result<Vec<_>>>()?;
         let options: Vec<SortOptions> = order.iter().map(|(_, o)| *o).collect();
+        let partition_types = partition
+            .iter()
+            .map(|e| e.data_type(&in_schema))
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
         Ok(TopK {
             order_codec: Codec::with_options(&types, &options)?,
-            row_codec: Codec::for_schema(&schema)?,
+            row_codec: Codec::for_schema(&in_schema)?,
+            partition_codec: if partition.is_empty() {
+                None
+            } else {
+                Some(Codec::new(&partition_types)?)
+            },
+            partition,
             order: order.into_iter().map(|(e, _)| e).collect(),
             input,
             skip,
             fetch,
-            rows: BTreeMap::new(),
+            schema,
+            rank,
+            groups: AHashMap::new(),
+            rows: 0,
             bytes: 0,
             counts: Counts::default(),
         })
     }
 
-    /// The output window as row → multiplicity.
-    fn window(&self) -> AHashMap<RowBytes, i64> {
+    /// A partition's output: (row, rank) → multiplicity (rank 0 when not
+    /// ranking, so equal rows add up).
+    fn window(&self, key: &[u8]) -> AHashMap<(RowBytes, u64), i64> {
         let mut out = AHashMap::new();
+        let Some(sorted) = self.groups.get(key) else {
+            return out;
+        };
         let mut pos = 0usize;
         let end = self.skip.saturating_add(self.fetch);
-        for ((_, row), n) in &self.rows {
+        for ((_, row), n) in sorted {
             if pos >= end {
                 break;
             }
             let n = (*n).max(0) as usize;
             let lo = pos.max(self.skip);
             let hi = (pos + n).min(end);
-            if hi > lo {
-                *out.entry(row.clone()).or_insert(0) += (hi - lo) as i64;
+            if self.rank {
+                for p in lo..hi {
+                    out.insert((row.clone(), (p - self.skip + 1) as u64), 1);
+                }
+            } else if hi > lo {
+                *out.entry((row.clone(), 0)).or_insert(0) += (hi - lo) as i64;
             }
             pos += n;
         }
@@ -75,63 +126,99 @@ impl TopK {
 
 impl Node for TopK {
     fn schema(&self) -> SchemaRef {
-        self.input.schema()
+        Arc::clone(&self.schema)
     }
 
     fn step(&mut self, cx: &mut StepContext<'_>) -> Result<Delta> {
         let input = self.input.step(cx)?;
         self.counts.rows_in += input.len() as u64;
         if input.is_empty() {
-            return Ok(input);
+            return Ok(Delta::empty(self.schema()));
         }
-        let before = self.window();
         let n = input.len();
-        let keys = self
-            .order
-            .iter()
-            .map(|e| e.evaluate(&input.batch)?.into_array(n))
-            .collect::<datafusion::error::Result<Vec<_>>>()?;
-        let keys = self.order_codec.encode(&keys)?;
+        let eval = |es: &[Arc<dyn PhysicalExpr>]| {
+            es.iter()
+                .map(|e| e.evaluate(&input.batch)?.into_array(n))
+                .collect::<datafusion::error::Result<Vec<_>>>()
+        };
+        let keys = self.order_codec.encode(&eval(&self.order)?)?;
+        let parts = match &self.partition_codec {
+            Some(c) => Some(c.encode(&eval(&self.partition)?)?),
+            None => None,
+        };
         let rows = self.row_codec.encode(input.batch.columns())?;
+        let part = |i: usize| -> RowBytes {
+            match &parts {
+                Some(p) => p.row(i).data().into(),
+                None => Box::new([]),
+            }
+        };
+
+        // Windows of the touched partitions before the change.
+        let touched: AHashSet<RowBytes> = (0..n).map(part).collect();
+        let mut change: AHashMap<(RowBytes, u64), i64> = AHashMap::new();
+        for p in &touched {
+            for (k, c) in self.window(p) {
+                *change.entry(k).or_insert(0) -= c;
+            }
+        }
         for (i, d) in input.diffs.iter().enumerate() {
+            let p = part(i);
             let k = (
                 RowBytes::from(keys.row(i).data()),
                 RowBytes::from(rows.row(i).data()),
             );
-            let size = state_bytes(k.0.len() + k.1.len());
-            let e = self.rows.entry(k).or_insert(0);
+            let size = state_bytes(p.len() + k.0.len() + k.1.len());
+            let sorted = self.groups.entry(p.clone()).or_default();
+            let e = sorted.entry(k.clone()).or_insert(0);
             if *e == 0 {
                 self.bytes += size;
+                self.rows += 1;
             }
             *e += d;
             if *e == 0 {
                 self.bytes = self.bytes.saturating_sub(size);
-                let k = (
-                    RowBytes::from(keys.row(i).data()),
-                    RowBytes::from(rows.row(i).data()),
-                );
-                self.rows.remove(&k);
+                self.rows = self.rows.saturating_sub(1);
+                sorted.remove(&k);
+                if sorted.is_empty() {
+                    self.groups.remove(&p);
+                }
             }
         }
-        let mut change = self.window();
-        for (row, n) in before {
-            *change.entry(row).or_insert(0) -= n;
+        for p in &touched {
+            for (k, c) in self.window(p) {
+                *change.entry(k).or_insert(0) += c;
+            }
         }
-        let change: Vec<(RowBytes, i64)> = change.into_iter().filter(|(_, n)| *n != 0).collect();
+        let change: Vec<((RowBytes, u64), i64)> =
+            change.into_iter().filter(|(_, c)| *c != 0).collect();
         self.counts.rows_out += change.len() as u64;
-        let schema = self.schema();
+        if change.is_empty() {
+            return Ok(Delta::empty(self.schema()));
+        }
+        let in_schema = self.input.schema();
         let batch = self
             .row_codec
-            .decode_batch(&schema, change.iter().map(|(r, _)| r.as_ref()))?;
-        Ok(Delta::new(
-            batch,
-            change.into_iter().map(|(_, n)| n).collect(),
-        ))
+            .decode_batch(&in_schema, change.iter().map(|((r, _), _)| r.as_ref()))?;
+        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+        if self.rank {
+            let ranks: ArrayRef = Arc::new(UInt64Array::from_iter_values(
+                change.iter().map(|((_, rank), _)| *rank),
+            ));
+            let want = self.schema.field(columns.len()).data_type();
+            columns.push(if ranks.data_type() == want {
+                ranks
+            } else {
+                cast(&ranks, want)?
+            });
+        }
+        let batch = RecordBatch::try_new(self.schema(), columns)?;
+        Ok(Delta::new(batch, change.into_iter().map(|(_, c)| c).collect()))
     }
 
     fn stats(&self, out: &mut Vec<OperatorStats>) {
         let mut s = self.counts.stats("topk");
-        s.state_rows = self.rows.len() as u64;
+        s.state_rows = self.rows;
         s.state_bytes = self.bytes;
         out.push(s);
         self.input.stats(out);
