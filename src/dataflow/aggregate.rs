@@ -184,7 +184,8 @@ impl Node for Aggregate {
         }
 
         // Old output of each group, captured at its first touch.
-        let mut touched: AHashMap<RowBytes, Option<Vec<ScalarValue>>> = AHashMap::new();
+        // Keys borrow the batch's encoded rows: no allocation per touch.
+        let mut touched: AHashMap<&[u8], Option<Vec<ScalarValue>>> = AHashMap::new();
         for row in 0..n {
             let diff = input.diffs[row];
             let key: &[u8] = match &key_rows {
@@ -199,13 +200,13 @@ impl Node for Aggregate {
             let Some(group) = self.groups.get_mut(key) else {
                 continue;
             };
-            if !touched.contains_key(key) {
+            if let std::collections::hash_map::Entry::Vacant(e) = touched.entry(key) {
                 let old = if group.rows > 0 || self.global {
                     Some(Self::values(group)?)
                 } else {
                     None
                 };
-                touched.insert(key.into(), old);
+                e.insert(old);
             }
             group.rows += diff;
             for (i, acc) in group.accs.iter_mut().enumerate() {
@@ -220,22 +221,22 @@ impl Node for Aggregate {
         }
 
         for (key, old) in touched {
-            let new = match self.groups.get(&key) {
+            let new = match self.groups.get(key) {
                 Some(g) if g.rows > 0 || self.global => Some(Self::values(g)?),
                 _ => None,
             };
             if new.is_none() && !self.global {
                 self.key_bytes = self.key_bytes.saturating_sub(state_bytes(key.len()));
-                self.groups.remove(&key);
+                self.groups.remove(key);
             }
             if old == new {
                 continue;
             }
             if let Some(old) = old {
-                out.push((key.clone(), old, -1));
+                out.push((key.into(), old, -1));
             }
             if let Some(new) = new {
-                out.push((key, new, 1));
+                out.push((key.into(), new, 1));
             }
         }
         self.counts.rows_out += out.len() as u64;

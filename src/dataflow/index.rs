@@ -2,13 +2,14 @@
 //! (row bytes → count). Applying a delta costs O(delta); reading builds an
 //! Arrow snapshot once per change and caches it until the next change.
 //!
-//! Rows are kept ordered by their row encoding (which sorts as the columns
-//! do, in order, nulls first), so a snapshot, and a `SELECT` or `COPY`
-//! without `ORDER BY`, lists rows in the same order every time.
+//! A snapshot lists rows ordered by their row encoding (which sorts as the
+//! columns do, in order, nulls first), so a `SELECT` or `COPY` without
+//! `ORDER BY` lists rows in the same order every time; the state itself is
+//! a hash map, so applying a change does not pay for ordering.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use ahash::AHashMap;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 
@@ -18,7 +19,7 @@ use super::{Delta, Result};
 pub struct Index {
     schema: SchemaRef,
     codec: Codec,
-    rows: BTreeMap<RowBytes, i64>,
+    rows: AHashMap<RowBytes, i64>,
     /// Rows counting multiplicity.
     len: i64,
     bytes: u64,
@@ -33,7 +34,7 @@ impl Index {
         Ok(Index {
             codec: Codec::for_schema(&schema)?,
             schema,
-            rows: BTreeMap::new(),
+            rows: AHashMap::new(),
             len: 0,
             bytes: 0,
             negative: 0,
@@ -71,7 +72,7 @@ impl Index {
         let rows = self.codec.encode(delta.batch.columns())?;
         // Net change per row first, so a retraction that precedes its
         // insertion in the same delta is not mistaken for a missing row.
-        let mut net: ahash::AHashMap<&[u8], i64> = ahash::AHashMap::with_capacity(delta.len());
+        let mut net: AHashMap<&[u8], i64> = AHashMap::with_capacity(delta.len());
         let mut order: Vec<&[u8]> = Vec::with_capacity(delta.len());
         for (i, d) in delta.diffs.iter().enumerate() {
             let key = rows.row(i).data();
@@ -109,8 +110,10 @@ impl Index {
         if let Some(s) = &self.snapshot {
             return Ok(s.clone());
         }
+        let mut keys: Vec<(&RowBytes, &i64)> = self.rows.iter().collect();
+        keys.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let mut rows: Vec<&[u8]> = Vec::with_capacity(self.len() as usize);
-        for (k, n) in &self.rows {
+        for (k, n) in keys {
             for _ in 0..*n {
                 rows.push(k.as_ref());
             }

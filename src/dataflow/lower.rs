@@ -465,8 +465,7 @@ impl<'a> Lowering<'a> {
                 Ok(Box::new(Constant::new(Delta::inserts(batch))))
             }
             LogicalPlan::Window(_) => Err(DataflowError::Unsupported(
-                "window functions (OVER …) other than ROW_NUMBER() … <= k (per-group top-k)"
-                    .into(),
+                "window functions (OVER …) other than ROW_NUMBER() … <= k (per-group top-k)".into(),
             )),
             other => Err(DataflowError::Unsupported(format!(
                 "plan node {}",

@@ -213,7 +213,10 @@ impl Node for TopK {
             });
         }
         let batch = RecordBatch::try_new(self.schema(), columns)?;
-        Ok(Delta::new(batch, change.into_iter().map(|(_, c)| c).collect()))
+        Ok(Delta::new(
+            batch,
+            change.into_iter().map(|(_, c)| c).collect(),
+        ))
     }
 
     fn stats(&self, out: &mut Vec<OperatorStats>) {
