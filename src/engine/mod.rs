@@ -287,8 +287,8 @@ impl Engine {
         let mut fields = Vec::with_capacity(columns.len());
         for c in columns {
             let parsed = statement::parse_type(&c.sql_type)?;
-            let t =
-                types::to_arrow(&parsed).map_err(|e| EngineError::Unsupported(e.to_string()))?;
+            let t = types::to_arrow(&parsed)
+                .map_err(|e| EngineError::Unsupported(format!("type {}", e.0)))?;
             fields.push(Field::new(&c.name, t, true));
         }
         Ok(Arc::new(Schema::new(fields)))
@@ -332,7 +332,8 @@ impl Engine {
     fn columns(defs: &[ColumnDef]) -> Result<Vec<Column>> {
         let mut out = Vec::new();
         for d in defs {
-            types::to_arrow(&d.data_type).map_err(|e| EngineError::Unsupported(e.to_string()))?;
+            types::to_arrow(&d.data_type)
+                .map_err(|e| EngineError::Unsupported(format!("type {}", e.0)))?;
             out.push(Column {
                 name: d.name.value.clone(),
                 sql_type: d.data_type.to_string(),
