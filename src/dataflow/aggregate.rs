@@ -11,14 +11,14 @@
 use std::sync::Arc;
 
 use ahash::AHashMap;
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions};
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::scalar::ScalarValue;
 
 use super::accumulate::{Accumulator, AccumulatorFactory};
 use super::rows::{Codec, RowBytes, state_bytes};
-use super::{Counts, DataflowError, Delta, Node, OperatorStats, Result, StepContext};
+use super::{Counts, DataflowError, Delta, Node, OperatorStats, Result, StepContext, batch_of};
 
 /// One aggregate of the operator: its factory, argument expressions and
 /// optional FILTER (WHERE …).
@@ -95,31 +95,12 @@ impl Aggregate {
         } else {
             self.key_codec.decode(rows.iter().map(|r| r.0.as_ref()))?
         };
-        for (i, spec) in self.aggs.iter().enumerate() {
-            let arr = ScalarValue::iter_to_array(rows.iter().map(|r| r.1[i].clone()))?;
-            let arr = if arr.data_type() != &spec.factory.return_type {
-                datafusion::arrow::compute::cast(&arr, &spec.factory.return_type)?
-            } else {
-                arr
-            };
-            columns.push(arr);
+        for i in 0..self.aggs.len() {
+            columns.push(ScalarValue::iter_to_array(
+                rows.iter().map(|r| r.1[i].clone()),
+            )?);
         }
-        let columns = columns
-            .into_iter()
-            .zip(self.schema.fields())
-            .map(|(c, f)| {
-                if c.data_type() == f.data_type() {
-                    Ok(c)
-                } else {
-                    datafusion::arrow::compute::cast(&c, f.data_type())
-                }
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let batch = RecordBatch::try_new_with_options(
-            Arc::clone(&self.schema),
-            columns,
-            &RecordBatchOptions::new().with_row_count(Some(n)),
-        )?;
+        let batch = batch_of(&self.schema, columns, n)?;
         Ok(Delta::new(batch, rows.into_iter().map(|r| r.2).collect()))
     }
 }

@@ -22,16 +22,14 @@
 use std::sync::Arc;
 
 use ahash::AHashMap;
-use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, new_null_array,
-};
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, new_null_array};
 use datafusion::arrow::compute::{cast, filter_record_batch, interleave};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::logical_expr::JoinType;
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::rows::{Codec, RowBytes, state_bytes};
-use super::{Counts, DataflowError, Delta, Node, OperatorStats, Result, StepContext};
+use super::{Counts, DataflowError, Delta, Node, OperatorStats, Result, StepContext, batch_of};
 
 #[derive(Default)]
 struct Bucket {
@@ -253,35 +251,7 @@ impl Join {
         if rows.is_empty() {
             return Ok(Delta::empty(self.schema()));
         }
-        let mut columns = Vec::new();
-        match self.kind {
-            JoinType::LeftSemi | JoinType::LeftAnti => {
-                columns.extend(Self::columns(&self.left, &rows, true)?)
-            }
-            JoinType::RightSemi | JoinType::RightAnti => {
-                columns.extend(Self::columns(&self.right, &rows, false)?)
-            }
-            _ => {
-                columns.extend(Self::columns(&self.left, &rows, true)?);
-                columns.extend(Self::columns(&self.right, &rows, false)?);
-            }
-        }
-        let columns = columns
-            .into_iter()
-            .zip(self.schema.fields())
-            .map(|(c, f)| {
-                if c.data_type() == f.data_type() {
-                    Ok(c)
-                } else {
-                    cast(&c, f.data_type())
-                }
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let batch = RecordBatch::try_new_with_options(
-            Arc::clone(&self.schema),
-            columns,
-            &RecordBatchOptions::new().with_row_count(Some(rows.len())),
-        )?;
+        let batch = self.joined(&rows)?;
         let diffs: Vec<i64> = rows.iter().map(|r| r.2).collect();
         if self.filter.is_none() || self.residual_outer() {
             // Outer joins with a residual condition filtered their pairs
@@ -296,6 +266,25 @@ impl Join {
             .map(|(_, d)| *d)
             .collect();
         Ok(Delta::new(filter_record_batch(&batch, &mask)?, kept))
+    }
+
+    /// Output rows as a batch of the join's schema (semi and anti joins
+    /// keep only their side's columns).
+    fn joined(&self, rows: &[OutRow]) -> Result<RecordBatch> {
+        let mut columns = Vec::new();
+        match self.kind {
+            JoinType::LeftSemi | JoinType::LeftAnti => {
+                columns.extend(Self::columns(&self.left, rows, true)?)
+            }
+            JoinType::RightSemi | JoinType::RightAnti => {
+                columns.extend(Self::columns(&self.right, rows, false)?)
+            }
+            _ => {
+                columns.extend(Self::columns(&self.left, rows, true)?);
+                columns.extend(Self::columns(&self.right, rows, false)?);
+            }
+        }
+        batch_of(&self.schema, columns, rows.len())
     }
 
     /// The residual condition evaluated on a batch of joined rows.
@@ -341,24 +330,7 @@ impl Join {
         let mut r_matched = vec![false; rs.len()];
         let mut out = Vec::new();
         if !pairs.is_empty() {
-            let mut columns = Self::columns(&self.left, &pairs, true)?;
-            columns.extend(Self::columns(&self.right, &pairs, false)?);
-            let columns = columns
-                .into_iter()
-                .zip(self.schema.fields())
-                .map(|(c, f)| {
-                    if c.data_type() == f.data_type() {
-                        Ok(c)
-                    } else {
-                        cast(&c, f.data_type())
-                    }
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let batch = RecordBatch::try_new_with_options(
-                Arc::clone(&self.schema),
-                columns,
-                &RecordBatchOptions::new().with_row_count(Some(pairs.len())),
-            )?;
+            let batch = self.joined(&pairs)?;
             let mask = self.mask(&batch)?;
             for (i, p) in pairs.into_iter().enumerate() {
                 if mask.is_valid(i) && mask.value(i) {

@@ -33,7 +33,7 @@ pub mod union;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{ArrayRef, RecordBatch};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
@@ -129,22 +129,28 @@ pub fn with_schema(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatc
     if batch.schema_ref() == schema {
         return Ok(batch.clone());
     }
-    let columns = batch
-        .columns()
-        .iter()
+    batch_of(schema, batch.columns().to_vec(), batch.num_rows())
+}
+
+/// A batch of `rows` rows under `schema` from `columns`, each cast to its
+/// field's type where it differs (accumulators and row decoding may give a
+/// related type than the one the planner declared).
+pub fn batch_of(schema: &SchemaRef, columns: Vec<ArrayRef>, rows: usize) -> Result<RecordBatch> {
+    let columns = columns
+        .into_iter()
         .zip(schema.fields())
         .map(|(c, f)| {
             if c.data_type() == f.data_type() {
-                Ok(Arc::clone(c))
+                Ok(c)
             } else {
-                datafusion::arrow::compute::cast(c, f.data_type())
+                datafusion::arrow::compute::cast(&c, f.data_type())
             }
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(RecordBatch::try_new_with_options(
         Arc::clone(schema),
         columns,
-        &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+        &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(rows)),
     )?)
 }
 
