@@ -172,20 +172,11 @@ impl TableProvider for TopicRelation {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let batches = if self.from_index {
-            let b = self
-                .dataflows
-                .snapshot(&self.name)
-                .map_err(|e| DataFusionError::Execution(e.to_string()))?;
-            vec![
-                crate::dataflow::with_schema(&b, &self.schema)
-                    .map_err(|e| DataFusionError::Execution(e.to_string()))?,
-            ]
-        } else {
-            self.snapshot()?
-        };
+        if self.from_index {
+            return self.dataflows.scan(&self.name, &self.schema, projection);
+        }
         Ok(MemorySourceConfig::try_new_exec(
-            &[batches],
+            &[self.snapshot()?],
             self.schema(),
             projection.cloned(),
         )?)

@@ -187,6 +187,25 @@ impl Dataflows {
         )))
     }
 
+    /// A scan of the current snapshot of table or view `name` under
+    /// `schema` (the relation's declared schema), for a `TableProvider`.
+    pub fn scan(
+        &self,
+        name: &str,
+        schema: &SchemaRef,
+        projection: Option<&Vec<usize>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let batch = self
+            .snapshot(name)
+            .and_then(|b| crate::dataflow::with_schema(&b, schema))
+            .map_err(|e| DataFusionError::Execution(e.to_string()))?;
+        Ok(MemorySourceConfig::try_new_exec(
+            &[vec![batch]],
+            Arc::clone(schema),
+            projection.cloned(),
+        )?)
+    }
+
     /// Lower `plan` and install it as view `name`. Tables and views it reads
     /// start from their contents now (backfill), streams from their start.
     /// `streams`: the catalog's streams (name → topic, schema).
@@ -399,16 +418,6 @@ impl TableProvider for IndexTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let batch = self
-            .dataflows
-            .snapshot(&self.name)
-            .map_err(|e| DataFusionError::Execution(e.to_string()))?;
-        let batch = crate::dataflow::with_schema(&batch, &self.schema)
-            .map_err(|e| DataFusionError::Execution(e.to_string()))?;
-        Ok(MemorySourceConfig::try_new_exec(
-            &[vec![batch]],
-            self.schema(),
-            projection.cloned(),
-        )?)
+        self.dataflows.scan(&self.name, &self.schema, projection)
     }
 }
