@@ -61,11 +61,15 @@ pub struct AccumulatorFactory {
 #[derive(Debug, Clone, Copy)]
 enum Kind {
     Count,
-    SumInt,
+    /// SUM of integers or decimals: an exact i128 running sum (a decimal
+    /// keeps its scale, so its unscaled values add up).
+    SumExact,
     SumFloat,
-    SumDecimal,
     AvgFloat,
-    AvgDecimal { in_scale: i8, out_scale: i8 },
+    AvgDecimal {
+        in_scale: i8,
+        out_scale: i8,
+    },
     Min,
     Max,
     BoolAnd,
@@ -100,9 +104,10 @@ impl AccumulatorFactory {
         let arg = arg_types.first().cloned().unwrap_or(DataType::Null);
         let kind = match name.as_str() {
             "count" => Kind::Count,
-            "sum" if one && is_int(&arg) => Kind::SumInt,
+            "sum" if one && (is_int(&arg) || matches!(arg, DataType::Decimal128(..))) => {
+                Kind::SumExact
+            }
             "sum" if one && is_float(&arg) => Kind::SumFloat,
-            "sum" if one && matches!(arg, DataType::Decimal128(..)) => Kind::SumDecimal,
             "avg" | "mean" if one && (is_int(&arg) || is_float(&arg)) => Kind::AvgFloat,
             "avg" | "mean" => match (&arg, &return_type) {
                 (DataType::Decimal128(_, s), DataType::Decimal128(_, t)) if one => {
@@ -147,17 +152,12 @@ impl AccumulatorFactory {
     pub fn create(&self) -> Box<dyn Accumulator> {
         let inner: Box<dyn Accumulator> = match self.kind {
             Kind::Count => Box::new(Count(0)),
-            Kind::SumInt => Box::new(SumInt {
+            Kind::SumExact => Box::new(SumExact {
                 sum: 0,
                 n: 0,
                 out: self.return_type.clone(),
             }),
             Kind::SumFloat => Box::new(SumFloat { sum: 0.0, n: 0 }),
-            Kind::SumDecimal => Box::new(SumDecimal {
-                sum: 0,
-                n: 0,
-                out: self.return_type.clone(),
-            }),
             Kind::AvgFloat => Box::new(AvgFloat { sum: 0.0, n: 0 }),
             Kind::AvgDecimal {
                 in_scale,
@@ -263,44 +263,13 @@ fn int_scalar(v: i128, out: &DataType) -> Result<ScalarValue> {
     }
 }
 
-struct SumInt {
+struct SumExact {
     sum: i128,
     n: i64,
     out: DataType,
 }
 
-impl Accumulator for SumInt {
-    fn update(
-        &mut self,
-        args: &[ArrayRef],
-        row: usize,
-        _value: Option<&[u8]>,
-        diff: i64,
-    ) -> Result<()> {
-        if all_valid(args, row) {
-            self.sum += int_at(&args[0], row)? * diff as i128;
-            self.n += diff;
-        }
-        Ok(())
-    }
-    fn value(&self) -> Result<ScalarValue> {
-        if self.n == 0 {
-            return Ok(ScalarValue::try_from(&self.out)?);
-        }
-        int_scalar(self.sum, &self.out)
-    }
-    fn size(&self) -> usize {
-        24
-    }
-}
-
-struct SumDecimal {
-    sum: i128,
-    n: i64,
-    out: DataType,
-}
-
-impl Accumulator for SumDecimal {
+impl Accumulator for SumExact {
     fn update(
         &mut self,
         args: &[ArrayRef],
