@@ -10,8 +10,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -21,52 +19,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-struct Server {
-    child: Child,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_server(bin: &str) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(bin)
-        .args([
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-            "serve",
-            "--kafka-addr",
-            "127.0.0.1:0",
-            "--pg-addr",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start eddy serve (build it with cargo build --release)");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    // "eddy: Kafka protocol on ADDR, PostgreSQL protocol on ADDR"
-    let addr = line
-        .split("Kafka protocol on ")
-        .nth(1)
-        .and_then(|r| r.split(',').next())
-        .unwrap()
-        .trim()
-        .to_string();
-    Server {
-        child,
-        addr,
-        _dir: dir,
-    }
-}
+#[path = "../tests/common/serve.rs"]
+mod serve;
 
 fn create_topic(addr: &str, name: &str) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
@@ -178,12 +132,13 @@ fn main() {
     let (mut p1, mut pall, mut c, mut startup) = (vec![], vec![], vec![], vec![]);
     for run in 0..runs {
         eprintln!("W1 run {}/{runs}", run + 1);
-        let server = start_server(&bin);
-        create_topic(&server.addr, "w1-acks1");
-        create_topic(&server.addr, "w1-acksall");
-        p1.push(produce(&server.addr, "w1-acks1", n, "1"));
-        pall.push(produce(&server.addr, "w1-acksall", n, "all"));
-        let (rate, first) = consume(&server.addr, "w1-acks1", n);
+        let dir = tempfile::tempdir().unwrap();
+        let server = serve::Serve::start(&bin, dir.path());
+        create_topic(&server.kafka, "w1-acks1");
+        create_topic(&server.kafka, "w1-acksall");
+        p1.push(produce(&server.kafka, "w1-acks1", n, "1"));
+        pall.push(produce(&server.kafka, "w1-acksall", n, "all"));
+        let (rate, first) = consume(&server.kafka, "w1-acks1", n);
         c.push(rate);
         startup.push(first.as_secs_f64() * 1e3);
     }

@@ -12,9 +12,10 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+#[path = "common/serve.rs"]
+mod serve;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -24,6 +25,7 @@ use common::slt::connect;
 use rand::{Rng, SeedableRng};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use serve::Serve;
 use tokio_postgres::SimpleQueryMessage;
 
 fn rt() -> tokio::runtime::Runtime {
@@ -191,64 +193,6 @@ fn seed_000_from_a_kafka_producer() {
     });
 }
 
-/// An `eddy serve` child process over `dir`.
-struct Serve {
-    child: Child,
-    pg: std::net::SocketAddr,
-    kafka: String,
-}
-
-impl Serve {
-    fn start(dir: &std::path::Path) -> Serve {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
-            .args([
-                "--data-dir",
-                dir.to_str().unwrap(),
-                "serve",
-                "--kafka-addr",
-                "127.0.0.1:0",
-                "--pg-addr",
-                "127.0.0.1:0",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start eddy serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        // "eddy: Kafka protocol on ADDR, PostgreSQL protocol on ADDR"
-        let kafka = line
-            .split("Kafka protocol on ")
-            .nth(1)
-            .and_then(|r| r.split(',').next())
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .trim()
-            .to_string();
-        let pg = line
-            .split("PostgreSQL protocol on ")
-            .nth(1)
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .trim()
-            .parse()
-            .unwrap();
-        Serve { child, pg, kafka }
-    }
-
-    fn kill9(mut self) {
-        self.child.kill().unwrap(); // SIGKILL
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// (view, query): each kind of stateful operator, over tables and a stream.
 const VIEWS: &[(&str, &str)] = &[
     (
@@ -281,7 +225,7 @@ fn views_survive_kill_9_during_ingest() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
     let mut next_id: i64 = 0;
     for cycle in 0..6 {
-        let server = Serve::start(dir.path());
+        let server = Serve::start(env!("CARGO_BIN_EXE_eddy"), dir.path());
         if cycle == 0 {
             rt.block_on(async {
                 let c = connect(server.pg).await;

@@ -1,0 +1,68 @@
+//! A real `eddy serve` process for tests and benchmarks that need one
+//! outside their own process (kill -9, release builds). Included with
+//! `#[path]` by `tests/views.rs` and `benches/kafka_w1.rs`.
+
+#![allow(clippy::unwrap_used, dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+/// An `eddy serve` child process (binary `bin`) over a data directory,
+/// on ports chosen by the OS; killed when dropped.
+pub struct Serve {
+    child: Child,
+    pub pg: std::net::SocketAddr,
+    pub kafka: String,
+}
+
+impl Serve {
+    pub fn start(bin: &str, dir: &std::path::Path) -> Serve {
+        let mut child = Command::new(bin)
+            .args([
+                "--data-dir",
+                dir.to_str().unwrap(),
+                "serve",
+                "--kafka-addr",
+                "127.0.0.1:0",
+                "--pg-addr",
+                "127.0.0.1:0",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {bin} serve: {e}"));
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        // "eddy: Kafka protocol on ADDR, PostgreSQL protocol on ADDR"
+        let kafka = line
+            .split("Kafka protocol on ")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .trim()
+            .to_string();
+        let pg = line
+            .split("PostgreSQL protocol on ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .trim()
+            .parse()
+            .unwrap();
+        Serve { child, pg, kafka }
+    }
+
+    /// SIGKILL, and wait for the process to end.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
