@@ -9,6 +9,26 @@ use datafusion::sql::sqlparser::ast::{DataType as SqlType, ExactNumberInfo, Time
 #[error("type {0} is not supported")]
 pub struct UnsupportedType(pub String);
 
+/// PostgreSQL's name for the type an Arrow type stands for (in messages).
+pub fn pg_name(t: &DataType) -> String {
+    match t {
+        DataType::Boolean => "boolean".into(),
+        DataType::Int16 => "smallint".into(),
+        DataType::Int32 => "integer".into(),
+        DataType::Int64 => "bigint".into(),
+        DataType::Float32 => "real".into(),
+        DataType::Float64 => "double precision".into(),
+        DataType::Decimal128(..) => "numeric".into(),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "text".into(),
+        DataType::Binary => "bytea".into(),
+        DataType::Date32 => "date".into(),
+        DataType::Timestamp(_, Some(_)) => "timestamp with time zone".into(),
+        DataType::Timestamp(_, None) => "timestamp without time zone".into(),
+        DataType::Interval(_) => "interval".into(),
+        other => other.to_string(),
+    }
+}
+
 /// Arrow type for a SQL column type.
 pub fn to_arrow(t: &SqlType) -> Result<DataType, UnsupportedType> {
     use SqlType as S;

@@ -15,9 +15,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::{CastOptions, cast, cast_with_options, concat_batches};
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::ParamValues;
 use datafusion::sql::sqlparser::ast::{
-    AssignmentTarget, Delete, FromTable, TableFactor, TableWithJoins, Update,
+    AssignmentTarget, Delete, Expr, FromTable, TableFactor, TableWithJoins, Update, Value,
 };
 
 use super::{Engine, EngineError, Output, Result};
@@ -112,7 +113,8 @@ impl Engine {
         Ok(())
     }
 
-    pub(super) async fn delete(&self, d: Delete) -> Result<Output> {
+    /// The query reading the rows a DELETE removes: (table, query).
+    pub(super) fn delete_query(&self, d: &Delete) -> Result<(String, String)> {
         if d.using.is_some() || d.returning.is_some() || d.limit.is_some() {
             return Err(EngineError::Unsupported(
                 "DELETE with USING, RETURNING or LIMIT".into(),
@@ -127,17 +129,19 @@ impl Engine {
             ));
         };
         let (name, from, _) = self.dml_target(target, "delete from")?;
-        let (topic, schema) = self.table_topic(&name)?;
         let filter = d
             .selection
+            .as_ref()
             .map(|e| format!(" WHERE {e}"))
             .unwrap_or_default();
+        Ok((name, format!("SELECT * FROM {from}{filter}")))
+    }
+
+    pub(super) async fn delete(&self, d: Delete, params: Option<ParamValues>) -> Result<Output> {
+        let (name, query) = self.delete_query(&d)?;
+        let (topic, schema) = self.table_topic(&name)?;
         let _one = self.dml.lock().await;
-        let df = self
-            .ctx
-            .sql(&format!("SELECT * FROM {from}{filter}"))
-            .await?;
-        let batches = df.collect().await?;
+        let batches = self.query(&query, params).await?;
         let old =
             concat_batches(&schema, &batches).map_err(|e| EngineError::DataFusion(e.into()))?;
         let n = old.num_rows();
@@ -145,15 +149,21 @@ impl Engine {
         Ok(Output::Command("DELETE".into(), Some(n)))
     }
 
-    pub(super) async fn update(&self, u: Update) -> Result<Output> {
+    /// The query reading the rows an UPDATE changes, old columns then new:
+    /// (table, query, the types of parameters that are a whole new value).
+    pub(super) fn update_query(
+        &self,
+        u: &Update,
+    ) -> Result<(String, String, Vec<(String, DataType)>)> {
         if u.from.is_some() || u.returning.is_some() || u.limit.is_some() {
             return Err(EngineError::Unsupported(
                 "UPDATE with FROM, RETURNING or LIMIT".into(),
             ));
         }
         let (name, from, columns) = self.dml_target(&u.table, "update")?;
-        let (topic, schema) = self.table_topic(&name)?;
+        let (_, schema) = self.table_topic(&name)?;
         let mut new: Vec<String> = columns.iter().map(|c| quote(c)).collect();
+        let mut typed = Vec::new();
         for a in &u.assignments {
             let AssignmentTarget::ColumnName(target) = &a.target else {
                 return Err(EngineError::Unsupported(
@@ -168,6 +178,11 @@ impl Engine {
             let Some(i) = columns.iter().position(|c| c.eq_ignore_ascii_case(&col)) else {
                 return Err(EngineError::UnknownColumn(col));
             };
+            if let Expr::Value(v) = &a.value
+                && let Value::Placeholder(p) = &v.value
+            {
+                typed.push((p.clone(), schema.field(i).data_type().clone()));
+            }
             new[i] = format!("({})", a.value);
         }
         let select: Vec<String> = columns
@@ -181,15 +196,22 @@ impl Engine {
             .collect();
         let filter = u
             .selection
+            .as_ref()
             .map(|e| format!(" WHERE {e}"))
             .unwrap_or_default();
+        Ok((
+            name,
+            format!("SELECT {} FROM {from}{filter}", select.join(", ")),
+            typed,
+        ))
+    }
+
+    pub(super) async fn update(&self, u: Update, params: Option<ParamValues>) -> Result<Output> {
+        let (name, query, _) = self.update_query(&u)?;
+        let (topic, schema) = self.table_topic(&name)?;
+        let n_cols = schema.fields().len();
         let _one = self.dml.lock().await;
-        let df = self
-            .ctx
-            .sql(&format!("SELECT {} FROM {from}{filter}", select.join(", ")))
-            .await?;
-        let batches = df.collect().await?;
-        let n_cols = columns.len();
+        let batches = self.query(&query, params).await?;
         let mut old_parts = Vec::new();
         let mut new_parts = Vec::new();
         for b in &batches {

@@ -4,16 +4,20 @@
 //! views, COPY … TO STDOUT, SHOW); every other statement is planned and run
 //! by DataFusion over the same session.
 
+mod copy;
 mod dml;
 pub mod relation;
 pub mod statement;
+pub mod system;
 pub mod views;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use datafusion::arrow::array::{RecordBatch, StringArray, UInt64Array};
-use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::ParamValues;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::sqlparser::ast::{
     ColumnDef, ColumnOption, CopySource, CopyTarget, ObjectType, Statement as SqlStatement,
@@ -24,8 +28,9 @@ use crate::catalog::{Catalog, Column, Format, Object};
 use crate::dataflow::DataflowError;
 use crate::log::{Log, LogError, LogStore};
 use crate::types;
+pub use copy::{CopyIn, CopyInOptions};
 use relation::{DecodeErrors, TopicRelation};
-pub use statement::{DropKind, Show, Statement, parse};
+pub use statement::{DropKind, Statement, parse};
 use views::{Dataflows, IndexTable};
 
 /// A failure with the SQLSTATE a PostgreSQL client expects.
@@ -59,6 +64,12 @@ pub enum EngineError {
     WrongObject(String),
     #[error("column \"{0}\" does not exist")]
     UnknownColumn(String),
+    /// COPY data that is not in the format the statement names.
+    #[error("{0}")]
+    CopyData(String),
+    /// A COPY value that does not fit its column.
+    #[error("{0}")]
+    CopyValue(String),
 }
 
 impl EngineError {
@@ -86,6 +97,8 @@ impl EngineError {
             EngineError::Dependents { .. } => "2BP01",
             EngineError::WrongObject(_) => "42809",
             EngineError::UnknownColumn(_) => "42703",
+            EngineError::CopyData(_) => "22P04",
+            EngineError::CopyValue(_) => "22P02",
         }
     }
 }
@@ -113,14 +126,15 @@ pub enum Output {
     /// A command tag (`CREATE STREAM`, `DROP TABLE`, …) with an optional row
     /// count.
     Command(String, Option<usize>),
-    /// Rows.
-    Rows(SchemaRef, Vec<RecordBatch>),
     /// `COPY … TO STDOUT`: rows to send in COPY format.
     CopyOut {
         schema: SchemaRef,
         batches: Vec<RecordBatch>,
         format: CopyFormat,
     },
+    /// `COPY … FROM STDIN`: ask the client for the data, then load it with
+    /// `Engine::copy_in`.
+    CopyIn(CopyIn),
     /// Not one of eddy's statements: run it through DataFusion unchanged.
     PassThrough(String),
 }
@@ -174,6 +188,9 @@ impl Engine {
             dataflows,
             dml: tokio::sync::Mutex::new(()),
         });
+        if let Some(catalog) = engine.ctx.catalog("eddy") {
+            catalog.register_schema(system::SCHEMA, system::schema_provider(&engine)?)?;
+        }
         let objects: Vec<Object> = engine.lock()?.objects().cloned().collect();
         // Streams and tables first; then views and materialized views, in
         // as many rounds as their dependencies on each other need.
@@ -384,6 +401,100 @@ impl Engine {
 
     /// Execute one parsed statement.
     pub async fn execute(&self, stmt: Statement) -> Result<Output> {
+        self.execute_with(stmt, None).await
+    }
+
+    /// Run a query with the values of its `$n` parameters, if any.
+    async fn query(&self, sql: &str, params: Option<ParamValues>) -> Result<Vec<RecordBatch>> {
+        let mut df = self.ctx.sql(sql).await?;
+        if let Some(p) = params {
+            df = df.with_param_values(p)?;
+        }
+        Ok(df.collect().await?)
+    }
+
+    /// Whether the engine runs `stmt` itself; the rest pass through to
+    /// DataFusion (`Output::PassThrough`).
+    pub fn is_own(stmt: &Statement) -> bool {
+        match stmt {
+            Statement::Sql(s, _) => Self::is_own_sql(s),
+            _ => true,
+        }
+    }
+
+    /// Whether `execute_sql` runs `s` itself (must match its arms).
+    pub fn is_own_sql(s: &SqlStatement) -> bool {
+        matches!(
+            s,
+            SqlStatement::CreateTable(_)
+                | SqlStatement::CreateView(_)
+                | SqlStatement::Delete(_)
+                | SqlStatement::Update(_)
+                | SqlStatement::Copy { .. }
+                | SqlStatement::Drop {
+                    object_type: ObjectType::Table
+                        | ObjectType::View
+                        | ObjectType::MaterializedView,
+                    ..
+                }
+        )
+    }
+
+    /// For one of the engine's own statements that takes `$n` parameters
+    /// (DELETE, UPDATE, COPY … TO), the plan of the query it runs, with the
+    /// parameters' types inferred: a prepared statement describes its
+    /// parameters from it.
+    pub async fn parameter_plan(&self, stmt: &Statement) -> Result<Option<LogicalPlan>> {
+        use datafusion::common::tree_node::{Transformed, TreeNode};
+        use datafusion::logical_expr::{Expr, expr::Placeholder};
+        let Statement::Sql(s, _) = stmt else {
+            return Ok(None);
+        };
+        let (query, typed) = match &**s {
+            SqlStatement::Delete(d) => (self.delete_query(d)?.1, vec![]),
+            SqlStatement::Update(u) => {
+                let (_, q, typed) = self.update_query(u)?;
+                (q, typed)
+            }
+            SqlStatement::Copy {
+                source, to: true, ..
+            } => (Self::copy_query(source), vec![]),
+            _ => return Ok(None),
+        };
+        let plan = self.ctx.state().create_logical_plan(&query).await?;
+        if typed.is_empty() {
+            return Ok(Some(plan));
+        }
+        // `SET col = $n`: the parameter has the column's type.
+        let typed: BTreeMap<String, DataType> = typed.into_iter().collect();
+        let plan = plan
+            .transform_up_with_subqueries(|p| {
+                p.map_expressions(|e| {
+                    e.transform_up(|e| match e {
+                        Expr::Placeholder(Placeholder { id, field: None })
+                            if typed.contains_key(&id) =>
+                        {
+                            let field = Field::new(&id, typed[&id].clone(), true);
+                            Ok(Transformed::yes(Expr::Placeholder(Placeholder {
+                                id,
+                                field: Some(Arc::new(field)),
+                            })))
+                        }
+                        e => Ok(Transformed::no(e)),
+                    })
+                })
+            })?
+            .data;
+        Ok(Some(plan))
+    }
+
+    /// Execute one parsed statement with the values of its `$n` parameters
+    /// (extended protocol).
+    pub async fn execute_with(
+        &self,
+        stmt: Statement,
+        params: Option<ParamValues>,
+    ) -> Result<Output> {
         match stmt {
             Statement::CreateTopic {
                 name,
@@ -449,12 +560,11 @@ impl Engine {
                 if_exists,
                 cascade,
             } => self.drop(kind, names, if_exists, cascade).await,
-            Statement::Show(what) => self.show(what),
             Statement::Flush => {
                 self.tick().await?;
                 Ok(Output::Command("FLUSH".into(), None))
             }
-            Statement::Sql(s, text) => self.execute_sql(*s, text).await,
+            Statement::Sql(s, text) => self.execute_sql(*s, text, params).await,
         }
     }
 
@@ -533,155 +643,34 @@ impl Engine {
         Ok(())
     }
 
-    fn show(&self, what: Show) -> Result<Output> {
-        let (col, names): (&str, Vec<String>) = match what {
-            Show::Topics => (
-                "topic",
-                self.log
-                    .topics()
-                    .into_iter()
-                    .filter(|t| !t.internal)
-                    .map(|t| t.name)
-                    .collect(),
-            ),
-            Show::MaterializedViews => return self.show_views(),
-            Show::Dataflows => return self.show_dataflows(),
-            Show::Streams | Show::Tables | Show::Views => {
-                let kind = match what {
-                    Show::Streams => "stream",
-                    Show::Tables => "table",
-                    _ => "view",
+    /// The query a `COPY … TO` reads.
+    fn copy_query(source: &CopySource) -> String {
+        match source {
+            CopySource::Query(q) => q.to_string(),
+            CopySource::Table {
+                table_name,
+                columns,
+            } => {
+                let cols = if columns.is_empty() {
+                    "*".to_string()
+                } else {
+                    columns
+                        .iter()
+                        .map(|c| c.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 };
-                (
-                    "name",
-                    self.lock()?
-                        .objects()
-                        .filter(|o| o.kind() == kind)
-                        .map(|o| o.name().to_string())
-                        .collect(),
-                )
+                format!("SELECT {cols} FROM {table_name}")
             }
-            Show::DecodeErrors => {
-                let snap = self.errors.snapshot();
-                let schema = Arc::new(Schema::new(vec![
-                    Field::new(
-                        "relation",
-                        datafusion::arrow::datatypes::DataType::Utf8,
-                        false,
-                    ),
-                    Field::new(
-                        "errors",
-                        datafusion::arrow::datatypes::DataType::UInt64,
-                        false,
-                    ),
-                    Field::new(
-                        "last_error",
-                        datafusion::arrow::datatypes::DataType::Utf8,
-                        false,
-                    ),
-                ]));
-                let b = RecordBatch::try_new(
-                    Arc::clone(&schema),
-                    vec![
-                        Arc::new(StringArray::from_iter_values(
-                            snap.iter().map(|x| x.0.as_str()),
-                        )),
-                        Arc::new(UInt64Array::from_iter_values(snap.iter().map(|x| x.1))),
-                        Arc::new(StringArray::from_iter_values(
-                            snap.iter().map(|x| x.2.as_str()),
-                        )),
-                    ],
-                )
-                .map_err(|e| EngineError::DataFusion(e.into()))?;
-                return Ok(Output::Rows(schema, vec![b]));
-            }
-        };
-        let schema = Arc::new(Schema::new(vec![Field::new(
-            col,
-            datafusion::arrow::datatypes::DataType::Utf8,
-            false,
-        )]));
-        let b = RecordBatch::try_new(
-            Arc::clone(&schema),
-            vec![Arc::new(StringArray::from_iter_values(names))],
-        )
-        .map_err(|e| EngineError::DataFusion(e.into()))?;
-        Ok(Output::Rows(schema, vec![b]))
+        }
     }
 
-    fn show_views(&self) -> Result<Output> {
-        use datafusion::arrow::array::Int64Array;
-        use datafusion::arrow::datatypes::DataType;
-        let views = self.dataflows.views();
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("name", DataType::Utf8, false),
-            Field::new("rows", DataType::Int64, false),
-            Field::new("stream_records_read", DataType::Int64, false),
-            Field::new("stream_records", DataType::Int64, false),
-            Field::new("status", DataType::Utf8, false),
-        ]));
-        let status = |v: &views::ViewInfo| match &v.failed {
-            Some(e) => format!("failed: {e}"),
-            None if v.read < v.total => "backfilling".to_string(),
-            None => "running".to_string(),
-        };
-        let b = RecordBatch::try_new(
-            Arc::clone(&schema),
-            vec![
-                Arc::new(StringArray::from_iter_values(
-                    views.iter().map(|v| v.name.as_str()),
-                )),
-                Arc::new(Int64Array::from_iter_values(
-                    views.iter().map(|v| v.rows as i64),
-                )),
-                Arc::new(Int64Array::from_iter_values(views.iter().map(|v| v.read))),
-                Arc::new(Int64Array::from_iter_values(views.iter().map(|v| v.total))),
-                Arc::new(StringArray::from_iter_values(views.iter().map(status))),
-            ],
-        )
-        .map_err(|e| EngineError::DataFusion(e.into()))?;
-        Ok(Output::Rows(schema, vec![b]))
-    }
-
-    fn show_dataflows(&self) -> Result<Output> {
-        use datafusion::arrow::array::Int64Array;
-        use datafusion::arrow::datatypes::DataType;
-        let ops = self.dataflows.operators();
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("dataflow", DataType::Utf8, false),
-            Field::new("operator", DataType::Utf8, false),
-            Field::new("rows_in", DataType::Int64, false),
-            Field::new("rows_out", DataType::Int64, false),
-            Field::new("state_rows", DataType::Int64, false),
-            Field::new("state_bytes", DataType::Int64, false),
-            Field::new("errors", DataType::Int64, false),
-        ]));
-        let col = |f: fn(&crate::dataflow::OperatorStats) -> u64| {
-            Arc::new(Int64Array::from_iter_values(
-                ops.iter().map(|(_, o)| f(o) as i64),
-            ))
-        };
-        let b = RecordBatch::try_new(
-            Arc::clone(&schema),
-            vec![
-                Arc::new(StringArray::from_iter_values(
-                    ops.iter().map(|(v, _)| v.as_str()),
-                )),
-                Arc::new(StringArray::from_iter_values(
-                    ops.iter().map(|(_, o)| o.operator.as_str()),
-                )),
-                col(|o| o.rows_in),
-                col(|o| o.rows_out),
-                col(|o| o.state_rows),
-                col(|o| o.state_bytes),
-                col(|o| o.errors),
-            ],
-        )
-        .map_err(|e| EngineError::DataFusion(e.into()))?;
-        Ok(Output::Rows(schema, vec![b]))
-    }
-
-    async fn execute_sql(&self, s: SqlStatement, text: String) -> Result<Output> {
+    async fn execute_sql(
+        &self,
+        s: SqlStatement,
+        text: String,
+        params: Option<ParamValues>,
+    ) -> Result<Output> {
         match s {
             SqlStatement::CreateTable(ct) => {
                 let name = ct.name.to_string();
@@ -793,8 +782,8 @@ impl Engine {
                 )
                 .await
             }
-            SqlStatement::Delete(d) => self.delete(d).await,
-            SqlStatement::Update(u) => self.update(u).await,
+            SqlStatement::Delete(d) => self.delete(d, params).await,
+            SqlStatement::Update(u) => self.update(u, params).await,
             SqlStatement::Copy {
                 source,
                 to: true,
@@ -803,36 +792,53 @@ impl Engine {
                 legacy_options,
                 ..
             } => {
-                let query = match source {
-                    CopySource::Query(q) => q.to_string(),
-                    CopySource::Table {
-                        table_name,
-                        columns,
-                    } => {
-                        let cols = if columns.is_empty() {
-                            "*".to_string()
-                        } else {
-                            columns
-                                .iter()
-                                .map(|c| c.to_string())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        };
-                        format!("SELECT {cols} FROM {table_name}")
-                    }
-                };
                 let format = statement::copy_format(&options, &legacy_options)?;
+                let query = Self::copy_query(&source);
                 let df = self.ctx.sql(&query).await?;
                 let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-                let batches = df.collect().await?;
+                let batches = match params {
+                    Some(p) => df.with_param_values(p)?.collect().await?,
+                    None => df.collect().await?,
+                };
                 Ok(Output::CopyOut {
                     schema,
                     batches,
                     format,
                 })
             }
+            SqlStatement::Copy {
+                source:
+                    CopySource::Table {
+                        table_name,
+                        columns,
+                    },
+                to: false,
+                target: CopyTarget::Stdin,
+                options,
+                legacy_options,
+                ..
+            } => {
+                let relation = table_name.to_string();
+                let provider = self.ctx.table_provider(relation.as_str()).await?;
+                let schema = provider.schema();
+                let columns: Vec<String> = if columns.is_empty() {
+                    schema.fields().iter().map(|f| f.name().clone()).collect()
+                } else {
+                    columns.iter().map(|c| c.value.clone()).collect()
+                };
+                for c in &columns {
+                    if schema.column_with_name(c).is_none() {
+                        return Err(EngineError::UnknownColumn(c.clone()));
+                    }
+                }
+                Ok(Output::CopyIn(CopyIn {
+                    relation,
+                    columns,
+                    options: CopyInOptions::parse(&options, &legacy_options)?,
+                }))
+            }
             SqlStatement::Copy { .. } => Err(EngineError::Unsupported(
-                "this form of COPY (supported: COPY … TO STDOUT)".into(),
+                "this form of COPY (supported: COPY … TO STDOUT and COPY … FROM STDIN)".into(),
             )),
             _ => Ok(Output::PassThrough(text)),
         }

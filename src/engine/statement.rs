@@ -37,18 +37,6 @@ impl DropKind {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Show {
-    Topics,
-    Streams,
-    Tables,
-    Views,
-    MaterializedViews,
-    /// Operators of every running dataflow, with their counters.
-    Dataflows,
-    DecodeErrors,
-}
-
 #[derive(Debug)]
 pub enum Statement {
     CreateTopic {
@@ -71,7 +59,6 @@ pub enum Statement {
         if_exists: bool,
         cascade: bool,
     },
-    Show(Show),
     /// `FLUSH` (RisingWave): wait until every view reflects every write.
     Flush,
     /// Any other statement, with its SQL text.
@@ -175,35 +162,13 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
             p.next_token();
             Statement::Flush
         } else if word_is(&t0, "show")
-            && word_is(&t1, "materialized")
-            && word_is(&p.peek_nth_token(2).token, "views")
+            && let Some(query) = show_query(&mut p)?
         {
-            p.next_token();
-            p.next_token();
-            p.next_token();
-            Statement::Show(Show::MaterializedViews)
-        } else if word_is(&t0, "show")
-            && [
-                "topics",
-                "streams",
-                "tables",
-                "views",
-                "decode_errors",
-                "dataflows",
-            ]
-            .iter()
-            .any(|w| word_is(&t1, w))
-        {
-            p.next_token();
-            let w = p.next_token().token.to_string().to_ascii_lowercase();
-            Statement::Show(match w.as_str() {
-                "topics" => Show::Topics,
-                "streams" => Show::Streams,
-                "tables" => Show::Tables,
-                "views" => Show::Views,
-                "dataflows" => Show::Dataflows,
-                _ => Show::DecodeErrors,
-            })
+            // SHOW … is a query over the system tables, so it runs (and
+            // describes its columns) like any SELECT, in either protocol.
+            let mut stmts = Parser::parse_sql(&dialect, &query).map_err(syntax)?;
+            let s = stmts.pop().ok_or_else(|| syntax("empty SHOW query"))?;
+            Statement::Sql(Box::new(s), query)
         } else {
             let s = p.parse_statement().map_err(syntax)?;
             let end = p.peek_token().span.start;
@@ -224,6 +189,66 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
         }
     }
     Ok(out)
+}
+
+/// eddy's `SHOW …` forms as queries over `eddy_catalog`, consuming their
+/// tokens; `None` (nothing consumed) for the SHOWs DataFusion answers
+/// (`SHOW ALL`, `SHOW search_path`, …).
+fn show_query(p: &mut Parser) -> Result<Option<String>> {
+    let words: Vec<String> = (1..4)
+        .map(|i| match p.peek_nth_token(i).token {
+            Token::Word(w) => w.value.to_ascii_lowercase(),
+            _ => String::new(),
+        })
+        .collect();
+    let (w1, w2, w3) = (words[0].as_str(), words[1].as_str(), words[2].as_str());
+    let catalog = super::system::SCHEMA;
+    let (consumed, query) = match (w1, w2) {
+        ("topics", _) => (
+            2,
+            format!("SELECT name AS topic FROM {catalog}.topics WHERE NOT internal ORDER BY name"),
+        ),
+        ("streams" | "tables" | "views", _) => (
+            2,
+            format!(
+                "SELECT name FROM {catalog}.relations WHERE kind = '{}' ORDER BY name",
+                &w1[..w1.len() - 1]
+            ),
+        ),
+        ("materialized", "views") => (
+            3,
+            format!("SELECT * FROM {catalog}.materialized_views ORDER BY name"),
+        ),
+        ("dataflows", _) => (2, format!("SELECT * FROM {catalog}.dataflow_operators")),
+        ("decode_errors", _) => (
+            2,
+            format!("SELECT * FROM {catalog}.decode_errors ORDER BY relation"),
+        ),
+        ("consumer", "groups") => (
+            3,
+            format!("SELECT * FROM {catalog}.consumer_groups ORDER BY group_id, topic, partition"),
+        ),
+        ("create", "stream" | "table" | "view") | ("create", "materialized") => {
+            let (kind, n) = match w2 {
+                "materialized" if w3 == "view" => ("materialized view", 4),
+                "materialized" => return Ok(None),
+                k => (k, 3),
+            };
+            for _ in 0..n {
+                p.next_token();
+            }
+            let name = p.parse_object_name(false).map_err(syntax)?.to_string();
+            return Ok(Some(format!(
+                "SELECT name, create_sql FROM {catalog}.relations WHERE kind = '{kind}' AND name = '{}'",
+                name.replace('\'', "''")
+            )));
+        }
+        _ => return Ok(None),
+    };
+    for _ in 0..consumed {
+        p.next_token();
+    }
+    Ok(Some(query))
 }
 
 /// The text between two token locations (1-based line/column).
@@ -341,7 +366,10 @@ mod tests {
                 ..
             }
         ));
-        assert!(matches!(&s[4], Statement::Show(Show::Topics)));
+        assert!(
+            matches!(&s[4], Statement::Sql(_, q) if q.contains("eddy_catalog.topics")),
+            "SHOW TOPICS is a query over eddy_catalog"
+        );
     }
 
     #[test]

@@ -6,33 +6,40 @@
 //! Errors carry SQLSTATE codes.
 
 use std::fmt::Debug;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion_postgres::DfSessionService;
-use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
+use datafusion_postgres::arrow_pg::datatypes::arrow_schema_to_pg_fields;
+use datafusion_postgres::arrow_pg::datatypes::df::deserialize_parameters_with_server_types;
 use datafusion_postgres::arrow_pg::encoder::encode_value;
 use datafusion_postgres::pgwire;
-use futures::{Sink, StreamExt, stream};
+use futures::{Sink, SinkExt, StreamExt, stream};
+use pgwire::api::Type;
 use pgwire::api::auth::StartupHandler;
 use pgwire::api::auth::noop::NoopStartupHandler;
-use pgwire::api::portal::Format;
+use pgwire::api::copy::CopyHandler;
+use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{
-    CopyCsvOptions, CopyEncoder, CopyResponse, CopyTextOptions, QueryResponse, Response, Tag,
+    CopyCsvOptions, CopyEncoder, CopyResponse, CopyTextOptions, FieldInfo, QueryResponse, Response,
+    Tag,
 };
+use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::data::DataRow;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use crate::engine::{CopyFormat, Engine, EngineError, Output};
+use crate::engine::{CopyFormat, CopyIn, Engine, EngineError, Output};
 
 fn user_error(code: &str, message: String) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new(
@@ -48,8 +55,9 @@ fn engine_error(e: EngineError) -> PgWireError {
 
 pub struct Handlers {
     simple: Arc<Simple>,
-    df: Arc<DfSessionService>,
+    extended: Arc<Extended>,
     startup: Arc<Startup>,
+    copy: Arc<CopyLoader>,
 }
 
 impl Handlers {
@@ -57,11 +65,18 @@ impl Handlers {
         let df = Arc::new(DfSessionService::new(engine.session()));
         Handlers {
             simple: Arc::new(Simple {
-                engine,
+                engine: Arc::clone(&engine),
                 df: Arc::clone(&df),
             }),
-            df,
+            extended: Arc::new(Extended {
+                parser: Arc::new(PreparedParser {
+                    engine: Arc::clone(&engine),
+                    df: ExtendedQueryHandler::query_parser(&*df),
+                }),
+                df,
+            }),
             startup: Arc::new(Startup { allow_remote }),
+            copy: Arc::new(CopyLoader { engine }),
         }
     }
 }
@@ -72,11 +87,15 @@ impl PgWireServerHandlers for Handlers {
     }
 
     fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
-        Arc::clone(&self.df)
+        Arc::clone(&self.extended)
     }
 
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
         Arc::clone(&self.startup)
+    }
+
+    fn copy_handler(&self) -> Arc<impl CopyHandler> {
+        Arc::clone(&self.copy)
     }
 }
 
@@ -112,20 +131,297 @@ pub struct Simple {
     df: Arc<DfSessionService>,
 }
 
-fn rows(schema: &SchemaRef, batches: Vec<RecordBatch>) -> PgWireResult<Response> {
-    let fields = Arc::new(arrow_schema_to_pg_fields(
-        schema,
-        &Format::UnifiedText,
-        None,
-    )?);
-    let mut out = Vec::new();
-    for b in batches {
-        out.extend(encode_recordbatch(Arc::clone(&fields), b));
+/// The response for what one of the engine's own statements produced.
+fn respond(client: &impl ClientInfo, output: Output) -> PgWireResult<Response> {
+    match output {
+        Output::CopyIn(copy) => {
+            let columns = copy.columns.len();
+            let state = client
+                .session_extensions()
+                .get_or_insert_with(|| Mutex::new(None::<PendingCopy>));
+            *state
+                .lock()
+                .map_err(|_| user_error("XX000", "COPY state poisoned".into()))? =
+                Some(PendingCopy {
+                    copy,
+                    data: Vec::new(),
+                });
+            Ok(Response::CopyIn(CopyResponse::new(
+                0,
+                columns,
+                stream::empty(),
+            )))
+        }
+        Output::Command(tag, n) => {
+            let mut t = Tag::new(&tag);
+            if let Some(n) = n {
+                t = t.with_rows(n);
+            }
+            Ok(Response::Execution(t))
+        }
+        Output::CopyOut {
+            schema,
+            batches,
+            format,
+        } => copy_out(&schema, batches, format),
+        Output::PassThrough(sql) => Err(user_error(
+            "XX000",
+            format!("statement was not planned: {sql}"),
+        )),
     }
-    Ok(Response::Query(QueryResponse::new(
-        fields,
-        stream::iter(out),
-    )))
+}
+
+/// COPY … FROM STDIN in progress on a connection: its data is collected
+/// and loaded at CopyDone, so an aborted COPY writes nothing.
+struct PendingCopy {
+    copy: CopyIn,
+    data: Vec<u8>,
+}
+
+/// COPY data beyond this fails the COPY (SQLSTATE 54000) instead of
+/// growing the server's memory without bound.
+const MAX_COPY_BYTES: usize = 1 << 30;
+
+type CopyState = Mutex<Option<PendingCopy>>;
+
+fn take_copy(client: &impl ClientInfo) -> Option<PendingCopy> {
+    client
+        .session_extensions()
+        .get::<CopyState>()
+        .and_then(|s| s.lock().ok().and_then(|mut s| s.take()))
+}
+
+/// Loads COPY … FROM STDIN data.
+pub struct CopyLoader {
+    engine: Arc<Engine>,
+}
+
+#[async_trait]
+impl CopyHandler for CopyLoader {
+    async fn on_copy_data<C>(&self, client: &mut C, copy_data: CopyData) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if let Some(state) = client.session_extensions().get::<CopyState>()
+            && let Ok(mut state) = state.lock()
+            && let Some(p) = state.as_mut()
+        {
+            if p.data.len() + copy_data.data.len() > MAX_COPY_BYTES {
+                *state = None;
+                return Err(user_error(
+                    "54000",
+                    format!("COPY data exceeds {MAX_COPY_BYTES} bytes; split the load"),
+                ));
+            }
+            p.data.extend_from_slice(&copy_data.data);
+        }
+        Ok(())
+    }
+
+    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let Some(p) = take_copy(client) else {
+            return Err(user_error(
+                "08P01",
+                "CopyDone without a COPY FROM STDIN in progress".into(),
+            ));
+        };
+        let n = self
+            .engine
+            .copy_in(&p.copy, &p.data)
+            .await
+            .map_err(engine_error)?;
+        client
+            .send(PgWireBackendMessage::CommandComplete(
+                Tag::new("COPY").with_rows(n).into(),
+            ))
+            .await?;
+        Ok(())
+    }
+
+    async fn on_copy_fail<C>(&self, client: &mut C, fail: CopyFail) -> PgWireError
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        take_copy(client);
+        user_error("57014", format!("COPY from stdin failed: {}", fail.message))
+    }
+}
+
+/// A prepared statement (extended protocol), as datafusion-postgres keeps
+/// it: the SQL and, where DataFusion planned it, the statement and plan.
+/// The engine's own statements are kept as (SQL, None), or, when they take
+/// parameters (DELETE, UPDATE, COPY … TO), with the plan of the query they
+/// run, from which their parameters are described. Keeping datafusion's
+/// statement type keeps its portal store, which its cursor hooks require.
+type Prepared = <DfSessionService as ExtendedQueryHandler>::Statement;
+
+/// Whether a prepared statement is one of the engine's own.
+fn is_own(stmt: &Prepared) -> bool {
+    match &stmt.1 {
+        None => true,
+        Some((ast, _)) => Engine::is_own_sql(ast),
+    }
+}
+
+pub struct PreparedParser {
+    engine: Arc<Engine>,
+    df: Arc<datafusion_postgres::Parser>,
+}
+
+#[async_trait]
+impl QueryParser for PreparedParser {
+    type Statement = Prepared;
+
+    async fn parse_sql<C>(
+        &self,
+        client: &C,
+        sql: &str,
+        types: &[Option<Type>],
+    ) -> PgWireResult<Option<Prepared>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let mut statements = crate::engine::parse(sql).map_err(engine_error)?;
+        if statements.len() > 1 {
+            return Err(user_error(
+                "42601",
+                "cannot insert multiple commands into a prepared statement".into(),
+            ));
+        }
+        match statements.pop() {
+            Some(stmt) if Engine::is_own(&stmt) => {
+                let plan = self
+                    .engine
+                    .parameter_plan(&stmt)
+                    .await
+                    .map_err(engine_error)?;
+                let ast = match stmt {
+                    crate::engine::Statement::Sql(ast, _) => Some(*ast),
+                    _ => None,
+                };
+                Ok(Some((sql.to_string(), ast.zip(plan))))
+            }
+            _ => self.df.parse_sql(client, sql, types).await,
+        }
+    }
+
+    fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
+        self.df.get_parameter_types(stmt)
+    }
+
+    fn get_result_schema(
+        &self,
+        stmt: &Prepared,
+        column_format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        if is_own(stmt) {
+            // DDL and DML return no rows, COPY sends its own description.
+            return Ok(vec![]);
+        }
+        self.df.get_result_schema(stmt, column_format)
+    }
+}
+
+/// The extended protocol (psycopg, tokio-postgres, JDBC): eddy's own
+/// statements in the engine with their parameters bound, the rest in
+/// datafusion-postgres; errors get SQLSTATEs and text floats print as
+/// PostgreSQL's, as in the simple protocol.
+pub struct Extended {
+    parser: Arc<PreparedParser>,
+    df: Arc<DfSessionService>,
+}
+
+impl Extended {
+    async fn run_own(
+        &self,
+        client: &impl ClientInfo,
+        portal: &Portal<Prepared>,
+    ) -> PgWireResult<Response> {
+        let (sql, planned) = &portal.statement.statement;
+        let arrow: Vec<Option<DataType>> = match planned {
+            Some((_, plan)) => {
+                let types = plan
+                    .get_parameter_types()
+                    .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+                let mut ordered: Vec<(usize, Option<DataType>)> = types
+                    .into_iter()
+                    .filter_map(|(k, t)| Some((k.trim_start_matches('$').parse().ok()?, t)))
+                    .collect();
+                ordered.sort_by_key(|(i, _)| *i);
+                ordered.into_iter().map(|(_, t)| t).collect()
+            }
+            None => vec![],
+        };
+        let wire = self
+            .parser
+            .get_parameter_types(&portal.statement.statement)?;
+        let arrow_refs: Vec<Option<&DataType>> = arrow.iter().map(Option::as_ref).collect();
+        let wire_refs: Vec<Option<&Type>> = wire.iter().map(Some).collect();
+        let params = deserialize_parameters_with_server_types(portal, &arrow_refs, &wire_refs)?;
+        let stmt = crate::engine::parse(sql)
+            .map_err(engine_error)?
+            .pop()
+            .ok_or_else(|| user_error("42601", "empty statement".into()))?;
+        match self.parser.engine.execute_with(stmt, Some(params)).await {
+            Ok(output) => respond(client, output),
+            Err(e) => Err(engine_error(e)),
+        }
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Extended {
+    type Statement = Prepared;
+    type QueryParser = PreparedParser;
+
+    fn query_parser(&self) -> Arc<PreparedParser> {
+        Arc::clone(&self.parser)
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Prepared>,
+        max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let result = if is_own(&portal.statement.statement) {
+            self.run_own(client, portal).await
+        } else {
+            ExtendedQueryHandler::do_query(&*self.df, client, portal, max_rows).await
+        };
+        match result {
+            Ok(Response::Query(q)) => Ok(Response::Query(pg_text_floats(q))),
+            Ok(other) => Ok(other),
+            Err(PgWireError::UserError(mut info)) => {
+                refine_code(&mut info);
+                Err(PgWireError::UserError(info))
+            }
+            Err(other) => {
+                let mut info = Box::new(ErrorInfo::new(
+                    "ERROR".into(),
+                    sqlstate_of(&other).into(),
+                    other.to_string(),
+                ));
+                refine_code(&mut info);
+                Err(PgWireError::UserError(info))
+            }
+        }
+    }
 }
 
 /// PostgreSQL's text form of a float8: the shortest digits that round-trip,
@@ -353,19 +649,6 @@ impl SimpleQueryHandler for Simple {
         let mut out = Vec::with_capacity(statements.len());
         for stmt in statements {
             let result = match self.engine.execute(stmt).await {
-                Ok(Output::Command(tag, n)) => {
-                    let mut t = Tag::new(&tag);
-                    if let Some(n) = n {
-                        t = t.with_rows(n);
-                    }
-                    Ok(vec![Response::Execution(t)])
-                }
-                Ok(Output::Rows(schema, batches)) => rows(&schema, batches).map(|r| vec![r]),
-                Ok(Output::CopyOut {
-                    schema,
-                    batches,
-                    format,
-                }) => copy_out(&schema, batches, format).map(|r| vec![r]),
                 Ok(Output::PassThrough(sql)) => {
                     SimpleQueryHandler::do_query(&*self.df, client, &sql)
                         .await
@@ -378,6 +661,7 @@ impl SimpleQueryHandler for Simple {
                             rs
                         })
                 }
+                Ok(output) => respond(client, output).map(|r| vec![r]),
                 Err(e) => Err(engine_error(e)),
             };
             match result {

@@ -1,0 +1,328 @@
+//! System tables: the schema `eddy_catalog`, read with plain SQL
+//! (`SELECT * FROM eddy_catalog.partitions`) over either query protocol.
+//! Each table is computed when it is scanned, from the log, the catalog and
+//! the running dataflows, so it is never stale. The `SHOW …` statements are
+//! queries over these tables (see `statement::show_query`).
+//!
+//! | table                | one row per                                   |
+//! |----------------------|-----------------------------------------------|
+//! | `topics`             | topic (with `internal` for eddy's own)        |
+//! | `partitions`         | topic partition: start/end offsets, bytes     |
+//! | `relations`          | stream, table, view, materialized view        |
+//! | `materialized_views` | materialized view: rows, backfill, status     |
+//! | `dataflow_operators` | operator of a running dataflow                |
+//! | `decode_errors`      | relation with records that did not decode     |
+//! | `consumer_groups`    | (group, topic, partition) committed offset    |
+
+use std::sync::{Arc, Weak};
+
+use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::{MemorySchemaProvider, SchemaProvider, Session};
+use datafusion::common::ScalarValue;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+
+use super::Engine;
+use crate::catalog::Object;
+use crate::log::LogStore;
+
+pub const SCHEMA: &str = "eddy_catalog";
+
+type Rows = Vec<Vec<ScalarValue>>;
+type Producer = fn(&Engine) -> Result<Rows, String>;
+
+/// A table computed at scan time by `rows`.
+struct SystemTable {
+    schema: SchemaRef,
+    rows: Producer,
+    engine: Weak<Engine>,
+}
+
+impl std::fmt::Debug for SystemTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SystemTable({:?})", self.schema)
+    }
+}
+
+fn text(s: impl Into<String>) -> ScalarValue {
+    ScalarValue::Utf8(Some(s.into()))
+}
+
+fn int(x: i64) -> ScalarValue {
+    ScalarValue::Int64(Some(x))
+}
+
+fn batch(schema: &SchemaRef, rows: Rows) -> DfResult<RecordBatch> {
+    let columns = (0..schema.fields().len())
+        .map(|c| {
+            let f = schema.field(c);
+            if rows.is_empty() {
+                return Ok(datafusion::arrow::array::new_empty_array(f.data_type()));
+            }
+            ScalarValue::iter_to_array(rows.iter().map(|r| r[c].clone()))
+        })
+        .collect::<DfResult<Vec<_>>>()?;
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+}
+
+#[async_trait]
+impl TableProvider for SystemTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let engine = self
+            .engine
+            .upgrade()
+            .ok_or_else(|| DataFusionError::Execution("eddy is shutting down".into()))?;
+        let rows = (self.rows)(&engine).map_err(DataFusionError::Execution)?;
+        MemorySourceConfig::try_new_exec(
+            &[vec![batch(&self.schema, rows)?]],
+            self.schema(),
+            projection.cloned(),
+        )
+        .map(|e| e as Arc<dyn ExecutionPlan>)
+    }
+}
+
+fn schema(cols: &[(&str, DataType, bool)]) -> SchemaRef {
+    Arc::new(Schema::new(
+        cols.iter()
+            .map(|(n, t, null)| Field::new(*n, t.clone(), *null))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// The `eddy_catalog` schema with every system table, reading `engine`.
+pub fn schema_provider(engine: &Arc<Engine>) -> DfResult<Arc<dyn SchemaProvider>> {
+    use DataType::{Boolean, Int32, Int64, Utf8};
+    let tables: Vec<(&str, SchemaRef, Producer)> = vec![
+        (
+            "topics",
+            schema(&[
+                ("name", Utf8, false),
+                ("partitions", Int32, false),
+                ("internal", Boolean, false),
+                ("config", Utf8, false),
+            ]),
+            topics,
+        ),
+        (
+            "partitions",
+            schema(&[
+                ("topic", Utf8, false),
+                ("partition", Int32, false),
+                ("start_offset", Int64, false),
+                ("end_offset", Int64, false),
+                ("size_bytes", Int64, false),
+                ("segments", Int64, false),
+            ]),
+            partitions,
+        ),
+        (
+            "relations",
+            schema(&[
+                ("name", Utf8, false),
+                ("kind", Utf8, false),
+                ("topic", Utf8, true),
+                ("create_sql", Utf8, false),
+            ]),
+            relations,
+        ),
+        (
+            "materialized_views",
+            schema(&[
+                ("name", Utf8, false),
+                ("rows", Int64, false),
+                ("stream_records_read", Int64, false),
+                ("stream_records", Int64, false),
+                ("status", Utf8, false),
+            ]),
+            materialized_views,
+        ),
+        (
+            "dataflow_operators",
+            schema(&[
+                ("dataflow", Utf8, false),
+                ("operator", Utf8, false),
+                ("rows_in", Int64, false),
+                ("rows_out", Int64, false),
+                ("state_rows", Int64, false),
+                ("state_bytes", Int64, false),
+                ("errors", Int64, false),
+            ]),
+            dataflow_operators,
+        ),
+        (
+            "decode_errors",
+            schema(&[
+                ("relation", Utf8, false),
+                ("errors", Int64, false),
+                ("last_error", Utf8, false),
+            ]),
+            decode_errors,
+        ),
+        (
+            "consumer_groups",
+            schema(&[
+                ("group_id", Utf8, false),
+                ("topic", Utf8, false),
+                ("partition", Int32, false),
+                ("committed_offset", Int64, false),
+                ("end_offset", Int64, true),
+                ("lag", Int64, true),
+            ]),
+            consumer_groups,
+        ),
+    ];
+    let provider = MemorySchemaProvider::new();
+    for (name, schema, rows) in tables {
+        provider.register_table(
+            name.to_string(),
+            Arc::new(SystemTable {
+                schema,
+                rows,
+                engine: Arc::downgrade(engine),
+            }),
+        )?;
+    }
+    Ok(Arc::new(provider))
+}
+
+fn topics(e: &Engine) -> Result<Rows, String> {
+    Ok(e.log
+        .topics()
+        .into_iter()
+        .map(|t| {
+            let config: Vec<String> = t
+                .overrides
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            vec![
+                text(t.name),
+                ScalarValue::Int32(Some(t.partitions)),
+                ScalarValue::Boolean(Some(t.internal)),
+                text(config.join(", ")),
+            ]
+        })
+        .collect())
+}
+
+fn partitions(e: &Engine) -> Result<Rows, String> {
+    let mut out = Vec::new();
+    for t in e.log.topics() {
+        for p in 0..t.partitions {
+            // A topic dropped between the two calls is skipped.
+            let Ok(part) = e.log.partition(&t.name, p) else {
+                continue;
+            };
+            out.push(vec![
+                text(t.name.clone()),
+                ScalarValue::Int32(Some(p)),
+                int(part.log_start()),
+                int(part.log_end()),
+                int(part.size_bytes() as i64),
+                int(part.segment_count() as i64),
+            ]);
+        }
+    }
+    Ok(out)
+}
+
+fn relations(e: &Engine) -> Result<Rows, String> {
+    let catalog = e.lock().map_err(|e| e.to_string())?;
+    Ok(catalog
+        .objects()
+        .map(|o| {
+            let topic = match o {
+                Object::Stream { topic, .. } | Object::Table { topic, .. } => {
+                    ScalarValue::Utf8(Some(topic.clone()))
+                }
+                _ => ScalarValue::Utf8(None),
+            };
+            vec![text(o.name()), text(o.kind()), topic, text(o.sql())]
+        })
+        .collect())
+}
+
+fn materialized_views(e: &Engine) -> Result<Rows, String> {
+    Ok(e.dataflows
+        .views()
+        .into_iter()
+        .map(|v| {
+            let status = match &v.failed {
+                Some(e) => format!("failed: {e}"),
+                None if v.read < v.total => "backfilling".to_string(),
+                None => "running".to_string(),
+            };
+            vec![
+                text(v.name),
+                int(v.rows as i64),
+                int(v.read),
+                int(v.total),
+                text(status),
+            ]
+        })
+        .collect())
+}
+
+fn dataflow_operators(e: &Engine) -> Result<Rows, String> {
+    Ok(e.dataflows
+        .operators()
+        .into_iter()
+        .map(|(view, o)| {
+            vec![
+                text(view),
+                text(o.operator),
+                int(o.rows_in as i64),
+                int(o.rows_out as i64),
+                int(o.state_rows as i64),
+                int(o.state_bytes as i64),
+                int(o.errors as i64),
+            ]
+        })
+        .collect())
+}
+
+fn decode_errors(e: &Engine) -> Result<Rows, String> {
+    Ok(e.errors
+        .snapshot()
+        .into_iter()
+        .map(|(relation, n, last)| vec![text(relation), int(n as i64), text(last)])
+        .collect())
+}
+
+fn consumer_groups(e: &Engine) -> Result<Rows, String> {
+    let mut out = Vec::new();
+    for g in e.log.groups() {
+        for (topic, partition, c) in e.log.group_offsets(&g) {
+            let end = e.log.offsets(&topic, partition).ok().map(|(_, end)| end);
+            out.push(vec![
+                text(g.clone()),
+                text(topic),
+                ScalarValue::Int32(Some(partition)),
+                int(c.offset),
+                ScalarValue::Int64(end),
+                ScalarValue::Int64(end.map(|end| (end - c.offset).max(0))),
+            ]);
+        }
+    }
+    Ok(out)
+}
