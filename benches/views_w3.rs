@@ -34,8 +34,8 @@ const KEYS: u64 = 100_000;
 async fn exec(engine: &Engine, sql: &str) -> Vec<datafusion::arrow::array::RecordBatch> {
     let mut out = Vec::new();
     for stmt in parse(sql).unwrap() {
-        match engine.execute(stmt).await.unwrap() {
-            Output::PassThrough(text) => out.extend(
+        if let Output::PassThrough(text) = engine.execute(stmt).await.unwrap() {
+            out.extend(
                 engine
                     .session()
                     .sql(&text)
@@ -44,9 +44,7 @@ async fn exec(engine: &Engine, sql: &str) -> Vec<datafusion::arrow::array::Recor
                     .collect()
                     .await
                     .unwrap(),
-            ),
-            Output::Rows(_, b) => out.extend(b),
-            _ => {}
+            );
         }
     }
     out

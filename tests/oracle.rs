@@ -26,7 +26,6 @@ async fn run(engine: &Engine, sql: &str) -> Vec<RecordBatch> {
                     .unwrap_or_else(|e| panic!("{text}: {e}"));
                 out.extend(df.collect().await.unwrap_or_else(|e| panic!("{text}: {e}")));
             }
-            Ok(Output::Rows(_, b)) => out.extend(b),
             Ok(_) => {}
             Err(e) => panic!("{sql}: {e}"),
         }

@@ -28,6 +28,9 @@ use crate::format::json;
 use crate::log::batch::{self, NewRecord};
 use crate::log::{Durability, now_ms};
 
+/// Parameters whose type is known from where they go (`SET col = $n`).
+pub(super) type TypedParams = Vec<(String, DataType)>;
+
 fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
@@ -151,10 +154,7 @@ impl Engine {
 
     /// The query reading the rows an UPDATE changes, old columns then new:
     /// (table, query, the types of parameters that are a whole new value).
-    pub(super) fn update_query(
-        &self,
-        u: &Update,
-    ) -> Result<(String, String, Vec<(String, DataType)>)> {
+    pub(super) fn update_query(&self, u: &Update) -> Result<(String, String, TypedParams)> {
         if u.from.is_some() || u.returning.is_some() || u.limit.is_some() {
             return Err(EngineError::Unsupported(
                 "UPDATE with FROM, RETURNING or LIMIT".into(),

@@ -112,7 +112,19 @@ pub fn datafusion_sqlstate(e: &datafusion::error::DataFusionError) -> &'static s
         D::SchemaError(..) => "42703",
         D::Plan(_) => "42601",
         D::NotImplemented(_) => "0A000",
-        D::ArrowError(..) => "22000",
+        D::ArrowError(a, _) => {
+            use datafusion::arrow::error::ArrowError as A;
+            match &**a {
+                A::CastError(_) | A::ParseError(_) => "22P02",
+                A::DivideByZero => "22012",
+                A::ArithmeticOverflow(_) => "22003",
+                A::ComputeError(m) if m.contains("Overflow") || m.contains("overflow") => "22003",
+                _ => "22000",
+            }
+        }
+        D::Execution(m) if m.contains("Cast error") || m.contains("Cannot cast") => "22P02",
+        D::Execution(m) if m.contains("Divide by zero") => "22012",
+        D::Execution(m) if m.contains("Overflow") || m.contains("overflow") => "22003",
         D::Execution(_) => "22000",
         D::Context(_, inner) => datafusion_sqlstate(inner),
         _ => "XX000",
@@ -819,7 +831,14 @@ impl Engine {
                 ..
             } => {
                 let relation = table_name.to_string();
-                let provider = self.ctx.table_provider(relation.as_str()).await?;
+                let provider = self
+                    .ctx
+                    .table_provider(relation.as_str())
+                    .await
+                    .map_err(|_| EngineError::UnknownObject {
+                        kind: "relation",
+                        name: relation.clone(),
+                    })?;
                 let schema = provider.schema();
                 let columns: Vec<String> = if columns.is_empty() {
                     schema.fields().iter().map(|f| f.name().clone()).collect()

@@ -310,7 +310,17 @@ impl QueryParser for PreparedParser {
                 };
                 Ok(Some((sql.to_string(), ast.zip(plan))))
             }
-            _ => self.df.parse_sql(client, sql, types).await,
+            // SHOW … arrives rewritten as a query over eddy_catalog.
+            Some(crate::engine::Statement::Sql(_, text)) => self
+                .df
+                .parse_sql(client, &text, types)
+                .await
+                .map_err(with_sqlstate),
+            _ => self
+                .df
+                .parse_sql(client, sql, types)
+                .await
+                .map_err(with_sqlstate),
         }
     }
 
@@ -407,19 +417,7 @@ impl ExtendedQueryHandler for Extended {
         match result {
             Ok(Response::Query(q)) => Ok(Response::Query(pg_text_floats(q))),
             Ok(other) => Ok(other),
-            Err(PgWireError::UserError(mut info)) => {
-                refine_code(&mut info);
-                Err(PgWireError::UserError(info))
-            }
-            Err(other) => {
-                let mut info = Box::new(ErrorInfo::new(
-                    "ERROR".into(),
-                    sqlstate_of(&other).into(),
-                    other.to_string(),
-                ));
-                refine_code(&mut info);
-                Err(PgWireError::UserError(info))
-            }
+            Err(e) => Err(with_sqlstate(e)),
         }
     }
 }
@@ -687,6 +685,28 @@ impl SimpleQueryHandler for Simple {
             }
         }
         Ok(out)
+    }
+}
+
+/// An error as the client gets it: a user error with the SQLSTATE its
+/// cause calls for (protocol and I/O errors pass through: they close the
+/// session).
+fn with_sqlstate(e: PgWireError) -> PgWireError {
+    match e {
+        PgWireError::UserError(mut info) => {
+            refine_code(&mut info);
+            PgWireError::UserError(info)
+        }
+        PgWireError::ApiError(_) => {
+            let mut info = Box::new(ErrorInfo::new(
+                "ERROR".into(),
+                sqlstate_of(&e).into(),
+                e.to_string(),
+            ));
+            refine_code(&mut info);
+            PgWireError::UserError(info)
+        }
+        other => other,
     }
 }
 

@@ -1,0 +1,56 @@
+"""A psycopg 3 session against eddy, as an application would write it:
+server-side parameters (the extended protocol), executemany, a materialized
+view read back, COPY in both directions, and errors with SQLSTATEs.
+PGHOST / PGPORT name the server."""
+
+import os
+
+import psycopg
+
+conninfo = f"host={os.environ['PGHOST']} port={os.environ['PGPORT']} user=eddy dbname=eddy"
+
+with psycopg.connect(conninfo, autocommit=True) as conn:
+    with conn.cursor() as cur:
+        cur.execute(
+            "CREATE TABLE twitch (game_id text, game_name text, id text, viewer_count int)"
+        )
+        cur.execute(
+            "CREATE MATERIALIZED VIEW per_game AS SELECT game_id, game_name, "
+            "COUNT(id) AS streams, SUM(viewer_count) AS viewers FROM twitch "
+            "WHERE game_id IS NOT NULL GROUP BY game_id, game_name"
+        )
+        cur.executemany(
+            "INSERT INTO twitch VALUES (%s, %s, %s, %s)",
+            [
+                ("32982", "Grand Theft Auto V", "s1", 100),
+                ("32982", "Grand Theft Auto V", "s2", 50),
+                ("21779", "League of Legends", "s3", 70),
+                (None, "unknown", "s4", 5),
+            ],
+        )
+        cur.execute("UPDATE twitch SET viewer_count = %s WHERE id = %s", (80, "s3"))
+        print("updated", cur.rowcount)
+        cur.execute("DELETE FROM twitch WHERE id = %s", ("s2",))
+        print("deleted", cur.rowcount)
+        cur.execute(
+            "SELECT game_name, streams, viewers FROM per_game WHERE viewers > %s ORDER BY game_name",
+            (0,),
+        )
+        for row in cur.fetchall():
+            print("row", row)
+        with cur.copy("COPY twitch FROM STDIN") as copy:
+            copy.write_row(("21779", "League of Legends", "s5", 30))
+            copy.write_row(("509658", "Just Chatting", "s6", 1000))
+        buf = bytearray()
+        with cur.copy("COPY (SELECT * FROM per_game ORDER BY game_id) TO STDOUT") as copy:
+            for data in copy:
+                buf += data
+        print("copy", bytes(buf).decode().replace("\t", "|").splitlines())
+        cur.execute("SHOW MATERIALIZED VIEWS")
+        print("views", [(r[0], r[1], r[4]) for r in cur.fetchall()])
+        try:
+            cur.execute("SELECT * FROM no_such_table WHERE x = %s", (1,))
+        except psycopg.Error as e:
+            print("error", e.sqlstate)
+        cur.execute("SELECT count(*) FROM twitch")
+        print("count", cur.fetchone()[0])
