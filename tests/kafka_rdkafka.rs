@@ -153,6 +153,29 @@ fn keyed_acks_all_group_commit_and_resume() {
             .expect("committed");
         assert_eq!(c.offset, *o, "partition {p}");
     }
+    // The same commits, with lag, in eddy_catalog.consumer_groups over SQL.
+    let sql_view: BTreeMap<i32, (i64, i64)> = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let pg = common::slt::connect(server.pg_addr).await;
+            pg.query(
+                "SELECT partition, committed_offset, lag FROM eddy_catalog.consumer_groups \
+                 WHERE group_id = 'g1' AND topic = 'orders'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get::<_, i32>(0), (r.get(1), r.get(2))))
+            .collect()
+        });
+    let expected: BTreeMap<i32, (i64, i64)> = next
+        .iter()
+        .map(|(p, o)| (*p, (*o, log.partition("orders", *p).unwrap().log_end() - o)))
+        .collect();
+    assert_eq!(sql_view, expected);
 
     let mut second = Vec::new();
     {
