@@ -282,3 +282,74 @@ fn confluent_kafka_seed_scripts() {
     assert!(out.contains("('weather_data_demo', 'London'"), "{out}");
     assert!(out.contains("consumed 20 messages"), "{out}");
 }
+
+/// Records a Kafka producer writes with keys are read over SQL with their
+/// metadata: `_key`, `_partition` (the one librdkafka's partitioner chose),
+/// `_offset`, `_timestamp`, as kcat itself reports them.
+#[test]
+fn kcat_records_carry_their_metadata_into_sql() {
+    assert!(
+        have("kcat", "-V"),
+        "kcat is required (apt-get install kcat; .ci/run installs it)"
+    );
+    let server = TestServer::start();
+    let addr = server.addr.clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let pg = rt.block_on(common::slt::connect(server.pg_addr));
+    rt.block_on(pg.batch_execute(
+        "CREATE STREAM plays (_key text, _partition int, _offset bigint, _timestamp bigint, \
+         viewers int) WITH (topic = 'plays', partitions = 4)",
+    ))
+    .unwrap();
+    let mut p = Command::new("kcat")
+        .args(["-b", &addr, "-P", "-t", "plays", "-K:", "-X", "acks=all"])
+        .args(["-X", "partitioner=murmur2_random"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = String::new();
+    for i in 0..40 {
+        input.push_str(&format!("game-{}:{{\"viewers\": {i}}}\n", i % 7));
+    }
+    p.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    assert!(p.wait().unwrap().success());
+    let out = Command::new("kcat")
+        .args(["-b", &addr, "-C", "-t", "plays", "-e", "-q"])
+        .args(["-f", "%k %p %o %T %s\n"])
+        .output()
+        .unwrap();
+    let mut from_kafka: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let (meta, value) = l.split_once(" {").unwrap();
+            let viewers: serde_json::Value = serde_json::from_str(&format!("{{{value}")).unwrap();
+            format!("{meta} {}", viewers["viewers"])
+        })
+        .collect();
+    from_kafka.sort();
+    assert_eq!(from_kafka.len(), 40);
+    let rows = rt
+        .block_on(pg.query(
+            "SELECT _key, _partition, _offset, _timestamp, viewers FROM plays",
+            &[],
+        ))
+        .unwrap();
+    let mut from_sql: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {} {} {}",
+                r.get::<_, String>(0),
+                r.get::<_, i32>(1),
+                r.get::<_, i64>(2),
+                r.get::<_, i64>(3),
+                r.get::<_, i32>(4)
+            )
+        })
+        .collect();
+    from_sql.sort();
+    assert_eq!(from_sql, from_kafka);
+}

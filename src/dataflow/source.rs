@@ -18,7 +18,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::SchemaRef;
 
 use crate::engine::relation::DecodeErrors;
-use crate::format::json;
+use crate::format::record::{Layout, RecordRef};
 use crate::log::Log;
 use crate::log::batch;
 
@@ -30,7 +30,7 @@ pub const DIFF_HEADER: &str = "eddy.diff";
 pub struct TopicReader {
     relation: String,
     topic: String,
-    schema: SchemaRef,
+    layout: Layout,
     offsets: HashMap<i32, i64>,
 }
 
@@ -42,13 +42,17 @@ pub struct Read {
 }
 
 impl TopicReader {
-    pub fn new(relation: &str, topic: &str, schema: SchemaRef) -> TopicReader {
+    pub fn new(relation: &str, topic: &str, layout: Layout) -> TopicReader {
         TopicReader {
             relation: relation.to_string(),
             topic: topic.to_string(),
-            schema,
+            layout,
             offsets: HashMap::new(),
         }
+    }
+
+    pub fn schema(&self) -> &SchemaRef {
+        self.layout.schema()
     }
 
     pub fn topic(&self) -> &str {
@@ -80,7 +84,7 @@ impl TopicReader {
     /// Read and decode what is new, up to `max_records`.
     pub fn read(&mut self, log: &Log, errors: &DecodeErrors, max_records: usize) -> Result<Read> {
         let topic = log.topic(&self.topic)?;
-        let mut values: Vec<bytes::Bytes> = Vec::new();
+        let mut values: Vec<(Option<bytes::Bytes>, bytes::Bytes, i64)> = Vec::new();
         let mut diffs: Vec<i64> = Vec::new();
         let mut origin: Vec<(i32, i64)> = Vec::new();
         let mut more = false;
@@ -119,7 +123,7 @@ impl TopicReader {
                         .unwrap_or(1);
                     match r.value {
                         Some(v) => {
-                            values.push(v);
+                            values.push((r.key, v, r.timestamp));
                             diffs.push(diff);
                             origin.push((id, r.offset));
                         }
@@ -136,8 +140,18 @@ impl TopicReader {
             }
             self.offsets.insert(id, offset);
         }
-        let slices: Vec<&[u8]> = values.iter().map(|v| v.as_ref()).collect();
-        let (batch, good, failures) = json::decode(&self.schema, &slices);
+        let records: Vec<RecordRef<'_>> = values
+            .iter()
+            .zip(&origin)
+            .map(|((key, value, timestamp), (partition, offset))| RecordRef {
+                key: key.as_deref(),
+                value,
+                partition: *partition,
+                offset: *offset,
+                timestamp: *timestamp,
+            })
+            .collect();
+        let (batch, good, failures) = self.layout.decode(&records);
         for f in &failures {
             let (p, o) = origin[f.index];
             errors.record(&self.relation, &self.topic, p, o, &f.reason);
@@ -148,7 +162,7 @@ impl TopicReader {
             good.iter().map(|i| diffs[*i]).collect()
         };
         Ok(Read {
-            delta: Delta::new(super::with_schema(&batch, &self.schema)?, diffs),
+            delta: Delta::new(super::with_schema(&batch, self.layout.schema())?, diffs),
             more,
         })
     }
@@ -164,7 +178,12 @@ pub struct StreamSource {
 impl StreamSource {
     pub fn new(relation: &str, topic: &str, schema: SchemaRef) -> StreamSource {
         StreamSource {
-            reader: TopicReader::new(relation, topic, schema),
+            // Pseudo-columns were checked when the stream was created.
+            reader: TopicReader::new(
+                relation,
+                topic,
+                Layout::stream(Arc::clone(&schema)).unwrap_or_else(|_| Layout::values_only(schema)),
+            ),
             counts: Counts::default(),
             progress: (0, 0),
         }
@@ -173,7 +192,7 @@ impl StreamSource {
 
 impl Node for StreamSource {
     fn schema(&self) -> SchemaRef {
-        Arc::clone(&self.reader.schema)
+        Arc::clone(self.reader.schema())
     }
 
     fn step(&mut self, cx: &mut StepContext<'_>) -> Result<Delta> {

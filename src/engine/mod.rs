@@ -554,6 +554,8 @@ impl Engine {
                     return Err(EngineError::Unsupported(format!("format '{format}'")));
                 }
                 let columns = Self::columns(&columns)?;
+                crate::format::record::Layout::stream(Self::schema_of(&columns)?)
+                    .map_err(EngineError::Invalid)?;
                 self.ensure_topic(&topic, &options)?;
                 let o = Object::Stream {
                     name,

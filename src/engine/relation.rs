@@ -28,7 +28,7 @@ use futures::StreamExt;
 use tracing::warn;
 
 use super::views::Dataflows;
-use crate::format::json;
+use crate::format::record::{Layout, RecordRef};
 use crate::log::batch::{self, NewRecord};
 use crate::log::partitioner::Partitioner;
 use crate::log::{Durability, Log, now_ms};
@@ -75,6 +75,8 @@ pub struct TopicRelation {
     name: String,
     topic: String,
     schema: SchemaRef,
+    /// How the columns map onto records (a stream's pseudo-columns).
+    layout: Layout,
     log: Arc<Log>,
     errors: Arc<DecodeErrors>,
     partitioner: Arc<Partitioner>,
@@ -99,10 +101,18 @@ impl TopicRelation {
         dataflows: Arc<Dataflows>,
         from_index: bool,
     ) -> TopicRelation {
+        let layout = if from_index {
+            Layout::values_only(Arc::clone(&schema))
+        } else {
+            // Pseudo-columns were checked when the stream was created.
+            Layout::stream(Arc::clone(&schema))
+                .unwrap_or_else(|_| Layout::values_only(Arc::clone(&schema)))
+        };
         TopicRelation {
             name: name.to_string(),
             topic: topic.to_string(),
             schema,
+            layout,
             log,
             errors,
             partitioner: Arc::new(Partitioner::new()),
@@ -131,11 +141,17 @@ impl TopicRelation {
                     .iter()
                     .filter(|r| r.offset >= offset && r.offset < end)
                     .collect();
-                let values: Vec<&[u8]> = live
+                let values: Vec<RecordRef<'_>> = live
                     .iter()
-                    .map(|r| r.value.as_deref().unwrap_or(b"null"))
+                    .map(|r| RecordRef {
+                        key: r.key.as_deref(),
+                        value: r.value.as_deref().unwrap_or(b"null"),
+                        partition: p.id(),
+                        offset: r.offset,
+                        timestamp: r.timestamp,
+                    })
                     .collect();
-                let (b, _, failures) = json::decode(&self.schema, &values);
+                let (b, _, failures) = self.layout.decode(&values);
                 for f in failures {
                     let r = live[f.index];
                     self.errors
@@ -191,6 +207,7 @@ impl TableProvider for TopicRelation {
         let sink = TopicSink {
             topic: self.topic.clone(),
             schema: self.schema(),
+            layout: self.layout.clone(),
             log: Arc::clone(&self.log),
             partitioner: Arc::clone(&self.partitioner),
             dataflows: Arc::clone(&self.dataflows),
@@ -205,6 +222,7 @@ impl TableProvider for TopicRelation {
 struct TopicSink {
     topic: String,
     schema: SchemaRef,
+    layout: Layout,
     log: Arc<Log>,
     partitioner: Arc<Partitioner>,
     dataflows: Arc<Dataflows>,
@@ -233,15 +251,26 @@ impl DataSink for TopicSink {
         let mut by_partition: BTreeMap<i32, Vec<NewRecord>> = BTreeMap::new();
         while let Some(b) = data.next().await {
             let b = b?;
-            let rows = json::encode(&b)?;
+            let rows = self.layout.encode(&b)?;
             count += rows.len() as u64;
             let now = now_ms();
             for row in rows {
-                let p = self.partitioner.partition(None, partitions);
+                // An explicit _partition, else by key as a Kafka producer
+                // would (keyless rows spread).
+                let p = match row.partition {
+                    Some(p) if (0..partitions).contains(&p) => p,
+                    Some(p) => {
+                        return Err(DataFusionError::Execution(format!(
+                            "_partition {p} is out of range: topic {} has {partitions} partitions",
+                            self.topic
+                        )));
+                    }
+                    None => self.partitioner.partition(row.key.as_deref(), partitions),
+                };
                 by_partition.entry(p).or_default().push(NewRecord {
-                    key: None,
-                    value: Some(Bytes::from(row)),
-                    timestamp: now,
+                    key: row.key.map(Bytes::from),
+                    value: Some(Bytes::from(row.value)),
+                    timestamp: row.timestamp.unwrap_or(now),
                     headers: vec![],
                 });
             }

@@ -37,6 +37,7 @@ use crate::dataflow::index::Index;
 use crate::dataflow::lower::{Input, Lowering, Resolve};
 use crate::dataflow::source::TopicReader;
 use crate::dataflow::{DataflowError, Delta, Node, OperatorStats, StepContext, nullable};
+use crate::format::record::Layout;
 use crate::log::Log;
 
 pub const TICK_INTERVAL: Duration = Duration::from_millis(10);
@@ -135,7 +136,7 @@ impl Dataflows {
         st.tables.retain(|t| t.name != name);
         st.tables.push(TableState {
             name: name.to_string(),
-            reader: TopicReader::new(name, topic, Arc::clone(&schema)),
+            reader: TopicReader::new(name, topic, Layout::values_only(Arc::clone(&schema))),
             index: Index::new(schema)?,
         });
         Ok(())

@@ -3,3 +3,4 @@
 //! skipped, never stopping the reader.
 
 pub mod json;
+pub mod record;

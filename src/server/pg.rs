@@ -415,7 +415,7 @@ impl ExtendedQueryHandler for Extended {
             ExtendedQueryHandler::do_query(&*self.df, client, portal, max_rows).await
         };
         match result {
-            Ok(Response::Query(q)) => Ok(Response::Query(pg_text_floats(q))),
+            Ok(Response::Query(q)) => Ok(Response::Query(pg_text_values(q))),
             Ok(other) => Ok(other),
             Err(e) => Err(with_sqlstate(e)),
         }
@@ -469,15 +469,18 @@ fn pg_float_text(x: f64, sci: String, plain: impl FnOnce() -> String, max_exp: i
 /// Rewrite the float4/float8 columns of text-format result rows (encoded
 /// by datafusion-postgres as Rust prints floats, `2.0`) as PostgreSQL
 /// prints them (`2`). Other columns pass through untouched.
-fn pg_text_floats(mut resp: QueryResponse) -> QueryResponse {
+fn pg_text_values(mut resp: QueryResponse) -> QueryResponse {
     use pgwire::api::Type;
     use pgwire::api::results::FieldFormat;
-    let kinds: Vec<Option<bool>> = resp
+    let kinds: Vec<Option<TextFix>> = resp
         .row_schema
         .iter()
         .map(|f| match (f.datatype(), f.format()) {
-            (t, FieldFormat::Text) if *t == Type::FLOAT8 => Some(true),
-            (t, FieldFormat::Text) if *t == Type::FLOAT4 => Some(false),
+            (t, FieldFormat::Text) if *t == Type::FLOAT8 => Some(TextFix::Float8),
+            (t, FieldFormat::Text) if *t == Type::FLOAT4 => Some(TextFix::Float4),
+            (t, FieldFormat::Text) if *t == Type::TIMESTAMP || *t == Type::TIMESTAMPTZ => {
+                Some(TextFix::Timestamp)
+            }
             _ => None,
         })
         .collect();
@@ -489,7 +492,50 @@ fn pg_text_floats(mut resp: QueryResponse) -> QueryResponse {
     resp
 }
 
-fn rewrite_floats(mut row: DataRow, kinds: &[Option<bool>]) -> DataRow {
+/// Text values datafusion-postgres prints differently from PostgreSQL.
+#[derive(Debug, Clone, Copy)]
+enum TextFix {
+    Float8,
+    Float4,
+    /// `…:07.000000+00` → `…:07+00`, `.500000` → `.5`.
+    Timestamp,
+}
+
+/// A timestamp's text with PostgreSQL's fraction: only the significant
+/// digits, none when whole.
+fn trim_fraction(t: &str) -> String {
+    let Some(dot) = t.find('.') else {
+        return t.to_string();
+    };
+    let digits = t[dot + 1..]
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or(t.len(), |n| dot + 1 + n);
+    let frac = t[dot + 1..digits].trim_end_matches('0');
+    let mut out = t[..dot].to_string();
+    if !frac.is_empty() {
+        out.push('.');
+        out.push_str(frac);
+    }
+    out.push_str(&t[digits..]);
+    out
+}
+
+/// PostgreSQL's text form of a timestamp in µs since the epoch (UTC).
+pub fn pg_timestamp(us: i64, with_tz: bool) -> Option<String> {
+    let dt = chrono::DateTime::from_timestamp_micros(us)?.naive_utc();
+    let mut s = dt.format("%Y-%m-%d %H:%M:%S").to_string();
+    let frac = us.rem_euclid(1_000_000);
+    if frac != 0 {
+        s.push('.');
+        s.push_str(format!("{frac:06}").trim_end_matches('0'));
+    }
+    if with_tz {
+        s.push_str("+00");
+    }
+    Some(s)
+}
+
+fn rewrite_floats(mut row: DataRow, kinds: &[Option<TextFix>]) -> DataRow {
     let data = &row.data[..];
     let mut out = bytes::BytesMut::with_capacity(data.len());
     let mut at = 0usize;
@@ -509,8 +555,9 @@ fn rewrite_floats(mut row: DataRow, kinds: &[Option<bool>]) -> DataRow {
         at += len as usize;
         let text = std::str::from_utf8(value).ok();
         let fixed = match (kind, text) {
-            (Some(true), Some(t)) => t.parse::<f64>().ok().map(pg_float),
-            (Some(false), Some(t)) => t.parse::<f32>().ok().map(pg_float4),
+            (Some(TextFix::Float8), Some(t)) => t.parse::<f64>().ok().map(pg_float),
+            (Some(TextFix::Float4), Some(t)) => t.parse::<f32>().ok().map(pg_float4),
+            (Some(TextFix::Timestamp), Some(t)) => Some(trim_fraction(t)),
             _ => None,
         };
         match fixed {
@@ -528,17 +575,22 @@ fn rewrite_floats(mut row: DataRow, kinds: &[Option<bool>]) -> DataRow {
     row
 }
 
-/// Floats as PostgreSQL prints them (COPY must be byte-identical): float
+/// Floats and timestamps as PostgreSQL prints them (COPY must be
+/// byte-identical): float and timestamp
 /// columns become text columns holding `pg_float` of each value.
 fn pg_floats(batch: &RecordBatch) -> PgWireResult<RecordBatch> {
     use datafusion::arrow::array::{Array, AsArray, StringArray};
-    use datafusion::arrow::datatypes::{DataType, Field, Float32Type, Float64Type, Schema};
+    use datafusion::arrow::compute::cast;
+    use datafusion::arrow::datatypes::{
+        DataType, Field, Float32Type, Float64Type, Int64Type, Schema, TimeUnit,
+    };
     let schema = batch.schema();
-    if !schema
-        .fields()
-        .iter()
-        .any(|f| matches!(f.data_type(), DataType::Float32 | DataType::Float64))
-    {
+    if !schema.fields().iter().any(|f| {
+        matches!(
+            f.data_type(),
+            DataType::Float32 | DataType::Float64 | DataType::Timestamp(..)
+        )
+    }) {
         return Ok(batch.clone());
     }
     let mut fields = Vec::new();
@@ -557,6 +609,17 @@ fn pg_floats(batch: &RecordBatch) -> PgWireResult<RecordBatch> {
                     .map(|v| v.map(pg_float4))
                     .collect(),
             ),
+            DataType::Timestamp(_, tz) => {
+                let us = cast(c, &DataType::Timestamp(TimeUnit::Microsecond, None))
+                    .and_then(|t| cast(&t, &DataType::Int64))
+                    .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+                Some(
+                    us.as_primitive::<Int64Type>()
+                        .iter()
+                        .map(|v| v.and_then(|us| pg_timestamp(us, tz.is_some())))
+                        .collect(),
+                )
+            }
             _ => None,
         };
         match text {
@@ -664,7 +727,7 @@ impl SimpleQueryHandler for Simple {
             };
             match result {
                 Ok(rs) => out.extend(rs.into_iter().map(|r| match r {
-                    Response::Query(q) => Response::Query(pg_text_floats(q)),
+                    Response::Query(q) => Response::Query(pg_text_values(q)),
                     other => other,
                 })),
                 Err(e) => {
@@ -782,7 +845,28 @@ pub async fn serve(
 
 #[cfg(test)]
 mod tests {
-    use super::{pg_float, pg_float4};
+    use super::{pg_float, pg_float4, pg_timestamp, trim_fraction};
+
+    #[test]
+    fn timestamps_print_as_postgresql_does() {
+        assert_eq!(
+            trim_fraction("2026-01-02 03:04:07.000000+00"),
+            "2026-01-02 03:04:07+00"
+        );
+        assert_eq!(
+            trim_fraction("2026-01-02 03:04:07.678000"),
+            "2026-01-02 03:04:07.678"
+        );
+        assert_eq!(trim_fraction("2026-01-02 03:04:07"), "2026-01-02 03:04:07");
+        assert_eq!(
+            pg_timestamp(1_767_323_047_500_000, true).as_deref(),
+            Some("2026-01-02 03:04:07.5+00")
+        );
+        assert_eq!(
+            pg_timestamp(1_767_323_047_000_000, false).as_deref(),
+            Some("2026-01-02 03:04:07")
+        );
+    }
 
     #[test]
     fn floats_print_as_postgresql_does() {

@@ -1,0 +1,344 @@
+//! Whole records ⇄ rows: the value decoded by the relation's format, plus
+//! the record's metadata as the pseudo-columns a stream may declare:
+//!
+//! | column       | holds                          | declared as               |
+//! |--------------|--------------------------------|---------------------------|
+//! | `_key`       | the record key                 | text or bytea             |
+//! | `_partition` | the partition                  | int or bigint             |
+//! | `_offset`    | the offset in its partition    | bigint (or int)           |
+//! | `_timestamp` | the record timestamp           | timestamp[tz] or bigint ms|
+//!
+//! (Materialize's `INCLUDE KEY, PARTITION, OFFSET, TIMESTAMP`; ksqlDB's
+//! `ROWKEY`, `ROWPARTITION`, `ROWOFFSET`, `ROWTIME`.) Written rows go the
+//! other way: `_key` becomes the record key (so it picks the partition as a
+//! Kafka producer's key would), `_timestamp` the record timestamp and
+//! `_partition`, when not NULL, the partition; `_offset` is assigned by the
+//! log and ignored on write. A relation without them is its values alone.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BinaryArray, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMillisecondArray,
+};
+use datafusion::arrow::compute::{can_cast_types, cast};
+use datafusion::arrow::datatypes::{DataType, Int32Type, Int64Type, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::error::ArrowError;
+
+use super::json::{self, DecodeFailure};
+
+/// A record's metadata pseudo-column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Meta {
+    Key,
+    Partition,
+    Offset,
+    Timestamp,
+}
+
+impl Meta {
+    fn of(name: &str) -> Option<Meta> {
+        match name {
+            "_key" => Some(Meta::Key),
+            "_partition" => Some(Meta::Partition),
+            "_offset" => Some(Meta::Offset),
+            "_timestamp" => Some(Meta::Timestamp),
+            _ => None,
+        }
+    }
+
+    /// The Arrow type the metadata is read as, before the cast to the
+    /// declared type.
+    fn native(self, declared: &DataType) -> DataType {
+        match self {
+            Meta::Key if matches!(declared, DataType::Binary | DataType::LargeBinary) => {
+                DataType::Binary
+            }
+            Meta::Key => DataType::Utf8,
+            Meta::Partition => DataType::Int32,
+            Meta::Offset => DataType::Int64,
+            Meta::Timestamp if declared.is_integer() => DataType::Int64,
+            Meta::Timestamp => DataType::Timestamp(TimeUnit::Millisecond, None),
+        }
+    }
+}
+
+/// One record, borrowed from a read.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordRef<'a> {
+    pub key: Option<&'a [u8]>,
+    pub value: &'a [u8],
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp: i64,
+}
+
+/// A row to write: the parts of a record the row determines.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordOut {
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+    pub timestamp: Option<i64>,
+    pub partition: Option<i32>,
+}
+
+/// How a relation's columns map onto its records.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    schema: SchemaRef,
+    /// The columns held in the value, in order.
+    values: SchemaRef,
+    /// Metadata columns: (position in `schema`, what).
+    meta: Vec<(usize, Meta)>,
+}
+
+impl Layout {
+    /// Every column is in the value (tables' changelogs).
+    pub fn values_only(schema: SchemaRef) -> Layout {
+        Layout {
+            values: Arc::clone(&schema),
+            schema,
+            meta: vec![],
+        }
+    }
+
+    /// A stream: columns named `_key`, `_partition`, `_offset`,
+    /// `_timestamp` come from the record; the rest from its value.
+    pub fn stream(schema: SchemaRef) -> Result<Layout, String> {
+        let mut meta = Vec::new();
+        let mut values = Vec::new();
+        for (i, f) in schema.fields().iter().enumerate() {
+            match Meta::of(f.name()) {
+                Some(m) => {
+                    let native = m.native(f.data_type());
+                    if !can_cast_types(&native, f.data_type())
+                        || (m == Meta::Timestamp
+                            && !matches!(f.data_type(), DataType::Timestamp(..))
+                            && !f.data_type().is_integer())
+                    {
+                        return Err(format!(
+                            "column {} holds the record's {}; it cannot have type {}",
+                            f.name(),
+                            &f.name()[1..],
+                            crate::types::pg_name(f.data_type())
+                        ));
+                    }
+                    meta.push((i, m));
+                }
+                None => values.push(f.as_ref().clone()),
+            }
+        }
+        Ok(Layout {
+            values: Arc::new(Schema::new(values)),
+            schema,
+            meta,
+        })
+    }
+
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// Decode records into a batch of the relation's schema: the batch of
+    /// the good records, which inputs made it (indices), and the failures.
+    pub fn decode(
+        &self,
+        records: &[RecordRef<'_>],
+    ) -> (RecordBatch, Vec<usize>, Vec<DecodeFailure>) {
+        let values: Vec<&[u8]> = records.iter().map(|r| r.value).collect();
+        let (batch, good, failures) = json::decode(&self.values, &values);
+        if self.meta.is_empty() {
+            return (batch, good, failures);
+        }
+        match self.with_meta(&batch, records, &good) {
+            Ok(b) => (b, good, failures),
+            Err(e) => {
+                // Not expected (types are checked at CREATE): fail them all.
+                let failures = (0..records.len())
+                    .map(|index| DecodeFailure {
+                        index,
+                        reason: e.to_string(),
+                    })
+                    .collect();
+                (
+                    RecordBatch::new_empty(Arc::clone(&self.schema)),
+                    vec![],
+                    failures,
+                )
+            }
+        }
+    }
+
+    fn with_meta(
+        &self,
+        values: &RecordBatch,
+        records: &[RecordRef<'_>],
+        good: &[usize],
+    ) -> Result<RecordBatch, ArrowError> {
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
+        let mut value_columns = values.columns().iter();
+        for (i, f) in self.schema.fields().iter().enumerate() {
+            let Some((_, m)) = self.meta.iter().find(|(at, _)| *at == i) else {
+                let c = value_columns.next().ok_or_else(|| {
+                    ArrowError::SchemaError("fewer value columns than the layout".into())
+                })?;
+                columns.push(Arc::clone(c));
+                continue;
+            };
+            let rows = good.iter().map(|&g| &records[g]);
+            let native: ArrayRef = match (m, m.native(f.data_type())) {
+                (Meta::Key, DataType::Binary) => {
+                    Arc::new(rows.map(|r| r.key).collect::<BinaryArray>())
+                }
+                (Meta::Key, _) => Arc::new(
+                    rows.map(|r| r.key.map(|k| String::from_utf8_lossy(k).into_owned()))
+                        .collect::<StringArray>(),
+                ),
+                (Meta::Partition, _) => Arc::new(rows.map(|r| r.partition).collect::<Int32Array>()),
+                (Meta::Offset, _) => Arc::new(rows.map(|r| r.offset).collect::<Int64Array>()),
+                (Meta::Timestamp, DataType::Int64) => {
+                    Arc::new(rows.map(|r| r.timestamp).collect::<Int64Array>())
+                }
+                (Meta::Timestamp, _) => Arc::new(TimestampMillisecondArray::from_iter_values(
+                    rows.map(|r| r.timestamp),
+                )),
+            };
+            columns.push(cast(&native, f.data_type())?);
+        }
+        RecordBatch::try_new(Arc::clone(&self.schema), columns)
+    }
+
+    /// Encode the rows of `batch` (the relation's schema) as records.
+    pub fn encode(&self, batch: &RecordBatch) -> Result<Vec<RecordOut>, ArrowError> {
+        let value_columns: Vec<ArrayRef> = (0..batch.num_columns())
+            .filter(|i| !self.meta.iter().any(|(at, _)| at == i))
+            .map(|i| Arc::clone(batch.column(i)))
+            .collect();
+        let values = RecordBatch::try_new(Arc::clone(&self.values), value_columns)?;
+        let encoded = json::encode(&values)?;
+        let mut out: Vec<RecordOut> = encoded
+            .into_iter()
+            .map(|value| RecordOut {
+                key: None,
+                value,
+                timestamp: None,
+                partition: None,
+            })
+            .collect();
+        for (at, m) in &self.meta {
+            let col = batch.column(*at);
+            match m {
+                Meta::Key => {
+                    let keys = if matches!(col.data_type(), DataType::Binary) {
+                        Arc::clone(col)
+                    } else {
+                        cast(col, &DataType::Binary)?
+                    };
+                    let keys = keys.as_binary::<i32>();
+                    for (r, o) in out.iter_mut().enumerate() {
+                        o.key = keys.is_valid(r).then(|| keys.value(r).to_vec());
+                    }
+                }
+                Meta::Partition => {
+                    let p = cast(col, &DataType::Int32)?;
+                    let p = p.as_primitive::<Int32Type>();
+                    for (r, o) in out.iter_mut().enumerate() {
+                        o.partition = p.is_valid(r).then(|| p.value(r));
+                    }
+                }
+                Meta::Timestamp => {
+                    let ms = match col.data_type() {
+                        DataType::Timestamp(..) => {
+                            let t = cast(col, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
+                            cast(&t, &DataType::Int64)?
+                        }
+                        _ => cast(col, &DataType::Int64)?,
+                    };
+                    let ms = ms.as_primitive::<Int64Type>();
+                    for (r, o) in out.iter_mut().enumerate() {
+                        o.timestamp = ms.is_valid(r).then(|| ms.value(r));
+                    }
+                }
+                Meta::Offset => {}
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::Field;
+
+    #[test]
+    fn metadata_columns_round_trip() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("_key", DataType::Utf8, true),
+            Field::new("v", DataType::Int32, true),
+            Field::new("_offset", DataType::Int64, true),
+            Field::new(
+                "_timestamp",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+                true,
+            ),
+            Field::new("_partition", DataType::Int32, true),
+        ]));
+        let layout = Layout::stream(Arc::clone(&schema)).expect("valid");
+        let records = [
+            RecordRef {
+                key: Some(b"k1"),
+                value: br#"{"v": 1, "_key": "ignored"}"#,
+                partition: 2,
+                offset: 7,
+                timestamp: 1_700_000_000_123,
+            },
+            RecordRef {
+                key: None,
+                value: b"not json",
+                partition: 2,
+                offset: 8,
+                timestamp: 0,
+            },
+            RecordRef {
+                key: None,
+                value: br#"{"v": 3}"#,
+                partition: 0,
+                offset: 9,
+                timestamp: 5,
+            },
+        ];
+        let (batch, good, failures) = layout.decode(&records);
+        assert_eq!(good, vec![0, 2]);
+        assert_eq!(failures.len(), 1);
+        assert_eq!(batch.schema(), schema);
+        let keys = batch.column(0).as_string::<i32>();
+        assert_eq!(keys.value(0), "k1");
+        assert!(keys.is_null(1));
+        let offsets = batch.column(2).as_primitive::<Int64Type>();
+        assert_eq!((offsets.value(0), offsets.value(1)), (7, 9));
+        let out = layout.encode(&batch).expect("encodes");
+        assert_eq!(
+            out[0],
+            RecordOut {
+                key: Some(b"k1".to_vec()),
+                value: br#"{"v":1}"#.to_vec(),
+                timestamp: Some(1_700_000_000_123),
+                partition: Some(2),
+            }
+        );
+        assert_eq!(out[1].key, None);
+        let bad = Arc::new(Schema::new(vec![Field::new(
+            "_offset",
+            DataType::Utf8,
+            true,
+        )]));
+        assert!(Layout::stream(bad).is_ok(), "text offsets are castable");
+        let bad = Arc::new(Schema::new(vec![Field::new(
+            "_timestamp",
+            DataType::Utf8,
+            true,
+        )]));
+        assert!(Layout::stream(bad).is_err());
+    }
+}
