@@ -127,6 +127,42 @@ impl Index {
         Ok(batch)
     }
 
+    /// Every row as it was before `undo` (changes applied since) — an
+    /// earlier epoch's contents, for a query pinned to it. Not cached.
+    pub fn snapshot_before(&mut self, undo: &[Arc<Delta>]) -> Result<RecordBatch> {
+        if undo.iter().all(|d| d.is_empty()) {
+            return self.snapshot();
+        }
+        let mut adjust: AHashMap<Vec<u8>, i64> = AHashMap::new();
+        for d in undo {
+            let rows = self.codec.encode(d.batch.columns())?;
+            for (i, diff) in d.diffs.iter().enumerate() {
+                *adjust.entry(rows.row(i).data().to_vec()).or_insert(0) -= diff;
+            }
+        }
+        let mut counts: Vec<(&[u8], i64)> = self
+            .rows
+            .iter()
+            .map(|(k, n)| (k.as_ref(), n + adjust.get(k.as_ref()).copied().unwrap_or(0)))
+            .collect();
+        counts.extend(
+            adjust
+                .iter()
+                .filter(|(k, _)| !self.rows.contains_key(k.as_slice()))
+                .map(|(k, n)| (k.as_slice(), *n)),
+        );
+        counts.retain(|(_, n)| *n > 0);
+        counts.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let rows: Vec<&[u8]> = counts
+            .iter()
+            .flat_map(|(k, n)| std::iter::repeat_n(*k, *n as usize))
+            .collect();
+        if rows.is_empty() {
+            return Ok(RecordBatch::new_empty(Arc::clone(&self.schema)));
+        }
+        self.codec.decode_batch(&self.schema, rows)
+    }
+
     /// The contents as a delta of insertions (backfill of a new reader).
     pub fn as_delta(&mut self) -> Result<Delta> {
         Ok(Delta::inserts(self.snapshot()?))

@@ -183,13 +183,15 @@ impl TableProvider for TopicRelation {
 
     async fn scan(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         projection: Option<&Vec<usize>>,
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         if self.from_index {
-            return self.dataflows.scan(&self.name, &self.schema, projection);
+            return self
+                .dataflows
+                .scan(&self.name, &self.schema, projection, state);
         }
         Ok(MemorySourceConfig::try_new_exec(
             &[self.snapshot()?],

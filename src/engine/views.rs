@@ -4,9 +4,12 @@
 //! A tick reads what is new in every table's changelog (applying it to the
 //! table's index), then steps every materialized view in creation order
 //! (so a view's inputs have already moved when it steps), applying each
-//! view's output to its index, and publishes epoch E. All of this happens
-//! under one lock, which readers also take: a SELECT sees every table and
-//! view as of the same epoch. Writes over pgwire run a tick before they are
+//! view's output to its index, and publishes epoch E with its changes. All
+//! of this happens under one lock. A query reads every table and view as
+//! of the last epoch published before the query started: its scans (one
+//! per relation, at different moments while it is planned) undo the changes
+//! of epochs published since, kept for a short while, so two views read in
+//! one SELECT never disagree. Writes over pgwire run a tick before they are
 //! acknowledged (read-your-writes); a timer runs one every
 //! [`TICK_INTERVAL`] for records produced by Kafka clients.
 //!
@@ -14,13 +17,14 @@
 //! backfill of a long topic therefore takes several epochs, and the lock is
 //! released between them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
@@ -57,10 +61,33 @@ struct ViewState {
     failed: Option<String>,
 }
 
+/// What one epoch changed, kept a while so a query that started before it
+/// can still read the epoch before (see [`Dataflows::scan`]).
+struct Published {
+    at: DateTime<Utc>,
+    rows: usize,
+    changes: HashMap<String, Arc<Delta>>,
+}
+
+/// Epoch changes are kept this long, and at most [`HISTORY_ROWS`] rows of
+/// them: a query's scans all happen while it is planned, within
+/// milliseconds of its start.
+const HISTORY_AGE: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
+const HISTORY_ROWS: usize = 1 << 20;
+
+/// A relation dropped or replaced: its past changes are not the new one's.
+fn forget_history(st: &mut State, name: &str) {
+    for p in st.history.iter_mut() {
+        p.changes.remove(name);
+    }
+}
+
 #[derive(Default)]
 struct State {
     tables: Vec<TableState>,
     views: Vec<ViewState>,
+    /// Recent epochs' changes, oldest first.
+    history: VecDeque<Published>,
 }
 
 pub struct Dataflows {
@@ -134,6 +161,7 @@ impl Dataflows {
     ) -> Result<(), DataflowError> {
         let mut st = self.lock()?;
         st.tables.retain(|t| t.name != name);
+        forget_history(&mut st, name);
         st.tables.push(TableState {
             name: name.to_string(),
             reader: TopicReader::new(name, topic, Layout::values_only(Arc::clone(&schema))),
@@ -147,6 +175,7 @@ impl Dataflows {
         let mut st = self.lock()?;
         st.tables.retain(|t| t.name != name);
         st.views.retain(|v| v.name != name);
+        forget_history(&mut st, name);
         Ok(())
     }
 
@@ -169,11 +198,29 @@ impl Dataflows {
             .unwrap_or_default()
     }
 
-    /// The current contents of a table or view (as of the last epoch).
-    pub fn snapshot(&self, name: &str) -> Result<RecordBatch, DataflowError> {
-        let mut st = self.lock()?;
+    /// The contents of a table or view as of the last epoch published at
+    /// or before `as_of` (the start of the query reading it), or the last
+    /// epoch when `None`. Every scan of one query passes the same `as_of`,
+    /// so a query reading several views sees them all at one epoch even if
+    /// a tick lands between its scans.
+    pub fn snapshot(
+        &self,
+        name: &str,
+        as_of: Option<DateTime<Utc>>,
+    ) -> Result<RecordBatch, DataflowError> {
+        let mut guard = self.lock()?;
+        let st = &mut *guard;
+        let undo: Vec<Arc<Delta>> = match as_of {
+            Some(t) => st
+                .history
+                .iter()
+                .filter(|p| p.at > t)
+                .filter_map(|p| p.changes.get(name).cloned())
+                .collect(),
+            None => vec![],
+        };
         if let Some(t) = st.tables.iter_mut().find(|t| t.name == name) {
-            return t.index.snapshot();
+            return t.index.snapshot_before(&undo);
         }
         if let Some(v) = st.views.iter_mut().find(|v| v.name == name) {
             if let Some(e) = &v.failed {
@@ -181,23 +228,26 @@ impl Dataflows {
                     "materialized view \"{name}\" failed and is not maintained: {e}"
                 )));
             }
-            return v.index.snapshot();
+            return v.index.snapshot_before(&undo);
         }
         Err(DataflowError::Other(format!(
             "\"{name}\" is not maintained"
         )))
     }
 
-    /// A scan of the current snapshot of table or view `name` under
-    /// `schema` (the relation's declared schema), for a `TableProvider`.
+    /// A scan of table or view `name` under `schema` (the relation's
+    /// declared schema) for a `TableProvider`, as of the start of the
+    /// query `session` plans.
     pub fn scan(
         &self,
         name: &str,
         schema: &SchemaRef,
         projection: Option<&Vec<usize>>,
+        session: &dyn Session,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let as_of = session.execution_props().query_execution_start_time;
         let batch = self
-            .snapshot(name)
+            .snapshot(name, as_of)
             .and_then(|b| crate::dataflow::with_schema(&b, schema))
             .map_err(|e| DataFusionError::Execution(e.to_string()))?;
         Ok(MemorySourceConfig::try_new_exec(
@@ -229,6 +279,7 @@ impl Dataflows {
         let schema = nullable(plan.schema().as_arrow());
         let index = Index::new(Arc::clone(&schema))?;
         st.views.retain(|v| v.name != name);
+        forget_history(&mut st, name);
         st.views.push(ViewState {
             name: name.to_string(),
             root,
@@ -286,6 +337,24 @@ impl Dataflows {
                 }
             }
             let epoch = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
+            if !changes.is_empty() {
+                let now = Utc::now();
+                let rows = changes.values().map(|d| d.len()).sum();
+                st.history.push_back(Published {
+                    at: now,
+                    rows,
+                    changes,
+                });
+                let mut kept: usize = st.history.iter().map(|p| p.rows).sum();
+                while let Some(old) = st.history.front() {
+                    if st.history.len() > 1 && (kept > HISTORY_ROWS || now - old.at > HISTORY_AGE) {
+                        kept -= old.rows;
+                        st.history.pop_front();
+                    } else {
+                        break;
+                    }
+                }
+            }
             drop(st);
             if !more {
                 return Ok(epoch);
@@ -414,11 +483,12 @@ impl TableProvider for IndexTable {
 
     async fn scan(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         projection: Option<&Vec<usize>>,
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        self.dataflows.scan(&self.name, &self.schema, projection)
+        self.dataflows
+            .scan(&self.name, &self.schema, projection, state)
     }
 }
