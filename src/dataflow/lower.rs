@@ -28,6 +28,7 @@ use super::source::{ChangesSource, StreamSource};
 use super::topk::TopK;
 use super::union::Union;
 use super::{DataflowError, Delta, Node, Result, nullable};
+use crate::format::record::Layout;
 
 /// Uncorrelated scalar subqueries in `exprs` (which DataFusion plans as a
 /// `ScalarSubqueryExec`, not a join): each becomes the right side of a left
@@ -88,7 +89,7 @@ fn lift_scalar_subqueries(
 /// What a name in a FROM clause is, for the dataflow.
 pub enum Input {
     /// A stream: read its topic from the start.
-    Stream { topic: String, schema: SchemaRef },
+    Stream { topic: String, layout: Layout },
     /// A table or materialized view: its contents now, then its changes.
     Changes { schema: SchemaRef, backfill: Delta },
 }
@@ -234,10 +235,10 @@ impl<'a> Lowering<'a> {
                 let name = scan.table_name.table().to_string();
                 self.inputs.push(name.clone());
                 let (leaf, full): (Box<dyn Node>, SchemaRef) = match self.resolve.input(&name)? {
-                    Input::Stream { topic, schema } => (
-                        Box::new(StreamSource::new(&name, &topic, Arc::clone(&schema))),
-                        schema,
-                    ),
+                    Input::Stream { topic, layout } => {
+                        let schema = Arc::clone(layout.schema());
+                        (Box::new(StreamSource::new(&name, &topic, layout)), schema)
+                    }
                     Input::Changes { schema, backfill } => (
                         Box::new(ChangesSource::new(&name, Arc::clone(&schema), backfill)),
                         schema,

@@ -176,14 +176,9 @@ pub struct StreamSource {
 }
 
 impl StreamSource {
-    pub fn new(relation: &str, topic: &str, schema: SchemaRef) -> StreamSource {
+    pub fn new(relation: &str, topic: &str, layout: Layout) -> StreamSource {
         StreamSource {
-            // Pseudo-columns were checked when the stream was created.
-            reader: TopicReader::new(
-                relation,
-                topic,
-                Layout::stream(Arc::clone(&schema)).unwrap_or_else(|_| Layout::values_only(schema)),
-            ),
+            reader: TopicReader::new(relation, topic, layout),
             counts: Counts::default(),
             progress: (0, 0),
         }

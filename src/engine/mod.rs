@@ -26,6 +26,7 @@ use datafusion::sql::sqlparser::ast::{
 
 use crate::catalog::{Catalog, Column, Format, Object};
 use crate::dataflow::DataflowError;
+use crate::format::record::Layout;
 use crate::log::{Log, LogError, LogStore};
 use crate::types;
 pub use copy::{CopyIn, CopyInOptions};
@@ -273,21 +274,30 @@ impl Engine {
         Ok(())
     }
 
-    /// The catalog's streams: name → (topic, schema).
-    fn streams(&self) -> Result<std::collections::HashMap<String, (String, SchemaRef)>> {
+    /// The catalog's streams: name → (topic, record layout).
+    fn streams(&self) -> Result<std::collections::HashMap<String, (String, Layout)>> {
         let mut out = std::collections::HashMap::new();
         for o in self.lock()?.objects() {
             if let Object::Stream {
                 name,
                 topic,
                 columns,
+                format,
                 ..
             } = o
             {
-                out.insert(name.clone(), (topic.clone(), Self::schema_of(columns)?));
+                out.insert(
+                    name.clone(),
+                    (topic.clone(), Self::layout_of(columns, *format)?),
+                );
             }
         }
         Ok(out)
+    }
+
+    /// How a stream's columns map onto its records.
+    fn layout_of(columns: &[Column], format: Format) -> Result<Layout> {
+        Layout::stream(Self::schema_of(columns)?, format).map_err(EngineError::Invalid)
     }
 
     pub fn dataflows(&self) -> &Arc<Dataflows> {
@@ -329,27 +339,36 @@ impl Engine {
                 name,
                 topic,
                 columns,
+                format,
                 ..
+            } => {
+                let rel = TopicRelation::new(
+                    name,
+                    topic,
+                    Self::layout_of(columns, *format)?,
+                    Arc::clone(&self.log),
+                    Arc::clone(&self.errors),
+                    Arc::clone(&self.dataflows),
+                    false,
+                );
+                self.ctx.register_table(name.as_str(), Arc::new(rel))?;
             }
-            | Object::Table {
+            Object::Table {
                 name,
                 topic,
                 columns,
                 ..
             } => {
-                let table = matches!(o, Object::Table { .. });
                 let schema = Self::schema_of(columns)?;
-                if table {
-                    self.dataflows.add_table(name, topic, Arc::clone(&schema))?;
-                }
+                self.dataflows.add_table(name, topic, Arc::clone(&schema))?;
                 let rel = TopicRelation::new(
                     name,
                     topic,
-                    schema,
+                    Layout::values_only(schema),
                     Arc::clone(&self.log),
                     Arc::clone(&self.errors),
                     Arc::clone(&self.dataflows),
-                    table,
+                    true,
                 );
                 self.ctx.register_table(name.as_str(), Arc::new(rel))?;
             }
@@ -545,22 +564,23 @@ impl Engine {
                     .or_else(|| options.get("kafka_topic"))
                     .cloned()
                     .unwrap_or_else(|| name.clone());
-                let format = options
+                let format_name = options
                     .get("format")
                     .or_else(|| options.get("value_format"))
-                    .map(|f| f.to_ascii_lowercase())
-                    .unwrap_or_else(|| "json".into());
-                if format != "json" {
-                    return Err(EngineError::Unsupported(format!("format '{format}'")));
-                }
+                    .map(String::as_str)
+                    .unwrap_or("json");
+                let format = Format::parse(format_name).ok_or_else(|| {
+                    EngineError::Unsupported(format!(
+                        "format '{format_name}' (formats: json, csv, text, bytes)"
+                    ))
+                })?;
                 let columns = Self::columns(&columns)?;
-                crate::format::record::Layout::stream(Self::schema_of(&columns)?)
-                    .map_err(EngineError::Invalid)?;
+                Layout::stream(Self::schema_of(&columns)?, format).map_err(EngineError::Invalid)?;
                 self.ensure_topic(&topic, &options)?;
                 let o = Object::Stream {
                     name,
                     topic,
-                    format: Format::Json,
+                    format,
                     columns,
                     sql,
                 };

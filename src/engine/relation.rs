@@ -95,19 +95,13 @@ impl TopicRelation {
     pub fn new(
         name: &str,
         topic: &str,
-        schema: SchemaRef,
+        layout: Layout,
         log: Arc<Log>,
         errors: Arc<DecodeErrors>,
         dataflows: Arc<Dataflows>,
         from_index: bool,
     ) -> TopicRelation {
-        let layout = if from_index {
-            Layout::values_only(Arc::clone(&schema))
-        } else {
-            // Pseudo-columns were checked when the stream was created.
-            Layout::stream(Arc::clone(&schema))
-                .unwrap_or_else(|_| Layout::values_only(Arc::clone(&schema)))
-        };
+        let schema = Arc::clone(layout.schema());
         TopicRelation {
             name: name.to_string(),
             topic: topic.to_string(),
@@ -141,11 +135,23 @@ impl TopicRelation {
                     .iter()
                     .filter(|r| r.offset >= offset && r.offset < end)
                     .collect();
+                // A record without a value (a tombstone) is not a row.
+                let (live, tombstones): (Vec<_>, Vec<_>) =
+                    live.into_iter().partition(|r| r.value.is_some());
+                for r in tombstones {
+                    self.errors.record(
+                        &self.name,
+                        &self.topic,
+                        p.id(),
+                        r.offset,
+                        "record has no value",
+                    );
+                }
                 let values: Vec<RecordRef<'_>> = live
                     .iter()
                     .map(|r| RecordRef {
                         key: r.key.as_deref(),
-                        value: r.value.as_deref().unwrap_or(b"null"),
+                        value: r.value.as_deref().unwrap_or_default(),
                         partition: p.id(),
                         offset: r.offset,
                         timestamp: r.timestamp,
@@ -271,7 +277,7 @@ impl DataSink for TopicSink {
                 };
                 by_partition.entry(p).or_default().push(NewRecord {
                     key: row.key.map(Bytes::from),
-                    value: Some(Bytes::from(row.value)),
+                    value: row.value.map(Bytes::from),
                     timestamp: row.timestamp.unwrap_or(now),
                     headers: vec![],
                 });

@@ -265,7 +265,7 @@ impl Dataflows {
         name: &str,
         plan: &LogicalPlan,
         session: &SessionState,
-        streams: &HashMap<String, (String, SchemaRef)>,
+        streams: &HashMap<String, (String, Layout)>,
     ) -> Result<SchemaRef, DataflowError> {
         let mut st = self.lock()?;
         let mut resolver = Resolver {
@@ -418,15 +418,15 @@ impl Dataflows {
 
 struct Resolver<'a> {
     state: &'a mut State,
-    streams: &'a HashMap<String, (String, SchemaRef)>,
+    streams: &'a HashMap<String, (String, Layout)>,
 }
 
 impl Resolve for Resolver<'_> {
     fn input(&mut self, name: &str) -> Result<Input, DataflowError> {
-        if let Some((topic, schema)) = self.streams.get(name) {
+        if let Some((topic, layout)) = self.streams.get(name) {
             return Ok(Input::Stream {
                 topic: topic.clone(),
-                schema: Arc::clone(schema),
+                layout: layout.clone(),
             });
         }
         if let Some(t) = self.state.tables.iter_mut().find(|t| t.name == name) {

@@ -12,12 +12,7 @@ use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::json::reader::ReaderBuilder;
 use datafusion::arrow::json::writer::{JsonArray, LineDelimited, WriterBuilder};
 
-/// A value that failed to decode: its index in the input and why.
-#[derive(Debug, Clone)]
-pub struct DecodeFailure {
-    pub index: usize,
-    pub reason: String,
-}
+pub use super::DecodeFailure;
 
 fn decode_all(schema: &SchemaRef, values: &[&[u8]]) -> Result<RecordBatch, ArrowError> {
     let mut decoder = ReaderBuilder::new(Arc::clone(schema))
@@ -52,30 +47,7 @@ pub fn decode(
     schema: &SchemaRef,
     values: &[&[u8]],
 ) -> (RecordBatch, Vec<usize>, Vec<DecodeFailure>) {
-    if let Ok(batch) = decode_all(schema, values)
-        && batch.num_rows() == values.len()
-    {
-        return (batch, (0..values.len()).collect(), vec![]);
-    }
-    let mut good = Vec::new();
-    let mut failures = Vec::new();
-    for (i, v) in values.iter().enumerate() {
-        match decode_all(schema, &[v]) {
-            Ok(b) if b.num_rows() == 1 => good.push(i),
-            Ok(_) => failures.push(DecodeFailure {
-                index: i,
-                reason: "not a JSON object".into(),
-            }),
-            Err(e) => failures.push(DecodeFailure {
-                index: i,
-                reason: e.to_string(),
-            }),
-        }
-    }
-    let kept: Vec<&[u8]> = good.iter().map(|i| values[*i]).collect();
-    let batch =
-        decode_all(schema, &kept).unwrap_or_else(|_| RecordBatch::new_empty(Arc::clone(schema)));
-    (batch, good, failures)
+    super::decode_isolating(schema, values, decode_all)
 }
 
 /// Encode every row of `batch` as one JSON object (explicit nulls).

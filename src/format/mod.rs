@@ -1,6 +1,84 @@
 //! Record formats: record bytes ⇄ Arrow batches. Decoding is vectorised
-//! (arrow-json); a record that does not decode is isolated, counted and
-//! skipped, never stopping the reader.
+//! (arrow-json, arrow-csv); a record that does not decode is isolated,
+//! counted and skipped, never stopping the reader.
 
+pub mod csv;
 pub mod json;
 pub mod record;
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::error::ArrowError;
+use serde::{Deserialize, Serialize};
+
+/// A value that failed to decode: its index in the input and why.
+#[derive(Debug, Clone)]
+pub struct DecodeFailure {
+    pub index: usize,
+    pub reason: String,
+}
+
+/// Decode `values` with `decode_all` (all at once, one row per value);
+/// only when that fails, value by value to find and drop the bad ones (the
+/// common case pays nothing for the error handling). Returns the batch of
+/// the good values, which inputs made it (indices), and the failures.
+pub(crate) fn decode_isolating(
+    schema: &SchemaRef,
+    values: &[&[u8]],
+    decode_all: impl Fn(&SchemaRef, &[&[u8]]) -> Result<RecordBatch, ArrowError>,
+) -> (RecordBatch, Vec<usize>, Vec<DecodeFailure>) {
+    if let Ok(batch) = decode_all(schema, values)
+        && batch.num_rows() == values.len()
+    {
+        return (batch, (0..values.len()).collect(), vec![]);
+    }
+    let mut good = Vec::new();
+    let mut failures = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        match decode_all(schema, &[v]) {
+            Ok(b) if b.num_rows() == 1 => good.push(i),
+            Ok(b) => failures.push(DecodeFailure {
+                index: i,
+                reason: format!("value holds {} rows, not one", b.num_rows()),
+            }),
+            Err(e) => failures.push(DecodeFailure {
+                index: i,
+                reason: e.to_string(),
+            }),
+        }
+    }
+    let kept: Vec<&[u8]> = good.iter().map(|i| values[*i]).collect();
+    let batch =
+        decode_all(schema, &kept).unwrap_or_else(|_| RecordBatch::new_empty(Arc::clone(schema)));
+    (batch, good, failures)
+}
+
+/// How a record's value holds a row's (non-metadata) columns.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// One JSON object; columns by name.
+    #[default]
+    Json,
+    /// One CSV line; columns in declared order.
+    Csv,
+    /// The value as UTF-8 text, in the one value column.
+    Text,
+    /// The value's bytes, in the one value column.
+    Bytes,
+}
+
+impl Format {
+    /// A format by the names eddy, Materialize and ksqlDB use.
+    pub fn parse(name: &str) -> Option<Format> {
+        match name.to_ascii_lowercase().as_str() {
+            "json" => Some(Format::Json),
+            "csv" | "delimited" => Some(Format::Csv),
+            "text" | "string" => Some(Format::Text),
+            "bytes" => Some(Format::Bytes),
+            _ => None,
+        }
+    }
+}

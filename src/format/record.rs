@@ -25,7 +25,7 @@ use datafusion::arrow::compute::{can_cast_types, cast};
 use datafusion::arrow::datatypes::{DataType, Int32Type, Int64Type, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::error::ArrowError;
 
-use super::json::{self, DecodeFailure};
+use super::{DecodeFailure, Format, csv, json};
 
 /// A record's metadata pseudo-column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,9 +77,24 @@ pub struct RecordRef<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordOut {
     pub key: Option<Vec<u8>>,
-    pub value: Vec<u8>,
+    pub value: Option<Vec<u8>>,
     pub timestamp: Option<i64>,
     pub partition: Option<i32>,
+}
+
+/// Every one of `n` values failed with `e`.
+fn fail_all(
+    schema: &SchemaRef,
+    n: usize,
+    e: &ArrowError,
+) -> (RecordBatch, Vec<usize>, Vec<DecodeFailure>) {
+    let failures = (0..n)
+        .map(|index| DecodeFailure {
+            index,
+            reason: e.to_string(),
+        })
+        .collect();
+    (RecordBatch::new_empty(Arc::clone(schema)), vec![], failures)
 }
 
 /// How a relation's columns map onto its records.
@@ -88,6 +103,8 @@ pub struct Layout {
     schema: SchemaRef,
     /// The columns held in the value, in order.
     values: SchemaRef,
+    /// How the value holds them.
+    format: Format,
     /// Metadata columns: (position in `schema`, what).
     meta: Vec<(usize, Meta)>,
 }
@@ -98,13 +115,16 @@ impl Layout {
         Layout {
             values: Arc::clone(&schema),
             schema,
+            format: Format::Json,
             meta: vec![],
         }
     }
 
     /// A stream: columns named `_key`, `_partition`, `_offset`,
-    /// `_timestamp` come from the record; the rest from its value.
-    pub fn stream(schema: SchemaRef) -> Result<Layout, String> {
+    /// `_timestamp` come from the record; the rest from its value, in
+    /// `format` (`text` and `bytes` hold exactly one column, of type text
+    /// or bytea).
+    pub fn stream(schema: SchemaRef, format: Format) -> Result<Layout, String> {
         let mut meta = Vec::new();
         let mut values = Vec::new();
         for (i, f) in schema.fields().iter().enumerate() {
@@ -128,11 +148,80 @@ impl Layout {
                 None => values.push(f.as_ref().clone()),
             }
         }
+        let one = |want: &[DataType], what: &str| match values.as_slice() {
+            [f] if want.contains(f.data_type()) => Ok(()),
+            _ => Err(format!(
+                "format {what} holds one column of type {} besides the pseudo-columns",
+                crate::types::pg_name(&want[0])
+            )),
+        };
+        match format {
+            Format::Text => one(&[DataType::Utf8, DataType::LargeUtf8], "text")?,
+            Format::Bytes => one(&[DataType::Binary, DataType::LargeBinary], "bytes")?,
+            Format::Json | Format::Csv => {}
+        }
         Ok(Layout {
             values: Arc::new(Schema::new(values)),
             schema,
+            format,
             meta,
         })
+    }
+
+    /// Decode record values in this layout's format.
+    fn decode_values(&self, values: &[&[u8]]) -> (RecordBatch, Vec<usize>, Vec<DecodeFailure>) {
+        match self.format {
+            Format::Json => json::decode(&self.values, values),
+            Format::Csv => csv::decode(&self.values, values),
+            Format::Text => {
+                let mut good = Vec::new();
+                let mut failures = Vec::new();
+                let mut texts = Vec::new();
+                for (i, v) in values.iter().enumerate() {
+                    match std::str::from_utf8(v) {
+                        Ok(t) => {
+                            good.push(i);
+                            texts.push(t);
+                        }
+                        Err(e) => failures.push(DecodeFailure {
+                            index: i,
+                            reason: format!("value is not UTF-8 text: {e}"),
+                        }),
+                    }
+                }
+                let column: ArrayRef = Arc::new(StringArray::from(texts));
+                let column = cast(&column, self.values.field(0).data_type());
+                match column.and_then(|c| RecordBatch::try_new(Arc::clone(&self.values), vec![c])) {
+                    Ok(b) => (b, good, failures),
+                    Err(e) => fail_all(&self.values, values.len(), &e),
+                }
+            }
+            Format::Bytes => {
+                let column: ArrayRef =
+                    Arc::new(BinaryArray::from_iter_values(values.iter().copied()));
+                let column = cast(&column, self.values.field(0).data_type());
+                match column.and_then(|c| RecordBatch::try_new(Arc::clone(&self.values), vec![c])) {
+                    Ok(b) => (b, (0..values.len()).collect(), vec![]),
+                    Err(e) => fail_all(&self.values, values.len(), &e),
+                }
+            }
+        }
+    }
+
+    /// Encode the value columns of `values` in this layout's format; a
+    /// NULL text or bytes value is a record without a value.
+    fn encode_values(&self, values: &RecordBatch) -> Result<Vec<Option<Vec<u8>>>, ArrowError> {
+        match self.format {
+            Format::Json => Ok(json::encode(values)?.into_iter().map(Some).collect()),
+            Format::Csv => Ok(csv::encode(values)?.into_iter().map(Some).collect()),
+            Format::Text | Format::Bytes => {
+                let b = cast(values.column(0), &DataType::Binary)?;
+                let b = b.as_binary::<i32>();
+                Ok((0..b.len())
+                    .map(|i| b.is_valid(i).then(|| b.value(i).to_vec()))
+                    .collect())
+            }
+        }
     }
 
     pub fn schema(&self) -> &SchemaRef {
@@ -146,7 +235,7 @@ impl Layout {
         records: &[RecordRef<'_>],
     ) -> (RecordBatch, Vec<usize>, Vec<DecodeFailure>) {
         let values: Vec<&[u8]> = records.iter().map(|r| r.value).collect();
-        let (batch, good, failures) = json::decode(&self.values, &values);
+        let (batch, good, failures) = self.decode_values(&values);
         if self.meta.is_empty() {
             return (batch, good, failures);
         }
@@ -215,7 +304,7 @@ impl Layout {
             .map(|i| Arc::clone(batch.column(i)))
             .collect();
         let values = RecordBatch::try_new(Arc::clone(&self.values), value_columns)?;
-        let encoded = json::encode(&values)?;
+        let encoded = self.encode_values(&values)?;
         let mut out: Vec<RecordOut> = encoded
             .into_iter()
             .map(|value| RecordOut {
@@ -284,7 +373,7 @@ mod tests {
             ),
             Field::new("_partition", DataType::Int32, true),
         ]));
-        let layout = Layout::stream(Arc::clone(&schema)).expect("valid");
+        let layout = Layout::stream(Arc::clone(&schema), Format::Json).expect("valid");
         let records = [
             RecordRef {
                 key: Some(b"k1"),
@@ -322,7 +411,7 @@ mod tests {
             out[0],
             RecordOut {
                 key: Some(b"k1".to_vec()),
-                value: br#"{"v":1}"#.to_vec(),
+                value: Some(br#"{"v":1}"#.to_vec()),
                 timestamp: Some(1_700_000_000_123),
                 partition: Some(2),
             }
@@ -333,12 +422,46 @@ mod tests {
             DataType::Utf8,
             true,
         )]));
-        assert!(Layout::stream(bad).is_ok(), "text offsets are castable");
+        assert!(
+            Layout::stream(bad, Format::Json).is_ok(),
+            "text offsets are castable"
+        );
         let bad = Arc::new(Schema::new(vec![Field::new(
             "_timestamp",
             DataType::Utf8,
             true,
         )]));
-        assert!(Layout::stream(bad).is_err());
+        assert!(Layout::stream(bad, Format::Json).is_err());
+    }
+
+    #[test]
+    fn text_and_bytes_values() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("_key", DataType::Utf8, true),
+            Field::new("line", DataType::Utf8, true),
+        ]));
+        let layout = Layout::stream(Arc::clone(&schema), Format::Text).expect("valid");
+        let rec = |value: &'static [u8]| RecordRef {
+            key: None,
+            value,
+            partition: 0,
+            offset: 0,
+            timestamp: 0,
+        };
+        let (b, good, failures) = layout.decode(&[rec(b"hello"), rec(b"\xff\xfe"), rec(b"")]);
+        assert_eq!((good, failures.len()), (vec![0, 2], 1));
+        assert_eq!(b.column(1).as_string::<i32>().value(0), "hello");
+        let out = layout.encode(&b).expect("encodes");
+        assert_eq!(out[0].value.as_deref(), Some(&b"hello"[..]));
+        let two = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Utf8, true),
+            Field::new("b", DataType::Utf8, true),
+        ]));
+        assert!(Layout::stream(two, Format::Text).is_err());
+        let bytes = Arc::new(Schema::new(vec![Field::new("raw", DataType::Binary, true)]));
+        let layout = Layout::stream(bytes, Format::Bytes).expect("valid");
+        let (b, good, _) = layout.decode(&[rec(b"\x00\x01")]);
+        assert_eq!(good, vec![0]);
+        assert_eq!(b.column(0).as_binary::<i32>().value(0), b"\x00\x01");
     }
 }
