@@ -353,3 +353,84 @@ fn kcat_records_carry_their_metadata_into_sql() {
     from_sql.sort();
     assert_eq!(from_sql, from_kafka);
 }
+
+/// A table with a primary key over a shared topic is an upsert changelog
+/// Kafka producers write too: a keyed record replaces the key's row, a
+/// tombstone (kcat -Z: an empty value sent as NULL) deletes it; SQL writes
+/// land in the same topic, keyed, for Kafka consumers.
+#[test]
+fn kcat_upserts_and_tombstones_into_a_keyed_table() {
+    assert!(
+        have("kcat", "-V"),
+        "kcat is required (apt-get install kcat; .ci/run installs it)"
+    );
+    let server = TestServer::start();
+    let addr = server.addr.clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let pg = rt.block_on(common::slt::connect(server.pg_addr));
+    rt.block_on(pg.batch_execute(
+        "CREATE TABLE users (id text PRIMARY KEY, name text, plan text) WITH (topic = 'users');
+         CREATE MATERIALIZED VIEW per_plan AS SELECT plan, count(*) AS n FROM users GROUP BY plan;",
+    ))
+    .unwrap();
+    let produce = |lines: &str| {
+        let mut p = Command::new("kcat")
+            .args(["-b", &addr, "-P", "-t", "users", "-K:", "-Z"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        p.stdin.take().unwrap().write_all(lines.as_bytes()).unwrap();
+        assert!(p.wait().unwrap().success());
+    };
+    produce(concat!(
+        "u1:{\"id\": \"u1\", \"name\": \"ann\", \"plan\": \"free\"}\n",
+        "u2:{\"id\": \"u2\", \"name\": \"bob\", \"plan\": \"free\"}\n",
+        "u1:{\"id\": \"u1\", \"name\": \"ann\", \"plan\": \"pro\"}\n",
+        "u3:{\"id\": \"u3\", \"name\": \"cy\", \"plan\": \"pro\"}\n",
+        "u2:\n",
+    ));
+    let rows = |sql: &str| -> Vec<String> {
+        rt.block_on(pg.simple_query(sql))
+            .unwrap()
+            .into_iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                    (0..r.len())
+                        .map(|i| r.get(i).unwrap_or("NULL").to_string())
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                ),
+                _ => None,
+            })
+            .collect()
+    };
+    // The timer tick picks up what Kafka producers wrote within moments.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let want = vec!["u1 ann pro".to_string(), "u3 cy pro".to_string()];
+    while rows("SELECT * FROM users ORDER BY id") != want && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(rows("SELECT * FROM users ORDER BY id"), want);
+    assert_eq!(rows("SELECT * FROM per_plan ORDER BY plan"), vec!["pro 2"]);
+    // SQL writes are keyed records in the same topic.
+    rt.block_on(pg.batch_execute(
+        "INSERT INTO users VALUES ('u4', 'dee', 'free'); DELETE FROM users WHERE id = 'u1';",
+    ))
+    .unwrap();
+    let out = Command::new("kcat")
+        .args(["-b", &addr, "-C", "-t", "users", "-e", "-q", "-Z"])
+        .args(["-f", "%k=%s\n", "-o", "5"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "u4={\"id\":\"u4\",\"name\":\"dee\",\"plan\":\"free\"}\nu1=NULL\n"
+    );
+    assert_eq!(
+        rows("SELECT * FROM per_plan ORDER BY plan"),
+        vec!["free 1", "pro 1"]
+    );
+}

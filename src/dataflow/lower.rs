@@ -237,7 +237,7 @@ impl<'a> Lowering<'a> {
                 let (leaf, full): (Box<dyn Node>, SchemaRef) = match self.resolve.input(&name)? {
                     Input::Stream { topic, layout } => {
                         let schema = Arc::clone(layout.schema());
-                        (Box::new(StreamSource::new(&name, &topic, layout)), schema)
+                        (Box::new(StreamSource::new(&name, &topic, layout)?), schema)
                     }
                     Input::Changes { schema, backfill } => (
                         Box::new(ChangesSource::new(&name, Arc::clone(&schema), backfill)),

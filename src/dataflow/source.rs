@@ -15,6 +15,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use ahash::AHashMap;
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 
 use crate::engine::relation::DecodeErrors;
@@ -22,6 +24,7 @@ use crate::format::record::{Layout, RecordRef};
 use crate::log::Log;
 use crate::log::batch;
 
+use super::rows::{Codec, RowBytes};
 use super::{Counts, Delta, Node, OperatorStats, Result, StepContext};
 
 /// The header carrying a changelog record's diff.
@@ -32,6 +35,16 @@ pub struct TopicReader {
     topic: String,
     layout: Layout,
     offsets: HashMap<i32, i64>,
+    /// A keyed table: the current row of each key.
+    upsert: Option<Upserts>,
+}
+
+/// The state of an upsert changelog: key → the row it holds (encoded).
+/// A record replaces its key's row (retraction + insertion), a record
+/// without a value (or with diff -1) deletes it.
+struct Upserts {
+    codec: Codec,
+    rows: AHashMap<Box<[u8]>, RowBytes>,
 }
 
 /// What one read produced.
@@ -42,13 +55,22 @@ pub struct Read {
 }
 
 impl TopicReader {
-    pub fn new(relation: &str, topic: &str, layout: Layout) -> TopicReader {
-        TopicReader {
+    pub fn new(relation: &str, topic: &str, layout: Layout) -> Result<TopicReader> {
+        let upsert = if layout.is_keyed() {
+            Some(Upserts {
+                codec: Codec::for_schema(layout.schema())?,
+                rows: AHashMap::new(),
+            })
+        } else {
+            None
+        };
+        Ok(TopicReader {
             relation: relation.to_string(),
             topic: topic.to_string(),
             layout,
             offsets: HashMap::new(),
-        }
+            upsert,
+        })
     }
 
     pub fn schema(&self) -> &SchemaRef {
@@ -87,6 +109,9 @@ impl TopicReader {
         let mut values: Vec<(Option<bytes::Bytes>, bytes::Bytes, i64)> = Vec::new();
         let mut diffs: Vec<i64> = Vec::new();
         let mut origin: Vec<(i32, i64)> = Vec::new();
+        // Upsert tables: deletes by key, each placed before the value at
+        // that index in `values`.
+        let mut tombstones: Vec<(usize, bytes::Bytes)> = Vec::new();
         let mut more = false;
         for p in topic.partitions() {
             let id = p.id();
@@ -127,6 +152,16 @@ impl TopicReader {
                             diffs.push(diff);
                             origin.push((id, r.offset));
                         }
+                        None if self.upsert.is_some() => match r.key {
+                            Some(k) => tombstones.push((values.len(), k)),
+                            None => errors.record(
+                                &self.relation,
+                                &self.topic,
+                                id,
+                                r.offset,
+                                "record has neither key nor value",
+                            ),
+                        },
                         None => errors.record(
                             &self.relation,
                             &self.topic,
@@ -156,6 +191,11 @@ impl TopicReader {
             let (p, o) = origin[f.index];
             errors.record(&self.relation, &self.topic, p, o, &f.reason);
         }
+        if self.upsert.is_some() {
+            let keys: Vec<Option<&[u8]>> = records.iter().map(|r| r.key).collect();
+            let delta = self.upserts(&batch, &good, &keys, &diffs, &tombstones)?;
+            return Ok(Read { delta, more });
+        }
         let diffs = if failures.is_empty() {
             diffs
         } else {
@@ -168,6 +208,70 @@ impl TopicReader {
     }
 }
 
+impl TopicReader {
+    /// Apply a read to an upsert table's state, in log order: the decoded
+    /// rows `batch` (of the inputs `good`), the inputs' record keys and
+    /// diffs, and the tombstones (key, placed before input index). Returns
+    /// the change: old rows retracted, new rows inserted.
+    fn upserts(
+        &mut self,
+        batch: &RecordBatch,
+        good: &[usize],
+        keys: &[Option<&[u8]>],
+        diffs: &[i64],
+        tombstones: &[(usize, bytes::Bytes)],
+    ) -> Result<Delta> {
+        let schema = Arc::clone(self.layout.schema());
+        let batch = super::with_schema(batch, &schema)?;
+        // A record without a key is keyed by its primary-key columns.
+        let row_keys = self
+            .layout
+            .keys(&batch)
+            .map_err(|e| super::DataflowError::Other(e.to_string()))?;
+        let Some(up) = self.upsert.as_mut() else {
+            return Ok(Delta::new(batch, vec![1; good.len()]));
+        };
+        let encoded = up.codec.encode(batch.columns())?;
+        let mut out: Vec<(RowBytes, i64)> = Vec::new();
+        let mut row_of_input: HashMap<usize, usize> = HashMap::new();
+        for (row, input) in good.iter().enumerate() {
+            row_of_input.insert(*input, row);
+        }
+        let mut stones = tombstones.iter().peekable();
+        let delete = |up: &mut Upserts, out: &mut Vec<(RowBytes, i64)>, key: &[u8]| {
+            if let Some(old) = up.rows.remove(key) {
+                out.push((old, -1));
+            }
+        };
+        for input in 0..keys.len() {
+            while let Some((_, key)) = stones.next_if(|(at, _)| *at <= input) {
+                delete(up, &mut out, key);
+            }
+            let Some(&row) = row_of_input.get(&input) else {
+                continue; // did not decode (counted)
+            };
+            let key: Box<[u8]> = keys[input].unwrap_or(&row_keys[row]).into();
+            if diffs[input] < 0 {
+                delete(up, &mut out, &key);
+                continue;
+            }
+            let new: RowBytes = encoded.row(row).data().into();
+            if let Some(old) = up.rows.insert(key, new.clone()) {
+                out.push((old, -1));
+            }
+            out.push((new, 1));
+        }
+        for (_, key) in stones {
+            delete(up, &mut out, key);
+        }
+        let diffs: Vec<i64> = out.iter().map(|(_, d)| *d).collect();
+        let rows = up
+            .codec
+            .decode_batch(&schema, out.iter().map(|(r, _)| r.as_ref()))?;
+        Ok(Delta::new(rows, diffs))
+    }
+}
+
 /// A stream, read from the log start on.
 pub struct StreamSource {
     reader: TopicReader,
@@ -176,12 +280,12 @@ pub struct StreamSource {
 }
 
 impl StreamSource {
-    pub fn new(relation: &str, topic: &str, layout: Layout) -> StreamSource {
-        StreamSource {
-            reader: TopicReader::new(relation, topic, layout),
+    pub fn new(relation: &str, topic: &str, layout: Layout) -> Result<StreamSource> {
+        Ok(StreamSource {
+            reader: TopicReader::new(relation, topic, layout)?,
             counts: Counts::default(),
             progress: (0, 0),
-        }
+        })
     }
 }
 

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::{CastOptions, cast, cast_with_options, concat_batches};
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ParamValues;
 use datafusion::sql::sqlparser::ast::{
     AssignmentTarget, Delete, Expr, FromTable, TableFactor, TableWithJoins, Update, Value,
@@ -25,6 +25,7 @@ use super::{Engine, EngineError, Output, Result};
 use crate::catalog::Object;
 use crate::dataflow::source::DIFF_HEADER;
 use crate::format::json;
+use crate::format::record::Layout;
 use crate::log::batch::{self, NewRecord};
 use crate::log::{Durability, now_ms};
 
@@ -69,11 +70,14 @@ impl Engine {
         }
     }
 
-    fn table_topic(&self, name: &str) -> Result<(String, SchemaRef)> {
+    fn table_topic(&self, name: &str) -> Result<(String, Layout)> {
         match self.lock()?.get(name) {
-            Some(Object::Table { topic, columns, .. }) => {
-                Ok((topic.clone(), Self::schema_of(columns)?))
-            }
+            Some(Object::Table {
+                topic,
+                columns,
+                primary_key,
+                ..
+            }) => Ok((topic.clone(), Self::table_layout(columns, primary_key)?)),
             _ => Err(EngineError::UnknownObject {
                 kind: "table",
                 name: name.to_string(),
@@ -82,12 +86,42 @@ impl Engine {
     }
 
     /// Append `(rows, diff)` groups to a table's changelog as one batch,
-    /// fsynced, then tick. Returns the rows written per group.
-    async fn write_changes(&self, topic: &str, parts: Vec<(RecordBatch, i64)>) -> Result<()> {
+    /// fsynced, then tick. A keyed table's changelog is upserts: a
+    /// retraction is a tombstone for the row's key, an insertion a record
+    /// keyed by it; otherwise each record carries its diff in a header.
+    async fn write_changes(
+        &self,
+        topic: &str,
+        layout: &Layout,
+        parts: Vec<(RecordBatch, i64)>,
+    ) -> Result<()> {
         let now = now_ms();
         let mut records = Vec::new();
+        let df = |e: datafusion::arrow::error::ArrowError| EngineError::DataFusion(e.into());
         for (batch, diff) in &parts {
-            for row in json::encode(batch).map_err(|e| EngineError::DataFusion(e.into()))? {
+            if layout.is_keyed() {
+                if *diff < 0 {
+                    for key in layout.keys(batch).map_err(df)? {
+                        records.push(NewRecord {
+                            key: Some(Bytes::from(key)),
+                            value: None,
+                            timestamp: now,
+                            headers: vec![],
+                        });
+                    }
+                } else {
+                    for r in layout.encode(batch).map_err(df)? {
+                        records.push(NewRecord {
+                            key: r.key.map(Bytes::from),
+                            value: r.value.map(Bytes::from),
+                            timestamp: now,
+                            headers: vec![],
+                        });
+                    }
+                }
+                continue;
+            }
+            for row in json::encode(batch).map_err(df)? {
                 records.push(NewRecord {
                     key: None,
                     value: Some(Bytes::from(row)),
@@ -142,13 +176,14 @@ impl Engine {
 
     pub(super) async fn delete(&self, d: Delete, params: Option<ParamValues>) -> Result<Output> {
         let (name, query) = self.delete_query(&d)?;
-        let (topic, schema) = self.table_topic(&name)?;
+        let (topic, layout) = self.table_topic(&name)?;
+        let schema = Arc::clone(layout.schema());
         let _one = self.dml.lock().await;
         let batches = self.query(&query, params).await?;
         let old =
             concat_batches(&schema, &batches).map_err(|e| EngineError::DataFusion(e.into()))?;
         let n = old.num_rows();
-        self.write_changes(&topic, vec![(old, -1)]).await?;
+        self.write_changes(&topic, &layout, vec![(old, -1)]).await?;
         Ok(Output::Command("DELETE".into(), Some(n)))
     }
 
@@ -161,7 +196,8 @@ impl Engine {
             ));
         }
         let (name, from, columns) = self.dml_target(&u.table, "update")?;
-        let (_, schema) = self.table_topic(&name)?;
+        let (_, layout) = self.table_topic(&name)?;
+        let schema = layout.schema();
         let mut new: Vec<String> = columns.iter().map(|c| quote(c)).collect();
         let mut typed = Vec::new();
         for a in &u.assignments {
@@ -208,7 +244,8 @@ impl Engine {
 
     pub(super) async fn update(&self, u: Update, params: Option<ParamValues>) -> Result<Output> {
         let (name, query, _) = self.update_query(&u)?;
-        let (topic, schema) = self.table_topic(&name)?;
+        let (topic, layout) = self.table_topic(&name)?;
+        let schema = Arc::clone(layout.schema());
         let n_cols = schema.fields().len();
         let _one = self.dml.lock().await;
         let batches = self.query(&query, params).await?;
@@ -251,7 +288,7 @@ impl Engine {
         let new =
             concat_batches(&schema, &new_parts).map_err(|e| EngineError::DataFusion(e.into()))?;
         let n = old.num_rows();
-        self.write_changes(&topic, vec![(old, -1), (new, 1)])
+        self.write_changes(&topic, &layout, vec![(old, -1), (new, 1)])
             .await?;
         Ok(Output::Command("UPDATE".into(), Some(n)))
     }

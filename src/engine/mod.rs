@@ -20,8 +20,8 @@ use datafusion::common::ParamValues;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::sqlparser::ast::{
-    ColumnDef, ColumnOption, CopySource, CopyTarget, ObjectType, Statement as SqlStatement,
-    TableConstraint,
+    ColumnDef, ColumnOption, CopySource, CopyTarget, CreateTableOptions, ObjectType,
+    Statement as SqlStatement, TableConstraint,
 };
 
 use crate::catalog::{Catalog, Column, Format, Object};
@@ -107,6 +107,9 @@ impl EngineError {
 /// SQLSTATE for a DataFusion error, by its category.
 pub fn datafusion_sqlstate(e: &datafusion::error::DataFusionError) -> &'static str {
     use datafusion::error::DataFusionError as D;
+    if e.to_string().contains("violates not-null constraint") {
+        return "23502";
+    }
     match e {
         D::SQL(..) => "42601",
         D::Plan(m) if m.contains("not found") => "42P01",
@@ -295,6 +298,25 @@ impl Engine {
         Ok(out)
     }
 
+    /// How a table's rows map onto its changelog records: keyed by the
+    /// primary key (an upsert changelog) when it has one.
+    fn table_layout(columns: &[Column], primary_key: &[String]) -> Result<Layout> {
+        let schema = Self::schema_of(columns)?;
+        if primary_key.is_empty() {
+            return Ok(Layout::values_only(schema));
+        }
+        let key = primary_key
+            .iter()
+            .map(|k| {
+                columns
+                    .iter()
+                    .position(|c| c.name.eq_ignore_ascii_case(k))
+                    .ok_or_else(|| EngineError::UnknownColumn(k.clone()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Layout::keyed(schema, key))
+    }
+
     /// How a stream's columns map onto its records.
     fn layout_of(columns: &[Column], format: Format) -> Result<Layout> {
         Layout::stream(Self::schema_of(columns)?, format).map_err(EngineError::Invalid)
@@ -357,14 +379,15 @@ impl Engine {
                 name,
                 topic,
                 columns,
+                primary_key,
                 ..
             } => {
-                let schema = Self::schema_of(columns)?;
-                self.dataflows.add_table(name, topic, Arc::clone(&schema))?;
+                let layout = Self::table_layout(columns, primary_key)?;
+                self.dataflows.add_table(name, topic, layout.clone())?;
                 let rel = TopicRelation::new(
                     name,
                     topic,
-                    Layout::values_only(schema),
+                    layout,
                     Arc::clone(&self.log),
                     Arc::clone(&self.errors),
                     Arc::clone(&self.dataflows),
@@ -671,7 +694,11 @@ impl Engine {
         self.ctx.deregister_table(name.as_str())?;
         self.dataflows.remove(&name)?;
         self.lock()?.remove(&name)?;
-        if let Object::Table { topic, .. } = o {
+        // A table's own changelog goes with it; a topic it was created
+        // over (`WITH (topic = …)`) stays, as a stream's does.
+        if let Object::Table { topic, .. } = o
+            && topic == format!("__table_{name}")
+        {
             self.log.delete_topic(&topic)?;
         }
         Ok(())
@@ -733,8 +760,26 @@ impl Engine {
                         primary_key.extend(pk.columns.iter().map(|c| c.to_string()));
                     }
                 }
-                let topic = format!("__table_{name}");
-                self.ensure_topic(&topic, &BTreeMap::new())?;
+                // `WITH (topic = …)` names a topic Kafka clients share (for
+                // a keyed table: an upsert changelog they can write).
+                let mut options = match &ct.table_options {
+                    CreateTableOptions::With(o) => statement::options(o.clone())?,
+                    CreateTableOptions::None => BTreeMap::new(),
+                    other => {
+                        return Err(EngineError::Unsupported(format!("table options {other}")));
+                    }
+                };
+                let topic = options
+                    .remove("topic")
+                    .or_else(|| options.remove("kafka_topic"))
+                    .unwrap_or_else(|| format!("__table_{name}"));
+                if !primary_key.is_empty() {
+                    options
+                        .entry("cleanup.policy".into())
+                        .or_insert_with(|| "compact".into());
+                }
+                Self::table_layout(&columns, &primary_key)?;
+                self.ensure_topic(&topic, &options)?;
                 let o = Object::Table {
                     name,
                     topic,

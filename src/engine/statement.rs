@@ -86,7 +86,7 @@ fn option_value(e: &Expr) -> String {
     }
 }
 
-fn options(opts: Vec<SqlOption>) -> Result<BTreeMap<String, String>> {
+pub(super) fn options(opts: Vec<SqlOption>) -> Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     for o in opts {
         match o {

@@ -152,19 +152,16 @@ impl Dataflows {
         });
     }
 
-    /// Maintain a table: its state is its changelog's contents.
-    pub fn add_table(
-        &self,
-        name: &str,
-        topic: &str,
-        schema: SchemaRef,
-    ) -> Result<(), DataflowError> {
+    /// Maintain a table: its state is its changelog's contents (an upsert
+    /// changelog for a keyed `layout`).
+    pub fn add_table(&self, name: &str, topic: &str, layout: Layout) -> Result<(), DataflowError> {
+        let schema = Arc::clone(layout.schema());
         let mut st = self.lock()?;
         st.tables.retain(|t| t.name != name);
         forget_history(&mut st, name);
         st.tables.push(TableState {
             name: name.to_string(),
-            reader: TopicReader::new(name, topic, Layout::values_only(Arc::clone(&schema))),
+            reader: TopicReader::new(name, topic, layout)?,
             index: Index::new(schema)?,
         });
         Ok(())

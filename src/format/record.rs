@@ -107,6 +107,9 @@ pub struct Layout {
     format: Format,
     /// Metadata columns: (position in `schema`, what).
     meta: Vec<(usize, Meta)>,
+    /// A keyed (upsert) table's primary-key columns: a record's key is
+    /// their value (see [`Layout::keys`]).
+    key: Vec<usize>,
 }
 
 impl Layout {
@@ -117,7 +120,47 @@ impl Layout {
             schema,
             format: Format::Json,
             meta: vec![],
+            key: vec![],
         }
+    }
+
+    /// A table with a primary key (the columns at `key`): JSON values, and
+    /// each record keyed by its primary key, so the table's topic is an
+    /// upsert changelog a Kafka producer can write too (a null value
+    /// deletes the key).
+    pub fn keyed(schema: SchemaRef, key: Vec<usize>) -> Layout {
+        Layout {
+            key,
+            ..Layout::values_only(schema)
+        }
+    }
+
+    /// Whether records are upserts by key.
+    pub fn is_keyed(&self) -> bool {
+        !self.key.is_empty()
+    }
+
+    /// The record key of each row of `batch` (the relation's schema): a
+    /// one-column key as its text (`42`, `user-1`), a composite one as a
+    /// JSON object of its columns. A NULL key column is an error.
+    pub fn keys(&self, batch: &RecordBatch) -> Result<Vec<Vec<u8>>, ArrowError> {
+        for &k in &self.key {
+            if batch.column(k).null_count() > 0 {
+                return Err(ArrowError::InvalidArgumentError(format!(
+                    "null value in column \"{}\" violates not-null constraint (it is part of the primary key)",
+                    self.schema.field(k).name()
+                )));
+            }
+        }
+        if let [k] = self.key.as_slice() {
+            let text = cast(batch.column(*k), &DataType::Utf8)?;
+            let text = text.as_string::<i32>();
+            return Ok((0..text.len())
+                .map(|r| text.value(r).as_bytes().to_vec())
+                .collect());
+        }
+        let projected = batch.project(&self.key)?;
+        json::encode(&projected)
     }
 
     /// A stream: columns named `_key`, `_partition`, `_offset`,
@@ -165,6 +208,7 @@ impl Layout {
             schema,
             format,
             meta,
+            key: vec![],
         })
     }
 
@@ -314,6 +358,11 @@ impl Layout {
                 partition: None,
             })
             .collect();
+        if self.is_keyed() {
+            for (o, k) in out.iter_mut().zip(self.keys(batch)?) {
+                o.key = Some(k);
+            }
+        }
         for (at, m) in &self.meta {
             let col = batch.column(*at);
             match m {
