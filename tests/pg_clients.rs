@@ -486,3 +486,38 @@ count 5
 "
     );
 }
+
+/// A CancelRequest (psql's Ctrl-C; here tokio-postgres's cancel token)
+/// stops the running query with 57014 and leaves the session usable.
+#[test]
+fn cancel_request_stops_a_running_query() {
+    let server = TestServer::start();
+    rt().block_on(async {
+        let c = connect(server.pg_addr).await;
+        let token = c.cancel_token();
+        let long = "SELECT count(*) FROM generate_series(1, 100000000000) AS t(x) WHERE x % 7 = 3";
+        for simple in [true, false] {
+            let started = std::time::Instant::now();
+            let canceller = tokio::spawn({
+                let token = token.clone();
+                async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+                }
+            });
+            let e = if simple {
+                c.simple_query(long).await.map(|_| ()).unwrap_err()
+            } else {
+                c.query(long, &[]).await.map(|_| ()).unwrap_err()
+            };
+            canceller.await.unwrap();
+            assert_eq!(code(&e), "57014", "{e:?}");
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(20),
+                "cancelled promptly"
+            );
+            let one: i64 = c.query_one("SELECT 1::bigint", &[]).await.unwrap().get(0);
+            assert_eq!(one, 1);
+        }
+    });
+}

@@ -17,10 +17,12 @@ use datafusion_postgres::arrow_pg::datatypes::arrow_schema_to_pg_fields;
 use datafusion_postgres::arrow_pg::datatypes::df::deserialize_parameters_with_server_types;
 use datafusion_postgres::arrow_pg::encoder::encode_value;
 use datafusion_postgres::pgwire;
+use futures::future::FutureExt;
 use futures::{Sink, SinkExt, StreamExt, stream};
 use pgwire::api::Type;
 use pgwire::api::auth::StartupHandler;
 use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
@@ -31,6 +33,7 @@ use pgwire::api::results::{
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers};
+use pgwire::api::{ConnectionHandle, ConnectionManager};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::data::DataRow;
@@ -58,12 +61,15 @@ pub struct Handlers {
     extended: Arc<Extended>,
     startup: Arc<Startup>,
     copy: Arc<CopyLoader>,
+    cancel: Arc<DefaultCancelHandler>,
 }
 
 impl Handlers {
     pub fn new(engine: Arc<Engine>, allow_remote: bool) -> Handlers {
         let df = Arc::new(DfSessionService::new(engine.session()));
+        let connections = Arc::new(ConnectionManager::new());
         Handlers {
+            cancel: Arc::new(DefaultCancelHandler::new(Arc::clone(&connections))),
             simple: Arc::new(Simple {
                 engine: Arc::clone(&engine),
                 df: Arc::clone(&df),
@@ -75,7 +81,10 @@ impl Handlers {
                 }),
                 df,
             }),
-            startup: Arc::new(Startup { allow_remote }),
+            startup: Arc::new(Startup {
+                allow_remote,
+                connections,
+            }),
             copy: Arc::new(CopyLoader { engine }),
         }
     }
@@ -97,16 +106,70 @@ impl PgWireServerHandlers for Handlers {
     fn copy_handler(&self) -> Arc<impl CopyHandler> {
         Arc::clone(&self.copy)
     }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        Arc::clone(&self.cancel)
+    }
+}
+
+/// Rows that stop with 57014 when a CancelRequest (psql's Ctrl-C) arrives
+/// while they stream: DataFusion runs a query as its rows are pulled, after
+/// `do_query` returned, and pgwire's own cancel covers `do_query` only. The
+/// connection's cancel signal is taken at the first pull, once pgwire's has
+/// been released.
+fn cancellable(client: &impl ClientInfo, mut resp: QueryResponse) -> QueryResponse {
+    let Some(handle) = client.session_extensions().get::<Arc<ConnectionHandle>>() else {
+        return resp;
+    };
+    let handle: Arc<ConnectionHandle> = Arc::clone(&handle);
+    let mut rows = Some(std::mem::replace(
+        &mut resp.data_rows,
+        Box::pin(stream::empty()),
+    ));
+    let guarded =
+        stream::once(async move { (handle.start_query().await,) }).flat_map(move |(rx,)| {
+            let rx = rx.shared();
+            let fired = {
+                let rx = rx.clone();
+                async move {
+                    if rx.await.is_err() {
+                        // Released unfired: never cancel.
+                        std::future::pending::<()>().await;
+                    }
+                }
+            };
+            let tail = stream::once(async move {
+                matches!(rx.peek(), Some(Ok(()))).then(|| {
+                    Err(user_error(
+                        "57014",
+                        "canceling statement due to user request".into(),
+                    ))
+                })
+            })
+            .filter_map(futures::future::ready);
+            rows.take()
+                .unwrap_or_else(|| Box::pin(stream::empty()))
+                .take_until(fired)
+                .chain(tail)
+        });
+    resp.data_rows = Box::pin(guarded);
+    resp
 }
 
 /// No passwords: loopback connections are trusted, others refused unless
 /// the server was started with `--pg-allow-remote`.
 pub struct Startup {
     allow_remote: bool,
+    connections: Arc<ConnectionManager>,
 }
 
 #[async_trait]
 impl NoopStartupHandler for Startup {
+    /// Registers each connection for CancelRequest (psql's Ctrl-C).
+    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
+        Some(Arc::clone(&self.connections))
+    }
+
     async fn post_startup<C>(&self, client: &mut C, _m: PgWireFrontendMessage) -> PgWireResult<()>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
@@ -415,7 +478,7 @@ impl ExtendedQueryHandler for Extended {
             ExtendedQueryHandler::do_query(&*self.df, client, portal, max_rows).await
         };
         match result {
-            Ok(Response::Query(q)) => Ok(Response::Query(pg_text_values(q))),
+            Ok(Response::Query(q)) => Ok(Response::Query(cancellable(client, pg_text_values(q)))),
             Ok(other) => Ok(other),
             Err(e) => Err(with_sqlstate(e)),
         }
@@ -727,7 +790,7 @@ impl SimpleQueryHandler for Simple {
             };
             match result {
                 Ok(rs) => out.extend(rs.into_iter().map(|r| match r {
-                    Response::Query(q) => Response::Query(pg_text_values(q)),
+                    Response::Query(q) => Response::Query(cancellable(client, pg_text_values(q))),
                     other => other,
                 })),
                 Err(e) => {
