@@ -521,3 +521,51 @@ fn cancel_request_stops_a_running_query() {
         }
     });
 }
+
+/// What pgcli's completion refresher queries at connect (schemas, tables,
+/// views and their columns, databases, types) works through pgcli's own
+/// code. (Its function list does not: datafusion-pg-catalog's pg_proc
+/// cannot cast `proargtypes` to `regtype[]`; pgcli logs that and completes
+/// everything else.)
+#[test]
+fn pgcli_completion_metadata() {
+    let have = Command::new("python3")
+        .args(["-c", "import pgcli.pgexecute"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        have,
+        "pgcli is required (pip install pgcli; .ci/run installs it)"
+    );
+    let server = TestServer::start();
+    psql(
+        &server,
+        "CREATE TABLE acct (id int, owner text)\nCREATE MATERIALIZED VIEW per_owner AS SELECT owner, count(*) AS n FROM acct GROUP BY owner",
+    );
+    let script = format!(
+        "{}/tests/python/pgcli_completion.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let out = Command::new("python3")
+        .arg(&script)
+        .env("PGHOST", server.pg_addr.ip().to_string())
+        .env("PGPORT", server.pg_addr.port().to_string())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "pgcli_completion.py failed\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "schemata ['eddy_catalog', 'pg_catalog', 'public']",
+        "tables ['acct']",
+        "views ['per_owner']",
+        "table_columns [('acct', 'id'), ('acct', 'owner')]",
+        "view_columns [('per_owner', 'n'), ('per_owner', 'owner')]",
+        "databases ['eddy', 'postgres']",
+    ] {
+        assert!(stdout.lines().any(|l| l == line), "{line}\n{stdout}");
+    }
+}
