@@ -10,7 +10,6 @@
 
 use std::sync::Arc;
 
-use ahash::AHashMap;
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::PhysicalExpr;
@@ -31,7 +30,15 @@ pub struct AggregateSpec {
 struct Group {
     rows: i64,
     accs: Vec<Box<dyn Accumulator>>,
+    /// While a step touches the group: its output before the step (None:
+    /// it had none). Kept here, not in a map of touched keys, so a row of
+    /// the change costs one hash lookup.
+    before: Option<Option<Vec<ScalarValue>>>,
 }
+
+/// Groups by key bytes; hashbrown for `entry_ref` (one lookup per row,
+/// found or inserted, without allocating the key when found).
+type Groups = hashbrown::HashMap<RowBytes, Group, ahash::RandomState>;
 
 pub struct Aggregate {
     input: Box<dyn Node>,
@@ -39,11 +46,19 @@ pub struct Aggregate {
     key_codec: Codec,
     aggs: Vec<AggregateSpec>,
     schema: SchemaRef,
-    groups: AHashMap<RowBytes, Group>,
+    groups: Groups,
     global: bool,
     started: bool,
     counts: Counts,
     key_bytes: u64,
+}
+
+fn new_group(aggs: &[AggregateSpec]) -> Group {
+    Group {
+        rows: 0,
+        accs: aggs.iter().map(|a| a.factory.create()).collect(),
+        before: None,
+    }
 }
 
 impl Aggregate {
@@ -65,7 +80,7 @@ impl Aggregate {
             keys,
             aggs,
             schema,
-            groups: AHashMap::new(),
+            groups: Groups::default(),
             global,
             started: false,
             counts: Counts::default(),
@@ -74,10 +89,7 @@ impl Aggregate {
     }
 
     fn new_group(&self) -> Group {
-        Group {
-            rows: 0,
-            accs: self.aggs.iter().map(|a| a.factory.create()).collect(),
-        }
+        new_group(&self.aggs)
     }
 
     fn values(group: &Group) -> Result<Vec<ScalarValue>> {
@@ -164,30 +176,30 @@ impl Node for Aggregate {
             });
         }
 
-        // Old output of each group, captured at its first touch.
-        // Keys borrow the batch's encoded rows: no allocation per touch.
-        let mut touched: AHashMap<&[u8], Option<Vec<ScalarValue>>> = AHashMap::new();
+        // Each touched group keeps its old output from its first touch;
+        // `touched` borrows the batch's encoded keys (no allocation).
+        let mut touched: Vec<&[u8]> = Vec::new();
         for row in 0..n {
             let diff = input.diffs[row];
             let key: &[u8] = match &key_rows {
                 Some(r) => r.row(row).data(),
                 None => &[],
             };
-            if !self.groups.contains_key(key) {
-                let g = self.new_group();
-                self.key_bytes += state_bytes(key.len());
-                self.groups.insert(key.into(), g);
-            }
-            let Some(group) = self.groups.get_mut(key) else {
-                continue;
+            let group = match self.groups.entry_ref(key) {
+                hashbrown::hash_map::EntryRef::Occupied(e) => e.into_mut(),
+                hashbrown::hash_map::EntryRef::Vacant(e) => {
+                    self.key_bytes += state_bytes(key.len());
+                    e.insert(new_group(&self.aggs))
+                }
             };
-            if let std::collections::hash_map::Entry::Vacant(e) = touched.entry(key) {
+            if group.before.is_none() {
                 let old = if group.rows > 0 || self.global {
                     Some(Self::values(group)?)
                 } else {
                     None
                 };
-                e.insert(old);
+                group.before = Some(old);
+                touched.push(key);
             }
             group.rows += diff;
             for (i, acc) in group.accs.iter_mut().enumerate() {
@@ -201,10 +213,15 @@ impl Node for Aggregate {
             }
         }
 
-        for (key, old) in touched {
-            let new = match self.groups.get(key) {
-                Some(g) if g.rows > 0 || self.global => Some(Self::values(g)?),
-                _ => None,
+        for key in touched {
+            let Some(g) = self.groups.get_mut(key) else {
+                continue;
+            };
+            let old = g.before.take().flatten();
+            let new = if g.rows > 0 || self.global {
+                Some(Self::values(g)?)
+            } else {
+                None
             };
             if new.is_none() && !self.global {
                 self.key_bytes = self.key_bytes.saturating_sub(state_bytes(key.len()));
