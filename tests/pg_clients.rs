@@ -432,6 +432,16 @@ fn garbage_and_oversized_frames_close_only_that_session() {
         assert_eq!(count(&c, "t").await, 2);
         let e = c.simple_query("SELECT 1 +").await.unwrap_err();
         assert_eq!(code(&e), "42601");
+        // The error points at where the statement went wrong, for psql's caret.
+        let e = c.simple_query("SELECT 1;\nSELEC 2").await.unwrap_err();
+        assert_eq!(code(&e), "42601");
+        assert!(
+            matches!(
+                e.as_db_error().and_then(|d| d.position()),
+                Some(tokio_postgres::error::ErrorPosition::Original(p)) if *p >= 11
+            ),
+            "{e:?}"
+        );
         let e = c.simple_query("SELECT 'abc'::int").await.unwrap_err();
         assert_eq!(code(&e), "22P02");
         let e = c

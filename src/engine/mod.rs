@@ -571,6 +571,26 @@ impl Engine {
                 self.log.create_topic(&name, partitions, cfg)?;
                 Ok(Output::Command("CREATE TOPIC".into(), None))
             }
+            Statement::AlterTopic { name, set, reset } => {
+                let mut changes: BTreeMap<String, Option<String>> = BTreeMap::new();
+                for (k, v) in set {
+                    if k == "partitions" {
+                        let n = v.parse::<i32>().map_err(|_| {
+                            EngineError::Invalid("partitions must be an integer".into())
+                        })?;
+                        self.log.create_partitions(&name, n)?;
+                    } else {
+                        changes.insert(k, Some(v));
+                    }
+                }
+                for k in reset {
+                    changes.insert(k, None);
+                }
+                if !changes.is_empty() {
+                    self.log.alter_topic_config(&name, &changes)?;
+                }
+                Ok(Output::Command("ALTER TOPIC".into(), None))
+            }
             Statement::CreateStream {
                 name,
                 columns,

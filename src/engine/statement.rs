@@ -39,6 +39,13 @@ impl DropKind {
 
 #[derive(Debug)]
 pub enum Statement {
+    /// `ALTER TOPIC t SET (k = v, …)` / `RESET (k, …)`: Kafka topic
+    /// configs (`partitions` grows the partition count).
+    AlterTopic {
+        name: String,
+        set: BTreeMap<String, String>,
+        reset: Vec<String>,
+    },
     CreateTopic {
         name: String,
         options: BTreeMap<String, String>,
@@ -158,6 +165,28 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
                 if_exists,
                 cascade,
             }
+        } else if word_is(&t0, "alter") && word_is(&t1, "topic") {
+            p.next_token();
+            p.next_token();
+            let name = p.parse_object_name(false).map_err(syntax)?.to_string();
+            let (mut set, mut reset) = (BTreeMap::new(), Vec::new());
+            if p.peek_keyword(Keyword::SET) {
+                set = options(p.parse_options(Keyword::SET).map_err(syntax)?)?;
+            } else if p.parse_keyword(Keyword::RESET) {
+                p.expect_token(&Token::LParen).map_err(syntax)?;
+                reset = p
+                    .parse_comma_separated(|p| p.parse_identifier())
+                    .map_err(syntax)?
+                    .into_iter()
+                    .map(|i| i.value.to_ascii_lowercase())
+                    .collect();
+                p.expect_token(&Token::RParen).map_err(syntax)?;
+            } else {
+                return Err(EngineError::Syntax(format!(
+                    "expected SET (…) or RESET (…) after ALTER TOPIC {name}"
+                )));
+            }
+            Statement::AlterTopic { name, set, reset }
         } else if word_is(&t0, "flush") && matches!(t1, Token::EOF | Token::SemiColon) {
             p.next_token();
             Statement::Flush

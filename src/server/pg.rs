@@ -56,6 +56,36 @@ fn engine_error(e: EngineError) -> PgWireError {
     user_error(e.sqlstate(), e.to_string())
 }
 
+/// An error parsing `query`, with the position (1-based, in characters)
+/// sqlparser reports as `Line: L, Column: C`, so psql points at it.
+fn parse_error(query: &str, e: EngineError) -> PgWireError {
+    let message = e.to_string();
+    let mut info = ErrorInfo::new("ERROR".into(), e.sqlstate().into(), message.clone());
+    info.position = error_position(query, &message).map(|p| p.to_string());
+    PgWireError::UserError(Box::new(info))
+}
+
+fn error_position(query: &str, message: &str) -> Option<usize> {
+    let at = message.rfind("Line: ")?;
+    let rest = &message[at + 6..];
+    let (line, rest) = rest.split_once(", Column: ")?;
+    let line: usize = line.trim().parse().ok()?;
+    let col: usize = rest
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .ok()?;
+    let mut pos = 0usize;
+    for (i, l) in query.split('\n').enumerate() {
+        if i + 1 == line {
+            return Some(pos + col.min(l.chars().count() + 1));
+        }
+        pos += l.chars().count() + 1;
+    }
+    None
+}
+
 pub struct Handlers {
     simple: Arc<Simple>,
     extended: Arc<Extended>,
@@ -353,7 +383,7 @@ impl QueryParser for PreparedParser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let mut statements = crate::engine::parse(sql).map_err(engine_error)?;
+        let mut statements = crate::engine::parse(sql).map_err(|e| parse_error(sql, e))?;
         if statements.len() > 1 {
             return Err(user_error(
                 "42601",
@@ -766,7 +796,7 @@ impl SimpleQueryHandler for Simple {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         debug!(query, "simple query");
-        let statements = crate::engine::parse(query).map_err(engine_error)?;
+        let statements = crate::engine::parse(query).map_err(|e| parse_error(query, e))?;
         if statements.is_empty() {
             return Ok(vec![Response::EmptyQuery]);
         }
@@ -908,7 +938,14 @@ pub async fn serve(
 
 #[cfg(test)]
 mod tests {
-    use super::{pg_float, pg_float4, pg_timestamp, trim_fraction};
+    use super::{error_position, pg_float, pg_float4, pg_timestamp, trim_fraction};
+
+    #[test]
+    fn syntax_error_positions_count_characters() {
+        let m = "syntax error: sql parser error: Expected: end of statement, found: x at Line: 2, Column: 5";
+        assert_eq!(error_position("SELECT 1;\nSELX x", m), Some(15));
+        assert_eq!(error_position("SELECT 1", "no position"), None);
+    }
 
     #[test]
     fn timestamps_print_as_postgresql_does() {
