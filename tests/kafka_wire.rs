@@ -283,6 +283,17 @@ fn confluent_kafka_seed_scripts() {
     assert!(out.contains("consumed 20 messages"), "{out}");
 }
 
+/// A runtime and a pgwire session on `server`, for tests that otherwise
+/// drive blocking Kafka clients.
+fn pg_session(server: &TestServer) -> (tokio::runtime::Runtime, tokio_postgres::Client) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let pg = rt.block_on(common::slt::connect(server.pg_addr));
+    (rt, pg)
+}
+
 /// Records a Kafka producer writes with keys are read over SQL with their
 /// metadata: `_key`, `_partition` (the one librdkafka's partitioner chose),
 /// `_offset`, `_timestamp`, as kcat itself reports them.
@@ -294,11 +305,7 @@ fn kcat_records_carry_their_metadata_into_sql() {
     );
     let server = TestServer::start();
     let addr = server.addr.clone();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let pg = rt.block_on(common::slt::connect(server.pg_addr));
+    let (rt, pg) = pg_session(&server);
     rt.block_on(pg.batch_execute(
         "CREATE STREAM plays (_key text, _partition int, _offset bigint, _timestamp bigint, \
          viewers int) WITH (topic = 'plays', partitions = 4)",
@@ -366,11 +373,7 @@ fn kcat_upserts_and_tombstones_into_a_keyed_table() {
     );
     let server = TestServer::start();
     let addr = server.addr.clone();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let pg = rt.block_on(common::slt::connect(server.pg_addr));
+    let (rt, pg) = pg_session(&server);
     rt.block_on(pg.batch_execute(
         "CREATE TABLE users (id text PRIMARY KEY, name text, plan text) WITH (topic = 'users');
          CREATE MATERIALIZED VIEW per_plan AS SELECT plan, count(*) AS n FROM users GROUP BY plan;",

@@ -282,20 +282,7 @@ fn psql(server: &TestServer, command: &str) -> String {
 }
 
 fn psql_allowing_stderr(server: &TestServer, command: &str) -> (String, String) {
-    let out = Command::new("psql")
-        .args([
-            "-X",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            &server.pg_addr.ip().to_string(),
-            "-p",
-            &server.pg_addr.port().to_string(),
-            "-U",
-            "eddy",
-            "-d",
-            "eddy",
-        ])
+    let out = common::psql_command(server.pg_addr)
         // One -c per line: psql runs them in order, backslash commands too.
         .args(command.lines().flat_map(|l| ["-c", l]))
         .output()
@@ -456,23 +443,20 @@ fn garbage_and_oversized_frames_close_only_that_session() {
     });
 }
 
-#[test]
-fn psycopg_session_with_parameters() {
+/// Run `tests/python/<script>` against `server` (PGHOST/PGPORT), after
+/// checking its client library `module` is installed; its stdout.
+fn run_python_client(server: &TestServer, module: &str, install: &str, script: &str) -> String {
     let have = Command::new("python3")
-        .args(["-c", "import psycopg"])
+        .args(["-c", &format!("import {module}")])
         .status()
         .is_ok_and(|s| s.success());
     assert!(
         have,
-        "psycopg is required (pip install 'psycopg[binary]'; .ci/run installs it)"
+        "{module} is required (pip install {install}; .ci/run installs it)"
     );
-    let server = TestServer::start();
-    let script = format!(
-        "{}/tests/python/psycopg_session.py",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
     let out = Command::new("python3")
-        .arg(&script)
+        .arg(&path)
         .env("PGHOST", server.pg_addr.ip().to_string())
         .env("PGPORT", server.pg_addr.port().to_string())
         .output()
@@ -480,8 +464,20 @@ fn psycopg_session_with_parameters() {
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success(),
-        "psycopg_session.py failed\nstdout:\n{stdout}\nstderr:\n{}",
+        "{script} failed\nstdout:\n{stdout}\nstderr:\n{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn psycopg_session_with_parameters() {
+    let server = TestServer::start();
+    let stdout = run_python_client(
+        &server,
+        "psycopg",
+        "'psycopg[binary]'",
+        "psycopg_session.py",
     );
     assert_eq!(
         stdout,
@@ -539,35 +535,12 @@ fn cancel_request_stops_a_running_query() {
 /// everything else.)
 #[test]
 fn pgcli_completion_metadata() {
-    let have = Command::new("python3")
-        .args(["-c", "import pgcli.pgexecute"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        have,
-        "pgcli is required (pip install pgcli; .ci/run installs it)"
-    );
     let server = TestServer::start();
     psql(
         &server,
         "CREATE TABLE acct (id int, owner text)\nCREATE MATERIALIZED VIEW per_owner AS SELECT owner, count(*) AS n FROM acct GROUP BY owner",
     );
-    let script = format!(
-        "{}/tests/python/pgcli_completion.py",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let out = Command::new("python3")
-        .arg(&script)
-        .env("PGHOST", server.pg_addr.ip().to_string())
-        .env("PGPORT", server.pg_addr.port().to_string())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "pgcli_completion.py failed\nstdout:\n{stdout}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run_python_client(&server, "pgcli.pgexecute", "pgcli", "pgcli_completion.py");
     for line in [
         "schemata ['eddy_catalog', 'pg_catalog', 'public']",
         "tables ['acct']",

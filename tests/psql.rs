@@ -27,21 +27,8 @@ fn sql_example_scripts_through_psql() {
     assert!(!scripts.is_empty());
     for script in scripts {
         let server = TestServer::start();
-        let out = Command::new("psql")
-            .args([
-                "-X",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                &server.pg_addr.ip().to_string(),
-                "-p",
-                &server.pg_addr.port().to_string(),
-                "-U",
-                "eddy",
-                "-d",
-                "eddy",
-                "-f",
-            ])
+        let out = common::psql_command(server.pg_addr)
+            .arg("-f")
             .arg(&script)
             .output()
             .unwrap();

@@ -15,7 +15,6 @@ mod common;
 #[path = "common/serve.rs"]
 mod serve;
 
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -83,22 +82,8 @@ async fn rows(c: &tokio_postgres::Client, sql: &str) -> Vec<String> {
 
 /// `COPY … TO STDOUT` through the real psql binary (simple protocol).
 fn psql_copy(addr: std::net::SocketAddr, sql: &str) -> String {
-    let out = Command::new("psql")
-        .args([
-            "-X",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            &addr.ip().to_string(),
-            "-p",
-            &addr.port().to_string(),
-            "-U",
-            "eddy",
-            "-d",
-            "eddy",
-            "-c",
-            sql,
-        ])
+    let out = common::psql_command(addr)
+        .args(["-c", sql])
         .output()
         .expect("psql is installed (.ci/run installs postgresql-client)");
     assert!(

@@ -87,3 +87,12 @@ impl Drop for TestServer {
         }
     }
 }
+
+/// `psql` connected to `addr` as user eddy to database eddy, without the
+/// user's psqlrc, stopping at the first error.
+pub fn psql_command(addr: std::net::SocketAddr) -> std::process::Command {
+    let mut c = std::process::Command::new("psql");
+    c.args(["-X", "-v", "ON_ERROR_STOP=1", "-h", &addr.ip().to_string()])
+        .args(["-p", &addr.port().to_string(), "-U", "eddy", "-d", "eddy"]);
+    c
+}
