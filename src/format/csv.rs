@@ -19,16 +19,8 @@ fn decode_all(schema: &SchemaRef, values: &[&[u8]]) -> Result<RecordBatch, Arrow
     for v in values {
         let line = v.strip_suffix(b"\n").unwrap_or(v);
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        for part in [line, b"\n".as_slice()] {
-            let mut rest = part;
-            while !rest.is_empty() {
-                let n = decoder.decode(rest)?;
-                if n == 0 {
-                    break;
-                }
-                rest = &rest[n..];
-            }
-        }
+        super::feed(|b| decoder.decode(b), line)?;
+        super::feed(|b| decoder.decode(b), b"\n")?;
     }
     Ok(decoder
         .flush()?

@@ -19,14 +19,7 @@ fn decode_all(schema: &SchemaRef, values: &[&[u8]]) -> Result<RecordBatch, Arrow
         .with_batch_size(values.len().max(1))
         .build_decoder()?;
     for v in values {
-        let mut rest = *v;
-        while !rest.is_empty() {
-            let n = decoder.decode(rest)?;
-            if n == 0 {
-                break;
-            }
-            rest = &rest[n..];
-        }
+        super::feed(|b| decoder.decode(b), v)?;
         // Each value must be exactly one complete object.
         decoder.decode(b"\n")?;
         if decoder.has_partial_record() {

@@ -20,6 +20,23 @@ pub struct DecodeFailure {
     pub reason: String,
 }
 
+/// Feed all of `bytes` to a push decoder (arrow-json's or arrow-csv's),
+/// which may take them in pieces; stops if it takes none (a full batch).
+pub(crate) fn feed(
+    mut decode: impl FnMut(&[u8]) -> Result<usize, ArrowError>,
+    bytes: &[u8],
+) -> Result<(), ArrowError> {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let n = decode(rest)?;
+        if n == 0 {
+            break;
+        }
+        rest = &rest[n..];
+    }
+    Ok(())
+}
+
 /// Decode `values` with `decode_all` (all at once, one row per value);
 /// only when that fails, value by value to find and drop the bad ones (the
 /// common case pays nothing for the error handling). Returns the batch of
