@@ -1,7 +1,9 @@
 //! Oracle tests for the stateful operators: random inserts, updates and
 //! deletes into tables; after each round every materialized view must equal
 //! its query recomputed from scratch by DataFusion over the tables' current
-//! contents (and again after a restart, when views are rebuilt from the log).
+//! contents; again after a restart that rebuilds them from the log, and
+//! after one that restores them from a checkpoint and replays what came
+//! after it.
 //!
 //! Runs the engine in-process over a real log in a temporary directory.
 
@@ -139,6 +141,70 @@ fn value(rng: &mut StdRng, domain: i64) -> String {
     }
 }
 
+/// Random inserts, deletes and updates into `a` and `b`.
+async fn random_changes(engine: &Engine, rng: &mut StdRng) {
+    for _ in 0..rng.random_range(1..4) {
+        let stmt = match rng.random_range(0..10) {
+            0..=3 => {
+                let n = rng.random_range(1..4);
+                let vals: Vec<String> = (0..n)
+                    .map(|_| {
+                        format!(
+                            "({}, {}, {}, {})",
+                            value(rng, 6),
+                            value(rng, 3),
+                            value(rng, 10),
+                            ["'x'", "'y'", "'z'", "NULL"][rng.random_range(0..4)]
+                        )
+                    })
+                    .collect();
+                format!("INSERT INTO a VALUES {}", vals.join(", "))
+            }
+            4..=5 => format!(
+                "INSERT INTO b VALUES ({}, {})",
+                value(rng, 6),
+                value(rng, 12)
+            ),
+            6 => format!("DELETE FROM a WHERE k = {}", rng.random_range(0..6)),
+            7 => format!("DELETE FROM b WHERE k = {}", rng.random_range(0..6)),
+            8 => format!(
+                "UPDATE a SET g = {}, v = v + 1 WHERE k = {}",
+                value(rng, 3),
+                rng.random_range(0..6)
+            ),
+            _ => format!(
+                "UPDATE b SET k = {} WHERE w = {}",
+                value(rng, 6),
+                rng.random_range(0..12)
+            ),
+        };
+        run(engine, &stmt).await;
+    }
+}
+
+/// Every view equals its query recomputed from scratch.
+async fn assert_views(engine: &Engine, when: &str) {
+    for (name, query) in VIEWS {
+        let got = rows(&run(engine, &format!("SELECT * FROM {name}")).await);
+        let want = rows(&run(engine, query).await);
+        assert_eq!(got, want, "view {name} differs from recomputation ({when})");
+    }
+}
+
+/// Close the engine's log (without a checkpoint) and open both again.
+async fn reopen(
+    dir: &std::path::Path,
+    engine: Arc<Engine>,
+    log: Arc<Log>,
+) -> (Arc<Engine>, Arc<Log>) {
+    drop(engine);
+    log.close().expect("close");
+    drop(log);
+    let log = Log::open(dir, LogOptions::default()).expect("reopen log");
+    let engine = Engine::open(Arc::clone(&log)).await.expect("engine");
+    (engine, log)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn views_equal_recomputation_under_random_changes() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -163,64 +229,50 @@ async fn views_equal_recomputation_under_random_changes() {
     for seed in 0..3u64 {
         let mut rng = StdRng::seed_from_u64(seed);
         for round in 0..25 {
-            for _ in 0..rng.random_range(1..4) {
-                let stmt = match rng.random_range(0..10) {
-                    0..=3 => {
-                        let n = rng.random_range(1..4);
-                        let vals: Vec<String> = (0..n)
-                            .map(|_| {
-                                format!(
-                                    "({}, {}, {}, {})",
-                                    value(&mut rng, 6),
-                                    value(&mut rng, 3),
-                                    value(&mut rng, 10),
-                                    ["'x'", "'y'", "'z'", "NULL"][rng.random_range(0..4)]
-                                )
-                            })
-                            .collect();
-                        format!("INSERT INTO a VALUES {}", vals.join(", "))
-                    }
-                    4..=5 => format!(
-                        "INSERT INTO b VALUES ({}, {})",
-                        value(&mut rng, 6),
-                        value(&mut rng, 12)
-                    ),
-                    6 => format!("DELETE FROM a WHERE k = {}", rng.random_range(0..6)),
-                    7 => format!("DELETE FROM b WHERE k = {}", rng.random_range(0..6)),
-                    8 => format!(
-                        "UPDATE a SET g = {}, v = v + 1 WHERE k = {}",
-                        value(&mut rng, 3),
-                        rng.random_range(0..6)
-                    ),
-                    _ => format!(
-                        "UPDATE b SET k = {} WHERE w = {}",
-                        value(&mut rng, 6),
-                        rng.random_range(0..12)
-                    ),
-                };
-                run(&engine, &stmt).await;
-            }
-            for (name, query) in VIEWS {
-                let got = rows(&run(&engine, &format!("SELECT * FROM {name}")).await);
-                let want = rows(&run(&engine, query).await);
-                assert_eq!(
-                    got, want,
-                    "view {name} differs from recomputation (seed {seed}, round {round})"
-                );
-            }
+            random_changes(&engine, &mut rng).await;
+            assert_views(&engine, &format!("seed {seed}, round {round}")).await;
         }
     }
-    // The same after a restart: views rebuilt from the log.
-    drop(engine);
-    log.close().expect("close");
-    drop(log);
-    let log = Log::open(dir.path(), LogOptions::default()).expect("reopen log");
-    let engine = Engine::open(Arc::clone(&log)).await.expect("engine");
-    for (name, query) in VIEWS {
-        let got = rows(&run(&engine, &format!("SELECT * FROM {name}")).await);
-        let want = rows(&run(&engine, query).await);
-        assert_eq!(got, want, "view {name} differs after restart");
+    // After a restart with no checkpoint: every view rebuilt from the log.
+    let (engine, log) = reopen(dir.path(), engine, log).await;
+    assert!(engine.restored().is_empty());
+    assert_views(&engine, "rebuilt from the log").await;
+
+    // A checkpoint, more changes, a restart without one (a crash): the
+    // state comes from the checkpoint, the changes since from the log.
+    let info = engine.checkpoint().expect("checkpoint").expect("written");
+    assert_eq!(info.relations, VIEWS.len() + 2);
+    assert!(
+        engine.checkpoint().expect("checkpoint").is_none(),
+        "nothing changed"
+    );
+    let mut rng = StdRng::seed_from_u64(10);
+    for _ in 0..20 {
+        random_changes(&engine, &mut rng).await;
     }
+    let (engine, log) = reopen(dir.path(), engine, log).await;
+    let mut want: Vec<String> = VIEWS.iter().map(|(n, _)| n.to_string()).collect();
+    want.extend(["a".to_string(), "b".to_string()]);
+    want.sort();
+    assert_eq!(engine.restored(), want, "every relation restored");
+    assert_views(&engine, "restored from a checkpoint").await;
+    // Restored operators go on incrementally.
+    for round in 0..20 {
+        random_changes(&engine, &mut rng).await;
+        assert_views(&engine, &format!("after the restore, round {round}")).await;
+    }
+
+    // A damaged checkpoint is not used: everything is rebuilt from the log.
+    engine.checkpoint().expect("checkpoint").expect("written");
+    let path = dir.path().join("checkpoints").join("dataflows.ckpt");
+    let mut bytes = std::fs::read(&path).expect("checkpoint file");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&path, &bytes).expect("damage it");
+    let (engine, log) = reopen(dir.path(), engine, log).await;
+    assert!(engine.restored().is_empty());
+    assert_views(&engine, "after a damaged checkpoint").await;
+    drop(engine);
     log.close().expect("close");
 }
 
@@ -244,7 +296,11 @@ async fn keyed_table_equals_model_under_random_upserts() {
         v
     };
     let mut rng = StdRng::seed_from_u64(7);
-    for round in 0..60 {
+    for round in 0..90 {
+        if round == 60 {
+            // Half the history in a checkpoint, the rest replayed at restart.
+            engine.checkpoint().expect("checkpoint").expect("written");
+        }
         let k = rng.random_range(0..8i64);
         let g = rng.random_range(0..3i64);
         let v = rng.random_range(0..100i64);
@@ -291,11 +347,11 @@ async fn keyed_table_equals_model_under_random_upserts() {
         let want = rows(&run(&engine, view).await);
         assert_eq!(got, want, "view, round {round}");
     }
-    drop(engine);
-    log.close().expect("close");
-    drop(log);
-    let log = Log::open(dir.path(), LogOptions::default()).expect("reopen log");
-    let engine = Engine::open(Arc::clone(&log)).await.expect("engine");
+    let (engine, log) = reopen(dir.path(), engine, log).await;
+    assert_eq!(
+        engine.restored(),
+        vec!["kv".to_string(), "kv_g".to_string()]
+    );
     assert_eq!(
         rows(&run(&engine, "SELECT * FROM kv").await),
         model_rows(&model)

@@ -6,7 +6,8 @@
 //!   mv_agg_stream_game) TO STDOUT` through psql prints what PostgreSQL would.
 //! - `views_survive_kill_9_during_ingest`: an `eddy serve` process is killed
 //!   with SIGKILL while clients insert, delete and update over pgwire and a
-//!   Kafka producer writes into a stream; after each restart every view
+//!   Kafka producer writes into a stream; after each restart (from a
+//!   checkpoint taken mid-ingest, or rebuilding from the log) every view
 //!   equals its query recomputed from scratch over what survived.
 
 #![allow(clippy::unwrap_used)]
@@ -210,7 +211,16 @@ fn views_survive_kill_9_during_ingest() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
     let mut next_id: i64 = 0;
     for cycle in 0..6 {
-        let server = Serve::start(env!("CARGO_BIN_EXE_eddy"), dir.path());
+        // Checkpoints every 50 ms, so a kill lands between them and the
+        // restart restores one and replays the rest; every third run
+        // without, so that restart rebuilds from the log (and the next one
+        // restores a checkpoint older than the last run).
+        let interval = if cycle % 3 == 2 { "0" } else { "50" };
+        let server = Serve::start_with(
+            env!("CARGO_BIN_EXE_eddy"),
+            dir.path(),
+            &["--checkpoint-interval-ms", interval],
+        );
         if cycle == 0 {
             rt.block_on(async {
                 let c = connect(server.pg).await;
@@ -239,6 +249,14 @@ fn views_survive_kill_9_during_ingest() {
                 }
                 let n = rows(&c, "SELECT count(*) FROM plays").await;
                 assert!(n[0] != "0", "cycle {cycle}: nothing survived");
+                // A run with checkpoints started from one.
+                let restored = rows(
+                    &c,
+                    "SELECT count(*) FROM eddy_catalog.checkpoints WHERE restored_at_start",
+                )
+                .await;
+                let want = if interval == "0" { "0" } else { "7" };
+                assert_eq!(restored[0], want, "cycle {cycle}: relations restored");
             });
         }
         // Ingest from two clients until the kill.

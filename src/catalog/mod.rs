@@ -92,6 +92,9 @@ impl Object {
 pub struct Catalog {
     log: Arc<Log>,
     objects: BTreeMap<String, Object>,
+    /// Each object's version: the offset of its definition in the catalog
+    /// topic. Redefining an object (even identically) gives a new one.
+    versions: BTreeMap<String, i64>,
 }
 
 impl Catalog {
@@ -107,6 +110,7 @@ impl Catalog {
         }
         let p = log.partition(TOPIC, 0)?;
         let mut objects = BTreeMap::new();
+        let mut versions = BTreeMap::new();
         let mut offset = p.log_start();
         let end = p.log_end();
         while offset < end {
@@ -126,9 +130,11 @@ impl Catalog {
                 match r.value.as_deref() {
                     None => {
                         objects.remove(&name);
+                        versions.remove(&name);
                     }
                     Some(v) => match serde_json::from_slice::<Object>(v) {
                         Ok(o) => {
+                            versions.insert(name.clone(), r.offset);
                             objects.insert(name, o);
                         }
                         Err(e) => warn!(object = %name, offset = r.offset, error = %e,
@@ -138,10 +144,15 @@ impl Catalog {
             }
             offset = last + 1;
         }
-        Ok(Catalog { log, objects })
+        Ok(Catalog {
+            log,
+            objects,
+            versions,
+        })
     }
 
-    fn write(&self, name: &str, value: Option<Bytes>) -> Result<(), LogError> {
+    /// Write an entry; returns its offset.
+    fn write(&self, name: &str, value: Option<Bytes>) -> Result<i64, LogError> {
         let rec = NewRecord {
             key: Some(Bytes::copy_from_slice(name.as_bytes())),
             value,
@@ -149,9 +160,15 @@ impl Catalog {
             headers: vec![],
         };
         // Durable before the DDL is acknowledged.
-        self.log
+        let info = self
+            .log
             .append(TOPIC, 0, batch::encode(&[rec])?, Durability::Fsync)?;
-        Ok(())
+        Ok(info.base_offset)
+    }
+
+    /// The version of an object's definition (see `versions`).
+    pub fn version(&self, name: &str) -> Option<i64> {
+        self.versions.get(name).copied()
     }
 
     pub fn get(&self, name: &str) -> Option<&Object> {
@@ -162,14 +179,16 @@ impl Catalog {
         self.objects.values()
     }
 
-    pub fn insert(&mut self, o: Object) -> Result<(), LogError> {
+    /// Add or replace an object; returns its new version.
+    pub fn insert(&mut self, o: Object) -> Result<i64, LogError> {
         let json = serde_json::to_vec(&o).map_err(|e| LogError::CorruptMetadata {
             file: TOPIC.into(),
             reason: e.to_string(),
         })?;
-        self.write(o.name(), Some(Bytes::from(json)))?;
+        let version = self.write(o.name(), Some(Bytes::from(json)))?;
+        self.versions.insert(o.name().to_string(), version);
         self.objects.insert(o.name().to_string(), o);
-        Ok(())
+        Ok(version)
     }
 
     pub fn remove(&mut self, name: &str) -> Result<Option<Object>, LogError> {
@@ -177,6 +196,7 @@ impl Catalog {
             return Ok(None);
         }
         self.write(name, None)?;
+        self.versions.remove(name);
         Ok(self.objects.remove(name))
     }
 }

@@ -25,6 +25,7 @@ use datafusion::arrow::datatypes::{
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::scalar::ScalarValue;
 
+use super::checkpoint::{Reader, Writer};
 use super::rows::{Codec, RowBytes};
 use super::{DataflowError, Result};
 
@@ -44,6 +45,11 @@ pub trait Accumulator: Send {
     fn value(&self) -> Result<ScalarValue>;
     /// Approximate bytes of state.
     fn size(&self) -> usize;
+    /// Write the state (checkpoints).
+    fn save(&self, w: &mut Writer);
+    /// Take back what `save` wrote, into a fresh accumulator of the same
+    /// aggregate.
+    fn restore(&mut self, r: &mut Reader<'_>) -> Result<()>;
 }
 
 /// Builds the accumulator of one aggregate for each new group.
@@ -224,6 +230,13 @@ impl Accumulator for Count {
     fn size(&self) -> usize {
         8
     }
+    fn save(&self, w: &mut Writer) {
+        w.i64(self.0);
+    }
+    fn restore(&mut self, r: &mut Reader<'_>) -> Result<()> {
+        self.0 = r.i64()?;
+        Ok(())
+    }
 }
 
 fn int_at(a: &ArrayRef, row: usize) -> Result<i128> {
@@ -292,6 +305,15 @@ impl Accumulator for SumExact {
     fn size(&self) -> usize {
         24
     }
+    fn save(&self, w: &mut Writer) {
+        w.i128(self.sum);
+        w.i64(self.n);
+    }
+    fn restore(&mut self, r: &mut Reader<'_>) -> Result<()> {
+        self.sum = r.i128()?;
+        self.n = r.i64()?;
+        Ok(())
+    }
 }
 
 /// Float sums under retraction: the running sum is exact for the values
@@ -322,6 +344,15 @@ impl Accumulator for SumFloat {
     fn size(&self) -> usize {
         16
     }
+    fn save(&self, w: &mut Writer) {
+        w.f64(self.sum);
+        w.i64(self.n);
+    }
+    fn restore(&mut self, r: &mut Reader<'_>) -> Result<()> {
+        self.sum = r.f64()?;
+        self.n = r.i64()?;
+        Ok(())
+    }
 }
 
 struct AvgFloat {
@@ -350,6 +381,15 @@ impl Accumulator for AvgFloat {
     }
     fn size(&self) -> usize {
         16
+    }
+    fn save(&self, w: &mut Writer) {
+        w.f64(self.sum);
+        w.i64(self.n);
+    }
+    fn restore(&mut self, r: &mut Reader<'_>) -> Result<()> {
+        self.sum = r.f64()?;
+        self.n = r.i64()?;
+        Ok(())
     }
 }
 
@@ -392,6 +432,15 @@ impl Accumulator for AvgDecimal {
     }
     fn size(&self) -> usize {
         32
+    }
+    fn save(&self, w: &mut Writer) {
+        w.i128(self.sum);
+        w.i64(self.n);
+    }
+    fn restore(&mut self, r: &mut Reader<'_>) -> Result<()> {
+        self.sum = r.i128()?;
+        self.n = r.i64()?;
+        Ok(())
     }
 }
 
@@ -440,6 +489,16 @@ impl Accumulator for Extreme {
     }
     fn size(&self) -> usize {
         self.values.keys().map(|k| k.len() + 40).sum()
+    }
+    fn save(&self, w: &mut Writer) {
+        w.counts(
+            self.values.len(),
+            self.values.iter().map(|(k, n)| (k.as_ref(), *n)),
+        );
+    }
+    fn restore(&mut self, r: &mut Reader<'_>) -> Result<()> {
+        self.values = r.counts()?.into_iter().collect();
+        Ok(())
     }
 }
 
@@ -500,6 +559,15 @@ impl Accumulator for Bools {
     fn size(&self) -> usize {
         16
     }
+    fn save(&self, w: &mut Writer) {
+        w.i64(self.trues);
+        w.i64(self.falses);
+    }
+    fn restore(&mut self, r: &mut Reader<'_>) -> Result<()> {
+        self.trues = r.i64()?;
+        self.falses = r.i64()?;
+        Ok(())
+    }
 }
 
 /// `agg(DISTINCT x)`: the inner accumulator sees each distinct value once.
@@ -543,6 +611,17 @@ impl Accumulator for Distinct {
     }
     fn size(&self) -> usize {
         self.inner.size() + self.seen.keys().map(|k| k.len() + 40).sum::<usize>()
+    }
+    fn save(&self, w: &mut Writer) {
+        w.counts(
+            self.seen.len(),
+            self.seen.iter().map(|(k, n)| (k.as_ref(), *n)),
+        );
+        self.inner.save(w);
+    }
+    fn restore(&mut self, r: &mut Reader<'_>) -> Result<()> {
+        self.seen = r.counts()?.into_iter().collect();
+        self.inner.restore(r)
     }
 }
 
@@ -606,5 +685,15 @@ impl Accumulator for Generic {
     }
     fn size(&self) -> usize {
         self.values.keys().map(|k| k.len() + 40).sum()
+    }
+    fn save(&self, w: &mut Writer) {
+        w.counts(
+            self.values.len(),
+            self.values.iter().map(|(k, n)| (k.as_ref(), *n)),
+        );
+    }
+    fn restore(&mut self, r: &mut Reader<'_>) -> Result<()> {
+        self.values = r.counts()?.into_iter().collect();
+        Ok(())
     }
 }

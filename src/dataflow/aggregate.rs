@@ -16,6 +16,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::scalar::ScalarValue;
 
 use super::accumulate::{Accumulator, AccumulatorFactory};
+use super::checkpoint::{Reader, Writer};
 use super::rows::{Codec, RowBytes, state_bytes};
 use super::{Counts, DataflowError, Delta, Node, OperatorStats, Result, StepContext, batch_of};
 
@@ -256,5 +257,38 @@ impl Node for Aggregate {
 
     fn progress(&self, out: &mut Vec<(String, i64, i64)>) {
         self.input.progress(out)
+    }
+
+    fn save(&self, w: &mut Writer) {
+        w.tag("aggregate");
+        w.bool(self.started);
+        w.u64(self.groups.len() as u64);
+        for (key, g) in &self.groups {
+            w.bytes(key);
+            w.i64(g.rows);
+            for a in &g.accs {
+                a.save(w);
+            }
+        }
+        self.input.save(w);
+    }
+
+    fn restore(&mut self, r: &mut Reader<'_>) -> Result<()> {
+        r.tag("aggregate")?;
+        self.started = r.bool()?;
+        let n = r.len(16)?;
+        self.groups = Groups::with_capacity_and_hasher(n, Default::default());
+        self.key_bytes = 0;
+        for _ in 0..n {
+            let key: RowBytes = r.bytes()?.into();
+            let mut g = new_group(&self.aggs);
+            g.rows = r.i64()?;
+            for a in &mut g.accs {
+                a.restore(r)?;
+            }
+            self.key_bytes += state_bytes(key.len());
+            self.groups.insert(key, g);
+        }
+        self.input.restore(r)
     }
 }

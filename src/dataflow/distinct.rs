@@ -9,6 +9,7 @@ use datafusion::arrow::array::UInt32Array;
 use datafusion::arrow::compute::take_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;
 
+use super::checkpoint::{Reader, Writer};
 use super::rows::{Codec, RowBytes, state_bytes};
 use super::{Counts, Delta, Node, OperatorStats, Result, StepContext};
 
@@ -84,6 +85,23 @@ impl Node for Distinct {
     fn progress(&self, out: &mut Vec<(String, i64, i64)>) {
         self.input.progress(out)
     }
+
+    fn save(&self, w: &mut Writer) {
+        w.tag("distinct");
+        w.counts(
+            self.counts.len(),
+            self.counts.iter().map(|(k, n)| (k.as_ref(), *n)),
+        );
+        self.input.save(w);
+    }
+
+    fn restore(&mut self, r: &mut Reader<'_>) -> Result<()> {
+        r.tag("distinct")?;
+        let rows = r.counts()?;
+        self.bytes = rows.iter().map(|(k, _)| state_bytes(k.len())).sum();
+        self.counts = rows.into_iter().collect();
+        self.input.restore(r)
+    }
 }
 
 /// A leaf that emits a fixed batch once (VALUES, a FROM-less SELECT).
@@ -115,5 +133,18 @@ impl Node for Constant {
 
     fn stats(&self, out: &mut Vec<OperatorStats>) {
         out.push(Counts::default().stats("constant"));
+    }
+
+    fn save(&self, w: &mut Writer) {
+        w.tag("constant");
+        w.bool(self.delta.is_none());
+    }
+
+    fn restore(&mut self, r: &mut Reader<'_>) -> Result<()> {
+        r.tag("constant")?;
+        if r.bool()? {
+            self.delta = None;
+        }
+        Ok(())
     }
 }

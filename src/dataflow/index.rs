@@ -13,6 +13,7 @@ use ahash::AHashMap;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 
+use super::checkpoint::{Reader, Writer};
 use super::rows::{Codec, RowBytes, state_bytes};
 use super::{Delta, Result};
 
@@ -161,6 +162,33 @@ impl Index {
             return Ok(RecordBatch::new_empty(Arc::clone(&self.schema)));
         }
         self.codec.decode_batch(&self.schema, rows)
+    }
+
+    /// Write the rows (checkpoints).
+    pub fn save(&self, w: &mut Writer) {
+        w.tag("index");
+        w.counts(
+            self.rows.len(),
+            self.rows.iter().map(|(k, n)| (k.as_ref(), *n)),
+        );
+        w.u64(self.negative);
+    }
+
+    /// Replace the rows with what `save` wrote.
+    pub fn restore(&mut self, r: &mut Reader<'_>) -> Result<()> {
+        r.tag("index")?;
+        let rows = r.counts()?;
+        if rows.iter().any(|(_, n)| *n <= 0) {
+            return Err(super::DataflowError::Checkpoint(
+                "an index row with no multiplicity".into(),
+            ));
+        }
+        self.len = rows.iter().map(|(_, n)| n).sum();
+        self.bytes = rows.iter().map(|(k, _)| state_bytes(k.len())).sum();
+        self.rows = rows.into_iter().collect();
+        self.negative = r.u64()?;
+        self.snapshot = None;
+        Ok(())
     }
 
     /// The contents as a delta of insertions (backfill of a new reader).

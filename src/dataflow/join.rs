@@ -28,6 +28,7 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::logical_expr::JoinType;
 use datafusion::physical_expr::PhysicalExpr;
 
+use super::checkpoint::{Reader, Writer};
 use super::rows::{Codec, RowBytes, state_bytes};
 use super::{Counts, DataflowError, Delta, Node, OperatorStats, Result, StepContext, batch_of};
 
@@ -55,6 +56,34 @@ impl Bucket {
             }
             0
         }
+    }
+}
+
+impl Side {
+    /// The arrangement (not the input node).
+    fn save(&self, w: &mut Writer) {
+        w.u64(self.state.len() as u64);
+        for (key, b) in &self.state {
+            w.bytes(key);
+            w.counts(b.rows.len(), b.rows.iter().map(|(r, n)| (r.as_ref(), *n)));
+        }
+    }
+
+    fn restore(&mut self, r: &mut Reader<'_>) -> Result<()> {
+        self.state.clear();
+        self.rows = 0;
+        self.bytes = 0;
+        for _ in 0..r.len(16)? {
+            let key: RowBytes = r.bytes()?.into();
+            let mut bucket = Bucket::default();
+            self.bytes += state_bytes(key.len()) as i64;
+            for (row, n) in r.counts()? {
+                self.rows = (self.rows as i64 + n).max(0) as u64;
+                self.bytes += bucket.apply(&row, n);
+            }
+            self.state.insert(key, bucket);
+        }
+        Ok(())
     }
 }
 
@@ -558,5 +587,21 @@ impl Node for Join {
     fn progress(&self, out: &mut Vec<(String, i64, i64)>) {
         self.left.node.progress(out);
         self.right.node.progress(out);
+    }
+
+    fn save(&self, w: &mut Writer) {
+        w.tag("join");
+        self.left.save(w);
+        self.right.save(w);
+        self.left.node.save(w);
+        self.right.node.save(w);
+    }
+
+    fn restore(&mut self, r: &mut Reader<'_>) -> Result<()> {
+        r.tag("join")?;
+        self.left.restore(r)?;
+        self.right.restore(r)?;
+        self.left.node.restore(r)?;
+        self.right.node.restore(r)
     }
 }

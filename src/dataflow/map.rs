@@ -14,6 +14,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::PhysicalExpr;
 use tracing::warn;
 
+use super::checkpoint::{Reader, Writer};
 use super::{Counts, Delta, Node, OperatorStats, Result, StepContext};
 
 pub enum MapKind {
@@ -142,5 +143,15 @@ impl Node for Map {
 
     fn progress(&self, out: &mut Vec<(String, i64, i64)>) {
         self.input.progress(out)
+    }
+
+    fn save(&self, w: &mut Writer) {
+        w.tag("map");
+        self.input.save(w);
+    }
+
+    fn restore(&mut self, r: &mut Reader<'_>) -> Result<()> {
+        r.tag("map")?;
+        self.input.restore(r)
     }
 }

@@ -20,6 +20,7 @@
 
 pub mod accumulate;
 pub mod aggregate;
+pub mod checkpoint;
 pub mod distinct;
 pub mod index;
 pub mod join;
@@ -41,6 +42,7 @@ use datafusion::error::DataFusionError;
 
 use crate::engine::relation::DecodeErrors;
 use crate::log::Log;
+use checkpoint::{Reader, Writer};
 
 /// Why a dataflow could not be built or stepped.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +56,10 @@ pub enum DataflowError {
     DataFusion(#[from] DataFusionError),
     #[error(transparent)]
     Log(#[from] crate::log::LogError),
+    /// A checkpoint that cannot be restored (damaged, another build, or
+    /// not the dataflow it was written by).
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
     #[error("{0}")]
     Other(String),
 }
@@ -178,6 +184,8 @@ pub struct StepContext<'a> {
     pub max_records: usize,
     /// Set by a leaf that stopped short of its input's end.
     pub more: bool,
+    /// Rows the stream leaves read (state moved even if no output did).
+    pub read: u64,
 }
 
 /// Counters of one operator, for `SHOW DATAFLOWS`.
@@ -204,6 +212,15 @@ pub trait Node: Send {
 
     /// Where a stream leaf is, for backfill progress: (read, end) records.
     fn progress(&self, _out: &mut Vec<(String, i64, i64)>) {}
+
+    /// Write this operator's state, then its inputs' (pre-order), for a
+    /// checkpoint taken between ticks.
+    fn save(&self, w: &mut Writer);
+
+    /// Take back the state `save` wrote, into an operator lowered from the
+    /// same plan that has not stepped yet. On error the operator is left
+    /// half-restored and must be discarded.
+    fn restore(&mut self, r: &mut Reader<'_>) -> Result<()>;
 }
 
 /// Rows in and out, for operators that keep no other counters.

@@ -24,6 +24,7 @@ use crate::format::record::{Layout, RecordRef};
 use crate::log::Log;
 use crate::log::batch;
 
+use super::checkpoint::{Reader, Writer};
 use super::rows::{Codec, RowBytes};
 use super::{Counts, Delta, Node, OperatorStats, Result, StepContext};
 
@@ -37,6 +38,9 @@ pub struct TopicReader {
     offsets: HashMap<i32, i64>,
     /// A keyed table: the current row of each key.
     upsert: Option<Upserts>,
+    /// The creation time of the topic read (a topic dropped and created
+    /// again is another topic to a checkpoint).
+    created_ms: Option<i64>,
 }
 
 /// The state of an upsert changelog: key → the row it holds (encoded).
@@ -70,7 +74,82 @@ impl TopicReader {
             layout,
             offsets: HashMap::new(),
             upsert,
+            created_ms: None,
         })
+    }
+
+    /// Write the offsets reached (and an upsert table's rows by key).
+    pub fn save(&self, w: &mut Writer) {
+        w.tag("topic");
+        w.bytes(self.topic.as_bytes());
+        w.bool(self.created_ms.is_some());
+        w.i64(self.created_ms.unwrap_or(0));
+        let mut offsets: Vec<(&i32, &i64)> = self.offsets.iter().collect();
+        offsets.sort();
+        w.u64(offsets.len() as u64);
+        for (p, o) in offsets {
+            w.i64(i64::from(*p));
+            w.i64(*o);
+        }
+        w.bool(self.upsert.is_some());
+        if let Some(up) = &self.upsert {
+            w.u64(up.rows.len() as u64);
+            for (k, row) in &up.rows {
+                w.bytes(k);
+                w.bytes(row);
+            }
+        }
+    }
+
+    /// Take back what `save` wrote; the topic must be the one it was
+    /// written for and hold every record it had read.
+    pub fn restore(&mut self, r: &mut Reader<'_>) -> Result<()> {
+        let bad = |m: String| super::DataflowError::Checkpoint(m);
+        r.tag("topic")?;
+        if r.bytes()? != self.topic.as_bytes() {
+            return Err(bad(format!("{} reads another topic", self.relation)));
+        }
+        let topic = r.log.topic(&self.topic)?;
+        let known = r.bool()?;
+        let created = r.i64()?;
+        if known && created != topic.created_ms() {
+            return Err(bad(format!(
+                "topic {} was created again since the checkpoint",
+                self.topic
+            )));
+        }
+        self.created_ms = known.then_some(created);
+        self.offsets.clear();
+        for _ in 0..r.len(16)? {
+            let p = i32::try_from(r.i64()?).map_err(|_| bad("partition out of range".into()))?;
+            let offset = r.i64()?;
+            let end = topic.partition(p).map(|p| p.log_end()).unwrap_or(0);
+            if offset > end {
+                return Err(bad(format!(
+                    "partition {p} of {} ends at {end}, before the checkpoint's offset {offset}",
+                    self.topic
+                )));
+            }
+            self.offsets.insert(p, offset);
+        }
+        let keyed = r.bool()?;
+        match (&mut self.upsert, keyed) {
+            (Some(up), true) => {
+                up.rows.clear();
+                for _ in 0..r.len(16)? {
+                    let k: Box<[u8]> = r.bytes()?.into();
+                    up.rows.insert(k, r.bytes()?.into());
+                }
+            }
+            (None, false) => {}
+            _ => {
+                return Err(bad(format!(
+                    "{} changed between keyed and not",
+                    self.relation
+                )));
+            }
+        }
+        Ok(())
     }
 
     pub fn schema(&self) -> &SchemaRef {
@@ -106,6 +185,7 @@ impl TopicReader {
     /// Read and decode what is new, up to `max_records`.
     pub fn read(&mut self, log: &Log, errors: &DecodeErrors, max_records: usize) -> Result<Read> {
         let topic = log.topic(&self.topic)?;
+        self.created_ms = Some(topic.created_ms());
         let mut values: Vec<(Option<bytes::Bytes>, bytes::Bytes, i64)> = Vec::new();
         let mut diffs: Vec<i64> = Vec::new();
         let mut origin: Vec<(i32, i64)> = Vec::new();
@@ -297,6 +377,7 @@ impl Node for StreamSource {
     fn step(&mut self, cx: &mut StepContext<'_>) -> Result<Delta> {
         let read = self.reader.read(cx.log, cx.decode_errors, cx.max_records)?;
         cx.more |= read.more;
+        cx.read += read.delta.len() as u64;
         self.counts.rows_in += read.delta.len() as u64;
         self.counts.rows_out += read.delta.len() as u64;
         self.progress = self.reader.progress(cx.log);
@@ -316,6 +397,18 @@ impl Node for StreamSource {
             self.progress.0,
             self.progress.1,
         ));
+    }
+
+    fn save(&self, w: &mut Writer) {
+        w.tag("stream");
+        self.reader.save(w);
+    }
+
+    fn restore(&mut self, r: &mut Reader<'_>) -> Result<()> {
+        r.tag("stream")?;
+        self.reader.restore(r)?;
+        self.progress = self.reader.progress(r.log);
+        Ok(())
     }
 }
 
@@ -360,5 +453,23 @@ impl Node for ChangesSource {
 
     fn stats(&self, out: &mut Vec<OperatorStats>) {
         out.push(self.counts.stats(format!("read {}", self.name)));
+    }
+
+    fn save(&self, w: &mut Writer) {
+        w.tag("changes");
+        w.bytes(self.name.as_bytes());
+    }
+
+    /// The restored view already holds the input's contents: no backfill.
+    fn restore(&mut self, r: &mut Reader<'_>) -> Result<()> {
+        r.tag("changes")?;
+        if r.bytes()? != self.name.as_bytes() {
+            return Err(super::DataflowError::Checkpoint(format!(
+                "a leaf no longer reads {}",
+                self.name
+            )));
+        }
+        self.backfill = None;
+        Ok(())
     }
 }

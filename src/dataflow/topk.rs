@@ -17,6 +17,7 @@ use datafusion::arrow::compute::{SortOptions, cast};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::PhysicalExpr;
 
+use super::checkpoint::{Reader, Writer};
 use super::rows::{Codec, RowBytes, state_bytes};
 use super::{Counts, Delta, Node, OperatorStats, Result, StepContext};
 
@@ -229,5 +230,40 @@ impl Node for TopK {
 
     fn progress(&self, out: &mut Vec<(String, i64, i64)>) {
         self.input.progress(out)
+    }
+
+    fn save(&self, w: &mut Writer) {
+        w.tag("topk");
+        w.u64(self.groups.len() as u64);
+        for (p, sorted) in &self.groups {
+            w.bytes(p);
+            w.u64(sorted.len() as u64);
+            for ((k, row), n) in sorted {
+                w.bytes(k);
+                w.bytes(row);
+                w.i64(*n);
+            }
+        }
+        self.input.save(w);
+    }
+
+    fn restore(&mut self, r: &mut Reader<'_>) -> Result<()> {
+        r.tag("topk")?;
+        self.groups.clear();
+        self.rows = 0;
+        self.bytes = 0;
+        for _ in 0..r.len(16)? {
+            let p: RowBytes = r.bytes()?.into();
+            let mut sorted = Sorted::new();
+            for _ in 0..r.len(24)? {
+                let k: RowBytes = r.bytes()?.into();
+                let row: RowBytes = r.bytes()?.into();
+                self.rows += 1;
+                self.bytes += state_bytes(p.len() + k.len() + row.len());
+                sorted.insert((k, row), r.i64()?);
+            }
+            self.groups.insert(p, sorted);
+        }
+        self.input.restore(r)
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
 
+use super::checkpoint::{Reader, Writer};
 use super::{Counts, Delta, Node, OperatorStats, Result, StepContext};
 
 pub struct Union {
@@ -50,5 +51,26 @@ impl Node for Union {
         for i in &self.inputs {
             i.progress(out);
         }
+    }
+
+    fn save(&self, w: &mut Writer) {
+        w.tag("union");
+        w.u64(self.inputs.len() as u64);
+        for i in &self.inputs {
+            i.save(w);
+        }
+    }
+
+    fn restore(&mut self, r: &mut Reader<'_>) -> Result<()> {
+        r.tag("union")?;
+        if r.u64()? != self.inputs.len() as u64 {
+            return Err(super::DataflowError::Checkpoint(
+                "union has another number of inputs".into(),
+            ));
+        }
+        for i in &mut self.inputs {
+            i.restore(r)?;
+        }
+        Ok(())
     }
 }

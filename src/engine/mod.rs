@@ -26,6 +26,7 @@ use datafusion::sql::sqlparser::ast::{
 
 use crate::catalog::{Catalog, Column, Format, Object};
 use crate::dataflow::DataflowError;
+use crate::dataflow::checkpoint::CheckpointFile;
 use crate::format::record::Layout;
 use crate::log::{Log, LogError, LogStore};
 use crate::types;
@@ -170,14 +171,38 @@ pub struct Engine {
     dataflows: Arc<Dataflows>,
     /// One UPDATE/DELETE at a time (each reads the table, then writes).
     dml: tokio::sync::Mutex<()>,
+    /// Tables and views whose state came from the checkpoint at start.
+    restored: Mutex<Vec<String>>,
 }
 
 /// Partitions of topics created for streams and tables when unspecified.
 const DEFAULT_PARTITIONS: i32 = 1;
 
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// How often the state of tables and views is checkpointed (None:
+    /// never; restarts rebuild everything from the log).
+    pub checkpoint_interval: Option<std::time::Duration>,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            checkpoint_interval: Some(std::time::Duration::from_secs(30)),
+        }
+    }
+}
+
 impl Engine {
-    /// Open over a log: replay the catalog and register every object.
+    /// Open over a log with the default options.
     pub async fn open(log: Arc<Log>) -> Result<Arc<Engine>> {
+        Self::open_with(log, EngineOptions::default()).await
+    }
+
+    /// Open over a log: replay the catalog, restore what the last
+    /// checkpoint holds, register every object and catch up with the log.
+    pub async fn open_with(log: Arc<Log>, options: EngineOptions) -> Result<Arc<Engine>> {
         let config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema("eddy", "public");
@@ -203,29 +228,45 @@ impl Engine {
             errors,
             dataflows,
             dml: tokio::sync::Mutex::new(()),
+            restored: Mutex::new(Vec::new()),
         });
         if let Some(catalog) = engine.ctx.catalog("eddy") {
             catalog.register_schema(system::SCHEMA, system::schema_provider(&engine)?)?;
         }
+        if options.checkpoint_interval.is_some() {
+            match CheckpointFile::load(engine.log.dir(), &engine.log) {
+                Ok(Some(file)) => {
+                    tracing::info!(
+                        epoch = file.epoch,
+                        relations = file.entries.len(),
+                        "restoring from checkpoint"
+                    );
+                    engine.dataflows.begin_restore(file)?;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "checkpoint not used; rebuilding from the log")
+                }
+            }
+        }
         let objects: Vec<Object> = engine.lock()?.objects().cloned().collect();
         // Streams and tables first; then views and materialized views, in
-        // as many rounds as their dependencies on each other need.
+        // as many rounds as their dependencies on each other need. Nothing
+        // ticks until all are in place, so restored relations and those
+        // rebuilt from the log start from the same epoch.
         let (base, mut pending): (Vec<Object>, Vec<Object>) = objects
             .into_iter()
             .partition(|o| matches!(o, Object::Stream { .. } | Object::Table { .. }));
         for o in &base {
             engine.register(o)?;
         }
-        // Tables' states are rebuilt from their changelogs before any view
-        // reads them.
-        engine.tick().await?;
         loop {
             let mut progress = false;
             let mut failed = Vec::new();
             for o in std::mem::take(&mut pending) {
                 let r = match &o {
                     Object::MaterializedView { name, query, .. } => {
-                        engine.install_view(name, query).await
+                        engine.install_view(name, query, false).await
                     }
                     _ => engine
                         .ctx
@@ -250,7 +291,15 @@ impl Engine {
             }
             pending = failed.into_iter().map(|(o, _)| o).collect();
         }
-        engine.dataflows.start_timer();
+        let restored = engine.dataflows.end_restore()?;
+        if !restored.is_empty() {
+            tracing::info!(relations = %restored.join(", "), "restored from checkpoint");
+        }
+        if let Ok(mut r) = engine.restored.lock() {
+            *r = restored;
+        }
+        engine.tick().await?;
+        engine.dataflows.start_timer(options.checkpoint_interval);
         Ok(engine)
     }
 
@@ -262,19 +311,40 @@ impl Engine {
             .map_err(|e| EngineError::Invalid(e.to_string()))??)
     }
 
-    /// Plan `query`, lower it into a dataflow, register the view and
-    /// backfill it.
-    async fn install_view(&self, name: &str, query: &str) -> Result<()> {
+    /// Plan `query`, lower it into a dataflow and register the view; with
+    /// `backfill`, tick until it has caught up. At start (no backfill) it
+    /// may take its state from the checkpoint.
+    async fn install_view(&self, name: &str, query: &str, backfill: bool) -> Result<()> {
         let plan = self.ctx.sql(query).await?.into_optimized_plan()?;
         let streams = self.streams()?;
         let state = self.ctx.state();
-        let schema = self.dataflows.install(name, &plan, &state, &streams)?;
+        let version = if backfill {
+            None
+        } else {
+            self.lock()?.version(name)
+        };
+        let schema = self
+            .dataflows
+            .install(name, &plan, &state, &streams, version)?;
         self.ctx.register_table(
             name,
             Arc::new(IndexTable::new(name, schema, Arc::clone(&self.dataflows))),
         )?;
-        self.tick().await?;
+        if backfill {
+            self.tick().await?;
+        }
         Ok(())
+    }
+
+    /// The tables and views that took their state from the checkpoint at
+    /// start (the rest were rebuilt from the log).
+    pub fn restored(&self) -> Vec<String> {
+        self.restored.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// Write a checkpoint now (also done on a timer and at shutdown).
+    pub fn checkpoint(&self) -> Result<Option<crate::engine::views::CheckpointInfo>> {
+        Ok(self.dataflows.checkpoint()?)
     }
 
     /// The catalog's streams: name → (topic, record layout).
@@ -383,7 +453,9 @@ impl Engine {
                 ..
             } => {
                 let layout = Self::table_layout(columns, primary_key)?;
-                self.dataflows.add_table(name, topic, layout.clone())?;
+                let version = self.lock()?.version(name);
+                self.dataflows
+                    .add_table(name, topic, layout.clone(), version)?;
                 let rel = TopicRelation::new(
                     name,
                     topic,
@@ -807,8 +879,10 @@ impl Engine {
                     primary_key,
                     sql: text,
                 };
+                let name = o.name().to_string();
                 self.register(&o)?;
-                self.lock()?.insert(o)?;
+                let version = self.lock()?.insert(o)?;
+                self.dataflows.set_version(&name, version)?;
                 Ok(Output::Command("CREATE TABLE".into(), None))
             }
             SqlStatement::CreateView(v) if v.materialized => {
@@ -834,16 +908,17 @@ impl Engine {
                         names.join(", ")
                     )
                 };
-                if let Err(e) = self.install_view(&name, &query).await {
+                if let Err(e) = self.install_view(&name, &query, true).await {
                     let _ = self.dataflows.remove(&name);
                     let _ = self.ctx.deregister_table(name.as_str());
                     return Err(e);
                 }
-                self.lock()?.insert(Object::MaterializedView {
-                    name,
+                let version = self.lock()?.insert(Object::MaterializedView {
+                    name: name.clone(),
                     query,
                     sql: text,
                 })?;
+                self.dataflows.set_version(&name, version)?;
                 Ok(Output::Command("CREATE MATERIALIZED VIEW".into(), None))
             }
             SqlStatement::CreateView(v) => {

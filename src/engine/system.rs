@@ -13,12 +13,13 @@
 //! | `dataflow_operators` | operator of a running dataflow                |
 //! | `decode_errors`      | relation with records that did not decode     |
 //! | `consumer_groups`    | (group, topic, partition) committed offset    |
+//! | `checkpoints`        | relation in the last checkpoint of view state |
 
 use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::{MemorySchemaProvider, SchemaProvider, Session};
 use datafusion::common::ScalarValue;
 use datafusion::datasource::memory::MemorySourceConfig;
@@ -190,6 +191,22 @@ pub fn schema_provider(engine: &Arc<Engine>) -> DfResult<Arc<dyn SchemaProvider>
             ]),
             consumer_groups,
         ),
+        (
+            "checkpoints",
+            schema(&[
+                ("relation", Utf8, false),
+                ("kind", Utf8, false),
+                ("epoch", Int64, false),
+                (
+                    "written_at",
+                    DataType::Timestamp(TimeUnit::Millisecond, Some("+00:00".into())),
+                    false,
+                ),
+                ("state_bytes", Int64, false),
+                ("restored_at_start", Boolean, false),
+            ]),
+            checkpoints,
+        ),
     ];
     let provider = MemorySchemaProvider::new();
     for (name, schema, rows) in tables {
@@ -325,4 +342,23 @@ fn consumer_groups(e: &Engine) -> Result<Rows, String> {
         }
     }
     Ok(out)
+}
+
+fn checkpoints(e: &Engine) -> Result<Rows, String> {
+    let restored = e.restored();
+    Ok(e.dataflows
+        .last_checkpoint()
+        .into_iter()
+        .map(|c| {
+            let was_restored = restored.contains(&c.relation);
+            vec![
+                text(c.relation),
+                text(c.kind),
+                int(c.epoch as i64),
+                ScalarValue::TimestampMillisecond(Some(c.written_ms), Some("+00:00".into())),
+                int(c.bytes as i64),
+                ScalarValue::Boolean(Some(was_restored)),
+            ]
+        })
+        .collect())
 }

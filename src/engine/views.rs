@@ -16,8 +16,16 @@
 //! A tick reads at most [`MAX_RECORDS_PER_TICK`] records per source; a
 //! backfill of a long topic therefore takes several epochs, and the lock is
 //! released between them.
+//!
+//! Checkpoints (`dataflow::checkpoint`): every so often, and at a clean
+//! shutdown, the state of every table and view after the last tick is
+//! written to one file, after the input records it reflects are fsynced.
+//! At start, a relation whose definition (catalog version) and plan are
+//! those of its checkpoint entry, and whose inputs were all restored too,
+//! takes its state from the file and reads on from the saved offsets; any
+//! other is rebuilt from the log, as if created then.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -37,6 +45,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use tracing::warn;
 
 use super::relation::DecodeErrors;
+use crate::dataflow::checkpoint::{self, CheckpointFile, Entry, Reader, Writer};
 use crate::dataflow::index::Index;
 use crate::dataflow::lower::{Input, Lowering, Resolve};
 use crate::dataflow::source::TopicReader;
@@ -51,6 +60,10 @@ struct TableState {
     name: String,
     reader: TopicReader,
     index: Index,
+    /// Catalog version of its definition (None until it is in the catalog:
+    /// not checkpointed).
+    version: Option<i64>,
+    fingerprint: String,
 }
 
 struct ViewState {
@@ -58,7 +71,58 @@ struct ViewState {
     root: Box<dyn Node>,
     index: Index,
     inputs: Vec<String>,
+    /// Topics its stream leaves read (fsynced before a checkpoint).
+    topics: Vec<String>,
     failed: Option<String>,
+    version: Option<i64>,
+    /// The plan it was lowered from.
+    fingerprint: String,
+}
+
+impl TableState {
+    fn save(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        self.reader.save(&mut w);
+        self.index.save(&mut w);
+        w.into_bytes()
+    }
+
+    fn restore(&mut self, state: &[u8], log: &Log) -> Result<(), DataflowError> {
+        let mut r = Reader::new(state, log);
+        self.reader.restore(&mut r)?;
+        self.index.restore(&mut r)?;
+        done(&r)
+    }
+}
+
+impl ViewState {
+    fn save(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        self.root.save(&mut w);
+        self.index.save(&mut w);
+        w.into_bytes()
+    }
+
+    fn restore(&mut self, state: &[u8], log: &Log) -> Result<(), DataflowError> {
+        let mut r = Reader::new(state, log);
+        self.root.restore(&mut r)?;
+        self.index.restore(&mut r)?;
+        done(&r)
+    }
+}
+
+fn done(r: &Reader<'_>) -> Result<(), DataflowError> {
+    if r.is_done() {
+        Ok(())
+    } else {
+        Err(DataflowError::Checkpoint(
+            "state left over: another dataflow".into(),
+        ))
+    }
+}
+
+fn table_fingerprint(topic: &str, layout: &Layout) -> String {
+    format!("{topic} keyed={} {:?}", layout.is_keyed(), layout.schema())
 }
 
 /// What one epoch changed, kept a while so a query that started before it
@@ -88,6 +152,42 @@ struct State {
     views: Vec<ViewState>,
     /// Recent epochs' changes, oldest first.
     history: VecDeque<Published>,
+    /// Checkpoint entries not yet claimed by a relation (at start).
+    restore: HashMap<String, Entry>,
+    /// Relations restored from the checkpoint: a view may be restored only
+    /// when all its table and view inputs were.
+    restored: HashSet<String>,
+    /// Bumped by every change of state (ticks with changes, DDL): a
+    /// checkpoint is written only when it moved.
+    generation: u64,
+    /// What the last checkpoint written (or loaded at start) holds.
+    last_checkpoint: Vec<CheckpointRow>,
+}
+
+/// One relation in the last checkpoint, for `eddy_catalog.checkpoints`.
+#[derive(Debug, Clone)]
+pub struct CheckpointRow {
+    pub relation: String,
+    pub kind: &'static str,
+    pub epoch: u64,
+    pub written_ms: i64,
+    pub bytes: usize,
+}
+
+fn checkpoint_rows(file: &CheckpointFile) -> Vec<CheckpointRow> {
+    file.entries
+        .iter()
+        .map(|e| CheckpointRow {
+            relation: e.name.clone(),
+            kind: match e.kind {
+                checkpoint::Kind::Table => "table",
+                checkpoint::Kind::View => "materialized view",
+            },
+            epoch: file.epoch,
+            written_ms: file.written_ms,
+            bytes: e.state.len(),
+        })
+        .collect()
 }
 
 pub struct Dataflows {
@@ -95,6 +195,16 @@ pub struct Dataflows {
     errors: Arc<DecodeErrors>,
     state: Mutex<State>,
     epoch: AtomicU64,
+    /// The generation last checkpointed; held while writing one.
+    saved: Mutex<u64>,
+}
+
+/// What a checkpoint wrote.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckpointInfo {
+    pub epoch: u64,
+    pub relations: usize,
+    pub bytes: usize,
 }
 
 /// One row of `SHOW MATERIALIZED VIEWS`.
@@ -120,6 +230,7 @@ impl Dataflows {
             errors,
             state: Mutex::new(State::default()),
             epoch: AtomicU64::new(0),
+            saved: Mutex::new(0),
         })
     }
 
@@ -134,8 +245,26 @@ impl Dataflows {
         self.epoch.load(Ordering::Acquire)
     }
 
-    /// Run ticks every [`TICK_INTERVAL`] until the dataflows are dropped.
-    pub fn start_timer(self: &Arc<Self>) {
+    /// Run ticks every [`TICK_INTERVAL`], and a checkpoint every
+    /// `checkpoint_interval` (if any), until the dataflows are dropped or the
+    /// log closes.
+    pub fn start_timer(self: &Arc<Self>, checkpoint_interval: Option<Duration>) {
+        if let Some(every) = checkpoint_interval {
+            let weak = Arc::downgrade(self);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    let Some(d) = weak.upgrade() else { break };
+                    if d.log.is_closed() {
+                        break;
+                    }
+                    let r = tokio::task::spawn_blocking(move || d.checkpoint()).await;
+                    if let Ok(Err(e)) = r {
+                        warn!(error = %e, "checkpoint failed; the previous one stays");
+                    }
+                }
+            });
+        }
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             loop {
@@ -154,17 +283,165 @@ impl Dataflows {
 
     /// Maintain a table: its state is its changelog's contents (an upsert
     /// changelog for a keyed `layout`).
-    pub fn add_table(&self, name: &str, topic: &str, layout: Layout) -> Result<(), DataflowError> {
+    /// `version`: the catalog version of its definition, when known (at
+    /// start); a checkpointed state of that version is restored.
+    pub fn add_table(
+        &self,
+        name: &str,
+        topic: &str,
+        layout: Layout,
+        version: Option<i64>,
+    ) -> Result<(), DataflowError> {
         let schema = Arc::clone(layout.schema());
+        let fresh = || -> Result<TableState, DataflowError> {
+            Ok(TableState {
+                name: name.to_string(),
+                reader: TopicReader::new(name, topic, layout.clone())?,
+                index: Index::new(Arc::clone(&schema))?,
+                version,
+                fingerprint: table_fingerprint(topic, &layout),
+            })
+        };
+        let mut table = fresh()?;
         let mut st = self.lock()?;
         st.tables.retain(|t| t.name != name);
+        st.restored.remove(name);
         forget_history(&mut st, name);
-        st.tables.push(TableState {
-            name: name.to_string(),
-            reader: TopicReader::new(name, topic, layout)?,
-            index: Index::new(schema)?,
-        });
+        st.generation += 1;
+        if let Some(e) = claim(
+            &mut st,
+            name,
+            checkpoint::Kind::Table,
+            version,
+            &table.fingerprint,
+        ) {
+            match table.restore(&e.state, &self.log) {
+                Ok(()) => {
+                    st.restored.insert(name.to_string());
+                }
+                Err(err) => {
+                    warn!(table = name, error = %err, "checkpoint not used; rebuilding from the log");
+                    table = fresh()?;
+                }
+            }
+        }
+        st.tables.push(table);
         Ok(())
+    }
+
+    /// Record the catalog version a relation was just stored under (after
+    /// it was created), so checkpoints include it.
+    pub fn set_version(&self, name: &str, version: i64) -> Result<(), DataflowError> {
+        let mut st = self.lock()?;
+        st.generation += 1;
+        if let Some(t) = st.tables.iter_mut().find(|t| t.name == name) {
+            t.version = Some(version);
+        }
+        if let Some(v) = st.views.iter_mut().find(|v| v.name == name) {
+            v.version = Some(version);
+        }
+        Ok(())
+    }
+
+    /// Offer a checkpoint's entries to the relations created at start.
+    pub fn begin_restore(&self, file: CheckpointFile) -> Result<(), DataflowError> {
+        let mut st = self.lock()?;
+        st.last_checkpoint = checkpoint_rows(&file);
+        st.restore = file
+            .entries
+            .into_iter()
+            .map(|e| (e.name.clone(), e))
+            .collect();
+        Ok(())
+    }
+
+    /// Forget what was not claimed; returns the relations restored.
+    pub fn end_restore(&self) -> Result<Vec<String>, DataflowError> {
+        let mut st = self.lock()?;
+        st.restore.clear();
+        let mut names: Vec<String> = st.restored.iter().cloned().collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Write a checkpoint of every table and view (those stored in the
+    /// catalog and not failed), unless nothing changed since the last one.
+    /// The input records the state reflects are fsynced first, so a
+    /// checkpoint never holds records a crash could take from the log.
+    pub fn checkpoint(&self) -> Result<Option<CheckpointInfo>, DataflowError> {
+        let mut saved = self
+            .saved
+            .lock()
+            .map_err(|_| DataflowError::Other("checkpoint lock poisoned".into()))?;
+        let (file, generation, ends) = {
+            let st = self.lock()?;
+            if st.generation == *saved {
+                return Ok(None);
+            }
+            let mut entries = Vec::new();
+            let mut topics: Vec<&str> = Vec::new();
+            for t in &st.tables {
+                let Some(version) = t.version else { continue };
+                topics.push(t.reader.topic());
+                entries.push(Entry {
+                    kind: checkpoint::Kind::Table,
+                    name: t.name.clone(),
+                    version,
+                    fingerprint: t.fingerprint.clone(),
+                    state: t.save(),
+                });
+            }
+            for v in &st.views {
+                let (Some(version), None) = (v.version, &v.failed) else {
+                    continue;
+                };
+                topics.extend(v.topics.iter().map(String::as_str));
+                entries.push(Entry {
+                    kind: checkpoint::Kind::View,
+                    name: v.name.clone(),
+                    version,
+                    fingerprint: v.fingerprint.clone(),
+                    state: v.save(),
+                });
+            }
+            // Everything read so far is below these ends (no tick runs
+            // while the lock is held).
+            topics.sort_unstable();
+            topics.dedup();
+            let mut ends = Vec::new();
+            for topic in topics {
+                if let Ok(t) = self.log.topic(topic) {
+                    ends.extend(t.partitions().into_iter().map(|p| {
+                        let end = p.log_end();
+                        (p, end)
+                    }));
+                }
+            }
+            let file = CheckpointFile {
+                epoch: self.epoch(),
+                written_ms: crate::log::now_ms(),
+                entries,
+            };
+            (file, st.generation, ends)
+        };
+        for (p, end) in ends {
+            p.sync_to(end)?;
+        }
+        file.write(self.log.dir())?;
+        *saved = generation;
+        self.lock()?.last_checkpoint = checkpoint_rows(&file);
+        let bytes = file.entries.iter().map(|e| e.state.len()).sum();
+        tracing::debug!(
+            epoch = file.epoch,
+            relations = file.entries.len(),
+            bytes,
+            "checkpoint written"
+        );
+        Ok(Some(CheckpointInfo {
+            epoch: file.epoch,
+            relations: file.entries.len(),
+            bytes,
+        }))
     }
 
     /// Stop maintaining a table or view.
@@ -172,6 +449,8 @@ impl Dataflows {
         let mut st = self.lock()?;
         st.tables.retain(|t| t.name != name);
         st.views.retain(|v| v.name != name);
+        st.restored.remove(name);
+        st.generation += 1;
         forget_history(&mut st, name);
         Ok(())
     }
@@ -257,33 +536,53 @@ impl Dataflows {
     /// Lower `plan` and install it as view `name`. Tables and views it reads
     /// start from their contents now (backfill), streams from their start.
     /// `streams`: the catalog's streams (name → topic, schema).
+    /// `version`: the catalog version of its definition, when known (at
+    /// start); a checkpointed state of that version and plan is restored
+    /// when every table and view it reads was restored too.
     pub fn install(
         &self,
         name: &str,
         plan: &LogicalPlan,
         session: &SessionState,
         streams: &HashMap<String, (String, Layout)>,
+        version: Option<i64>,
     ) -> Result<SchemaRef, DataflowError> {
         let mut st = self.lock()?;
-        let mut resolver = Resolver {
-            state: &mut st,
-            streams,
-        };
-        let mut lowering = Lowering::new(session, &mut resolver);
-        let root = lowering.lower(plan)?;
-        let mut inputs = lowering.inputs;
-        inputs.dedup();
         let schema = nullable(plan.schema().as_arrow());
-        let index = Index::new(Arc::clone(&schema))?;
+        let fingerprint = plan.display_indent_schema().to_string();
+        let mut view = lower_view(&mut st, name, plan, session, streams, &schema)?;
+        view.version = version;
+        view.fingerprint = fingerprint;
         st.views.retain(|v| v.name != name);
+        st.restored.remove(name);
         forget_history(&mut st, name);
-        st.views.push(ViewState {
-            name: name.to_string(),
-            root,
-            index,
-            inputs,
-            failed: None,
-        });
+        st.generation += 1;
+        let inputs_restored = view
+            .inputs
+            .iter()
+            .all(|i| streams.contains_key(i) || st.restored.contains(i));
+        let entry = claim(
+            &mut st,
+            name,
+            checkpoint::Kind::View,
+            version,
+            &view.fingerprint,
+        );
+        if let (Some(e), true) = (entry, inputs_restored) {
+            match view.restore(&e.state, &self.log) {
+                Ok(()) => {
+                    st.restored.insert(name.to_string());
+                }
+                Err(err) => {
+                    warn!(view = name, error = %err, "checkpoint not used; rebuilding from the log");
+                    let fingerprint = std::mem::take(&mut view.fingerprint);
+                    view = lower_view(&mut st, name, plan, session, streams, &schema)?;
+                    view.version = version;
+                    view.fingerprint = fingerprint;
+                }
+            }
+        }
+        st.views.push(view);
         Ok(schema)
     }
 
@@ -294,6 +593,7 @@ impl Dataflows {
             let mut st = self.lock()?;
             let mut changes: HashMap<String, Arc<Delta>> = HashMap::new();
             let mut more = false;
+            let mut read = false;
             for t in st.tables.iter_mut() {
                 match t.reader.read(&self.log, &self.errors, MAX_RECORDS_PER_TICK) {
                     Ok(read) => {
@@ -318,9 +618,11 @@ impl Dataflows {
                     decode_errors: &errors,
                     max_records: MAX_RECORDS_PER_TICK,
                     more: false,
+                    read: 0,
                 };
                 let stepped = v.root.step(&mut cx);
                 more |= cx.more;
+                read |= cx.read > 0;
                 match stepped.and_then(|d| v.index.apply(&d).map(|_| d)) {
                     Ok(d) => {
                         if !d.is_empty() {
@@ -334,6 +636,9 @@ impl Dataflows {
                 }
             }
             let epoch = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
+            if !changes.is_empty() || read {
+                st.generation += 1;
+            }
             if !changes.is_empty() {
                 let now = Utc::now();
                 let rows = changes.values().map(|d| d.len()).sum();
@@ -357,6 +662,13 @@ impl Dataflows {
                 return Ok(epoch);
             }
         }
+    }
+
+    /// The relations in the last checkpoint written or loaded.
+    pub fn last_checkpoint(&self) -> Vec<CheckpointRow> {
+        self.lock()
+            .map(|st| st.last_checkpoint.clone())
+            .unwrap_or_default()
     }
 
     pub fn views(&self) -> Vec<ViewInfo> {
@@ -413,14 +725,64 @@ impl Dataflows {
     }
 }
 
+/// Take the checkpoint entry for `name` if it was written for this
+/// definition and plan.
+fn claim(
+    st: &mut State,
+    name: &str,
+    kind: checkpoint::Kind,
+    version: Option<i64>,
+    fingerprint: &str,
+) -> Option<Entry> {
+    let e = st.restore.remove(name)?;
+    (e.kind == kind && Some(e.version) == version && e.fingerprint == fingerprint).then_some(e)
+}
+
+/// A fresh view lowered from `plan`: inputs start from their contents now.
+fn lower_view(
+    st: &mut State,
+    name: &str,
+    plan: &LogicalPlan,
+    session: &SessionState,
+    streams: &HashMap<String, (String, Layout)>,
+    schema: &SchemaRef,
+) -> Result<ViewState, DataflowError> {
+    let mut resolver = Resolver {
+        state: st,
+        streams,
+        topics: Vec::new(),
+    };
+    let mut lowering = Lowering::new(session, &mut resolver);
+    let root = lowering.lower(plan)?;
+    let mut inputs = lowering.inputs;
+    inputs.sort();
+    inputs.dedup();
+    let mut topics = resolver.topics;
+    topics.sort();
+    topics.dedup();
+    Ok(ViewState {
+        name: name.to_string(),
+        root,
+        index: Index::new(Arc::clone(schema))?,
+        inputs,
+        topics,
+        failed: None,
+        version: None,
+        fingerprint: String::new(),
+    })
+}
+
 struct Resolver<'a> {
     state: &'a mut State,
     streams: &'a HashMap<String, (String, Layout)>,
+    /// Topics of the streams resolved.
+    topics: Vec<String>,
 }
 
 impl Resolve for Resolver<'_> {
     fn input(&mut self, name: &str) -> Result<Input, DataflowError> {
         if let Some((topic, layout)) = self.streams.get(name) {
+            self.topics.push(topic.clone());
             return Ok(Input::Stream {
                 topic: topic.clone(),
                 layout: layout.clone(),

@@ -57,6 +57,12 @@ pub struct ServeArgs {
     /// log.retention.check.interval.ms).
     #[arg(long, env = "EDDY_LOG_CLEANER_INTERVAL_MS", default_value_t = 300_000)]
     pub log_cleaner_interval_ms: u64,
+    /// How often the state of tables and materialized views is
+    /// checkpointed, in milliseconds, so a restart reads only what arrived
+    /// since (also at shutdown); 0 turns checkpoints off and a restart
+    /// rebuilds every view from the log.
+    #[arg(long, env = "EDDY_CHECKPOINT_INTERVAL_MS", default_value_t = 30_000)]
+    pub checkpoint_interval_ms: u64,
 }
 
 impl Default for ServeArgs {
@@ -71,6 +77,7 @@ impl Default for ServeArgs {
             default_partitions: 1,
             max_request_bytes: 100 * 1024 * 1024,
             log_cleaner_interval_ms: 300_000,
+            checkpoint_interval_ms: 30_000,
         }
     }
 }
@@ -139,7 +146,12 @@ pub async fn start(data_dir: PathBuf, args: ServeArgs) -> Result<Handle, ServerE
         addr: args.kafka_addr.clone(),
         source,
     })?;
-    let engine = crate::engine::Engine::open(Arc::clone(&log)).await?;
+    let options = crate::engine::EngineOptions {
+        checkpoint_interval: (args.checkpoint_interval_ms > 0)
+            .then(|| Duration::from_millis(args.checkpoint_interval_ms)),
+    };
+    let engine = crate::engine::Engine::open_with(Arc::clone(&log), options.clone()).await?;
+    let final_checkpoint = options.checkpoint_interval.map(|_| Arc::clone(&engine));
     let pg_listener =
         TcpListener::bind(&args.pg_addr)
             .await
@@ -177,8 +189,16 @@ pub async fn start(data_dir: PathBuf, args: ServeArgs) -> Result<Handle, ServerE
     let task = tokio::spawn(async move {
         kafka::serve(listener, broker, max, stopped).await;
         let _ = pg_task.await;
-        // Connections have been told to stop; close the log on a blocking
-        // thread (it fsyncs).
+        // Connections have ended: checkpoint the views so the next start
+        // need not replay, then close the log on a blocking thread (both
+        // fsync).
+        if let Some(engine) = final_checkpoint {
+            match tokio::task::spawn_blocking(move || engine.checkpoint()).await {
+                Ok(Err(e)) => tracing::warn!(error = %e, "checkpoint at shutdown failed"),
+                Err(e) => tracing::warn!(error = %e, "checkpoint at shutdown failed"),
+                Ok(Ok(_)) => {}
+            }
+        }
         tokio::task::spawn_blocking(move || task_log.close())
             .await
             .map_err(|_| LogError::Closed)??;

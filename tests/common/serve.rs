@@ -17,6 +17,11 @@ pub struct Serve {
 
 impl Serve {
     pub fn start(bin: &str, dir: &std::path::Path) -> Serve {
+        Self::start_with(bin, dir, &[])
+    }
+
+    /// With more `serve` flags.
+    pub fn start_with(bin: &str, dir: &std::path::Path, flags: &[&str]) -> Serve {
         let mut child = Command::new(bin)
             .args([
                 "--data-dir",
@@ -27,6 +32,7 @@ impl Serve {
                 "--pg-addr",
                 "127.0.0.1:0",
             ])
+            .args(flags)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
