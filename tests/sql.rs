@@ -53,6 +53,22 @@ fn slt_files() {
     }
 }
 
+/// Every row of a simple query, columns joined by `|`.
+async fn all(c: &tokio_postgres::Client, sql: &str) -> Vec<String> {
+    let rows = c.simple_query(sql).await.unwrap();
+    rows.iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
+                    .collect::<Vec<_>>()
+                    .join("|"),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
 fn catalog_and_data_survive_restart() {
     let mut server = TestServer::start();
@@ -61,7 +77,11 @@ fn catalog_and_data_survive_restart() {
         c.batch_execute(
             "CREATE STREAM s (k int, v text) WITH (topic = 's_topic', partitions = 2);
              INSERT INTO s VALUES (1, 'one'), (2, 'two');
-             CREATE VIEW big AS SELECT * FROM s WHERE k > 1;",
+             CREATE VIEW big AS SELECT * FROM s WHERE k > 1;
+             CREATE TABLE t (k int, n int);
+             INSERT INTO t VALUES (1, 10), (2, 20), (2, 5);
+             CREATE MATERIALIZED VIEW mv AS
+               SELECT s.k, count(*) AS c, sum(t.n) AS total FROM s JOIN t ON s.k = t.k GROUP BY s.k;",
         )
         .await
         .unwrap();
@@ -88,6 +108,27 @@ fn catalog_and_data_survive_restart() {
             _ => None,
         });
         assert_eq!(count.as_deref(), Some("3"));
+    });
+    rt().block_on(async {
+        let c = connect(server.pg_addr).await;
+        // The clean shutdown checkpointed the table and the view; the
+        // restart took their state from it.
+        assert_eq!(
+            all(&c, "SELECT relation, kind, restored_at_start FROM eddy_catalog.checkpoints ORDER BY relation").await,
+            ["mv|materialized view|t", "t|table|t"]
+        );
+        assert_eq!(
+            all(&c, "SELECT * FROM mv ORDER BY k").await,
+            ["1|1|10", "2|2|25"]
+        );
+        // And they go on from there.
+        c.batch_execute("INSERT INTO t VALUES (1, 1); INSERT INTO s VALUES (2, 'again')")
+            .await
+            .unwrap();
+        assert_eq!(
+            all(&c, "SELECT * FROM mv ORDER BY k").await,
+            ["1|2|11", "2|4|50"]
+        );
     });
 }
 
