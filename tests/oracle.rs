@@ -101,6 +101,14 @@ const VIEWS: &[(&str, &str)] = &[
         "anti",
         "SELECT k, v FROM a WHERE NOT EXISTS (SELECT 1 FROM b WHERE b.k = a.k)",
     ),
+    (
+        "semi_residual",
+        "SELECT k, v FROM a WHERE EXISTS (SELECT 1 FROM b WHERE b.k = a.k AND b.w > a.v)",
+    ),
+    (
+        "anti_residual",
+        "SELECT k, v FROM a WHERE NOT EXISTS (SELECT 1 FROM b WHERE b.k = a.k AND b.w > a.v)",
+    ),
     ("dist", "SELECT DISTINCT g, s FROM a"),
     ("uni", "SELECT k FROM a UNION SELECT k FROM b"),
     ("exc", "SELECT k FROM a EXCEPT SELECT k FROM b"),

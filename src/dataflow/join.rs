@@ -10,10 +10,11 @@
 //! count for the key is positive (zero). Work is proportional to the change
 //! times the matching rows, never to the size of either side.
 //!
-//! An outer join with a condition beyond key equality (`ON a.k = b.k AND
-//! b.w > a.v`) cannot tell from counts whether a row has a partner; it
-//! recomputes the output of each key a change touches, before and after:
-//! work proportional to the rows of the touched keys on both sides.
+//! An outer, semi or anti join with a condition beyond key equality (`ON
+//! a.k = b.k AND b.w > a.v`, `EXISTS (… WHERE b.k = a.k AND b.w > a.v)`)
+//! cannot tell from counts whether a row has a partner; it recomputes the
+//! output of each key a change touches, before and after: work
+//! proportional to the rows of the touched keys on both sides.
 //!
 //! NULL keys never match (SQL equality) unless the plan says NULLs are
 //! equal; such rows are not arranged: they only ever appear NULL-padded in
@@ -107,7 +108,10 @@ pub struct Join {
     key_types: Vec<DataType>,
     kind: JoinType,
     nulls_equal: bool,
+    /// The condition beyond key equality, over `pairs` (the left columns
+    /// then the right ones, whatever the join's output).
     filter: Option<Arc<dyn PhysicalExpr>>,
+    pairs: SchemaRef,
     schema: SchemaRef,
     counts: Counts,
 }
@@ -138,17 +142,17 @@ impl Join {
         ) {
             return Err(DataflowError::Unsupported(format!("{kind} join")));
         }
-        if filter.is_some()
-            && !matches!(
-                kind,
-                JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full
-            )
-        {
-            return Err(DataflowError::Unsupported(format!(
-                "{kind} join with a non-equality condition"
-            )));
-        }
         let ls = left.schema();
+        let pairs = {
+            let rs = right.schema();
+            let fields: Vec<_> = ls
+                .fields()
+                .iter()
+                .chain(rs.fields().iter())
+                .cloned()
+                .collect();
+            super::nullable(&datafusion::arrow::datatypes::Schema::new(fields))
+        };
         let key_types = on
             .iter()
             .map(|(l, _)| l.data_type(&ls))
@@ -181,6 +185,7 @@ impl Join {
             kind,
             nulls_equal,
             filter,
+            pairs,
             schema,
             counts: Counts::default(),
         })
@@ -282,9 +287,9 @@ impl Join {
         }
         let batch = self.joined(&rows)?;
         let diffs: Vec<i64> = rows.iter().map(|r| r.2).collect();
-        if self.filter.is_none() || self.residual_outer() {
-            // Outer joins with a residual condition filtered their pairs
-            // already (the NULL-padded rows must not be filtered).
+        if self.filter.is_none() || self.residual() {
+            // Outer, semi and anti joins with a residual condition applied
+            // it per key already (NULL-padded rows must not be filtered).
             return Ok(Delta::new(batch, diffs));
         }
         let mask = self.mask(&batch)?;
@@ -316,7 +321,15 @@ impl Join {
         batch_of(&self.schema, columns, rows.len())
     }
 
-    /// The residual condition evaluated on a batch of joined rows.
+    /// Pairs of rows as a batch of both sides' columns (what the residual
+    /// condition reads).
+    fn pair_batch(&self, rows: &[OutRow]) -> Result<RecordBatch> {
+        let mut columns = Self::columns(&self.left, rows, true)?;
+        columns.extend(Self::columns(&self.right, rows, false)?);
+        batch_of(&self.pairs, columns, rows.len())
+    }
+
+    /// The residual condition evaluated on a batch of pairs.
     fn mask(&self, batch: &RecordBatch) -> Result<BooleanArray> {
         let Some(f) = &self.filter else {
             return Ok(BooleanArray::from(vec![true; batch.num_rows()]));
@@ -329,18 +342,18 @@ impl Join {
             .clone())
     }
 
-    /// An outer join with a condition beyond key equality: whether a row
-    /// has a partner depends on the condition, so such a join recomputes
-    /// the output of each key its changes touch (before and after) instead
-    /// of tracking the other side's count per key.
-    fn residual_outer(&self) -> bool {
-        self.filter.is_some()
-            && matches!(self.kind, JoinType::Left | JoinType::Right | JoinType::Full)
+    /// An outer, semi or anti join with a condition beyond key equality:
+    /// whether a row has a partner depends on the condition, so such a join
+    /// recomputes the output of each key its changes touch (before and
+    /// after) instead of tracking the other side's count per key.
+    fn residual(&self) -> bool {
+        self.filter.is_some() && self.kind != JoinType::Inner
     }
 
-    /// The output of one key for an outer join with a residual condition:
-    /// the pairs that satisfy it, and the NULL-padded rows of a preserved
-    /// side that have no such partner.
+    /// The output of one key for a join with a residual condition: for
+    /// outer joins the pairs that satisfy it and the NULL-padded rows of a
+    /// preserved side that have no such partner; for semi (anti) joins the
+    /// rows of their side that have one (none).
     fn key_output(&self, key: &RowBytes) -> Result<Vec<OutRow>> {
         let collect = |side: &Side| -> Vec<(RowBytes, i64)> {
             side.state
@@ -358,27 +371,42 @@ impl Join {
         let mut l_matched = vec![false; ls.len()];
         let mut r_matched = vec![false; rs.len()];
         let mut out = Vec::new();
+        let emit_pairs = matches!(self.kind, JoinType::Left | JoinType::Right | JoinType::Full);
         if !pairs.is_empty() {
-            let batch = self.joined(&pairs)?;
+            let batch = self.pair_batch(&pairs)?;
             let mask = self.mask(&batch)?;
             for (i, p) in pairs.into_iter().enumerate() {
                 if mask.is_valid(i) && mask.value(i) {
                     l_matched[i / rs.len()] = true;
                     r_matched[i % rs.len()] = true;
-                    out.push(p);
+                    if emit_pairs {
+                        out.push(p);
+                    }
                 }
             }
         }
-        if matches!(self.kind, JoinType::Left | JoinType::Full) {
+        // Which rows of each side are output alone: NULL-padded (outer),
+        // matched (semi) or unmatched (anti).
+        let (left_alone, right_alone) = match self.kind {
+            JoinType::Left => (Some(false), None),
+            JoinType::Right => (None, Some(false)),
+            JoinType::Full => (Some(false), Some(false)),
+            JoinType::LeftSemi => (Some(true), None),
+            JoinType::LeftAnti => (Some(false), None),
+            JoinType::RightSemi => (None, Some(true)),
+            JoinType::RightAnti => (None, Some(false)),
+            _ => (None, None),
+        };
+        if let Some(want) = left_alone {
             for ((l, c), m) in ls.into_iter().zip(l_matched) {
-                if !m {
+                if m == want {
                     out.push((Some(l), None, c));
                 }
             }
         }
-        if matches!(self.kind, JoinType::Right | JoinType::Full) {
+        if let Some(want) = right_alone {
             for ((r, c), m) in rs.into_iter().zip(r_matched) {
-                if !m {
+                if m == want {
                     out.push((None, Some(r), c));
                 }
             }
@@ -512,9 +540,9 @@ impl Node for Join {
             kind,
             JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full
         );
-        let residual_outer = self.residual_outer();
+        let residual = self.residual();
         for (key, (lc, rc)) in &groups {
-            if residual_outer {
+            if residual {
                 let before = self.key_output(key)?;
                 apply(&mut self.left, key, lc);
                 apply(&mut self.right, key, rc);

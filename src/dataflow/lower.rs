@@ -354,8 +354,10 @@ impl<'a> Lowering<'a> {
                         self.expr(r, j.right.schema())?,
                     ));
                 }
+                // Over both sides' columns, whatever the join outputs
+                // (a semi join's condition reads the other side too).
                 let filter = match &j.filter {
-                    Some(f) => Some(self.expr(f, &j.schema)?),
+                    Some(f) => Some(self.expr(f, &j.left.schema().join(j.right.schema())?)?),
                     None => None,
                 };
                 Ok(Box::new(Join::new(
