@@ -325,10 +325,40 @@ fn psql_describe_commands_work() {
     let dt = psql(&server, "\\dt");
     assert!(dt.contains("acct") && !dt.contains("rich"), "{dt}");
     let dv = psql(&server, "\\dv");
-    assert!(dv.contains("rich"), "{dv}");
-    // psql reports "Did not find any relations." on stderr: materialized
-    // views are listed as views (datafusion-pg-catalog has no relkind 'm').
-    psql_allowing_stderr(&server, "\\dm");
+    assert!(dv.contains("rich") && !dv.contains("| n "), "{dv}");
+    // pg_class says relkind 'm' for materialized views.
+    let dm = psql(&server, "\\dm");
+    assert!(
+        dm.lines()
+            .any(|l| l.contains("| n ") && l.contains("materialized view")),
+        "{dm}"
+    );
+    let n = psql(&server, "\\d n");
+    assert!(n.contains("Materialized view \"public.n\""), "{n}");
+    // The + forms and the other lists psql users type run without errors.
+    let plus = psql(&server, "\\d+");
+    assert!(plus.contains("acct") && plus.contains("Size"), "{plus}");
+    for command in [
+        "\\df",
+        "\\dT",
+        "\\dT+",
+        "\\l+",
+        "\\dn+",
+        "\\du",
+        "\\dm+",
+        "\\dt+",
+        "\\d+ n",
+        "\\d+ acct",
+        "\\dp",
+        "\\do",
+        "\\db",
+        "\\dD",
+        "\\dy",
+        "\\dx",
+        "\\dC",
+    ] {
+        psql_allowing_stderr(&server, command);
+    }
     let acct = psql(&server, "\\d acct");
     assert!(acct.contains("Table \"public.acct\""), "{acct}");
     for (col, ty) in [
@@ -486,6 +516,10 @@ deleted 1
 row ('Grand Theft Auto V', 1, 100)
 row ('League of Legends', 1, 80)
 copy ['21779|League of Legends|2|110', '32982|Grand Theft Auto V|1|100', '509658|Just Chatting|1|1000']
+binary -2|40000|1099511627776|1.5|-0.25|t|h\u{e9}llo|{\"a\": [1, 2]}|12345678-1234-5678-1234-567812345678|\\\\x00ff|-12345.678|2024-02-29|2024-01-02 03:04:05.678901|2024-01-02 03:04:05+00|3 days 00:00:04.000005
+binary \\N|\\N|\\N|\\N|\\N|\\N|\\N|\\N|\\N|\\N|\\N|\\N|\\N|\\N|\\N
+binary error 22P03
+typed 2
 views [('per_game', 3, 'running')]
 error 42P01
 count 5
@@ -529,10 +563,8 @@ fn cancel_request_stops_a_running_query() {
 }
 
 /// What pgcli's completion refresher queries at connect (schemas, tables,
-/// views and their columns, databases, types) works through pgcli's own
-/// code. (Its function list does not: datafusion-pg-catalog's pg_proc
-/// cannot cast `proargtypes` to `regtype[]`; pgcli logs that and completes
-/// everything else.)
+/// views and their columns, databases, types, functions) works through
+/// pgcli's own code.
 #[test]
 fn pgcli_completion_metadata() {
     let server = TestServer::start();
@@ -548,6 +580,7 @@ fn pgcli_completion_metadata() {
         "table_columns [('acct', 'id'), ('acct', 'owner')]",
         "view_columns [('per_owner', 'n'), ('per_owner', 'owner')]",
         "databases ['eddy', 'postgres']",
+        "functions True",
     ] {
         assert!(stdout.lines().any(|l| l == line), "{line}\n{stdout}");
     }

@@ -1,5 +1,6 @@
-//! `COPY rel [(cols)] FROM STDIN [WITH (FORMAT text|csv, HEADER, DELIMITER,
-//! NULL, QUOTE, ESCAPE)]`: bulk loads into a table or a stream.
+//! `COPY rel [(cols)] FROM STDIN [WITH (FORMAT text|csv|binary, HEADER,
+//! DELIMITER, NULL, QUOTE, ESCAPE)]`: bulk loads into a table or a stream
+//! (the binary format in `copy_binary.rs`).
 //!
 //! The pgwire layer collects the client's CopyData and hands the whole
 //! payload to [`Engine::copy_in`] at CopyDone, so a client that disconnects
@@ -17,7 +18,6 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, StringArray, new_null_array};
-use datafusion::arrow::compute::{CastOptions, cast_with_options};
 use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::sql::sqlparser::ast::{CopyLegacyCsvOption, CopyLegacyOption, CopyOption};
@@ -36,6 +36,9 @@ pub struct CopyIn {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CopyInOptions {
+    /// PostgreSQL's binary format (`copy_binary.rs`); the text options
+    /// below do not apply.
+    pub binary: bool,
     pub csv: bool,
     pub header: bool,
     pub delimiter: char,
@@ -50,6 +53,7 @@ impl CopyInOptions {
     /// unquoted empty field for NULL.
     pub fn parse(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> Result<CopyInOptions> {
         let mut csv = false;
+        let mut binary = false;
         let (mut header, mut delimiter, mut null, mut quote, mut escape) =
             (false, None, None, '"', None);
         for o in options {
@@ -57,6 +61,7 @@ impl CopyInOptions {
                 CopyOption::Format(f) => match f.value.to_ascii_lowercase().as_str() {
                     "text" => csv = false,
                     "csv" => csv = true,
+                    "binary" => binary = true,
                     other => {
                         return Err(EngineError::Unsupported(format!(
                             "COPY FROM with FORMAT {other}"
@@ -96,11 +101,7 @@ impl CopyInOptions {
                 CopyLegacyOption::Header => header = true,
                 CopyLegacyOption::Delimiter(c) => delimiter = Some(*c),
                 CopyLegacyOption::Null(n) => null = Some(n.clone()),
-                CopyLegacyOption::Binary => {
-                    return Err(EngineError::Unsupported(
-                        "COPY FROM in binary format".into(),
-                    ));
-                }
+                CopyLegacyOption::Binary => binary = true,
                 other => {
                     return Err(EngineError::Unsupported(format!(
                         "COPY FROM option {other}"
@@ -108,12 +109,18 @@ impl CopyInOptions {
                 }
             }
         }
+        if binary && (csv || header || delimiter.is_some() || null.is_some()) {
+            return Err(EngineError::Unsupported(
+                "COPY options other than FORMAT with FORMAT binary".into(),
+            ));
+        }
         if header && !csv {
             return Err(EngineError::Unsupported(
                 "COPY HEADER in text format (use FORMAT csv)".into(),
             ));
         }
         Ok(CopyInOptions {
+            binary,
             csv,
             header,
             delimiter: delimiter.unwrap_or(if csv { ',' } else { '\t' }),
@@ -303,27 +310,33 @@ fn finish_csv(mut rows: Vec<(usize, Row)>, o: &CopyInOptions) -> Result<Vec<(usi
 impl Engine {
     /// Load the data of a `COPY … FROM STDIN`; returns the rows written.
     pub async fn copy_in(&self, copy: &CopyIn, data: &[u8]) -> Result<usize> {
-        let text = std::str::from_utf8(data)
-            .map_err(|e| EngineError::CopyData(format!("COPY data is not UTF-8: {e}")))?;
-        let rows = if copy.options.csv {
-            parse_csv(text, &copy.options)?
-        } else {
-            parse_text(text, copy.options.delimiter, &copy.options.null)?
-        };
         let provider = self.ctx.table_provider(copy.relation.as_str()).await?;
         let schema = provider.schema();
         let n = copy.columns.len();
-        for (line, row) in &rows {
-            if row.len() < n {
-                return Err(bad(
-                    *line,
-                    format!("missing data for column \"{}\"", copy.columns[row.len()]),
-                ));
+        let parsed = if copy.options.binary {
+            Parsed::Binary(super::copy_binary::parse(data, n)?)
+        } else {
+            let text = std::str::from_utf8(data)
+                .map_err(|e| EngineError::CopyData(format!("COPY data is not UTF-8: {e}")))?;
+            let rows = if copy.options.csv {
+                parse_csv(text, &copy.options)?
+            } else {
+                parse_text(text, copy.options.delimiter, &copy.options.null)?
+            };
+            for (line, row) in &rows {
+                if row.len() < n {
+                    return Err(bad(
+                        *line,
+                        format!("missing data for column \"{}\"", copy.columns[row.len()]),
+                    ));
+                }
+                if row.len() > n {
+                    return Err(bad(*line, "extra data after last expected column"));
+                }
             }
-            if row.len() > n {
-                return Err(bad(*line, "extra data after last expected column"));
-            }
-        }
+            Parsed::Text(rows)
+        };
+        let declared = self.declared_types(&copy.relation)?;
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
         for f in schema.fields() {
             let Some(i) = copy
@@ -331,32 +344,19 @@ impl Engine {
                 .iter()
                 .position(|c| c.eq_ignore_ascii_case(f.name()))
             else {
-                columns.push(new_null_array(f.data_type(), rows.len()));
+                columns.push(new_null_array(f.data_type(), parsed.len()));
                 continue;
             };
-            let strings: StringArray = rows.iter().map(|(_, r)| r[i].as_deref()).collect();
-            let cast = cast_with_options(
-                &strings,
-                f.data_type(),
-                &CastOptions {
-                    safe: true,
-                    ..Default::default()
-                },
-            )
-            .map_err(|e| EngineError::CopyValue(e.to_string()))?;
-            // A value that did not cast is NULL where the input was not.
-            if let Some(r) = (0..rows.len()).find(|&r| cast.is_null(r) && !strings.is_null(r)) {
-                return Err(EngineError::CopyValue(format!(
-                    "invalid input syntax for type {} column \"{}\": \"{}\" (COPY line {})",
-                    crate::types::pg_name(f.data_type()),
-                    f.name(),
-                    strings.value(r),
-                    rows[r].0
-                )));
-            }
-            columns.push(cast);
+            columns.push(match &parsed {
+                Parsed::Text(rows) => text_column(f, rows, i)?,
+                Parsed::Binary(rows) => {
+                    let sql_type = declared.get(f.name()).map(String::as_str).unwrap_or("");
+                    super::copy_binary::column(f, sql_type, rows, i)?
+                }
+            });
         }
-        if rows.is_empty() {
+        let rows = parsed.len();
+        if rows == 0 {
             return Ok(0);
         }
         let fields: Vec<Field> = schema
@@ -370,8 +370,53 @@ impl Engine {
             .read_batch(batch)?
             .write_table(&copy.relation, DataFrameWriteOptions::new())
             .await?;
-        Ok(rows.len())
+        Ok(rows)
     }
+
+    /// Column name → the SQL type it was declared with.
+    fn declared_types(&self, relation: &str) -> Result<std::collections::HashMap<String, String>> {
+        let catalog = self.lock()?;
+        let columns = match catalog.get(relation) {
+            Some(crate::catalog::Object::Table { columns, .. })
+            | Some(crate::catalog::Object::Stream { columns, .. }) => columns.clone(),
+            _ => vec![],
+        };
+        Ok(columns.into_iter().map(|c| (c.name, c.sql_type)).collect())
+    }
+}
+
+/// COPY rows as parsed, before they are cast to the columns.
+enum Parsed<'a> {
+    Text(Vec<(usize, Row)>),
+    Binary(Vec<super::copy_binary::BinaryRow<'a>>),
+}
+
+impl Parsed<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Parsed::Text(r) => r.len(),
+            Parsed::Binary(r) => r.len(),
+        }
+    }
+}
+
+/// The column `f` from text field `i` of every row, cast to its type; the
+/// first value that does not fit fails the COPY with its line.
+fn text_column(f: &Field, rows: &[(usize, Row)], i: usize) -> Result<ArrayRef> {
+    let strings: StringArray = rows.iter().map(|(_, r)| r[i].as_deref()).collect();
+    let cast = crate::types::input::cast(&strings, f.data_type(), true)
+        .map_err(|e| EngineError::CopyValue(e.to_string()))?;
+    // A value that did not cast is NULL where the input was not.
+    if let Some(r) = (0..rows.len()).find(|&r| cast.is_null(r) && !strings.is_null(r)) {
+        return Err(EngineError::CopyValue(format!(
+            "invalid input syntax for type {} column \"{}\": \"{}\" (COPY line {})",
+            crate::types::pg_name(f.data_type()),
+            f.name(),
+            strings.value(r),
+            rows[r].0
+        )));
+    }
+    Ok(cast)
 }
 
 #[cfg(test)]
@@ -380,6 +425,7 @@ mod tests {
 
     fn opts(csv: bool) -> CopyInOptions {
         CopyInOptions {
+            binary: false,
             csv,
             header: false,
             delimiter: if csv { ',' } else { '\t' },

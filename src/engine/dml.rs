@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::compute::{CastOptions, cast, cast_with_options, concat_batches};
+use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ParamValues;
 use datafusion::sql::sqlparser::ast::{
@@ -256,22 +256,13 @@ impl Engine {
             let new_cols = b.columns()[n_cols..]
                 .iter()
                 .zip(schema.fields())
-                .map(|(c, f)| {
-                    cast_with_options(
-                        c,
-                        f.data_type(),
-                        &CastOptions {
-                            safe: false,
-                            ..Default::default()
-                        },
-                    )
-                })
+                .map(|(c, f)| crate::types::input::cast(c, f.data_type(), false))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| EngineError::Invalid(format!("new value does not fit: {e}")))?;
             let old_cols = old_cols
                 .iter()
                 .zip(schema.fields())
-                .map(|(c, f)| cast(c, f.data_type()))
+                .map(|(c, f)| crate::types::input::cast(c, f.data_type(), true))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| EngineError::DataFusion(e.into()))?;
             old_parts.push(

@@ -5,7 +5,9 @@
 //! by DataFusion over the same session.
 
 mod copy;
+mod copy_binary;
 mod dml;
+pub mod pg_compat;
 pub mod relation;
 pub mod statement;
 pub mod system;
@@ -72,6 +74,9 @@ pub enum EngineError {
     /// A COPY value that does not fit its column.
     #[error("{0}")]
     CopyValue(String),
+    /// A binary COPY value that is not in its column type's binary format.
+    #[error("{0}")]
+    CopyBinary(String),
 }
 
 impl EngineError {
@@ -101,6 +106,7 @@ impl EngineError {
             EngineError::UnknownColumn(_) => "42703",
             EngineError::CopyData(_) => "22P04",
             EngineError::CopyValue(_) => "22P02",
+            EngineError::CopyBinary(_) => "22P03",
         }
     }
 }
@@ -221,6 +227,7 @@ impl Engine {
         };
         let errors = Arc::new(DecodeErrors::default());
         let dataflows = Dataflows::new(Arc::clone(&log), Arc::clone(&errors));
+        pg_compat::install(&ctx, "eddy", &dataflows)?;
         let engine = Arc::new(Engine {
             log,
             ctx,

@@ -199,10 +199,12 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
             let s = stmts.pop().ok_or_else(|| syntax("empty SHOW query"))?;
             Statement::Sql(Box::new(s), query)
         } else {
-            let s = p.parse_statement().map_err(syntax)?;
+            let mut s = p.parse_statement().map_err(syntax)?;
             let end = p.peek_token().span.start;
             let text = slice(sql, start, end);
-            let text = if text.trim().is_empty() {
+            // A client catalog query DataFusion cannot plan as written
+            // runs as rewritten.
+            let text = if text.trim().is_empty() || super::pg_compat::rewrite(&mut s) {
                 s.to_string()
             } else {
                 text

@@ -461,6 +461,13 @@ impl Dataflows {
             .unwrap_or(false)
     }
 
+    /// Names of the materialized views.
+    pub fn view_names(&self) -> Vec<String> {
+        self.lock()
+            .map(|st| st.views.iter().map(|v| v.name.clone()).collect())
+            .unwrap_or_default()
+    }
+
     /// Views reading `name` directly.
     pub fn dependents(&self, name: &str) -> Vec<String> {
         self.lock()

@@ -9,7 +9,7 @@ pub mod record;
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +46,22 @@ pub(crate) fn decode_isolating(
     values: &[&[u8]],
     decode_all: impl Fn(&SchemaRef, &[&[u8]]) -> Result<RecordBatch, ArrowError>,
 ) -> (RecordBatch, Vec<usize>, Vec<DecodeFailure>) {
+    // Columns the readers cannot parse themselves are read as text and
+    // converted with PostgreSQL's input rules.
+    let read_schema = readable(schema);
+    let decode_all = |schema: &SchemaRef, values: &[&[u8]]| match &read_schema {
+        None => decode_all(schema, values),
+        Some(read) => {
+            let batch = decode_all(read, values)?;
+            let columns = batch
+                .columns()
+                .iter()
+                .zip(schema.fields())
+                .map(|(c, f)| crate::types::input::cast(c, f.data_type(), false))
+                .collect::<Result<Vec<_>, _>>()?;
+            RecordBatch::try_new(Arc::clone(schema), columns)
+        }
+    };
     if let Ok(batch) = decode_all(schema, values)
         && batch.num_rows() == values.len()
     {
@@ -70,6 +86,31 @@ pub(crate) fn decode_isolating(
     let batch =
         decode_all(schema, &kept).unwrap_or_else(|_| RecordBatch::new_empty(Arc::clone(schema)));
     (batch, good, failures)
+}
+
+/// `schema` with the columns arrow-json and arrow-csv cannot read
+/// (intervals) as text; None when it has none.
+fn readable(schema: &SchemaRef) -> Option<SchemaRef> {
+    let unreadable = |t: &DataType| matches!(t, DataType::Interval(_));
+    if !schema.fields().iter().any(|f| unreadable(f.data_type())) {
+        return None;
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let t = if unreadable(f.data_type()) {
+                DataType::Utf8
+            } else {
+                f.data_type().clone()
+            };
+            Field::new(f.name(), t, f.is_nullable())
+        })
+        .collect();
+    Some(Arc::new(Schema::new_with_metadata(
+        fields,
+        schema.metadata().clone(),
+    )))
 }
 
 /// How a record's value holds a row's (non-metadata) columns.

@@ -229,6 +229,7 @@ fn respond(client: &impl ClientInfo, output: Output) -> PgWireResult<Response> {
     match output {
         Output::CopyIn(copy) => {
             let columns = copy.columns.len();
+            let format = i8::from(copy.options.binary);
             let state = client
                 .session_extensions()
                 .get_or_insert_with(|| Mutex::new(None::<PendingCopy>));
@@ -240,7 +241,7 @@ fn respond(client: &impl ClientInfo, output: Output) -> PgWireResult<Response> {
                     data: Vec::new(),
                 });
             Ok(Response::CopyIn(CopyResponse::new(
-                0,
+                format,
                 columns,
                 stream::empty(),
             )))
@@ -571,7 +572,9 @@ fn pg_text_values(mut resp: QueryResponse) -> QueryResponse {
         .map(|f| match (f.datatype(), f.format()) {
             (t, FieldFormat::Text) if *t == Type::FLOAT8 => Some(TextFix::Float8),
             (t, FieldFormat::Text) if *t == Type::FLOAT4 => Some(TextFix::Float4),
-            (t, FieldFormat::Text) if *t == Type::TIMESTAMP || *t == Type::TIMESTAMPTZ => {
+            (t, FieldFormat::Text)
+                if *t == Type::TIMESTAMP || *t == Type::TIMESTAMPTZ || *t == Type::INTERVAL =>
+            {
                 Some(TextFix::Timestamp)
             }
             _ => None,
@@ -590,7 +593,8 @@ fn pg_text_values(mut resp: QueryResponse) -> QueryResponse {
 enum TextFix {
     Float8,
     Float4,
-    /// `…:07.000000+00` → `…:07+00`, `.500000` → `.5`.
+    /// `…:07.000000+00` → `…:07+00`, `.500000` → `.5` (timestamps and
+    /// intervals).
     Timestamp,
 }
 
@@ -668,20 +672,21 @@ fn rewrite_floats(mut row: DataRow, kinds: &[Option<TextFix>]) -> DataRow {
     row
 }
 
-/// Floats and timestamps as PostgreSQL prints them (COPY must be
-/// byte-identical): float and timestamp
-/// columns become text columns holding `pg_float` of each value.
-fn pg_floats(batch: &RecordBatch) -> PgWireResult<RecordBatch> {
+/// Floats, timestamps and intervals as PostgreSQL prints them (COPY must
+/// be byte-identical): such columns become text columns holding
+/// PostgreSQL's text of each value.
+fn pg_text_columns(batch: &RecordBatch) -> PgWireResult<RecordBatch> {
     use datafusion::arrow::array::{Array, AsArray, StringArray};
     use datafusion::arrow::compute::cast;
     use datafusion::arrow::datatypes::{
-        DataType, Field, Float32Type, Float64Type, Int64Type, Schema, TimeUnit,
+        DataType, Field, Float32Type, Float64Type, Int64Type, IntervalMonthDayNanoType,
+        IntervalUnit, Schema, TimeUnit,
     };
     let schema = batch.schema();
     if !schema.fields().iter().any(|f| {
         matches!(
             f.data_type(),
-            DataType::Float32 | DataType::Float64 | DataType::Timestamp(..)
+            DataType::Float32 | DataType::Float64 | DataType::Timestamp(..) | DataType::Interval(_)
         )
     }) {
         return Ok(batch.clone());
@@ -713,6 +718,16 @@ fn pg_floats(batch: &RecordBatch) -> PgWireResult<RecordBatch> {
                         .collect(),
                 )
             }
+            DataType::Interval(_) => {
+                let iv = cast(c, &DataType::Interval(IntervalUnit::MonthDayNano))
+                    .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+                Some(
+                    iv.as_primitive::<IntervalMonthDayNanoType>()
+                        .iter()
+                        .map(|v| v.map(crate::types::input::pg_interval_text))
+                        .collect(),
+                )
+            }
             _ => None,
         };
         match text {
@@ -741,7 +756,7 @@ fn copy_out(
     } else {
         batches
             .iter()
-            .map(pg_floats)
+            .map(pg_text_columns)
             .collect::<PgWireResult<Vec<_>>>()?
     };
     let schema = &batches

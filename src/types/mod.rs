@@ -4,6 +4,8 @@
 use datafusion::arrow::datatypes::{DataType, IntervalUnit, TimeUnit};
 use datafusion::sql::sqlparser::ast::{DataType as SqlType, ExactNumberInfo, TimezoneInfo};
 
+pub mod input;
+
 /// Why a type is not accepted.
 #[derive(Debug, thiserror::Error)]
 #[error("type {0} is not supported")]

@@ -1,6 +1,6 @@
 """pgcli's completion refresh against eddy: the catalog queries pgcli runs
 at connect (through its own PGExecute, over psycopg) to autocomplete
-schemas, tables, views, columns, databases and types. PGHOST / PGPORT name
+schemas, tables, views, columns, databases, types and functions. PGHOST / PGPORT name
 the server. Prints one line per query: its name and what it found."""
 
 import os
@@ -19,3 +19,4 @@ print("view_columns", sorted(vcols))
 print("databases", sorted(e.databases()))
 print("datatypes", len(list(e.datatypes())))
 print("foreignkeys", len(list(e.foreignkeys())))
+print("functions", any(f.func_name == "abs" for f in e.functions()))

@@ -4,8 +4,12 @@ view read back, COPY in both directions, and errors with SQLSTATEs.
 PGHOST / PGPORT name the server."""
 
 import os
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from uuid import UUID
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 conninfo = f"host={os.environ['PGHOST']} port={os.environ['PGPORT']} user=eddy dbname=eddy"
 
@@ -46,6 +50,39 @@ with psycopg.connect(conninfo, autocommit=True) as conn:
             for data in copy:
                 buf += data
         print("copy", bytes(buf).decode().replace("\t", "|").splitlines())
+        # Binary COPY: every type in psycopg's own binary encoding, read
+        # back as PostgreSQL prints it.
+        cur.execute(
+            "CREATE TABLE typed (i2 smallint, i4 int, i8 bigint, f4 real, f8 double precision, "
+            "ok boolean, name text, doc jsonb, id uuid, raw bytea, amount numeric(10,3), "
+            "d date, ts timestamp, tstz timestamptz, iv interval)"
+        )
+        types = ["int2", "int4", "int8", "float4", "float8", "bool", "text", "jsonb", "uuid",
+                 "bytea", "numeric", "date", "timestamp", "timestamptz", "interval"]
+        with cur.copy("COPY typed FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(types)
+            copy.write_row((
+                -2, 40000, 2**40, 1.5, -0.25, True, "h\u00e9llo", Jsonb({"a": [1, 2]}),
+                UUID("12345678-1234-5678-1234-567812345678"), b"\x00\xff", Decimal("-12345.678"),
+                date(2024, 2, 29), datetime(2024, 1, 2, 3, 4, 5, 678901),
+                datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+                timedelta(days=3, seconds=4, microseconds=5),
+            ))
+            copy.write_row((None,) * len(types))
+        buf = bytearray()
+        with cur.copy("COPY (SELECT * FROM typed ORDER BY i2 NULLS LAST) TO STDOUT") as copy:
+            for data in copy:
+                buf += data
+        for line in bytes(buf).decode().splitlines():
+            print("binary", line.replace("\t", "|"))
+        try:
+            with cur.copy("COPY typed (i2) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(["int4"])
+                copy.write_row((70000,))
+        except psycopg.Error as e:
+            print("binary error", e.sqlstate)
+        cur.execute("SELECT count(*) FROM typed")
+        print("typed", cur.fetchone()[0])
         cur.execute("SHOW MATERIALIZED VIEWS")
         print("views", [(r[0], r[1], r[4]) for r in cur.fetchall()])
         try:
