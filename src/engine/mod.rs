@@ -1028,7 +1028,28 @@ impl Engine {
             SqlStatement::Copy { .. } => Err(EngineError::Unsupported(
                 "this form of COPY (supported: COPY … TO STDOUT and COPY … FROM STDIN)".into(),
             )),
-            _ => Ok(Output::PassThrough(text)),
+            other => Ok(Output::PassThrough(
+                self.coerce_insert(&other).await.unwrap_or(text),
+            )),
         }
+    }
+
+    /// The text of an `INSERT … VALUES` whose string literals bound for
+    /// `interval` / `bytea` columns were made casts PostgreSQL-style
+    /// (`pg_compat::coerce_insert_literals`); None if nothing changed.
+    pub async fn coerce_insert(&self, s: &SqlStatement) -> Option<String> {
+        let SqlStatement::Insert(insert) = s else {
+            return None;
+        };
+        let datafusion::sql::sqlparser::ast::TableObject::TableName(name) = &insert.table else {
+            return None;
+        };
+        let provider = self
+            .ctx
+            .table_provider(name.to_string().as_str())
+            .await
+            .ok()?;
+        let mut stmt = s.clone();
+        pg_compat::coerce_insert_literals(&mut stmt, &provider.schema()).then(|| stmt.to_string())
     }
 }

@@ -404,6 +404,77 @@ fn literal(e: &mut ast::Expr) -> bool {
     }
 }
 
+/// In `INSERT INTO t [(cols)] VALUES …`, a string literal bound for an
+/// `interval` or `bytea` column is read as PostgreSQL reads it (DataFusion
+/// would take a bytea's text as its raw bytes and reject `'01:30:00'` as an
+/// interval): it becomes a cast to the column's type, respelled by
+/// `rewrite`. `schema` is the table's; true if anything changed.
+pub fn coerce_insert_literals(stmt: &mut ast::Statement, schema: &Schema) -> bool {
+    let ast::Statement::Insert(insert) = stmt else {
+        return false;
+    };
+    let Some(source) = insert.source.as_mut() else {
+        return false;
+    };
+    let ast::SetExpr::Values(values) = source.body.as_mut() else {
+        return false;
+    };
+    let targets: Vec<Option<&DataType>> = if insert.columns.is_empty() {
+        schema
+            .fields()
+            .iter()
+            .map(|f| Some(f.data_type()))
+            .collect()
+    } else {
+        insert
+            .columns
+            .iter()
+            .map(|c| {
+                let name = c.to_string();
+                let name = name.trim_matches('"');
+                schema
+                    .fields()
+                    .iter()
+                    .find(|f| f.name() == name)
+                    .map(|f| f.data_type())
+            })
+            .collect()
+    };
+    let mut changed = false;
+    for row in &mut values.rows {
+        for (value, target) in row.content.iter_mut().zip(&targets) {
+            let data_type = match target {
+                Some(DataType::Interval(_)) => ast::DataType::Interval {
+                    fields: None,
+                    precision: None,
+                },
+                Some(DataType::Binary) => ast::DataType::Bytea,
+                _ => continue,
+            };
+            if matches!(
+                value,
+                ast::Expr::Value(ValueWithSpan {
+                    value: Value::SingleQuotedString(_),
+                    ..
+                })
+            ) {
+                *value = ast::Expr::Cast {
+                    kind: ast::CastKind::DoubleColon,
+                    expr: Box::new(value.clone()),
+                    data_type,
+                    array: false,
+                    format: None,
+                };
+                changed = true;
+            }
+        }
+    }
+    if changed {
+        rewrite(stmt);
+    }
+    changed
+}
+
 /// A scalar subquery over catalog tables whose one column is not an
 /// aggregate (psql's `(SELECT c.relkind = 'c' FROM pg_class c WHERE c.oid
 /// = t.typrelid)`): the key makes it one row at most, which PostgreSQL

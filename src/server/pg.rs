@@ -405,11 +405,13 @@ impl QueryParser for PreparedParser {
                 Ok(Some((sql.to_string(), ast.zip(plan))))
             }
             // SHOW … arrives rewritten as a query over eddy_catalog.
-            Some(crate::engine::Statement::Sql(_, text)) => self
-                .df
-                .parse_sql(client, &text, types)
-                .await
-                .map_err(with_sqlstate),
+            Some(crate::engine::Statement::Sql(s, text)) => {
+                let text = self.engine.coerce_insert(&s).await.unwrap_or(text);
+                self.df
+                    .parse_sql(client, &text, types)
+                    .await
+                    .map_err(with_sqlstate)
+            }
             _ => self
                 .df
                 .parse_sql(client, sql, types)

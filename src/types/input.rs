@@ -445,7 +445,8 @@ mod tests {
             err.contains("invalid input syntax for type interval: \"nope\""),
             "{err}"
         );
-        let b = cast(&StringArray::from(vec!["\\x01"]), &DataType::Binary, false).expect("converts");
+        let b =
+            cast(&StringArray::from(vec!["\\x01"]), &DataType::Binary, false).expect("converts");
         assert_eq!(b.as_binary::<i32>().value(0), [1]);
     }
 
