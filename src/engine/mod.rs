@@ -1049,7 +1049,16 @@ impl Engine {
             .table_provider(name.to_string().as_str())
             .await
             .ok()?;
+        // Only a table with such a column pays for copying the statement.
+        let schema = provider.schema();
+        if !schema
+            .fields()
+            .iter()
+            .any(|f| matches!(f.data_type(), DataType::Interval(_) | DataType::Binary))
+        {
+            return None;
+        }
         let mut stmt = s.clone();
-        pg_compat::coerce_insert_literals(&mut stmt, &provider.schema()).then(|| stmt.to_string())
+        pg_compat::coerce_insert_literals(&mut stmt, &schema).then(|| stmt.to_string())
     }
 }

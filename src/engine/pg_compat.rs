@@ -374,7 +374,8 @@ fn literal(e: &mut ast::Expr) -> bool {
         }
     }
     fn hex_bytea(s: &str) -> Option<ast::Expr> {
-        if !s.starts_with("\\x") && !s.starts_with("\\X") && !s.contains('\\') {
+        // Without a backslash the text is its own bytes to both readers.
+        if !s.contains('\\') {
             return None;
         }
         let bytes = crate::types::input::parse_bytea(s)?;
