@@ -19,7 +19,8 @@
 //!
 //! Run through `scripts/bench.sh`. Environment: W3_EVENTS (default
 //! 10,000,000), W3_RUNS (default 3), W3_DUCKDB (python command, default
-//! `python3`).
+//! `python3`), W3_ONLY=backfill (only one backfill, for profiling;
+//! W3_CHECKPOINTS=off without the checkpoint timer).
 
 #![allow(clippy::unwrap_used)]
 
@@ -266,6 +267,17 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    // W3_ONLY=backfill: one backfill and its rate, for profiling.
+    if std::env::var("W3_ONLY").as_deref() == Ok("backfill") {
+        let checkpoints = std::env::var("W3_CHECKPOINTS").as_deref() != Ok("off");
+        let r = rt.block_on(eddy_run(events, checkpoints));
+        println!(
+            "backfill: {:.3} M events/s, 1,000 visible in {:.2} ms",
+            events as f64 / r.backfill.as_secs_f64() / 1e6,
+            r.fresh.as_secs_f64() * 1e3
+        );
+        return;
+    }
     let mut rate = Vec::new();
     let mut rate_no_ckpt = Vec::new();
     let mut fresh = Vec::new();

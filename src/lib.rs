@@ -29,3 +29,10 @@ pub mod kafka;
 pub mod log;
 pub mod server;
 pub mod types;
+
+/// mimalloc for every binary built on eddy (the server, tests, benchmarks):
+/// a dataflow tick allocates and frees megabytes of batches; glibc's malloc
+/// returns such blocks to the OS and faults them in again on every tick,
+/// mimalloc keeps and reuses them (W3 backfill, see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -9,6 +9,9 @@
 //!   Kafka producer writes into a stream; after each restart (from a
 //!   checkpoint taken mid-ingest, or rebuilding from the log) every view
 //!   equals its query recomputed from scratch over what survived.
+//! - `reads_longer_than_a_decode_chunk`: in-process over a real log, a
+//!   stream and an upsert table read many decode chunks in one tick, with
+//!   bad records and tombstones on the way; views equal a replay.
 
 #![allow(clippy::unwrap_used)]
 
@@ -331,4 +334,163 @@ fn views_survive_kill_9_during_ingest() {
         producer_thread.join().unwrap();
         sql_thread.join().unwrap();
     }
+}
+
+/// Run SQL in-process; the rows of the last statement, cells joined by
+/// spaces.
+async fn engine_rows(engine: &eddy::engine::Engine, sql: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for stmt in eddy::engine::parse(sql).unwrap() {
+        out.clear();
+        if let eddy::engine::Output::PassThrough(text) = engine.execute(stmt).await.unwrap() {
+            let batches = engine
+                .session()
+                .sql(&text)
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
+            for b in &batches {
+                for r in 0..b.num_rows() {
+                    let cells: Vec<String> = b
+                        .columns()
+                        .iter()
+                        .map(|c| {
+                            datafusion::arrow::util::display::array_value_to_string(c, r).unwrap()
+                        })
+                        .collect();
+                    out.push(cells.join(" "));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A tick reads up to a million records but decodes them a chunk at a time:
+/// a stream over two partitions and an upsert table read far more records
+/// than a chunk, with undecodable records and tombstones on and around the
+/// chunk boundaries; the views equal the same aggregates computed here by
+/// replaying the records, and every bad record is counted once.
+#[test]
+fn reads_longer_than_a_decode_chunk() {
+    use bytes::Bytes;
+    use eddy::log::batch::{NewRecord, encode};
+    use eddy::log::{Durability, Log, LogOptions};
+
+    const N: u64 = 70_000;
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    let rt = rt();
+    let engine = rt
+        .block_on(eddy::engine::Engine::open_with(
+            Arc::clone(&log),
+            eddy::engine::EngineOptions {
+                checkpoint_interval: None,
+            },
+        ))
+        .unwrap();
+    rt.block_on(engine_rows(
+        &engine,
+        "CREATE STREAM s (k text, v int) WITH (topic = 's', partitions = 2);
+         CREATE TABLE u (id text PRIMARY KEY, v int) WITH (topic = 'u');",
+    ));
+    let record = |key: Option<String>, value: Option<String>| NewRecord {
+        key: key.map(Bytes::from),
+        value: value.map(Bytes::from),
+        timestamp: 0,
+        headers: vec![],
+    };
+    // Stream: record i to partition i % 2; bad JSON around the boundaries
+    // of 16,384-record chunks (in either partition), a few without a value.
+    let bad = |i: u64| (16_380..16_390).contains(&(i / 2)) || i.is_multiple_of(9_973);
+    // What the views must show, kept by replaying the records.
+    #[derive(Default)]
+    struct Want {
+        count: u64,
+        sum: i64,
+        errors: u64,
+        // Upsert table: 1,000 keys written in turn, every 7th write a
+        // tombstone.
+        table: std::collections::BTreeMap<String, i64>,
+    }
+    let pad = "x".repeat(200);
+    let append = |want: &mut Want, from: u64, to: u64| {
+        let mut parts: [Vec<NewRecord>; 2] = [vec![], vec![]];
+        let mut changelog = Vec::new();
+        for i in from..to {
+            let value = if bad(i) {
+                want.errors += 1;
+                Some("{\"k\": \"broken".to_string())
+            } else if i % 25_000 == 1 {
+                want.errors += 1;
+                None
+            } else {
+                want.count += 1;
+                want.sum += (i % 100) as i64;
+                // Padded so a 1 MiB log read ends inside a chunk.
+                Some(format!(
+                    r#"{{"k":"k{}","v":{},"pad":"{pad}"}}"#,
+                    i % 10,
+                    i % 100
+                ))
+            };
+            parts[(i % 2) as usize].push(record(None, value));
+            let id = format!("u{}", i % 1000);
+            if i.is_multiple_of(7) {
+                want.table.remove(&id);
+                changelog.push(record(Some(id), None));
+            } else {
+                want.table.insert(id.clone(), (i % 50) as i64);
+                changelog.push(record(
+                    Some(id.clone()),
+                    Some(format!(r#"{{"id":"{id}","v":{}}}"#, i % 50)),
+                ));
+            }
+        }
+        for (p, records) in parts.iter().enumerate() {
+            for chunk in records.chunks(1_000) {
+                let part = log.partition("s", p as i32).unwrap();
+                part.append(encode(chunk).unwrap(), Durability::Os).unwrap();
+            }
+        }
+        for chunk in changelog.chunks(5_000) {
+            let part = log.partition("u", 0).unwrap();
+            part.append(encode(chunk).unwrap(), Durability::Os).unwrap();
+        }
+    };
+    let check = |want: &Want| {
+        let rows = |sql: &str| rt.block_on(engine_rows(&engine, sql));
+        assert_eq!(
+            rows("SELECT * FROM s_totals"),
+            vec![format!("{} {}", want.count, want.sum)]
+        );
+        let total: i64 = want.table.values().sum();
+        assert_eq!(
+            rows("SELECT * FROM u_totals"),
+            vec![format!("{} {total}", want.table.len())]
+        );
+        assert_eq!(
+            rows("SELECT count(*) FROM u"),
+            vec![want.table.len().to_string()]
+        );
+        assert_eq!(
+            rows("SELECT errors FROM eddy_catalog.decode_errors WHERE relation = 's'"),
+            vec![want.errors.to_string()]
+        );
+    };
+    let mut want = Want::default();
+    // Half before the views exist (their backfill), half after (ticks).
+    append(&mut want, 0, N / 2);
+    rt.block_on(engine.tick()).unwrap();
+    rt.block_on(engine_rows(
+        &engine,
+        "CREATE MATERIALIZED VIEW s_totals AS SELECT count(*) AS n, sum(v) AS total FROM s;
+         CREATE MATERIALIZED VIEW u_totals AS SELECT count(*) AS n, sum(v) AS total FROM u;",
+    ));
+    check(&want);
+    append(&mut want, N / 2, N);
+    rt.block_on(engine.tick()).unwrap();
+    check(&want);
 }

@@ -183,15 +183,17 @@ impl TopicReader {
     }
 
     /// Read and decode what is new, up to `max_records`.
+    ///
+    /// Records are decoded [`DECODE_CHUNK`] at a time, so the temporaries
+    /// of a read (record slices, the JSON tape, the read buffers) stay a
+    /// few megabytes, reused from chunk to chunk and warm in cache, however
+    /// many records a tick takes.
     pub fn read(&mut self, log: &Log, errors: &DecodeErrors, max_records: usize) -> Result<Read> {
         let topic = log.topic(&self.topic)?;
         self.created_ms = Some(topic.created_ms());
-        let mut values: Vec<(Option<bytes::Bytes>, bytes::Bytes, i64)> = Vec::new();
-        let mut diffs: Vec<i64> = Vec::new();
-        let mut origin: Vec<(i32, i64)> = Vec::new();
-        // Upsert tables: deletes by key, each placed before the value at
-        // that index in `values`.
-        let mut tombstones: Vec<(usize, bytes::Bytes)> = Vec::new();
+        let mut pending = Pending::default();
+        let mut parts: Vec<Delta> = Vec::new();
+        let mut taken = 0usize;
         let mut more = false;
         for p in topic.partitions() {
             let id = p.id();
@@ -203,7 +205,7 @@ impl TopicReader {
                 .unwrap_or(0)
                 .max(p.log_start());
             while offset < end {
-                if values.len() >= max_records {
+                if taken >= max_records {
                     more = true;
                     break;
                 }
@@ -228,12 +230,13 @@ impl TopicReader {
                         .unwrap_or(1);
                     match r.value {
                         Some(v) => {
-                            values.push((r.key, v, r.timestamp));
-                            diffs.push(diff);
-                            origin.push((id, r.offset));
+                            taken += 1;
+                            pending.values.push((r.key, v, r.timestamp));
+                            pending.diffs.push(diff);
+                            pending.origin.push((id, r.offset));
                         }
                         None if self.upsert.is_some() => match r.key {
-                            Some(k) => tombstones.push((values.len(), k)),
+                            Some(k) => pending.tombstones.push((pending.values.len(), k)),
                             None => errors.record(
                                 &self.relation,
                                 &self.topic,
@@ -252,12 +255,30 @@ impl TopicReader {
                     }
                 }
                 offset = last + 1;
+                if pending.values.len() >= DECODE_CHUNK {
+                    parts.push(self.decode(&mut pending, errors)?);
+                }
             }
             self.offsets.insert(id, offset);
         }
-        let records: Vec<RecordRef<'_>> = values
+        if !pending.is_empty() || parts.is_empty() {
+            parts.push(self.decode(&mut pending, errors)?);
+        }
+        let delta = match parts.len() {
+            1 => parts
+                .pop()
+                .unwrap_or_else(|| Delta::empty(self.schema().clone())),
+            _ => Delta::concat(self.layout.schema(), &parts)?,
+        };
+        Ok(Read { delta, more })
+    }
+
+    /// Decode the records read so far into a delta (and clear them).
+    fn decode(&mut self, pending: &mut Pending, errors: &DecodeErrors) -> Result<Delta> {
+        let records: Vec<RecordRef<'_>> = pending
+            .values
             .iter()
-            .zip(&origin)
+            .zip(&pending.origin)
             .map(|((key, value, timestamp), (partition, offset))| RecordRef {
                 key: key.as_deref(),
                 value,
@@ -268,23 +289,50 @@ impl TopicReader {
             .collect();
         let (batch, good, failures) = self.layout.decode(&records);
         for f in &failures {
-            let (p, o) = origin[f.index];
+            let (p, o) = pending.origin[f.index];
             errors.record(&self.relation, &self.topic, p, o, &f.reason);
         }
-        if self.upsert.is_some() {
+        let delta = if self.upsert.is_some() {
             let keys: Vec<Option<&[u8]>> = records.iter().map(|r| r.key).collect();
-            let delta = self.upserts(&batch, &good, &keys, &diffs, &tombstones)?;
-            return Ok(Read { delta, more });
-        }
-        let diffs = if failures.is_empty() {
-            diffs
+            self.upserts(&batch, &good, &keys, &pending.diffs, &pending.tombstones)?
         } else {
-            good.iter().map(|i| diffs[*i]).collect()
+            let diffs = if failures.is_empty() {
+                std::mem::take(&mut pending.diffs)
+            } else {
+                good.iter().map(|i| pending.diffs[*i]).collect()
+            };
+            Delta::new(super::with_schema(&batch, self.layout.schema())?, diffs)
         };
-        Ok(Read {
-            delta: Delta::new(super::with_schema(&batch, self.layout.schema())?, diffs),
-            more,
-        })
+        drop(records);
+        pending.clear();
+        Ok(delta)
+    }
+}
+
+/// How many records [`TopicReader::read`] decodes at a time.
+const DECODE_CHUNK: usize = 1 << 14;
+
+/// Records read and not yet decoded.
+#[derive(Default)]
+struct Pending {
+    values: Vec<(Option<bytes::Bytes>, bytes::Bytes, i64)>,
+    diffs: Vec<i64>,
+    origin: Vec<(i32, i64)>,
+    /// Upsert tables: deletes by key, each placed before the value at that
+    /// index in `values`.
+    tombstones: Vec<(usize, bytes::Bytes)>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.values.is_empty() && self.tombstones.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.values.clear();
+        self.diffs.clear();
+        self.origin.clear();
+        self.tombstones.clear();
     }
 }
 
