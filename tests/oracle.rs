@@ -69,6 +69,12 @@ const VIEWS: &[(&str, &str)] = &[
          FROM a GROUP BY g",
     ),
     (
+        "agg_interval_array",
+        "SELECT g, SUM(CASE WHEN v IS NULL THEN NULL WHEN v > 5 THEN INTERVAL '2 days 1 hour' \
+         ELSE INTERVAL '1 minute 30 seconds' END) AS dur, \
+         ARRAY_AGG(v ORDER BY v NULLS FIRST) AS vs FROM a GROUP BY g",
+    ),
+    (
         "agg_having",
         "SELECT g, s, SUM(v) AS total FROM a GROUP BY g, s HAVING COUNT(*) > 1",
     ),

@@ -21,9 +21,10 @@ use common::TestServer;
 use common::slt::{Pg, PgError, connect};
 use sqllogictest::{DefaultColumnType, Record};
 
-/// Records known to pass today (211 of 222 on 2026-12-03); raise it as eddy
-/// improves.
-const PASS_FLOOR: usize = 211;
+/// Records known to pass today (218 of 222 on 2026-12-04: the 4 failing
+/// need decimal NaN and ±Infinity, which Arrow's Decimal128 has no room
+/// for); raise it as eddy improves.
+const PASS_FLOOR: usize = 218;
 
 fn files(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {

@@ -2,7 +2,8 @@
 //! by `(row, diff)` in O(1) or O(log n), and evaluated to the aggregate's
 //! value.
 //!
-//! COUNT, SUM, AVG (integers, floats, decimals), MIN/MAX (an ordered
+//! COUNT, SUM (integers, floats, decimals, intervals), AVG (integers,
+//! floats, decimals), MIN/MAX (an ordered
 //! multiset of values, so deleting the extreme is correct), BOOL_AND/OR and
 //! DISTINCT variants have their own state. Any other aggregate function
 //! (STRING_AGG, ARRAY_AGG, STDDEV, …) keeps the multiset of its argument
@@ -20,7 +21,8 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::{
     DataType, Decimal128Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type,
-    UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+    IntervalMonthDayNano, IntervalMonthDayNanoType, IntervalUnit, UInt8Type, UInt16Type,
+    UInt32Type, UInt64Type,
 };
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::scalar::ScalarValue;
@@ -71,6 +73,7 @@ enum Kind {
     /// keeps its scale, so its unscaled values add up).
     SumExact,
     SumFloat,
+    SumInterval,
     AvgFloat,
     AvgDecimal {
         in_scale: i8,
@@ -114,6 +117,9 @@ impl AccumulatorFactory {
                 Kind::SumExact
             }
             "sum" if one && is_float(&arg) => Kind::SumFloat,
+            "sum" if one && arg == DataType::Interval(IntervalUnit::MonthDayNano) => {
+                Kind::SumInterval
+            }
             "avg" | "mean" if one && (is_int(&arg) || is_float(&arg)) => Kind::AvgFloat,
             "avg" | "mean" => match (&arg, &return_type) {
                 (DataType::Decimal128(_, s), DataType::Decimal128(_, t)) if one => {
@@ -164,6 +170,7 @@ impl AccumulatorFactory {
                 out: self.return_type.clone(),
             }),
             Kind::SumFloat => Box::new(SumFloat { sum: 0.0, n: 0 }),
+            Kind::SumInterval => Box::new(SumInterval::default()),
             Kind::AvgFloat => Box::new(AvgFloat { sum: 0.0, n: 0 }),
             Kind::AvgDecimal {
                 in_scale,
@@ -311,6 +318,66 @@ impl Accumulator for SumExact {
     }
     fn restore(&mut self, r: &mut Reader<'_>) -> Result<()> {
         self.sum = r.i128()?;
+        self.n = r.i64()?;
+        Ok(())
+    }
+}
+
+/// Interval sums: each field summed on its own (months, days, nanoseconds,
+/// as PostgreSQL adds intervals), exactly.
+#[derive(Default)]
+struct SumInterval {
+    months: i64,
+    days: i64,
+    nanos: i128,
+    n: i64,
+}
+
+impl Accumulator for SumInterval {
+    fn update(
+        &mut self,
+        args: &[ArrayRef],
+        row: usize,
+        _value: Option<&[u8]>,
+        diff: i64,
+    ) -> Result<()> {
+        if all_valid(args, row) {
+            let v = args[0]
+                .as_primitive::<IntervalMonthDayNanoType>()
+                .value(row);
+            self.months += v.months as i64 * diff;
+            self.days += v.days as i64 * diff;
+            self.nanos += v.nanoseconds as i128 * diff as i128;
+            self.n += diff;
+        }
+        Ok(())
+    }
+    fn value(&self) -> Result<ScalarValue> {
+        if self.n == 0 {
+            return Ok(ScalarValue::IntervalMonthDayNano(None));
+        }
+        let range = |_| DataflowError::Other("interval out of range".into());
+        Ok(ScalarValue::IntervalMonthDayNano(Some(
+            IntervalMonthDayNano::new(
+                i32::try_from(self.months).map_err(range)?,
+                i32::try_from(self.days).map_err(range)?,
+                i64::try_from(self.nanos).map_err(range)?,
+            ),
+        )))
+    }
+    fn size(&self) -> usize {
+        40
+    }
+    fn save(&self, w: &mut Writer) {
+        w.i64(self.months);
+        w.i64(self.days);
+        w.i128(self.nanos);
+        w.i64(self.n);
+    }
+    fn restore(&mut self, r: &mut Reader<'_>) -> Result<()> {
+        self.months = r.i64()?;
+        self.days = r.i64()?;
+        self.nanos = r.i128()?;
         self.n = r.i64()?;
         Ok(())
     }

@@ -1051,11 +1051,12 @@ impl Engine {
             .ok()?;
         // Only a table with such a column pays for copying the statement.
         let schema = provider.schema();
-        if !schema
-            .fields()
-            .iter()
-            .any(|f| matches!(f.data_type(), DataType::Interval(_) | DataType::Binary))
-        {
+        if !schema.fields().iter().any(|f| {
+            matches!(
+                f.data_type(),
+                DataType::Interval(_) | DataType::Binary | DataType::List(_)
+            )
+        }) {
             return None;
         }
         let mut stmt = s.clone();

@@ -409,7 +409,7 @@ fn literal(e: &mut ast::Expr) -> bool {
 /// `interval` or `bytea` column is read as PostgreSQL reads it (DataFusion
 /// would take a bytea's text as its raw bytes and reject `'01:30:00'` as an
 /// interval): it becomes a cast to the column's type, respelled by
-/// `rewrite`. `schema` is the table's; true if anything changed.
+/// `rewrite`. One for an array column (`'{1,2}'`) becomes `ARRAY[…]`. `schema` is the table's; true if anything changed.
 pub fn coerce_insert_literals(stmt: &mut ast::Statement, schema: &Schema) -> bool {
     let ast::Statement::Insert(insert) = stmt else {
         return false;
@@ -444,6 +444,25 @@ pub fn coerce_insert_literals(stmt: &mut ast::Statement, schema: &Schema) -> boo
     let mut changed = false;
     for row in &mut values.rows {
         for (value, target) in row.content.iter_mut().zip(&targets) {
+            if let (Some(DataType::List(_)), ast::Expr::Value(v)) = (target, &*value)
+                && let Value::SingleQuotedString(text) = &v.value
+                && let Some(items) = crate::types::input::parse_array(text)
+            {
+                // `'{1,NULL,3}'` → `ARRAY['1', NULL, '3']`; the INSERT casts
+                // the elements to the column's element type.
+                let elem = items
+                    .into_iter()
+                    .map(|i| {
+                        ast::Expr::value(match i {
+                            None => Value::Null,
+                            Some(t) => Value::SingleQuotedString(t),
+                        })
+                    })
+                    .collect();
+                *value = ast::Expr::Array(ast::Array { elem, named: true });
+                changed = true;
+                continue;
+            }
             let data_type = match target {
                 Some(DataType::Interval(_)) => ast::DataType::Interval {
                     fields: None,

@@ -574,6 +574,7 @@ fn pg_text_values(mut resp: QueryResponse) -> QueryResponse {
         .map(|f| match (f.datatype(), f.format()) {
             (t, FieldFormat::Text) if *t == Type::FLOAT8 => Some(TextFix::Float8),
             (t, FieldFormat::Text) if *t == Type::FLOAT4 => Some(TextFix::Float4),
+            (t, FieldFormat::Text) if *t == Type::NUMERIC => Some(TextFix::Numeric),
             (t, FieldFormat::Text)
                 if *t == Type::TIMESTAMP || *t == Type::TIMESTAMPTZ || *t == Type::INTERVAL =>
             {
@@ -598,7 +599,34 @@ enum TextFix {
     /// `…:07.000000+00` → `…:07+00`, `.500000` → `.5` (timestamps and
     /// intervals).
     Timestamp,
+    /// An unconstrained `numeric` (see [`trim_numeric`]).
+    Numeric,
 }
+
+/// An unconstrained `numeric` column is an Arrow decimal of scale 10 (and
+/// what arithmetic derives from it, of more): its values print without
+/// the trailing zeros of that fixed scale, as Materialize and RisingWave
+/// print numerics (`21`, `2.5`; PostgreSQL keeps each value's input scale,
+/// which a fixed-scale decimal does not remember). A value with fewer
+/// fraction digits is of a declared `numeric(p, s)` and keeps its scale.
+/// None: leave the text as it is.
+fn trim_numeric(t: &str) -> Option<String> {
+    let dot = t.find('.')?;
+    let frac = &t[dot + 1..];
+    if frac.len() < UNCONSTRAINED_NUMERIC_SCALE as usize
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let kept = frac.trim_end_matches('0');
+    Some(if kept.is_empty() {
+        t[..dot].to_string()
+    } else {
+        format!("{}.{kept}", &t[..dot])
+    })
+}
+
+const UNCONSTRAINED_NUMERIC_SCALE: i8 = crate::types::UNCONSTRAINED_NUMERIC_SCALE;
 
 /// A timestamp's text with PostgreSQL's fraction: only the significant
 /// digits, none when whole.
@@ -657,6 +685,7 @@ fn rewrite_floats(mut row: DataRow, kinds: &[Option<TextFix>]) -> DataRow {
             (Some(TextFix::Float8), Some(t)) => t.parse::<f64>().ok().map(pg_float),
             (Some(TextFix::Float4), Some(t)) => t.parse::<f32>().ok().map(pg_float4),
             (Some(TextFix::Timestamp), Some(t)) => Some(trim_fraction(t)),
+            (Some(TextFix::Numeric), Some(t)) => trim_numeric(t),
             _ => None,
         };
         match fixed {
@@ -689,7 +718,7 @@ fn pg_text_columns(batch: &RecordBatch) -> PgWireResult<RecordBatch> {
         matches!(
             f.data_type(),
             DataType::Float32 | DataType::Float64 | DataType::Timestamp(..) | DataType::Interval(_)
-        )
+        ) || matches!(f.data_type(), DataType::Decimal128(_, s) if *s >= UNCONSTRAINED_NUMERIC_SCALE)
     }) {
         return Ok(batch.clone());
     }
@@ -717,6 +746,16 @@ fn pg_text_columns(batch: &RecordBatch) -> PgWireResult<RecordBatch> {
                     us.as_primitive::<Int64Type>()
                         .iter()
                         .map(|v| v.and_then(|us| pg_timestamp(us, tz.is_some())))
+                        .collect(),
+                )
+            }
+            DataType::Decimal128(_, s) if *s >= UNCONSTRAINED_NUMERIC_SCALE => {
+                let text =
+                    cast(c, &DataType::Utf8).map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+                Some(
+                    text.as_string::<i32>()
+                        .iter()
+                        .map(|v| v.map(|t| trim_numeric(t).unwrap_or_else(|| t.to_string())))
                         .collect(),
                 )
             }
@@ -955,7 +994,22 @@ pub async fn serve(
 
 #[cfg(test)]
 mod tests {
-    use super::{error_position, pg_float, pg_float4, pg_timestamp, trim_fraction};
+    use super::{error_position, pg_float, pg_float4, pg_timestamp, trim_fraction, trim_numeric};
+
+    #[test]
+    fn unconstrained_numerics_print_without_the_fixed_scale() {
+        assert_eq!(trim_numeric("21.0000000000").as_deref(), Some("21"));
+        assert_eq!(trim_numeric("-2.5000000000").as_deref(), Some("-2.5"));
+        assert_eq!(
+            trim_numeric("7.12345678901234").as_deref(),
+            Some("7.12345678901234")
+        );
+        assert_eq!(trim_numeric("0.0000000000").as_deref(), Some("0"));
+        // numeric(p, s) with s < 10 keeps its scale, as PostgreSQL prints it.
+        assert_eq!(trim_numeric("9.90"), None);
+        assert_eq!(trim_numeric("12"), None);
+        assert_eq!(trim_numeric("NaN"), None);
+    }
 
     #[test]
     fn syntax_error_positions_count_characters() {

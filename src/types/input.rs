@@ -9,10 +9,11 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BinaryBuilder, IntervalMonthDayNanoBuilder,
+    Array, ArrayRef, AsArray, BinaryBuilder, IntervalMonthDayNanoBuilder, ListArray, StringArray,
 };
+use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
 use datafusion::arrow::compute::{CastOptions, cast_with_options};
-use datafusion::arrow::datatypes::{DataType, IntervalMonthDayNano, IntervalUnit};
+use datafusion::arrow::datatypes::{DataType, FieldRef, IntervalMonthDayNano, IntervalUnit};
 use datafusion::arrow::error::ArrowError;
 
 const SECS_PER_DAY: f64 = 86_400.0;
@@ -57,7 +58,114 @@ pub fn cast(array: &dyn Array, to: &DataType, safe: bool) -> Result<ArrayRef, Ar
             }
             Ok(Arc::new(b.finish()))
         }
+        DataType::List(field) => cast_array_literals(text, field, safe),
         _ => cast_with_options(text, to, &options),
+    }
+}
+
+/// PostgreSQL array literals (`{1,2,NULL}`, `{"a b","c\"d"}`) into a list
+/// of `field`'s type, each element read by [`cast`].
+fn cast_array_literals(
+    text: &StringArray,
+    field: &FieldRef,
+    safe: bool,
+) -> Result<ArrayRef, ArrowError> {
+    let mut elements: Vec<Option<String>> = Vec::new();
+    let mut offsets = vec![0i32];
+    let mut valid = Vec::with_capacity(text.len());
+    for v in text.iter() {
+        match v.map(|s| (s, parse_array(s))) {
+            None => valid.push(false),
+            Some((_, Some(items))) => {
+                elements.extend(items);
+                valid.push(true);
+            }
+            Some((_, None)) if safe => valid.push(false),
+            Some((s, None)) => return Err(invalid("array", s)),
+        }
+        offsets.push(
+            i32::try_from(elements.len())
+                .map_err(|_| ArrowError::CastError("array literals too large".into()))?,
+        );
+    }
+    let strings: StringArray = elements.iter().map(Option::as_deref).collect();
+    let values = cast(&strings, field.data_type(), safe)?;
+    // An element that did not read makes its whole array not read.
+    for (row, w) in offsets.windows(2).enumerate() {
+        let (a, b) = (w[0] as usize, w[1] as usize);
+        if valid[row] && (a..b).any(|i| values.is_null(i) && !strings.is_null(i)) {
+            valid[row] = false;
+        }
+    }
+    Ok(Arc::new(ListArray::try_new(
+        Arc::clone(field),
+        OffsetBuffer::new(ScalarBuffer::from(offsets)),
+        values,
+        Some(NullBuffer::from(valid)),
+    )?))
+}
+
+/// The elements of a one-dimensional PostgreSQL array literal: `{` items
+/// separated by commas `}`; an item is double-quoted (backslash escapes)
+/// or bare (trimmed; `NULL` in any case is a null). None when it is not
+/// one (including nested, multidimensional arrays).
+pub fn parse_array(s: &str) -> Option<Vec<Option<String>>> {
+    let inner = s.trim().strip_prefix('{')?.strip_suffix('}')?;
+    let mut items = Vec::new();
+    if inner.trim().is_empty() {
+        return Some(items);
+    }
+    let mut chars = inner.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut item = String::new();
+        let mut quoted = false;
+        if chars.peek() == Some(&'"') {
+            quoted = true;
+            chars.next();
+            loop {
+                match chars.next()? {
+                    '"' => break,
+                    '\\' => item.push(chars.next()?),
+                    c => item.push(c),
+                }
+            }
+            while chars.peek().is_some_and(|c| c.is_whitespace()) {
+                chars.next();
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                match c {
+                    ',' => break,
+                    '{' | '}' | '"' => return None,
+                    '\\' => {
+                        chars.next();
+                        item.push(chars.next()?);
+                    }
+                    c => {
+                        item.push(c);
+                        chars.next();
+                    }
+                }
+            }
+            let trimmed = item.trim_end().len();
+            item.truncate(trimmed);
+            if item.is_empty() {
+                return None;
+            }
+        }
+        items.push(if !quoted && item.eq_ignore_ascii_case("null") {
+            None
+        } else {
+            Some(item)
+        });
+        match chars.next() {
+            None => return Some(items),
+            Some(',') => continue,
+            Some(_) => return None,
+        }
     }
 }
 
@@ -367,6 +475,51 @@ pub fn arrow_reads_interval(s: &str) -> Option<IntervalMonthDayNano> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn array_literals_as_postgres_reads_them() {
+        let some = |v: &[Option<&str>]| Some(v.iter().map(|x| x.map(String::from)).collect());
+        assert_eq!(parse_array("{}"), some(&[]));
+        assert_eq!(parse_array(" { } "), some(&[]));
+        assert_eq!(
+            parse_array("{1, 2 ,NULL,null}"),
+            some(&[Some("1"), Some("2"), None, None])
+        );
+        assert_eq!(
+            parse_array(r#"{"a b","NULL",c\,d,"q\"r"}"#),
+            some(&[Some("a b"), Some("NULL"), Some("c,d"), Some("q\"r")])
+        );
+        assert_eq!(parse_array(r#"{"",x}"#), some(&[Some(""), Some("x")]));
+        for bad in [
+            "",
+            "1,2",
+            "{1,2",
+            "{1,,2}",
+            "{{1,2},{3,4}}",
+            r#"{"a}"#,
+            "{a b\"}",
+        ] {
+            assert_eq!(parse_array(bad), None, "{bad}");
+        }
+        // Elements take the element type's input rules; a bad element makes
+        // the whole value not read.
+        let text = StringArray::from(vec![Some("{1,NULL,3}"), None, Some("{x}"), Some("{}")]);
+        let to = DataType::List(Arc::new(
+            datafusion::arrow::datatypes::Field::new_list_field(DataType::Int32, true),
+        ));
+        assert!(cast(&text, &to, false).is_err());
+        let got = cast(&text, &to, true).expect("converts");
+        let list = got.as_list::<i32>();
+        assert_eq!(
+            format!("{:?}", list.value(0)),
+            format!(
+                "{:?}",
+                datafusion::arrow::array::Int32Array::from(vec![Some(1), None, Some(3)])
+            )
+        );
+        assert!(list.is_null(1) && list.is_null(2));
+        assert!(list.is_valid(3) && list.value(3).is_empty());
+    }
 
     fn iv(months: i32, days: i32, micros: i64) -> Option<IntervalMonthDayNano> {
         Some(IntervalMonthDayNano::new(months, days, micros * 1000))

@@ -1,10 +1,19 @@
 //! SQL types as users write them (PostgreSQL's names, Materialize's
 //! `string`, ksqlDB's `VARCHAR`/`STRING`/`BIGINT`) mapped to Arrow types.
 
-use datafusion::arrow::datatypes::{DataType, IntervalUnit, TimeUnit};
-use datafusion::sql::sqlparser::ast::{DataType as SqlType, ExactNumberInfo, TimezoneInfo};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, IntervalUnit, TimeUnit};
+use datafusion::sql::sqlparser::ast::{
+    ArrayElemTypeDef, DataType as SqlType, ExactNumberInfo, TimezoneInfo,
+};
 
 pub mod input;
+
+/// The scale of an unconstrained `numeric` (Arrow decimals have one fixed
+/// scale; PostgreSQL's numeric has none). Its values print without the
+/// trailing zeros this adds (`server::pg`).
+pub const UNCONSTRAINED_NUMERIC_SCALE: i8 = 10;
 
 /// Why a type is not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +36,7 @@ pub fn pg_name(t: &DataType) -> String {
         DataType::Timestamp(_, Some(_)) => "timestamp with time zone".into(),
         DataType::Timestamp(_, None) => "timestamp without time zone".into(),
         DataType::Interval(_) => "interval".into(),
+        DataType::List(f) | DataType::LargeList(f) => format!("{}[]", pg_name(f.data_type())),
         other => other.to_string(),
     }
 }
@@ -44,7 +54,7 @@ pub fn to_arrow(t: &SqlType) -> Result<DataType, UnsupportedType> {
             DataType::Float64
         }
         S::Numeric(info) | S::Decimal(info) | S::Dec(info) => match info {
-            ExactNumberInfo::None => DataType::Decimal128(38, 10),
+            ExactNumberInfo::None => DataType::Decimal128(38, UNCONSTRAINED_NUMERIC_SCALE),
             ExactNumberInfo::Precision(p) => DataType::Decimal128((*p).min(38) as u8, 0),
             ExactNumberInfo::PrecisionAndScale(p, s) => {
                 DataType::Decimal128((*p).min(38) as u8, *s as i8)
@@ -67,6 +77,11 @@ pub fn to_arrow(t: &SqlType) -> Result<DataType, UnsupportedType> {
         }
         S::Timestamp(_, _) | S::Datetime(_) => DataType::Timestamp(TimeUnit::Microsecond, None),
         S::Interval { .. } => DataType::Interval(IntervalUnit::MonthDayNano),
+        // `int[]`, `int[3]` (PostgreSQL ignores the size), `ARRAY<int>`:
+        // one-dimensional arrays, as DataFusion plans `ARRAY[...]`.
+        S::Array(
+            ArrayElemTypeDef::SquareBracket(inner, _) | ArrayElemTypeDef::AngleBracket(inner),
+        ) => DataType::List(Arc::new(Field::new_list_field(to_arrow(inner)?, true))),
         S::Custom(name, _) => {
             let n = name.to_string().to_ascii_lowercase();
             match n.as_str() {
