@@ -101,6 +101,7 @@ async fn setup(checkpoints: bool) -> Setup {
     } else {
         EngineOptions {
             checkpoint_interval: None,
+            ..Default::default()
         }
     };
     let engine = Engine::open_with(Arc::clone(&log), options).await.unwrap();
@@ -230,6 +231,7 @@ async fn restart_secs(events: u64) -> (f64, f64) {
             Arc::clone(&log),
             EngineOptions {
                 checkpoint_interval: interval,
+                ..Default::default()
             },
         )
         .await

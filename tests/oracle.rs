@@ -374,3 +374,154 @@ async fn keyed_table_equals_model_under_random_upserts() {
     assert_eq!(got, rows(&run(&engine, view).await));
     log.close().expect("close");
 }
+
+/// Temporal filters (`mz_now()` compared with an expression over the row):
+/// with the engine's clock under the test's control, random inserts and
+/// deletes of rows stamped around the current time while the clock moves
+/// on in random steps; after each tick every view equals its query
+/// recomputed from scratch at that time (DataFusion evaluating `mz_now()`
+/// from the same clock); again after restarts that restore the scheduled
+/// changes from a checkpoint and that rebuild them from the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporal_filters_equal_recomputation_as_time_passes() {
+    use eddy::dataflow::temporal::Clock;
+    use eddy::engine::EngineOptions;
+    const VIEWS: &[(&str, &str)] = &[
+        (
+            "recent",
+            "SELECT id, v FROM ev WHERE mz_now() <= ts + INTERVAL '10 seconds'",
+        ),
+        (
+            "window",
+            "SELECT id, v FROM ev WHERE mz_now() >= ts AND mz_now() < ts + INTERVAL '5 seconds' \
+             AND v > 2",
+        ),
+        (
+            "recent_by_group",
+            "SELECT v % 3 AS g, count(*) AS n, sum(v) AS s FROM ev \
+             WHERE ts + INTERVAL '8 seconds' > mz_now() GROUP BY v % 3",
+        ),
+        ("at_second", "SELECT id FROM ev WHERE mz_now() = ts"),
+        (
+            "shifted",
+            "SELECT id, v FROM ev WHERE ts > mz_now() - INTERVAL '6 seconds' \
+             AND mz_now() + INTERVAL '2 seconds' >= ts",
+        ),
+    ];
+    let second = 1_000_000i64;
+    let clock = Clock::manual(1_700_000_000 * second);
+    let open = |log: Arc<Log>, clock: Clock| async move {
+        Engine::open_with(
+            log,
+            EngineOptions {
+                clock,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("engine")
+    };
+    let check = |engine: Arc<Engine>, when: String| async move {
+        engine.tick().await.expect("tick");
+        for (name, query) in VIEWS {
+            let got = rows(&run(&engine, &format!("SELECT * FROM {name}")).await);
+            let want = rows(&run(&engine, query).await);
+            assert_eq!(got, want, "view {name} differs from recomputation ({when})");
+        }
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = Log::open(dir.path(), LogOptions::default()).expect("open log");
+    let engine = open(Arc::clone(&log), clock.clone()).await;
+    run(&engine, "CREATE TABLE ev (id int, ts timestamp, v int)").await;
+    let mut rng = StdRng::seed_from_u64(3);
+    let mut next_id = 0;
+    let mut changes = |engine: Arc<Engine>, rng: &mut StdRng| {
+        // Rows stamped from 15 s before to 10 s after now, whole seconds
+        // sometimes (so `mz_now() = ts` can hold), deletes of random ids.
+        let now = clock.now_us();
+        let mut stmts = Vec::new();
+        for _ in 0..rng.random_range(1..4) {
+            let offset = if rng.random_ratio(1, 3) {
+                rng.random_range(-15..10) * second
+            } else {
+                rng.random_range(-15 * second..10 * second)
+            };
+            let ts = chrono::DateTime::from_timestamp_micros(now - now % second + offset)
+                .expect("time")
+                .naive_utc();
+            stmts.push(format!(
+                "INSERT INTO ev VALUES ({next_id}, '{ts}', {})",
+                rng.random_range(0..6)
+            ));
+            next_id += 1;
+        }
+        if rng.random_ratio(1, 3) {
+            stmts.push(format!(
+                "DELETE FROM ev WHERE id = {}",
+                rng.random_range(0..next_id.max(1))
+            ));
+        }
+        async move {
+            for s in stmts {
+                run(&engine, &s).await;
+            }
+        }
+    };
+    changes(Arc::clone(&engine), &mut rng).await;
+    for (name, query) in VIEWS {
+        run(
+            &engine,
+            &format!("CREATE MATERIALIZED VIEW {name} AS {query}"),
+        )
+        .await;
+    }
+    for round in 0..60 {
+        changes(Arc::clone(&engine), &mut rng).await;
+        check(Arc::clone(&engine), format!("round {round}, after changes")).await;
+        // The clock moves on by up to 3 s, sometimes exactly to a second.
+        let step = if rng.random_ratio(1, 4) {
+            second - clock.now_us() % second
+        } else {
+            rng.random_range(0..3 * second)
+        };
+        clock.set_us(clock.now_us() + step);
+        check(
+            Arc::clone(&engine),
+            format!("round {round}, after the clock moved"),
+        )
+        .await;
+        if round == 30 {
+            engine.checkpoint().expect("checkpoint").expect("written");
+        }
+    }
+    // Restored from the checkpoint (with the changes scheduled then), the
+    // rest replayed from the log; then rebuilt from the log alone.
+    drop(engine);
+    log.close().expect("close");
+    let log = Log::open(dir.path(), LogOptions::default()).expect("reopen log");
+    let engine = open(Arc::clone(&log), clock.clone()).await;
+    assert!(engine.restored().contains(&"recent".to_string()));
+    check(Arc::clone(&engine), "restored from a checkpoint".into()).await;
+    for round in 0..10 {
+        clock.set_us(clock.now_us() + rng.random_range(0..2 * second));
+        changes(Arc::clone(&engine), &mut rng).await;
+        check(
+            Arc::clone(&engine),
+            format!("after the restore, round {round}"),
+        )
+        .await;
+    }
+    drop(engine);
+    log.close().expect("close");
+    std::fs::remove_file(dir.path().join("checkpoints").join("dataflows.ckpt"))
+        .expect("remove checkpoint");
+    let log = Log::open(dir.path(), LogOptions::default()).expect("reopen log");
+    let engine = open(Arc::clone(&log), clock.clone()).await;
+    assert!(engine.restored().is_empty());
+    check(Arc::clone(&engine), "rebuilt from the log".into()).await;
+    clock.set_us(clock.now_us() + 20 * second);
+    check(Arc::clone(&engine), "everything expired".into()).await;
+    assert!(rows(&run(&engine, "SELECT * FROM recent").await).is_empty());
+    drop(engine);
+    log.close().expect("close");
+}

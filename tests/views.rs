@@ -388,6 +388,7 @@ fn reads_longer_than_a_decode_chunk() {
             Arc::clone(&log),
             eddy::engine::EngineOptions {
                 checkpoint_interval: None,
+                ..Default::default()
             },
         ))
         .unwrap();

@@ -25,10 +25,84 @@ use super::distinct::{Constant, Distinct};
 use super::join::Join;
 use super::map::Map;
 use super::source::{ChangesSource, StreamSource};
+use super::temporal::{Bound, MZ_NOW, TemporalFilter};
 use super::topk::TopK;
 use super::union::Union;
 use super::{DataflowError, Delta, Node, Result, nullable};
 use crate::format::record::Layout;
+
+/// `mz_now()`, under any casts type coercion put around it.
+fn is_mz_now(e: &Expr) -> bool {
+    match e {
+        Expr::ScalarFunction(f) => f.func.name() == MZ_NOW,
+        Expr::Cast(c) => is_mz_now(&c.expr),
+        Expr::TryCast(c) => is_mz_now(&c.expr),
+        _ => false,
+    }
+}
+
+fn has_mz_now(e: &Expr) -> bool {
+    use datafusion::common::tree_node::TreeNode;
+    e.exists(|x| Ok(matches!(x, Expr::ScalarFunction(f) if f.func.name() == MZ_NOW)))
+        .unwrap_or(false)
+}
+
+/// `mz_now() <op> e` or `e <op> mz_now()`, with `e` free of `mz_now()`: the
+/// bound it puts on the time a row is in the result, and `e`. `mz_now() ±
+/// d` on one side moves `d` to the other (`at > now() - INTERVAL '1 hour'`
+/// is `mz_now() < at + INTERVAL '1 hour'`, RisingWave's spelling).
+fn temporal_bound(pred: &Expr) -> Option<(Bound, Expr)> {
+    use datafusion::logical_expr::{BinaryExpr, Operator as Op};
+    let Expr::BinaryExpr(b) = pred else {
+        return None;
+    };
+    // mz_now(), or mz_now() ± d: the offset to move across, negated.
+    let shifted = |e: &Expr| -> Option<Option<(Op, Expr)>> {
+        if is_mz_now(e) {
+            return Some(None);
+        }
+        match e {
+            Expr::BinaryExpr(s)
+                if matches!(s.op, Op::Plus | Op::Minus)
+                    && is_mz_now(&s.left)
+                    && !has_mz_now(&s.right) =>
+            {
+                let undo = if s.op == Op::Plus {
+                    Op::Minus
+                } else {
+                    Op::Plus
+                };
+                Some(Some((undo, s.right.as_ref().clone())))
+            }
+            _ => None,
+        }
+    };
+    let (op, shift, other) = if let Some(shift) = shifted(&b.left) {
+        (b.op, shift, b.right.as_ref())
+    } else if let Some(shift) = shifted(&b.right) {
+        (b.op.swap()?, shift, b.left.as_ref())
+    } else {
+        return None;
+    };
+    if has_mz_now(other) {
+        return None;
+    }
+    let other = match shift {
+        None => other.clone(),
+        Some((undo, d)) => {
+            Expr::BinaryExpr(BinaryExpr::new(Box::new(other.clone()), undo, Box::new(d)))
+        }
+    };
+    let bound = match op {
+        Op::GtEq => Bound::From,
+        Op::Gt => Bound::After,
+        Op::LtEq => Bound::Until,
+        Op::Lt => Bound::Before,
+        Op::Eq => Bound::At,
+        _ => return None,
+    };
+    Some((bound, other))
+}
 
 /// Uncorrelated scalar subqueries in `exprs` (which DataFusion plans as a
 /// `ScalarSubqueryExec`, not a join): each becomes the right side of a left
@@ -116,7 +190,49 @@ impl<'a> Lowering<'a> {
     }
 
     fn expr(&self, e: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>> {
+        if has_mz_now(e) {
+            return Err(DataflowError::Unsupported(format!(
+                "mz_now() outside a WHERE conjunct comparing it with an expression ({e})"
+            )));
+        }
         Ok(self.state.create_physical_expr(e.clone(), schema)?)
+    }
+
+    /// A filter whose conjuncts compare `mz_now()` with expressions over
+    /// the row: the other conjuncts as a filter, then a temporal filter
+    /// with those bounds. None when no conjunct mentions `mz_now()`.
+    fn temporal(&mut self, f: &datafusion::logical_expr::Filter) -> Result<Option<Box<dyn Node>>> {
+        use datafusion::logical_expr::utils::{conjunction, split_conjunction};
+        let (temporal, rest): (Vec<&Expr>, Vec<&Expr>) = split_conjunction(&f.predicate)
+            .into_iter()
+            .partition(|e| has_mz_now(e));
+        if temporal.is_empty() {
+            return Ok(None);
+        }
+        let input = match conjunction(rest.into_iter().cloned()) {
+            Some(p) => self.lower(&LogicalPlan::Filter(
+                datafusion::logical_expr::Filter::try_new(p, Arc::clone(&f.input))?,
+            ))?,
+            None => self.lower(&f.input)?,
+        };
+        let mut bounds = Vec::new();
+        for e in temporal {
+            let (bound, other) = temporal_bound(e).ok_or_else(|| {
+                DataflowError::Unsupported(format!(
+                    "a temporal filter must compare mz_now() with an expression over the row \
+                     using <, <=, =, >= or > ({e})"
+                ))
+            })?;
+            let at = Expr::Cast(datafusion::logical_expr::Cast::new(
+                Box::new(other),
+                datafusion::arrow::datatypes::DataType::Timestamp(
+                    datafusion::arrow::datatypes::TimeUnit::Microsecond,
+                    None,
+                ),
+            ));
+            bounds.push((bound, self.expr(&at, f.input.schema())?));
+        }
+        Ok(Some(Box::new(TemporalFilter::new(input, bounds)?)))
     }
 
     fn exprs(&self, es: &[Expr], schema: &DFSchema) -> Result<Vec<Arc<dyn PhysicalExpr>>> {
@@ -282,6 +398,9 @@ impl<'a> Lowering<'a> {
                 Ok(Box::new(Map::project(input, exprs, out_schema)))
             }
             LogicalPlan::Filter(f) => {
+                if let Some(node) = self.temporal(f)? {
+                    return Ok(node);
+                }
                 if let Some(node) = self.ranked(f, &out_schema)? {
                     return Ok(node);
                 }

@@ -28,6 +28,7 @@ pub mod lower;
 pub mod map;
 pub mod rows;
 pub mod source;
+pub mod temporal;
 pub mod topk;
 pub mod union;
 
@@ -186,6 +187,9 @@ pub struct StepContext<'a> {
     pub more: bool,
     /// Rows the stream leaves read (state moved even if no output did).
     pub read: u64,
+    /// The tick's time (microseconds since the epoch), what `mz_now()`
+    /// stands for in temporal filters.
+    pub now_us: i64,
 }
 
 /// Counters of one operator, for `SHOW DATAFLOWS`.

@@ -190,12 +190,16 @@ pub struct EngineOptions {
     /// How often the state of tables and views is checkpointed (None:
     /// never; restarts rebuild everything from the log).
     pub checkpoint_interval: Option<std::time::Duration>,
+    /// The time `mz_now()` and temporal filters read (the wall clock but
+    /// in tests).
+    pub clock: crate::dataflow::temporal::Clock,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
         EngineOptions {
             checkpoint_interval: Some(std::time::Duration::from_secs(30)),
+            clock: crate::dataflow::temporal::Clock::wall(),
         }
     }
 }
@@ -226,8 +230,10 @@ impl Engine {
                 .map_err(|e| EngineError::Invalid(e.to_string()))??
         };
         let errors = Arc::new(DecodeErrors::default());
-        let dataflows = Dataflows::new(Arc::clone(&log), Arc::clone(&errors));
+        let dataflows =
+            Dataflows::new(Arc::clone(&log), Arc::clone(&errors), options.clock.clone());
         pg_compat::install(&ctx, "eddy", &dataflows)?;
+        ctx.register_udf(crate::dataflow::temporal::mz_now_udf(options.clock.clone()));
         let engine = Arc::new(Engine {
             log,
             ctx,
@@ -904,6 +910,10 @@ impl Engine {
                     }
                     _ => self.ensure_free(&name)?,
                 }
+                // now() in a view is the time it is read, as in RisingWave:
+                // a temporal filter, like mz_now().
+                let mut v = v;
+                pg_compat::now_as_mz_now(&mut v.query);
                 // A column list renames the query's columns, all of them.
                 let query = if v.columns.is_empty() {
                     v.query.to_string()

@@ -495,6 +495,33 @@ pub fn coerce_insert_literals(stmt: &mut ast::Statement, schema: &Schema) -> boo
     changed
 }
 
+/// `now()` and `CURRENT_TIMESTAMP` in a materialized view's query become
+/// `mz_now()`: DataFusion would fold them into the time the view was
+/// created, where a view means the time it is read (RisingWave's temporal
+/// filters are written with `now()`).
+pub fn now_as_mz_now(query: &mut ast::Query) {
+    let _ = ast::visit_expressions_mut(query, |e| {
+        if let ast::Expr::Function(f) = e {
+            let name = f.name.to_string().to_ascii_lowercase();
+            let no_args = match &f.args {
+                FunctionArguments::None => true,
+                FunctionArguments::List(l) => l.args.is_empty(),
+                FunctionArguments::Subquery(_) => false,
+            };
+            if no_args && matches!(name.as_str(), "now" | "current_timestamp") {
+                f.name =
+                    ast::ObjectName::from(vec![ast::Ident::new(crate::dataflow::temporal::MZ_NOW)]);
+                f.args = FunctionArguments::List(ast::FunctionArgumentList {
+                    duplicate_treatment: None,
+                    args: vec![],
+                    clauses: vec![],
+                });
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
 /// A scalar subquery over catalog tables whose one column is not an
 /// aggregate (psql's `(SELECT c.relkind = 'c' FROM pg_class c WHERE c.oid
 /// = t.typrelid)`): the key makes it one row at most, which PostgreSQL

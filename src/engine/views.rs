@@ -49,6 +49,7 @@ use crate::dataflow::checkpoint::{self, CheckpointFile, Entry, Reader, Writer};
 use crate::dataflow::index::Index;
 use crate::dataflow::lower::{Input, Lowering, Resolve};
 use crate::dataflow::source::TopicReader;
+use crate::dataflow::temporal::Clock;
 use crate::dataflow::{DataflowError, Delta, Node, OperatorStats, StepContext, nullable};
 use crate::format::record::Layout;
 use crate::log::Log;
@@ -197,6 +198,8 @@ pub struct Dataflows {
     epoch: AtomicU64,
     /// The generation last checkpointed; held while writing one.
     saved: Mutex<u64>,
+    /// The time temporal filters read (`mz_now()`).
+    clock: Clock,
 }
 
 /// What a checkpoint wrote.
@@ -224,13 +227,14 @@ impl fmt::Debug for Dataflows {
 }
 
 impl Dataflows {
-    pub fn new(log: Arc<Log>, errors: Arc<DecodeErrors>) -> Arc<Dataflows> {
+    pub fn new(log: Arc<Log>, errors: Arc<DecodeErrors>, clock: Clock) -> Arc<Dataflows> {
         Arc::new(Dataflows {
             log,
             errors,
             state: Mutex::new(State::default()),
             epoch: AtomicU64::new(0),
             saved: Mutex::new(0),
+            clock,
         })
     }
 
@@ -615,6 +619,8 @@ impl Dataflows {
             }
             let log = Arc::clone(&self.log);
             let errors = Arc::clone(&self.errors);
+            // One time for every view of the pass.
+            let now_us = self.clock.now_us();
             for v in st.views.iter_mut() {
                 if v.failed.is_some() {
                     continue;
@@ -626,6 +632,7 @@ impl Dataflows {
                     max_records: MAX_RECORDS_PER_TICK,
                     more: false,
                     read: 0,
+                    now_us,
                 };
                 let stepped = v.root.step(&mut cx);
                 more |= cx.more;

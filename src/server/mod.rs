@@ -149,6 +149,7 @@ pub async fn start(data_dir: PathBuf, args: ServeArgs) -> Result<Handle, ServerE
     let options = crate::engine::EngineOptions {
         checkpoint_interval: (args.checkpoint_interval_ms > 0)
             .then(|| Duration::from_millis(args.checkpoint_interval_ms)),
+        ..Default::default()
     };
     let engine = crate::engine::Engine::open_with(Arc::clone(&log), options.clone()).await?;
     let final_checkpoint = options.checkpoint_interval.map(|_| Arc::clone(&engine));
