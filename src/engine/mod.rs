@@ -12,6 +12,7 @@ pub mod relation;
 pub mod statement;
 pub mod system;
 pub mod views;
+mod windows;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -573,6 +573,14 @@ fn aggregate_catalog_subquery(q: &mut ast::Query) -> bool {
 impl VisitorMut for Rewriter {
     type Break = ();
 
+    fn pre_visit_table_factor(&mut self, t: &mut ast::TableFactor) -> ControlFlow<()> {
+        // TUMBLE(…) / HOP(…) in FROM: plain SQL (engine/windows.rs).
+        if super::windows::expand(t) {
+            self.changed = true;
+        }
+        ControlFlow::Continue(())
+    }
+
     fn pre_visit_expr(&mut self, e: &mut ast::Expr) -> ControlFlow<()> {
         if literal(e) {
             self.changed = true;
