@@ -9,6 +9,8 @@
 //!   Kafka producer writes into a stream; after each restart (from a
 //!   checkpoint taken mid-ingest, or rebuilding from the log) every view
 //!   equals its query recomputed from scratch over what survived.
+//! - `subscribe_streams_the_snapshot_then_each_change`: `COPY (SUBSCRIBE
+//!   mv) TO STDOUT` through tokio-postgres, with and without the snapshot.
 //! - `reads_longer_than_a_decode_chunk`: in-process over a real log, a
 //!   stream and an upsert table read many decode chunks in one tick, with
 //!   bad records and tombstones on the way; views equal a replay.
@@ -494,4 +496,96 @@ fn reads_longer_than_a_decode_chunk() {
     append(&mut want, N / 2, N);
     rt.block_on(engine.tick()).unwrap();
     check(&want);
+}
+
+/// SUBSCRIBE as Materialize streams it, through tokio-postgres (extended
+/// protocol) and the simple protocol: `COPY (SUBSCRIBE mv) TO STDOUT` sends
+/// the view's rows, then each change as it happens (`mz_timestamp`,
+/// `mz_diff`, columns), flushed at once; a client that goes away leaves
+/// the server serving.
+#[test]
+fn subscribe_streams_the_snapshot_then_each_change() {
+    use futures::StreamExt;
+    let server = TestServer::start();
+    let addr = server.pg_addr;
+    rt().block_on(async {
+        let c = connect(addr).await;
+        c.batch_execute(
+            "CREATE TABLE t (k text, v int);
+             INSERT INTO t VALUES ('a', 1);
+             CREATE MATERIALIZED VIEW mv AS SELECT k, sum(v) AS s FROM t GROUP BY k;",
+        )
+        .await
+        .unwrap();
+        // Lines of the next `n` rows: (mz_timestamp, the rest), the rest sorted.
+        async fn next_rows<S>(s: &mut S, buf: &mut String, n: usize) -> (Vec<i64>, Vec<String>)
+        where
+            S: futures::Stream<Item = Result<bytes::Bytes, tokio_postgres::Error>> + Unpin,
+        {
+            while buf.matches('\n').count() < n {
+                let chunk = tokio::time::timeout(Duration::from_secs(10), s.next())
+                    .await
+                    .expect("a change within 10 s")
+                    .expect("the subscription goes on")
+                    .unwrap();
+                buf.push_str(std::str::from_utf8(&chunk).unwrap());
+            }
+            let mut times = Vec::new();
+            let mut rest = Vec::new();
+            for _ in 0..n {
+                let end = buf.find('\n').unwrap();
+                let line: String = buf.drain(..=end).collect();
+                let (ts, r) = line.trim_end().split_once('\t').unwrap();
+                times.push(ts.parse::<i64>().unwrap());
+                rest.push(r.to_string());
+            }
+            rest.sort();
+            (times, rest)
+        }
+        for sql in [
+            "COPY (SUBSCRIBE mv) TO STDOUT",
+            "COPY (SUBSCRIBE TO mv WITH (SNAPSHOT = false)) TO STDOUT",
+        ] {
+            let snapshot = !sql.contains("SNAPSHOT");
+            let sub = connect(addr).await;
+            let mut stream = Box::pin(sub.copy_out(sql).await.unwrap());
+            let mut buf = String::new();
+            let mut last = 0;
+            if snapshot {
+                let (t, rows) = next_rows(&mut stream, &mut buf, 1).await;
+                assert_eq!(rows, vec!["1\ta\t1"], "{sql}");
+                last = t[0];
+            }
+            c.batch_execute("INSERT INTO t VALUES ('a', 2), ('b', 5)")
+                .await
+                .unwrap();
+            let (t, rows) = next_rows(&mut stream, &mut buf, 3).await;
+            let base = if snapshot { 1 } else { 3 };
+            assert_eq!(
+                rows,
+                vec![
+                    format!("-1\ta\t{base}"),
+                    format!("1\ta\t{}", base + 2),
+                    "1\tb\t5".to_string()
+                ],
+                "{sql}"
+            );
+            assert!(
+                t.iter().all(|&x| x >= last && x == t[0]),
+                "one time per change, not going back: {t:?}"
+            );
+            c.batch_execute("DELETE FROM t WHERE k = 'b'")
+                .await
+                .unwrap();
+            let (_, rows) = next_rows(&mut stream, &mut buf, 1).await;
+            assert_eq!(rows, vec!["-1\tb\t5"], "{sql}");
+            // The subscriber goes away; the server goes on.
+            drop(stream);
+            drop(sub);
+        }
+        // SUBSCRIBE to what does not exist names the problem.
+        let e = c.simple_query("SUBSCRIBE nope").await.unwrap_err();
+        assert_eq!(e.code().unwrap().code(), "42P01", "{e}");
+        assert_eq!(rows(&c, "SELECT * FROM mv").await, vec!["a\t5".to_string()]);
+    });
 }

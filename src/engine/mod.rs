@@ -161,6 +161,15 @@ pub enum Output {
     CopyIn(CopyIn),
     /// Not one of eddy's statements: run it through DataFusion unchanged.
     PassThrough(String),
+    /// SUBSCRIBE: stream `snapshot` (when asked) then the relation's
+    /// changes, as rows of `mz_timestamp`, `mz_diff` and `schema`'s
+    /// columns.
+    Subscribe {
+        name: String,
+        schema: SchemaRef,
+        snapshot: bool,
+        start: views::Subscription,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -723,6 +732,30 @@ impl Engine {
                 if_exists,
                 cascade,
             } => self.drop(kind, names, if_exists, cascade).await,
+            Statement::Subscribe { name, snapshot } => {
+                if !self.dataflows.maintains(&name) {
+                    return Err(if self.lock()?.get(&name).is_some() {
+                        EngineError::WrongObject(format!(
+                            "SUBSCRIBE reads a table or materialized view; \"{name}\" is neither"
+                        ))
+                    } else {
+                        EngineError::UnknownObject {
+                            kind: "relation",
+                            name,
+                        }
+                    });
+                }
+                let provider = self.ctx.table_provider(name.as_str()).await?;
+                let schema = provider.schema();
+                let mut start = self.dataflows.subscribe(&name)?;
+                start.snapshot = crate::dataflow::with_schema(&start.snapshot, &schema)?;
+                Ok(Output::Subscribe {
+                    name,
+                    schema,
+                    snapshot,
+                    start,
+                })
+            }
             Statement::Flush => {
                 self.tick().await?;
                 Ok(Output::Command("FLUSH".into(), None))

@@ -68,6 +68,10 @@ pub enum Statement {
     },
     /// `FLUSH` (RisingWave): wait until every view reflects every write.
     Flush,
+    /// `SUBSCRIBE [TO] name [WITH (SNAPSHOT = false)]`, alone or as `COPY
+    /// (SUBSCRIBE …) TO STDOUT` (Materialize): the relation's rows, then
+    /// its changes as they happen.
+    Subscribe { name: String, snapshot: bool },
     /// Any other statement, with its SQL text.
     Sql(Box<SqlStatement>, String),
 }
@@ -187,6 +191,22 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
                 )));
             }
             Statement::AlterTopic { name, set, reset }
+        } else if word_is(&t0, "subscribe") {
+            p.next_token();
+            subscribe(&mut p)?
+        } else if word_is(&t0, "copy")
+            && t1 == Token::LParen
+            && word_is(&p.peek_nth_token(2).token, "subscribe")
+        {
+            p.next_token();
+            p.next_token();
+            p.next_token();
+            let stmt = subscribe(&mut p)?;
+            p.expect_token(&Token::RParen).map_err(syntax)?;
+            if !(p.parse_keyword(Keyword::TO) && p.parse_keyword(Keyword::STDOUT)) {
+                return Err(syntax("expected TO STDOUT after COPY (SUBSCRIBE …)"));
+            }
+            stmt
         } else if word_is(&t0, "flush") && matches!(t1, Token::EOF | Token::SemiColon) {
             p.next_token();
             Statement::Flush
@@ -220,6 +240,26 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
         }
     }
     Ok(out)
+}
+
+/// The rest of `SUBSCRIBE [TO] name [WITH (SNAPSHOT = bool)]`.
+fn subscribe(p: &mut Parser<'_>) -> Result<Statement> {
+    let _ = p.parse_keyword(Keyword::TO);
+    let name = p.parse_object_name(false).map_err(syntax)?.to_string();
+    let mut snapshot = true;
+    if p.peek_keyword(Keyword::WITH) {
+        for (k, v) in options(p.parse_options(Keyword::WITH).map_err(syntax)?)? {
+            match k.as_str() {
+                "snapshot" => snapshot = !v.eq_ignore_ascii_case("false"),
+                other => {
+                    return Err(EngineError::Unsupported(format!(
+                        "SUBSCRIBE option {other} (supported: SNAPSHOT)"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(Statement::Subscribe { name, snapshot })
 }
 
 /// eddy's `SHOW …` forms as queries over `eddy_catalog`, consuming their

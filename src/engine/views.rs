@@ -200,7 +200,29 @@ pub struct Dataflows {
     saved: Mutex<u64>,
     /// The time temporal filters read (`mz_now()`).
     clock: Clock,
+    /// Each published tick's changes, for SUBSCRIBE.
+    published: tokio::sync::broadcast::Sender<Arc<TickChanges>>,
 }
+
+/// The changes one tick published, by relation.
+pub struct TickChanges {
+    pub epoch: u64,
+    /// When it was published (milliseconds since the epoch).
+    pub at_ms: i64,
+    pub changes: HashMap<String, Arc<Delta>>,
+}
+
+/// A SUBSCRIBE's start: the relation's contents at `epoch`, and the
+/// changes of every tick published after it.
+pub struct Subscription {
+    pub snapshot: RecordBatch,
+    pub epoch: u64,
+    pub at_ms: i64,
+    pub changes: tokio::sync::broadcast::Receiver<Arc<TickChanges>>,
+}
+
+/// Ticks a subscriber may fall behind before it is cut off.
+const SUBSCRIBE_BACKLOG: usize = 4096;
 
 /// What a checkpoint wrote.
 #[derive(Debug, Clone, Copy)]
@@ -235,6 +257,7 @@ impl Dataflows {
             epoch: AtomicU64::new(0),
             saved: Mutex::new(0),
             clock,
+            published: tokio::sync::broadcast::channel(SUBSCRIBE_BACKLOG).0,
         })
     }
 
@@ -459,6 +482,15 @@ impl Dataflows {
         Ok(())
     }
 
+    /// Whether `name` is a table or materialized view kept here.
+    pub fn maintains(&self, name: &str) -> bool {
+        self.lock()
+            .map(|st| {
+                st.tables.iter().any(|t| t.name == name) || st.views.iter().any(|v| v.name == name)
+            })
+            .unwrap_or(false)
+    }
+
     pub fn is_view(&self, name: &str) -> bool {
         self.lock()
             .map(|st| st.views.iter().any(|v| v.name == name))
@@ -506,22 +538,49 @@ impl Dataflows {
                 .collect(),
             None => vec![],
         };
-        if let Some(t) = st.tables.iter_mut().find(|t| t.name == name) {
-            return t.index.snapshot_before(&undo);
-        }
-        if let Some(v) = st.views.iter_mut().find(|v| v.name == name) {
-            if let Some(e) = &v.failed {
-                return Err(DataflowError::Other(format!(
-                    "materialized view \"{name}\" failed and is not maintained: {e}"
-                )));
-            }
-            return v.index.snapshot_before(&undo);
-        }
-        Err(DataflowError::Other(format!(
-            "\"{name}\" is not maintained"
-        )))
+        snapshot_in(st, name, &undo)
     }
 
+    /// Start a SUBSCRIBE to table or view `name`: its contents now and the
+    /// changes of every later tick (both under the lock, so no tick's
+    /// changes are missed or seen twice).
+    pub fn subscribe(&self, name: &str) -> Result<Subscription, DataflowError> {
+        let mut st = self.lock()?;
+        let changes = self.published.subscribe();
+        let epoch = self.epoch();
+        let snapshot = snapshot_in(&mut st, name, &[])?;
+        Ok(Subscription {
+            snapshot,
+            epoch,
+            at_ms: Utc::now().timestamp_millis(),
+            changes,
+        })
+    }
+}
+
+/// The contents of table or view `name` with the deltas `undo` undone.
+fn snapshot_in(
+    st: &mut State,
+    name: &str,
+    undo: &[Arc<Delta>],
+) -> Result<RecordBatch, DataflowError> {
+    if let Some(t) = st.tables.iter_mut().find(|t| t.name == name) {
+        return t.index.snapshot_before(undo);
+    }
+    if let Some(v) = st.views.iter_mut().find(|v| v.name == name) {
+        if let Some(e) = &v.failed {
+            return Err(DataflowError::Other(format!(
+                "materialized view \"{name}\" failed and is not maintained: {e}"
+            )));
+        }
+        return v.index.snapshot_before(undo);
+    }
+    Err(DataflowError::Other(format!(
+        "\"{name}\" is not maintained"
+    )))
+}
+
+impl Dataflows {
     /// A scan of table or view `name` under `schema` (the relation's
     /// declared schema) for a `TableProvider`, as of the start of the
     /// query `session` plans.
@@ -656,6 +715,14 @@ impl Dataflows {
             if !changes.is_empty() {
                 let now = Utc::now();
                 let rows = changes.values().map(|d| d.len()).sum();
+                if self.published.receiver_count() > 0 {
+                    // No receiver: nobody subscribes (the error is that).
+                    let _ = self.published.send(Arc::new(TickChanges {
+                        epoch,
+                        at_ms: now.timestamp_millis(),
+                        changes: changes.clone(),
+                    }));
+                }
                 st.history.push_back(Published {
                     at: now,
                     rows,

@@ -35,7 +35,7 @@ use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers};
 use pgwire::api::{ConnectionHandle, ConnectionManager};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
-use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
+use pgwire::messages::copy::{CopyData, CopyDone, CopyFail, CopyOutResponse};
 use pgwire::messages::data::DataRow;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::net::TcpListener;
@@ -262,7 +262,105 @@ fn respond(client: &impl ClientInfo, output: Output) -> PgWireResult<Response> {
             "XX000",
             format!("statement was not planned: {sql}"),
         )),
+        Output::Subscribe { name, .. } => Err(user_error(
+            "XX000",
+            format!("SUBSCRIBE to {name} reached the wrong path"),
+        )),
     }
+}
+
+/// SUBSCRIBE, as Materialize streams it: over COPY (text), rows of
+/// `mz_timestamp` (milliseconds), `mz_diff` and the relation's columns;
+/// first its contents (unless `WITH (SNAPSHOT = false)`), then each tick's
+/// changes to it, sent and flushed as they happen (pgwire's own COPY path
+/// flushes only at the end, which a subscription never reaches). Runs
+/// until the client goes away (a send fails) or the engine stops.
+async fn subscribe<C>(
+    client: &mut C,
+    name: String,
+    schema: SchemaRef,
+    snapshot: bool,
+    start: crate::engine::views::Subscription,
+) -> PgWireResult<Response>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    use datafusion::arrow::array::{ArrayRef, Int64Array};
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use tokio::sync::broadcast::error::RecvError;
+    let api = |e: datafusion::arrow::error::ArrowError| PgWireError::ApiError(Box::new(e));
+    let mut fields = vec![
+        Field::new("mz_timestamp", DataType::Int64, false),
+        Field::new("mz_diff", DataType::Int64, false),
+    ];
+    fields.extend(schema.fields().iter().map(|f| f.as_ref().clone()));
+    let out_schema = Arc::new(Schema::new(fields));
+    let rows = |batch: &RecordBatch, diffs: Vec<i64>, at: i64| -> PgWireResult<RecordBatch> {
+        let mut cols: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(vec![at; batch.num_rows()])),
+            Arc::new(Int64Array::from(diffs)),
+        ];
+        cols.extend(batch.columns().iter().cloned());
+        pg_text_columns(&RecordBatch::try_new(Arc::clone(&out_schema), cols).map_err(api)?)
+    };
+    let text_schema = pg_text_columns(&RecordBatch::new_empty(Arc::clone(&out_schema)))?.schema();
+    let pg_fields = Arc::new(arrow_schema_to_pg_fields(
+        &text_schema,
+        &Format::UnifiedText,
+        None,
+    )?);
+    let mut enc = CopyEncoder::new_text(Arc::clone(&pg_fields), CopyTextOptions::default());
+    client
+        .send(PgWireBackendMessage::CopyOutResponse(CopyOutResponse::new(
+            0,
+            pg_fields.len() as i16,
+            vec![0; pg_fields.len()],
+        )))
+        .await?;
+    let mut sent = 0usize;
+    let mut send = async |client: &mut C, batch: RecordBatch| -> PgWireResult<()> {
+        for row in 0..batch.num_rows() {
+            for (col, f) in batch.schema().fields().iter().enumerate() {
+                encode_value(&mut enc, batch.column(col), row, f, &pg_fields[col])?;
+            }
+            client
+                .feed(PgWireBackendMessage::CopyData(enc.take_copy()))
+                .await?;
+            sent += 1;
+        }
+        client.flush().await?;
+        Ok(())
+    };
+    if snapshot {
+        let n = start.snapshot.num_rows();
+        send(client, rows(&start.snapshot, vec![1; n], start.at_ms)?).await?;
+    }
+    let mut changes = start.changes;
+    loop {
+        match changes.recv().await {
+            Ok(tick) if tick.epoch > start.epoch => {
+                if let Some(d) = tick.changes.get(&name) {
+                    let batch = crate::dataflow::with_schema(&d.batch, &schema)
+                        .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+                    send(client, rows(&batch, d.diffs.clone(), tick.at_ms)?).await?;
+                }
+            }
+            Ok(_) => {}
+            Err(RecvError::Lagged(n)) => {
+                return Err(user_error(
+                    "53000",
+                    format!("SUBSCRIBE to {name} fell {n} ticks behind and was stopped"),
+                ));
+            }
+            Err(RecvError::Closed) => break,
+        }
+    }
+    client
+        .send(PgWireBackendMessage::CopyDone(CopyDone::new()))
+        .await?;
+    Ok(Response::Execution(Tag::new("COPY").with_rows(sent)))
 }
 
 /// COPY … FROM STDIN in progress on a connection: its data is collected
@@ -447,11 +545,12 @@ pub struct Extended {
 }
 
 impl Extended {
-    async fn run_own(
-        &self,
-        client: &impl ClientInfo,
-        portal: &Portal<Prepared>,
-    ) -> PgWireResult<Response> {
+    async fn run_own<C>(&self, client: &mut C, portal: &Portal<Prepared>) -> PgWireResult<Response>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
         let (sql, planned) = &portal.statement.statement;
         let arrow: Vec<Option<DataType>> = match planned {
             Some((_, plan)) => {
@@ -478,7 +577,13 @@ impl Extended {
             .pop()
             .ok_or_else(|| user_error("42601", "empty statement".into()))?;
         match self.parser.engine.execute_with(stmt, Some(params)).await {
-            Ok(output) => respond(client, output),
+            Ok(Output::Subscribe {
+                name,
+                schema,
+                snapshot,
+                start,
+            }) => subscribe(client, name, schema, snapshot, start).await,
+            Ok(output) => respond(&*client, output),
             Err(e) => Err(engine_error(e)),
         }
     }
@@ -871,6 +976,14 @@ impl SimpleQueryHandler for Simple {
                             rs
                         })
                 }
+                Ok(Output::Subscribe {
+                    name,
+                    schema,
+                    snapshot,
+                    start,
+                }) => subscribe(client, name, schema, snapshot, start)
+                    .await
+                    .map(|r| vec![r]),
                 Ok(output) => respond(client, output).map(|r| vec![r]),
                 Err(e) => Err(engine_error(e)),
             };
