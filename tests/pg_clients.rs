@@ -585,3 +585,74 @@ fn pgcli_completion_metadata() {
         assert!(stdout.lines().any(|l| l == line), "{line}\n{stdout}");
     }
 }
+
+/// `COPY (SUBSCRIBE …) TO STDOUT` in the real psql: rows appear as they
+/// change, and Ctrl-C (SIGINT: psql sends a CancelRequest) ends it with
+/// PostgreSQL's cancel message, the server fine. (psql's stdout is a pipe
+/// here, so `stdbuf` makes it line-buffered as on a terminal.)
+#[test]
+fn psql_subscribe_streams_until_ctrl_c() {
+    use std::io::{BufRead, BufReader};
+    use std::time::Duration;
+    let server = TestServer::start();
+    psql(
+        &server,
+        "CREATE TABLE clicks (page text); INSERT INTO clicks VALUES ('home'); \
+         CREATE MATERIALIZED VIEW per_page AS SELECT page, count(*) AS n FROM clicks GROUP BY page;",
+    );
+    let psql_args: Vec<String> = common::psql_command(server.pg_addr)
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let mut child = std::process::Command::new("stdbuf")
+        .arg("-oL")
+        .arg("psql")
+        .args(&psql_args)
+        .args(["-c", "COPY (SUBSCRIBE per_page) TO STDOUT"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Lines arrive on a channel, so a missing one fails the test in time.
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut next = || match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(line) => line.split('\t').skip(1).collect::<Vec<_>>().join(" "),
+        Err(e) => {
+            let _ = child.kill();
+            panic!("no SUBSCRIBE row from psql within 20 s: {e}");
+        }
+    };
+    assert_eq!(next(), "1 home 1");
+    psql(&server, "INSERT INTO clicks VALUES ('about')");
+    assert_eq!(next(), "1 about 1");
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Should psql not stop, it is killed rather than left to hang the run.
+    let pid = child.id().to_string();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(30));
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &pid])
+            .status();
+    });
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("canceling statement due to user request"),
+        "{stderr}"
+    );
+    let after = psql(&server, "SELECT count(*) FROM per_page");
+    assert!(after.contains("     2\n(1 row)"), "{after}");
+}
