@@ -587,5 +587,18 @@ fn subscribe_streams_the_snapshot_then_each_change() {
         let e = c.simple_query("SUBSCRIBE nope").await.unwrap_err();
         assert_eq!(e.code().unwrap().code(), "42P01", "{e}");
         assert_eq!(rows(&c, "SELECT * FROM mv").await, vec!["a\t5".to_string()]);
+        // Dropping what a subscription reads ends it with an error.
+        let sub = connect(addr).await;
+        let mut stream = Box::pin(sub.copy_out("COPY (SUBSCRIBE mv) TO STDOUT").await.unwrap());
+        let mut buf = String::new();
+        next_rows(&mut stream, &mut buf, 1).await;
+        c.batch_execute("DROP MATERIALIZED VIEW mv").await.unwrap();
+        let end = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("the subscription ends");
+        let e = end
+            .expect("an error, not the end of the stream")
+            .unwrap_err();
+        assert_eq!(e.code().map(|c| c.code()), Some("42P01"), "{e}");
     });
 }

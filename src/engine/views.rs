@@ -210,6 +210,8 @@ pub struct TickChanges {
     /// When it was published (milliseconds since the epoch).
     pub at_ms: i64,
     pub changes: HashMap<String, Arc<Delta>>,
+    /// Relations that stopped being maintained (dropped or replaced).
+    pub removed: Vec<String>,
 }
 
 /// A SUBSCRIBE's start: the relation's contents at `epoch`, and the
@@ -474,6 +476,15 @@ impl Dataflows {
     /// Stop maintaining a table or view.
     pub fn remove(&self, name: &str) -> Result<(), DataflowError> {
         let mut st = self.lock()?;
+        if self.published.receiver_count() > 0 {
+            // Subscribers to it end (none subscribed: the error is that).
+            let _ = self.published.send(Arc::new(TickChanges {
+                epoch: self.epoch(),
+                at_ms: Utc::now().timestamp_millis(),
+                changes: HashMap::new(),
+                removed: vec![name.to_string()],
+            }));
+        }
         st.tables.retain(|t| t.name != name);
         st.views.retain(|v| v.name != name);
         st.restored.remove(name);
@@ -721,6 +732,7 @@ impl Dataflows {
                         epoch,
                         at_ms: now.timestamp_millis(),
                         changes: changes.clone(),
+                        removed: vec![],
                     }));
                 }
                 st.history.push_back(Published {

@@ -340,6 +340,12 @@ where
     let mut changes = start.changes;
     loop {
         match changes.recv().await {
+            Ok(tick) if tick.removed.contains(&name) => {
+                return Err(user_error(
+                    "42P01",
+                    format!("SUBSCRIBE ended: \"{name}\" was dropped or replaced"),
+                ));
+            }
             Ok(tick) if tick.epoch > start.epoch => {
                 if let Some(d) = tick.changes.get(&name) {
                     let batch = crate::dataflow::with_schema(&d.batch, &schema)
