@@ -57,6 +57,13 @@ pub enum Object {
         query: String,
         sql: String,
     },
+    /// Changes of a table or materialized view written into a topic.
+    Sink {
+        name: String,
+        from: String,
+        topic: String,
+        sql: String,
+    },
 }
 
 impl Object {
@@ -65,7 +72,8 @@ impl Object {
             Object::Stream { name, .. }
             | Object::Table { name, .. }
             | Object::View { name, .. }
-            | Object::MaterializedView { name, .. } => name,
+            | Object::MaterializedView { name, .. }
+            | Object::Sink { name, .. } => name,
         }
     }
 
@@ -75,6 +83,7 @@ impl Object {
             Object::Table { .. } => "table",
             Object::View { .. } => "view",
             Object::MaterializedView { .. } => "materialized view",
+            Object::Sink { .. } => "sink",
         }
     }
 
@@ -83,7 +92,8 @@ impl Object {
             Object::Stream { sql, .. }
             | Object::Table { sql, .. }
             | Object::View { sql, .. }
-            | Object::MaterializedView { sql, .. } => sql,
+            | Object::MaterializedView { sql, .. }
+            | Object::Sink { sql, .. } => sql,
         }
     }
 }

@@ -9,12 +9,13 @@ mod copy_binary;
 mod dml;
 pub mod pg_compat;
 pub mod relation;
+mod sink;
 pub mod statement;
 pub mod system;
 pub mod views;
 mod windows;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::RecordBatch;
@@ -189,6 +190,8 @@ pub struct Engine {
     dml: tokio::sync::Mutex<()>,
     /// Tables and views whose state came from the checkpoint at start.
     restored: Mutex<Vec<String>>,
+    /// Running sinks by name.
+    sinks: Mutex<HashMap<String, tokio::task::AbortHandle>>,
 }
 
 /// Partitions of topics created for streams and tables when unspecified.
@@ -252,6 +255,7 @@ impl Engine {
             dataflows,
             dml: tokio::sync::Mutex::new(()),
             restored: Mutex::new(Vec::new()),
+            sinks: Mutex::new(HashMap::new()),
         });
         if let Some(catalog) = engine.ctx.catalog("eddy") {
             catalog.register_schema(system::SCHEMA, system::schema_provider(&engine)?)?;
@@ -277,6 +281,9 @@ impl Engine {
         // as many rounds as their dependencies on each other need. Nothing
         // ticks until all are in place, so restored relations and those
         // rebuilt from the log start from the same epoch.
+        let (sinks, objects): (Vec<Object>, Vec<Object>) = objects
+            .into_iter()
+            .partition(|o| matches!(o, Object::Sink { .. }));
         let (base, mut pending): (Vec<Object>, Vec<Object>) = objects
             .into_iter()
             .partition(|o| matches!(o, Object::Stream { .. } | Object::Table { .. }));
@@ -322,6 +329,16 @@ impl Engine {
             *r = restored;
         }
         engine.tick().await?;
+        // Sinks last: each catches its topic up with its relation.
+        for o in sinks {
+            if let Object::Sink {
+                name, from, topic, ..
+            } = &o
+                && let Err(e) = engine.start_sink(name, from, topic).await
+            {
+                tracing::warn!(sink = %name, error = %e, "sink does not start");
+            }
+        }
         engine.dataflows.start_timer(options.checkpoint_interval);
         Ok(engine)
     }
@@ -490,7 +507,26 @@ impl Engine {
                 );
                 self.ctx.register_table(name.as_str(), Arc::new(rel))?;
             }
-            Object::View { .. } | Object::MaterializedView { .. } => {}
+            Object::View { .. } | Object::MaterializedView { .. } | Object::Sink { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// Start sink `name` (its task runs until dropped; see `sink.rs`).
+    async fn start_sink(&self, name: &str, from: &str, topic: &str) -> Result<()> {
+        let schema = self.ctx.table_provider(from).await?.schema();
+        let task = tokio::spawn(sink::run(
+            name.to_string(),
+            from.to_string(),
+            topic.to_string(),
+            schema,
+            Arc::clone(&self.dataflows),
+            Arc::clone(&self.log),
+        ));
+        if let Ok(mut sinks) = self.sinks.lock()
+            && let Some(old) = sinks.insert(name.to_string(), task.abort_handle())
+        {
+            old.abort();
         }
         Ok(())
     }
@@ -732,6 +768,41 @@ impl Engine {
                 if_exists,
                 cascade,
             } => self.drop(kind, names, if_exists, cascade).await,
+            Statement::CreateSink {
+                name,
+                from,
+                topic,
+                if_not_exists,
+                sql,
+            } => {
+                if self.lock()?.get(&name).is_some() && if_not_exists {
+                    return Ok(Output::Command("CREATE SINK".into(), None));
+                }
+                self.ensure_free(&name)?;
+                if !self.dataflows.maintains(&from) {
+                    return Err(if self.lock()?.get(&from).is_some() {
+                        EngineError::WrongObject(format!(
+                            "a sink reads a table or materialized view; \"{from}\" is neither"
+                        ))
+                    } else {
+                        EngineError::UnknownObject {
+                            kind: "relation",
+                            name: from,
+                        }
+                    });
+                }
+                if self.log.topic(&topic).is_err() {
+                    self.log.create_topic(&topic, 1, BTreeMap::new())?;
+                }
+                self.lock()?.insert(Object::Sink {
+                    name: name.clone(),
+                    from: from.clone(),
+                    topic: topic.clone(),
+                    sql,
+                })?;
+                self.start_sink(&name, &from, &topic).await?;
+                Ok(Output::Command("CREATE SINK".into(), None))
+            }
             Statement::Subscribe { name, snapshot } => {
                 if !self.dataflows.maintains(&name) {
                     return Err(if self.lock()?.get(&name).is_some() {
@@ -777,6 +848,7 @@ impl Engine {
             DropKind::Table => "DROP TABLE",
             DropKind::View => "DROP VIEW",
             DropKind::MaterializedView => "DROP MATERIALIZED VIEW",
+            DropKind::Sink => "DROP SINK",
         };
         for name in names {
             if kind == DropKind::Topic {
@@ -813,7 +885,11 @@ impl Engine {
     /// first.
     fn drop_object(&self, o: Object, cascade: bool) -> Result<()> {
         let name = o.name().to_string();
-        let dependents = self.dataflows.dependents(&name);
+        let mut dependents = self.dataflows.dependents(&name);
+        dependents.extend(self.lock()?.objects().filter_map(|x| match x {
+            Object::Sink { name: s, from, .. } if *from == name => Some(s.clone()),
+            _ => None,
+        }));
         if !dependents.is_empty() {
             if !cascade {
                 return Err(EngineError::Dependents {
@@ -829,6 +905,13 @@ impl Engine {
                     self.drop_object(dep, true)?;
                 }
             }
+        }
+        if let Object::Sink { .. } = o {
+            if let Some(task) = self.sinks.lock().ok().and_then(|mut s| s.remove(&name)) {
+                task.abort();
+            }
+            self.lock()?.remove(&name)?;
+            return Ok(());
         }
         self.ctx.deregister_table(name.as_str())?;
         self.dataflows.remove(&name)?;

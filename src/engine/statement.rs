@@ -23,6 +23,7 @@ pub enum DropKind {
     Table,
     View,
     MaterializedView,
+    Sink,
 }
 
 impl DropKind {
@@ -33,6 +34,7 @@ impl DropKind {
             DropKind::Table => "table",
             DropKind::View => "view",
             DropKind::MaterializedView => "materialized view",
+            DropKind::Sink => "sink",
         }
     }
 }
@@ -65,6 +67,15 @@ pub enum Statement {
         names: Vec<String>,
         if_exists: bool,
         cascade: bool,
+    },
+    /// `CREATE SINK s FROM relation INTO TOPIC 't'` (or `WITH (topic =
+    /// 't')`, RisingWave's spelling).
+    CreateSink {
+        name: String,
+        from: String,
+        topic: String,
+        if_not_exists: bool,
+        sql: String,
     },
     /// `FLUSH` (RisingWave): wait until every view reflects every write.
     Flush,
@@ -147,12 +158,43 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
                     sql: slice(sql, start, end),
                 }
             }
-        } else if word_is(&t0, "drop") && (word_is(&t1, "topic") || word_is(&t1, "stream")) {
+        } else if word_is(&t0, "create") && word_is(&t1, "sink") {
             p.next_token();
-            let kind = if word_is(&p.next_token().token, "topic") {
-                DropKind::Topic
+            p.next_token();
+            let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+            let name = p.parse_object_name(false).map_err(syntax)?.to_string();
+            p.expect_keyword(Keyword::FROM).map_err(syntax)?;
+            let from = p.parse_object_name(false).map_err(syntax)?.to_string();
+            let topic = if p.parse_keyword(Keyword::INTO) {
+                if !word_is(&p.next_token().token, "topic") {
+                    return Err(syntax("expected INTO TOPIC 'name'"));
+                }
+                p.parse_literal_string().map_err(syntax)?
+            } else if p.peek_keyword(Keyword::WITH) {
+                let mut opts = options(p.parse_options(Keyword::WITH).map_err(syntax)?)?;
+                opts.remove("topic")
+                    .ok_or_else(|| syntax("CREATE SINK … WITH (…) needs topic = 'name'"))?
             } else {
-                DropKind::Stream
+                return Err(syntax(
+                    "expected INTO TOPIC 'name' after CREATE SINK … FROM …",
+                ));
+            };
+            let end = p.peek_token().span.start;
+            Statement::CreateSink {
+                name,
+                from,
+                topic,
+                if_not_exists,
+                sql: slice(sql, start, end),
+            }
+        } else if word_is(&t0, "drop")
+            && (word_is(&t1, "topic") || word_is(&t1, "stream") || word_is(&t1, "sink"))
+        {
+            p.next_token();
+            let kind = match &p.next_token().token {
+                t if word_is(t, "topic") => DropKind::Topic,
+                t if word_is(t, "sink") => DropKind::Sink,
+                _ => DropKind::Stream,
             };
             let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
             let names = p

@@ -1,0 +1,187 @@
+//! Sinks: `CREATE SINK s FROM v INTO TOPIC 't'` writes every change of a
+//! table or materialized view into a topic, for Kafka consumers, as JSON
+//! records in the Debezium envelope Materialize's Kafka sinks use:
+//! `{"before": null, "after": {row}}` inserts a row, `{"before": {row},
+//! "after": null}` retracts one.
+//!
+//! The topic is its own progress record: when a sink starts (created, or
+//! the server restarting) it reads back what the topic already holds,
+//! takes the relation's contents and the changes that follow (as
+//! SUBSCRIBE does), writes the difference between the two, then each
+//! change as it happens, fsynced. So the rows the topic adds up to equal
+//! the relation after a restart, a crash or a checkpoint restore: nothing
+//! written twice, nothing missed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use tokio::sync::broadcast::error::RecvError;
+use tracing::{info, warn};
+
+use super::views::Dataflows;
+use crate::dataflow::rows::{Codec, RowBytes};
+use crate::dataflow::{DataflowError, with_schema};
+use crate::log::batch::{NewRecord, encode};
+use crate::log::{Durability, Log};
+
+/// Records per append.
+const BATCH: usize = 1000;
+
+/// Run sink `name` (relation `from` into `topic`) until aborted or the
+/// relation goes away.
+pub async fn run(
+    name: String,
+    from: String,
+    topic: String,
+    schema: SchemaRef,
+    dataflows: Arc<Dataflows>,
+    log: Arc<Log>,
+) {
+    if let Err(e) = feed(&name, &from, &topic, &schema, &dataflows, &log).await {
+        warn!(sink = %name, error = %e, "sink stopped");
+    }
+}
+
+async fn feed(
+    name: &str,
+    from: &str,
+    topic: &str,
+    schema: &SchemaRef,
+    dataflows: &Dataflows,
+    log: &Log,
+) -> Result<(), DataflowError> {
+    let codec = Codec::for_schema(schema)?;
+    let mut diff = read_back(log, topic, schema, &codec)?;
+    for v in diff.values_mut() {
+        *v = -*v;
+    }
+    let start = dataflows.subscribe(from)?;
+    let snapshot = with_schema(&start.snapshot, schema)?;
+    let rows = codec.encode(snapshot.columns())?;
+    for i in 0..snapshot.num_rows() {
+        *diff.entry(rows.row(i).data().into()).or_insert(0) += 1;
+    }
+    let catch_up: Vec<(RowBytes, i64)> = diff.into_iter().filter(|(_, d)| *d != 0).collect();
+    let n = catch_up.len();
+    write(log, topic, schema, &codec, catch_up)?;
+    info!(sink = name, rows = n, "sink caught up");
+    let mut changes = start.changes;
+    loop {
+        match changes.recv().await {
+            Ok(tick) if tick.removed.iter().any(|r| r == from) => {
+                return Err(DataflowError::Other(format!("\"{from}\" was dropped")));
+            }
+            Ok(tick) if tick.epoch > start.epoch => {
+                if let Some(d) = tick.changes.get(from) {
+                    let batch = with_schema(&d.batch, schema)?;
+                    let rows = codec.encode(batch.columns())?;
+                    let out = (0..batch.num_rows())
+                        .map(|i| (rows.row(i).data().into(), d.diffs[i]))
+                        .collect();
+                    write(log, topic, schema, &codec, out)?;
+                }
+            }
+            Ok(_) => {}
+            Err(RecvError::Lagged(n)) => {
+                return Err(DataflowError::Other(format!(
+                    "fell {n} ticks behind; it catches up when the server restarts"
+                )));
+            }
+            Err(RecvError::Closed) => return Ok(()),
+        }
+    }
+}
+
+/// What the topic holds: each row's count, inserts minus retractions.
+fn read_back(
+    log: &Log,
+    topic: &str,
+    schema: &SchemaRef,
+    codec: &Codec,
+) -> Result<HashMap<RowBytes, i64>, DataflowError> {
+    let mut values: Vec<(Vec<u8>, i64)> = Vec::new();
+    let t = log.topic(topic)?;
+    for p in t.partitions() {
+        let end = p.log_end();
+        let mut offset = p.log_start();
+        while offset < end {
+            let read = p.read(offset, 1 << 20)?;
+            if read.records.is_empty() {
+                break;
+            }
+            let records =
+                crate::log::batch::decode(read.records).map_err(crate::log::LogError::from)?;
+            let Some(last) = records.last().map(|r| r.offset) else {
+                break;
+            };
+            for r in records {
+                if r.offset < offset {
+                    continue;
+                }
+                let Some(v) = r.value else { continue };
+                let Ok(env) = serde_json::from_slice::<serde_json::Value>(&v) else {
+                    continue;
+                };
+                for (field, d) in [("before", -1), ("after", 1)] {
+                    if let Some(row) = env.get(field).filter(|x| x.is_object()) {
+                        values.push((row.to_string().into_bytes(), d));
+                    }
+                }
+            }
+            offset = last + 1;
+        }
+    }
+    let mut held: HashMap<RowBytes, i64> = HashMap::new();
+    for chunk in values.chunks(16_384) {
+        let refs: Vec<&[u8]> = chunk.iter().map(|(v, _)| v.as_slice()).collect();
+        let (batch, good, _) = crate::format::json::decode(schema, &refs);
+        let rows = codec.encode(batch.columns())?;
+        for (i, g) in good.iter().enumerate() {
+            *held.entry(rows.row(i).data().into()).or_insert(0) += chunk[*g].1;
+        }
+    }
+    Ok(held)
+}
+
+/// Append the changes (rows with diffs) as envelope records, fsynced.
+fn write(
+    log: &Log,
+    topic: &str,
+    schema: &SchemaRef,
+    codec: &Codec,
+    changes: Vec<(RowBytes, i64)>,
+) -> Result<(), DataflowError> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let columns = codec.decode(changes.iter().map(|(r, _)| r.as_ref()))?;
+    let batch = RecordBatch::try_new(Arc::clone(schema), columns)?;
+    let json = crate::format::json::encode(&batch)?;
+    let now = crate::log::now_ms();
+    let mut records = Vec::new();
+    for (row, (_, d)) in json.iter().zip(&changes) {
+        let row = String::from_utf8_lossy(row);
+        let value = if *d > 0 {
+            format!(r#"{{"before":null,"after":{row}}}"#)
+        } else {
+            format!(r#"{{"before":{row},"after":null}}"#)
+        };
+        for _ in 0..d.unsigned_abs() {
+            records.push(NewRecord {
+                key: None,
+                value: Some(Bytes::from(value.clone())),
+                timestamp: now,
+                headers: vec![],
+            });
+        }
+    }
+    let p = log.partition(topic, 0)?;
+    for chunk in records.chunks(BATCH) {
+        let batch = encode(chunk).map_err(crate::log::LogError::from)?;
+        p.append(batch, Durability::Fsync)?;
+    }
+    Ok(())
+}
