@@ -30,8 +30,8 @@ use crate::log::{Durability, Log};
 /// Records per append.
 const BATCH: usize = 1000;
 
-/// Run sink `name` (relation `from` into `topic`) until aborted or the
-/// relation goes away.
+/// Run sink `name` (relation `from` into `topic`) until aborted, the
+/// relation goes away or the engine stops.
 pub async fn run(
     name: String,
     from: String,
@@ -40,11 +40,22 @@ pub async fn run(
     dataflows: Arc<Dataflows>,
     log: Arc<Log>,
 ) {
-    if let Err(e) = feed(&name, &from, &topic, &schema, &dataflows, &log).await {
-        warn!(sink = %name, error = %e, "sink stopped");
+    loop {
+        match feed(&name, &from, &topic, &schema, &dataflows, &log).await {
+            // Fell behind the tick broadcast: catch up again from the topic.
+            Ok(true) => warn!(sink = %name, "sink fell behind; catching up"),
+            Ok(false) => return,
+            Err(e) => {
+                warn!(sink = %name, error = %e, "sink stopped");
+                return;
+            }
+        }
     }
 }
 
+/// Catch the topic up with the relation, then follow its changes. True
+/// when it fell too far behind the tick broadcast and must catch up again;
+/// false when the engine stopped.
 async fn feed(
     name: &str,
     from: &str,
@@ -52,7 +63,7 @@ async fn feed(
     schema: &SchemaRef,
     dataflows: &Dataflows,
     log: &Log,
-) -> Result<(), DataflowError> {
+) -> Result<bool, DataflowError> {
     let codec = Codec::for_schema(schema)?;
     let mut diff = read_back(log, topic, schema, &codec)?;
     for v in diff.values_mut() {
@@ -85,12 +96,8 @@ async fn feed(
                 }
             }
             Ok(_) => {}
-            Err(RecvError::Lagged(n)) => {
-                return Err(DataflowError::Other(format!(
-                    "fell {n} ticks behind; it catches up when the server restarts"
-                )));
-            }
-            Err(RecvError::Closed) => return Ok(()),
+            Err(RecvError::Lagged(_)) => return Ok(true),
+            Err(RecvError::Closed) => return Ok(false),
         }
     }
 }
