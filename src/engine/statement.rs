@@ -328,6 +328,12 @@ fn show_query(p: &mut Parser) -> Result<Option<String>> {
                 &w1[..w1.len() - 1]
             ),
         ),
+        ("sinks", _) => (
+            2,
+            format!(
+                "SELECT name, topic FROM {catalog}.relations WHERE kind = 'sink' ORDER BY name"
+            ),
+        ),
         ("materialized", "views") => (
             3,
             format!("SELECT * FROM {catalog}.materialized_views ORDER BY name"),

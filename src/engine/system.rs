@@ -269,7 +269,9 @@ fn relations(e: &Engine) -> Result<Rows, String> {
         .objects()
         .map(|o| {
             let topic = match o {
-                Object::Stream { topic, .. } | Object::Table { topic, .. } => {
+                Object::Stream { topic, .. }
+                | Object::Table { topic, .. }
+                | Object::Sink { topic, .. } => {
                     ScalarValue::Utf8(Some(topic.clone()))
                 }
                 _ => ScalarValue::Utf8(None),
