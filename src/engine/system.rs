@@ -271,9 +271,7 @@ fn relations(e: &Engine) -> Result<Rows, String> {
             let topic = match o {
                 Object::Stream { topic, .. }
                 | Object::Table { topic, .. }
-                | Object::Sink { topic, .. } => {
-                    ScalarValue::Utf8(Some(topic.clone()))
-                }
+                | Object::Sink { topic, .. } => ScalarValue::Utf8(Some(topic.clone())),
                 _ => ScalarValue::Utf8(None),
             };
             vec![text(o.name()), text(o.kind()), topic, text(o.sql())]
