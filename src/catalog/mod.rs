@@ -121,18 +121,8 @@ impl Catalog {
         let p = log.partition(TOPIC, 0)?;
         let mut objects = BTreeMap::new();
         let mut versions = BTreeMap::new();
-        let mut offset = p.log_start();
-        let end = p.log_end();
-        while offset < end {
-            let read = p.read(offset, 1 << 20)?;
-            if read.records.is_empty() {
-                break;
-            }
-            let records = batch::decode(read.records)?;
-            let Some(last) = records.last().map(|r| r.offset) else {
-                break;
-            };
-            for r in records {
+        for records in p.records(p.log_start(), p.log_end(), 1 << 20) {
+            for r in records? {
                 let Some(key) = r.key.as_deref() else {
                     continue;
                 };
@@ -152,7 +142,6 @@ impl Catalog {
                     },
                 }
             }
-            offset = last + 1;
         }
         Ok(Catalog {
             log,

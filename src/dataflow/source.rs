@@ -22,7 +22,6 @@ use datafusion::arrow::datatypes::SchemaRef;
 use crate::engine::relation::DecodeErrors;
 use crate::format::record::{Layout, RecordRef};
 use crate::log::Log;
-use crate::log::batch;
 
 use super::checkpoint::{Reader, Writer};
 use super::rows::{Codec, RowBytes};
@@ -198,29 +197,17 @@ impl TopicReader {
         for p in topic.partitions() {
             let id = p.id();
             let end = p.log_end();
-            let mut offset = self
-                .offsets
-                .get(&id)
-                .copied()
-                .unwrap_or(0)
-                .max(p.log_start());
-            while offset < end {
+            let from = self.offsets.get(&id).copied().unwrap_or(0);
+            let mut fetches = p.records(from, end, 1 << 20);
+            while !fetches.done() {
                 if taken >= max_records {
                     more = true;
                     break;
                 }
-                let read = p.read(offset, 1 << 20)?;
-                if read.records.is_empty() {
-                    break;
-                }
-                let records = batch::decode(read.records).map_err(crate::log::LogError::from)?;
-                let Some(last) = records.last().map(|r| r.offset) else {
+                let Some(records) = fetches.next() else {
                     break;
                 };
-                for r in records {
-                    if r.offset < offset || r.offset >= end {
-                        continue;
-                    }
+                for r in records? {
                     let diff = r
                         .headers
                         .iter()
@@ -254,12 +241,11 @@ impl TopicReader {
                         ),
                     }
                 }
-                offset = last + 1;
                 if pending.values.len() >= DECODE_CHUNK {
                     parts.push(self.decode(&mut pending, errors)?);
                 }
             }
-            self.offsets.insert(id, offset);
+            self.offsets.insert(id, fetches.position());
         }
         if !pending.is_empty() || parts.is_empty() {
             parts.push(self.decode(&mut pending, errors)?);

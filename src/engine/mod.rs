@@ -512,6 +512,24 @@ impl Engine {
         Ok(())
     }
 
+    /// That `name` is a table or materialized view (what `reader`, a sink
+    /// or SUBSCRIBE, can follow): else 42P01, or 42809 for another kind.
+    fn ensure_maintained(&self, name: &str, reader: &str) -> Result<()> {
+        if self.dataflows.maintains(name) {
+            return Ok(());
+        }
+        Err(if self.lock()?.get(name).is_some() {
+            EngineError::WrongObject(format!(
+                "{reader} reads a table or materialized view; \"{name}\" is neither"
+            ))
+        } else {
+            EngineError::UnknownObject {
+                kind: "relation",
+                name: name.to_string(),
+            }
+        })
+    }
+
     /// Start sink `name` (its task runs until dropped; see `sink.rs`).
     async fn start_sink(&self, name: &str, from: &str, topic: &str) -> Result<()> {
         let schema = self.ctx.table_provider(from).await?.schema();
@@ -779,18 +797,7 @@ impl Engine {
                     return Ok(Output::Command("CREATE SINK".into(), None));
                 }
                 self.ensure_free(&name)?;
-                if !self.dataflows.maintains(&from) {
-                    return Err(if self.lock()?.get(&from).is_some() {
-                        EngineError::WrongObject(format!(
-                            "a sink reads a table or materialized view; \"{from}\" is neither"
-                        ))
-                    } else {
-                        EngineError::UnknownObject {
-                            kind: "relation",
-                            name: from,
-                        }
-                    });
-                }
+                self.ensure_maintained(&from, "a sink")?;
                 if self.log.topic(&topic).is_err() {
                     self.log.create_topic(&topic, 1, BTreeMap::new())?;
                 }
@@ -804,18 +811,7 @@ impl Engine {
                 Ok(Output::Command("CREATE SINK".into(), None))
             }
             Statement::Subscribe { name, snapshot } => {
-                if !self.dataflows.maintains(&name) {
-                    return Err(if self.lock()?.get(&name).is_some() {
-                        EngineError::WrongObject(format!(
-                            "SUBSCRIBE reads a table or materialized view; \"{name}\" is neither"
-                        ))
-                    } else {
-                        EngineError::UnknownObject {
-                            kind: "relation",
-                            name,
-                        }
-                    });
-                }
+                self.ensure_maintained(&name, "SUBSCRIBE")?;
                 let provider = self.ctx.table_provider(name.as_str()).await?;
                 let schema = provider.schema();
                 let mut start = self.dataflows.subscribe(&name)?;

@@ -120,21 +120,9 @@ impl TopicRelation {
         let topic = self.log.topic(&self.topic).map_err(ext)?;
         let mut out = Vec::new();
         for p in topic.partitions() {
-            let end = p.log_end();
-            let mut offset = p.log_start();
-            while offset < end {
-                let read = p.read(offset, 4 << 20).map_err(ext)?;
-                if read.records.is_empty() {
-                    break;
-                }
-                let records = batch::decode(read.records).map_err(|e| ext(e.into()))?;
-                let Some(last) = records.last().map(|r| r.offset) else {
-                    break;
-                };
-                let live: Vec<_> = records
-                    .iter()
-                    .filter(|r| r.offset >= offset && r.offset < end)
-                    .collect();
+            for records in p.records(p.log_start(), p.log_end(), 4 << 20) {
+                let records = records.map_err(ext)?;
+                let live: Vec<_> = records.iter().collect();
                 // A record without a value (a tombstone) is not a row.
                 let (live, tombstones): (Vec<_>, Vec<_>) =
                     live.into_iter().partition(|r| r.value.is_some());
@@ -166,7 +154,6 @@ impl TopicRelation {
                 if b.num_rows() > 0 {
                     out.push(b);
                 }
-                offset = last + 1;
             }
         }
         Ok(out)

@@ -110,24 +110,9 @@ fn read_back(
     codec: &Codec,
 ) -> Result<HashMap<RowBytes, i64>, DataflowError> {
     let mut values: Vec<(Vec<u8>, i64)> = Vec::new();
-    let t = log.topic(topic)?;
-    for p in t.partitions() {
-        let end = p.log_end();
-        let mut offset = p.log_start();
-        while offset < end {
-            let read = p.read(offset, 1 << 20)?;
-            if read.records.is_empty() {
-                break;
-            }
-            let records =
-                crate::log::batch::decode(read.records).map_err(crate::log::LogError::from)?;
-            let Some(last) = records.last().map(|r| r.offset) else {
-                break;
-            };
-            for r in records {
-                if r.offset < offset {
-                    continue;
-                }
+    for p in log.topic(topic)?.partitions() {
+        for records in p.records(p.log_start(), p.log_end(), 1 << 20) {
+            for r in records? {
                 let Some(v) = r.value else { continue };
                 let Ok(env) = serde_json::from_slice::<serde_json::Value>(&v) else {
                     continue;
@@ -138,7 +123,6 @@ fn read_back(
                     }
                 }
             }
-            offset = last + 1;
         }
     }
     let mut held: HashMap<RowBytes, i64> = HashMap::new();

@@ -131,7 +131,8 @@ fn table_fingerprint(topic: &str, layout: &Layout) -> String {
 struct Published {
     at: DateTime<Utc>,
     rows: usize,
-    changes: HashMap<String, Arc<Delta>>,
+    /// Shared with subscribers (the tick broadcast).
+    changes: Arc<HashMap<String, Arc<Delta>>>,
 }
 
 /// Epoch changes are kept this long, and at most [`HISTORY_ROWS`] rows of
@@ -143,7 +144,9 @@ const HISTORY_ROWS: usize = 1 << 20;
 /// A relation dropped or replaced: its past changes are not the new one's.
 fn forget_history(st: &mut State, name: &str) {
     for p in st.history.iter_mut() {
-        p.changes.remove(name);
+        if p.changes.contains_key(name) {
+            Arc::make_mut(&mut p.changes).remove(name);
+        }
     }
 }
 
@@ -209,7 +212,7 @@ pub struct TickChanges {
     pub epoch: u64,
     /// When it was published (milliseconds since the epoch).
     pub at_ms: i64,
-    pub changes: HashMap<String, Arc<Delta>>,
+    pub changes: Arc<HashMap<String, Arc<Delta>>>,
     /// Relations that stopped being maintained (dropped or replaced).
     pub removed: Vec<String>,
 }
@@ -481,7 +484,7 @@ impl Dataflows {
             let _ = self.published.send(Arc::new(TickChanges {
                 epoch: self.epoch(),
                 at_ms: Utc::now().timestamp_millis(),
-                changes: HashMap::new(),
+                changes: Arc::default(),
                 removed: vec![name.to_string()],
             }));
         }
@@ -726,12 +729,13 @@ impl Dataflows {
             if !changes.is_empty() {
                 let now = Utc::now();
                 let rows = changes.values().map(|d| d.len()).sum();
+                let changes = Arc::new(changes);
                 if self.published.receiver_count() > 0 {
                     // No receiver: nobody subscribes (the error is that).
                     let _ = self.published.send(Arc::new(TickChanges {
                         epoch,
                         at_ms: now.timestamp_millis(),
-                        changes: changes.clone(),
+                        changes: Arc::clone(&changes),
                         removed: vec![],
                     }));
                 }

@@ -122,18 +122,8 @@ impl OffsetStore {
     /// Rebuild the map by reading the whole (compacted) topic.
     pub fn load(partition: Arc<Partition>) -> Result<OffsetStore> {
         let mut map = BTreeMap::new();
-        let mut offset = partition.log_start();
-        let end = partition.log_end();
-        while offset < end {
-            let read = partition.read(offset, 1 << 20)?;
-            if read.records.is_empty() {
-                break;
-            }
-            let records = batch::decode(read.records).map_err(LogError::InvalidBatch)?;
-            let Some(last) = records.last().map(|r| r.offset) else {
-                break;
-            };
-            for r in records {
+        for records in partition.records(partition.log_start(), partition.log_end(), 1 << 20) {
+            for r in records? {
                 let Some(key) = r.key.as_deref().and_then(decode_key) else {
                     continue;
                 };
@@ -148,7 +138,6 @@ impl OffsetStore {
                     }
                 }
             }
-            offset = last + 1;
         }
         Ok(OffsetStore {
             partition,

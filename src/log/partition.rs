@@ -60,6 +60,61 @@ fn lock_err<T>(_: T) -> LogError {
     LogError::Closed
 }
 
+/// The records of a partition in `[from, to)`, read and decoded one fetch
+/// of up to `fetch_bytes` at a time; each item is one fetch's records in
+/// range (possibly none, where compaction left gaps). See
+/// [`Partition::records`].
+pub struct Records<'a> {
+    partition: &'a Partition,
+    offset: i64,
+    end: i64,
+    fetch_bytes: usize,
+}
+
+impl Records<'_> {
+    /// Where the next fetch starts: one past the last record returned.
+    pub fn position(&self) -> i64 {
+        self.offset
+    }
+
+    /// Whether every record below the end has been returned.
+    pub fn done(&self) -> bool {
+        self.offset >= self.end
+    }
+}
+
+impl Iterator for Records<'_> {
+    type Item = Result<Vec<kafka_protocol::records::Record>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done() {
+            return None;
+        }
+        let read = match self.partition.read(self.offset, self.fetch_bytes) {
+            Ok(r) => r,
+            Err(e) => return Some(Err(e)),
+        };
+        if read.records.is_empty() {
+            self.end = self.offset;
+            return None;
+        }
+        let records = match batch::decode(read.records) {
+            Ok(r) => r,
+            Err(e) => return Some(Err(LogError::from(e))),
+        };
+        let Some(last) = records.last().map(|r| r.offset) else {
+            self.end = self.offset;
+            return None;
+        };
+        let (from, to) = (self.offset, self.end);
+        self.offset = last + 1;
+        Some(Ok(records
+            .into_iter()
+            .filter(|r| r.offset >= from && r.offset < to)
+            .collect()))
+    }
+}
+
 impl Partition {
     /// Create the directory of a new, empty partition.
     pub fn create(
@@ -276,6 +331,17 @@ impl Partition {
     }
 
     /// First offset still in the log.
+    /// Iterate over the records in `[from, to)` (`from` raised to the log
+    /// start), a fetch of `fetch_bytes` at a time.
+    pub fn records(&self, from: i64, to: i64, fetch_bytes: usize) -> Records<'_> {
+        Records {
+            partition: self,
+            offset: from.max(self.log_start()),
+            end: to,
+            fetch_bytes,
+        }
+    }
+
     pub fn log_start(&self) -> i64 {
         self.segments
             .read()

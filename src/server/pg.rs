@@ -321,13 +321,8 @@ where
         .await?;
     let mut sent = 0usize;
     let mut send = async |client: &mut C, batch: RecordBatch| -> PgWireResult<()> {
-        for row in 0..batch.num_rows() {
-            for (col, f) in batch.schema().fields().iter().enumerate() {
-                encode_value(&mut enc, batch.column(col), row, f, &pg_fields[col])?;
-            }
-            client
-                .feed(PgWireBackendMessage::CopyData(enc.take_copy()))
-                .await?;
+        for data in copy_rows(&mut enc, &batch, &pg_fields)? {
+            client.feed(PgWireBackendMessage::CopyData(data)).await?;
             sent += 1;
         }
         client.flush().await?;
@@ -897,6 +892,22 @@ fn pg_text_columns(batch: &RecordBatch) -> PgWireResult<RecordBatch> {
         .map_err(|e| PgWireError::ApiError(Box::new(e)))
 }
 
+/// One COPY data message per row of `batch`.
+fn copy_rows(
+    enc: &mut CopyEncoder,
+    batch: &RecordBatch,
+    fields: &[FieldInfo],
+) -> PgWireResult<Vec<CopyData>> {
+    let mut out = Vec::with_capacity(batch.num_rows());
+    for row in 0..batch.num_rows() {
+        for (col, f) in batch.schema().fields().iter().enumerate() {
+            encode_value(enc, batch.column(col), row, f, &fields[col])?;
+        }
+        out.push(enc.take_copy());
+    }
+    Ok(out)
+}
+
 fn copy_out(
     schema: &SchemaRef,
     batches: Vec<RecordBatch>,
@@ -938,12 +949,7 @@ fn copy_out(
         )));
     }
     for b in &batches {
-        for row in 0..b.num_rows() {
-            for (col, f) in b.schema().fields().iter().enumerate() {
-                encode_value(&mut enc, b.column(col), row, f, &fields[col])?;
-            }
-            data.push(Ok(enc.take_copy()));
-        }
+        data.extend(copy_rows(&mut enc, b, &fields)?.into_iter().map(Ok));
     }
     let code = if format == CopyFormat::Binary { 1 } else { 0 };
     Ok(Response::CopyOut(CopyResponse::new(
