@@ -271,6 +271,9 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
             } else {
                 text
             };
+            if let Some(message) = super::windows::invalid_call(&s) {
+                return Err(EngineError::Invalid(message));
+            }
             Statement::Sql(Box::new(s), text)
         };
         out.push(stmt);

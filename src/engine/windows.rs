@@ -22,6 +22,40 @@ use crate::types::input::parse_interval;
 /// Most windows one row may fall in under HOP.
 const MAX_HOPS: i64 = 64;
 
+/// A TUMBLE or HOP call left after rewriting (one `expand` could not
+/// take), as the message of the error it is.
+pub fn invalid_call(stmt: &ast::Statement) -> Option<String> {
+    use datafusion::sql::sqlparser::ast::{Visit, Visitor};
+    use std::ops::ControlFlow;
+    struct Find(Option<String>);
+    impl Visitor for Find {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, t: &TableFactor) -> ControlFlow<()> {
+            if let TableFactor::Table {
+                name,
+                args: Some(_),
+                ..
+            } = t
+                && matches!(
+                    name.to_string().to_ascii_lowercase().as_str(),
+                    "tumble" | "hop"
+                )
+            {
+                self.0 = Some(format!(
+                    "{t}: TUMBLE takes (table, time column, size) and HOP (table, time \
+                     column, slide, size), with interval literals for a HOP, whose size \
+                     must be a whole number of slides (at most {MAX_HOPS}) and hold no months"
+                ));
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut f = Find(None);
+    let _ = stmt.visit(&mut f);
+    f.0
+}
+
 /// Rewrite `t` in place if it is a TUMBLE or HOP call; true if it was.
 pub fn expand(t: &mut TableFactor) -> bool {
     let TableFactor::Table {
