@@ -28,6 +28,7 @@ pub mod format;
 pub mod kafka;
 pub mod log;
 pub mod server;
+pub mod sqlstate;
 pub mod types;
 
 /// mimalloc for every binary built on eddy (the server, tests, benchmarks):

@@ -192,3 +192,60 @@ fn inserts_reach_kafka_consumers_and_bad_records_are_counted() {
         assert_eq!(row, Some(("events".to_string(), "2".to_string())));
     });
 }
+
+/// One produce batch to a PRIMARY KEY table's topic: a good record, one
+/// without its key (no record key, no `id`), another good one. The bad
+/// record is counted and skipped alone; its neighbours are applied.
+#[test]
+fn a_bad_record_in_a_keyed_batch_is_skipped_alone() {
+    let server = TestServer::start();
+    rt().block_on(async {
+        let c = connect(server.pg_addr).await;
+        c.batch_execute(
+            "CREATE TABLE users (id int PRIMARY KEY, name text) WITH (topic = 'users');
+             CREATE MATERIALIZED VIEW user_count AS SELECT count(*) AS n FROM users;",
+        )
+        .await
+        .unwrap();
+    });
+    let log = server.log().clone();
+    let p = log.partition("users", 0).unwrap();
+    // A compacted topic takes keyed records only, as Kafka's does.
+    let records: Vec<eddy::log::batch::NewRecord> = [
+        ("0", &br#"{"id": 0, "name": "a"}"#[..]),
+        ("x", b"not json"),
+        ("1", br#"{"id": 1, "name": "b"}"#),
+        ("y", br#"{"name": "no id"}"#),
+        ("2", br#"{"id": 2, "name": "c"}"#),
+    ]
+    .iter()
+    .map(|(k, v)| eddy::log::batch::NewRecord {
+        key: Some(bytes::Bytes::copy_from_slice(k.as_bytes())),
+        value: Some(bytes::Bytes::copy_from_slice(v)),
+        timestamp: 0,
+        headers: vec![],
+    })
+    .collect();
+    p.append(
+        eddy::log::batch::encode(&records).unwrap(),
+        eddy::log::Durability::Os,
+    )
+    .unwrap();
+    rt().block_on(async {
+        let c = connect(server.pg_addr).await;
+        c.batch_execute("FLUSH").await.unwrap();
+        assert_eq!(
+            all(&c, "SELECT id, name FROM users ORDER BY id").await,
+            ["0|a", "1|b", "2|c"]
+        );
+        assert_eq!(all(&c, "SELECT n FROM user_count").await, ["3"]);
+        assert_eq!(
+            all(
+                &c,
+                "SELECT errors, last_error LIKE '%primary key (id)%' FROM eddy_catalog.decode_errors WHERE relation = 'users'"
+            )
+            .await,
+            ["2|t"]
+        );
+    });
+}

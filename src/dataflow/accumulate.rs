@@ -154,7 +154,7 @@ impl AccumulatorFactory {
     /// Row bytes of the argument tuples of a batch, when this aggregate keeps
     /// multisets of values (MIN/MAX, DISTINCT, generic); computed once per
     /// batch and handed to `update` row by row.
-    pub fn encode(&self, args: &[ArrayRef]) -> Result<Option<datafusion::arrow::row::Rows>> {
+    pub fn encode(&self, args: &[ArrayRef]) -> Result<Option<super::rows::Encoded>> {
         match &self.codec {
             Some(c) if !args.is_empty() => Ok(Some(c.encode(args)?)),
             _ => Ok(None),
@@ -212,8 +212,12 @@ impl AccumulatorFactory {
     }
 }
 
+/// Whether no argument is NULL in `row`. A `NullArray` (a literal NULL
+/// argument, `count(NULL)`) has no validity buffer, so `is_valid` alone
+/// would call its rows valid.
 fn all_valid(args: &[ArrayRef], row: usize) -> bool {
-    args.iter().all(|a| a.is_valid(row))
+    args.iter()
+        .all(|a| a.data_type() != &DataType::Null && a.is_valid(row))
 }
 
 struct Count(i64);

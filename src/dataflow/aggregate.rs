@@ -10,14 +10,14 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray};
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::scalar::ScalarValue;
 
 use super::accumulate::{Accumulator, AccumulatorFactory};
 use super::checkpoint::{Reader, Writer};
-use super::rows::{Codec, RowBytes, state_bytes};
+use super::rows::{Codec, Encoded, RowBytes, state_bytes};
 use super::{Counts, DataflowError, Delta, Node, OperatorStats, Result, StepContext, batch_of};
 
 /// One aggregate of the operator: its factory, argument expressions and
@@ -34,8 +34,19 @@ struct Group {
     /// While a step touches the group: its output before the step (None:
     /// it had none). Kept here, not in a map of touched keys, so a row of
     /// the change costs one hash lookup.
-    before: Option<Option<Vec<ScalarValue>>>,
+    before: Option<Option<Output>>,
 }
+
+/// A group's output row, or the error computing it.
+type Output = std::result::Result<Vec<ScalarValue>, super::RowError>;
+
+/// What [`Aggregate::evaluate`] gives for a batch.
+type Evaluated = (
+    Option<Encoded>,
+    Vec<Vec<ArrayRef>>,
+    Vec<Option<BooleanArray>>,
+    Vec<Option<Encoded>>,
+);
 
 /// Groups by key bytes; hashbrown for `entry_ref` (one lookup per row,
 /// found or inserted, without allocating the key when found).
@@ -97,6 +108,51 @@ impl Aggregate {
         group.accs.iter().map(|a| a.value()).collect()
     }
 
+    fn output(group: &Group) -> Output {
+        Self::values(group).map_err(|e| e.row_error())
+    }
+
+    /// Group keys, then per aggregate its arguments, FILTER mask and
+    /// argument encoding, for every row of `batch`.
+    fn evaluate(&self, batch: &RecordBatch) -> Result<Evaluated> {
+        let n = batch.num_rows();
+        let key_rows = if self.keys.is_empty() {
+            None
+        } else {
+            let cols = self
+                .keys
+                .iter()
+                .map(|k| k.evaluate(batch)?.into_array(n))
+                .collect::<datafusion::error::Result<Vec<_>>>()?;
+            Some(self.key_codec.encode(&cols)?)
+        };
+        let mut args: Vec<Vec<ArrayRef>> = Vec::with_capacity(self.aggs.len());
+        let mut filters: Vec<Option<BooleanArray>> = Vec::with_capacity(self.aggs.len());
+        let mut encoded = Vec::with_capacity(self.aggs.len());
+        for spec in &self.aggs {
+            let a = spec
+                .args
+                .iter()
+                .map(|e| e.evaluate(batch)?.into_array(n))
+                .collect::<datafusion::error::Result<Vec<_>>>()?;
+            encoded.push(spec.factory.encode(&a)?);
+            args.push(a);
+            filters.push(match &spec.filter {
+                None => None,
+                Some(f) => {
+                    let m = f.evaluate(batch)?.into_array(n)?;
+                    Some(
+                        m.as_any()
+                            .downcast_ref::<BooleanArray>()
+                            .ok_or_else(|| DataflowError::Other("FILTER is not boolean".into()))?
+                            .clone(),
+                    )
+                }
+            });
+        }
+        Ok((key_rows, args, filters, encoded))
+    }
+
     /// Output rows: group keys (row bytes) and aggregate values, with diffs.
     fn build(&self, rows: Vec<(RowBytes, Vec<ScalarValue>, i64)>) -> Result<Delta> {
         if rows.is_empty() {
@@ -137,45 +193,19 @@ impl Node for Aggregate {
             self.counts.rows_out += out.len() as u64;
             return self.build(out);
         }
-        let batch = &input.batch;
-        let n = batch.num_rows();
-
-        // Keys.
-        let key_rows = if self.keys.is_empty() {
-            None
-        } else {
-            let cols = self
-                .keys
-                .iter()
-                .map(|k| k.evaluate(batch)?.into_array(n))
-                .collect::<datafusion::error::Result<Vec<_>>>()?;
-            Some(self.key_codec.encode(&cols)?)
+        // A row whose key, argument or FILTER fails to evaluate is an error
+        // of the view, not part of any group.
+        let evaluated = match self.evaluate(&input.batch) {
+            Ok(e) => (e, input),
+            Err(_) => {
+                let good = super::without_failing(input, &mut cx.errors, |row| {
+                    self.evaluate(row).map(|_| ())
+                })?;
+                (self.evaluate(&good.batch)?, good)
+            }
         };
-        // Arguments, filters and value encodings, per aggregate.
-        let mut args: Vec<Vec<ArrayRef>> = Vec::with_capacity(self.aggs.len());
-        let mut filters: Vec<Option<BooleanArray>> = Vec::with_capacity(self.aggs.len());
-        let mut encoded = Vec::with_capacity(self.aggs.len());
-        for spec in &self.aggs {
-            let a = spec
-                .args
-                .iter()
-                .map(|e| e.evaluate(batch)?.into_array(n))
-                .collect::<datafusion::error::Result<Vec<_>>>()?;
-            encoded.push(spec.factory.encode(&a)?);
-            args.push(a);
-            filters.push(match &spec.filter {
-                None => None,
-                Some(f) => {
-                    let m = f.evaluate(batch)?.into_array(n)?;
-                    Some(
-                        m.as_any()
-                            .downcast_ref::<BooleanArray>()
-                            .ok_or_else(|| DataflowError::Other("FILTER is not boolean".into()))?
-                            .clone(),
-                    )
-                }
-            });
-        }
+        let ((key_rows, args, filters, encoded), input) = evaluated;
+        let n = input.len();
 
         // Each touched group keeps its old output from its first touch;
         // `touched` borrows the batch's encoded keys (no allocation).
@@ -183,7 +213,7 @@ impl Node for Aggregate {
         for row in 0..n {
             let diff = input.diffs[row];
             let key: &[u8] = match &key_rows {
-                Some(r) => r.row(row).data(),
+                Some(r) => r.row(row),
                 None => &[],
             };
             let group = match self.groups.entry_ref(key) {
@@ -195,7 +225,7 @@ impl Node for Aggregate {
             };
             if group.before.is_none() {
                 let old = if group.rows > 0 || self.global {
-                    Some(Self::values(group)?)
+                    Some(Self::output(group))
                 } else {
                     None
                 };
@@ -209,7 +239,7 @@ impl Node for Aggregate {
                 {
                     continue;
                 }
-                let value = encoded[i].as_ref().map(|r| r.row(row).data());
+                let value = encoded[i].as_ref().map(|r| r.row(row));
                 acc.update(&args[i], row, value, diff)?;
             }
         }
@@ -220,7 +250,7 @@ impl Node for Aggregate {
             };
             let old = g.before.take().flatten();
             let new = if g.rows > 0 || self.global {
-                Some(Self::values(g)?)
+                Some(Self::output(g))
             } else {
                 None
             };
@@ -231,11 +261,18 @@ impl Node for Aggregate {
             if old == new {
                 continue;
             }
-            if let Some(old) = old {
-                out.push((key.into(), old, -1));
+            // A group whose value cannot be computed (an overflowing
+            // SUM) is an error of the view instead of a row, until a
+            // change brings it back in range.
+            match old {
+                Some(Ok(old)) => out.push((key.into(), old, -1)),
+                Some(Err(e)) => cx.errors.push((e, -1)),
+                None => {}
             }
-            if let Some(new) = new {
-                out.push((key.into(), new, 1));
+            match new {
+                Some(Ok(new)) => out.push((key.into(), new, 1)),
+                Some(Err(e)) => cx.errors.push((e, 1)),
+                None => {}
             }
         }
         self.counts.rows_out += out.len() as u64;

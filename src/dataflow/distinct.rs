@@ -48,7 +48,7 @@ impl Node for Distinct {
         let mut take = Vec::new();
         let mut diffs = Vec::new();
         for (i, d) in input.diffs.iter().enumerate() {
-            let key = rows.row(i).data();
+            let key = rows.row(i);
             let before = self.counts.get(key).copied().unwrap_or(0);
             let after = before + d;
             if after == 0 {

@@ -76,7 +76,7 @@ impl Index {
         let mut net: AHashMap<&[u8], i64> = AHashMap::with_capacity(delta.len());
         let mut order: Vec<&[u8]> = Vec::with_capacity(delta.len());
         for (i, d) in delta.diffs.iter().enumerate() {
-            let key = rows.row(i).data();
+            let key = rows.row(i);
             let e = net.entry(key).or_insert_with(|| {
                 order.push(key);
                 0
@@ -138,7 +138,7 @@ impl Index {
         for d in undo {
             let rows = self.codec.encode(d.batch.columns())?;
             for (i, diff) in d.diffs.iter().enumerate() {
-                *adjust.entry(rows.row(i).data().to_vec()).or_insert(0) -= diff;
+                *adjust.entry(rows.row(i).to_vec()).or_insert(0) -= diff;
             }
         }
         let mut counts: Vec<(&[u8], i64)> = self

@@ -217,13 +217,13 @@ impl Join {
             Some(self.key_codec.encode(&key_cols)?)
         };
         for (i, d) in delta.diffs.iter().enumerate() {
-            let row: RowBytes = rows.row(i).data().into();
+            let row: RowBytes = rows.row(i).into();
             if !self.nulls_equal && key_cols.iter().any(|c| c.is_null(i)) {
                 unmatched.push((row, *d));
                 continue;
             }
             let key: RowBytes = match &keys {
-                Some(k) => k.row(i).data().into(),
+                Some(k) => k.row(i).into(),
                 None => Box::new([]),
             };
             let e = into.entry(key).or_default();

@@ -164,8 +164,13 @@ fn lift_scalar_subqueries(
 pub enum Input {
     /// A stream: read its topic from the start.
     Stream { topic: String, layout: Layout },
-    /// A table or materialized view: its contents now, then its changes.
-    Changes { schema: SchemaRef, backfill: Delta },
+    /// A table or materialized view: its contents and errors now, then
+    /// its changes.
+    Changes {
+        schema: SchemaRef,
+        backfill: Delta,
+        errors: Vec<(super::RowError, i64)>,
+    },
 }
 
 /// Resolves the relations a plan scans.
@@ -355,8 +360,17 @@ impl<'a> Lowering<'a> {
                         let schema = Arc::clone(layout.schema());
                         (Box::new(StreamSource::new(&name, &topic, layout)?), schema)
                     }
-                    Input::Changes { schema, backfill } => (
-                        Box::new(ChangesSource::new(&name, Arc::clone(&schema), backfill)),
+                    Input::Changes {
+                        schema,
+                        backfill,
+                        errors,
+                    } => (
+                        Box::new(ChangesSource::new(
+                            &name,
+                            Arc::clone(&schema),
+                            backfill,
+                            errors,
+                        )),
                         schema,
                     ),
                 };

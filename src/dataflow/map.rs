@@ -3,8 +3,9 @@
 //! keeps). Stateless.
 //!
 //! An expression that fails on a batch (division by zero, a bad cast) is
-//! re-evaluated row by row: the rows that fail are counted as errors and
-//! dropped, the rest go on, so one bad row never stops a view.
+//! re-evaluated row by row: each row that fails becomes an error of the
+//! view (with the row's diff, so retracting the row clears it), the rest go
+//! on, so one bad row never stops a view.
 
 use std::sync::Arc;
 
@@ -12,7 +13,6 @@ use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, Recor
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::PhysicalExpr;
-use tracing::warn;
 
 use super::checkpoint::{Reader, Writer};
 use super::{Counts, Delta, Node, OperatorStats, Result, StepContext};
@@ -109,23 +109,14 @@ impl Node for Map {
         }
         let out = match self.apply(&input.batch, &input.diffs) {
             Ok(d) => d,
-            Err(first) => {
-                // Isolate the rows that fail.
-                let mut parts = Vec::new();
-                for i in 0..input.len() {
-                    let row = input.batch.slice(i, 1);
-                    match self.apply(&row, &input.diffs[i..i + 1]) {
-                        Ok(d) => parts.push(d),
-                        Err(e) => {
-                            self.counts.errors += 1;
-                            warn!(error = %e, "row dropped by a view: expression failed");
-                        }
-                    }
-                }
-                if parts.is_empty() && input.len() > 1 {
-                    warn!(error = %first, "every row of a change batch failed");
-                }
-                Delta::concat(&self.schema, &parts)?
+            Err(_) => {
+                // Isolate the rows that fail: each is an error of the view.
+                let before = cx.errors.len();
+                let good = super::without_failing(input, &mut cx.errors, |row| {
+                    self.apply(row, &[1]).map(|_| ())
+                })?;
+                self.counts.errors += (cx.errors.len() - before) as u64;
+                self.apply(&good.batch, &good.diffs)?
             }
         };
         self.counts.rows_out += out.len() as u64;

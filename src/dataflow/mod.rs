@@ -61,6 +61,9 @@ pub enum DataflowError {
     /// not the dataflow it was written by).
     #[error("checkpoint: {0}")]
     Checkpoint(String),
+    /// A row-level error of a view, reported by a read of it.
+    #[error("{0}")]
+    Row(RowError),
     #[error("{0}")]
     Other(String),
 }
@@ -174,8 +177,85 @@ pub fn nullable(schema: &Schema) -> SchemaRef {
     ))
 }
 
+/// A row-level evaluation error (division by zero, overflow, a cast that
+/// fails) with its SQLSTATE. As in Materialize, a view keeps the multiset
+/// of its errors beside its rows: an input row that raises adds its error
+/// (diff +1), its retraction takes it away (−1, the same error again), and
+/// the view reads as an error while any is left.
+pub type RowError = crate::sqlstate::Coded;
+
+impl DataflowError {
+    /// This error as a row error: its SQLSTATE and message.
+    pub fn row_error(&self) -> RowError {
+        let code = match self {
+            DataflowError::Row(e) => return e.clone(),
+            DataflowError::DataFusion(e) => crate::sqlstate::datafusion_sqlstate(e),
+            DataflowError::Arrow(e) => crate::sqlstate::arrow_sqlstate(e),
+            DataflowError::Unsupported(_) => "0A000",
+            _ => "XX000",
+        };
+        RowError {
+            code,
+            message: self.to_string(),
+        }
+    }
+}
+
+/// `input` without the rows `check` fails on: each of those becomes its
+/// error, with the row's diff, in `errors`. `check` runs once over the
+/// whole batch, and row by row only when that fails, so a change without
+/// bad rows costs one evaluation.
+pub fn without_failing(
+    input: Delta,
+    errors: &mut Vec<(RowError, i64)>,
+    mut check: impl FnMut(&RecordBatch) -> Result<()>,
+) -> Result<Delta> {
+    if input.is_empty() || check(&input.batch).is_ok() {
+        return Ok(input);
+    }
+    let mut keep = Vec::with_capacity(input.len());
+    for i in 0..input.len() {
+        match check(&input.batch.slice(i, 1)) {
+            Ok(()) => keep.push(true),
+            Err(e) => {
+                errors.push((e.row_error(), input.diffs[i]));
+                keep.push(false);
+            }
+        }
+    }
+    let mask = datafusion::arrow::array::BooleanArray::from(keep);
+    let batch = datafusion::arrow::compute::filter_record_batch(&input.batch, &mask)?;
+    let diffs = input
+        .diffs
+        .iter()
+        .zip(mask.values().iter())
+        .filter(|(_, k)| *k)
+        .map(|(d, _)| *d)
+        .collect();
+    Ok(Delta::new(batch, diffs))
+}
+
+/// Add `changes` to a multiset of errors, dropping those that reach zero.
+pub fn apply_errors(
+    errors: &mut std::collections::BTreeMap<RowError, i64>,
+    changes: &[(RowError, i64)],
+) {
+    for (e, d) in changes {
+        let n = errors.entry(e.clone()).or_insert(0);
+        *n += d;
+        if *n == 0 {
+            errors.remove(e);
+        }
+    }
+}
+
 /// What a leaf needs during a tick.
 pub struct StepContext<'a> {
+    /// Row errors of tables and materialized views in this tick, by name
+    /// (a view reading an errored view is in error too).
+    pub error_changes: &'a HashMap<String, Arc<Vec<(RowError, i64)>>>,
+    /// Row errors raised by this dataflow's operators during the step.
+    pub errors: Vec<(RowError, i64)>,
     /// Changes of tables and materialized views in this tick, by name.
     pub changes: &'a HashMap<String, Arc<Delta>>,
     pub log: &'a Arc<Log>,

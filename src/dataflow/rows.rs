@@ -64,9 +64,16 @@ impl Codec {
         &self.types
     }
 
-    /// Row bytes of every row of `columns`.
-    pub fn encode(&self, columns: &[ArrayRef]) -> Result<Rows> {
-        Ok(self.converter.convert_columns(columns)?)
+    /// Row bytes of every row of `columns`. With no columns (a join side
+    /// or key that contributes none, `count(*) FROM a, b`) every row is the
+    /// empty row: arrow's converter would give no rows at all.
+    pub fn encode(&self, columns: &[ArrayRef]) -> Result<Encoded> {
+        if self.types.is_empty() {
+            return Ok(Encoded { rows: None });
+        }
+        Ok(Encoded {
+            rows: Some(self.converter.convert_columns(columns)?),
+        })
     }
 
     /// Columns holding `rows` in order.
@@ -95,6 +102,22 @@ impl Codec {
             columns,
             &RecordBatchOptions::new().with_row_count(Some(n)),
         )?)
+    }
+}
+
+/// Rows encoded by [`Codec::encode`].
+pub struct Encoded {
+    /// None: no columns, every row empty.
+    rows: Option<Rows>,
+}
+
+impl Encoded {
+    /// The bytes of row `i`.
+    pub fn row(&self, i: usize) -> &[u8] {
+        match &self.rows {
+            Some(r) => r.row(i).data(),
+            None => &[],
+        }
     }
 }
 

@@ -204,10 +204,17 @@ impl TopicReader {
                     more = true;
                     break;
                 }
-                let Some(records) = fetches.next() else {
-                    break;
+                let records = match fetches.next() {
+                    Some(Ok(records)) => records,
+                    Some(Err(e)) => {
+                        // The position stays before the fetch that failed:
+                        // the next tick tries again from there.
+                        tracing::warn!(relation = %self.relation, topic = %self.topic, partition = id, error = %e, "reading the topic failed");
+                        break;
+                    }
+                    None => break,
                 };
-                for r in records? {
+                for r in records {
                     let diff = r
                         .headers
                         .iter()
@@ -259,8 +266,25 @@ impl TopicReader {
         Ok(Read { delta, more })
     }
 
-    /// Decode the records read so far into a delta (and clear them).
+    /// Decode the records read so far into a delta (and clear them). The
+    /// records' offsets are already taken: a failure of the whole chunk
+    /// (not expected: a bug) is reported against each of its records, so
+    /// nothing is lost without a trace.
     fn decode(&mut self, pending: &mut Pending, errors: &DecodeErrors) -> Result<Delta> {
+        match self.try_decode(pending, errors) {
+            Ok(d) => Ok(d),
+            Err(e) => {
+                tracing::error!(relation = %self.relation, error = %e, records = pending.origin.len(), "decoding a chunk of records failed");
+                for (p, o) in &pending.origin {
+                    errors.record(&self.relation, &self.topic, *p, *o, &e.to_string());
+                }
+                pending.clear();
+                Ok(Delta::empty(Arc::clone(self.layout.schema())))
+            }
+        }
+    }
+
+    fn try_decode(&mut self, pending: &mut Pending, errors: &DecodeErrors) -> Result<Delta> {
         let records: Vec<RecordRef<'_>> = pending
             .values
             .iter()
@@ -280,7 +304,20 @@ impl TopicReader {
         }
         let delta = if self.upsert.is_some() {
             let keys: Vec<Option<&[u8]>> = records.iter().map(|r| r.key).collect();
-            self.upserts(&batch, &good, &keys, &pending.diffs, &pending.tombstones)?
+            let (delta, keyless) =
+                self.upserts(&batch, &good, &keys, &pending.diffs, &pending.tombstones)?;
+            for input in keyless {
+                let (p, o) = pending.origin[input];
+                let column = self.layout.key_names().join(", ");
+                errors.record(
+                    &self.relation,
+                    &self.topic,
+                    p,
+                    o,
+                    &format!("primary key ({column}) is NULL or missing in the record's value"),
+                );
+            }
+            delta
         } else {
             let diffs = if failures.is_empty() {
                 std::mem::take(&mut pending.diffs)
@@ -334,16 +371,16 @@ impl TopicReader {
         keys: &[Option<&[u8]>],
         diffs: &[i64],
         tombstones: &[(usize, bytes::Bytes)],
-    ) -> Result<Delta> {
+    ) -> Result<(Delta, Vec<usize>)> {
         let schema = Arc::clone(self.layout.schema());
         let batch = super::with_schema(batch, &schema)?;
         // A record without a key is keyed by its primary-key columns.
         let row_keys = self
             .layout
-            .keys(&batch)
+            .row_keys(&batch)
             .map_err(|e| super::DataflowError::Other(e.to_string()))?;
         let Some(up) = self.upsert.as_mut() else {
-            return Ok(Delta::new(batch, vec![1; good.len()]));
+            return Ok((Delta::new(batch, vec![1; good.len()]), vec![]));
         };
         let encoded = up.codec.encode(batch.columns())?;
         let mut out: Vec<(RowBytes, i64)> = Vec::new();
@@ -352,6 +389,9 @@ impl TopicReader {
             row_of_input.insert(*input, row);
         }
         let mut stones = tombstones.iter().peekable();
+        // Records whose primary-key column is NULL or missing: not a row of
+        // the table, so they are counted and skipped, alone.
+        let mut keyless = Vec::new();
         let delete = |up: &mut Upserts, out: &mut Vec<(RowBytes, i64)>, key: &[u8]| {
             if let Some(old) = up.rows.remove(key) {
                 out.push((old, -1));
@@ -364,12 +404,21 @@ impl TopicReader {
             let Some(&row) = row_of_input.get(&input) else {
                 continue; // did not decode (counted)
             };
-            let key: Box<[u8]> = keys[input].unwrap_or(&row_keys[row]).into();
+            // A row's primary key must be there (NOT NULL); the record key,
+            // when the producer set one, says which row it replaces.
+            let key: Box<[u8]> = match (keys[input], &row_keys[row]) {
+                (Some(k), Some(_)) => k.into(),
+                (None, Some(k)) => k.as_slice().into(),
+                (_, None) => {
+                    keyless.push(input);
+                    continue;
+                }
+            };
             if diffs[input] < 0 {
                 delete(up, &mut out, &key);
                 continue;
             }
-            let new: RowBytes = encoded.row(row).data().into();
+            let new: RowBytes = encoded.row(row).into();
             if let Some(old) = up.rows.insert(key, new.clone()) {
                 out.push((old, -1));
             }
@@ -382,7 +431,7 @@ impl TopicReader {
         let rows = up
             .codec
             .decode_batch(&schema, out.iter().map(|(r, _)| r.as_ref()))?;
-        Ok(Delta::new(rows, diffs))
+        Ok((Delta::new(rows, diffs), keyless))
     }
 }
 
@@ -451,16 +500,24 @@ pub struct ChangesSource {
     name: String,
     schema: SchemaRef,
     backfill: Option<Delta>,
+    /// The input's errors when the view started (it starts in error too).
+    backfill_errors: Vec<(super::RowError, i64)>,
     counts: Counts,
 }
 
 impl ChangesSource {
     /// `backfill`: the input's contents at the epoch the view starts from.
-    pub fn new(name: &str, schema: SchemaRef, backfill: Delta) -> ChangesSource {
+    pub fn new(
+        name: &str,
+        schema: SchemaRef,
+        backfill: Delta,
+        errors: Vec<(super::RowError, i64)>,
+    ) -> ChangesSource {
         ChangesSource {
             name: name.to_string(),
             schema,
             backfill: Some(backfill),
+            backfill_errors: errors,
             counts: Counts::default(),
         }
     }
@@ -478,6 +535,12 @@ impl Node for ChangesSource {
         }
         if let Some(d) = cx.changes.get(&self.name) {
             parts.push(d.as_ref().clone());
+        }
+        // An errored input makes this view errored too (Materialize's
+        // error propagation), and its recovery recovers this one.
+        cx.errors.append(&mut self.backfill_errors);
+        if let Some(e) = cx.error_changes.get(&self.name) {
+            cx.errors.extend(e.iter().cloned());
         }
         let out = Delta::concat(&self.schema, &parts)?;
         self.counts.rows_in += out.len() as u64;
@@ -504,6 +567,7 @@ impl Node for ChangesSource {
             )));
         }
         self.backfill = None;
+        self.backfill_errors.clear();
         Ok(())
     }
 }

@@ -189,12 +189,12 @@ impl Node for TemporalFilter {
                 let row = rows.row(i);
                 let diff = input.diffs[i];
                 if from <= now {
-                    out.push((row.data().into(), diff));
+                    out.push((row.into(), diff));
                 } else {
-                    self.schedule(from, row.data(), diff);
+                    self.schedule(from, row, diff);
                 }
                 if until != i64::MAX {
-                    self.schedule(until, row.data(), -diff);
+                    self.schedule(until, row, -diff);
                 }
             }
         }

@@ -150,7 +150,7 @@ impl Node for TopK {
         let rows = self.row_codec.encode(input.batch.columns())?;
         let part = |i: usize| -> RowBytes {
             match &parts {
-                Some(p) => p.row(i).data().into(),
+                Some(p) => p.row(i).into(),
                 None => Box::new([]),
             }
         };
@@ -165,10 +165,7 @@ impl Node for TopK {
         }
         for (i, d) in input.diffs.iter().enumerate() {
             let p = part(i);
-            let k = (
-                RowBytes::from(keys.row(i).data()),
-                RowBytes::from(rows.row(i).data()),
-            );
+            let k = (RowBytes::from(keys.row(i)), RowBytes::from(rows.row(i)));
             let size = state_bytes(p.len() + k.0.len() + k.1.len());
             let sorted = self.groups.entry(p.clone()).or_default();
             let e = sorted.entry(k.clone()).or_insert(0);

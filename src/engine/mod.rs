@@ -24,8 +24,8 @@ use datafusion::common::ParamValues;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::sqlparser::ast::{
-    ColumnDef, ColumnOption, CopySource, CopyTarget, CreateTableOptions, ObjectType,
-    Statement as SqlStatement, TableConstraint,
+    ColumnDef, ColumnOption, CopySource, CopyTarget, CreateTableOptions, ObjectType, Reset,
+    ResetStatement, Statement as SqlStatement, TableConstraint,
 };
 
 use crate::catalog::{Catalog, Column, Format, Object};
@@ -79,6 +79,10 @@ pub enum EngineError {
     /// A binary COPY value that is not in its column type's binary format.
     #[error("{0}")]
     CopyBinary(String),
+    /// A view whose query names two output columns alike (PostgreSQL
+    /// allows it in a SELECT, not in a relation).
+    #[error("column \"{0}\" specified more than once")]
+    DuplicateColumn(String),
 }
 
 impl EngineError {
@@ -102,6 +106,7 @@ impl EngineError {
             EngineError::DataFusion(e) => datafusion_sqlstate(e),
             EngineError::Dataflow(DataflowError::Unsupported(_)) => "0A000",
             EngineError::Dataflow(DataflowError::DataFusion(e)) => datafusion_sqlstate(e),
+            EngineError::Dataflow(DataflowError::Row(e)) => e.code,
             EngineError::Dataflow(_) => "XX000",
             EngineError::Dependents { .. } => "2BP01",
             EngineError::WrongObject(_) => "42809",
@@ -109,40 +114,12 @@ impl EngineError {
             EngineError::CopyData(_) => "22P04",
             EngineError::CopyValue(_) => "22P02",
             EngineError::CopyBinary(_) => "22P03",
+            EngineError::DuplicateColumn(_) => "42701",
         }
     }
 }
 
-/// SQLSTATE for a DataFusion error, by its category.
-pub fn datafusion_sqlstate(e: &datafusion::error::DataFusionError) -> &'static str {
-    use datafusion::error::DataFusionError as D;
-    if e.to_string().contains("violates not-null constraint") {
-        return "23502";
-    }
-    match e {
-        D::SQL(..) => "42601",
-        D::Plan(m) if m.contains("not found") => "42P01",
-        D::SchemaError(..) => "42703",
-        D::Plan(_) => "42601",
-        D::NotImplemented(_) => "0A000",
-        D::ArrowError(a, _) => {
-            use datafusion::arrow::error::ArrowError as A;
-            match &**a {
-                A::CastError(_) | A::ParseError(_) => "22P02",
-                A::DivideByZero => "22012",
-                A::ArithmeticOverflow(_) => "22003",
-                A::ComputeError(m) if m.contains("Overflow") || m.contains("overflow") => "22003",
-                _ => "22000",
-            }
-        }
-        D::Execution(m) if m.contains("Cast error") || m.contains("Cannot cast") => "22P02",
-        D::Execution(m) if m.contains("Divide by zero") => "22012",
-        D::Execution(m) if m.contains("Overflow") || m.contains("overflow") => "22003",
-        D::Execution(_) => "22000",
-        D::Context(_, inner) => datafusion_sqlstate(inner),
-        _ => "XX000",
-    }
-}
+pub use crate::sqlstate::datafusion_sqlstate;
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 
@@ -171,6 +148,22 @@ pub enum Output {
         snapshot: bool,
         start: views::Subscription,
     },
+    /// A statement about the connection's own state (prepared statements,
+    /// portals), which only the protocol layer holds.
+    Session(SessionCommand),
+}
+
+/// Statements drivers send about their connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionCommand {
+    /// `DEALLOCATE [PREPARE] name` (None: `ALL`).
+    Deallocate(Option<String>),
+    /// `DISCARD ALL | PLANS | SEQUENCES | TEMP`: the word, upper-case.
+    Discard(String),
+    /// A statement about state eddy's sessions do not have (`UNLISTEN`:
+    /// nothing listens; `RESET ALL`): answered with its tag, as
+    /// PostgreSQL answers it when there is nothing to undo.
+    Nothing(&'static str),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -356,6 +349,14 @@ impl Engine {
     /// may take its state from the checkpoint.
     async fn install_view(&self, name: &str, query: &str, backfill: bool) -> Result<()> {
         let plan = self.ctx.sql(query).await?.into_optimized_plan()?;
+        if backfill {
+            let mut seen = std::collections::HashSet::new();
+            for f in plan.schema().fields() {
+                if !seen.insert(f.name().as_str()) {
+                    return Err(EngineError::DuplicateColumn(f.name().clone()));
+                }
+            }
+        }
         let streams = self.streams()?;
         let state = self.ctx.state();
         let version = if backfill {
@@ -533,6 +534,9 @@ impl Engine {
     /// Start sink `name` (its task runs until dropped; see `sink.rs`).
     async fn start_sink(&self, name: &str, from: &str, topic: &str) -> Result<()> {
         let schema = self.ctx.table_provider(from).await?.schema();
+        // Subscribed before CREATE SINK is answered: the sink starts from
+        // the relation as of its creation, and every change after is one.
+        let start = self.dataflows.subscribe(from)?;
         let task = tokio::spawn(sink::run(
             name.to_string(),
             from.to_string(),
@@ -540,6 +544,7 @@ impl Engine {
             schema,
             Arc::clone(&self.dataflows),
             Arc::clone(&self.log),
+            start,
         ));
         if let Ok(mut sinks) = self.sinks.lock()
             && let Some(old) = sinks.insert(name.to_string(), task.abort_handle())
@@ -630,6 +635,13 @@ impl Engine {
         matches!(
             s,
             SqlStatement::CreateTable(_)
+                | SqlStatement::Deallocate { .. }
+                | SqlStatement::Discard { .. }
+                | SqlStatement::UNLISTEN { .. }
+                | SqlStatement::Reset(ResetStatement {
+                    reset: Reset::ALL,
+                    ..
+                })
                 | SqlStatement::CreateView(_)
                 | SqlStatement::Delete(_)
                 | SqlStatement::Update(_)
@@ -951,6 +963,21 @@ impl Engine {
         params: Option<ParamValues>,
     ) -> Result<Output> {
         match s {
+            SqlStatement::Deallocate { name, .. } => {
+                let all = name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all");
+                Ok(Output::Session(SessionCommand::Deallocate(
+                    (!all).then_some(name.value),
+                )))
+            }
+            SqlStatement::Discard { object_type } => Ok(Output::Session(SessionCommand::Discard(
+                object_type.to_string().to_ascii_uppercase(),
+            ))),
+            SqlStatement::UNLISTEN { .. } => {
+                Ok(Output::Session(SessionCommand::Nothing("UNLISTEN")))
+            }
+            SqlStatement::Reset(r) if matches!(r.reset, Reset::ALL) => {
+                Ok(Output::Session(SessionCommand::Nothing("RESET")))
+            }
             SqlStatement::CreateTable(ct) => {
                 let name = ct.name.to_string();
                 if ct.if_not_exists && self.lock()?.get(&name).is_some() {

@@ -63,7 +63,7 @@ pub fn install(ctx: &SessionContext, catalog: &str, dataflows: &Arc<Dataflows>) 
             }),
         )?;
     }
-    use CatalogFnKind::{Null, SizePretty, True};
+    use CatalogFnKind::{Null, SizePretty, True, Version};
     let oid_fns: &[(&'static str, CatalogFnKind, DataType)] = &[
         ("pg_size_pretty", SizePretty, DataType::Utf8),
         ("pg_table_size", Null, DataType::Int64),
@@ -79,10 +79,16 @@ pub fn install(ctx: &SessionContext, catalog: &str, dataflows: &Arc<Dataflows>) 
         ("pg_operator_is_visible", True, DataType::Boolean),
         ("pg_tablespace_location", Null, DataType::Utf8),
         ("pg_get_viewdef", Null, DataType::Utf8),
+        // asyncpg's pool reset calls it; eddy takes no advisory locks, so
+        // there are none to release (void: NULL).
+        ("pg_advisory_unlock_all", Null, DataType::Utf8),
+        ("version", Version, DataType::Utf8),
     ];
     for (name, kind, ret) in oid_fns {
         let signature = match kind {
             SizePretty => Signature::uniform(1, vec![DataType::Int64], Volatility::Immutable),
+            Version => Signature::nullary(Volatility::Stable),
+            _ if *name == "pg_advisory_unlock_all" => Signature::nullary(Volatility::Volatile),
             _ => Signature::variadic_any(Volatility::Stable),
         };
         ctx.register_udf(ScalarUDF::new_from_impl(CatalogFn {
@@ -101,6 +107,9 @@ enum CatalogFnKind {
     Null,
     True,
     SizePretty,
+    /// `version()`: PostgreSQL's shape first, which drivers parse
+    /// (SQLAlchemy reads the major version from it), then what eddy is.
+    Version,
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -128,6 +137,12 @@ impl ScalarUDFImpl for CatalogFn {
         match self.kind {
             CatalogFnKind::Null => Ok(ColumnarValue::Scalar(ScalarValue::try_from(&self.ret)?)),
             CatalogFnKind::True => Ok(ColumnarValue::Scalar(ScalarValue::Boolean(Some(true)))),
+            CatalogFnKind::Version => Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(format!(
+                "PostgreSQL 15.0 on {}-linux, compiled by rustc (eddy {}, Apache DataFusion {})",
+                std::env::consts::ARCH,
+                env!("CARGO_PKG_VERSION"),
+                datafusion::DATAFUSION_VERSION
+            ))))),
             CatalogFnKind::SizePretty => {
                 let sizes = args
                     .args

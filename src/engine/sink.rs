@@ -21,7 +21,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use tokio::sync::broadcast::error::RecvError;
 use tracing::{info, warn};
 
-use super::views::Dataflows;
+use super::views::{Dataflows, Subscription};
 use crate::dataflow::rows::{Codec, RowBytes};
 use crate::dataflow::{DataflowError, with_schema};
 use crate::log::batch::{NewRecord, encode};
@@ -39,9 +39,21 @@ pub async fn run(
     schema: SchemaRef,
     dataflows: Arc<Dataflows>,
     log: Arc<Log>,
+    start: Subscription,
 ) {
+    let mut start = Some(start);
     loop {
-        match feed(&name, &from, &topic, &schema, &dataflows, &log).await {
+        match feed(
+            &name,
+            &from,
+            &topic,
+            &schema,
+            &dataflows,
+            &log,
+            start.take(),
+        )
+        .await
+        {
             // Fell behind the tick broadcast: catch up again from the topic.
             Ok(true) => warn!(sink = %name, "sink fell behind; catching up"),
             Ok(false) => return,
@@ -63,17 +75,21 @@ async fn feed(
     schema: &SchemaRef,
     dataflows: &Dataflows,
     log: &Log,
+    start: Option<Subscription>,
 ) -> Result<bool, DataflowError> {
     let codec = Codec::for_schema(schema)?;
     let mut diff = read_back(log, topic, schema, &codec)?;
     for v in diff.values_mut() {
         *v = -*v;
     }
-    let start = dataflows.subscribe(from)?;
+    let start = match start {
+        Some(s) => s,
+        None => dataflows.subscribe(from)?,
+    };
     let snapshot = with_schema(&start.snapshot, schema)?;
     let rows = codec.encode(snapshot.columns())?;
     for i in 0..snapshot.num_rows() {
-        *diff.entry(rows.row(i).data().into()).or_insert(0) += 1;
+        *diff.entry(rows.row(i).into()).or_insert(0) += 1;
     }
     let catch_up: Vec<(RowBytes, i64)> = diff.into_iter().filter(|(_, d)| *d != 0).collect();
     let n = catch_up.len();
@@ -90,7 +106,7 @@ async fn feed(
                     let batch = with_schema(&d.batch, schema)?;
                     let rows = codec.encode(batch.columns())?;
                     let out = (0..batch.num_rows())
-                        .map(|i| (rows.row(i).data().into(), d.diffs[i]))
+                        .map(|i| (rows.row(i).into(), d.diffs[i]))
                         .collect();
                     write(log, topic, schema, &codec, out)?;
                 }
@@ -131,7 +147,7 @@ fn read_back(
         let (batch, good, _) = crate::format::json::decode(schema, &refs);
         let rows = codec.encode(batch.columns())?;
         for (i, g) in good.iter().enumerate() {
-            *held.entry(rows.row(i).data().into()).or_insert(0) += chunk[*g].1;
+            *held.entry(rows.row(i).into()).or_insert(0) += chunk[*g].1;
         }
     }
     Ok(held)

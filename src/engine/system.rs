@@ -284,10 +284,11 @@ fn materialized_views(e: &Engine) -> Result<Rows, String> {
         .views()
         .into_iter()
         .map(|v| {
-            let status = match &v.failed {
-                Some(e) => format!("failed: {e}"),
-                None if v.read < v.total => "backfilling".to_string(),
-                None => "running".to_string(),
+            let status = match (&v.failed, &v.error) {
+                (Some(e), _) => format!("failed: {e}"),
+                (None, Some(e)) => format!("error: {e}"),
+                (None, None) if v.read < v.total => "backfilling".to_string(),
+                (None, None) => "running".to_string(),
             };
             vec![
                 text(v.name),

@@ -25,8 +25,9 @@
 //! takes its state from the file and reads on from the saved offsets; any
 //! other is rebuilt from the log, as if created then.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -50,7 +51,9 @@ use crate::dataflow::index::Index;
 use crate::dataflow::lower::{Input, Lowering, Resolve};
 use crate::dataflow::source::TopicReader;
 use crate::dataflow::temporal::Clock;
-use crate::dataflow::{DataflowError, Delta, Node, OperatorStats, StepContext, nullable};
+use crate::dataflow::{
+    DataflowError, Delta, Node, OperatorStats, RowError, StepContext, apply_errors, nullable,
+};
 use crate::format::record::Layout;
 use crate::log::Log;
 
@@ -74,7 +77,12 @@ struct ViewState {
     inputs: Vec<String>,
     /// Topics its stream leaves read (fsynced before a checkpoint).
     topics: Vec<String>,
+    /// Why it stopped being maintained (a bug: an operator failed or
+    /// panicked); SELECT reports it.
     failed: Option<String>,
+    /// Its row errors (division by zero, overflow, …) with multiplicity:
+    /// while any is left, SELECT reports the first.
+    row_errors: BTreeMap<RowError, i64>,
     version: Option<i64>,
     /// The plan it was lowered from.
     fingerprint: String,
@@ -101,6 +109,13 @@ impl ViewState {
         let mut w = Writer::new();
         self.root.save(&mut w);
         self.index.save(&mut w);
+        w.tag("errors");
+        w.u64(self.row_errors.len() as u64);
+        for (e, n) in &self.row_errors {
+            w.bytes(e.code.as_bytes());
+            w.bytes(e.message.as_bytes());
+            w.i64(*n);
+        }
         w.into_bytes()
     }
 
@@ -108,7 +123,38 @@ impl ViewState {
         let mut r = Reader::new(state, log);
         self.root.restore(&mut r)?;
         self.index.restore(&mut r)?;
+        r.tag("errors")?;
+        self.row_errors.clear();
+        for _ in 0..r.len(24)? {
+            let code = RowError::intern(&r.string()?);
+            let message = r.string()?;
+            let n = r.i64()?;
+            self.row_errors.insert(RowError { code, message }, n);
+        }
         done(&r)
+    }
+
+    /// The error a SELECT of it reports, if any.
+    fn error(&self) -> Option<RowError> {
+        if let Some(e) = &self.failed {
+            return Some(RowError {
+                code: "XX000",
+                message: format!(
+                    "materialized view \"{}\" failed and is not maintained: {e}",
+                    self.name
+                ),
+            });
+        }
+        self.row_errors.keys().next().map(|e| RowError {
+            code: e.code,
+            message: format!(
+                "materialized view \"{}\" is in an error state: {} ({} input row{} raised errors; retract them to recover)",
+                self.name,
+                e.message,
+                self.row_errors.values().sum::<i64>(),
+                if self.row_errors.values().sum::<i64>() == 1 { "" } else { "s" }
+            ),
+        })
     }
 }
 
@@ -245,6 +291,8 @@ pub struct ViewInfo {
     pub read: i64,
     pub total: i64,
     pub failed: Option<String>,
+    /// Its first row error (and how many input rows raise errors).
+    pub error: Option<String>,
 }
 
 impl fmt::Debug for Dataflows {
@@ -266,10 +314,16 @@ impl Dataflows {
         })
     }
 
+    /// The state. Operators run under `catch_unwind` (a panic fails only
+    /// its view), so the lock is not expected to be poisoned; if a panic
+    /// elsewhere did poison it, the state is still whole between ticks and
+    /// the poison is cleared rather than failing every later statement.
     fn lock(&self) -> Result<MutexGuard<'_, State>, DataflowError> {
-        self.state
-            .lock()
-            .map_err(|_| DataflowError::Other("dataflow state lock poisoned".into()))
+        Ok(self.state.lock().unwrap_or_else(|poisoned| {
+            tracing::error!("dataflow state lock was poisoned by a panic; continuing");
+            self.state.clear_poison();
+            poisoned.into_inner()
+        }))
     }
 
     /// The last published epoch.
@@ -582,10 +636,8 @@ fn snapshot_in(
         return t.index.snapshot_before(undo);
     }
     if let Some(v) = st.views.iter_mut().find(|v| v.name == name) {
-        if let Some(e) = &v.failed {
-            return Err(DataflowError::Other(format!(
-                "materialized view \"{name}\" failed and is not maintained: {e}"
-            )));
+        if let Some(e) = v.error() {
+            return Err(DataflowError::Row(e));
         }
         return v.index.snapshot_before(undo);
     }
@@ -609,7 +661,10 @@ impl Dataflows {
         let batch = self
             .snapshot(name, as_of)
             .and_then(|b| crate::dataflow::with_schema(&b, schema))
-            .map_err(|e| DataFusionError::Execution(e.to_string()))?;
+            .map_err(|e| match e {
+                DataflowError::Row(e) => DataFusionError::External(Box::new(e)),
+                e => DataFusionError::Execution(e.to_string()),
+            })?;
         Ok(MemorySourceConfig::try_new_exec(
             &[vec![batch]],
             Arc::clone(schema),
@@ -676,29 +731,46 @@ impl Dataflows {
         loop {
             let mut st = self.lock()?;
             let mut changes: HashMap<String, Arc<Delta>> = HashMap::new();
+            let mut error_changes: HashMap<String, Arc<Vec<(RowError, i64)>>> = HashMap::new();
             let mut more = false;
             let mut read = false;
             for t in st.tables.iter_mut() {
-                match t.reader.read(&self.log, &self.errors, MAX_RECORDS_PER_TICK) {
-                    Ok(read) => {
+                let stepped = catch_unwind(AssertUnwindSafe(|| {
+                    let read = t
+                        .reader
+                        .read(&self.log, &self.errors, MAX_RECORDS_PER_TICK)?;
+                    t.index.apply(&read.delta)?;
+                    Ok::<_, DataflowError>(read)
+                }));
+                match stepped {
+                    Ok(Ok(read)) => {
                         more |= read.more;
-                        t.index.apply(&read.delta)?;
                         if !read.delta.is_empty() {
                             changes.insert(t.name.clone(), Arc::new(read.delta));
                         }
                     }
-                    Err(e) => warn!(table = %t.name, error = %e, "table changelog read failed"),
+                    Ok(Err(e)) => {
+                        tracing::error!(table = %t.name, error = %e, "table changelog read failed")
+                    }
+                    Err(panic) => tracing::error!(
+                        table = %t.name,
+                        panic = panic_message(&panic),
+                        "reading a table's changelog panicked (a bug)"
+                    ),
                 }
             }
             let log = Arc::clone(&self.log);
             let errors = Arc::clone(&self.errors);
             // One time for every view of the pass.
             let now_us = self.clock.now_us();
+            let mut st_changed = false;
             for v in st.views.iter_mut() {
                 if v.failed.is_some() {
                     continue;
                 }
                 let mut cx = StepContext {
+                    error_changes: &error_changes,
+                    errors: Vec::new(),
                     changes: &changes,
                     log: &log,
                     decode_errors: &errors,
@@ -707,23 +779,39 @@ impl Dataflows {
                     read: 0,
                     now_us,
                 };
-                let stepped = v.root.step(&mut cx);
+                // A panic in an operator (a bug) fails this view alone: its
+                // state may be half-updated, so it is not stepped again.
+                let stepped = catch_unwind(AssertUnwindSafe(|| {
+                    v.root
+                        .step(&mut cx)
+                        .and_then(|d| v.index.apply(&d).map(|_| d))
+                }));
                 more |= cx.more;
                 read |= cx.read > 0;
-                match stepped.and_then(|d| v.index.apply(&d).map(|_| d)) {
-                    Ok(d) => {
+                if !cx.errors.is_empty() {
+                    apply_errors(&mut v.row_errors, &cx.errors);
+                    error_changes.insert(v.name.clone(), Arc::new(std::mem::take(&mut cx.errors)));
+                    st_changed = true;
+                }
+                match stepped {
+                    Ok(Ok(d)) => {
                         if !d.is_empty() {
                             changes.insert(v.name.clone(), Arc::new(d));
                         }
                     }
-                    Err(e) => {
-                        warn!(view = %v.name, error = %e, "materialized view failed");
+                    Ok(Err(e)) => {
+                        tracing::error!(view = %v.name, error = %e, "materialized view failed");
                         v.failed = Some(e.to_string());
+                    }
+                    Err(panic) => {
+                        let m = panic_message(&panic);
+                        tracing::error!(view = %v.name, panic = %m, "materialized view panicked (a bug); it is no longer maintained");
+                        v.failed = Some(format!("internal error: {m}"));
                     }
                 }
             }
             let epoch = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
-            if !changes.is_empty() || read {
+            if !changes.is_empty() || read || st_changed {
                 st.generation += 1;
             }
             if !changes.is_empty() {
@@ -783,6 +871,13 @@ impl Dataflows {
                     read: p.iter().map(|x| x.1).sum(),
                     total: p.iter().map(|x| x.2).sum(),
                     failed: v.failed.clone(),
+                    error: v.row_errors.keys().next().map(|e| {
+                        format!(
+                            "{} ({} rows)",
+                            e.message,
+                            v.row_errors.values().sum::<i64>()
+                        )
+                    }),
                 }
             })
             .collect()
@@ -820,6 +915,15 @@ impl Dataflows {
         }
         out
     }
+}
+
+/// The text of a caught panic.
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into())
 }
 
 /// Take the checkpoint entry for `name` if it was written for this
@@ -864,6 +968,7 @@ fn lower_view(
         inputs,
         topics,
         failed: None,
+        row_errors: BTreeMap::new(),
         version: None,
         fingerprint: String::new(),
     })
@@ -889,12 +994,14 @@ impl Resolve for Resolver<'_> {
             return Ok(Input::Changes {
                 schema: t.index.schema(),
                 backfill: t.index.as_delta()?,
+                errors: vec![],
             });
         }
         if let Some(v) = self.state.views.iter_mut().find(|v| v.name == name) {
             return Ok(Input::Changes {
                 schema: v.index.schema(),
                 backfill: v.index.as_delta()?,
+                errors: v.row_errors.iter().map(|(e, n)| (e.clone(), *n)).collect(),
             });
         }
         Err(DataflowError::Unsupported(format!(

@@ -136,6 +136,14 @@ impl Layout {
     }
 
     /// Whether records are upserts by key.
+    /// The primary-key column names (empty unless keyed).
+    pub fn key_names(&self) -> Vec<&str> {
+        self.key
+            .iter()
+            .map(|&k| self.schema.field(k).name().as_str())
+            .collect()
+    }
+
     pub fn is_keyed(&self) -> bool {
         !self.key.is_empty()
     }
@@ -152,15 +160,26 @@ impl Layout {
                 )));
             }
         }
+        Ok(self.row_keys(batch)?.into_iter().flatten().collect())
+    }
+
+    /// [`Layout::keys`], with `None` for a row with a NULL key column (it
+    /// has no key) instead of an error.
+    pub fn row_keys(&self, batch: &RecordBatch) -> Result<Vec<Option<Vec<u8>>>, ArrowError> {
+        let null = |r: usize| self.key.iter().any(|&k| batch.column(k).is_null(r));
         if let [k] = self.key.as_slice() {
             let text = cast(batch.column(*k), &DataType::Utf8)?;
             let text = text.as_string::<i32>();
             return Ok((0..text.len())
-                .map(|r| text.value(r).as_bytes().to_vec())
+                .map(|r| (!text.is_null(r)).then(|| text.value(r).as_bytes().to_vec()))
                 .collect());
         }
         let projected = batch.project(&self.key)?;
-        json::encode(&projected)
+        Ok(json::encode(&projected)?
+            .into_iter()
+            .enumerate()
+            .map(|(r, k)| (!null(r)).then_some(k))
+            .collect())
     }
 
     /// A stream: columns named `_key`, `_partition`, `_offset`,

@@ -98,16 +98,34 @@ impl Iterator for Records<'_> {
             self.end = self.offset;
             return None;
         }
+        // Where the fetched batches end, from their headers (compaction
+        // may have removed a batch's last records, never its header).
+        let mut covered = self.offset;
+        let mut at = 0;
+        while at < read.records.len() {
+            let Ok(h) = batch::BatchHeader::parse(&read.records[at..]) else {
+                break;
+            };
+            covered = covered.max(h.next_offset());
+            at += h.total_len();
+        }
         let records = match batch::decode(read.records) {
             Ok(r) => r,
             Err(e) => return Some(Err(LogError::from(e))),
         };
-        let Some(last) = records.last().map(|r| r.offset) else {
+        let (from, to) = (self.offset, self.end);
+        // The fetch may run past `to`: records appended since the caller
+        // took its end. They are not returned, so the position must not
+        // pass them: the next read (over a later end) starts at `to`.
+        let next = records
+            .last()
+            .map_or(covered, |r| covered.max(r.offset + 1))
+            .min(to);
+        if next <= from {
             self.end = self.offset;
             return None;
-        };
-        let (from, to) = (self.offset, self.end);
-        self.offset = last + 1;
+        }
+        self.offset = next;
         Some(Ok(records
             .into_iter()
             .filter(|r| r.offset >= from && r.offset < to)
@@ -783,4 +801,51 @@ impl Partition {
 
 fn read_checkpoint(path: &Path) -> Option<i64> {
     fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::log::batch::NewRecord;
+
+    fn append(p: &Partition, n: usize) {
+        let records: Vec<NewRecord> = (0..n)
+            .map(|i| NewRecord {
+                key: None,
+                value: Some(Bytes::from(format!("v{i}"))),
+                timestamp: 0,
+                headers: vec![],
+            })
+            .collect();
+        p.append(batch::encode(&records).unwrap(), Durability::Os)
+            .unwrap();
+    }
+
+    /// A reader asked for `[from, to)` while appends move the end past
+    /// `to` must stop at `to`, not at the end of what its fetch happened
+    /// to return: issue 14's lost runs of records.
+    #[test]
+    fn records_stop_at_their_end_when_the_log_moved_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Arc::new(RwLock::new(TopicConfig::default()));
+        let p = Partition::create("t", 0, &dir.path().join("0"), config).unwrap();
+        let mut seen = Vec::new();
+        let mut from = 0;
+        for round in 0..20 {
+            append(&p, 7 + round);
+            let to = p.log_end();
+            // Appended after the reader took its end, before it reads.
+            append(&p, 5);
+            let mut fetches = p.records(from, to, 1 << 20);
+            for records in fetches.by_ref() {
+                seen.extend(records.unwrap().into_iter().map(|r| r.offset));
+            }
+            assert_eq!(fetches.position(), to);
+            from = fetches.position();
+        }
+        let want: Vec<i64> = (0..from).collect();
+        assert_eq!(seen, want);
+    }
 }

@@ -42,7 +42,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use crate::engine::{CopyFormat, CopyIn, Engine, EngineError, Output};
+use crate::engine::{CopyFormat, CopyIn, Engine, EngineError, Output, SessionCommand};
 
 fn user_error(code: &str, message: String) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new(
@@ -266,6 +266,48 @@ fn respond(client: &impl ClientInfo, output: Output) -> PgWireResult<Response> {
             "XX000",
             format!("SUBSCRIBE to {name} reached the wrong path"),
         )),
+        Output::Session(cmd) => Err(user_error(
+            "XX000",
+            format!("{cmd:?} reached the wrong path"),
+        )),
+    }
+}
+
+/// DEALLOCATE and DISCARD on the connection's statement and portal store.
+///
+/// pgwire's store cannot list its statements, so `DEALLOCATE ALL` and
+/// `DISCARD ALL` close every portal but leave named statements stored:
+/// drivers that send them (psycopg 3 after DDL, SQLAlchemy's pool reset)
+/// parse again under names of their own choosing, and a Parse replaces a
+/// statement of the same name.
+fn session_command<C>(client: &C, cmd: SessionCommand) -> PgWireResult<Response>
+where
+    C: ClientPortalStore,
+    C::PortalStore: PortalStore,
+{
+    let store = client.portal_store();
+    match cmd {
+        SessionCommand::Deallocate(Some(name)) => {
+            if store.get_statement(&name).is_none() {
+                return Err(user_error(
+                    "26000",
+                    format!("prepared statement \"{name}\" does not exist"),
+                ));
+            }
+            store.rm_statement(&name);
+            Ok(Response::Execution(Tag::new("DEALLOCATE")))
+        }
+        SessionCommand::Deallocate(None) => {
+            store.clear_portals();
+            Ok(Response::Execution(Tag::new("DEALLOCATE ALL")))
+        }
+        SessionCommand::Nothing(tag) => Ok(Response::Execution(Tag::new(tag))),
+        SessionCommand::Discard(what) => {
+            if what == "ALL" {
+                store.clear_portals();
+            }
+            Ok(Response::Execution(Tag::new(&format!("DISCARD {what}"))))
+        }
     }
 }
 
@@ -548,7 +590,8 @@ pub struct Extended {
 impl Extended {
     async fn run_own<C>(&self, client: &mut C, portal: &Portal<Prepared>) -> PgWireResult<Response>
     where
-        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::PortalStore: PortalStore,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
@@ -584,6 +627,7 @@ impl Extended {
                 snapshot,
                 start,
             }) => subscribe(client, name, schema, snapshot, start).await,
+            Ok(Output::Session(cmd)) => session_command(&*client, cmd),
             Ok(output) => respond(&*client, output),
             Err(e) => Err(engine_error(e)),
         }
@@ -617,7 +661,10 @@ impl ExtendedQueryHandler for Extended {
             ExtendedQueryHandler::do_query(&*self.df, client, portal, max_rows).await
         };
         match result {
-            Ok(Response::Query(q)) => Ok(Response::Query(cancellable(client, pg_text_values(q)))),
+            Ok(Response::Query(q)) => Ok(Response::Query(cancellable(
+                client,
+                pg_text_values(coded_errors(q)),
+            ))),
             Ok(other) => Ok(other),
             Err(e) => Err(with_sqlstate(e)),
         }
@@ -671,6 +718,15 @@ fn pg_float_text(x: f64, sci: String, plain: impl FnOnce() -> String, max_exp: i
 /// Rewrite the float4/float8 columns of text-format result rows (encoded
 /// by datafusion-postgres as Rust prints floats, `2.0`) as PostgreSQL
 /// prints them (`2`). Other columns pass through untouched.
+/// Errors raised while the rows stream (DataFusion runs a query as its
+/// rows are pulled: a division by zero, a view in an error state) carry
+/// their SQLSTATE as errors before the first row do.
+fn coded_errors(mut resp: QueryResponse) -> QueryResponse {
+    let rows = std::mem::replace(&mut resp.data_rows, Box::pin(stream::empty()));
+    resp.data_rows = Box::pin(rows.map(|row| row.map_err(with_sqlstate)));
+    resp
+}
+
 fn pg_text_values(mut resp: QueryResponse) -> QueryResponse {
     use pgwire::api::Type;
     use pgwire::api::results::FieldFormat;
@@ -996,12 +1052,15 @@ impl SimpleQueryHandler for Simple {
                 }) => subscribe(client, name, schema, snapshot, start)
                     .await
                     .map(|r| vec![r]),
+                Ok(Output::Session(cmd)) => session_command(client, cmd).map(|r| vec![r]),
                 Ok(output) => respond(client, output).map(|r| vec![r]),
                 Err(e) => Err(engine_error(e)),
             };
             match result {
                 Ok(rs) => out.extend(rs.into_iter().map(|r| match r {
-                    Response::Query(q) => Response::Query(cancellable(client, pg_text_values(q))),
+                    Response::Query(q) => {
+                        Response::Query(cancellable(client, pg_text_values(coded_errors(q))))
+                    }
                     other => other,
                 })),
                 Err(e) => {

@@ -1,0 +1,86 @@
+//! SQLSTATE codes for errors of the libraries eddy builds on (DataFusion,
+//! Arrow), by their types, and [`Coded`]: an error that carries its own
+//! SQLSTATE through DataFusion (a materialized view's error state read by
+//! a SELECT). The pgwire layer reads codes from here; nothing matches
+//! message text where a type tells.
+
+use std::fmt;
+
+/// An error with its SQLSTATE, for errors eddy raises inside DataFusion
+/// (wrapped as `DataFusionError::External`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Coded {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl fmt::Display for Coded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Coded {}
+
+impl Coded {
+    /// The SQLSTATE string as a `'static` one of the codes eddy uses
+    /// (restoring a checkpointed error); XX000 for an unknown code.
+    pub fn intern(code: &str) -> &'static str {
+        const KNOWN: &[&str] = &[
+            "22000", "22003", "22012", "22P02", "22023", "22007", "22008", "2202E", "42601",
+            "42703", "42804", "0A000", "XX000", "23502",
+        ];
+        KNOWN
+            .iter()
+            .find(|k| **k == code)
+            .copied()
+            .unwrap_or("XX000")
+    }
+}
+
+/// SQLSTATE for a DataFusion error, by its category.
+pub fn datafusion_sqlstate(e: &datafusion::error::DataFusionError) -> &'static str {
+    use datafusion::error::DataFusionError as D;
+    if e.to_string().contains("violates not-null constraint") {
+        return "23502";
+    }
+    match e {
+        D::SQL(..) => "42601",
+        D::Plan(m) if m.contains("not found") => "42P01",
+        D::SchemaError(..) => "42703",
+        D::Plan(_) => "42601",
+        D::NotImplemented(_) => "0A000",
+        D::ArrowError(a, _) => arrow_sqlstate(a),
+        D::Execution(m) if m.contains("Cast error") || m.contains("Cannot cast") => "22P02",
+        D::Execution(m) if m.contains("Divide by zero") => "22012",
+        D::Execution(m) if m.contains("Overflow") || m.contains("overflow") => "22003",
+        D::Execution(_) => "22000",
+        D::Context(_, inner) => datafusion_sqlstate(inner),
+        D::Shared(inner) => datafusion_sqlstate(inner),
+        D::External(inner) => match inner.downcast_ref::<Coded>() {
+            Some(c) => c.code,
+            None => match inner.downcast_ref::<D>() {
+                Some(d) => datafusion_sqlstate(d),
+                None => "XX000",
+            },
+        },
+        _ => "XX000",
+    }
+}
+
+/// SQLSTATE for an Arrow compute error.
+pub fn arrow_sqlstate(e: &datafusion::arrow::error::ArrowError) -> &'static str {
+    use datafusion::arrow::error::ArrowError as A;
+    match e {
+        A::CastError(_) | A::ParseError(_) => "22P02",
+        A::DivideByZero => "22012",
+        A::ArithmeticOverflow(_) => "22003",
+        A::ComputeError(m) if m.contains("Overflow") || m.contains("overflow") => "22003",
+        A::ExternalError(inner) => match inner.downcast_ref::<datafusion::error::DataFusionError>()
+        {
+            Some(d) => datafusion_sqlstate(d),
+            None => "22000",
+        },
+        _ => "22000",
+    }
+}
