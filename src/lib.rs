@@ -1,24 +1,33 @@
 //! eddy: a streaming SQL database with a built-in, Kafka-compatible log.
 //!
-//! Architecture (see ARCHITECTURE.md for the full map):
+//! Architecture (ARCHITECTURE.md is the full map):
 //!
 //! ```text
-//! main.rs ─► cli ─► server ─► kafka ─► log
-//!             └──(offline tools)──────────┘
+//! main.rs ─► cli ─► server ─┬─► kafka ─────────────────────────► log
+//!                           └─► server::pg ─► engine ─┬─► catalog ─► log
+//!                                                     ├─► dataflow ─► log
+//!                                                     └─► format, types
 //! ```
 //!
-//! - `log`: segments, partitions, topics, offsets, retention, compaction.
+//! - `log`: segments, partitions, topics, offsets, retention, compaction,
+//!   crash recovery. Bytes in, bytes out.
 //! - `kafka`: the Kafka wire protocol (no I/O), one file per API, and the
 //!   group coordinator.
-//! - `server`: sockets and lifecycle.
+//! - `format`, `types`: record values ⇄ Arrow rows; SQL types and
+//!   PostgreSQL's text forms.
+//! - `catalog`: the relations, persisted in the `__eddy_catalog` topic.
+//! - `dataflow`: the incremental runtime (ticks, epochs, checkpoints,
+//!   subscriptions) and its operators; reads the log, knows no SQL text.
+//! - `engine`: statements, the DataFusion session, system tables, COPY,
+//!   sinks.
+//! - `server`: sockets, sessions and lifecycle (pgwire, Kafka).
+//! - `sqlstate`: SQLSTATEs of library errors, by type.
 //! - `cli`: the command line and the offline tools.
 //!
-//! ```text
-//! ```
-//!
 //! The log stores Kafka RecordBatch v2 bytes exactly as the wire carries
-//! them; everything above it (Kafka protocol, SQL, dataflow) is built on the
-//! [`log::LogStore`] trait.
+//! them. The engine and dataflows use the concrete `log::Log` today; the
+//! `log::LogStore` trait is the seam a second log (an external Kafka
+//! cluster) is meant to plug into, not yet the only path (issue 15).
 
 pub mod catalog;
 pub mod cli;

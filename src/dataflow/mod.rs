@@ -21,12 +21,14 @@
 pub mod accumulate;
 pub mod aggregate;
 pub mod checkpoint;
+pub mod decode_errors;
 pub mod distinct;
 pub mod index;
 pub mod join;
 pub mod lower;
 pub mod map;
 pub mod rows;
+pub mod runtime;
 pub mod source;
 pub mod temporal;
 pub mod topk;
@@ -41,9 +43,9 @@ use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 use datafusion::error::DataFusionError;
 
-use crate::engine::relation::DecodeErrors;
 use crate::log::Log;
 use checkpoint::{Reader, Writer};
+use decode_errors::DecodeErrors;
 
 /// Why a dataflow could not be built or stepped.
 #[derive(Debug, thiserror::Error)]

@@ -19,7 +19,7 @@ use ahash::AHashMap;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 
-use crate::engine::relation::DecodeErrors;
+use super::decode_errors::DecodeErrors;
 use crate::format::record::{Layout, RecordRef};
 use crate::log::Log;
 

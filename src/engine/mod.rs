@@ -7,12 +7,12 @@
 mod copy;
 mod copy_binary;
 mod dml;
+mod index_table;
 pub mod pg_compat;
 pub mod relation;
 mod sink;
 pub mod statement;
 pub mod system;
-pub mod views;
 mod windows;
 
 use std::collections::{BTreeMap, HashMap};
@@ -31,13 +31,15 @@ use datafusion::sql::sqlparser::ast::{
 use crate::catalog::{Catalog, Column, Format, Object};
 use crate::dataflow::DataflowError;
 use crate::dataflow::checkpoint::CheckpointFile;
+use crate::dataflow::decode_errors::DecodeErrors;
+use crate::dataflow::runtime::{self as views, Dataflows};
 use crate::format::record::Layout;
 use crate::log::{Log, LogError, LogStore};
 use crate::types;
 pub use copy::{CopyIn, CopyInOptions};
-use relation::{DecodeErrors, TopicRelation};
+use index_table::IndexTable;
+use relation::TopicRelation;
 pub use statement::{DropKind, Statement, parse};
-use views::{Dataflows, IndexTable};
 
 /// A failure with the SQLSTATE a PostgreSQL client expects.
 #[derive(Debug, thiserror::Error)]
@@ -384,7 +386,7 @@ impl Engine {
     }
 
     /// Write a checkpoint now (also done on a timer and at shutdown).
-    pub fn checkpoint(&self) -> Result<Option<crate::engine::views::CheckpointInfo>> {
+    pub fn checkpoint(&self) -> Result<Option<views::CheckpointInfo>> {
         Ok(self.dataflows.checkpoint()?)
     }
 

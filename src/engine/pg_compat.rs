@@ -48,7 +48,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 
-use super::views::Dataflows;
+use crate::dataflow::runtime::Dataflows;
 
 /// Install the wrapped `pg_catalog` schema and the extra functions.
 pub fn install(ctx: &SessionContext, catalog: &str, dataflows: &Arc<Dataflows>) -> DfResult<()> {

@@ -8,8 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -27,49 +26,12 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan};
 use futures::StreamExt;
 use tracing::warn;
 
-use super::views::Dataflows;
+use crate::dataflow::decode_errors::DecodeErrors;
+use crate::dataflow::runtime::Dataflows;
 use crate::format::record::{Layout, RecordRef};
 use crate::log::batch::{self, NewRecord};
 use crate::log::partitioner::Partitioner;
 use crate::log::{Durability, Log, now_ms};
-
-/// Counts of records that failed to decode, per relation, with the last
-/// reason (the `eddy_catalog.decode_errors` system table reads this).
-#[derive(Debug, Default)]
-pub struct DecodeErrors {
-    inner: Mutex<BTreeMap<String, (u64, String)>>,
-    total: AtomicU64,
-}
-
-impl DecodeErrors {
-    pub fn record(&self, relation: &str, topic: &str, partition: i32, offset: i64, reason: &str) {
-        warn!(
-            relation,
-            topic, partition, offset, reason, "record does not decode; skipped"
-        );
-        self.total.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut m) = self.inner.lock() {
-            let e = m.entry(relation.to_string()).or_insert((0, String::new()));
-            e.0 += 1;
-            e.1 = format!("{topic}/{partition}@{offset}: {reason}");
-        }
-    }
-
-    pub fn snapshot(&self) -> Vec<(String, u64, String)> {
-        self.inner
-            .lock()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, (n, r))| (k.clone(), *n, r.clone()))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    pub fn total(&self) -> u64 {
-        self.total.load(Ordering::Relaxed)
-    }
-}
 
 pub struct TopicRelation {
     name: String,
@@ -182,9 +144,13 @@ impl TableProvider for TopicRelation {
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         if self.from_index {
-            return self
-                .dataflows
-                .scan(&self.name, &self.schema, projection, state);
+            return super::index_table::IndexTable::new(
+                &self.name,
+                Arc::clone(&self.schema),
+                Arc::clone(&self.dataflows),
+            )
+            .scan(state, projection, &[], None)
+            .await;
         }
         Ok(MemorySourceConfig::try_new_exec(
             &[self.snapshot()?],

@@ -21,8 +21,8 @@ use datafusion::arrow::datatypes::SchemaRef;
 use tokio::sync::broadcast::error::RecvError;
 use tracing::{info, warn};
 
-use super::views::{Dataflows, Subscription};
 use crate::dataflow::rows::{Codec, RowBytes};
+use crate::dataflow::runtime::{Dataflows, Subscription};
 use crate::dataflow::{DataflowError, with_schema};
 use crate::log::batch::{NewRecord, encode};
 use crate::log::{Durability, Log};

@@ -322,7 +322,7 @@ async fn subscribe<C>(
     name: String,
     schema: SchemaRef,
     snapshot: bool,
-    start: crate::engine::views::Subscription,
+    start: crate::dataflow::runtime::Subscription,
 ) -> PgWireResult<Response>
 where
     C: Sink<PgWireBackendMessage> + Unpin + Send,

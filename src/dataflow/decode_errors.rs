@@ -1,0 +1,48 @@
+//! Records that do not decode: counted per relation with the last reason,
+//! logged, and skipped (the `eddy_catalog.decode_errors` system table
+//! reads this). Shared by the dataflow sources and the engine's scans of
+//! streams.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tracing::warn;
+
+/// Counts of records that failed to decode, per relation, with the last
+/// reason (the `eddy_catalog.decode_errors` system table reads this).
+#[derive(Debug, Default)]
+pub struct DecodeErrors {
+    inner: Mutex<BTreeMap<String, (u64, String)>>,
+    total: AtomicU64,
+}
+
+impl DecodeErrors {
+    pub fn record(&self, relation: &str, topic: &str, partition: i32, offset: i64, reason: &str) {
+        warn!(
+            relation,
+            topic, partition, offset, reason, "record does not decode; skipped"
+        );
+        self.total.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut m) = self.inner.lock() {
+            let e = m.entry(relation.to_string()).or_insert((0, String::new()));
+            e.0 += 1;
+            e.1 = format!("{topic}/{partition}@{offset}: {reason}");
+        }
+    }
+
+    pub fn snapshot(&self) -> Vec<(String, u64, String)> {
+        self.inner
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, (n, r))| (k.clone(), *n, r.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+}
