@@ -12,7 +12,7 @@ pub mod input;
 
 /// The scale of an unconstrained `numeric` (Arrow decimals have one fixed
 /// scale; PostgreSQL's numeric has none). Its values print without the
-/// trailing zeros this adds (`server::pg`).
+/// trailing zeros this adds (`server/pg/text.rs`).
 pub const UNCONSTRAINED_NUMERIC_SCALE: i8 = 10;
 
 /// Why a type is not accepted.

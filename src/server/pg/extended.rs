@@ -1,0 +1,211 @@
+//! The extended protocol (Parse, Bind, Describe, Execute): prepared
+//! statements in datafusion-postgres' statement type, with eddy's own
+//! statements marked and run in the engine with their bound parameters.
+//! How outputs become responses, values text and errors SQLSTATEs is the
+//! other files' business.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::DataType;
+use datafusion_postgres::DfSessionService;
+use datafusion_postgres::arrow_pg::datatypes::df::deserialize_parameters_with_server_types;
+use datafusion_postgres::pgwire;
+use futures::Sink;
+use pgwire::api::Type;
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::ExtendedQueryHandler;
+use pgwire::api::results::{FieldInfo, Response};
+use pgwire::api::stmt::QueryParser;
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, ClientPortalStore};
+use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+
+use super::error::{coded_errors, engine_error, parse_error, user_error, with_sqlstate};
+use super::respond::{respond, session_command};
+use super::startup::cancellable;
+use super::subscribe::subscribe;
+use super::text::pg_text_values;
+use crate::engine::{Engine, Output};
+
+/// A prepared statement (extended protocol), as datafusion-postgres keeps
+/// it: the SQL and, where DataFusion planned it, the statement and plan.
+/// The engine's own statements are kept as (SQL, None), or, when they take
+/// parameters (DELETE, UPDATE, COPY … TO), with the plan of the query they
+/// run, from which their parameters are described. Keeping datafusion's
+/// statement type keeps its portal store, which its cursor hooks require.
+type Prepared = <DfSessionService as ExtendedQueryHandler>::Statement;
+
+/// Whether a prepared statement is one of the engine's own.
+fn is_own(stmt: &Prepared) -> bool {
+    match &stmt.1 {
+        None => true,
+        Some((ast, _)) => Engine::is_own_sql(ast),
+    }
+}
+
+pub struct PreparedParser {
+    pub(super) engine: Arc<Engine>,
+    pub(super) df: Arc<datafusion_postgres::Parser>,
+}
+
+#[async_trait]
+impl QueryParser for PreparedParser {
+    type Statement = Prepared;
+
+    async fn parse_sql<C>(
+        &self,
+        client: &C,
+        sql: &str,
+        types: &[Option<Type>],
+    ) -> PgWireResult<Option<Prepared>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let mut statements = crate::engine::parse(sql).map_err(|e| parse_error(sql, e))?;
+        if statements.len() > 1 {
+            return Err(user_error(
+                "42601",
+                "cannot insert multiple commands into a prepared statement".into(),
+            ));
+        }
+        match statements.pop() {
+            Some(stmt) if Engine::is_own(&stmt) => {
+                let plan = self
+                    .engine
+                    .parameter_plan(&stmt)
+                    .await
+                    .map_err(engine_error)?;
+                let ast = match stmt {
+                    crate::engine::Statement::Sql(ast, _) => Some(*ast),
+                    _ => None,
+                };
+                Ok(Some((sql.to_string(), ast.zip(plan))))
+            }
+            // SHOW … arrives rewritten as a query over eddy_catalog.
+            Some(crate::engine::Statement::Sql(s, text)) => {
+                let text = self.engine.coerce_insert(&s).await.unwrap_or(text);
+                self.df
+                    .parse_sql(client, &text, types)
+                    .await
+                    .map_err(with_sqlstate)
+            }
+            _ => self
+                .df
+                .parse_sql(client, sql, types)
+                .await
+                .map_err(with_sqlstate),
+        }
+    }
+
+    fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
+        self.df.get_parameter_types(stmt)
+    }
+
+    fn get_result_schema(
+        &self,
+        stmt: &Prepared,
+        column_format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        if is_own(stmt) {
+            // DDL and DML return no rows, COPY sends its own description.
+            return Ok(vec![]);
+        }
+        self.df.get_result_schema(stmt, column_format)
+    }
+}
+
+/// The extended protocol (psycopg, tokio-postgres, JDBC): eddy's own
+/// statements in the engine with their parameters bound, the rest in
+/// datafusion-postgres; errors get SQLSTATEs and text floats print as
+/// PostgreSQL's, as in the simple protocol.
+pub struct Extended {
+    pub(super) parser: Arc<PreparedParser>,
+    pub(super) df: Arc<DfSessionService>,
+}
+
+impl Extended {
+    async fn run_own<C>(&self, client: &mut C, portal: &Portal<Prepared>) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let (sql, planned) = &portal.statement.statement;
+        let arrow: Vec<Option<DataType>> = match planned {
+            Some((_, plan)) => {
+                let types = plan
+                    .get_parameter_types()
+                    .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+                let mut ordered: Vec<(usize, Option<DataType>)> = types
+                    .into_iter()
+                    .filter_map(|(k, t)| Some((k.trim_start_matches('$').parse().ok()?, t)))
+                    .collect();
+                ordered.sort_by_key(|(i, _)| *i);
+                ordered.into_iter().map(|(_, t)| t).collect()
+            }
+            None => vec![],
+        };
+        let wire = self
+            .parser
+            .get_parameter_types(&portal.statement.statement)?;
+        let arrow_refs: Vec<Option<&DataType>> = arrow.iter().map(Option::as_ref).collect();
+        let wire_refs: Vec<Option<&Type>> = wire.iter().map(Some).collect();
+        let params = deserialize_parameters_with_server_types(portal, &arrow_refs, &wire_refs)?;
+        let stmt = crate::engine::parse(sql)
+            .map_err(engine_error)?
+            .pop()
+            .ok_or_else(|| user_error("42601", "empty statement".into()))?;
+        match self.parser.engine.execute_with(stmt, Some(params)).await {
+            Ok(Output::Subscribe {
+                name,
+                schema,
+                snapshot,
+                start,
+            }) => subscribe(client, name, schema, snapshot, start).await,
+            Ok(Output::Session(cmd)) => session_command(&*client, cmd),
+            Ok(output) => respond(&*client, output),
+            Err(e) => Err(engine_error(e)),
+        }
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Extended {
+    type Statement = Prepared;
+    type QueryParser = PreparedParser;
+
+    fn query_parser(&self) -> Arc<PreparedParser> {
+        Arc::clone(&self.parser)
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Prepared>,
+        max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let result = if is_own(&portal.statement.statement) {
+            self.run_own(client, portal).await
+        } else {
+            ExtendedQueryHandler::do_query(&*self.df, client, portal, max_rows).await
+        };
+        match result {
+            Ok(Response::Query(q)) => Ok(Response::Query(cancellable(
+                client,
+                pg_text_values(coded_errors(q)),
+            ))),
+            Ok(other) => Ok(other),
+            Err(e) => Err(with_sqlstate(e)),
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! The PostgreSQL wire listener (pgwire): the accept loop (`serve`) and
+//! the handler set pgwire calls for each connection (`Handlers`). Simple-
+//! protocol queries are split and parsed by `engine::parse`; eddy's own
+//! statements run in the engine, the rest go to datafusion-postgres'
+//! `DfSessionService` over the same DataFusion session (which also answers
+//! the extended protocol, SET/SHOW, transactions as no-ops, and the
+//! pg_catalog queries psql sends). Errors carry SQLSTATE codes.
+//!
+//! One concern per file:
+//!
+//! - `startup`: who may connect (trust auth), the connection registry and
+//!   the cancel of a running query's rows;
+//! - `simple`: the simple query protocol;
+//! - `extended`: the extended protocol (Parse/Bind/Execute);
+//! - `respond`: the response for what an engine statement produced, shared
+//!   by both protocols;
+//! - `copy`: COPY … FROM STDIN (collect, then load) and COPY … TO STDOUT;
+//! - `subscribe`: SUBSCRIBE's COPY stream;
+//! - `text`: values as PostgreSQL prints them (floats, timestamps,
+//!   intervals, unconstrained numerics);
+//! - `error`: SQLSTATEs and error positions.
+//!
+//! This file wires them together and owns the sockets; it must not know
+//! how a statement is run or a value printed.
+
+mod copy;
+mod error;
+mod extended;
+mod respond;
+mod simple;
+mod startup;
+mod subscribe;
+mod text;
+
+use std::sync::Arc;
+
+use datafusion_postgres::DfSessionService;
+use datafusion_postgres::pgwire;
+use pgwire::api::ConnectionManager;
+use pgwire::api::PgWireServerHandlers;
+use pgwire::api::auth::StartupHandler;
+use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
+use pgwire::api::copy::CopyHandler;
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use crate::engine::Engine;
+use copy::CopyLoader;
+use extended::{Extended, PreparedParser};
+use simple::Simple;
+use startup::Startup;
+
+pub use text::{pg_float, pg_float4, pg_timestamp};
+
+/// The handlers pgwire calls for every connection, over one engine and
+/// one DataFusion session.
+pub struct Handlers {
+    simple: Arc<Simple>,
+    extended: Arc<Extended>,
+    startup: Arc<Startup>,
+    copy: Arc<CopyLoader>,
+    cancel: Arc<DefaultCancelHandler>,
+}
+
+impl Handlers {
+    pub fn new(engine: Arc<Engine>, allow_remote: bool) -> Handlers {
+        let df = Arc::new(DfSessionService::new(engine.session()));
+        let connections = Arc::new(ConnectionManager::new());
+        Handlers {
+            cancel: Arc::new(DefaultCancelHandler::new(Arc::clone(&connections))),
+            simple: Arc::new(Simple {
+                engine: Arc::clone(&engine),
+                df: Arc::clone(&df),
+            }),
+            extended: Arc::new(Extended {
+                parser: Arc::new(PreparedParser {
+                    engine: Arc::clone(&engine),
+                    df: ExtendedQueryHandler::query_parser(&*df),
+                }),
+                df,
+            }),
+            startup: Arc::new(Startup {
+                allow_remote,
+                connections,
+            }),
+            copy: Arc::new(CopyLoader { engine }),
+        }
+    }
+}
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        Arc::clone(&self.simple)
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        Arc::clone(&self.extended)
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        Arc::clone(&self.startup)
+    }
+
+    fn copy_handler(&self) -> Arc<impl CopyHandler> {
+        Arc::clone(&self.copy)
+    }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        Arc::clone(&self.cancel)
+    }
+}
+
+/// Accept pgwire connections until `stop` flips.
+pub async fn serve(
+    listener: TcpListener,
+    handlers: Arc<Handlers>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((socket, _peer)) => {
+                    let h = Arc::clone(&handlers);
+                    tasks.spawn(async move {
+                        if let Err(e) = pgwire::tokio::process_socket(socket, None, h).await {
+                            debug!(error = %e, "pg connection ended with an error");
+                        }
+                    });
+                }
+                Err(e) => {
+                    warn!(error = %e, "pg accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+            _ = stop.changed() => break,
+        }
+        while tasks.try_join_next().is_some() {}
+    }
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+}

@@ -1,0 +1,101 @@
+//! The simple query protocol: a query string is split and parsed by
+//! `engine::parse`, each statement runs in the engine or passes through to
+//! datafusion-postgres, and the first failing one ends the string (as
+//! PostgreSQL does). How outputs become responses, values text and errors
+//! SQLSTATEs is the other files' business.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion_postgres::DfSessionService;
+use datafusion_postgres::pgwire;
+use futures::Sink;
+use pgwire::api::query::SimpleQueryHandler;
+use pgwire::api::results::Response;
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, ClientPortalStore};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use tracing::debug;
+
+use super::error::{coded_errors, engine_error, parse_error, refine_code, sqlstate_of};
+use super::respond::{respond, session_command};
+use super::startup::cancellable;
+use super::subscribe::subscribe;
+use super::text::pg_text_values;
+use crate::engine::{Engine, Output};
+
+pub struct Simple {
+    pub(super) engine: Arc<Engine>,
+    pub(super) df: Arc<DfSessionService>,
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Simple {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        debug!(query, "simple query");
+        let statements = crate::engine::parse(query).map_err(|e| parse_error(query, e))?;
+        if statements.is_empty() {
+            return Ok(vec![Response::EmptyQuery]);
+        }
+        let mut out = Vec::with_capacity(statements.len());
+        for stmt in statements {
+            let result = match self.engine.execute(stmt).await {
+                Ok(Output::PassThrough(sql)) => {
+                    SimpleQueryHandler::do_query(&*self.df, client, &sql)
+                        .await
+                        .map(|mut rs| {
+                            for r in rs.iter_mut() {
+                                if let Response::Error(info) = r {
+                                    refine_code(info);
+                                }
+                            }
+                            rs
+                        })
+                }
+                Ok(Output::Subscribe {
+                    name,
+                    schema,
+                    snapshot,
+                    start,
+                }) => subscribe(client, name, schema, snapshot, start)
+                    .await
+                    .map(|r| vec![r]),
+                Ok(Output::Session(cmd)) => session_command(client, cmd).map(|r| vec![r]),
+                Ok(output) => respond(client, output).map(|r| vec![r]),
+                Err(e) => Err(engine_error(e)),
+            };
+            match result {
+                Ok(rs) => out.extend(rs.into_iter().map(|r| match r {
+                    Response::Query(q) => {
+                        Response::Query(cancellable(client, pg_text_values(coded_errors(q))))
+                    }
+                    other => other,
+                })),
+                Err(e) => {
+                    // PostgreSQL stops at the first failing statement of a
+                    // query string and reports it after the earlier results.
+                    let mut info = match e {
+                        PgWireError::UserError(info) => info,
+                        other => Box::new(ErrorInfo::new(
+                            "ERROR".into(),
+                            sqlstate_of(&other).into(),
+                            other.to_string(),
+                        )),
+                    };
+                    refine_code(&mut info);
+                    out.push(Response::Error(info));
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,116 @@
+//! SUBSCRIBE's COPY stream, written and flushed by hand as the relation
+//! changes. Knows the subscription the engine hands over and the COPY
+//! messages; not how the subscription is taken or how values print.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion_postgres::arrow_pg::datatypes::arrow_schema_to_pg_fields;
+use datafusion_postgres::pgwire;
+use futures::{Sink, SinkExt};
+use pgwire::api::portal::Format;
+use pgwire::api::results::{CopyEncoder, CopyTextOptions, Response, Tag};
+use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::copy::{CopyDone, CopyOutResponse};
+
+use super::copy::copy_rows;
+use super::error::user_error;
+use super::text::pg_text_columns;
+
+/// SUBSCRIBE, as Materialize streams it: over COPY (text), rows of
+/// `mz_timestamp` (milliseconds), `mz_diff` and the relation's columns;
+/// first its contents (unless `WITH (SNAPSHOT = false)`), then each tick's
+/// changes to it, sent and flushed as they happen (pgwire's own COPY path
+/// flushes only at the end, which a subscription never reaches). Runs
+/// until the client goes away (a send fails) or the engine stops.
+pub(super) async fn subscribe<C>(
+    client: &mut C,
+    name: String,
+    schema: SchemaRef,
+    snapshot: bool,
+    start: crate::dataflow::runtime::Subscription,
+) -> PgWireResult<Response>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    use datafusion::arrow::array::{ArrayRef, Int64Array};
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use tokio::sync::broadcast::error::RecvError;
+    let api = |e: datafusion::arrow::error::ArrowError| PgWireError::ApiError(Box::new(e));
+    let mut fields = vec![
+        Field::new("mz_timestamp", DataType::Int64, false),
+        Field::new("mz_diff", DataType::Int64, false),
+    ];
+    fields.extend(schema.fields().iter().map(|f| f.as_ref().clone()));
+    let out_schema = Arc::new(Schema::new(fields));
+    let rows = |batch: &RecordBatch, diffs: Vec<i64>, at: i64| -> PgWireResult<RecordBatch> {
+        let mut cols: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(vec![at; batch.num_rows()])),
+            Arc::new(Int64Array::from(diffs)),
+        ];
+        cols.extend(batch.columns().iter().cloned());
+        pg_text_columns(&RecordBatch::try_new(Arc::clone(&out_schema), cols).map_err(api)?)
+    };
+    let text_schema = pg_text_columns(&RecordBatch::new_empty(Arc::clone(&out_schema)))?.schema();
+    let pg_fields = Arc::new(arrow_schema_to_pg_fields(
+        &text_schema,
+        &Format::UnifiedText,
+        None,
+    )?);
+    let mut enc = CopyEncoder::new_text(Arc::clone(&pg_fields), CopyTextOptions::default());
+    client
+        .send(PgWireBackendMessage::CopyOutResponse(CopyOutResponse::new(
+            0,
+            pg_fields.len() as i16,
+            vec![0; pg_fields.len()],
+        )))
+        .await?;
+    let mut sent = 0usize;
+    let mut send = async |client: &mut C, batch: RecordBatch| -> PgWireResult<()> {
+        for data in copy_rows(&mut enc, &batch, &pg_fields)? {
+            client.feed(PgWireBackendMessage::CopyData(data)).await?;
+            sent += 1;
+        }
+        client.flush().await?;
+        Ok(())
+    };
+    if snapshot {
+        let n = start.snapshot.num_rows();
+        send(client, rows(&start.snapshot, vec![1; n], start.at_ms)?).await?;
+    }
+    let mut changes = start.changes;
+    loop {
+        match changes.recv().await {
+            Ok(tick) if tick.removed.contains(&name) => {
+                return Err(user_error(
+                    "42P01",
+                    format!("SUBSCRIBE ended: \"{name}\" was dropped or replaced"),
+                ));
+            }
+            Ok(tick) if tick.epoch > start.epoch => {
+                if let Some(d) = tick.changes.get(&name) {
+                    let batch = crate::dataflow::with_schema(&d.batch, &schema)
+                        .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+                    send(client, rows(&batch, d.diffs.clone(), tick.at_ms)?).await?;
+                }
+            }
+            Ok(_) => {}
+            Err(RecvError::Lagged(n)) => {
+                return Err(user_error(
+                    "53000",
+                    format!("SUBSCRIBE to {name} fell {n} ticks behind and was stopped"),
+                ));
+            }
+            Err(RecvError::Closed) => break,
+        }
+    }
+    client
+        .send(PgWireBackendMessage::CopyDone(CopyDone::new()))
+        .await?;
+    Ok(Response::Execution(Tag::new("COPY").with_rows(sent)))
+}
