@@ -13,7 +13,7 @@ use futures::{Sink, StreamExt, stream};
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::results::QueryResponse;
 use pgwire::api::{ClientInfo, ConnectionHandle, ConnectionManager};
-use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
 use super::error::user_error;
@@ -39,13 +39,16 @@ impl NoopStartupHandler for Startup {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         if !self.allow_remote && !client.socket_addr().ip().is_loopback() {
-            return Err(user_error(
-                "28000",
+            // FATAL, not ERROR: pgwire closes the connection only after a
+            // FATAL error; an ERROR here left the session open for queries.
+            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "FATAL".into(),
+                "28000".into(),
                 format!(
                     "connections from {} are refused: only loopback clients are trusted without authentication (start eddy with --pg-allow-remote)",
                     client.socket_addr().ip()
                 ),
-            ));
+            ))));
         }
         Ok(())
     }
