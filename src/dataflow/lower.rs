@@ -11,7 +11,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::{DFSchema, NullEquality};
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::{
-    Distinct as LogicalDistinct, Expr, FetchType, LogicalPlan, SkipType, SortExpr,
+    Distinct as LogicalDistinct, Expr, FetchType, JoinType, LogicalPlan, SkipType, SortExpr,
 };
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column;
@@ -477,6 +477,11 @@ impl<'a> Lowering<'a> {
                 }
                 Ok(Box::new(Aggregate::new(input, keys, aggs, out_schema)?))
             }
+            LogicalPlan::Join(j)
+                if j.null_aware && j.join_type == JoinType::LeftAnti && j.on.len() == 1 =>
+            {
+                self.lower(&null_aware_anti(j)?)
+            }
             LogicalPlan::Join(j) => {
                 let left = self.lower(&j.left)?;
                 let right = self.lower(&j.right)?;
@@ -609,4 +614,45 @@ impl<'a> Lowering<'a> {
             ))),
         }
     }
+}
+
+/// `x NOT IN (subquery)`, which DataFusion plans as a null-aware anti join,
+/// in operators that exist: SQL says a row is kept when the subquery is
+/// empty, or when `x` is not NULL, the subquery holds no NULL and nothing
+/// matches. So: the plain anti join (NULL keys never match), crossed with
+/// the subquery's `count(*)` and `count(key)`, filtered by
+/// `n = 0 OR (n = n_key AND x IS NOT NULL)`. A change to whether the
+/// subquery is empty or holds a NULL flips every row, as it must.
+fn null_aware_anti(j: &datafusion::logical_expr::Join) -> Result<LogicalPlan> {
+    use datafusion::functions_aggregate::expr_fn::count;
+    use datafusion::logical_expr::{LogicalPlanBuilder, col, lit};
+    let (lkey, rkey) = j.on[0].clone();
+    let mut plain = j.clone();
+    plain.null_aware = false;
+    let stats = LogicalPlanBuilder::from(j.right.as_ref().clone())
+        .aggregate(
+            Vec::<Expr>::new(),
+            vec![
+                count(lit(1i64)).alias("__eddy_not_in_n"),
+                count(rkey).alias("__eddy_not_in_nk"),
+            ],
+        )?
+        .build()?;
+    let left_columns: Vec<Expr> = j
+        .left
+        .schema()
+        .columns()
+        .into_iter()
+        .map(Expr::Column)
+        .collect();
+    let n = col("__eddy_not_in_n");
+    let keep = n
+        .clone()
+        .eq(lit(0i64))
+        .or(n.eq(col("__eddy_not_in_nk")).and(lkey.is_not_null()));
+    Ok(LogicalPlanBuilder::from(LogicalPlan::Join(plain))
+        .cross_join(stats)?
+        .filter(keep)?
+        .project(left_columns)?
+        .build()?)
 }
