@@ -838,8 +838,9 @@ fn garbage_index_files_are_rebuilt() {
 ///     cost a read per entry). A read guided by it finds no batch there,
 ///     walks the segment from its start instead and stops using the index
 ///     (issue 22: a damaged index is never a reason not to serve), so every
-///     read is right. `verify` (which walks the log, not the index) passes,
-///     and removing the index files makes the next open rebuild them.
+///     read is right. `verify` (which walks the log, not the index) passes;
+///     `repair::inspect` reports the index, and removing the index files
+///     makes the next open rebuild them.
 #[test]
 fn plausible_but_wrong_index_entry_is_read_around_until_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
@@ -856,6 +857,15 @@ fn plausible_but_wrong_index_entry_is_read_around_until_rebuilt() {
     let p1 = u32::from_be_bytes([ix[4], ix[5], ix[6], ix[7]]);
     ix[4..8].copy_from_slice(&(p1 + 7).to_be_bytes());
     fs::write(&ixp, &ix).unwrap();
+    let report = eddy::log::repair::inspect(dir.path()).unwrap();
+    assert!(
+        report
+            .findings
+            .iter()
+            .any(|f| f.damage.file == ixp && f.damage.action == Action::Rebuilt),
+        "{:?}",
+        report.findings
+    );
     {
         let log = open(dir.path()).unwrap();
         check_lookups(&log, &recs);

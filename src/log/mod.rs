@@ -29,6 +29,7 @@ pub mod offsets;
 pub mod partition;
 pub mod partitioner;
 pub mod producer;
+pub mod repair;
 pub mod segment;
 pub mod topic;
 
