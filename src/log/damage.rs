@@ -135,3 +135,37 @@ impl DamageLog {
         self.entries.lock().map(|e| e.clone()).unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn damage(position: u64, action: Action) -> Damage {
+        Damage {
+            topic: "t".into(),
+            partition: Some(0),
+            file: PathBuf::from("t/0/00000000000000000000.log"),
+            position,
+            offset: 7,
+            reason: "CRC-32C mismatch".into(),
+            action,
+            bytes: 0,
+            detected_ms: 1,
+        }
+    }
+
+    #[test]
+    fn the_same_damage_is_recorded_once() {
+        let log = DamageLog::default();
+        log.record(damage(100, Action::Reported));
+        log.record(damage(100, Action::Reported));
+        log.record(damage(100, Action::Fenced));
+        log.record(damage(200, Action::Reported));
+        let got = log.snapshot();
+        assert_eq!(got.len(), 3);
+        assert_eq!(
+            got[1].to_string(),
+            "t-0: fenced t/0/00000000000000000000.log at byte 100 (offset 7): CRC-32C mismatch"
+        );
+    }
+}
