@@ -571,7 +571,7 @@ fn damage_in_trusted_segment_fails_reads_precisely() {
         assert!(
             log.damage()
                 .iter()
-                .any(|d| d.file == path && d.position == pos && d.action == Action::Reported),
+                .any(|d| d.file == path && d.position == pos && d.action == Action::Fenced),
             "{what}: {:?}",
             log.damage()
         );

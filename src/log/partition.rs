@@ -75,6 +75,7 @@ pub struct Records<'a> {
     offset: i64,
     end: i64,
     fetch_bytes: usize,
+    damaged: bool,
 }
 
 impl Records<'_> {
@@ -83,9 +84,16 @@ impl Records<'_> {
         self.offset
     }
 
-    /// Whether every record below the end has been returned.
+    /// Whether every record below the end has been returned, or the
+    /// iteration stopped at damage.
     pub fn done(&self) -> bool {
-        self.offset >= self.end
+        self.offset >= self.end || self.damaged
+    }
+
+    /// The iteration stopped at damage (at [`Records::position`]), which is
+    /// reported in `Log::damage` and fences the partition.
+    pub fn damaged(&self) -> bool {
+        self.damaged
     }
 }
 
@@ -98,6 +106,13 @@ impl Iterator for Records<'_> {
         }
         let read = match self.partition.read(self.offset, self.fetch_bytes) {
             Ok(r) => r,
+            // Damage found by this read (see `Partition::read`): the
+            // partition, now fenced, ends here for its readers, who get
+            // everything before it.
+            Err(LogError::Corrupt { .. }) => {
+                self.damaged = true;
+                return None;
+            }
             Err(e) => return Some(Err(e)),
         };
         if read.records.is_empty() {
@@ -443,7 +458,9 @@ impl Partition {
                 // producer state misses what lies past it, so a retry of a
                 // batch written after it may not be recognised.
                 Err(e) => {
-                    record_corrupt(&damage, topic, id, &e);
+                    if let Some(d) = record_corrupt(&damage, topic, id, &e) {
+                        fence.get_or_insert(d);
+                    }
                     break 'replay;
                 }
             }
@@ -474,6 +491,18 @@ impl Partition {
             && f.is_none()
         {
             *f = Some(d);
+        }
+    }
+
+    /// A read found damage (a segment open trusted, not rescanned): report
+    /// it and fence the partition, so nothing is appended after it before
+    /// an operator has run `eddy repair`. Readers stop at it; the log end
+    /// stays (a point read past the damage still works) until the next
+    /// start, which, not rescanning trusted segments, fences it again only
+    /// when a read reaches it.
+    fn found_damage(&self, e: &LogError) {
+        if let Some(d) = record_corrupt(&self.damage, &self.topic, self.id, e) {
+            self.fence(d);
         }
     }
 
@@ -512,6 +541,7 @@ impl Partition {
             offset: from.max(self.log_start()),
             end: to,
             fetch_bytes,
+            damaged: false,
         }
     }
 
@@ -815,7 +845,7 @@ impl Partition {
     /// (but at least one batch), never past the published end.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult> {
         self.read_inner(offset, max_bytes)
-            .inspect_err(|e| record_corrupt(&self.damage, &self.topic, self.id, e))
+            .inspect_err(|e| self.found_damage(e))
     }
 
     fn read_inner(&self, offset: i64, max_bytes: usize) -> Result<ReadResult> {
@@ -858,7 +888,7 @@ impl Partition {
     /// timestamp; `None` when every record is older.
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>> {
         self.offset_for_timestamp_inner(ts)
-            .inspect_err(|e| record_corrupt(&self.damage, &self.topic, self.id, e))
+            .inspect_err(|e| self.found_damage(e))
     }
 
     fn offset_for_timestamp_inner(&self, ts: i64) -> Result<Option<(i64, i64)>> {
@@ -981,27 +1011,31 @@ impl Partition {
 }
 
 /// A read ran into damage in a segment that open trusted (and so did not
-/// rescan): report it (once per file and position).
-fn record_corrupt(damage: &DamageLog, topic: &str, id: i32, e: &LogError) {
-    if let LogError::Corrupt {
+/// rescan): report it (once per file and position) as fencing the
+/// partition, as open would have.
+fn record_corrupt(damage: &DamageLog, topic: &str, id: i32, e: &LogError) -> Option<Damage> {
+    let LogError::Corrupt {
         file,
         position,
         offset,
         reason,
     } = e
-    {
-        damage.record(Damage {
-            topic: topic.to_string(),
-            partition: Some(id),
-            file: file.clone(),
-            position: *position,
-            offset: *offset,
-            reason: format!("{reason}; found by a read"),
-            action: Action::Reported,
-            bytes: 0,
-            detected_ms: now_ms(),
-        });
-    }
+    else {
+        return None;
+    };
+    let d = Damage {
+        topic: topic.to_string(),
+        partition: Some(id),
+        file: file.clone(),
+        position: *position,
+        offset: *offset,
+        reason: format!("{reason}; found by a read"),
+        action: Action::Fenced,
+        bytes: 0,
+        detected_ms: now_ms(),
+    };
+    damage.record(d.clone());
+    Some(d)
 }
 
 pub(crate) fn read_checkpoint(path: &Path) -> Option<i64> {
