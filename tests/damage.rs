@@ -1265,3 +1265,70 @@ fn server_restarts_after_kill_9_and_damage() {
     assert_eq!(rows, vec!["truncated\t777"]);
     rt.block_on(h.shutdown()).unwrap();
 }
+
+/// Damage in a segment open trusts (after a clean stop, before its last
+/// index entry) is found by the read that reaches it. That read fences the
+/// partition, and every eddy reader's loop (`Partition::records`) ends
+/// there: here the consumer-offsets store, replayed by `Log::open` — which
+/// used to fail on it — and a plain scan of `t`.
+#[test]
+fn damage_found_by_a_read_fences_and_readers_stop_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = populate(dir.path(), true);
+    {
+        let log = open(dir.path());
+        for g in 0..100 {
+            let c = eddy::log::CommittedOffset {
+                offset: g,
+                leader_epoch: -1,
+                metadata: "m".repeat(40),
+                commit_timestamp: TS0,
+            };
+            log.commit_offsets(&format!("group-{g:03}"), &[(T.to_string(), 0, c)])
+                .unwrap();
+        }
+        log.close().unwrap();
+    }
+    // Offsets: a flip in the record data of an early batch (CRC-covered).
+    let offsets_log = part_dir(dir.path(), "__consumer_offsets").join(format!("{:020}.log", 0));
+    let ob = batches(&offsets_log);
+    assert!(
+        file_len(&part_dir(dir.path(), "__consumer_offsets").join(format!("{:020}.index", 0))) > 0
+    );
+    harm(&offsets_log, Harm::Flip(ob[3].0 + ob[3].2 - 3), 0);
+    // t: the same in an older segment.
+    let victim = segment_bases(dir.path(), T)[1];
+    let path = seg_file(dir.path(), victim, "log");
+    let (pos, base, blen) = batches(&path)[1];
+    harm(&path, Harm::Flip(pos + blen - 3), 0);
+
+    let log = open(dir.path());
+    // The groups committed before the damaged record are there.
+    let groups = log.groups();
+    assert!(groups.contains(&"group-000".to_string()), "{groups:?}");
+    assert!(!groups.contains(&"group-099".to_string()), "{groups:?}");
+    assert!(
+        log.partition("__consumer_offsets", 0)
+            .unwrap()
+            .fenced()
+            .is_some()
+    );
+
+    let p = log.partition(T, 0).unwrap();
+    assert!(p.fenced().is_none());
+    let mut records = p.records(0, p.log_end(), 1 << 20);
+    let mut got = Vec::new();
+    for batch in records.by_ref() {
+        got.extend(batch.unwrap().into_iter().map(|r| r.offset));
+    }
+    assert!(records.damaged());
+    assert_eq!(records.position(), base);
+    assert_eq!(got, (0..base).collect::<Vec<_>>());
+    let d = p.fenced().expect("fenced by the read");
+    assert_eq!((d.file, d.position, d.offset), (path, pos, base));
+    check_appends("found by a read", &log);
+    assert_served("found by a read", &served(&log, T), &m.values, base);
+    drop(log);
+    // The server starts over it too.
+    check_server("server", dir.path(), &m.values, base);
+}

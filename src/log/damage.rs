@@ -11,8 +11,9 @@
 //! | invalid bytes at the end of a partition's last segment, nothing valid after them | [`Action::Truncated`] at open, as Kafka's recovery does |
 //! | an invalid batch with valid data after it (mid-segment, or in an older segment) | [`Action::Fenced`]: the partition serves what precedes the damage and refuses appends until `eddy repair` cuts it |
 //! | a damaged `topic.json`                          | [`Action::Fenced`]: the topic opens from its partition directories, with default config, read-only and never cleaned |
+//! | damage a read runs into in a segment open trusted (not rescanned) | [`Action::Fenced`], from then on |
 //! | index, time index, producer snapshot            | [`Action::Rebuilt`] from the log |
-//! | damage a read runs into in a segment open trusted, records missing between segments | [`Action::Reported`] |
+//! | records missing between segments or below the recovery point, a stray file | [`Action::Reported`] |
 //!
 //! Nothing here is ever deleted by recovery except a tail that holds no valid
 //! batch (as a crash leaves it); fenced bytes stay on disk for salvage.
@@ -31,8 +32,8 @@ pub enum Action {
     /// A derived file (index, time index, producer snapshot) was rebuilt
     /// from the log.
     Rebuilt,
-    /// Found and reported; nothing to cut (a read ran into damage in a
-    /// segment open trusted, or records are missing between segments).
+    /// Found and reported; nothing to cut (records are missing between
+    /// segments or below the recovery point, a file is not the log's).
     Reported,
 }
 
