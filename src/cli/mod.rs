@@ -57,9 +57,18 @@ pub enum Command {
         #[command(subcommand)]
         command: GroupCommand,
     },
-    /// Check every batch of every segment (CRC-32C, offsets) and report the
-    /// first problem with its file and position.
+    /// Check every batch of every segment (CRC-32C, offsets), every index,
+    /// producer snapshot and topic.json, with eddy stopped; print each
+    /// problem with its file, byte and offset and what `eddy repair` would
+    /// cut. Exits non-zero when anything is damaged.
     Verify,
+    /// With eddy stopped: cut what `eddy verify` reports, as Kafka's
+    /// recovery does (truncate a damaged segment at its first invalid batch
+    /// and remove the partition's later segments; rebuild indexes; drop
+    /// damaged producer snapshots; rewrite a damaged topic.json), printing
+    /// each cut first. Cut bytes and removed files are moved under
+    /// `<data-dir>/repair-<ms>/`, not deleted.
+    Repair,
     /// Run retention and compaction once now.
     Clean,
     /// Benchmarks that print their figures as Markdown.
@@ -174,6 +183,8 @@ pub enum CliError {
     Usage(String),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    #[error("{0} damaged file(s) or position(s) found; `eddy repair` cuts them")]
+    Damaged(usize),
 }
 
 /// Run a parsed command.
@@ -185,6 +196,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Consume(args) => tools::consume(&cli.data_dir, args),
         Command::Group { command } => tools::group(&cli.data_dir, command),
         Command::Verify => tools::verify(&cli.data_dir),
+        Command::Repair => tools::repair(&cli.data_dir),
         Command::Clean => tools::clean(&cli.data_dir),
         Command::Bench { command } => match command {
             BenchCommand::Log(args) => bench::log(args),

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use super::{CliError, ConsumeArgs, GroupCommand, ProduceArgs, TopicCommand};
 use crate::log::batch::{self, NewRecord};
 use crate::log::partitioner::Partitioner;
+use crate::log::repair::{self, Report};
 use crate::log::{self, CommittedOffset, Durability, Log, LogOptions, LogStore, now_ms};
 
 fn open(dir: &Path) -> Result<Arc<Log>, CliError> {
@@ -324,17 +325,61 @@ pub fn group(dir: &Path, cmd: GroupCommand) -> Result<(), CliError> {
     Ok(())
 }
 
-pub fn verify(dir: &Path) -> Result<(), CliError> {
-    let log = open(dir)?;
-    let mut batches = 0usize;
-    for t in log.topics() {
-        for p in log.topic(&t.name)?.partitions() {
-            p.verify()?;
-            batches += p.headers(p.log_start())?.len();
+/// Print what `inspect` found: each problem, then what repair does about
+/// it (`verb`: "would" before the fact, "will" just before doing it).
+fn print_findings(out: &mut impl Write, report: &Report, verb: &str) -> std::io::Result<()> {
+    for f in &report.findings {
+        writeln!(out, "damaged: {}", f.damage)?;
+        if f.cuts.is_empty() {
+            writeln!(out, "  repair {verb} cut nothing (nothing left to salvage)")?;
+        }
+        for c in &f.cuts {
+            writeln!(out, "  repair {verb} {c}")?;
         }
     }
-    println!("ok: {batches} batches verified");
-    log.close()?;
+    Ok(())
+}
+
+pub fn verify(dir: &Path) -> Result<(), CliError> {
+    let report = repair::inspect(dir)?;
+    let out = std::io::stdout();
+    let mut out = out.lock();
+    print_findings(&mut out, &report, "would")?;
+    if !report.is_clean() {
+        return Err(CliError::Damaged(report.findings.len()));
+    }
+    writeln!(
+        out,
+        "ok: {} batches in {} segments of {} topics verified",
+        report.batches, report.segments, report.topics
+    )?;
+    Ok(())
+}
+
+pub fn repair(dir: &Path) -> Result<(), CliError> {
+    let out = std::io::stdout();
+    let mut out = out.lock();
+    let done = repair::repair_with(dir, |report| {
+        print_findings(&mut out, report, "will")?;
+        out.flush()
+    })?;
+    if let Some(saved) = &done.saved_in {
+        writeln!(out, "saved what was cut in {}", saved.display())?;
+    }
+    for d in &done.remaining {
+        writeln!(out, "still damaged: {d}")?;
+    }
+    if !done.remaining.is_empty() {
+        return Err(CliError::Damaged(done.remaining.len()));
+    }
+    writeln!(
+        out,
+        "ok: {} problem(s) repaired; {} batches in {} segments of {} topics",
+        done.report.findings.len(),
+        done.report.batches,
+        done.report.segments,
+        done.report.topics
+    )?;
     Ok(())
 }
 

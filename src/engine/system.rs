@@ -14,6 +14,7 @@
 //! | `decode_errors`      | relation with records that did not decode     |
 //! | `consumer_groups`    | (group, topic, partition) committed offset    |
 //! | `checkpoints`        | relation in the last checkpoint of view state |
+//! | `log_damage`         | damage the log found in its files, and what it did |
 
 use std::sync::{Arc, Weak};
 
@@ -207,6 +208,25 @@ pub fn schema_provider(engine: &Arc<Engine>) -> DfResult<Arc<dyn SchemaProvider>
             ]),
             checkpoints,
         ),
+        (
+            "log_damage",
+            schema(&[
+                ("topic", Utf8, false),
+                ("partition", Int32, true),
+                ("file", Utf8, false),
+                ("position", Int64, false),
+                ("offset", Int64, true),
+                ("reason", Utf8, false),
+                ("action", Utf8, false),
+                ("bytes", Int64, false),
+                (
+                    "detected_at",
+                    DataType::Timestamp(TimeUnit::Millisecond, Some("+00:00".into())),
+                    false,
+                ),
+            ]),
+            log_damage,
+        ),
     ];
     let provider = MemorySchemaProvider::new();
     for (name, schema, rows) in tables {
@@ -359,6 +379,26 @@ fn checkpoints(e: &Engine) -> Result<Rows, String> {
                 ScalarValue::TimestampMillisecond(Some(c.written_ms), Some("+00:00".into())),
                 int(c.bytes as i64),
                 ScalarValue::Boolean(Some(was_restored)),
+            ]
+        })
+        .collect())
+}
+
+fn log_damage(e: &Engine) -> Result<Rows, String> {
+    Ok(e.log
+        .damage()
+        .into_iter()
+        .map(|d| {
+            vec![
+                text(d.topic),
+                ScalarValue::Int32(d.partition),
+                text(d.file.display().to_string()),
+                int(d.position as i64),
+                ScalarValue::Int64((d.offset >= 0).then_some(d.offset)),
+                text(d.reason),
+                text(d.action.as_str()),
+                int(d.bytes as i64),
+                ScalarValue::TimestampMillisecond(Some(d.detected_ms), Some("+00:00".into())),
             ]
         })
         .collect())

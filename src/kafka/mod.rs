@@ -159,7 +159,9 @@ pub fn error_code(e: &LogError) -> i16 {
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         LogError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         LogError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
-        LogError::Poisoned { .. } | LogError::Closed => ResponseError::KafkaStorageError,
+        LogError::Poisoned { .. } | LogError::Damaged { .. } | LogError::Closed => {
+            ResponseError::KafkaStorageError
+        }
         LogError::Io { .. } | LogError::Corrupt { .. } | LogError::CorruptMetadata { .. } => {
             ResponseError::KafkaStorageError
         }

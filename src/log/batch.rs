@@ -31,7 +31,7 @@ pub const LOG_OVERHEAD: usize = 12;
 /// Size of the fixed batch header including `LOG_OVERHEAD`.
 pub const HEADER_LEN: usize = 61;
 const CRC_START: usize = 21;
-const MAGIC: i8 = 2;
+pub const MAGIC: i8 = 2;
 const ATTR_TIMESTAMP_TYPE: i16 = 1 << 3;
 const ATTR_TRANSACTIONAL: i16 = 1 << 4;
 const ATTR_CONTROL: i16 = 1 << 5;

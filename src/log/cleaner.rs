@@ -54,6 +54,12 @@ pub fn run_once(topics: &[Arc<Topic>], state: &mut CleanerState, now: i64) -> Re
     for topic in topics {
         let config = topic.config();
         for p in topic.partitions() {
+            if p.fenced().is_some() {
+                // Read-only until `eddy repair`: its damaged bytes stay as
+                // they are, and with a damaged `topic.json` its retention
+                // and cleanup policy are unknown.
+                continue;
+            }
             if config.cleanup_policy.delete {
                 stats.segments_deleted += apply_retention(&p, now)?;
             }

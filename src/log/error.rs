@@ -122,6 +122,22 @@ pub enum LogError {
     #[error("{topic}-{partition} is poisoned by a failed fsync; restart eddy to recover")]
     Poisoned { topic: String, partition: i32 },
 
+    /// Recovery found damage with valid data after it (or a damaged
+    /// `topic.json`): the partition serves the records before the damage
+    /// and refuses appends, so nothing is written over bytes an operator
+    /// may want to salvage, until `eddy repair` cuts the damage.
+    #[error(
+        "{topic}-{partition} is read-only after damage in {file} at byte {position} (offset {offset}): {reason}; stop eddy and run `eddy repair` to cut it"
+    )]
+    Damaged {
+        topic: String,
+        partition: i32,
+        file: PathBuf,
+        position: u64,
+        offset: i64,
+        reason: String,
+    },
+
     #[error("the log is closed")]
     Closed,
 }

@@ -53,6 +53,10 @@ impl Index {
         self.entries.is_empty()
     }
 
+    pub fn entries(&self) -> &[IndexEntry] {
+        &self.entries
+    }
+
     pub fn last(&self) -> Option<&IndexEntry> {
         self.entries.last()
     }

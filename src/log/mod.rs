@@ -22,12 +22,14 @@
 pub mod batch;
 pub mod cleaner;
 pub mod config;
+pub mod damage;
 pub mod error;
 pub mod index;
 pub mod offsets;
 pub mod partition;
 pub mod partitioner;
 pub mod producer;
+pub mod repair;
 pub mod segment;
 pub mod topic;
 
@@ -43,11 +45,13 @@ use bytes::BytesMut;
 use tracing::{info, warn};
 
 pub use config::TopicConfig;
+pub use damage::{Action, Damage};
 pub use error::{LogError, Result};
 pub use offsets::CommittedOffset;
 pub use partition::Partition;
 pub use topic::Topic;
 
+use damage::DamageLog;
 use error::IoContext;
 use index::sync_dir;
 use offsets::OffsetStore;
@@ -178,8 +182,34 @@ impl Default for LogOptions {
     }
 }
 
-const CLEAN_SHUTDOWN: &str = ".clean-shutdown";
+pub(crate) const CLEAN_SHUTDOWN: &str = ".clean-shutdown";
 const LOCK: &str = ".lock";
+
+/// Take the data directory's lock (one eddy, or one offline tool, at a
+/// time), creating the directory if needed. Held until the file is dropped;
+/// the OS releases it if the process dies.
+pub(crate) fn lock_dir(dir: &Path) -> Result<File> {
+    fs::create_dir_all(dir).at(dir)?;
+    let lock_path = dir.join(LOCK);
+    let mut lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .at(&lock_path)?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(LogError::Locked {
+                path: dir.to_path_buf(),
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(e).at(&lock_path),
+    }
+    lock.set_len(0).at(&lock_path)?;
+    writeln!(lock, "{}", std::process::id()).at(&lock_path)?;
+    Ok(lock)
+}
 
 /// The built-in log over a data directory.
 pub struct Log {
@@ -194,6 +224,8 @@ pub struct Log {
     cleaner_stop: Arc<(Mutex<bool>, Condvar)>,
     cleaner: Mutex<Option<JoinHandle<()>>>,
     closed: Mutex<bool>,
+    /// Damage found by recovery and reads since open (`damage.rs`).
+    damage: Arc<DamageLog>,
 }
 
 impl std::fmt::Debug for Log {
@@ -206,21 +238,7 @@ impl Log {
     /// Open (creating if needed) the log in `dir`, recovering after a crash.
     pub fn open(dir: impl AsRef<Path>, options: LogOptions) -> Result<Arc<Log>> {
         let dir = dir.as_ref().to_path_buf();
-        fs::create_dir_all(&dir).at(&dir)?;
-        let lock_path = dir.join(LOCK);
-        let mut lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .at(&lock_path)?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Err(LogError::Locked { path: dir }),
-            Err(std::fs::TryLockError::Error(e)) => return Err(e).at(&lock_path),
-        }
-        lock.set_len(0).at(&lock_path)?;
-        writeln!(lock, "{}", std::process::id()).at(&lock_path)?;
+        let lock = lock_dir(&dir)?;
 
         let marker = dir.join(CLEAN_SHUTDOWN);
         let clean = marker.exists();
@@ -234,6 +252,7 @@ impl Log {
 
         let topics_dir = dir.join("topics");
         fs::create_dir_all(&topics_dir).at(&topics_dir)?;
+        let damage = Arc::new(DamageLog::default());
         let mut topics = BTreeMap::new();
         for entry in fs::read_dir(&topics_dir).at(&topics_dir)? {
             let entry = entry.at(&topics_dir)?;
@@ -247,14 +266,20 @@ impl Log {
             if !path.is_dir() {
                 continue;
             }
-            let topic = Topic::open(&path, clean)?;
-            topics.insert(topic.name().to_string(), Arc::new(topic));
+            if fs::read_dir(&path).at(&path)?.next().is_none() {
+                // Nothing in it to open or to salvage.
+                fs::remove_dir(&path).at(&path)?;
+                continue;
+            }
+            if let Some(topic) = Topic::open(&path, clean, &damage)? {
+                topics.insert(topic.name().to_string(), Arc::new(topic));
+            }
         }
         if !topics.contains_key(offsets::TOPIC) {
             let mut cfg = BTreeMap::new();
             cfg.insert("cleanup.policy".to_string(), "compact".to_string());
             cfg.insert("segment.bytes".to_string(), (100 * 1024 * 1024).to_string());
-            let t = Topic::create(&topics_dir, offsets::TOPIC, 1, cfg, now_ms())?;
+            let t = Topic::create(&topics_dir, offsets::TOPIC, 1, cfg, now_ms(), &damage)?;
             topics.insert(offsets::TOPIC.to_string(), Arc::new(t));
         }
         let offsets_partition = topics
@@ -273,6 +298,7 @@ impl Log {
             cleaner_stop: Arc::new((Mutex::new(false), Condvar::new())),
             cleaner: Mutex::new(None),
             closed: Mutex::new(false),
+            damage,
         });
         if let Some(every) = options.cleaner_interval {
             log.start_cleaner(every);
@@ -318,6 +344,12 @@ impl Log {
         let topics: Vec<Arc<Topic>> = self.topic_list();
         let mut state = self.cleaner_state.lock().map_err(|_| LogError::Closed)?;
         cleaner::run_once(&topics, &mut state, now_ms())
+    }
+
+    /// Damage found in the log's files since it was opened (by recovery,
+    /// or by reads in segments that recovery trusted), oldest first.
+    pub fn damage(&self) -> Vec<Damage> {
+        self.damage.snapshot()
     }
 
     /// Whether [`Log::close`] has run.
@@ -419,7 +451,14 @@ impl LogStore for Log {
         if topics.contains_key(name) {
             return Err(LogError::TopicExists(name.to_string()));
         }
-        let t = Topic::create(&self.topics_dir, name, partitions, config, now_ms())?;
+        let t = Topic::create(
+            &self.topics_dir,
+            name,
+            partitions,
+            config,
+            now_ms(),
+            &self.damage,
+        )?;
         let info = Self::info(&t);
         topics.insert(name.to_string(), Arc::new(t));
         Ok(info)

@@ -21,17 +21,18 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::{Bytes, BytesMut};
-use tracing::{info, warn};
+use tracing::info;
 
 use super::batch::{self, BatchHeader};
 use super::config::{TimestampKind, TopicConfig};
+use super::damage::{Action, Damage, DamageLog};
 use super::error::{IoContext, LogError, Result};
 use super::index::{sync_dir, write_atomic};
 use super::producer::{Check, ProducerStates, Rejection};
 use super::segment::{Segment, file_stem};
 use super::{AppendInfo, Durability, ReadResult, now_ms};
 
-const RECOVERY_POINT: &str = "recovery-point";
+pub(crate) const RECOVERY_POINT: &str = "recovery-point";
 
 pub struct Partition {
     topic: String,
@@ -44,6 +45,11 @@ pub struct Partition {
     synced: AtomicI64,
     sync_lock: Mutex<()>,
     poisoned: AtomicBool,
+    /// Damage that makes the partition read-only (see `damage.rs`): set at
+    /// open, cleared only by `eddy repair` (offline).
+    fence: RwLock<Option<Damage>>,
+    /// Where damage found at open or by a read is recorded.
+    damage: Arc<DamageLog>,
     /// fsyncs issued (benchmarks and system tables report it).
     fsyncs: std::sync::atomic::AtomicU64,
     /// Wakes long-polling readers (Kafka Fetch with max_wait) after appends.
@@ -69,6 +75,7 @@ pub struct Records<'a> {
     offset: i64,
     end: i64,
     fetch_bytes: usize,
+    damaged: bool,
 }
 
 impl Records<'_> {
@@ -77,9 +84,16 @@ impl Records<'_> {
         self.offset
     }
 
-    /// Whether every record below the end has been returned.
+    /// Whether every record below the end has been returned, or the
+    /// iteration stopped at damage.
     pub fn done(&self) -> bool {
-        self.offset >= self.end
+        self.offset >= self.end || self.damaged
+    }
+
+    /// The iteration stopped at damage (at [`Records::position`]), which is
+    /// reported in `Log::damage` and fences the partition.
+    pub fn damaged(&self) -> bool {
+        self.damaged
     }
 }
 
@@ -92,6 +106,13 @@ impl Iterator for Records<'_> {
         }
         let read = match self.partition.read(self.offset, self.fetch_bytes) {
             Ok(r) => r,
+            // Damage found by this read (see `Partition::read`): the
+            // partition, now fenced, ends here for its readers, who get
+            // everything before it.
+            Err(LogError::Corrupt { .. }) => {
+                self.damaged = true;
+                return None;
+            }
             Err(e) => return Some(Err(e)),
         };
         if read.records.is_empty() {
@@ -140,6 +161,7 @@ impl Partition {
         id: i32,
         dir: &Path,
         config: Arc<RwLock<TopicConfig>>,
+        damage: Arc<DamageLog>,
     ) -> Result<Partition> {
         fs::create_dir_all(dir).at(dir)?;
         let seg = Segment::create(dir, 0, now_ms())?;
@@ -157,6 +179,8 @@ impl Partition {
             synced: AtomicI64::new(0),
             sync_lock: Mutex::new(()),
             poisoned: AtomicBool::new(false),
+            fence: RwLock::new(None),
+            damage,
             fsyncs: std::sync::atomic::AtomicU64::new(0),
             appended: tokio::sync::Notify::new(),
         })
@@ -164,16 +188,54 @@ impl Partition {
 
     /// Open an existing partition, recovering after a crash when `clean` is
     /// false: segments past the recovery point are scanned batch by batch
-    /// (CRC-32C checked) and their indexes rebuilt; a torn final batch is
-    /// truncated; anything else invalid is an error naming file and offset.
+    /// (CRC-32C checked) and their indexes rebuilt. Whatever the files hold,
+    /// the partition opens (only I/O errors fail it); damage is recorded in
+    /// `damage` (see `damage.rs`):
+    /// - invalid bytes at the end of the last segment with no valid batch
+    ///   after them (a torn write, a zero fill, appended garbage) are cut,
+    ///   clean shutdown or not, as Kafka's recovery does;
+    /// - any other invalid batch fences the partition: it serves the records
+    ///   before the damage (the log end is the damaged batch's offset), the
+    ///   damaged segment's valid prefix included, ignores the segments after
+    ///   it, and refuses appends until `eddy repair`;
+    /// - damaged indexes and producer snapshots are rebuilt from the log.
     pub fn open(
         topic: &str,
         id: i32,
         dir: &Path,
         config: Arc<RwLock<TopicConfig>>,
         clean: bool,
+        damage: Arc<DamageLog>,
     ) -> Result<Partition> {
         let now = now_ms();
+        let mut fence: Option<Damage> = None;
+        let mut damaged = false;
+        let note =
+            |file: &Path, position: u64, offset: i64, reason: String, action, bytes| Damage {
+                topic: topic.to_string(),
+                partition: Some(id),
+                file: file.to_path_buf(),
+                position,
+                offset,
+                reason,
+                action,
+                bytes,
+                detected_ms: now,
+            };
+        if !dir.exists() {
+            // Its records are gone: an empty partition keeps the topic (and
+            // the server) usable.
+            fs::create_dir_all(dir).at(dir)?;
+            damage.record(note(
+                dir,
+                0,
+                0,
+                "partition directory missing; recreated empty".into(),
+                Action::Reported,
+                0,
+            ));
+            damaged = true;
+        }
         let mut bases = Vec::new();
         let mut snapshots = Vec::new();
         let mut stems_with_logs = std::collections::HashSet::new();
@@ -190,12 +252,20 @@ impl Partition {
                 continue;
             }
             if let Some(stem) = name.strip_suffix(".log") {
-                let base: i64 = stem.parse().map_err(|_| LogError::CorruptMetadata {
-                    file: path.clone(),
-                    reason: "segment file name is not a 20-digit offset".into(),
-                })?;
-                stems_with_logs.insert(stem.to_string());
-                bases.push(base);
+                match stem.parse::<i64>() {
+                    Ok(base) if base >= 0 && stem.len() == 20 => {
+                        stems_with_logs.insert(stem.to_string());
+                        bases.push(base);
+                    }
+                    _ => damage.record(note(
+                        &path,
+                        0,
+                        -1,
+                        "not a segment file name (20-digit offset); ignored".into(),
+                        Action::Reported,
+                        0,
+                    )),
+                }
             } else if let Some(stem) = name.strip_suffix(".snapshot") {
                 if let Ok(off) = stem.parse::<i64>() {
                     snapshots.push((off, path));
@@ -213,61 +283,121 @@ impl Partition {
             }
         }
         bases.sort_unstable();
-        let recovery_point = read_checkpoint(&dir.join(RECOVERY_POINT)).unwrap_or(0);
-        let (interval, max_batch) = {
+        let rp_path = dir.join(RECOVERY_POINT);
+        let recovery_point = read_checkpoint(&rp_path).unwrap_or(0);
+        let (interval, compacted) = {
             let c = config.read().map_err(lock_err)?;
-            (c.index_interval_bytes as u64, c.max_message_bytes)
+            (c.index_interval_bytes as u64, c.cleanup_policy.compact)
         };
+        // Bytes from segment `i` on (what a fence at segment `i` leaves
+        // unserved).
+        let sizes: Vec<u64> = bases
+            .iter()
+            .map(|b| {
+                let p = dir.join(format!("{}.log", file_stem(*b)));
+                fs::metadata(&p).map(|m| m.len()).unwrap_or(0)
+            })
+            .collect();
+        let from = |i: usize| -> u64 { sizes[i.min(sizes.len())..].iter().sum() };
 
         let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len());
         for (i, &base) in bases.iter().enumerate() {
             let last = i + 1 == bases.len();
             let trust = clean || base < recovery_point;
             // The active segment is never compacted: its offsets are dense.
-            let (seg, stop) = Segment::open_with(dir, base, trust, interval, now, last)?;
-            if let Some(stop) = stop {
-                // A header claiming more than any append accepts is damaged
-                // (the length is outside the CRC), not torn: cutting there
-                // would drop the valid batches after it.
-                let implausible = matches!(
-                    stop.error,
-                    batch::BatchError::Truncated { need, .. } if need as i64 > max_batch
-                );
-                if last && stop.at_tail && !implausible {
-                    warn!(
-                        file = %seg.log_path().display(),
-                        position = stop.position,
-                        error = %stop.error,
-                        "truncating torn tail"
+            let below = bases.get(i + 1).copied().unwrap_or(i64::MAX);
+            let (seg, stop) = Segment::open_with(dir, base, trust, interval, now, last, below)?;
+            if let Some(prev) = segments.last() {
+                let prev_end = prev.next_offset();
+                if prev_end > base {
+                    let d = note(
+                        seg.log_path(),
+                        0,
+                        prev_end,
+                        format!(
+                            "segment starts at {base} but the previous one ends at {}",
+                            prev_end - 1
+                        ),
+                        Action::Fenced,
+                        from(i),
                     );
+                    damage.record(d.clone());
+                    fence = Some(d);
+                    break;
+                }
+                if prev_end < base && !compacted {
+                    // Only compaction leaves gaps between segments.
+                    damaged = true;
+                    damage.record(note(
+                        seg.log_path(),
+                        0,
+                        prev_end,
+                        format!(
+                            "offsets {prev_end} to {} are missing (a segment file deleted or cut short?)",
+                            base - 1
+                        ),
+                        Action::Reported,
+                        0,
+                    ));
+                }
+            }
+            if let Some(stop) = stop {
+                let file_len = sizes[i];
+                let cut = file_len.saturating_sub(stop.position);
+                damaged = true;
+                if last && stop.at_tail() {
+                    damage.record(note(
+                        seg.log_path(),
+                        stop.position,
+                        seg.next_offset(),
+                        format!("{}; no valid batch follows", stop.error),
+                        Action::Truncated,
+                        cut,
+                    ));
                     seg.truncate_to(stop.position)?;
                 } else {
-                    return Err(LogError::Corrupt {
-                        file: seg.log_path().to_path_buf(),
-                        position: stop.position,
-                        offset: seg.next_offset(),
-                        reason: stop.error.to_string(),
-                    });
+                    let reason = match stop.resume {
+                        Some((pos, off)) => format!(
+                            "{}; valid batches follow from byte {pos} (offset {off})",
+                            stop.error
+                        ),
+                        None => format!("{}; no valid batch follows in this segment", stop.error),
+                    };
+                    let d = note(
+                        seg.log_path(),
+                        stop.position,
+                        seg.next_offset(),
+                        reason,
+                        Action::Fenced,
+                        cut + from(i + 1),
+                    );
+                    damage.record(d.clone());
+                    fence = Some(d);
+                    if !trust || seg.index_rebuilt() {
+                        seg.write_index_files()?;
+                    }
+                    segments.push(Arc::new(seg));
+                    break;
                 }
+            } else if trust && seg.index_rebuilt() && !seg.is_empty() {
+                // (An empty segment has nothing to index: a new topic's
+                // has no index files until its first roll or close.)
+                let (ix, _) = seg.index_paths();
+                damaged = true;
+                damage.record(note(
+                    ix,
+                    0,
+                    base,
+                    "index files missing or not matching the log".into(),
+                    Action::Rebuilt,
+                    0,
+                ));
             }
             if !trust || seg.index_rebuilt() {
                 // The index was rebuilt by the scan (a crash, or index files
                 // missing or damaged); persist it so the next start does not
                 // scan again.
                 seg.write_index_files()?;
-            }
-            if let Some(prev) = segments.last()
-                && prev.next_offset() > base
-            {
-                return Err(LogError::Corrupt {
-                    file: seg.log_path().to_path_buf(),
-                    position: 0,
-                    offset: base,
-                    reason: format!(
-                        "segment starts at {base} but the previous one ends at {}",
-                        prev.next_offset() - 1
-                    ),
-                });
             }
             segments.push(Arc::new(seg));
         }
@@ -280,6 +410,25 @@ impl Partition {
         // Whatever survived the crash is now made durable, so `synced`
         // starts at the end.
         last.sync()?;
+        if recovery_point > end {
+            if !damaged && fence.is_none() {
+                damage.record(note(
+                    &rp_path,
+                    0,
+                    end,
+                    format!(
+                        "records below the recovery point {recovery_point} are missing past offset {end} (a segment file deleted or cut short?)"
+                    ),
+                    Action::Reported,
+                    0,
+                ));
+            }
+            if fence.is_none() {
+                // Reported once: the log now ends here.
+                write_atomic(&rp_path, end.to_string().as_bytes())?;
+                sync_dir(dir)?;
+            }
+        }
 
         // Producer state: newest readable snapshot at or below the end, then
         // replay the batch headers after it.
@@ -288,7 +437,11 @@ impl Partition {
         let mut replay_from = segments.first().map(|s| s.base_offset()).unwrap_or(0);
         for (off, path) in snapshots.iter().rev() {
             if *off > end {
-                fs::remove_file(path).at(path)?;
+                // A fenced partition keeps what belongs past its end for
+                // `eddy repair` to decide.
+                if fence.is_none() {
+                    fs::remove_file(path).at(path)?;
+                }
                 continue;
             }
             match ProducerStates::read_snapshot(path) {
@@ -297,16 +450,36 @@ impl Partition {
                     replay_from = *off;
                     break;
                 }
-                Err(e) => warn!(error = %e, "ignoring unreadable producer snapshot"),
+                Err(e) => damage.record(note(
+                    path,
+                    0,
+                    *off,
+                    format!("{e}; producer state rebuilt from the log"),
+                    Action::Rebuilt,
+                    0,
+                )),
             }
         }
-        for seg in &segments {
+        'replay: for seg in &segments {
             if seg.next_offset() <= replay_from {
                 continue;
             }
-            for h in seg.headers_from(replay_from)? {
-                if h.base_offset >= replay_from {
-                    producers.update(&h);
+            match seg.headers_from(replay_from) {
+                Ok(headers) => {
+                    for h in headers {
+                        if h.base_offset >= replay_from {
+                            producers.update(&h);
+                        }
+                    }
+                }
+                // Damage inside a segment open trusted (not rescanned): the
+                // producer state misses what lies past it, so a retry of a
+                // batch written after it may not be recognised.
+                Err(e) => {
+                    if let Some(d) = record_corrupt(&damage, topic, id, &e) {
+                        fence.get_or_insert(d);
+                    }
+                    break 'replay;
                 }
             }
         }
@@ -322,9 +495,38 @@ impl Partition {
             synced: AtomicI64::new(end),
             sync_lock: Mutex::new(()),
             poisoned: AtomicBool::new(false),
+            fence: RwLock::new(fence),
+            damage,
             fsyncs: std::sync::atomic::AtomicU64::new(0),
             appended: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Make the partition read-only because of `d` (a damaged `topic.json`:
+    /// its config is unknown, so appends could break it).
+    pub fn fence(&self, d: Damage) {
+        if let Ok(mut f) = self.fence.write()
+            && f.is_none()
+        {
+            *f = Some(d);
+        }
+    }
+
+    /// A read found damage (a segment open trusted, not rescanned): report
+    /// it and fence the partition, so nothing is appended after it before
+    /// an operator has run `eddy repair`. Readers stop at it; the log end
+    /// stays (a point read past the damage still works) until the next
+    /// start, which, not rescanning trusted segments, fences it again only
+    /// when a read reaches it.
+    fn found_damage(&self, e: &LogError) {
+        if let Some(d) = record_corrupt(&self.damage, &self.topic, self.id, e) {
+            self.fence(d);
+        }
+    }
+
+    /// The damage that makes this partition read-only, if any.
+    pub fn fenced(&self) -> Option<Damage> {
+        self.fence.read().ok().and_then(|f| f.clone())
     }
 
     /// fsyncs of segment data issued so far.
@@ -357,6 +559,7 @@ impl Partition {
             offset: from.max(self.log_start()),
             end: to,
             fetch_bytes,
+            damaged: false,
         }
     }
 
@@ -406,11 +609,27 @@ impl Partition {
         Ok(())
     }
 
+    /// Appends and rolls: refused while poisoned or fenced.
+    fn check_writable(&self) -> Result<()> {
+        self.check_poisoned()?;
+        if let Some(d) = self.fenced() {
+            return Err(LogError::Damaged {
+                topic: self.topic.clone(),
+                partition: self.id,
+                file: d.file,
+                position: d.position,
+                offset: d.offset,
+                reason: d.reason,
+            });
+        }
+        Ok(())
+    }
+
     /// Append a producer's record set (one or more RecordBatch v2). Base
     /// offsets (and LogAppendTime timestamps) are rewritten in place; the
     /// bytes are otherwise stored exactly as given.
     pub fn append(&self, mut bytes: BytesMut, durability: Durability) -> Result<AppendInfo> {
-        self.check_poisoned()?;
+        self.check_writable()?;
         let mut headers = batch::validate_producer_set(&bytes)?;
         let config = self.config();
         for h in &headers {
@@ -435,7 +654,7 @@ impl Partition {
         }
         let now = now_ms();
         let mut producers = self.writer.lock().map_err(lock_err)?;
-        self.check_poisoned()?;
+        self.check_writable()?;
 
         // Idempotence: a producer sends one batch per partition per request,
         // so the first batch decides for the set.
@@ -590,7 +809,7 @@ impl Partition {
     /// expire an old active segment, as Kafka does).
     pub fn roll_now(&self) -> Result<bool> {
         let producers = self.writer.lock().map_err(lock_err)?;
-        self.check_poisoned()?;
+        self.check_writable()?;
         let active = self
             .segments
             .read()
@@ -643,6 +862,11 @@ impl Partition {
     /// Whole batches from the one containing `offset`, up to `max_bytes`
     /// (but at least one batch), never past the published end.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult> {
+        self.read_inner(offset, max_bytes)
+            .inspect_err(|e| self.found_damage(e))
+    }
+
+    fn read_inner(&self, offset: i64, max_bytes: usize) -> Result<ReadResult> {
         let end = self.log_end();
         let segs = self.segments_ok()?;
         let log_start = segs.first().map(|s| s.base_offset()).unwrap_or(0);
@@ -681,6 +905,11 @@ impl Partition {
     /// Earliest offset whose record timestamp is ≥ `ts`, with that
     /// timestamp; `None` when every record is older.
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>> {
+        self.offset_for_timestamp_inner(ts)
+            .inspect_err(|e| self.found_damage(e))
+    }
+
+    fn offset_for_timestamp_inner(&self, ts: i64) -> Result<Option<(i64, i64)>> {
         let end = self.log_end();
         for seg in self.segments_ok()? {
             if seg.max_timestamp() < ts {
@@ -799,7 +1028,35 @@ impl Partition {
     }
 }
 
-fn read_checkpoint(path: &Path) -> Option<i64> {
+/// A read ran into damage in a segment that open trusted (and so did not
+/// rescan): report it (once per file and position) as fencing the
+/// partition, as open would have.
+fn record_corrupt(damage: &DamageLog, topic: &str, id: i32, e: &LogError) -> Option<Damage> {
+    let LogError::Corrupt {
+        file,
+        position,
+        offset,
+        reason,
+    } = e
+    else {
+        return None;
+    };
+    let d = Damage {
+        topic: topic.to_string(),
+        partition: Some(id),
+        file: file.clone(),
+        position: *position,
+        offset: *offset,
+        reason: format!("{reason}; found by a read"),
+        action: Action::Fenced,
+        bytes: 0,
+        detected_ms: now_ms(),
+    };
+    damage.record(d.clone());
+    Some(d)
+}
+
+pub(crate) fn read_checkpoint(path: &Path) -> Option<i64> {
     fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 

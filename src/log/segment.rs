@@ -11,6 +11,7 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::{Bytes, BytesMut};
 
@@ -49,6 +50,10 @@ pub struct Segment {
     /// The index files were missing or unusable and the in-memory index was
     /// rebuilt by scanning, so the files on disk need rewriting.
     index_rebuilt: bool,
+    /// A lookup found an index entry that does not point at its batch (an
+    /// index file damaged yet plausible enough to pass the checks at open):
+    /// lookups walk from the segment's start from then on.
+    index_wrong: AtomicBool,
 }
 
 /// What a validating scan found past the last good batch.
@@ -56,9 +61,18 @@ pub struct Segment {
 pub struct ScanStop {
     pub position: u64,
     pub error: BatchError,
-    /// The bad bytes reach the end of the file: a torn tail, not corruption
-    /// in the middle.
-    pub at_tail: bool,
+    /// The next valid batch after the damage (byte position, base offset),
+    /// found by trying every byte position after it; `None` when nothing
+    /// valid follows, so the damage is the file's tail (a torn write, a zero
+    /// fill, appended garbage) rather than something in the middle.
+    pub resume: Option<(u64, i64)>,
+}
+
+impl ScanStop {
+    /// No valid batch follows the damage.
+    pub fn at_tail(&self) -> bool {
+        self.resume.is_none()
+    }
 }
 
 /// A reusable window over a file for scanning many small batches without a
@@ -150,6 +164,7 @@ impl Segment {
                 created_ms: now_ms,
             }),
             index_rebuilt: false,
+            index_wrong: AtomicBool::new(false),
         })
     }
 
@@ -166,14 +181,24 @@ impl Segment {
         index_interval: u64,
         now_ms: i64,
     ) -> Result<(Segment, Option<ScanStop>)> {
-        Self::open_with(dir, base_offset, trust_index, index_interval, now_ms, false)
+        Self::open_with(
+            dir,
+            base_offset,
+            trust_index,
+            index_interval,
+            now_ms,
+            false,
+            i64::MAX,
+        )
     }
 
     /// As [`Segment::open`]. With `dense`, every scanned batch must start
     /// exactly where the previous one ended (the first at the segment's base
     /// offset): true of the active segment, which compaction never rewrites.
     /// The base offset is outside the CRC, so this is what catches a damaged
-    /// one there.
+    /// one there. Every batch's offsets must also lie below `below` (the
+    /// next segment's base offset), which catches a damaged base offset in
+    /// an older segment.
     pub fn open_with(
         dir: &Path,
         base_offset: i64,
@@ -181,6 +206,7 @@ impl Segment {
         index_interval: u64,
         now_ms: i64,
         dense: bool,
+        below: i64,
     ) -> Result<(Segment, Option<ScanStop>)> {
         let (log_path, index_path, time_path) = Self::paths(dir, base_offset);
         let file = OpenOptions::new()
@@ -224,8 +250,16 @@ impl Segment {
                 created_ms: now_ms,
             }),
             index_rebuilt,
+            index_wrong: AtomicBool::new(false),
         };
-        let mut stop = seg.scan_from(from_pos, from_offset, file_len, index_interval, dense)?;
+        let mut stop = seg.scan_from(
+            from_pos,
+            from_offset,
+            file_len,
+            index_interval,
+            dense,
+            below,
+        )?;
         if stop.is_some() && from_pos > 0 {
             // The index led the scan to something that is not a valid batch:
             // it may be damaged or stale, so it cannot be trusted to have
@@ -240,7 +274,7 @@ impl Segment {
                 st.bytes_since_index = 0;
             }
             seg.index_rebuilt = true;
-            stop = seg.scan_from(0, base_offset, file_len, index_interval, dense)?;
+            stop = seg.scan_from(0, base_offset, file_len, index_interval, dense, below)?;
         }
         Ok((seg, stop))
     }
@@ -261,98 +295,143 @@ impl Segment {
         file_len: u64,
         index_interval: u64,
         dense: bool,
+        below: i64,
     ) -> Result<Option<ScanStop>> {
         let mut st = self.state.write().map_err(|_| LogError::Closed)?;
         let mut win = Window::new(&self.file, file_len);
-        let mut stop = None;
+        let mut bad = None;
+        // Where the previous batch started, and the state before it: see the
+        // "goes backwards" case below.
+        let mut before_prev: Option<(u64, i64, i64, u64, i64)> = None;
         while pos < file_len {
             let head = win.get(pos, HEADER_LEN).at(&self.log_path)?;
             let h = match BatchHeader::parse(head) {
                 Ok(h) => h,
                 Err(error) => {
-                    // A header cut short, or zeros where a header should be
-                    // (space the file system allocated but the write never
-                    // filled), is a torn tail when nothing follows it.
-                    let at_tail = matches!(error, BatchError::Truncated { .. })
-                        || self.rest_is_zero(&mut win, pos, file_len)?;
-                    stop = Some(ScanStop {
-                        position: pos,
-                        error,
-                        at_tail,
-                    });
+                    bad = Some(error);
                     break;
                 }
             };
             let len = h.total_len();
             let end = pos + len as u64;
             if end > file_len {
-                stop = Some(ScanStop {
-                    position: pos,
-                    error: BatchError::Truncated {
-                        need: len,
-                        have: (file_len - pos) as usize,
-                    },
-                    at_tail: true,
+                bad = Some(BatchError::Truncated {
+                    need: len,
+                    have: (file_len - pos) as usize,
                 });
                 break;
             }
             let bytes = win.get(pos, len).at(&self.log_path)?;
             if let Err(error) = batch::validate(bytes) {
-                stop = Some(ScanStop {
-                    position: pos,
-                    error,
-                    at_tail: end == file_len,
-                });
+                bad = Some(error);
                 break;
             }
             if h.base_offset < min_offset || h.base_offset < self.base_offset {
-                stop = Some(ScanStop {
-                    position: pos,
-                    error: BatchError::Decode(format!(
-                        "batch base offset {} goes backwards (expected at least {})",
-                        h.base_offset, min_offset
-                    )),
-                    at_tail: end == file_len,
-                });
+                bad = Some(BatchError::Decode(format!(
+                    "batch base offset {} goes backwards (expected at least {})",
+                    h.base_offset, min_offset
+                )));
+                // Base offsets are outside the CRC. Where gaps are allowed
+                // (not `dense`: compaction), the previous batch's base may
+                // be the damaged one, raised: nothing tells which, so the
+                // damage is taken to start at the previous batch, whose
+                // offsets are not to be trusted either.
+                if !dense && let Some((prev_pos, prev_min, max_ts, since, next)) = before_prev {
+                    bad = Some(BatchError::Decode(format!(
+                        "the next batch's base offset {} is below this one's end {min_offset}: one of the two base offsets is damaged",
+                        h.base_offset
+                    )));
+                    pos = prev_pos;
+                    min_offset = prev_min;
+                    st.size = prev_pos;
+                    st.max_timestamp = max_ts;
+                    st.bytes_since_index = since;
+                    st.next_offset = next;
+                    st.index
+                        .truncate_to_position(prev_pos.min(u32::MAX as u64) as u32);
+                }
                 break;
             }
             if dense && h.base_offset != min_offset {
-                stop = Some(ScanStop {
-                    position: pos,
-                    error: BatchError::Decode(format!(
-                        "batch base offset {} skips ahead (expected {})",
-                        h.base_offset, min_offset
-                    )),
-                    at_tail: end == file_len,
-                });
+                bad = Some(BatchError::Decode(format!(
+                    "batch base offset {} skips ahead (expected {})",
+                    h.base_offset, min_offset
+                )));
+                break;
+            }
+            if h.last_offset() >= below {
+                bad = Some(BatchError::Decode(format!(
+                    "batch offsets {} to {} reach the next segment's base {below}",
+                    h.base_offset,
+                    h.last_offset()
+                )));
                 break;
             }
             if h.last_offset() - self.base_offset > u32::MAX as i64 || pos > u32::MAX as u64 {
-                stop = Some(ScanStop {
-                    position: pos,
-                    error: BatchError::Decode("segment exceeds 4 GiB or 2^32 offsets".into()),
-                    at_tail: false,
-                });
+                bad = Some(BatchError::Decode(
+                    "segment exceeds 4 GiB or 2^32 offsets".into(),
+                ));
                 break;
             }
+            before_prev = Some((
+                pos,
+                min_offset,
+                st.max_timestamp,
+                st.bytes_since_index,
+                st.next_offset,
+            ));
             Self::note_batch(&mut st, self.base_offset, pos, &h, index_interval);
             st.size = end;
             min_offset = h.next_offset();
             pos = end;
         }
-        Ok(stop)
+        let Some(error) = bad else {
+            return Ok(None);
+        };
+        let resume = self.next_valid(&mut win, pos + 1, min_offset, below, file_len)?;
+        Ok(Some(ScanStop {
+            position: pos,
+            error,
+            resume,
+        }))
     }
 
-    fn rest_is_zero(&self, win: &mut Window, pos: u64, file_len: u64) -> Result<bool> {
-        let mut p = pos;
-        while p < file_len {
-            let chunk = win.get(p, WINDOW).at(&self.log_path)?;
-            if chunk.iter().any(|b| *b != 0) {
-                return Ok(false);
+    /// The first valid batch (CRC-checked, base offset at least
+    /// `min_offset`, wholly inside the file) starting at any byte position
+    /// from `from` on: what separates damage in the middle of a file (valid
+    /// data follows, an operator may want it) from a damaged tail (nothing
+    /// does, cutting it loses nothing). Runs only when a scan found damage;
+    /// its cost is one pass over the rest of the file.
+    fn next_valid(
+        &self,
+        win: &mut Window,
+        from: u64,
+        min_offset: i64,
+        below: i64,
+        file_len: u64,
+    ) -> Result<Option<(u64, i64)>> {
+        let mut p = from;
+        while p + HEADER_LEN as u64 <= file_len {
+            // The magic byte first: almost every position fails there.
+            let head = win.get(p, HEADER_LEN).at(&self.log_path)?;
+            if head[16] as i8 != batch::MAGIC {
+                p += 1;
+                continue;
             }
-            p += chunk.len() as u64;
+            if let Ok(h) = BatchHeader::parse(head)
+                && h.base_offset >= min_offset
+                && h.last_offset() < below
+                && h.last_offset() - self.base_offset <= u32::MAX as i64
+                && p + h.total_len() as u64 <= file_len
+            {
+                let bytes = win.get(p, h.total_len()).at(&self.log_path)?;
+                if batch::validate(bytes).is_ok() {
+                    return Ok(Some((p, h.base_offset)));
+                }
+            }
+            p += 1;
         }
-        Ok(true)
+        Ok(None)
     }
 
     fn note_batch(st: &mut State, base: i64, pos: u64, h: &BatchHeader, interval: u64) {
@@ -501,6 +580,34 @@ impl Segment {
             let rel = (offset - self.base_offset).clamp(0, u32::MAX as i64) as u32;
             (st.index.floor(rel), st.size)
         };
+        let entry = entry.filter(|_| !self.index_wrong.load(Ordering::Relaxed));
+        match self.walk_to(entry, offset, size) {
+            Err(e) if entry.is_some() => self.without_index(e, |s| s.walk_to(None, offset, size)),
+            other => other,
+        }
+    }
+
+    /// A lookup guided by an index entry failed: if a walk from the
+    /// segment's start succeeds, the entry was wrong, not the log; stop using
+    /// the index (`eddy repair` rewrites it). Otherwise the log is damaged
+    /// there and the walk's error says where.
+    fn without_index<T>(
+        &self,
+        guided: LogError,
+        walk: impl FnOnce(&Self) -> Result<T>,
+    ) -> Result<T> {
+        let r = walk(self)?;
+        if !self.index_wrong.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                file = %self.index_path.display(),
+                error = %guided,
+                "index entry does not match the log; reading this segment without its index"
+            );
+        }
+        Ok(r)
+    }
+
+    fn walk_to(&self, entry: Option<IndexEntry>, offset: i64, size: u64) -> Result<Option<u64>> {
         let (mut pos, mut min, mut exact) = self.walk_start(entry);
         while pos < size {
             let h = self.read_header(pos)?;
@@ -532,19 +639,32 @@ impl Segment {
         let mut end = 0usize;
         let mut min = self.base_offset;
         while end + HEADER_LEN <= buf.len() {
-            let h = BatchHeader::parse(&buf[end..]).map_err(|e| LogError::Corrupt {
-                file: self.log_path.clone(),
-                position: pos + end as u64,
-                offset: -1,
-                reason: e.to_string(),
-            })?;
-            // Outside the CRC: a damaged base offset must not be served.
-            self.check_base(&h, pos + end as u64, min, false)?;
+            let h = match BatchHeader::parse(&buf[end..])
+                .map_err(|e| LogError::Corrupt {
+                    file: self.log_path.clone(),
+                    position: pos + end as u64,
+                    offset: min,
+                    reason: e.to_string(),
+                })
+                // Outside the CRC: a damaged base offset must not be served.
+                .and_then(|h| {
+                    self.check_base(&h, pos + end as u64, min, false)
+                        .map(|()| h)
+                }) {
+                Ok(h) => h,
+                // The batches before the damage are served; the read that
+                // starts at it fails.
+                Err(_) if end > 0 => break,
+                Err(e) => return Err(e),
+            };
             min = h.next_offset();
             if h.base_offset >= end_offset {
                 break;
             }
             if pos + (end + h.total_len()) as u64 > size {
+                if end > 0 {
+                    break;
+                }
                 // Published batches lie wholly below `size`: the header is
                 // damaged (its length is outside the CRC).
                 return Err(LogError::Corrupt {
@@ -564,14 +684,37 @@ impl Segment {
                     self.file
                         .read_exact_at(&mut whole, pos)
                         .at(&self.log_path)?;
+                    self.check_crc(&whole, pos, &h)?;
                     return Ok(whole.freeze());
                 }
                 break;
+            }
+            // The CRC too (Kafka's broker leaves it to consumers): eddy's own
+            // readers (catalog replay, scans, views, the CLI) decode a whole
+            // read at once, so one bad batch served in a read would hide the
+            // good ones before it.
+            let batch = &buf[end..end + h.total_len()];
+            match self.check_crc(batch, pos + end as u64, &h) {
+                Ok(()) => {}
+                Err(_) if end > 0 => break,
+                Err(e) => return Err(e),
             }
             end += h.total_len();
         }
         buf.truncate(end);
         Ok(buf.freeze())
+    }
+
+    /// A batch read at `pos` passes its CRC-32C, or is `Corrupt` there.
+    fn check_crc(&self, bytes: &[u8], pos: u64, h: &BatchHeader) -> Result<()> {
+        batch::validate(bytes)
+            .map(|_| ())
+            .map_err(|e| LogError::Corrupt {
+                file: self.log_path.clone(),
+                position: pos,
+                offset: h.base_offset,
+                reason: e.to_string(),
+            })
     }
 
     /// Earliest record at or after byte position given by the time index
@@ -581,6 +724,22 @@ impl Segment {
             let st = self.state.read().map_err(|_| LogError::Closed)?;
             (st.index.floor_for_timestamp(ts), st.size)
         };
+        let entry = entry.filter(|_| !self.index_wrong.load(Ordering::Relaxed));
+        match self.find_timestamp_from(entry, ts, end_offset, size) {
+            Err(e) if entry.is_some() => {
+                self.without_index(e, |s| s.find_timestamp_from(None, ts, end_offset, size))
+            }
+            other => other,
+        }
+    }
+
+    fn find_timestamp_from(
+        &self,
+        entry: Option<IndexEntry>,
+        ts: i64,
+        end_offset: i64,
+        size: u64,
+    ) -> Result<Option<(i64, i64)>> {
         let (mut pos, mut min, mut exact) = self.walk_start(entry);
         while pos < size {
             let h = self.read_header(pos)?;
@@ -661,6 +820,41 @@ impl Segment {
         let mut buf = BytesMut::zeroed(size);
         self.file.read_exact_at(&mut buf, 0).at(&self.log_path)?;
         Ok(buf.freeze())
+    }
+
+    /// Why `ix` (index files loaded from disk) does not fit this segment:
+    /// an entry that does not point at the start of a batch with the
+    /// entry's offset, or whose timestamp is not the largest one up to that
+    /// batch. `None`: it fits. Open trusts sane-looking index files without
+    /// reading every batch header; `eddy verify` checks. Call only on a
+    /// segment opened with a full scan (its size covers only valid batches).
+    pub fn check_index(&self, ix: &Index) -> Result<Option<String>> {
+        let mut batches = std::collections::HashMap::new();
+        let (mut pos, mut max_ts) = (0u64, -1i64);
+        for h in self.headers_from(self.base_offset)? {
+            max_ts = max_ts.max(h.max_timestamp);
+            batches.insert(pos, (h.base_offset, max_ts));
+            pos += h.total_len() as u64;
+        }
+        for e in ix.entries() {
+            let want = self.base_offset + e.relative_offset as i64;
+            match batches.get(&(e.position as u64)) {
+                Some((base, _)) if *base != want => {}
+                Some((_, ts)) if *ts != e.max_timestamp => {
+                    return Ok(Some(format!(
+                        "time index entry for offset {want} says {} but the largest timestamp up to it is {ts}",
+                        e.max_timestamp
+                    )));
+                }
+                Some(_) => continue,
+                None => {}
+            }
+            return Ok(Some(format!(
+                "entry for offset {want} points at byte {}, which is not the start of that batch",
+                e.position
+            )));
+        }
+        Ok(None)
     }
 
     /// Full validation of every batch (`eddy topic verify`, tests).
