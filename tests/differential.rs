@@ -874,9 +874,9 @@ async fn breaks_on(
     let mut pending: Vec<&String> = views.iter().collect();
     let mut made: Vec<String> = Vec::new();
     let mut n = 0;
-    async fn make<'a>(
+    async fn make(
         c: &tokio_postgres::Client,
-        pending: &mut Vec<&'a String>,
+        pending: &mut Vec<&String>,
         made: &mut Vec<String>,
         n: &mut usize,
     ) -> bool {

@@ -1092,11 +1092,11 @@ fn check(server: &Serve, ledger: &SharedLedger, label: &str, failures: &mut Vec<
         checks = failed.into_iter().map(|(w, s, e, _)| (w, s, e)).collect();
         std::thread::sleep(Duration::from_secs(2));
     }
-    if problems.iter().any(|p| p.starts_with("table accounts")) {
-        if let Ok(got) = rt.block_on(rows(&c, "SELECT id, grp, bal, w FROM accounts")) {
-            let l = ledger.lock().unwrap();
-            problems.extend(explain_accounts(&got, &m, &accounts, &l));
-        }
+    if problems.iter().any(|p| p.starts_with("table accounts"))
+        && let Ok(got) = rt.block_on(rows(&c, "SELECT id, grp, bal, w FROM accounts"))
+    {
+        let l = ledger.lock().unwrap();
+        problems.extend(explain_accounts(&got, &m, &accounts, &l));
     }
     eprintln!(
         "  {label}: checked in {:.1}s (caught up {:.1}s, log read back {:.1}s): {} event records ({} rows), {} account records ({} keys), {} do not decode; {} problem(s)",

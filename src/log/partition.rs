@@ -1087,7 +1087,14 @@ mod tests {
     fn records_stop_at_their_end_when_the_log_moved_on() {
         let dir = tempfile::tempdir().unwrap();
         let config = Arc::new(RwLock::new(TopicConfig::default()));
-        let p = Partition::create("t", 0, &dir.path().join("0"), config).unwrap();
+        let p = Partition::create(
+            "t",
+            0,
+            &dir.path().join("0"),
+            config,
+            Arc::new(DamageLog::default()),
+        )
+        .unwrap();
         let mut seen = Vec::new();
         let mut from = 0;
         for round in 0..20 {
