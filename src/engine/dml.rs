@@ -48,7 +48,15 @@ impl Engine {
                 t.relation
             )));
         };
-        let name = name.to_string();
+        // A quoted name ("u") is the relation u, as INSERT reads it.
+        let name = match name.0.as_slice() {
+            [datafusion::sql::sqlparser::ast::ObjectNamePart::Identifier(i)]
+                if i.quote_style.is_some() =>
+            {
+                i.value.clone()
+            }
+            _ => name.to_string(),
+        };
         let from = match alias {
             Some(a) => format!("{} AS {}", quote(&name), a.name),
             None => quote(&name),
