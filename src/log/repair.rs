@@ -29,7 +29,7 @@ use super::index::{Index, sync_dir, write_atomic};
 use super::partition::{RECOVERY_POINT, read_checkpoint};
 use super::producer::ProducerStates;
 use super::segment::{Segment, file_stem};
-use super::topic::{META, holds_records, read_meta, rewrite_meta};
+use super::topic::{META, partition_dirs, read_meta, rewrite_meta};
 use super::{Log, LogOptions, now_ms, offsets};
 
 /// One change `repair` makes.
@@ -208,18 +208,7 @@ fn inspect_topic(ctx: &mut Ctx, dir: &Path, clean: bool) -> Result<()> {
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
     let meta_path = dir.join(META);
-    let mut found: BTreeMap<i32, bool> = BTreeMap::new();
-    for entry in fs::read_dir(dir).at(dir)? {
-        let entry = entry.at(dir)?;
-        let n = entry.file_name().to_string_lossy().to_string();
-        if let Ok(p) = n.parse::<i32>()
-            && p >= 0
-            && p.to_string() == n
-            && entry.path().is_dir()
-        {
-            found.insert(p, holds_records(&entry.path()));
-        }
-    }
+    let found = partition_dirs(dir)?;
     let meta = read_meta(&meta_path, &name).and_then(|m| {
         match found.iter().find(|(p, data)| **p >= m.partitions && **data) {
             Some((p, _)) => Err(format!(

@@ -141,19 +141,7 @@ impl Topic {
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_default();
         let meta_path = dir.join(META);
-        // Partition directories, and whether each holds any record bytes.
-        let mut found: BTreeMap<i32, bool> = BTreeMap::new();
-        for entry in fs::read_dir(dir).at(dir)? {
-            let entry = entry.at(dir)?;
-            let name = entry.file_name().to_string_lossy().to_string();
-            if let Ok(p) = name.parse::<i32>()
-                && p >= 0
-                && p.to_string() == name
-                && entry.path().is_dir()
-            {
-                found.insert(p, holds_records(&entry.path()));
-            }
-        }
+        let found = partition_dirs(dir)?;
         let meta = match read_meta(&meta_path, &dir_name) {
             Ok(meta) => match found
                 .iter()
@@ -397,6 +385,24 @@ pub(crate) fn read_meta(path: &Path, dir_name: &str) -> std::result::Result<Topi
 }
 
 /// Whether a partition directory holds any record bytes.
+/// A topic directory's partition directories (named by their number, as
+/// written), and whether each holds any record bytes.
+pub(crate) fn partition_dirs(dir: &Path) -> Result<BTreeMap<i32, bool>> {
+    let mut found = BTreeMap::new();
+    for entry in fs::read_dir(dir).at(dir)? {
+        let entry = entry.at(dir)?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        if let Ok(p) = name.parse::<i32>()
+            && p >= 0
+            && p.to_string() == name
+            && entry.path().is_dir()
+        {
+            found.insert(p, holds_records(&entry.path()));
+        }
+    }
+    Ok(found)
+}
+
 pub(crate) fn holds_records(dir: &Path) -> bool {
     fs::read_dir(dir)
         .map(|entries| {
