@@ -4,8 +4,8 @@
 //! query fails.
 //!
 //! Every `query` record of eddy's `slt/*.slt` files and of the peer suites
-//! the `peer_*` tests run (`../shared/peer-tests/risingwave/streaming/`,
-//! `../shared/peer-tests/sqlite/select1.test`) is taken through a fresh
+//! the `peer_*` tests run (`tests/peer/risingwave/`,
+//! `tests/peer/sqlite/select1.test`) is taken through a fresh
 //! server per file, with the file's statement records run in order before
 //! it, as the runners do. For each query record that is a SELECT the same
 //! SQL also becomes materialized views:
@@ -120,14 +120,11 @@ fn files() -> Vec<PathBuf> {
             }
         }
     }
-    let peers = root.join("../shared/peer-tests");
+    let peers = root.join("tests/peer");
     walk(&peers.join("risingwave"), &mut out);
     let select1 = peers.join("sqlite/select1.test");
-    if select1.exists() {
-        out.push(select1);
-    } else {
-        eprintln!("peer file {} not present", select1.display());
-    }
+    assert!(select1.exists(), "peer file {} missing", select1.display());
+    out.push(select1);
     out
 }
 

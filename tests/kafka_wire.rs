@@ -178,7 +178,7 @@ fn have(cmd: &str, arg: &str) -> bool {
 fn kcat_lists_produces_and_consumes() {
     assert!(
         have("kcat", "-V"),
-        "kcat is required (apt-get install kcat; .ci/run installs it)"
+        "kcat is required (apt-get install kcat, or run scripts/test, which installs it)"
     );
     let server = TestServer::start();
     let addr = server.addr.clone();
@@ -263,7 +263,7 @@ fn run_python(script: &str, addr: &str) -> String {
 fn kafka_python_seed_scripts() {
     assert!(
         python_ok("kafka"),
-        "kafka-python is required (pip install kafka-python; .ci/run installs it)"
+        "kafka-python is required (pip install kafka-python, or run scripts/test, which installs it)"
     );
     let server = TestServer::start();
     let out = run_python("seed_003_kafka_python.py", &server.addr);
@@ -275,7 +275,7 @@ fn kafka_python_seed_scripts() {
 fn confluent_kafka_seed_scripts() {
     assert!(
         python_ok("confluent_kafka"),
-        "confluent-kafka is required (pip install confluent-kafka; .ci/run installs it)"
+        "confluent-kafka is required (pip install confluent-kafka, or run scripts/test, which installs it)"
     );
     let server = TestServer::start();
     let out = run_python("seed_004_confluent_kafka.py", &server.addr);
@@ -301,7 +301,7 @@ fn pg_session(server: &TestServer) -> (tokio::runtime::Runtime, tokio_postgres::
 fn kcat_records_carry_their_metadata_into_sql() {
     assert!(
         have("kcat", "-V"),
-        "kcat is required (apt-get install kcat; .ci/run installs it)"
+        "kcat is required (apt-get install kcat, or run scripts/test, which installs it)"
     );
     let server = TestServer::start();
     let addr = server.addr.clone();
@@ -369,7 +369,7 @@ fn kcat_records_carry_their_metadata_into_sql() {
 fn kcat_upserts_and_tombstones_into_a_keyed_table() {
     assert!(
         have("kcat", "-V"),
-        "kcat is required (apt-get install kcat; .ci/run installs it)"
+        "kcat is required (apt-get install kcat, or run scripts/test, which installs it)"
     );
     let server = TestServer::start();
     let addr = server.addr.clone();

@@ -1,5 +1,5 @@
-//! RisingWave's streaming end-to-end files (from `../shared/peer-tests/
-//! risingwave/streaming/`, unchanged) against eddy over pgwire, through the
+//! RisingWave's streaming end-to-end files (copied unchanged into
+//! `tests/peer/risingwave/streaming/`, see `tests/peer/README.md`) against eddy over pgwire, through the
 //! sqllogictest crate (the format is RisingWave's own). Every statement and
 //! query record runs against one server per file, in order; a record that
 //! fails is reported and the file goes on, so one unsupported feature does
@@ -113,17 +113,14 @@ fn run_file(path: &Path, tally: &mut Tally) {
 
 #[test]
 fn risingwave_streaming_peer_files() {
-    let dir =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/peer-tests/risingwave/streaming");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peer/risingwave/streaming");
     let mut paths = Vec::new();
     files(&dir, &mut paths);
-    if paths.is_empty() {
-        eprintln!(
-            "peer test files under {} not present; skipping",
-            dir.display()
-        );
-        return;
-    }
+    assert!(
+        !paths.is_empty(),
+        "no peer test files under {} (they are part of the repository)",
+        dir.display()
+    );
     let mut tally = Tally::default();
     for p in &paths {
         let before = (tally.passed, tally.failed.len());

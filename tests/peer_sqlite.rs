@@ -1,5 +1,5 @@
-//! SQLite's sqllogictest `select1.test` (from `../shared/peer-tests/`,
-//! unchanged) against eddy over pgwire, as engine `postgresql`: records
+//! SQLite's sqllogictest `select1.test` (copied unchanged into
+//! `tests/peer/sqlite/`) against eddy over pgwire, as engine `postgresql`: records
 //! guarded by `skipif postgresql` or `onlyif <other engine>` are skipped and
 //! counted with that reason; results are compared value by value in the
 //! file's sort mode, hashed results by the MD5 of the values each followed
@@ -118,12 +118,9 @@ fn format_value(v: Option<&str>, ty: char) -> String {
 
 #[test]
 fn sqlite_select1_peer_file() {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/peer-tests/sqlite/select1.test");
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        eprintln!("peer test file {} not present; skipping", path.display());
-        return;
-    };
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peer/sqlite/select1.test");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("peer test file {}: {e}", path.display()));
     let records = parse(&text);
     let server = TestServer::start();
     let rt = tokio::runtime::Builder::new_current_thread()

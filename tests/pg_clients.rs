@@ -482,7 +482,7 @@ fn run_python_client(server: &TestServer, module: &str, install: &str, script: &
         .is_ok_and(|s| s.success());
     assert!(
         have,
-        "{module} is required (pip install {install}; .ci/run installs it)"
+        "{module} is required (pip install {install}, or run scripts/test, which installs it)"
     );
     let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
     let out = Command::new("python3")

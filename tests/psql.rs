@@ -15,7 +15,7 @@ use common::TestServer;
 fn sql_example_scripts_through_psql() {
     assert!(
         Command::new("psql").arg("--version").output().is_ok(),
-        "psql is required (apt-get install postgresql-client; .ci/run installs it)"
+        "psql is required (apt-get install postgresql-client, or run scripts/test, which installs it)"
     );
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("sql");
     let mut scripts: Vec<_> = std::fs::read_dir(&dir)
