@@ -38,8 +38,8 @@ const KEYS: u64 = 100_000;
 async fn exec(engine: &Engine, sql: &str) -> Vec<datafusion::arrow::array::RecordBatch> {
     let mut out = Vec::new();
     for stmt in parse(sql).unwrap() {
-        if let Output::PassThrough(text) = engine.execute(stmt).await.unwrap() {
-            out.extend(
+        match engine.execute(stmt).await.unwrap() {
+            Output::PassThrough(text) => out.extend(
                 engine
                     .session()
                     .sql(&text)
@@ -48,7 +48,9 @@ async fn exec(engine: &Engine, sql: &str) -> Vec<datafusion::arrow::array::Recor
                     .collect()
                     .await
                     .unwrap(),
-            );
+            ),
+            Output::Rows { df, .. } => out.extend(df.collect().await.unwrap()),
+            _ => {}
         }
     }
     out

@@ -28,7 +28,7 @@ impl Coded {
     pub fn intern(code: &str) -> &'static str {
         const KNOWN: &[&str] = &[
             "22000", "22003", "22012", "22P02", "22023", "22007", "22008", "2202E", "42601",
-            "42703", "42804", "0A000", "XX000", "23502",
+            "42703", "42804", "0A000", "XX000", "23502", "21000",
         ];
         KNOWN
             .iter()
@@ -55,7 +55,7 @@ pub fn datafusion_sqlstate(e: &datafusion::error::DataFusionError) -> &'static s
         D::Execution(m) if m.contains("Divide by zero") => "22012",
         D::Execution(m) if m.contains("Overflow") || m.contains("overflow") => "22003",
         D::Execution(_) => "22000",
-        D::Context(_, inner) => datafusion_sqlstate(inner),
+        D::Context(_, inner) | D::Diagnostic(_, inner) => datafusion_sqlstate(inner),
         D::Shared(inner) => datafusion_sqlstate(inner),
         D::External(inner) => match inner.downcast_ref::<Coded>() {
             Some(c) => c.code,

@@ -24,7 +24,9 @@
 //!   compared with its SELECT run again.
 //!
 //! A query a view refuses with SQLSTATE 0A000 (not maintainable
-//! incrementally) is counted as such, not a failure. Query records that
+//! incrementally) is counted as such, not a failure; so is one refused with
+//! 42701 for result columns of one name, which PostgreSQL refuses in a
+//! view too. Query records that
 //! cannot be views are skipped and counted by reason: not a single SELECT,
 //! reading system tables (`eddy_catalog`, `pg_catalog`,
 //! `information_schema`), calling a function whose result is not a
@@ -278,6 +280,29 @@ impl Outcome {
     }
 }
 
+/// `CREATE MATERIALIZED VIEW name AS sql`; when the query's result columns
+/// share a name (refused with 42701, as PostgreSQL refuses it), again with
+/// a column list naming them `c1`, `c2`, …: the view holds the same rows.
+async fn create_view(c: &tokio_postgres::Client, name: &str, sql: &str) -> Outcome {
+    let first = run(c, &format!("CREATE MATERIALIZED VIEW {name} AS {sql}")).await;
+    match &first {
+        Outcome::Error { code, .. } if code == "42701" => {
+            let Ok(Ok(stmt)) = tokio::time::timeout(STATEMENT_TIMEOUT, c.prepare(sql)).await else {
+                return first;
+            };
+            let columns: Vec<String> = (1..=stmt.columns().len())
+                .map(|i| format!("c{i}"))
+                .collect();
+            let sql = format!(
+                "CREATE MATERIALIZED VIEW {name} ({}) AS {sql}",
+                columns.join(", ")
+            );
+            run(c, &sql).await
+        }
+        _ => first,
+    }
+}
+
 async fn run(c: &tokio_postgres::Client, sql: &str) -> Outcome {
     match tokio::time::timeout(STATEMENT_TIMEOUT, c.simple_query(sql)).await {
         Err(_) => Outcome::Broken(format!("timed out after {STATEMENT_TIMEOUT:?}")),
@@ -360,6 +385,9 @@ struct Tally {
     compared_queries: usize,
     comparisons: BTreeMap<&'static str, (usize, usize)>,
     not_maintainable: usize,
+    /// Views refused, as PostgreSQL refuses them, for column names that
+    /// repeat (42701).
+    repeated_names: usize,
     skipped: BTreeMap<String, usize>,
     statements: usize,
     statements_diverged: Vec<String>,
@@ -394,6 +422,7 @@ impl Tally {
             e.1 += d;
         }
         self.not_maintainable += o.not_maintainable;
+        self.repeated_names += o.repeated_names;
         for (k, n) in o.skipped {
             *self.skipped.entry(k).or_default() += n;
         }
@@ -527,10 +556,29 @@ impl FileRun<'_> {
     }
 }
 
+/// An identifier as SQL: quoted only when it has to be.
+fn ident(name: &str) -> String {
+    let plain = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
 /// Rows with edge values for every table and stream: all NULLs, and zeros
 /// (0, '', false; NULL for other types). Returns the DELETEs that take
-/// them out of the tables again.
-async fn insert_edge_rows(c: &tokio_postgres::Client) -> Result<Vec<String>, String> {
+/// them out of the tables again, and the INSERTs that failed (a NULL
+/// primary key, say) with their errors.
+async fn insert_edge_rows(
+    c: &tokio_postgres::Client,
+) -> Result<(Vec<String>, Vec<String>), String> {
     use tokio_postgres::types::Type;
     let Outcome::Rows(rels) = run(
         c,
@@ -541,11 +589,13 @@ async fn insert_edge_rows(c: &tokio_postgres::Client) -> Result<Vec<String>, Str
         return Err("cannot list relations".into());
     };
     let mut deletes = Vec::new();
+    let mut refused = Vec::new();
     for r in rels {
         let (Some(name), Some(kind)) = (r[0].clone(), r[1].clone()) else {
             continue;
         };
-        let Ok(stmt) = c.prepare(&format!("SELECT * FROM \"{name}\"")).await else {
+        let table = ident(&name);
+        let Ok(stmt) = c.prepare(&format!("SELECT * FROM {table}")).await else {
             continue;
         };
         let mut cols = Vec::new();
@@ -554,7 +604,7 @@ async fn insert_edge_rows(c: &tokio_postgres::Client) -> Result<Vec<String>, Str
             if ["_key", "_partition", "_offset", "_timestamp"].contains(&col.name()) {
                 continue;
             }
-            cols.push(format!("\"{}\"", col.name()));
+            cols.push(ident(col.name()));
             let t = col.type_();
             zeros.push(
                 if [
@@ -583,13 +633,16 @@ async fn insert_edge_rows(c: &tokio_postgres::Client) -> Result<Vec<String>, Str
         let nulls = vec!["NULL"; cols.len()];
         for values in [&nulls, &zeros] {
             let sql = format!(
-                "INSERT INTO \"{name}\" ({}) VALUES ({})",
+                "INSERT INTO {table} ({}) VALUES ({})",
                 cols.join(", "),
                 values.join(", ")
             );
             match run(c, &sql).await {
                 Outcome::Broken(m) => return Err(format!("{sql}: {m}")),
-                Outcome::Error { .. } => continue, // e.g. a NULL primary key
+                e @ Outcome::Error { .. } => {
+                    refused.push(format!("{sql} — {}", e.show()));
+                    continue;
+                }
                 Outcome::Rows(_) => {}
             }
             if kind == "table" {
@@ -604,14 +657,11 @@ async fn insert_edge_rows(c: &tokio_postgres::Client) -> Result<Vec<String>, Str
                         }
                     })
                     .collect();
-                deletes.push(format!(
-                    "DELETE FROM \"{name}\" WHERE {}",
-                    conds.join(" AND ")
-                ));
+                deletes.push(format!("DELETE FROM {table} WHERE {}", conds.join(" AND ")));
             }
         }
     }
-    Ok(deletes)
+    Ok((deletes, refused))
 }
 
 /// Run one file's records, comparing views with their queries; queries
@@ -689,10 +739,8 @@ async fn run_records(
                             continue;
                         }
                         let name = format!("ev_{q}");
-                        let create =
-                            format!("CREATE MATERIALIZED VIEW {name} AS {}", f.cands[q].sql);
                         f.made.push(f.cands[q].sql.clone());
-                        match run(&f.c, &create).await {
+                        match create_view(&f.c, &name, &f.cands[q].sql).await {
                             Outcome::Rows(_) => {
                                 f.cands[q].early_done = true;
                                 f.live.push(View {
@@ -709,7 +757,12 @@ async fn run_records(
                             Outcome::Error { .. } => f.cands[q].early_done = true,
                             Outcome::Broken(m) => {
                                 let at = f.cands[q].at.clone();
-                                return Err(f.broken(at, format!("{create}: {m}"), i, false));
+                                return Err(f.broken(
+                                    at,
+                                    format!("CREATE MATERIALIZED VIEW {name}: {m}"),
+                                    i,
+                                    false,
+                                ));
                             }
                         }
                     }
@@ -776,7 +829,7 @@ async fn run_records(
                 // The view made now.
                 let name = format!("dv_{q}");
                 f.made.push(sql.clone());
-                let created = run(&f.c, &format!("CREATE MATERIALIZED VIEW {name} AS {sql}")).await;
+                let created = create_view(&f.c, &name, &sql).await;
                 match (&created, plain.code()) {
                     (Outcome::Broken(m), _) => {
                         let what = format!("CREATE MATERIALIZED VIEW {name}: {m}");
@@ -786,6 +839,13 @@ async fn run_records(
                         if code == "0A000" && plain_code != Some("0A000") =>
                     {
                         f.tally.not_maintainable += 1;
+                    }
+                    // PostgreSQL refuses a view whose columns share a name
+                    // (a SELECT may repeat one): eddy must too.
+                    (Outcome::Error { code, .. }, plain_code)
+                        if code == "42701" && plain_code != Some("42701") =>
+                    {
+                        f.tally.repeated_names += 1;
                     }
                     (Outcome::Error { .. }, _) => {
                         f.tally
@@ -821,15 +881,25 @@ async fn run_records(
         .await
         .map_err(|(at, m)| f.broken(at, m, n, false))?;
     // Edge rows in every table and stream, then out of the tables again.
-    let deletes = insert_edge_rows(&f.c)
+    let (deletes, refused) = insert_edge_rows(&f.c)
         .await
         .map_err(|m| f.broken(end.clone(), m, n, true))?;
+    for r in refused {
+        f.tally
+            .statements_diverged
+            .push(format!("{end}: edge row refused: {r}"));
+    }
     f.recheck("after edge rows (NULLs, zeros) were inserted", false)
         .await
         .map_err(|(at, m)| f.broken(at, m, n, true))?;
     for d in &deletes {
-        if let Outcome::Broken(m) = run(&f.c, d).await {
-            return Err(f.broken(end, format!("{d}: {m}"), n, true));
+        match run(&f.c, d).await {
+            Outcome::Broken(m) => return Err(f.broken(end, format!("{d}: {m}"), n, true)),
+            e @ Outcome::Error { .. } => f
+                .tally
+                .statements_diverged
+                .push(format!("{end}: edge row DELETE failed: {d} — {}", e.show())),
+            Outcome::Rows(_) => {}
         }
     }
     f.recheck("after the edge rows were deleted from tables", false)
@@ -881,7 +951,7 @@ async fn breaks_on(
         for sql in pending.drain(..) {
             *n += 1;
             let name = format!("iso_{n}");
-            match run(c, &format!("CREATE MATERIALIZED VIEW {name} AS {sql}")).await {
+            match create_view(c, &name, sql).await {
                 Outcome::Rows(_) => made.push(name),
                 Outcome::Error { code, .. } if code == "42P01" => keep.push(sql),
                 Outcome::Error { .. } => {}
@@ -919,7 +989,7 @@ async fn breaks_on(
     if edge {
         match insert_edge_rows(&c).await {
             Err(_) => return true,
-            Ok(deletes) => {
+            Ok((deletes, _)) => {
                 for d in deletes {
                     if let Outcome::Broken(_) = run(&c, &d).await {
                         return true;
@@ -1046,12 +1116,14 @@ fn views_agree_with_their_queries() {
         .fold((0, 0), |(a, d), (x, y)| (a + x, d + y));
     eprintln!(
         "differential: {} files in {:.0}s; {} query records, {} compared as views; \
-         {agree} comparisons agree, {disagree} disagree; {} not maintainable (0A000)",
+         {agree} comparisons agree, {disagree} disagree; {} not maintainable (0A000); \
+         {} refused for repeated column names (42701, as PostgreSQL)",
         tally.files,
         started.elapsed().as_secs_f64(),
         tally.query_records,
         tally.compared_queries,
         tally.not_maintainable,
+        tally.repeated_names,
     );
     for (when, (a, d)) in &tally.comparisons {
         eprintln!("  {when}: {a} agree, {d} disagree");

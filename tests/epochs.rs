@@ -21,15 +21,21 @@ use eddy::log::{Log, LogOptions};
 
 async fn run(engine: &Engine, sql: &str) {
     for stmt in parse(sql).unwrap() {
-        if let Output::PassThrough(text) = engine.execute(stmt).await.unwrap() {
-            engine
-                .session()
-                .sql(&text)
-                .await
-                .unwrap()
-                .collect()
-                .await
-                .unwrap();
+        match engine.execute(stmt).await.unwrap() {
+            Output::PassThrough(text) => {
+                engine
+                    .session()
+                    .sql(&text)
+                    .await
+                    .unwrap()
+                    .collect()
+                    .await
+                    .unwrap();
+            }
+            Output::Rows { df, .. } => {
+                df.collect().await.unwrap();
+            }
+            _ => {}
         }
     }
 }

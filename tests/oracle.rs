@@ -28,6 +28,9 @@ async fn run(engine: &Engine, sql: &str) -> Vec<RecordBatch> {
                     .unwrap_or_else(|e| panic!("{text}: {e}"));
                 out.extend(df.collect().await.unwrap_or_else(|e| panic!("{text}: {e}")));
             }
+            Ok(Output::Rows { df, .. }) => {
+                out.extend(df.collect().await.unwrap_or_else(|e| panic!("{sql}: {e}")));
+            }
             Ok(_) => {}
             Err(e) => panic!("{sql}: {e}"),
         }

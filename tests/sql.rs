@@ -249,3 +249,50 @@ fn a_bad_record_in_a_keyed_batch_is_skipped_alone() {
         );
     });
 }
+
+/// Result columns carry PostgreSQL's names (`count`, `?column?`, a cast's
+/// type), repeats included, in both protocols and in COPY's CSV header:
+/// clients key rows by them.
+#[test]
+fn result_columns_have_postgresql_names() {
+    let server = TestServer::start();
+    rt().block_on(async {
+        let c = connect(server.pg_addr).await;
+        c.batch_execute("CREATE TABLE t (a int, b text); INSERT INTO t VALUES (1, 'x')")
+            .await
+            .unwrap();
+        let sql = "SELECT a, count(*), a + 1, 1::int, b AS x, a AS x, (SELECT max(a) FROM t), \
+                   CASE WHEN a > 0 THEN 1 END, EXISTS (SELECT 1) FROM t GROUP BY a, b";
+        let want = [
+            "a", "count", "?column?", "int4", "x", "x", "max", "case", "exists",
+        ];
+        // Simple protocol: the row description of the first row.
+        let rows = c.simple_query(sql).await.unwrap();
+        let names: Vec<String> = rows
+            .iter()
+            .find_map(|m| match m {
+                SimpleQueryMessage::Row(r) => {
+                    Some(r.columns().iter().map(|c| c.name().to_string()).collect())
+                }
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(names, want);
+        // Extended protocol: Describe, then the rows.
+        let stmt = c.prepare(sql).await.unwrap();
+        let names: Vec<&str> = stmt.columns().iter().map(|c| c.name()).collect();
+        assert_eq!(names, want);
+        assert_eq!(c.query(&stmt, &[]).await.unwrap().len(), 1);
+        // COPY's header.
+        let out = c
+            .copy_out("COPY (SELECT a, count(*), a + 1 FROM t GROUP BY a) TO STDOUT WITH (FORMAT csv, HEADER true)")
+            .await
+            .unwrap();
+        futures::pin_mut!(out);
+        let mut text = Vec::new();
+        while let Some(chunk) = futures::StreamExt::next(&mut out).await {
+            text.extend_from_slice(&chunk.unwrap());
+        }
+        assert_eq!(String::from_utf8(text).unwrap(), "a,count,?column?\n1,1,2\n");
+    });
+}

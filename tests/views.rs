@@ -346,15 +346,15 @@ async fn engine_rows(engine: &eddy::engine::Engine, sql: &str) -> Vec<String> {
     let mut out = Vec::new();
     for stmt in eddy::engine::parse(sql).unwrap() {
         out.clear();
-        if let eddy::engine::Output::PassThrough(text) = engine.execute(stmt).await.unwrap() {
-            let batches = engine
-                .session()
-                .sql(&text)
-                .await
-                .unwrap()
-                .collect()
-                .await
-                .unwrap();
+        let df = match engine.execute(stmt).await.unwrap() {
+            eddy::engine::Output::PassThrough(text) => {
+                Some(engine.session().sql(&text).await.unwrap())
+            }
+            eddy::engine::Output::Rows { df, .. } => Some(df),
+            _ => None,
+        };
+        if let Some(df) = df {
+            let batches = df.collect().await.unwrap();
             for b in &batches {
                 for r in 0..b.num_rows() {
                     let cells: Vec<String> = b

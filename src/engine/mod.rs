@@ -4,11 +4,14 @@
 //! views, COPY … TO STDOUT, SHOW); every other statement is planned and run
 //! by DataFusion over the same session.
 
+mod apply;
 mod copy;
 mod copy_binary;
 mod dml;
 mod index_table;
+mod names;
 pub mod pg_compat;
+mod query;
 pub mod relation;
 mod sink;
 pub mod statement;
@@ -38,6 +41,8 @@ use crate::log::{Log, LogError, LogStore};
 use crate::types;
 pub use copy::{CopyIn, CopyInOptions};
 use index_table::IndexTable;
+pub use names::{column_names, renamed as renamed_schema};
+pub use query::is_user_query;
 use relation::TopicRelation;
 pub use statement::{DropKind, Statement, parse};
 
@@ -139,7 +144,14 @@ pub enum Output {
     /// `COPY … FROM STDIN`: ask the client for the data, then load it with
     /// `Engine::copy_in`.
     CopyIn(CopyIn),
-    /// Not one of eddy's statements: run it through DataFusion unchanged.
+    /// A query planned from eddy's parse (`query.rs`), to run and send,
+    /// with PostgreSQL's names for its columns (which may repeat).
+    Rows {
+        df: datafusion::dataframe::DataFrame,
+        names: Vec<String>,
+    },
+    /// Not one of eddy's statements: run it through datafusion-postgres
+    /// (introspection queries, SET/SHOW, transactions, cursors).
     PassThrough(String),
     /// SUBSCRIBE: stream `snapshot` (when asked) then the relation's
     /// changes, as rows of `mz_timestamp`, `mz_diff` and `schema`'s
@@ -1054,11 +1066,25 @@ impl Engine {
                 }
                 // now() in a view is the time it is read, as in RisingWave:
                 // a temporal filter, like mz_now().
+                // PostgreSQL refuses a relation with two columns of one
+                // name, which a SELECT may have.
+                if v.columns.is_empty()
+                    && let Some(name) = names::repeated_name(&SqlStatement::Query(v.query.clone()))
+                {
+                    return Err(EngineError::DuplicateColumn(name));
+                }
                 let mut v = v;
                 pg_compat::now_as_mz_now(&mut v.query);
-                // A column list renames the query's columns, all of them.
+                pg_compat::printable(&mut v.query);
+                // A column list renames the query's columns, all of them:
+                // as aliases of its SELECT list where it has one without a
+                // wildcard (its own names may then repeat), else around it.
+                let mut aliased = SqlStatement::Query(v.query.clone());
+                let columns: Vec<_> = v.columns.iter().map(|c| c.name.clone()).collect();
                 let query = if v.columns.is_empty() {
                     v.query.to_string()
+                } else if names::alias_items(&mut aliased, &columns) {
+                    aliased.to_string()
                 } else {
                     let names: Vec<String> = v.columns.iter().map(|c| c.name.to_string()).collect();
                     format!(
@@ -1126,13 +1152,25 @@ impl Engine {
                 ..
             } => {
                 let format = statement::copy_format(&options, &legacy_options)?;
-                let query = Self::copy_query(&source);
-                let df = self.ctx.sql(&query).await?;
-                let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-                let batches = match params {
-                    Some(p) => df.with_param_values(p)?.collect().await?,
-                    None => df.collect().await?,
+                let query = match source {
+                    CopySource::Query(q) => SqlStatement::Query(q),
+                    table => {
+                        let text = Self::copy_query(&table);
+                        match parse(&text)?.pop() {
+                            Some(Statement::Sql(s, _)) => *s,
+                            _ => return Err(EngineError::Invalid(text)),
+                        }
+                    }
                 };
+                let (query, plan) = self.plan_query(query).await?;
+                let plan = match params {
+                    Some(p) => plan.replace_params_with_values(&p)?,
+                    None => plan,
+                };
+                let names = names::column_names(&query, plan.schema().as_arrow());
+                let df = self.ctx.execute_logical_plan(plan).await?;
+                let schema: SchemaRef = Arc::new(names::renamed(df.schema().as_arrow(), &names));
+                let batches = df.collect().await?;
                 Ok(Output::CopyOut {
                     schema,
                     batches,
@@ -1180,6 +1218,7 @@ impl Engine {
             SqlStatement::Copy { .. } => Err(EngineError::Unsupported(
                 "this form of COPY (supported: COPY … TO STDOUT and COPY … FROM STDIN)".into(),
             )),
+            other if query::is_user_query(&other) => self.run_query(other, params).await,
             other => Ok(Output::PassThrough(
                 self.coerce_insert(&other).await.unwrap_or(text),
             )),

@@ -537,6 +537,31 @@ pub fn now_as_mz_now(query: &mut ast::Query) {
     });
 }
 
+/// Parenthesize what sqlparser would print so that it reads back as
+/// something else: a minus before a negative operand (`- -1` prints as
+/// `--1`, a comment). Applied to a view's query before its text is kept.
+pub fn printable(query: &mut ast::Query) {
+    let _ = ast::visit_expressions_mut(query, |e| {
+        if let ast::Expr::UnaryOp {
+            op: ast::UnaryOperator::Minus,
+            expr,
+        } = e
+        {
+            let negative = match expr.as_ref() {
+                ast::Expr::UnaryOp { .. } => true,
+                ast::Expr::Value(v) => v.to_string().starts_with('-'),
+                _ => false,
+            };
+            if negative {
+                let inner =
+                    std::mem::replace(expr.as_mut(), ast::Expr::Value(ast::Value::Null.into()));
+                **expr = ast::Expr::Nested(Box::new(inner));
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
 /// A scalar subquery over catalog tables whose one column is not an
 /// aggregate (psql's `(SELECT c.relkind = 'c' FROM pg_class c WHERE c.oid
 /// = t.typrelid)`): the key makes it one row at most, which PostgreSQL

@@ -164,6 +164,9 @@ pub(super) fn copy_out(
             .map(pg_text_columns)
             .collect::<PgWireResult<Vec<_>>>()?
     };
+    // The result's column names (PostgreSQL's, from the statement) for
+    // the header; the types of the values as sent.
+    let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
     let schema = &batches
         .first()
         .map(|b| b.schema())
@@ -183,7 +186,6 @@ pub(super) fn copy_out(
     };
     let mut data = Vec::new();
     if let CopyFormat::Csv { header: true } = format {
-        let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
         let mut line = names.join(",");
         line.push('\n');
         data.push(Ok(pgwire::messages::copy::CopyData::new(

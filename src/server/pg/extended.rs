@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::DataType;
+use datafusion::common::ParamValues;
 use datafusion_postgres::DfSessionService;
 use datafusion_postgres::arrow_pg::datatypes::df::deserialize_parameters_with_server_types;
 use datafusion_postgres::pgwire;
@@ -24,11 +25,11 @@ use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 
 use super::error::{coded_errors, engine_error, parse_error, user_error, with_sqlstate};
-use super::respond::{respond, session_command};
+use super::respond::{respond, row_fields, rows, session_command};
 use super::startup::cancellable;
 use super::subscribe::subscribe;
 use super::text::pg_text_values;
-use crate::engine::{Engine, Output};
+use crate::engine::{Engine, Output, column_names};
 
 /// A prepared statement (extended protocol), as datafusion-postgres keeps
 /// it: the SQL and, where DataFusion planned it, the statement and plan.
@@ -37,6 +38,11 @@ use crate::engine::{Engine, Output};
 /// run, from which their parameters are described. Keeping datafusion's
 /// statement type keeps its portal store, which its cursor hooks require.
 type Prepared = <DfSessionService as ExtendedQueryHandler>::Statement;
+
+/// Whether a prepared statement is a user's query eddy planned itself.
+fn is_user_query(stmt: &Prepared) -> bool {
+    matches!(&stmt.1, Some((ast, _)) if crate::engine::is_user_query(ast))
+}
 
 /// Whether a prepared statement is one of the engine's own.
 fn is_own(stmt: &Prepared) -> bool {
@@ -84,6 +90,11 @@ impl QueryParser for PreparedParser {
                 };
                 Ok(Some((sql.to_string(), ast.zip(plan))))
             }
+            // Queries of the user's, planned from eddy's parse.
+            Some(crate::engine::Statement::Sql(s, text)) if crate::engine::is_user_query(&s) => {
+                let (ast, plan) = self.engine.plan_query(*s).await.map_err(engine_error)?;
+                Ok(Some((text, Some((ast, plan)))))
+            }
             // SHOW … arrives rewritten as a query over eddy_catalog.
             Some(crate::engine::Statement::Sql(s, text)) => {
                 let text = self.engine.coerce_insert(&s).await.unwrap_or(text);
@@ -113,6 +124,18 @@ impl QueryParser for PreparedParser {
             // DDL and DML return no rows, COPY sends its own description.
             return Ok(vec![]);
         }
+        if let (_, Some((ast, plan))) = stmt
+            && crate::engine::is_user_query(ast)
+        {
+            let schema = plan.schema().as_arrow();
+            let names = column_names(ast, schema);
+            return row_fields(
+                schema,
+                &names,
+                column_format.unwrap_or(&Format::UnifiedText),
+                None,
+            );
+        }
         self.df.get_result_schema(stmt, column_format)
     }
 }
@@ -127,14 +150,9 @@ pub struct Extended {
 }
 
 impl Extended {
-    async fn run_own<C>(&self, client: &mut C, portal: &Portal<Prepared>) -> PgWireResult<Response>
-    where
-        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send,
-        C::PortalStore: PortalStore,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        let (sql, planned) = &portal.statement.statement;
+    /// The bound parameters of `portal`, typed from its plan.
+    fn params(&self, portal: &Portal<Prepared>) -> PgWireResult<ParamValues> {
+        let (_, planned) = &portal.statement.statement;
         let arrow: Vec<Option<DataType>> = match planned {
             Some((_, plan)) => {
                 let types = plan
@@ -154,7 +172,43 @@ impl Extended {
             .get_parameter_types(&portal.statement.statement)?;
         let arrow_refs: Vec<Option<&DataType>> = arrow.iter().map(Option::as_ref).collect();
         let wire_refs: Vec<Option<&Type>> = wire.iter().map(Some).collect();
-        let params = deserialize_parameters_with_server_types(portal, &arrow_refs, &wire_refs)?;
+        deserialize_parameters_with_server_types(portal, &arrow_refs, &wire_refs)
+    }
+
+    /// A user's query (`engine::is_user_query`), planned at Parse.
+    async fn run_query<C>(&self, client: &C, portal: &Portal<Prepared>) -> PgWireResult<Response>
+    where
+        C: ClientInfo,
+    {
+        let params = self.params(portal)?;
+        let (_, Some((ast, plan))) = &portal.statement.statement else {
+            return Ok(Response::EmptyQuery);
+        };
+        let api = |e| PgWireError::ApiError(Box::new(e));
+        let plan = plan
+            .clone()
+            .replace_params_with_values(&params)
+            .map_err(api)?;
+        let names = column_names(ast, plan.schema().as_arrow());
+        let df = self
+            .parser
+            .engine
+            .session()
+            .execute_logical_plan(plan)
+            .await
+            .map_err(api)?;
+        rows(client, df, &names, &portal.result_column_format).await
+    }
+
+    async fn run_own<C>(&self, client: &mut C, portal: &Portal<Prepared>) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let (sql, _) = &portal.statement.statement;
+        let params = self.params(portal)?;
         let stmt = crate::engine::parse(sql)
             .map_err(engine_error)?
             .pop()
@@ -196,6 +250,8 @@ impl ExtendedQueryHandler for Extended {
     {
         let result = if is_own(&portal.statement.statement) {
             self.run_own(client, portal).await
+        } else if is_user_query(&portal.statement.statement) {
+            self.run_query(client, portal).await
         } else {
             ExtendedQueryHandler::do_query(&*self.df, client, portal, max_rows).await
         };

@@ -3,11 +3,22 @@
 //! connection's statement store; shared by both protocols. Knows the
 //! shape of an `Output`, not how a statement was parsed or run.
 
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::Schema;
+use datafusion::dataframe::DataFrame;
+use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
 use datafusion_postgres::pgwire;
+use futures::{StreamExt, stream};
+use pgwire::api::portal::Format;
+use pgwire::api::results::{FieldInfo, QueryResponse};
 use pgwire::api::results::{Response, Tag};
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore};
+use pgwire::error::PgWireError;
 use pgwire::error::PgWireResult;
+use pgwire::messages::data::DataRow;
+use pgwire::types::format::FormatOptions;
 
 use super::copy::{copy_out, start_copy_in};
 use super::error::user_error;
@@ -29,6 +40,10 @@ pub(super) fn respond(client: &impl ClientInfo, output: Output) -> PgWireResult<
             batches,
             format,
         } => copy_out(&schema, batches, format),
+        Output::Rows { .. } => Err(user_error(
+            "XX000",
+            "query rows reached the wrong path".into(),
+        )),
         Output::PassThrough(sql) => Err(user_error(
             "XX000",
             format!("statement was not planned: {sql}"),
@@ -42,6 +57,50 @@ pub(super) fn respond(client: &impl ClientInfo, output: Output) -> PgWireResult<
             format!("{cmd:?} reached the wrong path"),
         )),
     }
+}
+
+/// The rows of a query, its columns named `names` (PostgreSQL's, which
+/// may repeat), encoded as the client asked (`format`) with the session's
+/// output settings (DateStyle, IntervalStyle, …).
+pub(super) async fn rows(
+    client: &impl ClientInfo,
+    df: DataFrame,
+    names: &[String],
+    format: &Format,
+) -> PgWireResult<Response> {
+    let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+    let fields = Arc::new(row_fields(
+        df.schema().as_arrow(),
+        names,
+        format,
+        Some(options),
+    )?);
+    let batches = df
+        .execute_stream()
+        .await
+        .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+    let encoder_fields = Arc::clone(&fields);
+    let rows = batches
+        .map(move |batch| {
+            let rows: Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send + Sync> = match batch {
+                Ok(b) => encode_recordbatch(Arc::clone(&encoder_fields), b),
+                Err(e) => Box::new(std::iter::once(Err(PgWireError::ApiError(Box::new(e))))),
+            };
+            stream::iter(rows)
+        })
+        .flatten();
+    Ok(Response::Query(QueryResponse::new(fields, rows)))
+}
+
+/// The row description of a query result whose columns are `names`.
+pub(super) fn row_fields(
+    schema: &Schema,
+    names: &[String],
+    format: &Format,
+    options: Option<Arc<FormatOptions>>,
+) -> PgWireResult<Vec<FieldInfo>> {
+    let renamed = crate::engine::renamed_schema(schema, names);
+    arrow_schema_to_pg_fields(&renamed, format, options)
 }
 
 /// DEALLOCATE and DISCARD on the connection's statement and portal store.

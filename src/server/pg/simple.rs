@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use datafusion_postgres::DfSessionService;
 use datafusion_postgres::pgwire;
 use futures::Sink;
+use pgwire::api::portal::Format;
 use pgwire::api::query::SimpleQueryHandler;
 use pgwire::api::results::Response;
 use pgwire::api::store::PortalStore;
@@ -20,7 +21,7 @@ use pgwire::messages::PgWireBackendMessage;
 use tracing::debug;
 
 use super::error::{coded_errors, engine_error, parse_error, refine_code, sqlstate_of};
-use super::respond::{respond, session_command};
+use super::respond::{respond, rows, session_command};
 use super::startup::cancellable;
 use super::subscribe::subscribe;
 use super::text::pg_text_values;
@@ -60,6 +61,9 @@ impl SimpleQueryHandler for Simple {
                             rs
                         })
                 }
+                Ok(Output::Rows { df, names }) => rows(client, df, &names, &Format::UnifiedText)
+                    .await
+                    .map(|r| vec![r]),
                 Ok(Output::Subscribe {
                     name,
                     schema,
