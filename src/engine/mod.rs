@@ -130,6 +130,40 @@ pub use crate::sqlstate::datafusion_sqlstate;
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 
+/// A view's query that DataFusion's analyzer refuses for a correlated
+/// subquery (one it cannot prove single-row, which a SELECT runs as an
+/// apply, `apply.rs`) cannot be maintained: 0A000 naming the construct.
+/// DataFusion says so only in its message (a plan error).
+fn not_maintainable_subquery(e: EngineError) -> EngineError {
+    match &e {
+        EngineError::DataFusion(d) if d.to_string().contains("Correlated scalar subquery") => {
+            EngineError::Unsupported(format!(
+                "a correlated subquery a materialized view cannot maintain ({})",
+                d.message()
+            ))
+        }
+        _ => e,
+    }
+}
+
+/// The changelog topic of table `name` (as written, quotes and all):
+/// `__table_<name>` with what a topic name cannot hold (quotes, spaces)
+/// made `_`.
+fn table_topic(name: &str) -> String {
+    let name: String = name
+        .chars()
+        .filter(|c| *c != '"')
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("__table_{name}")
+}
+
 /// What a statement produced.
 pub enum Output {
     /// A command tag (`CREATE STREAM`, `DROP TABLE`, …) with an optional row
@@ -941,7 +975,7 @@ impl Engine {
         // A table's own changelog goes with it; a topic it was created
         // over (`WITH (topic = …)`) stays, as a stream's does.
         if let Object::Table { topic, .. } = o
-            && topic == format!("__table_{name}")
+            && topic == table_topic(&name)
         {
             self.log.delete_topic(&topic)?;
         }
@@ -998,9 +1032,7 @@ impl Engine {
                     return Ok(Output::Command("CREATE TABLE".into(), None));
                 }
                 if ct.query.is_some() {
-                    return Err(EngineError::Unsupported(
-                        "CREATE TABLE … AS SELECT (use CREATE MATERIALIZED VIEW)".into(),
-                    ));
+                    return self.create_table_as(ct).await;
                 }
                 self.ensure_free(&name)?;
                 let columns = Self::columns(&ct.columns)?;
@@ -1031,7 +1063,7 @@ impl Engine {
                 let topic = options
                     .remove("topic")
                     .or_else(|| options.remove("kafka_topic"))
-                    .unwrap_or_else(|| format!("__table_{name}"));
+                    .unwrap_or_else(|| table_topic(&name));
                 if !primary_key.is_empty() {
                     options
                         .entry("cleanup.policy".into())
@@ -1096,7 +1128,7 @@ impl Engine {
                 if let Err(e) = self.install_view(&name, &query, true).await {
                     let _ = self.dataflows.remove(&name);
                     let _ = self.ctx.deregister_table(name.as_str());
-                    return Err(e);
+                    return Err(not_maintainable_subquery(e));
                 }
                 let version = self.lock()?.insert(Object::MaterializedView {
                     name: name.clone(),
@@ -1218,6 +1250,19 @@ impl Engine {
             SqlStatement::Copy { .. } => Err(EngineError::Unsupported(
                 "this form of COPY (supported: COPY … TO STDOUT and COPY … FROM STDIN)".into(),
             )),
+            SqlStatement::Query(q) if query::select_into(&q).is_some() => {
+                // SELECT … INTO t: CREATE TABLE t AS SELECT ….
+                let mut q = *q;
+                let into = query::take_select_into(&mut q);
+                let text = format!("CREATE TABLE {into} AS {q}");
+                match parse(&text)?.pop() {
+                    Some(Statement::Sql(s, _)) => match *s {
+                        SqlStatement::CreateTable(ct) => self.create_table_as(ct).await,
+                        _ => Err(EngineError::Invalid(text)),
+                    },
+                    _ => Err(EngineError::Invalid(text)),
+                }
+            }
             other if query::is_user_query(&other) => self.run_query(other, params).await,
             other => Ok(Output::PassThrough(
                 self.coerce_insert(&other).await.unwrap_or(text),

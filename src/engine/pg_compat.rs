@@ -63,7 +63,7 @@ pub fn install(ctx: &SessionContext, catalog: &str, dataflows: &Arc<Dataflows>) 
             }),
         )?;
     }
-    use CatalogFnKind::{Null, SizePretty, True, Version};
+    use CatalogFnKind::{Null, SizePretty, True, TypeOf, Version};
     let oid_fns: &[(&'static str, CatalogFnKind, DataType)] = &[
         ("pg_size_pretty", SizePretty, DataType::Utf8),
         ("pg_table_size", Null, DataType::Int64),
@@ -83,11 +83,13 @@ pub fn install(ctx: &SessionContext, catalog: &str, dataflows: &Arc<Dataflows>) 
         // there are none to release (void: NULL).
         ("pg_advisory_unlock_all", Null, DataType::Utf8),
         ("version", Version, DataType::Utf8),
+        ("pg_typeof", TypeOf, DataType::Utf8),
     ];
     for (name, kind, ret) in oid_fns {
         let signature = match kind {
             SizePretty => Signature::uniform(1, vec![DataType::Int64], Volatility::Immutable),
             Version => Signature::nullary(Volatility::Stable),
+            TypeOf => Signature::any(1, Volatility::Immutable),
             _ if *name == "pg_advisory_unlock_all" => Signature::nullary(Volatility::Volatile),
             _ => Signature::variadic_any(Volatility::Stable),
         };
@@ -98,6 +100,10 @@ pub fn install(ctx: &SessionContext, catalog: &str, dataflows: &Arc<Dataflows>) 
             kind: *kind,
         }));
     }
+    // PostgreSQL's name for the sample variance.
+    if let Ok(var_samp) = datafusion::execution::FunctionRegistry::udaf(ctx, "var_samp") {
+        ctx.register_udaf(var_samp.as_ref().clone().with_aliases(["variance"]));
+    }
     Ok(())
 }
 
@@ -107,6 +113,8 @@ enum CatalogFnKind {
     Null,
     True,
     SizePretty,
+    /// `pg_typeof(x)`: PostgreSQL's name of `x`'s type.
+    TypeOf,
     /// `version()`: PostgreSQL's shape first, which drivers parse
     /// (SQLAlchemy reads the major version from it), then what eddy is.
     Version,
@@ -137,6 +145,9 @@ impl ScalarUDFImpl for CatalogFn {
         match self.kind {
             CatalogFnKind::Null => Ok(ColumnarValue::Scalar(ScalarValue::try_from(&self.ret)?)),
             CatalogFnKind::True => Ok(ColumnarValue::Scalar(ScalarValue::Boolean(Some(true)))),
+            CatalogFnKind::TypeOf => Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(
+                crate::types::pg_name(args.arg_fields[0].data_type()),
+            )))),
             CatalogFnKind::Version => Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(format!(
                 "PostgreSQL 15.0 on {}-linux, compiled by rustc (eddy {}, Apache DataFusion {})",
                 std::env::consts::ARCH,

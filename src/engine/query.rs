@@ -17,9 +17,14 @@
 use std::ops::ControlFlow;
 use std::sync::{Arc, LazyLock};
 
+use datafusion::arrow::array::UInt64Array;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::parser::Statement as DfStatement;
-use datafusion::sql::sqlparser::ast::{ObjectName, Statement as SqlStatement, visit_relations};
+use datafusion::sql::sqlparser::ast::{
+    ColumnDef, CreateTable, DataType as SqlType, ExactNumberInfo, Expr, FunctionArg,
+    FunctionArgExpr, FunctionArguments, Ident, ObjectName, Query, SetExpr,
+    Statement as SqlStatement, visit_expressions, visit_expressions_mut, visit_relations,
+};
 use datafusion_postgres::datafusion_pg_catalog::sql::rules::{
     CurrentUserVariableToSessionUserFunctionCall, FixArrayLiteral, FixVersionColumnName,
     PrependUnqualifiedPgTableName, ResolveUnqualifiedIdentifier, RewriteArrayAnyAllOperation,
@@ -29,7 +34,7 @@ use datafusion_postgres::datafusion_pg_catalog::sql::rules::{
 
 use datafusion::common::ParamValues;
 
-use super::{Engine, Output, Result, names};
+use super::{Engine, EngineError, Output, Result, names};
 
 /// Whether `stmt` is a query eddy plans itself: a query that reads no
 /// system catalog of PostgreSQL's. The others (and every non-query
@@ -90,7 +95,9 @@ impl Engine {
     /// (the extended protocol keeps it beside the plan) and the logical
     /// plan, parameters (`$1`) unbound.
     pub async fn plan_query(&self, stmt: SqlStatement) -> Result<(SqlStatement, LogicalPlan)> {
-        let stmt = REWRITES.iter().fold(stmt, |s, rule| rule.rewrite(s));
+        self.check_calls(&stmt)?;
+        let mut stmt = REWRITES.iter().fold(stmt, |s, rule| rule.rewrite(s));
+        float_is_double(&mut stmt);
         let state = self.ctx.state();
         let plan = match state
             .statement_to_plan(DfStatement::Statement(Box::new(stmt.clone())))
@@ -125,6 +132,155 @@ impl Engine {
         let names = names::column_names(&stmt, plan.schema().as_arrow());
         let df = self.ctx.execute_logical_plan(plan).await?;
         Ok(Output::Rows { df, names })
+    }
+}
+
+/// The `INTO t` of a `SELECT … INTO t` (the leftmost SELECT's).
+pub fn select_into(q: &Query) -> Option<&ObjectName> {
+    match q.body.as_ref() {
+        SetExpr::Select(s) => s.into.as_ref().map(|i| &i.name),
+        _ => None,
+    }
+}
+
+/// Remove the `INTO t` of a `SELECT … INTO t`: the table's name.
+pub fn take_select_into(q: &mut Query) -> String {
+    match q.body.as_mut() {
+        SetExpr::Select(s) => s
+            .into
+            .take()
+            .map(|i| i.name.to_string())
+            .unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+impl Engine {
+    /// `CREATE TABLE t [(columns)] AS query`: a table with the query's
+    /// columns (named as its result is, typed as its plan), filled with
+    /// its rows in one fsynced INSERT; answered `SELECT n` as PostgreSQL.
+    pub(super) async fn create_table_as(&self, mut ct: CreateTable) -> Result<Output> {
+        let Some(query) = ct.query.take() else {
+            return Err(EngineError::Invalid(
+                "CREATE TABLE AS without a query".into(),
+            ));
+        };
+        let name = ct.name.to_string();
+        if ct.if_not_exists && self.lock()?.get(&name).is_some() {
+            return Ok(Output::Command("CREATE TABLE AS".into(), None));
+        }
+        let (stmt, plan) = self.plan_query(SqlStatement::Query(query.clone())).await?;
+        let mut columns = names::column_names(&stmt, plan.schema().as_arrow());
+        if !ct.columns.is_empty() {
+            if ct.columns.len() > columns.len() {
+                return Err(EngineError::Invalid(
+                    "CREATE TABLE AS specifies too many column names".into(),
+                ));
+            }
+            for (c, def) in columns.iter_mut().zip(&ct.columns) {
+                *c = def.name.value.clone();
+            }
+        }
+        if let Some(dup) = columns
+            .iter()
+            .enumerate()
+            .find(|(i, c)| columns[..*i].contains(c))
+        {
+            return Err(EngineError::DuplicateColumn(dup.1.clone()));
+        }
+        ct.columns = columns
+            .iter()
+            .zip(plan.schema().fields())
+            .map(|(n, f)| {
+                Ok(ColumnDef {
+                    name: Ident::with_quote('"', n),
+                    data_type: super::statement::parse_type(&crate::types::pg_name(f.data_type()))?,
+                    options: vec![],
+                })
+            })
+            .collect::<Result<_>>()?;
+        let create = SqlStatement::CreateTable(ct);
+        let text = create.to_string();
+        Box::pin(self.execute_with(super::Statement::Sql(Box::new(create), text), None)).await?;
+        let insert = format!("INSERT INTO {name} {query}");
+        let batches = self.ctx.sql(&insert).await?.collect().await?;
+        let rows = batches
+            .first()
+            .and_then(|b| b.column(0).as_any().downcast_ref::<UInt64Array>())
+            .map_or(0, |a| a.value(0) as usize);
+        Ok(Output::Command("SELECT".into(), Some(rows)))
+    }
+}
+
+/// PostgreSQL's `float` (and `float(p)` for p > 24) is `double
+/// precision`; DataFusion reads it as `real`.
+fn float_is_double(stmt: &mut SqlStatement) {
+    let _ = visit_expressions_mut(stmt, |e| {
+        if let Expr::Cast { data_type, .. } = e
+            && let SqlType::Float(info) = data_type
+        {
+            *data_type = match info {
+                ExactNumberInfo::Precision(p) | ExactNumberInfo::PrecisionAndScale(p, _)
+                    if *p <= 24 =>
+                {
+                    SqlType::Real
+                }
+                _ => SqlType::DoublePrecision,
+            };
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+impl Engine {
+    /// Calls PostgreSQL refuses that DataFusion would run: `count()`
+    /// (42809, as PostgreSQL), FILTER on a function that is not an
+    /// aggregate (42809), and an aggregate over a whole row `t.*` (0A000:
+    /// DataFusion would count a constant).
+    fn check_calls(&self, stmt: &SqlStatement) -> Result<()> {
+        let mut err = None;
+        let _ = visit_expressions(stmt, |e| {
+            let Expr::Function(f) = e else {
+                return ControlFlow::Continue(());
+            };
+            let name = f.name.to_string().to_ascii_lowercase();
+            let args = match &f.args {
+                FunctionArguments::List(l) => l.args.as_slice(),
+                _ => &[],
+            };
+            if name == "count"
+                && matches!(f.args, FunctionArguments::List(ref l) if l.args.is_empty())
+            {
+                err = Some(EngineError::WrongObject(
+                    "count(*) must be used to call a parameterless aggregate function".into(),
+                ));
+            } else if f.filter.is_some()
+                && datafusion::execution::FunctionRegistry::udaf(self.ctx.as_ref(), &name).is_err()
+                && !matches!(f.args, FunctionArguments::None)
+            {
+                err = Some(EngineError::WrongObject(format!(
+                    "FILTER specified, but {name} is not an aggregate function"
+                )));
+            } else if args.iter().any(|a| {
+                matches!(
+                    a,
+                    FunctionArg::Unnamed(FunctionArgExpr::QualifiedWildcard(_))
+                )
+            }) {
+                err = Some(EngineError::Unsupported(format!(
+                    "{name}() of a whole row (t.*)"
+                )));
+            }
+            if err.is_some() {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        });
+        match err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 }
 

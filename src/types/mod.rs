@@ -23,6 +23,7 @@ pub struct UnsupportedType(pub String);
 /// PostgreSQL's name for the type an Arrow type stands for (in messages).
 pub fn pg_name(t: &DataType) -> String {
     match t {
+        DataType::Null => "unknown".into(),
         DataType::Boolean => "boolean".into(),
         DataType::Int16 => "smallint".into(),
         DataType::Int32 => "integer".into(),
