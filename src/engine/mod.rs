@@ -16,6 +16,7 @@ pub mod relation;
 mod sink;
 pub mod statement;
 pub mod system;
+mod using;
 mod windows;
 
 use std::collections::{BTreeMap, HashMap};
@@ -144,6 +145,27 @@ fn not_maintainable_subquery(e: EngineError) -> EngineError {
         }
         _ => e,
     }
+}
+
+/// Whether the view created by `sql` (its CREATE VIEW) reads relation
+/// `name` (as the catalog writes names: unquoted ones as typed).
+fn view_reads(sql: &str, name: &str) -> bool {
+    let Ok(statements) = parse(sql) else {
+        return false;
+    };
+    statements.iter().any(|s| match s {
+        Statement::Sql(s, _) => datafusion::sql::sqlparser::ast::visit_relations(s.as_ref(), |r| {
+            let full = r.to_string();
+            let last = r.0.last().map(|p| p.to_string()).unwrap_or_default();
+            if full.eq_ignore_ascii_case(name) || last.eq_ignore_ascii_case(name) {
+                std::ops::ControlFlow::Break(())
+            } else {
+                std::ops::ControlFlow::Continue(())
+            }
+        })
+        .is_break(),
+        _ => false,
+    })
 }
 
 /// The changelog topic of table `name` (as written, quotes and all):
@@ -944,6 +966,9 @@ impl Engine {
         let mut dependents = self.dataflows.dependents(&name);
         dependents.extend(self.lock()?.objects().filter_map(|x| match x {
             Object::Sink { name: s, from, .. } if *from == name => Some(s.clone()),
+            Object::View { name: v, sql } if *v != name && view_reads(sql, &name) => {
+                Some(v.clone())
+            }
             _ => None,
         }));
         if !dependents.is_empty() {
@@ -1032,7 +1057,7 @@ impl Engine {
                     return Ok(Output::Command("CREATE TABLE".into(), None));
                 }
                 if ct.query.is_some() {
-                    return self.create_table_as(ct).await;
+                    return Box::pin(self.create_table_as(ct)).await;
                 }
                 self.ensure_free(&name)?;
                 let columns = Self::columns(&ct.columns)?;
@@ -1108,6 +1133,11 @@ impl Engine {
                 let mut v = v;
                 pg_compat::now_as_mz_now(&mut v.query);
                 pg_compat::printable(&mut v.query);
+                let mut q = SqlStatement::Query(v.query.clone());
+                query::set_returning_in_select_list(&mut q);
+                if let SqlStatement::Query(q) = q {
+                    v.query = q;
+                }
                 // A column list renames the query's columns, all of them:
                 // as aliases of its SELECT list where it has one without a
                 // wildcard (its own names may then repeat), else around it.
@@ -1257,13 +1287,13 @@ impl Engine {
                 let text = format!("CREATE TABLE {into} AS {q}");
                 match parse(&text)?.pop() {
                     Some(Statement::Sql(s, _)) => match *s {
-                        SqlStatement::CreateTable(ct) => self.create_table_as(ct).await,
+                        SqlStatement::CreateTable(ct) => Box::pin(self.create_table_as(ct)).await,
                         _ => Err(EngineError::Invalid(text)),
                     },
                     _ => Err(EngineError::Invalid(text)),
                 }
             }
-            other if query::is_user_query(&other) => self.run_query(other, params).await,
+            other if query::is_user_query(&other) => Box::pin(self.run_query(other, params)).await,
             other => Ok(Output::PassThrough(
                 self.coerce_insert(&other).await.unwrap_or(text),
             )),

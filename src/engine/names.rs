@@ -141,7 +141,10 @@ pub fn alias_items(stmt: &mut SqlStatement, columns: &[Ident]) -> bool {
 }
 
 /// Call `f` on every SELECT in `stmt`, nested ones included.
-fn visit_selects_mut(stmt: &mut SqlStatement, mut f: impl FnMut(&mut Select)) -> ControlFlow<()> {
+pub(super) fn visit_selects_mut(
+    stmt: &mut SqlStatement,
+    mut f: impl FnMut(&mut Select),
+) -> ControlFlow<()> {
     struct V<F>(F);
     impl<F: FnMut(&mut Select)> VisitorMut for V<F> {
         type Break = ();

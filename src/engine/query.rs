@@ -21,9 +21,9 @@ use datafusion::arrow::array::UInt64Array;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{
-    ColumnDef, CreateTable, DataType as SqlType, ExactNumberInfo, Expr, FunctionArg,
-    FunctionArgExpr, FunctionArguments, Ident, ObjectName, Query, SetExpr,
-    Statement as SqlStatement, visit_expressions, visit_expressions_mut, visit_relations,
+    ColumnDef, CreateTable, DataType as SqlType, ExactNumberInfo, Expr, Function, FunctionArg,
+    FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident, ObjectName, Query, SelectItem,
+    SetExpr, Statement as SqlStatement, visit_expressions, visit_expressions_mut, visit_relations,
 };
 use datafusion_postgres::datafusion_pg_catalog::sql::rules::{
     CurrentUserVariableToSessionUserFunctionCall, FixArrayLiteral, FixVersionColumnName,
@@ -99,12 +99,15 @@ impl Engine {
         let mut stmt = REWRITES.iter().fold(stmt, |s, rule| rule.rewrite(s));
         float_is_double(&mut stmt);
         let state = self.ctx.state();
+        let mut planned = stmt.clone();
+        set_returning_in_select_list(&mut planned);
+        super::using::merge_join_columns(&self.ctx, &mut planned).await;
         let plan = match state
-            .statement_to_plan(DfStatement::Statement(Box::new(stmt.clone())))
+            .statement_to_plan(DfStatement::Statement(Box::new(planned.clone())))
             .await
         {
             Err(e) if names::is_duplicate_name_error(&e) => {
-                let Some(aliased) = names::with_internal_aliases(stmt.clone()) else {
+                let Some(aliased) = names::with_internal_aliases(planned) else {
                     return Err(e.into());
                 };
                 state
@@ -210,6 +213,48 @@ impl Engine {
             .map_or(0, |a| a.value(0) as usize);
         Ok(Output::Command("SELECT".into(), Some(rows)))
     }
+}
+
+/// `generate_series(…)` as an item of a SELECT list is a set-returning
+/// function in PostgreSQL (a row per value); DataFusion's returns one
+/// array. An item that is such a call becomes `unnest(generate_series(…))`,
+/// which DataFusion expands into rows (the other items repeated).
+pub(super) fn set_returning_in_select_list(stmt: &mut SqlStatement) {
+    let _ = names::visit_selects_mut(stmt, |select| {
+        for item in select.projection.iter_mut() {
+            let (SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. }) = item
+            else {
+                continue;
+            };
+            let Expr::Function(f) = expr else {
+                continue;
+            };
+            if !f.name.to_string().eq_ignore_ascii_case("generate_series") {
+                continue;
+            }
+            let call = expr.clone();
+            *expr = Expr::Function(Function {
+                name: ObjectName::from(vec![Ident::new("unnest")]),
+                uses_odbc_syntax: false,
+                parameters: FunctionArguments::None,
+                args: FunctionArguments::List(FunctionArgumentList {
+                    duplicate_treatment: None,
+                    args: vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(call))],
+                    clauses: vec![],
+                }),
+                filter: None,
+                null_treatment: None,
+                over: None,
+                within_group: vec![],
+            });
+            if let SelectItem::UnnamedExpr(e) = item {
+                *item = SelectItem::ExprWithAlias {
+                    expr: e.clone(),
+                    alias: Ident::new("generate_series"),
+                };
+            }
+        }
+    });
 }
 
 /// PostgreSQL's `float` (and `float(p)` for p > 24) is `double
