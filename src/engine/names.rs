@@ -343,7 +343,11 @@ mod tests {
     use datafusion::arrow::datatypes::{DataType, Field};
 
     fn names(sql: &str) -> Vec<String> {
-        let stmt = match super::super::parse(sql).unwrap().pop().unwrap() {
+        let stmt = match super::super::parse(sql)
+            .expect("parses")
+            .pop()
+            .expect("one statement")
+        {
             super::super::Statement::Sql(s, _) => *s,
             _ => panic!("not SQL"),
         };

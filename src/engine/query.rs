@@ -334,7 +334,11 @@ mod tests {
     use super::*;
 
     fn one(sql: &str) -> SqlStatement {
-        match super::super::parse(sql).unwrap().pop().unwrap() {
+        match super::super::parse(sql)
+            .expect("parses")
+            .pop()
+            .expect("one statement")
+        {
             super::super::Statement::Sql(s, _) => *s,
             _ => panic!("not SQL"),
         }
