@@ -1135,6 +1135,7 @@ impl Engine {
                 pg_compat::printable(&mut v.query);
                 let mut q = SqlStatement::Query(v.query.clone());
                 query::set_returning_in_select_list(&mut q);
+                using::merge_join_columns(&self.ctx, &mut q).await;
                 if let SqlStatement::Query(q) = q {
                     v.query = q;
                 }
