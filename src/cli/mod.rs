@@ -208,8 +208,12 @@ fn serve(data_dir: PathBuf, args: crate::server::ServeArgs) -> Result<(), CliErr
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("eddy")
+        // Planning and evaluating a statement recurse over its tree, which
+        // `--max-depth` bounds; this leaves that bound room (the memory is
+        // reserved, not used, until a deep statement needs it).
+        .thread_stack_size(64 * 1024 * 1024)
         .build()?;
-    rt.block_on(async move {
+    let served = rt.block_on(async move {
         let shutdown = async {
             #[cfg(unix)]
             {
@@ -234,5 +238,9 @@ fn serve(data_dir: PathBuf, args: crate::server::ServeArgs) -> Result<(), CliErr
         crate::server::run(data_dir, args, shutdown)
             .await
             .map_err(|e| CliError::Usage(e.to_string()))
-    })
+    });
+    // The log is closed; work still running on blocking threads (a query
+    // a client abandoned) must not keep the process from exiting.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    served
 }

@@ -9,6 +9,7 @@ mod copy;
 mod copy_binary;
 mod dml;
 mod index_table;
+pub mod limits;
 mod names;
 pub mod pg_compat;
 mod query;
@@ -42,6 +43,7 @@ use crate::log::{Log, LogError, LogStore};
 use crate::types;
 pub use copy::{CopyIn, CopyInOptions};
 use index_table::IndexTable;
+pub use limits::Limits;
 pub use names::{column_names, renamed as renamed_schema};
 pub use query::is_user_query;
 use relation::TopicRelation;
@@ -91,6 +93,9 @@ pub enum EngineError {
     /// allows it in a SELECT, not in a relation).
     #[error("column \"{0}\" specified more than once")]
     DuplicateColumn(String),
+    /// A request over one of the server's [`Limits`].
+    #[error("{message}")]
+    Limit { code: &'static str, message: String },
 }
 
 impl EngineError {
@@ -123,6 +128,7 @@ impl EngineError {
             EngineError::CopyValue(_) => "22P02",
             EngineError::CopyBinary(_) => "22P03",
             EngineError::DuplicateColumn(_) => "42701",
+            EngineError::Limit { code, .. } => code,
         }
     }
 }
@@ -255,6 +261,8 @@ pub struct Engine {
     restored: Mutex<Vec<String>>,
     /// Running sinks by name.
     sinks: Mutex<HashMap<String, tokio::task::AbortHandle>>,
+    /// What one request may ask (`eddy_catalog.limits`).
+    limits: Limits,
 }
 
 /// Partitions of topics created for streams and tables when unspecified.
@@ -269,6 +277,8 @@ pub struct EngineOptions {
     /// The time `mz_now()` and temporal filters read (the wall clock but
     /// in tests).
     pub clock: crate::dataflow::temporal::Clock,
+    /// What one request may ask of the server.
+    pub limits: Limits,
 }
 
 impl Default for EngineOptions {
@@ -276,11 +286,22 @@ impl Default for EngineOptions {
         EngineOptions {
             checkpoint_interval: Some(std::time::Duration::from_secs(30)),
             clock: crate::dataflow::temporal::Clock::wall(),
+            limits: Limits::default(),
         }
     }
 }
 
 impl Engine {
+    /// What one request may ask of this server.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Split and parse a query string within this server's [`Limits`].
+    pub fn parse(&self, sql: &str) -> Result<Vec<Statement>> {
+        statement::parse_with(sql, &self.limits)
+    }
+
     /// Open over a log with the default options.
     pub async fn open(log: Arc<Log>) -> Result<Arc<Engine>> {
         Self::open_with(log, EngineOptions::default()).await
@@ -319,6 +340,7 @@ impl Engine {
             dml: tokio::sync::Mutex::new(()),
             restored: Mutex::new(Vec::new()),
             sinks: Mutex::new(HashMap::new()),
+            limits: options.limits.clone(),
         });
         if let Some(catalog) = engine.ctx.catalog("eddy") {
             catalog.register_schema(system::SCHEMA, system::schema_provider(&engine)?)?;

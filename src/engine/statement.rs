@@ -11,9 +11,10 @@ use datafusion::sql::sqlparser::ast::{
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
-use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::Token;
 
+use super::limits::Limits;
 use super::{CopyFormat, EngineError, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +96,18 @@ fn syntax(e: impl std::fmt::Display) -> EngineError {
     EngineError::Syntax(e.to_string())
 }
 
+/// sqlparser's error, with its recursion limit (parentheses or
+/// subqueries nested too deeply) as a limit error (54001).
+fn parser_error(e: ParserError) -> EngineError {
+    match e {
+        ParserError::RecursionLimitExceeded => EngineError::Limit {
+            code: "54001",
+            message: "statement is too complex: parentheses or subqueries nest too deeply".into(),
+        },
+        other => syntax(other),
+    }
+}
+
 fn option_value(e: &Expr) -> String {
     match e {
         Expr::Value(v) => match &v.value {
@@ -121,8 +134,16 @@ pub(super) fn options(opts: Vec<SqlOption>) -> Result<BTreeMap<String, String>> 
     Ok(out)
 }
 
-/// Split a query string into statements and parse each.
+/// Split a query string into statements and parse each, within the
+/// default [`Limits`].
 pub fn parse(sql: &str) -> Result<Vec<Statement>> {
+    parse_with(sql, &Limits::default())
+}
+
+/// Split a query string into statements and parse each, refusing what is
+/// over `limits` before anything walks it.
+pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
+    limits.check_text(sql)?;
     let dialect = PostgreSqlDialect {};
     let mut p = Parser::new(&dialect).try_with_sql(sql).map_err(syntax)?;
     let mut out = Vec::new();
@@ -131,6 +152,7 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
         if p.peek_token().token == Token::EOF {
             break;
         }
+        limits.check_count(out.len())?;
         let start = p.peek_token().span.start;
         let t0 = p.peek_nth_token(0).token;
         let t1 = p.peek_nth_token(1).token;
@@ -261,7 +283,7 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
             let s = stmts.pop().ok_or_else(|| syntax("empty SHOW query"))?;
             Statement::Sql(Box::new(s), query)
         } else {
-            let mut s = p.parse_statement().map_err(syntax)?;
+            let mut s = limits.check_depth(p.parse_statement().map_err(parser_error)?)?;
             let end = p.peek_token().span.start;
             let text = slice(sql, start, end);
             // A client catalog query DataFusion cannot plan as written

@@ -15,6 +15,7 @@
 //! | `consumer_groups`    | (group, topic, partition) committed offset    |
 //! | `checkpoints`        | relation in the last checkpoint of view state |
 //! | `log_damage`         | damage the log found in its files, and what it did |
+//! | `limits`             | limit on one request (`eddy serve --max-…`)   |
 
 use std::sync::{Arc, Weak};
 
@@ -227,6 +228,15 @@ pub fn schema_provider(engine: &Arc<Engine>) -> DfResult<Arc<dyn SchemaProvider>
             ]),
             log_damage,
         ),
+        (
+            "limits",
+            schema(&[
+                ("name", Utf8, false),
+                ("value", Int64, false),
+                ("description", Utf8, false),
+            ]),
+            limits,
+        ),
     ];
     let provider = MemorySchemaProvider::new();
     for (name, schema, rows) in tables {
@@ -240,6 +250,14 @@ pub fn schema_provider(engine: &Arc<Engine>) -> DfResult<Arc<dyn SchemaProvider>
         )?;
     }
     Ok(Arc::new(provider))
+}
+
+fn limits(e: &Engine) -> Result<Rows, String> {
+    Ok(e.limits
+        .rows()
+        .into_iter()
+        .map(|(name, value, description)| vec![text(name), int(value), text(description)])
+        .collect())
 }
 
 fn topics(e: &Engine) -> Result<Rows, String> {

@@ -3,20 +3,47 @@
 //! Decoding feeds a whole batch of values to one decoder; only when that
 //! fails are the values decoded one by one to find and drop the bad ones
 //! (the common case pays nothing for the error handling).
+//!
+//! arrow-json is lenient where a database must not be, so each value is
+//! first checked with serde_json (one pass, nothing allocated but escaped
+//! keys), and a value that fails is a decode error, never an altered row:
+//!
+//! - it must be one well-formed JSON object (`{"a":1,,}` is refused, as is
+//!   a number out of double precision's range such as `1e400`), nested at
+//!   most 128 deep (serde_json's limit; a 30,000-deep array is refused,
+//!   not walked);
+//! - a number for an integer column must be an integer in the column's
+//!   range (`-0.5` or `3e0` into an `int` is refused, as PostgreSQL's
+//!   `'-0.5'::int` is);
+//! - a number for a timestamp column is milliseconds since the Unix epoch
+//!   (as Kafka record timestamps, ksqlDB and Debezium write them); a string
+//!   is read as before (RFC 3339 or `YYYY-MM-DD HH:MM:SS[.f]`).
+//!
+//! Numbers and booleans for a text column are read as their JSON text
+//! (ksqlDB's coercion).
 
+use std::borrow::Cow;
+use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::json::reader::ReaderBuilder;
 use datafusion::arrow::json::writer::{JsonArray, LineDelimited, WriterBuilder};
+use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 
 pub use super::DecodeFailure;
 
 fn decode_all(schema: &SchemaRef, values: &[&[u8]]) -> Result<RecordBatch, ArrowError> {
-    let mut decoder = ReaderBuilder::new(Arc::clone(schema))
+    for v in values {
+        check(schema, v)?;
+    }
+    let read = readable(schema);
+    let read_schema = read.as_ref().unwrap_or(schema);
+    let mut decoder = ReaderBuilder::new(Arc::clone(read_schema))
         .with_batch_size(values.len().max(1))
+        .with_coerce_primitive(true)
         .build_decoder()?;
     for v in values {
         super::feed(|b| decoder.decode(b), v)?;
@@ -28,9 +55,249 @@ fn decode_all(schema: &SchemaRef, values: &[&[u8]]) -> Result<RecordBatch, Arrow
             ));
         }
     }
-    Ok(decoder
+    let batch = decoder
         .flush()?
-        .unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(schema))))
+        .unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(read_schema)));
+    if read.is_none() {
+        return Ok(batch);
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| match f.data_type() {
+            DataType::Timestamp(unit, _) => timestamps(c.as_string::<i32>(), *unit, f),
+            _ => Ok(Arc::clone(c)),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(Arc::clone(schema), columns)
+}
+
+/// `schema` with timestamp columns read as text (numbers as their JSON
+/// text), to apply the epoch-milliseconds rule; None when it has none.
+fn readable(schema: &SchemaRef) -> Option<SchemaRef> {
+    let is_ts = |f: &Field| matches!(f.data_type(), DataType::Timestamp(_, _));
+    if !schema.fields().iter().any(|f| is_ts(f)) {
+        return None;
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            if is_ts(f) {
+                Field::new(f.name(), DataType::Utf8, f.is_nullable())
+            } else {
+                f.as_ref().clone()
+            }
+        })
+        .collect();
+    Some(Arc::new(Schema::new_with_metadata(
+        fields,
+        schema.metadata().clone(),
+    )))
+}
+
+/// A timestamp column from its JSON text: integers are epoch
+/// milliseconds, strings RFC 3339 or `YYYY-MM-DD HH:MM:SS[.f]`.
+fn timestamps(text: &StringArray, unit: TimeUnit, field: &Field) -> Result<ArrayRef, ArrowError> {
+    let per_ms: i64 = match unit {
+        TimeUnit::Second => 0,
+        TimeUnit::Millisecond => 1,
+        TimeUnit::Microsecond => 1_000,
+        TimeUnit::Nanosecond => 1_000_000,
+    };
+    let millis: Vec<Option<i64>> = text
+        .iter()
+        .map(|v| v.and_then(|s| s.parse::<i64>().ok()))
+        .collect();
+    // The strings (numbers left out) as arrow-json reads them (RFC 3339
+    // and `YYYY-MM-DD HH:MM:SS[.f]`), all at once.
+    let strings: StringArray = text
+        .iter()
+        .zip(&millis)
+        .map(|(v, ms)| if ms.is_some() { None } else { v })
+        .collect();
+    let parsed = datafusion::arrow::compute::cast_with_options(
+        &strings,
+        field.data_type(),
+        &datafusion::arrow::compute::CastOptions {
+            safe: false,
+            ..Default::default()
+        },
+    )?;
+    if millis.iter().all(Option::is_none) {
+        return Ok(parsed);
+    }
+    let parsed = datafusion::arrow::compute::cast(&parsed, &DataType::Int64)?;
+    let parsed = parsed.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+    let values = millis
+        .iter()
+        .enumerate()
+        .map(|(i, ms)| match ms {
+            Some(ms) if per_ms == 0 => Ok(Some(ms.div_euclid(1_000))),
+            Some(ms) => ms.checked_mul(per_ms).map(Some).ok_or_else(|| {
+                ArrowError::JsonError(format!(
+                    "timestamp {ms} (epoch milliseconds) is out of range for column {}",
+                    field.name()
+                ))
+            }),
+            None => Ok(parsed.is_valid(i).then(|| parsed.value(i))),
+        })
+        .collect::<Result<Vec<_>, ArrowError>>()?;
+    let ints: ArrayRef = Arc::new(datafusion::arrow::array::Int64Array::from(values));
+    datafusion::arrow::compute::cast(&ints, field.data_type())
+}
+
+/// Check one value as the module documentation says; the error names the
+/// problem (and the column).
+fn check(schema: &Schema, value: &[u8]) -> Result<(), ArrowError> {
+    let mut de = serde_json::Deserializer::from_slice(value);
+    Row(schema)
+        .deserialize(&mut de)
+        .and_then(|()| de.end())
+        .map_err(|e| ArrowError::JsonError(e.to_string()))
+}
+
+struct Row<'a>(&'a Schema);
+
+impl<'de> DeserializeSeed<'de> for Row<'_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Row<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match self.0.field_with_name(&key) {
+                Ok(f) if is_integer(f.data_type()) => map.next_value_seed(Integer(f))?,
+                _ => map.next_value_seed(Skip)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Any JSON value, read through (serde_json's `IgnoredAny` skips nested
+/// values without its recursion limit, and arrow-json then recursed into
+/// them until the stack overflowed).
+struct Skip;
+
+impl<'de> DeserializeSeed<'de> for Skip {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Skip {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(Skip)?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map.next_key_seed(Skip)?.is_some() {
+            map.next_value_seed(Skip)?;
+        }
+        Ok(())
+    }
+}
+
+fn is_integer(t: &DataType) -> bool {
+    t.is_integer()
+}
+
+/// A value for an integer column: an integer in the column's range, a
+/// string (arrow-json parses it, strictly), or null.
+struct Integer<'a>(&'a Field);
+
+impl<'de> DeserializeSeed<'de> for Integer<'_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl Integer<'_> {
+    fn fits<E: de::Error>(&self, v: i128) -> Result<(), E> {
+        let (lo, hi): (i128, i128) = match self.0.data_type() {
+            DataType::Int8 => (i8::MIN.into(), i8::MAX.into()),
+            DataType::Int16 => (i16::MIN.into(), i16::MAX.into()),
+            DataType::Int32 => (i32::MIN.into(), i32::MAX.into()),
+            DataType::Int64 => (i64::MIN.into(), i64::MAX.into()),
+            DataType::UInt8 => (0, u8::MAX.into()),
+            DataType::UInt16 => (0, u16::MAX.into()),
+            DataType::UInt32 => (0, u32::MAX.into()),
+            _ => (0, u64::MAX.into()),
+        };
+        if (lo..=hi).contains(&v) {
+            Ok(())
+        } else {
+            Err(E::custom(format!(
+                "value {v} is out of range for column \"{}\" ({})",
+                self.0.name(),
+                self.0.data_type()
+            )))
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for Integer<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "an integer for column \"{}\"", self.0.name())
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.fits(v.into())
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        self.fits(v.into())
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        Err(E::custom(format!(
+            "number {v} is not an integer, for integer column \"{}\"",
+            self.0.name()
+        )))
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Err(E::custom(format!(
+            "a boolean is not an integer, for integer column \"{}\"",
+            self.0.name()
+        )))
+    }
 }
 
 /// Decode `values` (one JSON object each) into a batch of `schema`; returns
@@ -59,4 +326,65 @@ pub fn encode(batch: &RecordBatch) -> Result<Vec<Vec<u8>>, ArrowError> {
         .filter(|l| !l.is_empty())
         .map(|l| l.to_vec())
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::{Int32Type, TimestampMicrosecondType};
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("i", DataType::Int32, true),
+            Field::new("f", DataType::Float64, true),
+            Field::new("s", DataType::Utf8, true),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, None), true),
+        ]))
+    }
+
+    fn reasons(values: &[&str]) -> (RecordBatch, Vec<usize>, Vec<String>) {
+        let bytes: Vec<&[u8]> = values.iter().map(|v| v.as_bytes()).collect();
+        let (b, good, failures) = decode(&schema(), &bytes);
+        (b, good, failures.into_iter().map(|f| f.reason).collect())
+    }
+
+    #[test]
+    fn values_that_would_be_altered_are_decode_errors() {
+        let nested = format!("{{\"s\": {}1{}}}", "[".repeat(30_000), "]".repeat(30_000));
+        let (batch, good, why) = reasons(&[
+            r#"{"i": 1}"#,
+            r#"{"i": -0.5}"#,
+            r#"{"i": 3e0}"#,
+            r#"{"i": 3000000000}"#,
+            r#"{"f": 1e400}"#,
+            r#"{"a":1,,}"#,
+            r#"{"i": 2} {"i": 3}"#,
+            &nested,
+            r#"{"i": "7", "s": 5, "f": 2}"#,
+        ]);
+        assert_eq!(good, vec![0, 8], "{why:?}");
+        assert_eq!(why.len(), 7);
+        assert!(why[0].contains("not an integer"), "{}", why[0]);
+        assert!(why[2].contains("out of range"), "{}", why[2]);
+        assert!(why[5].contains("trailing"), "{}", why[5]);
+        assert!(why[6].contains("recursion limit"), "{}", why[6]);
+        let i = batch.column(0).as_primitive::<Int32Type>();
+        assert_eq!((i.value(0), i.value(1)), (1, 7));
+        assert_eq!(batch.column(2).as_string::<i32>().value(1), "5");
+    }
+
+    #[test]
+    fn numbers_for_timestamps_are_epoch_milliseconds() {
+        let (batch, good, why) = reasons(&[
+            r#"{"ts": 1700000000123}"#,
+            r#"{"ts": "2023-11-14T22:13:20.123456"}"#,
+            r#"{"ts": null}"#,
+            r#"{"ts": "yesterday-ish"}"#,
+        ]);
+        assert_eq!(good, vec![0, 1, 2], "{why:?}");
+        let ts = batch.column(3).as_primitive::<TimestampMicrosecondType>();
+        assert_eq!(ts.value(0), 1_700_000_000_123_000);
+        assert_eq!(ts.value(1), 1_700_000_000_123_456);
+        assert!(ts.is_null(2));
+    }
 }

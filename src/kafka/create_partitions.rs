@@ -3,6 +3,8 @@
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 
+use kafka_protocol::ResponseError;
+
 use super::{Broker, RequestContext, error_code, str_bytes};
 use crate::log::{LogError, LogStore};
 
@@ -15,6 +17,12 @@ pub fn handle(
         .topics
         .into_iter()
         .map(|t| {
+            if super::is_internal(&t.name.0) {
+                return CreatePartitionsTopicResult::default()
+                    .with_name(t.name)
+                    .with_error_code(ResponseError::TopicAuthorizationFailed.code())
+                    .with_error_message(Some(str_bytes(super::INTERNAL_REFUSED)));
+            }
             let result = if req.validate_only {
                 broker.log().topic(&t.name.0).and_then(|topic| {
                     if t.count > topic.partition_count() && t.count <= 10_000 {

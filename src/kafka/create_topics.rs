@@ -37,7 +37,12 @@ pub fn handle(
                         .map(|v| (c.name.to_string(), v.to_string()))
                 })
                 .collect();
-            let result: Result<(), (i16, String)> = if t.replication_factor > 1 {
+            let result: Result<(), (i16, String)> = if super::is_internal(&name) {
+                Err((
+                    ResponseError::TopicAuthorizationFailed.code(),
+                    super::INTERNAL_REFUSED.to_string(),
+                ))
+            } else if t.replication_factor > 1 {
                 Err((
                     ResponseError::InvalidReplicationFactor.code(),
                     format!(

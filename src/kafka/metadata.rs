@@ -98,7 +98,7 @@ pub fn handle(broker: &Broker, req: MetadataRequest, ctx: &RequestContext) -> Me
             .iter()
             .map(|name| match log.topic(name) {
                 Ok(t) => topic_entry(broker, &t, v),
-                Err(LogError::UnknownTopic(_)) if allow_create => {
+                Err(LogError::UnknownTopic(_)) if allow_create && !super::is_internal(name) => {
                     match log.create_topic(name, cfg.default_partitions, Default::default()) {
                         Ok(_) | Err(LogError::TopicExists(_)) => match log.topic(name) {
                             Ok(t) => topic_entry(broker, &t, v),

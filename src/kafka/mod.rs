@@ -170,6 +170,16 @@ pub fn error_code(e: &LogError) -> i16 {
     err.code()
 }
 
+/// eddy's own topics (`__eddy_catalog`, `__consumer_offsets`, tables'
+/// changelogs `__table_…`): readable by Kafka clients, written only by the
+/// server itself, as Kafka protects its own. Produce, CreatePartitions and
+/// CreateTopics naming one get TOPIC_AUTHORIZATION_FAILED.
+pub(crate) fn is_internal(topic: &str) -> bool {
+    topic.starts_with("__")
+}
+
+pub(crate) const INTERNAL_REFUSED: &str = "topics whose names start with __ are eddy's internal topics: Kafka clients may read them, only the server writes them";
+
 pub(crate) fn str_bytes(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }

@@ -63,6 +63,21 @@ pub struct ServeArgs {
     /// rebuilds every view from the log.
     #[arg(long, env = "EDDY_CHECKPOINT_INTERVAL_MS", default_value_t = 30_000)]
     pub checkpoint_interval_ms: u64,
+    /// Largest SQL query string accepted, in bytes; a longer one is
+    /// refused with 54000.
+    #[arg(long, env = "EDDY_MAX_QUERY_BYTES", default_value_t = crate::engine::Limits::default().max_query_bytes)]
+    pub max_query_bytes: usize,
+    /// Most statements in one SQL query string (54000 past it).
+    #[arg(long, env = "EDDY_MAX_STATEMENTS", default_value_t = crate::engine::Limits::default().max_statements)]
+    pub max_statements: usize,
+    /// Deepest nesting of expressions, subqueries and set operations in
+    /// one statement (54001 past it).
+    #[arg(long, env = "EDDY_MAX_DEPTH", default_value_t = crate::engine::Limits::default().max_depth)]
+    pub max_depth: usize,
+    /// How long a SUBSCRIBE client may leave its changes unread before it
+    /// is disconnected, in milliseconds.
+    #[arg(long, env = "EDDY_MAX_SUBSCRIBER_STALL_MS", default_value_t = crate::engine::Limits::default().max_subscriber_stall_ms)]
+    pub max_subscriber_stall_ms: u64,
 }
 
 impl Default for ServeArgs {
@@ -78,6 +93,10 @@ impl Default for ServeArgs {
             max_request_bytes: 100 * 1024 * 1024,
             log_cleaner_interval_ms: 300_000,
             checkpoint_interval_ms: 30_000,
+            max_query_bytes: crate::engine::Limits::default().max_query_bytes,
+            max_statements: crate::engine::Limits::default().max_statements,
+            max_depth: crate::engine::Limits::default().max_depth,
+            max_subscriber_stall_ms: crate::engine::Limits::default().max_subscriber_stall_ms,
         }
     }
 }
@@ -149,6 +168,12 @@ pub async fn start(data_dir: PathBuf, args: ServeArgs) -> Result<Handle, ServerE
     let options = crate::engine::EngineOptions {
         checkpoint_interval: (args.checkpoint_interval_ms > 0)
             .then(|| Duration::from_millis(args.checkpoint_interval_ms)),
+        limits: crate::engine::Limits {
+            max_query_bytes: args.max_query_bytes,
+            max_statements: args.max_statements.max(1),
+            max_depth: args.max_depth.max(1),
+            max_subscriber_stall_ms: args.max_subscriber_stall_ms.max(1),
+        },
         ..Default::default()
     };
     let engine = crate::engine::Engine::open_with(Arc::clone(&log), options.clone()).await?;

@@ -59,6 +59,23 @@ impl Serve {
         Serve { child, pg, kafka }
     }
 
+    /// SIGTERM, and wait up to `within` for the process to end: its exit
+    /// status, or None if it was still running (then it is killed).
+    pub fn terminate(mut self, within: std::time::Duration) -> Option<std::process::ExitStatus> {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        None
+    }
+
     /// SIGKILL, and wait for the process to end.
     pub fn kill9(mut self) {
         self.child.kill().unwrap(); // SIGKILL

@@ -70,7 +70,7 @@ impl QueryParser for PreparedParser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let mut statements = crate::engine::parse(sql).map_err(|e| parse_error(sql, e))?;
+        let mut statements = self.engine.parse(sql).map_err(|e| parse_error(sql, e))?;
         if statements.len() > 1 {
             return Err(user_error(
                 "42601",
@@ -147,6 +147,7 @@ impl QueryParser for PreparedParser {
 pub struct Extended {
     pub(super) parser: Arc<PreparedParser>,
     pub(super) df: Arc<DfSessionService>,
+    pub(super) sockets: Arc<super::Sockets>,
 }
 
 impl Extended {
@@ -209,7 +210,10 @@ impl Extended {
     {
         let (sql, _) = &portal.statement.statement;
         let params = self.params(portal)?;
-        let stmt = crate::engine::parse(sql)
+        let stmt = self
+            .parser
+            .engine
+            .parse(sql)
             .map_err(engine_error)?
             .pop()
             .ok_or_else(|| user_error("42601", "empty statement".into()))?;
@@ -219,7 +223,17 @@ impl Extended {
                 schema,
                 snapshot,
                 start,
-            }) => subscribe(client, name, schema, snapshot, start).await,
+            }) => {
+                let stall = std::time::Duration::from_millis(
+                    self.parser.engine.limits().max_subscriber_stall_ms,
+                );
+                let peer = client.socket_addr();
+                let sockets = std::sync::Arc::clone(&self.sockets);
+                subscribe(client, name, schema, snapshot, start, stall, move || {
+                    sockets.close(&peer)
+                })
+                .await
+            }
             Ok(Output::Session(cmd)) => session_command(&*client, cmd),
             Ok(output) => respond(&*client, output),
             Err(e) => Err(engine_error(e)),

@@ -42,8 +42,10 @@ use pgwire::api::auth::StartupHandler;
 use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use std::net::SocketAddr;
+
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tracing::{debug, warn};
 
 use crate::engine::Engine;
@@ -62,17 +64,51 @@ pub struct Handlers {
     startup: Arc<Startup>,
     copy: Arc<CopyLoader>,
     cancel: Arc<DefaultCancelHandler>,
+    sockets: Arc<Sockets>,
+}
+
+/// The open connections by peer address, each with a way to close it from
+/// inside a handler (a SUBSCRIBE client that stopped reading: its socket
+/// is full, so not even an error message could reach it).
+#[derive(Default)]
+pub(super) struct Sockets {
+    open: std::sync::Mutex<std::collections::HashMap<SocketAddr, Arc<Notify>>>,
+}
+
+impl Sockets {
+    fn register(&self, peer: SocketAddr) -> Arc<Notify> {
+        let n = Arc::new(Notify::new());
+        if let Ok(mut open) = self.open.lock() {
+            open.insert(peer, Arc::clone(&n));
+        }
+        n
+    }
+
+    fn unregister(&self, peer: &SocketAddr) {
+        if let Ok(mut open) = self.open.lock() {
+            open.remove(peer);
+        }
+    }
+
+    /// Close the connection from `peer` (its task ends at once).
+    pub(super) fn close(&self, peer: &SocketAddr) {
+        if let Some(n) = self.open.lock().ok().and_then(|o| o.get(peer).cloned()) {
+            n.notify_one();
+        }
+    }
 }
 
 impl Handlers {
     pub fn new(engine: Arc<Engine>, allow_remote: bool) -> Handlers {
         let df = Arc::new(DfSessionService::new(engine.session()));
         let connections = Arc::new(ConnectionManager::new());
+        let sockets = Arc::new(Sockets::default());
         Handlers {
             cancel: Arc::new(DefaultCancelHandler::new(Arc::clone(&connections))),
             simple: Arc::new(Simple {
                 engine: Arc::clone(&engine),
                 df: Arc::clone(&df),
+                sockets: Arc::clone(&sockets),
             }),
             extended: Arc::new(Extended {
                 parser: Arc::new(PreparedParser {
@@ -80,7 +116,9 @@ impl Handlers {
                     df: ExtendedQueryHandler::query_parser(&*df),
                 }),
                 df,
+                sockets: Arc::clone(&sockets),
             }),
+            sockets,
             startup: Arc::new(Startup {
                 allow_remote,
                 connections,
@@ -122,12 +160,20 @@ pub async fn serve(
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((socket, _peer)) => {
+                Ok((socket, peer)) => {
                     let h = Arc::clone(&handlers);
+                    let closed = handlers.sockets.register(peer);
                     tasks.spawn(async move {
-                        if let Err(e) = pgwire::tokio::process_socket(socket, None, h).await {
-                            debug!(error = %e, "pg connection ended with an error");
+                        let sockets = Arc::clone(&h.sockets);
+                        tokio::select! {
+                            r = pgwire::tokio::process_socket(socket, None, h) => {
+                                if let Err(e) = r {
+                                    debug!(error = %e, "pg connection ended with an error");
+                                }
+                            }
+                            _ = closed.notified() => debug!(%peer, "pg connection closed by the server"),
                         }
+                        sockets.unregister(&peer);
                     });
                 }
                 Err(e) => {
@@ -139,6 +185,16 @@ pub async fn serve(
         }
         while tasks.try_join_next().is_some() {}
     }
+    // End the connections. A task busy in a long computation ends at its
+    // next await; shutdown does not wait for it past a bound (the log is
+    // closed after this, and the process exits).
     tasks.abort_all();
-    while tasks.join_next().await.is_some() {}
+    let ended = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(std::time::Duration::from_secs(5), ended)
+        .await
+        .is_err()
+    {
+        warn!("connections still busy 5 s after shutdown began; not waiting for them");
+        tasks.detach_all();
+    }
 }

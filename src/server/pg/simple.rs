@@ -30,6 +30,7 @@ use crate::engine::{Engine, Output};
 pub struct Simple {
     pub(super) engine: Arc<Engine>,
     pub(super) df: Arc<DfSessionService>,
+    pub(super) sockets: Arc<super::Sockets>,
 }
 
 #[async_trait]
@@ -42,7 +43,10 @@ impl SimpleQueryHandler for Simple {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         debug!(query, "simple query");
-        let statements = crate::engine::parse(query).map_err(|e| parse_error(query, e))?;
+        let statements = self
+            .engine
+            .parse(query)
+            .map_err(|e| parse_error(query, e))?;
         if statements.is_empty() {
             return Ok(vec![Response::EmptyQuery]);
         }
@@ -69,9 +73,18 @@ impl SimpleQueryHandler for Simple {
                     schema,
                     snapshot,
                     start,
-                }) => subscribe(client, name, schema, snapshot, start)
+                }) => {
+                    let stall = std::time::Duration::from_millis(
+                        self.engine.limits().max_subscriber_stall_ms,
+                    );
+                    let peer = client.socket_addr();
+                    let sockets = std::sync::Arc::clone(&self.sockets);
+                    subscribe(client, name, schema, snapshot, start, stall, move || {
+                        sockets.close(&peer)
+                    })
                     .await
-                    .map(|r| vec![r]),
+                    .map(|r| vec![r])
+                }
                 Ok(Output::Session(cmd)) => session_command(client, cmd).map(|r| vec![r]),
                 Ok(output) => respond(client, output).map(|r| vec![r]),
                 Err(e) => Err(engine_error(e)),

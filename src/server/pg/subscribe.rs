@@ -25,13 +25,17 @@ use super::text::pg_text_columns;
 /// first its contents (unless `WITH (SNAPSHOT = false)`), then each tick's
 /// changes to it, sent and flushed as they happen (pgwire's own COPY path
 /// flushes only at the end, which a subscription never reaches). Runs
-/// until the client goes away (a send fails) or the engine stops.
+/// until the client goes away (a send fails), stops reading for longer
+/// than `stall` (its socket full: the changes it has not read are held
+/// for it meanwhile; past that it is disconnected), or the engine stops.
 pub(super) async fn subscribe<C>(
     client: &mut C,
     name: String,
     schema: SchemaRef,
     snapshot: bool,
     start: crate::dataflow::runtime::Subscription,
+    stall: std::time::Duration,
+    close: impl FnOnce(),
 ) -> PgWireResult<Response>
 where
     C: Sink<PgWireBackendMessage> + Unpin + Send,
@@ -72,16 +76,44 @@ where
         .await?;
     let mut sent = 0usize;
     let mut send = async |client: &mut C, batch: RecordBatch| -> PgWireResult<()> {
-        for data in copy_rows(&mut enc, &batch, &pg_fields)? {
-            client.feed(PgWireBackendMessage::CopyData(data)).await?;
-            sent += 1;
+        let write = async {
+            for data in copy_rows(&mut enc, &batch, &pg_fields)? {
+                client.feed(PgWireBackendMessage::CopyData(data)).await?;
+                sent += 1;
+            }
+            client.flush().await?;
+            Ok(())
+        };
+        tokio::time::timeout(stall, write).await.unwrap_or_else(|_| {
+            Err(PgWireError::UserError(Box::new(
+                pgwire::error::ErrorInfo::new(
+                    "FATAL".into(),
+                    "53000".into(),
+                    format!(
+                        "SUBSCRIBE client read nothing for {} ms (max_subscriber_stall_ms) and was disconnected",
+                        stall.as_millis()
+                    ),
+                ),
+            )))
+        })
+    };
+    // A client that stopped reading is disconnected (its socket is full,
+    // so not even the error could reach it).
+    let mut close = Some(close);
+    let mut stalled = |e: PgWireError| {
+        if let PgWireError::UserError(info) = &e
+            && info.code == "53000"
+            && let Some(close) = close.take()
+        {
+            close();
         }
-        client.flush().await?;
-        Ok(())
+        e
     };
     if snapshot {
         let n = start.snapshot.num_rows();
-        send(client, rows(&start.snapshot, vec![1; n], start.at_ms)?).await?;
+        send(client, rows(&start.snapshot, vec![1; n], start.at_ms)?)
+            .await
+            .map_err(&mut stalled)?;
     }
     let mut changes = start.changes;
     loop {
@@ -96,7 +128,9 @@ where
                 if let Some(d) = tick.changes.get(&name) {
                     let batch = crate::dataflow::with_schema(&d.batch, &schema)
                         .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
-                    send(client, rows(&batch, d.diffs.clone(), tick.at_ms)?).await?;
+                    send(client, rows(&batch, d.diffs.clone(), tick.at_ms)?)
+                        .await
+                        .map_err(&mut stalled)?;
                 }
             }
             Ok(_) => {}
