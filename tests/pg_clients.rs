@@ -523,6 +523,7 @@ typed 2
 views [('per_game', 3, 'running')]
 error 42P01
 count 5
+transaction 0 [('t2',), ('t3',)]
 "
     );
 }

@@ -17,6 +17,7 @@ pub mod relation;
 mod sink;
 pub mod statement;
 pub mod system;
+pub mod txn;
 mod using;
 mod windows;
 

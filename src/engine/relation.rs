@@ -204,7 +204,7 @@ impl DataSink for TopicSink {
     async fn write_all(
         &self,
         mut data: SendableRecordBatchStream,
-        _context: &Arc<TaskContext>,
+        context: &Arc<TaskContext>,
     ) -> DfResult<u64> {
         let topic = self.log.topic(&self.topic).map_err(ext)?;
         let partitions = topic.partition_count();
@@ -235,6 +235,16 @@ impl DataSink for TopicSink {
                     headers: vec![],
                 });
             }
+        }
+        // Inside a transaction block the records wait for its COMMIT.
+        if let Some(txn) = context
+            .session_config()
+            .get_extension::<super::txn::Transaction>()
+        {
+            for (p, recs) in by_partition {
+                txn.hold(&self.topic, p, recs);
+            }
+            return Ok(count);
         }
         let log = Arc::clone(&self.log);
         let topic_name = self.topic.clone();

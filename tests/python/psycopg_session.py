@@ -91,3 +91,16 @@ with psycopg.connect(conninfo, autocommit=True) as conn:
             print("error", e.sqlstate)
         cur.execute("SELECT count(*) FROM twitch")
         print("count", cur.fetchone()[0])
+
+# psycopg's default mode: statements run inside a transaction block until
+# commit() or rollback(); another connection sees nothing before commit().
+with psycopg.connect(conninfo) as conn, psycopg.connect(conninfo, autocommit=True) as other:
+    row = "INSERT INTO twitch VALUES (%s, %s, %s, %s)"
+    conn.execute(row, ("1", "tx", "t1", 1))
+    conn.rollback()
+    conn.execute(row, ("1", "tx", "t2", 2))
+    conn.execute(row, ("1", "tx", "t3", 3))
+    seen = other.execute("SELECT count(*) FROM twitch WHERE game_name = 'tx'").fetchone()[0]
+    conn.commit()
+    after = other.execute("SELECT id FROM twitch WHERE game_name = 'tx' ORDER BY id").fetchall()
+    print("transaction", seen, after)

@@ -24,6 +24,7 @@ use pgwire::api::{ClientInfo, ClientPortalStore};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 
+use super::block::{self, Verdict};
 use super::error::{coded_errors, engine_error, parse_error, user_error, with_sqlstate};
 use super::respond::{respond, row_fields, rows, session_command};
 use super::startup::cancellable;
@@ -176,6 +177,42 @@ impl Extended {
         deserialize_parameters_with_server_types(portal, &arrow_refs, &wire_refs)
     }
 
+    /// What the connection's transaction block makes of `portal`'s
+    /// statement (parsed again only inside a block or for a transaction
+    /// statement).
+    async fn block<C: ClientInfo>(
+        &self,
+        client: &C,
+        portal: &Portal<Prepared>,
+    ) -> PgWireResult<Verdict> {
+        let (sql, _) = &portal.statement.statement;
+        let first = sql
+            .trim_start()
+            .split(|c: char| !c.is_ascii_alphabetic())
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let transactional = matches!(
+            first.as_str(),
+            "begin" | "start" | "commit" | "end" | "rollback" | "abort" | "savepoint" | "release"
+        );
+        if !transactional && !block::transaction(client).is_open() {
+            return Ok(Verdict::Run);
+        }
+        let Ok(Some(stmt)) = self.parser.engine.parse(sql).map(|mut v| v.pop()) else {
+            return Ok(Verdict::Run);
+        };
+        let params = match &stmt {
+            crate::engine::Statement::Sql(s, _)
+                if matches!(**s, datafusion::sql::sqlparser::ast::Statement::Insert(_)) =>
+            {
+                Some(self.params(portal)?)
+            }
+            _ => None,
+        };
+        block::before(client, &self.parser.engine, &stmt, sql, params).await
+    }
+
     /// A user's query (`engine::is_user_query`), planned at Parse.
     async fn run_query<C>(&self, client: &C, portal: &Portal<Prepared>) -> PgWireResult<Response>
     where
@@ -262,6 +299,14 @@ impl ExtendedQueryHandler for Extended {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        match self.block(client, portal).await {
+            Ok(Verdict::Run) => {}
+            Ok(Verdict::Done(r)) => return Ok(r),
+            Err(e) => {
+                block::failed(client);
+                return Err(e);
+            }
+        }
         let result = if is_own(&portal.statement.statement) {
             self.run_own(client, portal).await
         } else if is_user_query(&portal.statement.statement) {
@@ -275,7 +320,10 @@ impl ExtendedQueryHandler for Extended {
                 pg_text_values(coded_errors(q)),
             ))),
             Ok(other) => Ok(other),
-            Err(e) => Err(with_sqlstate(e)),
+            Err(e) => {
+                block::failed(client);
+                Err(with_sqlstate(e))
+            }
         }
     }
 }

@@ -14,6 +14,8 @@
 //! - `extended`: the extended protocol (Parse/Bind/Execute);
 //! - `respond`: the response for what an engine statement produced, shared
 //!   by both protocols;
+//! - `block`: transaction blocks (what BEGIN … COMMIT makes of a
+//!   statement; `engine::txn` holds the writes);
 //! - `copy`: COPY … FROM STDIN (collect, then load) and COPY … TO STDOUT;
 //! - `subscribe`: SUBSCRIBE's COPY stream;
 //! - `text`: values as PostgreSQL prints them (floats, timestamps,
@@ -23,6 +25,7 @@
 //! This file wires them together and owns the sockets; it must not know
 //! how a statement is run or a value printed.
 
+mod block;
 mod copy;
 mod error;
 mod extended;

@@ -20,12 +20,14 @@ use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use tracing::debug;
 
+use super::block::{self, Verdict};
 use super::error::{coded_errors, engine_error, parse_error, refine_code, sqlstate_of};
 use super::respond::{respond, rows, session_command};
 use super::startup::cancellable;
 use super::subscribe::subscribe;
 use super::text::pg_text_values;
-use crate::engine::{Engine, Output};
+use crate::engine::{Engine, Output, Statement};
+use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 
 pub struct Simple {
     pub(super) engine: Arc<Engine>,
@@ -52,42 +54,57 @@ impl SimpleQueryHandler for Simple {
         }
         let mut out = Vec::with_capacity(statements.len());
         for stmt in statements {
-            let result = match self.engine.execute(stmt).await {
-                Ok(Output::PassThrough(sql)) => {
-                    SimpleQueryHandler::do_query(&*self.df, client, &sql)
-                        .await
-                        .map(|mut rs| {
-                            for r in rs.iter_mut() {
-                                if let Response::Error(info) = r {
-                                    refine_code(info);
+            let text = match &stmt {
+                Statement::Sql(s, text) if matches!(**s, SqlStatement::Insert(_)) => self
+                    .engine
+                    .coerce_insert(s)
+                    .await
+                    .unwrap_or_else(|| text.clone()),
+                _ => String::new(),
+            };
+            let verdict = block::before(client, &self.engine, &stmt, &text, None).await;
+            let result = match verdict {
+                Err(e) => Err(e),
+                Ok(Verdict::Done(r)) => Ok(vec![r]),
+                Ok(Verdict::Run) => match self.engine.execute(stmt).await {
+                    Ok(Output::PassThrough(sql)) => {
+                        SimpleQueryHandler::do_query(&*self.df, client, &sql)
+                            .await
+                            .map(|mut rs| {
+                                for r in rs.iter_mut() {
+                                    if let Response::Error(info) = r {
+                                        refine_code(info);
+                                    }
                                 }
-                            }
-                            rs
+                                rs
+                            })
+                    }
+                    Ok(Output::Rows { df, names }) => {
+                        rows(client, df, &names, &Format::UnifiedText)
+                            .await
+                            .map(|r| vec![r])
+                    }
+                    Ok(Output::Subscribe {
+                        name,
+                        schema,
+                        snapshot,
+                        start,
+                    }) => {
+                        let stall = std::time::Duration::from_millis(
+                            self.engine.limits().max_subscriber_stall_ms,
+                        );
+                        let peer = client.socket_addr();
+                        let sockets = std::sync::Arc::clone(&self.sockets);
+                        subscribe(client, name, schema, snapshot, start, stall, move || {
+                            sockets.close(&peer)
                         })
-                }
-                Ok(Output::Rows { df, names }) => rows(client, df, &names, &Format::UnifiedText)
-                    .await
-                    .map(|r| vec![r]),
-                Ok(Output::Subscribe {
-                    name,
-                    schema,
-                    snapshot,
-                    start,
-                }) => {
-                    let stall = std::time::Duration::from_millis(
-                        self.engine.limits().max_subscriber_stall_ms,
-                    );
-                    let peer = client.socket_addr();
-                    let sockets = std::sync::Arc::clone(&self.sockets);
-                    subscribe(client, name, schema, snapshot, start, stall, move || {
-                        sockets.close(&peer)
-                    })
-                    .await
-                    .map(|r| vec![r])
-                }
-                Ok(Output::Session(cmd)) => session_command(client, cmd).map(|r| vec![r]),
-                Ok(output) => respond(client, output).map(|r| vec![r]),
-                Err(e) => Err(engine_error(e)),
+                        .await
+                        .map(|r| vec![r])
+                    }
+                    Ok(Output::Session(cmd)) => session_command(client, cmd).map(|r| vec![r]),
+                    Ok(output) => respond(client, output).map(|r| vec![r]),
+                    Err(e) => Err(engine_error(e)),
+                },
             };
             match result {
                 Ok(rs) => out.extend(rs.into_iter().map(|r| match r {
@@ -97,6 +114,7 @@ impl SimpleQueryHandler for Simple {
                     other => other,
                 })),
                 Err(e) => {
+                    block::failed(client);
                     // PostgreSQL stops at the first failing statement of a
                     // query string and reports it after the earlier results.
                     let mut info = match e {
