@@ -82,6 +82,10 @@ pub fn install(ctx: &SessionContext, catalog: &str, dataflows: &Arc<Dataflows>) 
         // asyncpg's pool reset calls it; eddy takes no advisory locks, so
         // there are none to release (void: NULL).
         ("pg_advisory_unlock_all", Null, DataType::Utf8),
+        // SQLAlchemy asks for a column's sequence: eddy has no sequences
+        // (no serial columns), and PostgreSQL answers NULL for a column
+        // without one.
+        ("pg_get_serial_sequence", Null, DataType::Utf8),
         ("version", Version, DataType::Utf8),
         ("pg_typeof", TypeOf, DataType::Utf8),
     ];
