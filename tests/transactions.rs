@@ -119,6 +119,30 @@ fn a_block_writes_all_at_commit_and_nothing_at_rollback() {
             [1, 2, 3, 5, 7, 8]
         );
         assert_eq!(count(&reader).await, 6);
+
+        // COPY … FROM STDIN in a block is held like an INSERT.
+        {
+            use futures::SinkExt;
+            let mut c3 = connect(server.pg_addr).await;
+            for (rows, commit) in [("9\n10\n", false), ("11\n12\n", true)] {
+                let t = c3.transaction().await.unwrap();
+                let sink = t.copy_in("COPY t FROM STDIN").await.unwrap();
+                let mut sink = std::pin::pin!(sink);
+                sink.send(bytes::Bytes::from(rows)).await.unwrap();
+                assert_eq!(sink.finish().await.unwrap(), 2);
+                assert_eq!(count(&reader).await, 6);
+                if commit {
+                    t.commit().await.unwrap();
+                } else {
+                    t.rollback().await.unwrap();
+                }
+            }
+        }
+        assert_eq!(
+            ids(&reader, "SELECT id FROM t ORDER BY id").await,
+            [1, 2, 3, 5, 7, 8, 11, 12]
+        );
+        assert_eq!(count(&reader).await, 8);
     });
 }
 

@@ -309,7 +309,12 @@ fn finish_csv(mut rows: Vec<(usize, Row)>, o: &CopyInOptions) -> Result<Vec<(usi
 
 impl Engine {
     /// Load the data of a `COPY … FROM STDIN`; returns the rows written.
-    pub async fn copy_in(&self, copy: &CopyIn, data: &[u8]) -> Result<usize> {
+    pub async fn copy_in(
+        &self,
+        copy: &CopyIn,
+        data: &[u8],
+        txn: Option<&Arc<super::txn::Transaction>>,
+    ) -> Result<usize> {
         let provider = self.ctx.table_provider(copy.relation.as_str()).await?;
         let schema = provider.schema();
         let n = copy.columns.len();
@@ -366,8 +371,13 @@ impl Engine {
             .collect();
         let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
             .map_err(|e| EngineError::DataFusion(e.into()))?;
-        self.ctx
-            .read_batch(batch)?
+        let ctx = match txn {
+            // In a transaction block: the same session with the block's
+            // `Transaction`, so the topic sink holds the rows.
+            Some(txn) => std::borrow::Cow::Owned(super::txn::session_in(&self.ctx, txn)),
+            None => std::borrow::Cow::Borrowed(&*self.ctx),
+        };
+        ctx.read_batch(batch)?
             .write_table(&copy.relation, DataFrameWriteOptions::new())
             .await?;
         Ok(rows)

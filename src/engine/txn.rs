@@ -19,7 +19,7 @@ use bytes::BytesMut;
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::UInt64Type;
 use datafusion::execution::session_state::SessionStateBuilder;
-use datafusion::prelude::DataFrame;
+use datafusion::prelude::{DataFrame, SessionContext};
 
 use super::{Engine, EngineError, Result};
 use crate::log::batch::{self, NewRecord};
@@ -149,6 +149,18 @@ impl Transaction {
     }
 }
 
+/// `ctx`'s session with `txn` among its config's extensions (what
+/// `relation::TopicSink` looks for).
+pub(crate) fn session_in(ctx: &SessionContext, txn: &Arc<Transaction>) -> SessionContext {
+    let state = ctx.state();
+    let config = state.config().clone().with_extension(Arc::clone(txn));
+    SessionContext::new_with_state(
+        SessionStateBuilder::new_from_existing(state)
+            .with_config(config)
+            .build(),
+    )
+}
+
 impl Engine {
     /// Run INSERT `sql` (with bound `params`, from the extended protocol)
     /// inside transaction block `txn`: its rows are encoded and held, not
@@ -159,11 +171,7 @@ impl Engine {
         params: Option<datafusion::common::ParamValues>,
         txn: &Arc<Transaction>,
     ) -> Result<u64> {
-        let state = self.ctx.state();
-        let config = state.config().clone().with_extension(Arc::clone(txn));
-        let state = SessionStateBuilder::new_from_existing(state)
-            .with_config(config)
-            .build();
+        let state = session_in(&self.ctx, txn).state();
         let mut plan = state.create_logical_plan(sql).await?;
         if let Some(params) = params {
             plan = plan.replace_params_with_values(&params)?;

@@ -136,8 +136,7 @@ pub(super) async fn before(
             s @ (SqlStatement::Update { .. }
             | SqlStatement::Delete(_)
             | SqlStatement::Merge { .. }
-            | SqlStatement::Truncate { .. }
-            | SqlStatement::Copy { .. }),
+            | SqlStatement::Truncate { .. }),
         ) => Err(user_error(
             "0A000",
             format!(
@@ -145,6 +144,9 @@ pub(super) async fn before(
                 verb(s)
             ),
         )),
+        // COPY … FROM STDIN: its rows are held like an INSERT's
+        // (`copy::on_copy_done`).
+        Some(SqlStatement::Copy { to: false, .. }) => Ok(Verdict::Run),
         Some(
             SqlStatement::Set(_)
             | SqlStatement::ShowVariable { .. }
@@ -164,8 +166,7 @@ fn verb(s: &SqlStatement) -> &'static str {
         SqlStatement::Update { .. } => "UPDATE",
         SqlStatement::Delete(_) => "DELETE",
         SqlStatement::Merge { .. } => "MERGE",
-        SqlStatement::Truncate { .. } => "TRUNCATE",
-        _ => "COPY",
+        _ => "TRUNCATE",
     }
 }
 

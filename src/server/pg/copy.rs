@@ -110,11 +110,16 @@ impl CopyHandler for CopyLoader {
                 "CopyDone without a COPY FROM STDIN in progress".into(),
             ));
         };
+        // Inside a transaction block the rows wait for its COMMIT.
+        let txn = super::block::transaction(client);
         let n = self
             .engine
-            .copy_in(&p.copy, &p.data)
+            .copy_in(&p.copy, &p.data, txn.is_open().then_some(&txn))
             .await
-            .map_err(engine_error)?;
+            .map_err(|e| {
+                super::block::failed(client);
+                engine_error(e)
+            })?;
         client
             .send(PgWireBackendMessage::CommandComplete(
                 Tag::new("COPY").with_rows(n).into(),

@@ -3,8 +3,9 @@
 //! protocol queries are split and parsed by `engine::parse`; eddy's own
 //! statements run in the engine, the rest go to datafusion-postgres'
 //! `DfSessionService` over the same DataFusion session (which also answers
-//! the extended protocol, SET/SHOW, transactions as no-ops, and the
-//! pg_catalog queries psql sends). Errors carry SQLSTATE codes.
+//! the extended protocol, SET/SHOW, the replies to BEGIN/COMMIT/ROLLBACK
+//! — whose work `block` does first — and the pg_catalog queries psql
+//! sends). Errors carry SQLSTATE codes.
 //!
 //! One concern per file:
 //!
