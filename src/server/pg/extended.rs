@@ -261,14 +261,15 @@ impl Extended {
                 snapshot,
                 start,
             }) => {
-                let stall = std::time::Duration::from_millis(
-                    self.parser.engine.limits().max_subscriber_stall_ms,
-                );
-                let peer = client.socket_addr();
-                let sockets = std::sync::Arc::clone(&self.sockets);
-                subscribe(client, name, schema, snapshot, start, stall, move || {
-                    sockets.close(&peer)
-                })
+                subscribe(
+                    client,
+                    name,
+                    schema,
+                    snapshot,
+                    start,
+                    &self.parser.engine,
+                    &self.sockets,
+                )
                 .await
             }
             Ok(Output::Session(cmd)) => session_command(&*client, cmd),

@@ -89,18 +89,17 @@ impl SimpleQueryHandler for Simple {
                         schema,
                         snapshot,
                         start,
-                    }) => {
-                        let stall = std::time::Duration::from_millis(
-                            self.engine.limits().max_subscriber_stall_ms,
-                        );
-                        let peer = client.socket_addr();
-                        let sockets = std::sync::Arc::clone(&self.sockets);
-                        subscribe(client, name, schema, snapshot, start, stall, move || {
-                            sockets.close(&peer)
-                        })
-                        .await
-                        .map(|r| vec![r])
-                    }
+                    }) => subscribe(
+                        client,
+                        name,
+                        schema,
+                        snapshot,
+                        start,
+                        &self.engine,
+                        &self.sockets,
+                    )
+                    .await
+                    .map(|r| vec![r]),
                     Ok(Output::Session(cmd)) => session_command(client, cmd).map(|r| vec![r]),
                     Ok(output) => respond(client, output).map(|r| vec![r]),
                     Err(e) => Err(engine_error(e)),

@@ -34,17 +34,20 @@ pub(super) async fn subscribe<C>(
     schema: SchemaRef,
     snapshot: bool,
     start: crate::dataflow::runtime::Subscription,
-    stall: std::time::Duration,
-    close: impl FnOnce(),
+    engine: &crate::engine::Engine,
+    sockets: &Arc<super::Sockets>,
 ) -> PgWireResult<Response>
 where
-    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    C: pgwire::api::ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
     C::Error: Debug,
     PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
 {
     use datafusion::arrow::array::{ArrayRef, Int64Array};
     use datafusion::arrow::datatypes::{Field, Schema};
     use tokio::sync::broadcast::error::RecvError;
+    let stall = std::time::Duration::from_millis(engine.limits().max_subscriber_stall_ms);
+    let (peer, sockets) = (client.socket_addr(), Arc::clone(sockets));
+    let close = move || sockets.close(&peer);
     let api = |e: datafusion::arrow::error::ArrowError| PgWireError::ApiError(Box::new(e));
     let mut fields = vec![
         Field::new("mz_timestamp", DataType::Int64, false),
