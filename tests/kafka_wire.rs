@@ -283,6 +283,26 @@ fn confluent_kafka_seed_scripts() {
     assert!(out.contains("consumed 20 messages"), "{out}");
 }
 
+#[test]
+fn confluent_kafka_admin_alters_topic_configs() {
+    assert!(
+        python_ok("confluent_kafka"),
+        "confluent-kafka is required (pip install confluent-kafka, or run scripts/test, which installs it)"
+    );
+    let server = TestServer::start();
+    let out = run_python("admin_configs.py", &server.addr);
+    assert_eq!(
+        out,
+        "retention.ms=3600000 cleanup.policy=compact
+retention.ms=3600000
+retention.ms=3600000 cleanup.policy=delete
+invalid INVALID_CONFIG
+retention.ms=604800000 segment.bytes=1048576
+internal TOPIC_AUTHORIZATION_FAILED
+"
+    );
+}
+
 /// A runtime and a pgwire session on `server`, for tests that otherwise
 /// drive blocking Kafka clients.
 fn pg_session(server: &TestServer) -> (tokio::runtime::Runtime, tokio_postgres::Client) {

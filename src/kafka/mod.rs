@@ -12,6 +12,7 @@
 //! Requests of one connection are handled one at a time, in order, as the
 //! Kafka broker does (it mutes a connection until its response is sent).
 
+mod alter_configs;
 mod api_versions;
 pub mod coordinator;
 mod create_partitions;
@@ -119,6 +120,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteTopics, 1, 5),
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DeleteGroups, 0, 2),
 ];
@@ -296,6 +299,12 @@ impl Broker {
             )),
             RequestKind::DescribeConfigs(r) => Some(ResponseKind::DescribeConfigs(
                 describe_configs::handle(self, r, &ctx),
+            )),
+            RequestKind::AlterConfigs(r) => Some(ResponseKind::AlterConfigs(
+                alter_configs::replace(self, r, &ctx),
+            )),
+            RequestKind::IncrementalAlterConfigs(r) => Some(ResponseKind::IncrementalAlterConfigs(
+                alter_configs::incremental(self, r, &ctx),
             )),
             RequestKind::InitProducerId(r) => Some(ResponseKind::InitProducerId(
                 init_producer_id::handle(self, r, &ctx),
