@@ -2,30 +2,27 @@
 //! its session extensions, bounded, and loaded by the engine at CopyDone,
 //! so an aborted COPY writes nothing) and TO STDOUT (text, csv, binary).
 //! Parsing the COPY data and writing rows is the engine's; how values
-//! print is `text`'s.
+//! print is `encode`'s.
 
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion_postgres::arrow_pg::datatypes::arrow_schema_to_pg_fields;
-use datafusion_postgres::arrow_pg::encoder::encode_value;
+use datafusion_postgres::arrow_pg::datatypes::field_into_pg_type;
 use datafusion_postgres::pgwire;
 use futures::{Sink, SinkExt, stream};
 use pgwire::api::ClientInfo;
 use pgwire::api::copy::CopyHandler;
-use pgwire::api::portal::Format;
-use pgwire::api::results::{
-    CopyCsvOptions, CopyEncoder, CopyResponse, CopyTextOptions, FieldInfo, Response, Tag,
-};
+use pgwire::api::results::{CopyResponse, Response, Tag};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 
+use super::encode::{CopyStyle, copy_binary_header, copy_binary_trailer, copy_rows};
 use super::error::{engine_error, user_error};
-use super::text::pg_text_columns;
 use crate::engine::{CopyFormat, CopyIn, Engine};
 
 /// COPY … FROM STDIN in progress on a connection: its data is collected
@@ -139,71 +136,44 @@ impl CopyHandler for CopyLoader {
     }
 }
 
-/// One COPY data message per row of `batch`.
-pub(super) fn copy_rows(
-    enc: &mut CopyEncoder,
-    batch: &RecordBatch,
-    fields: &[FieldInfo],
-) -> PgWireResult<Vec<CopyData>> {
-    let mut out = Vec::with_capacity(batch.num_rows());
-    for row in 0..batch.num_rows() {
-        for (col, f) in batch.schema().fields().iter().enumerate() {
-            encode_value(enc, batch.column(col), row, f, &fields[col])?;
-        }
-        out.push(enc.take_copy());
-    }
-    Ok(out)
-}
-
+/// COPY … TO STDOUT: the rows of `batches` in `format`, one CopyData
+/// per row (binary COPY's header and trailer in messages of their own).
 pub(super) fn copy_out(
     schema: &SchemaRef,
     batches: Vec<RecordBatch>,
     format: CopyFormat,
 ) -> PgWireResult<Response> {
-    // Binary COPY sends floats as floats; text and CSV as PostgreSQL prints them.
-    let batches = if format == CopyFormat::Binary {
-        batches
-    } else {
-        batches
-            .iter()
-            .map(pg_text_columns)
-            .collect::<PgWireResult<Vec<_>>>()?
-    };
-    // The result's column names (PostgreSQL's, from the statement) for
-    // the header; the types of the values as sent.
-    let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
-    let schema = &batches
-        .first()
-        .map(|b| b.schema())
-        .unwrap_or_else(|| Arc::clone(schema));
-    let pg_format = if format == CopyFormat::Binary {
-        Format::UnifiedBinary
-    } else {
-        Format::UnifiedText
-    };
-    let fields = Arc::new(arrow_schema_to_pg_fields(schema, &pg_format, None)?);
-    let mut enc = match format {
-        CopyFormat::Text => CopyEncoder::new_text(Arc::clone(&fields), CopyTextOptions::default()),
-        CopyFormat::Csv { .. } => {
-            CopyEncoder::new_csv(Arc::clone(&fields), CopyCsvOptions::default())
-        }
-        CopyFormat::Binary => CopyEncoder::new_binary(Arc::clone(&fields)),
+    let types = schema
+        .fields()
+        .iter()
+        .map(field_into_pg_type)
+        .collect::<PgWireResult<Vec<_>>>()?;
+    let style = match format {
+        CopyFormat::Text => CopyStyle::Text,
+        CopyFormat::Csv { .. } => CopyStyle::Csv,
+        CopyFormat::Binary => CopyStyle::Binary,
     };
     let mut data = Vec::new();
     if let CopyFormat::Csv { header: true } = format {
+        // The result's column names (PostgreSQL's, from the statement).
+        let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
         let mut line = names.join(",");
         line.push('\n');
-        data.push(Ok(pgwire::messages::copy::CopyData::new(
-            line.into_bytes().into(),
-        )));
+        data.push(Bytes::from(line));
+    }
+    if style == CopyStyle::Binary {
+        data.push(copy_binary_header());
     }
     for b in &batches {
-        data.extend(copy_rows(&mut enc, b, &fields)?.into_iter().map(Ok));
+        data.extend(copy_rows(b, style, &types)?);
     }
-    let code = if format == CopyFormat::Binary { 1 } else { 0 };
+    if style == CopyStyle::Binary {
+        data.push(copy_binary_trailer());
+    }
+    let code = i8::from(style == CopyStyle::Binary);
     Ok(Response::CopyOut(CopyResponse::new(
         code,
-        fields.len(),
-        stream::iter(data),
+        types.len(),
+        stream::iter(data.into_iter().map(|d| Ok(CopyData::new(d)))),
     )))
 }

@@ -29,7 +29,6 @@ use super::error::{coded_errors, engine_error, parse_error, user_error, with_sql
 use super::respond::{respond, row_fields, rows, session_command};
 use super::startup::cancellable;
 use super::subscribe::subscribe;
-use super::text::pg_text_values;
 use crate::engine::{Engine, Output, column_names};
 
 /// A prepared statement (extended protocol), as datafusion-postgres keeps
@@ -40,9 +39,14 @@ use crate::engine::{Engine, Output, column_names};
 /// statement type keeps its portal store, which its cursor hooks require.
 type Prepared = <DfSessionService as ExtendedQueryHandler>::Statement;
 
-/// Whether a prepared statement is a user's query eddy planned itself.
-fn is_user_query(stmt: &Prepared) -> bool {
-    matches!(&stmt.1, Some((ast, _)) if crate::engine::is_user_query(ast))
+/// Whether a prepared statement is a query (a user's, planned by eddy, or
+/// one of PostgreSQL's catalogs, planned by datafusion-postgres): run and
+/// encoded here either way.
+fn is_query(stmt: &Prepared) -> bool {
+    matches!(
+        &stmt.1,
+        Some((datafusion::sql::sqlparser::ast::Statement::Query(_), _))
+    )
 }
 
 /// Whether a prepared statement is one of the engine's own.
@@ -126,7 +130,7 @@ impl QueryParser for PreparedParser {
             return Ok(vec![]);
         }
         if let (_, Some((ast, plan))) = stmt
-            && crate::engine::is_user_query(ast)
+            && is_query(stmt)
         {
             let schema = plan.schema().as_arrow();
             let names = column_names(ast, schema);
@@ -134,7 +138,6 @@ impl QueryParser for PreparedParser {
                 schema,
                 &names,
                 column_format.unwrap_or(&Format::UnifiedText),
-                None,
             );
         }
         self.df.get_result_schema(stmt, column_format)
@@ -213,7 +216,7 @@ impl Extended {
         block::before(client, &self.parser.engine, &stmt, sql, params).await
     }
 
-    /// A user's query (`engine::is_user_query`), planned at Parse.
+    /// A query, planned at Parse.
     async fn run_query<C>(&self, client: &C, portal: &Portal<Prepared>) -> PgWireResult<Response>
     where
         C: ClientInfo,
@@ -310,16 +313,13 @@ impl ExtendedQueryHandler for Extended {
         }
         let result = if is_own(&portal.statement.statement) {
             self.run_own(client, portal).await
-        } else if is_user_query(&portal.statement.statement) {
+        } else if is_query(&portal.statement.statement) {
             self.run_query(client, portal).await
         } else {
             ExtendedQueryHandler::do_query(&*self.df, client, portal, max_rows).await
         };
         match result {
-            Ok(Response::Query(q)) => Ok(Response::Query(cancellable(
-                client,
-                pg_text_values(coded_errors(q)),
-            ))),
+            Ok(Response::Query(q)) => Ok(Response::Query(cancellable(client, coded_errors(q)))),
             Ok(other) => Ok(other),
             Err(e) => {
                 block::failed(client);

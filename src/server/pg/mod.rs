@@ -19,8 +19,8 @@
 //!   statement; `engine::txn` holds the writes);
 //! - `copy`: COPY … FROM STDIN (collect, then load) and COPY … TO STDOUT;
 //! - `subscribe`: SUBSCRIBE's COPY stream;
-//! - `text`: values as PostgreSQL prints them (floats, timestamps,
-//!   intervals, unconstrained numerics);
+//! - `encode`: the one value encoder (query rows text and binary, COPY,
+//!   SUBSCRIBE), values as PostgreSQL prints and sends them;
 //! - `error`: SQLSTATEs and error positions.
 //!
 //! This file wires them together and owns the sockets; it must not know
@@ -28,13 +28,13 @@
 
 mod block;
 mod copy;
+mod encode;
 mod error;
 mod extended;
 mod respond;
 mod simple;
 mod startup;
 mod subscribe;
-mod text;
 
 use std::sync::Arc;
 
@@ -58,7 +58,7 @@ use extended::{Extended, PreparedParser};
 use simple::Simple;
 use startup::Startup;
 
-pub use text::{pg_float, pg_float4, pg_timestamp};
+pub use encode::{pg_float, pg_float4};
 
 /// The handlers pgwire calls for every connection, over one engine and
 /// one DataFusion session.

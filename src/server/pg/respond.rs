@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::Schema;
 use datafusion::dataframe::DataFrame;
-use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
 use datafusion_postgres::pgwire;
 use futures::{StreamExt, stream};
 use pgwire::api::portal::Format;
@@ -18,9 +17,9 @@ use pgwire::api::{ClientInfo, ClientPortalStore};
 use pgwire::error::PgWireError;
 use pgwire::error::PgWireResult;
 use pgwire::messages::data::DataRow;
-use pgwire::types::format::FormatOptions;
 
 use super::copy::{copy_out, start_copy_in};
+use super::encode;
 use super::error::user_error;
 use crate::engine::{Output, SessionCommand};
 
@@ -68,13 +67,8 @@ pub(super) async fn rows(
     names: &[String],
     format: &Format,
 ) -> PgWireResult<Response> {
-    let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
-    let fields = Arc::new(row_fields(
-        df.schema().as_arrow(),
-        names,
-        format,
-        Some(options),
-    )?);
+    let _ = client;
+    let fields = Arc::new(row_fields(df.schema().as_arrow(), names, format)?);
     let batches = df
         .execute_stream()
         .await
@@ -82,14 +76,40 @@ pub(super) async fn rows(
     let encoder_fields = Arc::clone(&fields);
     let rows = batches
         .map(move |batch| {
-            let rows: Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send + Sync> = match batch {
-                Ok(b) => encode_recordbatch(Arc::clone(&encoder_fields), b),
-                Err(e) => Box::new(std::iter::once(Err(PgWireError::ApiError(Box::new(e))))),
-            };
+            let rows: Vec<PgWireResult<DataRow>> =
+                match batch.map_err(|e| PgWireError::ApiError(Box::new(e))) {
+                    Ok(b) => match encode::data_rows(&b, &encoder_fields) {
+                        Ok(rows) => rows.into_iter().map(Ok).collect(),
+                        Err(e) => vec![Err(e)],
+                    },
+                    Err(e) => vec![Err(e)],
+                };
             stream::iter(rows)
         })
         .flatten();
     Ok(Response::Query(QueryResponse::new(fields, rows)))
+}
+
+/// A query datafusion-postgres plans (one reading PostgreSQL's catalogs,
+/// rewritten by its compatibility rules), run in the engine's session and
+/// encoded as every other result.
+pub(super) async fn catalog_query(
+    client: &(impl ClientInfo + Unpin + Send + Sync),
+    parser: &datafusion_postgres::Parser,
+    engine: &crate::engine::Engine,
+    sql: &str,
+) -> PgWireResult<Response> {
+    use pgwire::api::stmt::QueryParser;
+    let Some((_, Some((ast, plan)))) = parser.parse_sql(client, sql, &[]).await? else {
+        return Ok(Response::EmptyQuery);
+    };
+    let names = crate::engine::column_names(&ast, plan.schema().as_arrow());
+    let df = engine
+        .session()
+        .execute_logical_plan(plan)
+        .await
+        .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+    rows(client, df, &names, &Format::UnifiedText).await
 }
 
 /// The row description of a query result whose columns are `names`.
@@ -97,10 +117,8 @@ pub(super) fn row_fields(
     schema: &Schema,
     names: &[String],
     format: &Format,
-    options: Option<Arc<FormatOptions>>,
 ) -> PgWireResult<Vec<FieldInfo>> {
-    let renamed = crate::engine::renamed_schema(schema, names);
-    arrow_schema_to_pg_fields(&renamed, format, options)
+    encode::fields(schema, names, format)
 }
 
 /// DEALLOCATE and DISCARD on the connection's statement and portal store.

@@ -12,7 +12,7 @@ use datafusion_postgres::DfSessionService;
 use datafusion_postgres::pgwire;
 use futures::Sink;
 use pgwire::api::portal::Format;
-use pgwire::api::query::SimpleQueryHandler;
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::Response;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore};
@@ -22,10 +22,9 @@ use tracing::debug;
 
 use super::block::{self, Verdict};
 use super::error::{coded_errors, engine_error, parse_error, refine_code, sqlstate_of};
-use super::respond::{respond, rows, session_command};
+use super::respond::{catalog_query, respond, rows, session_command};
 use super::startup::cancellable;
 use super::subscribe::subscribe;
-use super::text::pg_text_values;
 use crate::engine::{Engine, Output, Statement};
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 
@@ -62,11 +61,20 @@ impl SimpleQueryHandler for Simple {
                     .unwrap_or_else(|| text.clone()),
                 _ => String::new(),
             };
+            let query =
+                matches!(&stmt, Statement::Sql(s, _) if matches!(**s, SqlStatement::Query(_)));
             let verdict = block::before(client, &self.engine, &stmt, &text, None).await;
             let result = match verdict {
                 Err(e) => Err(e),
                 Ok(Verdict::Done(r)) => Ok(vec![r]),
                 Ok(Verdict::Run) => match self.engine.execute(stmt).await {
+                    // A query of PostgreSQL's catalogs, planned by
+                    // datafusion-postgres' compatibility rules.
+                    Ok(Output::PassThrough(sql)) if query => {
+                        catalog_query(client, &self.df.query_parser(), &self.engine, &sql)
+                            .await
+                            .map(|r| vec![r])
+                    }
                     Ok(Output::PassThrough(sql)) => {
                         SimpleQueryHandler::do_query(&*self.df, client, &sql)
                             .await
@@ -107,9 +115,7 @@ impl SimpleQueryHandler for Simple {
             };
             match result {
                 Ok(rs) => out.extend(rs.into_iter().map(|r| match r {
-                    Response::Query(q) => {
-                        Response::Query(cancellable(client, pg_text_values(coded_errors(q))))
-                    }
+                    Response::Query(q) => Response::Query(cancellable(client, coded_errors(q))),
                     other => other,
                 })),
                 Err(e) => {

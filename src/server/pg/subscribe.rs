@@ -5,20 +5,18 @@
 use std::fmt::Debug;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use datafusion_postgres::arrow_pg::datatypes::arrow_schema_to_pg_fields;
 use datafusion_postgres::pgwire;
 use futures::{Sink, SinkExt};
-use pgwire::api::portal::Format;
-use pgwire::api::results::{CopyEncoder, CopyTextOptions, Response, Tag};
+use pgwire::api::results::{Response, Tag};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
-use pgwire::messages::copy::{CopyDone, CopyOutResponse};
+use pgwire::messages::copy::{CopyData, CopyDone, CopyOutResponse};
 
-use super::copy::copy_rows;
+use super::encode::{CopyStyle, copy_rows};
 use super::error::user_error;
-use super::text::pg_text_columns;
 
 /// SUBSCRIBE, as Materialize streams it: over COPY (text), rows of
 /// `mz_timestamp` (milliseconds), `mz_diff` and the relation's columns;
@@ -55,33 +53,29 @@ where
     ];
     fields.extend(schema.fields().iter().map(|f| f.as_ref().clone()));
     let out_schema = Arc::new(Schema::new(fields));
-    let rows = |batch: &RecordBatch, diffs: Vec<i64>, at: i64| -> PgWireResult<RecordBatch> {
+    let rows = |batch: &RecordBatch, diffs: Vec<i64>, at: i64| -> PgWireResult<Vec<Bytes>> {
         let mut cols: Vec<ArrayRef> = vec![
             Arc::new(Int64Array::from(vec![at; batch.num_rows()])),
             Arc::new(Int64Array::from(diffs)),
         ];
         cols.extend(batch.columns().iter().cloned());
-        pg_text_columns(&RecordBatch::try_new(Arc::clone(&out_schema), cols).map_err(api)?)
+        let batch = RecordBatch::try_new(Arc::clone(&out_schema), cols).map_err(api)?;
+        copy_rows(&batch, CopyStyle::Text, &[])
     };
-    let text_schema = pg_text_columns(&RecordBatch::new_empty(Arc::clone(&out_schema)))?.schema();
-    let pg_fields = Arc::new(arrow_schema_to_pg_fields(
-        &text_schema,
-        &Format::UnifiedText,
-        None,
-    )?);
-    let mut enc = CopyEncoder::new_text(Arc::clone(&pg_fields), CopyTextOptions::default());
     client
         .send(PgWireBackendMessage::CopyOutResponse(CopyOutResponse::new(
             0,
-            pg_fields.len() as i16,
-            vec![0; pg_fields.len()],
+            out_schema.fields().len() as i16,
+            vec![0; out_schema.fields().len()],
         )))
         .await?;
     let mut sent = 0usize;
-    let mut send = async |client: &mut C, batch: RecordBatch| -> PgWireResult<()> {
+    let mut send = async |client: &mut C, lines: Vec<Bytes>| -> PgWireResult<()> {
         let write = async {
-            for data in copy_rows(&mut enc, &batch, &pg_fields)? {
-                client.feed(PgWireBackendMessage::CopyData(data)).await?;
+            for line in lines {
+                client
+                    .feed(PgWireBackendMessage::CopyData(CopyData::new(line)))
+                    .await?;
                 sent += 1;
             }
             client.flush().await?;

@@ -1,1 +1,0 @@
-pub type ToSqlError = Box<dyn std::error::Error + Sync + Send>;
