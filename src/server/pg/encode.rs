@@ -733,18 +733,7 @@ fn array_text(out: &mut BytesMut, values: &dyn Array) -> PgWireResult<()> {
                 || v.iter().any(|b| {
                     matches!(b, b'{' | b'}' | b'"' | b',' | b'\\') || b.is_ascii_whitespace()
                 }));
-        if quote {
-            out.put_u8(b'"');
-            for &b in v.iter() {
-                if b == b'"' || b == b'\\' {
-                    out.put_u8(b'\\');
-                }
-                out.put_u8(b);
-            }
-            out.put_u8(b'"');
-        } else {
-            out.put_slice(&v);
-        }
+        put_element(out, &v, quote, b'\\');
     }
     out.put_u8(b'}');
     Ok(())
@@ -768,6 +757,24 @@ fn array_binary(out: &mut BytesMut, values: &dyn Array, element: &Type) -> PgWir
     Ok(())
 }
 
+/// An array element or record field, in double quotes when `quote`:
+/// quotes and backslashes inside are escaped with `escape` (an array's
+/// backslash), or doubled when `escape` is 0 (a record's).
+fn put_element(out: &mut BytesMut, v: &[u8], quote: bool, escape: u8) {
+    if !quote {
+        out.put_slice(v);
+        return;
+    }
+    out.put_u8(b'"');
+    for &b in v {
+        if b == b'"' || b == b'\\' {
+            out.put_u8(if escape == 0 { b } else { escape });
+        }
+        out.put_u8(b);
+    }
+    out.put_u8(b'"');
+}
+
 /// `(1,"a b",)`: a record's fields, NULL as nothing, quoted where
 /// PostgreSQL quotes them.
 fn record_text(
@@ -789,18 +796,7 @@ fn record_text(
         let quote = v.is_empty()
             || v.iter()
                 .any(|b| matches!(b, b'(' | b')' | b'"' | b',' | b'\\') || b.is_ascii_whitespace());
-        if quote {
-            out.put_u8(b'"');
-            for &b in v.iter() {
-                if b == b'"' || b == b'\\' {
-                    out.put_u8(b);
-                }
-                out.put_u8(b);
-            }
-            out.put_u8(b'"');
-        } else {
-            out.put_slice(&v);
-        }
+        put_element(out, &v, quote, 0);
     }
     out.put_u8(b')');
     Ok(())
@@ -922,6 +918,34 @@ mod tests {
         let mut out = BytesMut::new();
         array_text(&mut out, &s).expect("encodes");
         assert_eq!(&out[..], br#"{"a b","","NULL","x\"y",plain}"#);
+        // Records double quotes and backslashes instead, and leave NULL empty.
+        let r = datafusion::arrow::array::StructArray::from(vec![
+            (
+                Arc::new(datafusion::arrow::datatypes::Field::new(
+                    "a",
+                    DataType::Int32,
+                    true,
+                )),
+                Arc::new(datafusion::arrow::array::Int32Array::from(vec![Some(1)])) as ArrayRef,
+            ),
+            (
+                Arc::new(datafusion::arrow::datatypes::Field::new(
+                    "b",
+                    DataType::Utf8,
+                    true,
+                )),
+                Arc::new(StringArray::from(vec![Some("say \"hi\\")])) as ArrayRef,
+            ),
+            (
+                Arc::new(datafusion::arrow::datatypes::Field::new(
+                    "c",
+                    DataType::Utf8,
+                    true,
+                )),
+                Arc::new(StringArray::from(vec![None::<&str>])) as ArrayRef,
+            ),
+        ]);
+        assert_eq!(text_of(&r, 0), r#"(1,"say ""hi\\",)"#);
     }
 
     #[test]
