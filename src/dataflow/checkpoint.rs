@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 use super::rows::RowBytes;
 use super::{DataflowError, Result};
-use crate::log::Log;
+use crate::log::LogStore;
 
 const MAGIC: &[u8; 8] = b"EDDYCKP1";
 
@@ -107,11 +107,11 @@ pub struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
     /// The log the restored leaves will read (to check their topics).
-    pub log: &'a Log,
+    pub log: &'a dyn LogStore,
 }
 
 impl<'a> Reader<'a> {
-    pub fn new(buf: &'a [u8], log: &'a Log) -> Reader<'a> {
+    pub fn new(buf: &'a [u8], log: &'a dyn LogStore) -> Reader<'a> {
         Reader { buf, pos: 0, log }
     }
 
@@ -269,7 +269,7 @@ impl CheckpointFile {
 
     /// Parse a checkpoint; any damage (torn, bit flips, another build) is
     /// an error naming it.
-    pub fn decode(data: &[u8], log: &Log) -> Result<CheckpointFile> {
+    pub fn decode(data: &[u8], log: &dyn LogStore) -> Result<CheckpointFile> {
         if data.len() < MAGIC.len() + 4 || &data[..MAGIC.len()] != MAGIC {
             return Err(corrupt("not an eddy checkpoint"));
         }
@@ -337,7 +337,7 @@ impl CheckpointFile {
     }
 
     /// The data directory's checkpoint: `Ok(None)` when there is none.
-    pub fn load(data_dir: &Path, log: &Log) -> Result<Option<CheckpointFile>> {
+    pub fn load(data_dir: &Path, log: &dyn LogStore) -> Result<Option<CheckpointFile>> {
         let path = Self::path(data_dir);
         match std::fs::read(&path) {
             Ok(data) => Self::decode(&data, log)
@@ -352,6 +352,7 @@ impl CheckpointFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log::Log;
 
     fn sample() -> CheckpointFile {
         CheckpointFile {

@@ -27,7 +27,7 @@ use crate::dataflow::source::DIFF_HEADER;
 use crate::format::json;
 use crate::format::record::Layout;
 use crate::log::batch::{self, NewRecord};
-use crate::log::{Durability, now_ms};
+use crate::log::{Durability, LogStore, now_ms};
 
 /// Parameters whose type is known from where they go (`SET col = $n`).
 pub(super) type TypedParams = Vec<(String, DataType)>;
@@ -149,7 +149,7 @@ impl Engine {
         let topic = topic.to_string();
         tokio::task::spawn_blocking(move || -> Result<()> {
             let bytes = batch::encode(&records).map_err(crate::log::LogError::from)?;
-            log.partition(&topic, 0)?.append(bytes, Durability::Fsync)?;
+            log.append(&topic, 0, bytes, Durability::Fsync)?;
             Ok(())
         })
         .await

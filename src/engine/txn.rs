@@ -23,7 +23,7 @@ use datafusion::prelude::{DataFrame, SessionContext};
 
 use super::{Engine, EngineError, Result};
 use crate::log::batch::{self, NewRecord};
-use crate::log::{Durability, LogError};
+use crate::log::{Durability, LogError, LogStore};
 
 type Writes = BTreeMap<(String, i32), Vec<NewRecord>>;
 /// How many records each (topic, partition) held at a savepoint.
@@ -199,7 +199,7 @@ impl Engine {
                 for chunk in records.chunks(1000) {
                     set.extend_from_slice(&batch::encode(chunk).map_err(LogError::from)?);
                 }
-                log.partition(&topic, p)?.append(set, Durability::Fsync)?;
+                log.append(&topic, p, set, Durability::Fsync)?;
             }
             Ok(())
         })
