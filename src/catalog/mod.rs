@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use crate::log::batch::{self, NewRecord};
-use crate::log::{Durability, Log, LogError, LogStore, now_ms};
+use crate::log::{Durability, LogError, LogStore, now_ms};
 
 pub const TOPIC: &str = "__eddy_catalog";
 
@@ -100,7 +100,7 @@ impl Object {
 
 /// The catalog in memory, mirrored to its topic.
 pub struct Catalog {
-    log: Arc<Log>,
+    log: Arc<dyn LogStore>,
     objects: BTreeMap<String, Object>,
     /// Each object's version: the offset of its definition in the catalog
     /// topic. Redefining an object (even identically) gives a new one.
@@ -109,8 +109,8 @@ pub struct Catalog {
 
 impl Catalog {
     /// Open (creating the topic if needed) and replay every entry in order.
-    pub fn open(log: Arc<Log>) -> Result<Catalog, LogError> {
-        if log.topic(TOPIC).is_err() {
+    pub fn open(log: Arc<dyn LogStore>) -> Result<Catalog, LogError> {
+        if log.topic_info(TOPIC).is_err() {
             let mut cfg = BTreeMap::new();
             cfg.insert("cleanup.policy".to_string(), "compact".to_string());
             match log.create_topic(TOPIC, 1, cfg) {
@@ -118,10 +118,10 @@ impl Catalog {
                 Err(e) => return Err(e),
             }
         }
-        let p = log.partition(TOPIC, 0)?;
+        let (start, end) = log.offsets(TOPIC, 0)?;
         let mut objects = BTreeMap::new();
         let mut versions = BTreeMap::new();
-        for records in p.records(p.log_start(), p.log_end(), 1 << 20) {
+        for records in crate::log::records(&*log, TOPIC, 0, start, end, 1 << 20) {
             for r in records? {
                 let Some(key) = r.key.as_deref() else {
                     continue;

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 use super::rows::RowBytes;
 use super::{DataflowError, Result};
-use crate::log::Log;
+use crate::log::LogStore;
 
 const MAGIC: &[u8; 8] = b"EDDYCKP1";
 
@@ -107,11 +107,11 @@ pub struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
     /// The log the restored leaves will read (to check their topics).
-    pub log: &'a Log,
+    pub log: &'a dyn LogStore,
 }
 
 impl<'a> Reader<'a> {
-    pub fn new(buf: &'a [u8], log: &'a Log) -> Reader<'a> {
+    pub fn new(buf: &'a [u8], log: &'a dyn LogStore) -> Reader<'a> {
         Reader { buf, pos: 0, log }
     }
 
@@ -269,7 +269,7 @@ impl CheckpointFile {
 
     /// Parse a checkpoint; any damage (torn, bit flips, another build) is
     /// an error naming it.
-    pub fn decode(data: &[u8], log: &Log) -> Result<CheckpointFile> {
+    pub fn decode(data: &[u8], log: &dyn LogStore) -> Result<CheckpointFile> {
         if data.len() < MAGIC.len() + 4 || &data[..MAGIC.len()] != MAGIC {
             return Err(corrupt("not an eddy checkpoint"));
         }
@@ -337,7 +337,7 @@ impl CheckpointFile {
     }
 
     /// The data directory's checkpoint: `Ok(None)` when there is none.
-    pub fn load(data_dir: &Path, log: &Log) -> Result<Option<CheckpointFile>> {
+    pub fn load(data_dir: &Path, log: &dyn LogStore) -> Result<Option<CheckpointFile>> {
         let path = Self::path(data_dir);
         match std::fs::read(&path) {
             Ok(data) => Self::decode(&data, log)
@@ -352,6 +352,7 @@ impl CheckpointFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log::Log;
 
     fn sample() -> CheckpointFile {
         CheckpointFile {
@@ -381,7 +382,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = Log::open(dir.path(), Default::default()).expect("log");
         let bytes = sample().encode();
-        let back = CheckpointFile::decode(&bytes, &log).expect("decodes");
+        let back = CheckpointFile::decode(&bytes, &*log).expect("decodes");
         assert_eq!(back.epoch, 7);
         assert_eq!(back.entries.len(), 2);
         assert_eq!(back.entries[0].state, vec![1, 2, 3]);
@@ -389,14 +390,14 @@ mod tests {
         // Every truncation and every single-bit flip is refused, never a panic.
         for len in 0..bytes.len() {
             assert!(
-                CheckpointFile::decode(&bytes[..len], &log).is_err(),
+                CheckpointFile::decode(&bytes[..len], &*log).is_err(),
                 "len {len}"
             );
         }
         for i in 0..bytes.len() {
             let mut b = bytes.clone();
             b[i] ^= 0x10;
-            assert!(CheckpointFile::decode(&b, &log).is_err(), "flip at {i}");
+            assert!(CheckpointFile::decode(&b, &*log).is_err(), "flip at {i}");
         }
     }
 
@@ -407,13 +408,13 @@ mod tests {
         let mut w = Writer::new();
         w.u64(u64::MAX);
         let bytes = w.into_bytes();
-        let mut r = Reader::new(&bytes, &log);
+        let mut r = Reader::new(&bytes, &*log);
         assert!(r.counts().is_err());
         let mut w = Writer::new();
         w.counts(2, [(&b"ab"[..], 1), (&b""[..], -2)].into_iter());
         w.tag("x");
         let bytes = w.into_bytes();
-        let mut r = Reader::new(&bytes, &log);
+        let mut r = Reader::new(&bytes, &*log);
         let c = r.counts().expect("counts");
         assert_eq!(
             c,

@@ -43,7 +43,7 @@ use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 use datafusion::error::DataFusionError;
 
-use crate::log::Log;
+use crate::log::LogStore;
 use checkpoint::{Reader, Writer};
 use decode_errors::DecodeErrors;
 
@@ -260,7 +260,7 @@ pub struct StepContext<'a> {
     pub errors: Vec<(RowError, i64)>,
     /// Changes of tables and materialized views in this tick, by name.
     pub changes: &'a HashMap<String, Arc<Delta>>,
-    pub log: &'a Arc<Log>,
+    pub log: &'a Arc<dyn LogStore>,
     pub decode_errors: &'a Arc<DecodeErrors>,
     /// Most records a stream leaf reads in one tick (bounds tick latency
     /// during backfill).

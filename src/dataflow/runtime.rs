@@ -53,7 +53,7 @@ use super::{
     DataflowError, Delta, Node, OperatorStats, RowError, StepContext, apply_errors, nullable,
 };
 use crate::format::record::Layout;
-use crate::log::Log;
+use crate::log::LogStore;
 
 pub const TICK_INTERVAL: Duration = Duration::from_millis(10);
 pub const MAX_RECORDS_PER_TICK: usize = 1 << 20;
@@ -94,7 +94,7 @@ impl TableState {
         w.into_bytes()
     }
 
-    fn restore(&mut self, state: &[u8], log: &Log) -> Result<(), DataflowError> {
+    fn restore(&mut self, state: &[u8], log: &dyn LogStore) -> Result<(), DataflowError> {
         let mut r = Reader::new(state, log);
         self.reader.restore(&mut r)?;
         self.index.restore(&mut r)?;
@@ -117,7 +117,7 @@ impl ViewState {
         w.into_bytes()
     }
 
-    fn restore(&mut self, state: &[u8], log: &Log) -> Result<(), DataflowError> {
+    fn restore(&mut self, state: &[u8], log: &dyn LogStore) -> Result<(), DataflowError> {
         let mut r = Reader::new(state, log);
         self.root.restore(&mut r)?;
         self.index.restore(&mut r)?;
@@ -239,7 +239,9 @@ fn checkpoint_rows(file: &CheckpointFile) -> Vec<CheckpointRow> {
 }
 
 pub struct Dataflows {
-    log: Arc<Log>,
+    log: Arc<dyn LogStore>,
+    /// Where checkpoints are written.
+    state_dir: std::path::PathBuf,
     errors: Arc<DecodeErrors>,
     state: Mutex<State>,
     epoch: AtomicU64,
@@ -300,9 +302,15 @@ impl fmt::Debug for Dataflows {
 }
 
 impl Dataflows {
-    pub fn new(log: Arc<Log>, errors: Arc<DecodeErrors>, clock: Clock) -> Arc<Dataflows> {
+    pub fn new(
+        log: Arc<dyn LogStore>,
+        state_dir: std::path::PathBuf,
+        errors: Arc<DecodeErrors>,
+        clock: Clock,
+    ) -> Arc<Dataflows> {
         Arc::new(Dataflows {
             log,
+            state_dir,
             errors,
             state: Mutex::new(State::default()),
             epoch: AtomicU64::new(0),
@@ -399,7 +407,7 @@ impl Dataflows {
             version,
             &table.fingerprint,
         ) {
-            match table.restore(&e.state, &self.log) {
+            match table.restore(&e.state, &*self.log) {
                 Ok(()) => {
                     st.restored.insert(name.to_string());
                 }
@@ -494,11 +502,12 @@ impl Dataflows {
             topics.dedup();
             let mut ends = Vec::new();
             for topic in topics {
-                if let Ok(t) = self.log.topic(topic) {
-                    ends.extend(t.partitions().into_iter().map(|p| {
-                        let end = p.log_end();
-                        (p, end)
-                    }));
+                if let Ok(t) = self.log.topic_info(topic) {
+                    for p in 0..t.partitions {
+                        if let Ok((_, end)) = self.log.offsets(topic, p) {
+                            ends.push((topic.to_string(), p, end));
+                        }
+                    }
                 }
             }
             let file = CheckpointFile {
@@ -508,10 +517,10 @@ impl Dataflows {
             };
             (file, st.generation, ends)
         };
-        for (p, end) in ends {
-            p.sync_to(end)?;
+        for (topic, p, end) in ends {
+            self.log.sync_to(&topic, p, end)?;
         }
-        file.write(self.log.dir())?;
+        file.write(&self.state_dir)?;
         *saved = generation;
         self.lock()?.last_checkpoint = checkpoint_rows(&file);
         let bytes = file.entries.iter().map(|e| e.state.len()).sum();
@@ -681,7 +690,7 @@ impl Dataflows {
             &view.fingerprint,
         );
         if let (Some(e), true) = (entry, inputs_restored) {
-            match view.restore(&e.state, &self.log) {
+            match view.restore(&e.state, &*self.log) {
                 Ok(()) => {
                     st.restored.insert(name.to_string());
                 }
@@ -711,7 +720,7 @@ impl Dataflows {
                 let stepped = catch_unwind(AssertUnwindSafe(|| {
                     let read = t
                         .reader
-                        .read(&self.log, &self.errors, MAX_RECORDS_PER_TICK)?;
+                        .read(&*self.log, &self.errors, MAX_RECORDS_PER_TICK)?;
                     t.index.apply(&read.delta)?;
                     Ok::<_, DataflowError>(read)
                 }));

@@ -21,7 +21,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 
 use super::decode_errors::DecodeErrors;
 use crate::format::record::{Layout, RecordRef};
-use crate::log::Log;
+use crate::log::LogStore;
 
 use super::checkpoint::{Reader, Writer};
 use super::rows::{Codec, RowBytes};
@@ -108,10 +108,10 @@ impl TopicReader {
         if r.bytes()? != self.topic.as_bytes() {
             return Err(bad(format!("{} reads another topic", self.relation)));
         }
-        let topic = r.log.topic(&self.topic)?;
+        let topic = r.log.topic_info(&self.topic)?;
         let known = r.bool()?;
         let created = r.i64()?;
-        if known && created != topic.created_ms() {
+        if known && created != topic.created_ms {
             return Err(bad(format!(
                 "topic {} was created again since the checkpoint",
                 self.topic
@@ -122,7 +122,7 @@ impl TopicReader {
         for _ in 0..r.len(16)? {
             let p = i32::try_from(r.i64()?).map_err(|_| bad("partition out of range".into()))?;
             let offset = r.i64()?;
-            let end = topic.partition(p).map(|p| p.log_end()).unwrap_or(0);
+            let end = r.log.offsets(&self.topic, p).map_or(0, |(_, end)| end);
             if offset > end {
                 return Err(bad(format!(
                     "partition {p} of {} ends at {end}, before the checkpoint's offset {offset}",
@@ -161,22 +161,19 @@ impl TopicReader {
 
     /// Records read so far and records in the topic (summed over
     /// partitions): backfill progress.
-    pub fn progress(&self, log: &Log) -> (i64, i64) {
-        let Ok(topic) = log.topic(&self.topic) else {
+    pub fn progress(&self, log: &dyn LogStore) -> (i64, i64) {
+        let Ok(topic) = log.topic_info(&self.topic) else {
             return (0, 0);
         };
         let mut read = 0;
         let mut end = 0;
-        for p in topic.partitions() {
-            let start = p.log_start();
-            let at = self
-                .offsets
-                .get(&p.id())
-                .copied()
-                .unwrap_or(start)
-                .max(start);
+        for p in 0..topic.partitions {
+            let Ok((start, last)) = log.offsets(&self.topic, p) else {
+                continue;
+            };
+            let at = self.offsets.get(&p).copied().unwrap_or(start).max(start);
             read += at - start;
-            end += p.log_end() - start;
+            end += last - start;
         }
         (read, end)
     }
@@ -187,18 +184,23 @@ impl TopicReader {
     /// of a read (record slices, the JSON tape, the read buffers) stay a
     /// few megabytes, reused from chunk to chunk and warm in cache, however
     /// many records a tick takes.
-    pub fn read(&mut self, log: &Log, errors: &DecodeErrors, max_records: usize) -> Result<Read> {
-        let topic = log.topic(&self.topic)?;
-        self.created_ms = Some(topic.created_ms());
+    pub fn read(
+        &mut self,
+        log: &dyn LogStore,
+        errors: &DecodeErrors,
+        max_records: usize,
+    ) -> Result<Read> {
+        let topic = log.topic_info(&self.topic)?;
+        self.created_ms = Some(topic.created_ms);
         let mut pending = Pending::default();
         let mut parts: Vec<Delta> = Vec::new();
         let mut taken = 0usize;
         let mut more = false;
-        for p in topic.partitions() {
-            let id = p.id();
-            let end = p.log_end();
+        for id in 0..topic.partitions {
+            let (_, end) = log.offsets(&self.topic, id)?;
             let from = self.offsets.get(&id).copied().unwrap_or(0);
-            let mut fetches = p.records(from, end, 1 << 20);
+            let name = self.topic.clone();
+            let mut fetches = crate::log::records(log, &name, id, from, end, 1 << 20);
             while !fetches.done() {
                 if taken >= max_records {
                     more = true;
@@ -458,12 +460,14 @@ impl Node for StreamSource {
     }
 
     fn step(&mut self, cx: &mut StepContext<'_>) -> Result<Delta> {
-        let read = self.reader.read(cx.log, cx.decode_errors, cx.max_records)?;
+        let read = self
+            .reader
+            .read(&**cx.log, cx.decode_errors, cx.max_records)?;
         cx.more |= read.more;
         cx.read += read.delta.len() as u64;
         self.counts.rows_in += read.delta.len() as u64;
         self.counts.rows_out += read.delta.len() as u64;
-        self.progress = self.reader.progress(cx.log);
+        self.progress = self.reader.progress(&**cx.log);
         Ok(read.delta)
     }
 

@@ -149,7 +149,7 @@ impl Engine {
         let topic = topic.to_string();
         tokio::task::spawn_blocking(move || -> Result<()> {
             let bytes = batch::encode(&records).map_err(crate::log::LogError::from)?;
-            log.partition(&topic, 0)?.append(bytes, Durability::Fsync)?;
+            log.append(&topic, 0, bytes, Durability::Fsync)?;
             Ok(())
         })
         .await

@@ -251,7 +251,11 @@ pub enum CopyFormat {
 }
 
 pub struct Engine {
-    log: Arc<Log>,
+    /// The log, only through its trait: another store (an external Kafka
+    /// cluster) is another implementation, not an edit here.
+    log: Arc<dyn LogStore>,
+    /// Where the engine keeps its own state (checkpoints).
+    state_dir: std::path::PathBuf,
     ctx: Arc<SessionContext>,
     catalog: Mutex<Catalog>,
     errors: Arc<DecodeErrors>,
@@ -308,9 +312,20 @@ impl Engine {
         Self::open_with(log, EngineOptions::default()).await
     }
 
-    /// Open over a log: replay the catalog, restore what the last
-    /// checkpoint holds, register every object and catch up with the log.
+    /// Open over eddy's own log, keeping checkpoints in its data directory.
     pub async fn open_with(log: Arc<Log>, options: EngineOptions) -> Result<Arc<Engine>> {
+        let dir = log.dir().to_path_buf();
+        Self::open_on(log, dir, options).await
+    }
+
+    /// Open over any log store, keeping checkpoints in `state_dir`: replay
+    /// the catalog, restore what the last checkpoint holds, register every
+    /// object and catch up with the log.
+    pub async fn open_on(
+        log: Arc<dyn LogStore>,
+        state_dir: std::path::PathBuf,
+        options: EngineOptions,
+    ) -> Result<Arc<Engine>> {
         let config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema("eddy", "public");
@@ -328,12 +343,17 @@ impl Engine {
                 .map_err(|e| EngineError::Invalid(e.to_string()))??
         };
         let errors = Arc::new(DecodeErrors::default());
-        let dataflows =
-            Dataflows::new(Arc::clone(&log), Arc::clone(&errors), options.clock.clone());
+        let dataflows = Dataflows::new(
+            Arc::clone(&log),
+            state_dir.clone(),
+            Arc::clone(&errors),
+            options.clock.clone(),
+        );
         pg_compat::install(&ctx, "eddy", &dataflows)?;
         ctx.register_udf(crate::dataflow::temporal::mz_now_udf(options.clock.clone()));
         let engine = Arc::new(Engine {
             log,
+            state_dir,
             ctx,
             catalog: Mutex::new(catalog),
             errors,
@@ -347,7 +367,7 @@ impl Engine {
             catalog.register_schema(system::SCHEMA, system::schema_provider(&engine)?)?;
         }
         if options.checkpoint_interval.is_some() {
-            match CheckpointFile::load(engine.log.dir(), &engine.log) {
+            match CheckpointFile::load(&engine.state_dir, &*engine.log) {
                 Ok(Some(file)) => {
                     tracing::info!(
                         epoch = file.epoch,
@@ -534,7 +554,7 @@ impl Engine {
         Arc::clone(&self.ctx)
     }
 
-    pub fn log(&self) -> &Arc<Log> {
+    pub fn log(&self) -> &Arc<dyn LogStore> {
         &self.log
     }
 
@@ -682,7 +702,7 @@ impl Engine {
     }
 
     fn ensure_topic(&self, topic: &str, options: &BTreeMap<String, String>) -> Result<()> {
-        if self.log.topic(topic).is_ok() {
+        if self.log.topic_info(topic).is_ok() {
             return Ok(());
         }
         let partitions = match options.get("partitions") {
@@ -809,7 +829,7 @@ impl Engine {
                 options,
                 if_not_exists,
             } => {
-                if if_not_exists && self.log.topic(&name).is_ok() {
+                if if_not_exists && self.log.topic_info(&name).is_ok() {
                     return Ok(Output::Command("CREATE TOPIC".into(), None));
                 }
                 let partitions = options
@@ -903,7 +923,7 @@ impl Engine {
                 }
                 self.ensure_free(&name)?;
                 self.ensure_maintained(&from, "a sink")?;
-                if self.log.topic(&topic).is_err() {
+                if self.log.topic_info(&topic).is_err() {
                     self.log.create_topic(&topic, 1, BTreeMap::new())?;
                 }
                 self.lock()?.insert(Object::Sink {

@@ -31,7 +31,7 @@ use crate::dataflow::runtime::Dataflows;
 use crate::format::record::{Layout, RecordRef};
 use crate::log::batch::{self, NewRecord};
 use crate::log::partitioner::Partitioner;
-use crate::log::{Durability, Log, now_ms};
+use crate::log::{self as log, Durability, LogStore, now_ms};
 
 pub struct TopicRelation {
     name: String,
@@ -39,7 +39,7 @@ pub struct TopicRelation {
     schema: SchemaRef,
     /// How the columns map onto records (a stream's pseudo-columns).
     layout: Layout,
-    log: Arc<Log>,
+    log: Arc<dyn LogStore>,
     errors: Arc<DecodeErrors>,
     partitioner: Arc<Partitioner>,
     dataflows: Arc<Dataflows>,
@@ -58,7 +58,7 @@ impl TopicRelation {
         name: &str,
         topic: &str,
         layout: Layout,
-        log: Arc<Log>,
+        log: Arc<dyn LogStore>,
         errors: Arc<DecodeErrors>,
         dataflows: Arc<Dataflows>,
         from_index: bool,
@@ -79,30 +79,26 @@ impl TopicRelation {
 
     /// Every record of every partition up to its current end, decoded.
     pub fn snapshot(&self) -> DfResult<Vec<RecordBatch>> {
-        let topic = self.log.topic(&self.topic).map_err(ext)?;
+        let partitions = self.log.topic_info(&self.topic).map_err(ext)?.partitions;
         let mut out = Vec::new();
-        for p in topic.partitions() {
-            for records in p.records(p.log_start(), p.log_end(), 4 << 20) {
+        for p in 0..partitions {
+            let (start, end) = self.log.offsets(&self.topic, p).map_err(ext)?;
+            for records in log::records(&*self.log, &self.topic, p, start, end, 4 << 20) {
                 let records = records.map_err(ext)?;
                 let live: Vec<_> = records.iter().collect();
                 // A record without a value (a tombstone) is not a row.
                 let (live, tombstones): (Vec<_>, Vec<_>) =
                     live.into_iter().partition(|r| r.value.is_some());
                 for r in tombstones {
-                    self.errors.record(
-                        &self.name,
-                        &self.topic,
-                        p.id(),
-                        r.offset,
-                        "record has no value",
-                    );
+                    self.errors
+                        .record(&self.name, &self.topic, p, r.offset, "record has no value");
                 }
                 let values: Vec<RecordRef<'_>> = live
                     .iter()
                     .map(|r| RecordRef {
                         key: r.key.as_deref(),
                         value: r.value.as_deref().unwrap_or_default(),
-                        partition: p.id(),
+                        partition: p,
                         offset: r.offset,
                         timestamp: r.timestamp,
                     })
@@ -111,7 +107,7 @@ impl TopicRelation {
                 for f in failures {
                     let r = live[f.index];
                     self.errors
-                        .record(&self.name, &self.topic, p.id(), r.offset, &f.reason);
+                        .record(&self.name, &self.topic, p, r.offset, &f.reason);
                 }
                 if b.num_rows() > 0 {
                     out.push(b);
@@ -179,14 +175,21 @@ impl TableProvider for TopicRelation {
 
 /// Writes inserted rows into the topic as JSON records, one batch per
 /// partition, fsynced (an acknowledged INSERT is durable).
-#[derive(Debug)]
 struct TopicSink {
     topic: String,
     schema: SchemaRef,
     layout: Layout,
-    log: Arc<Log>,
+    log: Arc<dyn LogStore>,
     partitioner: Arc<Partitioner>,
     dataflows: Arc<Dataflows>,
+}
+
+impl fmt::Debug for TopicSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TopicSink")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
 }
 
 impl DisplayAs for TopicSink {
@@ -206,8 +209,7 @@ impl DataSink for TopicSink {
         mut data: SendableRecordBatchStream,
         context: &Arc<TaskContext>,
     ) -> DfResult<u64> {
-        let topic = self.log.topic(&self.topic).map_err(ext)?;
-        let partitions = topic.partition_count();
+        let partitions = self.log.topic_info(&self.topic).map_err(ext)?.partitions;
         let mut count = 0u64;
         let mut by_partition: BTreeMap<i32, Vec<NewRecord>> = BTreeMap::new();
         while let Some(b) = data.next().await {
@@ -253,8 +255,7 @@ impl DataSink for TopicSink {
             for (p, recs) in by_partition {
                 for chunk in recs.chunks(1000) {
                     let bytes: BytesMut = batch::encode(chunk).map_err(|e| ext(e.into()))?;
-                    log.partition(&topic_name, p)
-                        .and_then(|part| part.append(bytes, Durability::Fsync))
+                    log.append(&topic_name, p, bytes, Durability::Fsync)
                         .map_err(ext)?;
                 }
             }

@@ -25,7 +25,7 @@ use crate::dataflow::rows::{Codec, RowBytes};
 use crate::dataflow::runtime::{Dataflows, Subscription};
 use crate::dataflow::{DataflowError, with_schema};
 use crate::log::batch::{NewRecord, encode};
-use crate::log::{Durability, Log};
+use crate::log::{Durability, LogStore};
 
 /// Records per append.
 const BATCH: usize = 1000;
@@ -38,7 +38,7 @@ pub async fn run(
     topic: String,
     schema: SchemaRef,
     dataflows: Arc<Dataflows>,
-    log: Arc<Log>,
+    log: Arc<dyn LogStore>,
     start: Subscription,
 ) {
     let mut start = Some(start);
@@ -49,7 +49,7 @@ pub async fn run(
             &topic,
             &schema,
             &dataflows,
-            &log,
+            &*log,
             start.take(),
         )
         .await
@@ -74,7 +74,7 @@ async fn feed(
     topic: &str,
     schema: &SchemaRef,
     dataflows: &Dataflows,
-    log: &Log,
+    log: &dyn LogStore,
     start: Option<Subscription>,
 ) -> Result<bool, DataflowError> {
     let codec = Codec::for_schema(schema)?;
@@ -120,14 +120,15 @@ async fn feed(
 
 /// What the topic holds: each row's count, inserts minus retractions.
 fn read_back(
-    log: &Log,
+    log: &dyn LogStore,
     topic: &str,
     schema: &SchemaRef,
     codec: &Codec,
 ) -> Result<HashMap<RowBytes, i64>, DataflowError> {
     let mut values: Vec<(Vec<u8>, i64)> = Vec::new();
-    for p in log.topic(topic)?.partitions() {
-        for records in p.records(p.log_start(), p.log_end(), 1 << 20) {
+    for p in 0..log.topic_info(topic)?.partitions {
+        let (start, end) = log.offsets(topic, p)?;
+        for records in crate::log::records(log, topic, p, start, end, 1 << 20) {
             for r in records? {
                 let Some(v) = r.value else { continue };
                 let Ok(env) = serde_json::from_slice::<serde_json::Value>(&v) else {
@@ -155,7 +156,7 @@ fn read_back(
 
 /// Append the changes (rows with diffs) as envelope records, fsynced.
 fn write(
-    log: &Log,
+    log: &dyn LogStore,
     topic: &str,
     schema: &SchemaRef,
     codec: &Codec,
@@ -185,10 +186,9 @@ fn write(
             });
         }
     }
-    let p = log.partition(topic, 0)?;
     for chunk in records.chunks(BATCH) {
         let batch = encode(chunk).map_err(crate::log::LogError::from)?;
-        p.append(batch, Durability::Fsync)?;
+        log.append(topic, 0, batch, Durability::Fsync)?;
     }
     Ok(())
 }

@@ -32,7 +32,6 @@ use datafusion::physical_plan::ExecutionPlan;
 
 use super::Engine;
 use crate::catalog::Object;
-use crate::log::LogStore;
 
 pub const SCHEMA: &str = "eddy_catalog";
 
@@ -133,8 +132,8 @@ pub fn schema_provider(engine: &Arc<Engine>) -> DfResult<Arc<dyn SchemaProvider>
                 ("partition", Int32, false),
                 ("start_offset", Int64, false),
                 ("end_offset", Int64, false),
-                ("size_bytes", Int64, false),
-                ("segments", Int64, false),
+                ("size_bytes", Int64, true),
+                ("segments", Int64, true),
             ]),
             partitions,
         ),
@@ -285,16 +284,17 @@ fn partitions(e: &Engine) -> Result<Rows, String> {
     for t in e.log.topics() {
         for p in 0..t.partitions {
             // A topic dropped between the two calls is skipped.
-            let Ok(part) = e.log.partition(&t.name, p) else {
+            let Ok((start, end)) = e.log.offsets(&t.name, p) else {
                 continue;
             };
+            let (bytes, segments) = e.log.disk_usage(&t.name, p).unzip();
             out.push(vec![
                 text(t.name.clone()),
                 ScalarValue::Int32(Some(p)),
-                int(part.log_start()),
-                int(part.log_end()),
-                int(part.size_bytes() as i64),
-                int(part.segment_count() as i64),
+                int(start),
+                int(end),
+                ScalarValue::Int64(bytes.map(|b| b as i64)),
+                ScalarValue::Int64(segments.map(|s| s as i64)),
             ]);
         }
     }

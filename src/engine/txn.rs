@@ -199,7 +199,7 @@ impl Engine {
                 for chunk in records.chunks(1000) {
                     set.extend_from_slice(&batch::encode(chunk).map_err(LogError::from)?);
                 }
-                log.partition(&topic, p)?.append(set, Durability::Fsync)?;
+                log.append(&topic, p, set, Durability::Fsync)?;
             }
             Ok(())
         })

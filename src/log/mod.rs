@@ -48,7 +48,7 @@ pub use config::TopicConfig;
 pub use damage::{Action, Damage};
 pub use error::{LogError, Result};
 pub use offsets::CommittedOffset;
-pub use partition::Partition;
+pub use partition::{Partition, Records};
 pub use topic::Topic;
 
 use damage::DamageLog;
@@ -116,6 +116,10 @@ pub struct TopicInfo {
     pub partitions: i32,
     pub overrides: BTreeMap<String, String>,
     pub internal: bool,
+    /// When this incarnation of the topic was created (ms since the
+    /// epoch): a topic dropped and created again under the same name has
+    /// another, so a reader's saved offsets are known not to apply.
+    pub created_ms: i64,
 }
 
 /// The log as the rest of eddy sees it.
@@ -163,6 +167,42 @@ pub trait LogStore: Send + Sync {
     -> Option<CommittedOffset>;
     fn group_offsets(&self, group: &str) -> Vec<(String, i32, CommittedOffset)>;
     fn groups(&self) -> Vec<String>;
+    /// Make every record below `offset` durable (a checkpoint about to
+    /// name that offset calls it first). A store whose appends are durable
+    /// when acknowledged has nothing to do.
+    fn sync_to(&self, topic: &str, partition: i32, offset: i64) -> Result<()>;
+    /// The store was closed: background work over it stops.
+    fn is_closed(&self) -> bool;
+    /// Bytes and segments a partition holds on local disk, where the store
+    /// keeps it there.
+    /// Damage found in the store's files (reported in
+    /// `eddy_catalog.log_damage`); stores without local files have none.
+    fn damage(&self) -> Vec<Damage> {
+        Vec::new()
+    }
+    fn disk_usage(&self, _topic: &str, _partition: i32) -> Option<(u64, usize)> {
+        None
+    }
+}
+
+/// The records of `topic`/`partition` in `[from, to)` (`from` raised to
+/// the log start) through any [`LogStore`], decoded one fetch of up to
+/// `fetch_bytes` at a time.
+pub fn records<'a>(
+    log: &'a dyn LogStore,
+    topic: &'a str,
+    partition: i32,
+    from: i64,
+    to: i64,
+    fetch_bytes: usize,
+) -> Records<'a> {
+    let start = log.offsets(topic, partition).map_or(from, |(s, _)| s);
+    Records::new(
+        Box::new(move |offset, max| log.read(topic, partition, offset, max)),
+        from.max(start),
+        to,
+        fetch_bytes,
+    )
 }
 
 /// Options for opening a log.
@@ -399,6 +439,7 @@ impl Log {
             partitions: t.partition_count(),
             overrides: t.overrides(),
             internal: t.name().starts_with("__"),
+            created_ms: t.created_ms(),
         }
     }
 
@@ -441,6 +482,9 @@ impl Log {
 }
 
 impl LogStore for Log {
+    fn damage(&self) -> Vec<Damage> {
+        Log::damage(self)
+    }
     fn create_topic(
         &self,
         name: &str,
@@ -568,6 +612,19 @@ impl LogStore for Log {
 
     fn groups(&self) -> Vec<String> {
         self.offsets.groups()
+    }
+
+    fn sync_to(&self, topic: &str, partition: i32, offset: i64) -> Result<()> {
+        self.partition(topic, partition)?.sync_to(offset)
+    }
+
+    fn is_closed(&self) -> bool {
+        Log::is_closed(self)
+    }
+
+    fn disk_usage(&self, topic: &str, partition: i32) -> Option<(u64, usize)> {
+        let p = self.partition(topic, partition).ok()?;
+        Some((p.size_bytes(), p.segment_count()))
     }
 }
 

@@ -71,14 +71,29 @@ fn lock_err<T>(_: T) -> LogError {
 /// range (possibly none, where compaction left gaps). See
 /// [`Partition::records`].
 pub struct Records<'a> {
-    partition: &'a Partition,
+    fetch: Fetch<'a>,
     offset: i64,
     end: i64,
     fetch_bytes: usize,
     damaged: bool,
 }
 
-impl Records<'_> {
+/// One read of a partition: (offset, max bytes) → its batches.
+type Fetch<'a> = Box<dyn FnMut(i64, usize) -> Result<ReadResult> + Send + 'a>;
+
+impl<'a> Records<'a> {
+    /// Records from `from` up to `to` through `fetch` (a partition's own
+    /// read, or a [`super::LogStore`]'s: see [`super::records`]).
+    pub fn new(fetch: Fetch<'a>, from: i64, to: i64, fetch_bytes: usize) -> Records<'a> {
+        Records {
+            fetch,
+            offset: from,
+            end: to,
+            fetch_bytes,
+            damaged: false,
+        }
+    }
+
     /// Where the next fetch starts: one past the last record returned.
     pub fn position(&self) -> i64 {
         self.offset
@@ -104,7 +119,7 @@ impl Iterator for Records<'_> {
         if self.done() {
             return None;
         }
-        let read = match self.partition.read(self.offset, self.fetch_bytes) {
+        let read = match (self.fetch)(self.offset, self.fetch_bytes) {
             Ok(r) => r,
             // Damage found by this read (see `Partition::read`): the
             // partition, now fenced, ends here for its readers, who get
@@ -554,13 +569,12 @@ impl Partition {
     /// Iterate over the records in `[from, to)` (`from` raised to the log
     /// start), a fetch of `fetch_bytes` at a time.
     pub fn records(&self, from: i64, to: i64, fetch_bytes: usize) -> Records<'_> {
-        Records {
-            partition: self,
-            offset: from.max(self.log_start()),
-            end: to,
+        Records::new(
+            Box::new(move |offset, max| self.read(offset, max)),
+            from.max(self.log_start()),
+            to,
             fetch_bytes,
-            damaged: false,
-        }
+        )
     }
 
     pub fn log_start(&self) -> i64 {
