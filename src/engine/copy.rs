@@ -22,7 +22,11 @@ use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::sql::sqlparser::ast::{CopyLegacyCsvOption, CopyLegacyOption, CopyOption};
 
-use super::{Engine, EngineError, Result};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::ParamValues;
+use datafusion::sql::sqlparser::ast::{CopySource, Statement as SqlStatement};
+
+use super::{Copy, Engine, EngineError, Output, Result, Statement, names, statement};
 
 /// What a `COPY … FROM STDIN` loads, and how its data is written.
 #[derive(Debug, Clone)]
@@ -427,6 +431,105 @@ fn text_column(f: &Field, rows: &[(usize, Row)], i: usize) -> Result<ArrayRef> {
         )));
     }
     Ok(cast)
+}
+
+impl Engine {
+    /// Run one COPY statement: `TO STDOUT` runs its query (planned from
+    /// this parse, `$n` bound) and answers the rows to send; `FROM STDIN`
+    /// checks the relation and columns and asks the protocol layer for the
+    /// data, loaded by [`Engine::copy_in`].
+    pub(super) async fn copy(&self, c: Copy, params: Option<ParamValues>) -> Result<Output> {
+        match c {
+            Copy::To {
+                source,
+                options,
+                legacy_options,
+            } => {
+                let format = statement::copy_format(&options, &legacy_options)?;
+                let query = match source {
+                    CopySource::Query(q) => SqlStatement::Query(q),
+                    table => {
+                        let text = Self::copy_query(&table);
+                        match super::parse(&text)?.pop().and_then(Statement::into_sql) {
+                            Some(s) => s,
+                            None => return Err(EngineError::Invalid(text)),
+                        }
+                    }
+                };
+                let (query, plan) = self.plan_query(query).await?;
+                let plan = match params {
+                    Some(p) => plan.replace_params_with_values(&p)?,
+                    None => plan,
+                };
+                let names = names::column_names(&query, plan.schema().as_arrow());
+                let df = self.ctx.execute_logical_plan(plan).await?;
+                let schema: SchemaRef = Arc::new(names::renamed(df.schema().as_arrow(), &names));
+                let batches = df.collect().await?;
+                Ok(Output::CopyOut {
+                    schema,
+                    batches,
+                    format,
+                })
+            }
+            Copy::From {
+                table,
+                columns,
+                options,
+                legacy_options,
+            } => {
+                let relation = table;
+                let provider = self
+                    .ctx
+                    .table_provider(relation.as_str())
+                    .await
+                    .map_err(|_| EngineError::UnknownObject {
+                        kind: "relation",
+                        name: relation.clone(),
+                    })?;
+                let schema = provider.schema();
+                let columns: Vec<String> = if columns.is_empty() {
+                    schema.fields().iter().map(|f| f.name().clone()).collect()
+                } else {
+                    columns
+                };
+                for c in &columns {
+                    if schema.column_with_name(c).is_none() {
+                        return Err(EngineError::UnknownColumn(c.clone()));
+                    }
+                }
+                Ok(Output::CopyIn(CopyIn {
+                    relation,
+                    columns,
+                    options: CopyInOptions::parse(&options, &legacy_options)?,
+                }))
+            }
+            Copy::Other => Err(EngineError::Unsupported(
+                "this form of COPY (supported: COPY … TO STDOUT and COPY … FROM STDIN)".into(),
+            )),
+        }
+    }
+
+    /// The query a `COPY … TO` reads.
+    pub(super) fn copy_query(source: &CopySource) -> String {
+        match source {
+            CopySource::Query(q) => q.to_string(),
+            CopySource::Table {
+                table_name,
+                columns,
+            } => {
+                let cols = if columns.is_empty() {
+                    "*".to_string()
+                } else {
+                    columns
+                        .iter()
+                        .map(|c| c.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                format!("SELECT {cols} FROM {table_name}")
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,13 @@ use datafusion::sql::sqlparser::ast::{
     AssignmentTarget, Delete, Expr, FromTable, TableFactor, TableWithJoins, Update, Value,
 };
 
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::UInt64Type;
+use datafusion::dataframe::DataFrame;
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+
+use super::txn::{Transaction, session_in};
 use super::{Engine, EngineError, Output, Result};
 use crate::catalog::Object;
 use crate::dataflow::source::DIFF_HEADER;
@@ -290,5 +297,68 @@ impl Engine {
         self.write_changes(&topic, &layout, vec![(old, -1), (new, 1)])
             .await?;
         Ok(Output::Command("UPDATE".into(), Some(n)))
+    }
+
+    /// INSERT, planned by DataFusion from this parse: the relation's sink
+    /// (`relation.rs`) appends its rows to the topic, fsynced, and ticks
+    /// the views; inside a transaction block (`txn`) it holds them until
+    /// COMMIT instead. The number of rows.
+    pub async fn insert(
+        &self,
+        mut s: SqlStatement,
+        params: Option<ParamValues>,
+        txn: Option<&Arc<Transaction>>,
+    ) -> Result<u64> {
+        self.coerce_insert(&mut s).await;
+        let state = match txn {
+            Some(txn) => session_in(&self.ctx, txn).state(),
+            None => self.ctx.state(),
+        };
+        let mut plan = state
+            .statement_to_plan(DfStatement::Statement(Box::new(s)))
+            .await?;
+        if let Some(params) = params {
+            plan = plan.replace_params_with_values(&params)?;
+        }
+        let batches = DataFrame::new(state, plan).collect().await?;
+        Ok(batches
+            .iter()
+            .filter(|b| b.num_columns() > 0)
+            .filter_map(|b| b.column(0).as_primitive_opt::<UInt64Type>().cloned())
+            .map(|c| (0..c.len()).map(|i| c.value(i)).sum::<u64>())
+            .sum())
+    }
+
+    /// Make the string literals of an `INSERT … VALUES` bound for
+    /// `interval` / `bytea` / array columns casts, PostgreSQL-style
+    /// (`pg_compat::coerce_insert_literals`).
+    pub(super) async fn coerce_insert(&self, s: &mut SqlStatement) {
+        self.coerce_insert_literals(s).await;
+    }
+
+    async fn coerce_insert_literals(&self, s: &mut SqlStatement) -> Option<()> {
+        let SqlStatement::Insert(insert) = s else {
+            return None;
+        };
+        let datafusion::sql::sqlparser::ast::TableObject::TableName(name) = &insert.table else {
+            return None;
+        };
+        let provider = self
+            .ctx
+            .table_provider(name.to_string().as_str())
+            .await
+            .ok()?;
+        // Only a table with such a column pays for copying the statement.
+        let schema = provider.schema();
+        if !schema.fields().iter().any(|f| {
+            matches!(
+                f.data_type(),
+                DataType::Interval(_) | DataType::Binary | DataType::List(_)
+            )
+        }) {
+            return None;
+        }
+        super::pg_compat::coerce_insert_literals(s, &schema);
+        Some(())
     }
 }

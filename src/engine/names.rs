@@ -343,14 +343,11 @@ mod tests {
     use datafusion::arrow::datatypes::{DataType, Field};
 
     fn names(sql: &str) -> Vec<String> {
-        let stmt = match super::super::parse(sql)
+        let stmt = super::super::parse(sql)
             .expect("parses")
             .pop()
-            .expect("one statement")
-        {
-            super::super::Statement::Sql(s, _) => *s,
-            _ => panic!("not SQL"),
-        };
+            .and_then(super::super::Statement::into_sql)
+            .expect("one SQL statement");
         let n = select_items(&stmt).map_or(0, |i| i.len());
         let schema = Schema::new(
             (0..n)

@@ -202,9 +202,8 @@ impl Engine {
                 })
             })
             .collect::<Result<_>>()?;
-        let create = SqlStatement::CreateTable(ct);
-        let text = create.to_string();
-        Box::pin(self.execute_with(super::Statement::Sql(Box::new(create), text), None)).await?;
+        let text = SqlStatement::CreateTable(ct.clone()).to_string();
+        Box::pin(self.create_table(ct, text)).await?;
         let insert = format!("INSERT INTO {name} {query}");
         let batches = self.ctx.sql(&insert).await?.collect().await?;
         let rows = batches
@@ -334,14 +333,11 @@ mod tests {
     use super::*;
 
     fn one(sql: &str) -> SqlStatement {
-        match super::super::parse(sql)
+        super::super::parse(sql)
             .expect("parses")
             .pop()
-            .expect("one statement")
-        {
-            super::super::Statement::Sql(s, _) => *s,
-            _ => panic!("not SQL"),
-        }
+            .and_then(super::super::Statement::into_sql)
+            .expect("one SQL statement")
     }
 
     #[test]

@@ -6,8 +6,9 @@
 use std::collections::BTreeMap;
 
 use datafusion::sql::sqlparser::ast::{
-    ColumnDef, CopyLegacyOption, CopyOption, DataType as SqlType, Expr, SqlOption,
-    Statement as SqlStatement, Value,
+    ColumnDef, CopyLegacyOption, CopyOption, CopySource, CopyTarget, CreateTable, CreateView,
+    DataType as SqlType, Delete, Expr, ObjectType, Query, Reset, ResetStatement, SqlOption,
+    Statement as SqlStatement, Update, Value,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
@@ -15,7 +16,7 @@ use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::Token;
 
 use super::limits::Limits;
-use super::{CopyFormat, EngineError, Result};
+use super::{CopyFormat, EngineError, Result, SessionCommand};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropKind {
@@ -40,19 +41,57 @@ impl DropKind {
     }
 }
 
+/// A parsed statement, by the part of the engine that runs it. The parse
+/// decides this once (`classify`); `Engine::execute_with` is one exhaustive
+/// match over the families and the protocols route by the same value
+/// ([`Statement::is_own`]), so a statement cannot be routed one way and run
+/// another. Adding a statement: its variant in a family, its parse here,
+/// its arm in the family's file; the compiler names any place left.
 #[derive(Debug)]
 pub enum Statement {
+    /// Topics, streams, tables, views, materialized views, sinks
+    /// (`ddl.rs`).
+    Ddl(Ddl),
+    /// INSERT, UPDATE, DELETE (`dml.rs`).
+    Dml(Dml),
+    /// COPY … TO STDOUT, COPY … FROM STDIN (`copy.rs`).
+    Copy(Copy),
+    /// `SUBSCRIBE [TO] name [WITH (SNAPSHOT = false)]`, alone or as `COPY
+    /// (SUBSCRIBE …) TO STDOUT` (Materialize): the relation's rows, then
+    /// its changes as they happen.
+    Subscribe { name: String, snapshot: bool },
+    /// `FLUSH` (RisingWave): wait until every view reflects every write.
+    Flush,
+    /// A statement about the connection's own state, which only the
+    /// protocol layer holds.
+    Session(SessionCommand),
+    /// A query of the user's (SELECT, VALUES, WITH, EXPLAIN of one; SHOW
+    /// … arrives as a query over `eddy_catalog`): planned from this parse
+    /// (`query.rs`).
+    Query(Box<SqlStatement>, String),
+    /// A query of PostgreSQL's catalogs (`pg_catalog`,
+    /// `information_schema`): planned by datafusion-postgres'
+    /// compatibility parser, run and encoded as any query.
+    CatalogQuery(Box<SqlStatement>, String),
+    /// Everything else (SET/SHOW of settings, BEGIN/COMMIT, cursors):
+    /// datafusion-postgres' session, with its text.
+    Other(Box<SqlStatement>, String),
+}
+
+/// Statements that define or remove objects.
+#[derive(Debug)]
+pub enum Ddl {
+    CreateTopic {
+        name: String,
+        options: BTreeMap<String, String>,
+        if_not_exists: bool,
+    },
     /// `ALTER TOPIC t SET (k = v, …)` / `RESET (k, …)`: Kafka topic
     /// configs (`partitions` grows the partition count).
     AlterTopic {
         name: String,
         set: BTreeMap<String, String>,
         reset: Vec<String>,
-    },
-    CreateTopic {
-        name: String,
-        options: BTreeMap<String, String>,
-        if_not_exists: bool,
     },
     CreateStream {
         name: String,
@@ -63,12 +102,12 @@ pub enum Statement {
         if_not_exists: bool,
         sql: String,
     },
-    Drop {
-        kind: DropKind,
-        names: Vec<String>,
-        if_exists: bool,
-        cascade: bool,
-    },
+    /// `CREATE TABLE` (with a query: `CREATE TABLE … AS`), with its text.
+    CreateTable(Box<CreateTable>, String),
+    /// `SELECT … INTO t`: `CREATE TABLE t AS SELECT …`.
+    SelectInto(Box<Query>),
+    /// `CREATE [MATERIALIZED] VIEW`, with its text.
+    CreateView(Box<CreateView>, String),
     /// `CREATE SINK s FROM relation INTO TOPIC 't'` (or `WITH (topic =
     /// 't')`, RisingWave's spelling).
     CreateSink {
@@ -78,14 +117,168 @@ pub enum Statement {
         if_not_exists: bool,
         sql: String,
     },
-    /// `FLUSH` (RisingWave): wait until every view reflects every write.
-    Flush,
-    /// `SUBSCRIBE [TO] name [WITH (SNAPSHOT = false)]`, alone or as `COPY
-    /// (SUBSCRIBE …) TO STDOUT` (Materialize): the relation's rows, then
-    /// its changes as they happen.
-    Subscribe { name: String, snapshot: bool },
-    /// Any other statement, with its SQL text.
-    Sql(Box<SqlStatement>, String),
+    Drop {
+        kind: DropKind,
+        names: Vec<String>,
+        if_exists: bool,
+        cascade: bool,
+    },
+}
+
+/// Statements that change rows.
+#[derive(Debug)]
+pub enum Dml {
+    /// The whole `INSERT`, planned by DataFusion from this parse.
+    Insert(Box<SqlStatement>),
+    Update(Box<Update>),
+    Delete(Box<Delete>),
+}
+
+/// `COPY` in its forms.
+#[derive(Debug)]
+pub enum Copy {
+    /// `COPY (query) | table [(columns)] TO STDOUT [options]`.
+    To {
+        source: CopySource,
+        options: Vec<CopyOption>,
+        legacy_options: Vec<CopyLegacyOption>,
+    },
+    /// `COPY table [(columns)] FROM STDIN [options]`.
+    From {
+        table: String,
+        columns: Vec<String>,
+        options: Vec<CopyOption>,
+        legacy_options: Vec<CopyLegacyOption>,
+    },
+    /// Files, programs: refused when run (0A000).
+    Other,
+}
+
+impl Statement {
+    /// Whether the engine runs it itself; queries are planned by it too
+    /// but answered as rows, and the rest pass through to
+    /// datafusion-postgres.
+    pub fn is_own(&self) -> bool {
+        !matches!(
+            self,
+            Statement::Query(..) | Statement::CatalogQuery(..) | Statement::Other(..)
+        )
+    }
+
+    /// The sqlparser statement it was parsed as, where the engine keeps
+    /// one whole (queries, INSERT, pass-through statements).
+    pub fn sql(&self) -> Option<&SqlStatement> {
+        match self {
+            Statement::Query(s, _)
+            | Statement::CatalogQuery(s, _)
+            | Statement::Other(s, _)
+            | Statement::Dml(Dml::Insert(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The sqlparser statement it was parsed from, for those the extended
+    /// protocol keeps between Parse and Execute (queries, DML, COPY … TO,
+    /// pass-through statements); `classify` gives it back.
+    pub fn into_sql(self) -> Option<SqlStatement> {
+        match self {
+            Statement::Query(s, _)
+            | Statement::CatalogQuery(s, _)
+            | Statement::Other(s, _)
+            | Statement::Dml(Dml::Insert(s)) => Some(*s),
+            Statement::Dml(Dml::Update(u)) => Some(SqlStatement::Update(*u)),
+            Statement::Dml(Dml::Delete(d)) => Some(SqlStatement::Delete(*d)),
+            Statement::Copy(Copy::To {
+                source,
+                options,
+                legacy_options,
+            }) => Some(SqlStatement::Copy {
+                source,
+                to: true,
+                target: CopyTarget::Stdout,
+                options,
+                legacy_options,
+                values: Vec::new(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// The family of a sqlparser statement (with its SQL text): the one list
+/// of what the engine runs itself.
+pub fn classify(s: SqlStatement, text: String) -> Statement {
+    match s {
+        SqlStatement::CreateTable(ct) => Statement::Ddl(Ddl::CreateTable(Box::new(ct), text)),
+        SqlStatement::CreateView(v) => Statement::Ddl(Ddl::CreateView(Box::new(v), text)),
+        SqlStatement::Drop {
+            object_type:
+                object_type @ (ObjectType::Table | ObjectType::View | ObjectType::MaterializedView),
+            names,
+            if_exists,
+            cascade,
+            ..
+        } => Statement::Ddl(Ddl::Drop {
+            kind: match object_type {
+                ObjectType::Table => DropKind::Table,
+                ObjectType::View => DropKind::View,
+                _ => DropKind::MaterializedView,
+            },
+            names: names.iter().map(|n| n.to_string()).collect(),
+            if_exists,
+            cascade,
+        }),
+        SqlStatement::Query(q) if super::query::select_into(&q).is_some() => {
+            Statement::Ddl(Ddl::SelectInto(q))
+        }
+        s @ SqlStatement::Insert(_) => Statement::Dml(Dml::Insert(Box::new(s))),
+        SqlStatement::Update(u) => Statement::Dml(Dml::Update(Box::new(u))),
+        SqlStatement::Delete(d) => Statement::Dml(Dml::Delete(Box::new(d))),
+        SqlStatement::Copy {
+            source,
+            to: true,
+            target: CopyTarget::Stdout,
+            options,
+            legacy_options,
+            ..
+        } => Statement::Copy(Copy::To {
+            source,
+            options,
+            legacy_options,
+        }),
+        SqlStatement::Copy {
+            source:
+                CopySource::Table {
+                    table_name,
+                    columns,
+                },
+            to: false,
+            target: CopyTarget::Stdin,
+            options,
+            legacy_options,
+            ..
+        } => Statement::Copy(Copy::From {
+            table: table_name.to_string(),
+            columns: columns.into_iter().map(|c| c.value).collect(),
+            options,
+            legacy_options,
+        }),
+        SqlStatement::Copy { .. } => Statement::Copy(Copy::Other),
+        SqlStatement::Deallocate { name, .. } => {
+            let all = name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all");
+            Statement::Session(SessionCommand::Deallocate((!all).then_some(name.value)))
+        }
+        SqlStatement::Discard { object_type } => Statement::Session(SessionCommand::Discard(
+            object_type.to_string().to_ascii_uppercase(),
+        )),
+        SqlStatement::UNLISTEN { .. } => Statement::Session(SessionCommand::Nothing("UNLISTEN")),
+        SqlStatement::Reset(ResetStatement {
+            reset: Reset::ALL, ..
+        }) => Statement::Session(SessionCommand::Nothing("RESET")),
+        s if super::query::is_user_query(&s) => Statement::Query(Box::new(s), text),
+        s @ SqlStatement::Query(_) => Statement::CatalogQuery(Box::new(s), text),
+        s => Statement::Other(Box::new(s), text),
+    }
 }
 
 fn word_is(t: &Token, w: &str) -> bool {
@@ -163,22 +356,22 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
             let name = p.parse_object_name(false).map_err(syntax)?.to_string();
             if is_topic {
                 let opts = options(p.parse_options(Keyword::WITH).map_err(syntax)?)?;
-                Statement::CreateTopic {
+                Statement::Ddl(Ddl::CreateTopic {
                     name,
                     options: opts,
                     if_not_exists,
-                }
+                })
             } else {
                 let (columns, _constraints) = p.parse_columns().map_err(syntax)?;
                 let opts = options(p.parse_options(Keyword::WITH).map_err(syntax)?)?;
                 let end = p.peek_token().span.start;
-                Statement::CreateStream {
+                Statement::Ddl(Ddl::CreateStream {
                     name,
                     columns,
                     options: opts,
                     if_not_exists,
                     sql: slice(sql, start, end),
-                }
+                })
             }
         } else if word_is(&t0, "create") && word_is(&t1, "sink") {
             p.next_token();
@@ -202,13 +395,13 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
                 ));
             };
             let end = p.peek_token().span.start;
-            Statement::CreateSink {
+            Statement::Ddl(Ddl::CreateSink {
                 name,
                 from,
                 topic,
                 if_not_exists,
                 sql: slice(sql, start, end),
-            }
+            })
         } else if word_is(&t0, "drop")
             && (word_is(&t1, "topic") || word_is(&t1, "stream") || word_is(&t1, "sink"))
         {
@@ -227,12 +420,12 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
                 .collect();
             let cascade = p.parse_one_of_keywords(&[Keyword::CASCADE, Keyword::RESTRICT])
                 == Some(Keyword::CASCADE);
-            Statement::Drop {
+            Statement::Ddl(Ddl::Drop {
                 kind,
                 names,
                 if_exists,
                 cascade,
-            }
+            })
         } else if word_is(&t0, "alter") && word_is(&t1, "topic") {
             p.next_token();
             p.next_token();
@@ -254,7 +447,7 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
                     "expected SET (…) or RESET (…) after ALTER TOPIC {name}"
                 )));
             }
-            Statement::AlterTopic { name, set, reset }
+            Statement::Ddl(Ddl::AlterTopic { name, set, reset })
         } else if word_is(&t0, "subscribe") {
             p.next_token();
             subscribe(&mut p)?
@@ -281,7 +474,7 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
             // describes its columns) like any SELECT, in either protocol.
             let mut stmts = Parser::parse_sql(&dialect, &query).map_err(syntax)?;
             let s = stmts.pop().ok_or_else(|| syntax("empty SHOW query"))?;
-            Statement::Sql(Box::new(s), query)
+            classify(s, query)
         } else {
             let mut s = limits.check_depth(p.parse_statement().map_err(parser_error)?)?;
             let end = p.peek_token().span.start;
@@ -296,7 +489,7 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
             if let Some(message) = super::windows::invalid_call(&s) {
                 return Err(EngineError::Invalid(message));
             }
-            Statement::Sql(Box::new(s), text)
+            classify(s, text)
         };
         out.push(stmt);
         if !p.consume_token(&Token::SemiColon) && p.peek_token().token != Token::EOF {
@@ -482,7 +675,7 @@ mod tests {
         .expect("parses");
         assert_eq!(s.len(), 5);
         match &s[0] {
-            Statement::CreateTopic { name, options, .. } => {
+            Statement::Ddl(Ddl::CreateTopic { name, options, .. }) => {
                 assert_eq!(name, "t");
                 assert_eq!(options["partitions"], "3");
                 assert_eq!(options["retention.ms"], "1000");
@@ -490,28 +683,28 @@ mod tests {
             other => panic!("{other:?}"),
         }
         match &s[1] {
-            Statement::CreateStream {
+            Statement::Ddl(Ddl::CreateStream {
                 columns,
                 options,
                 sql,
                 ..
-            } => {
+            }) => {
                 assert_eq!(columns.len(), 2);
                 assert_eq!(options["kafka_topic"], "t");
                 assert!(sql.starts_with("CREATE STREAM s"), "{sql}");
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(&s[2], Statement::Sql(_, t) if t == "SELECT 1"));
+        assert!(matches!(&s[2], Statement::Query(_, t) if t == "SELECT 1"));
         assert!(matches!(
             &s[3],
-            Statement::Drop {
+            Statement::Ddl(Ddl::Drop {
                 if_exists: true,
                 ..
-            }
+            })
         ));
         assert!(
-            matches!(&s[4], Statement::Sql(_, q) if q.contains("eddy_catalog.topics")),
+            matches!(&s[4], Statement::Query(_, q) if q.contains("eddy_catalog.topics")),
             "SHOW TOPICS is a query over eddy_catalog"
         );
     }

@@ -16,10 +16,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
-use datafusion::arrow::array::AsArray;
-use datafusion::arrow::datatypes::UInt64Type;
 use datafusion::execution::session_state::SessionStateBuilder;
-use datafusion::prelude::{DataFrame, SessionContext};
+use datafusion::prelude::SessionContext;
 
 use super::{Engine, EngineError, Result};
 use crate::log::batch::{self, NewRecord};
@@ -162,29 +160,6 @@ pub(crate) fn session_in(ctx: &SessionContext, txn: &Arc<Transaction>) -> Sessio
 }
 
 impl Engine {
-    /// Run INSERT `sql` (with bound `params`, from the extended protocol)
-    /// inside transaction block `txn`: its rows are encoded and held, not
-    /// appended. Returns the row count.
-    pub async fn insert_in(
-        &self,
-        sql: &str,
-        params: Option<datafusion::common::ParamValues>,
-        txn: &Arc<Transaction>,
-    ) -> Result<u64> {
-        let state = session_in(&self.ctx, txn).state();
-        let mut plan = state.create_logical_plan(sql).await?;
-        if let Some(params) = params {
-            plan = plan.replace_params_with_values(&params)?;
-        }
-        let batches = DataFrame::new(state, plan).collect().await?;
-        Ok(batches
-            .iter()
-            .filter(|b| b.num_columns() > 0)
-            .filter_map(|b| b.column(0).as_primitive_opt::<UInt64Type>().cloned())
-            .map(|c| (0..c.len()).map(|i| c.value(i)).sum::<u64>())
-            .sum())
-    }
-
     /// COMMIT: append what `txn` holds, each partition's records as one
     /// record set (fsynced), then tick the views once.
     pub async fn commit(&self, txn: &Transaction) -> Result<()> {

@@ -19,7 +19,7 @@ use pgwire::messages::response::TransactionStatus;
 
 use super::error::{engine_error, user_error};
 use crate::engine::txn::Transaction;
-use crate::engine::{Engine, Statement};
+use crate::engine::{Copy, Dml, Engine, Statement};
 
 /// What to do with a statement.
 pub(super) enum Verdict {
@@ -45,20 +45,16 @@ pub(super) fn failed(client: &impl ClientInfo) {
     }
 }
 
-/// Decide `stmt` (its SQL text `sql`, bound `params` in the extended
-/// protocol) against the connection's block.
+/// Decide `stmt` (with its bound `params` in the extended protocol)
+/// against the connection's block.
 pub(super) async fn before(
     client: &impl ClientInfo,
     engine: &Engine,
     stmt: &Statement,
-    sql: &str,
     params: Option<ParamValues>,
 ) -> PgWireResult<Verdict> {
     let txn = transaction(client);
-    let ast = match stmt {
-        Statement::Sql(ast, _) => Some(&**ast),
-        _ => None,
-    };
+    let ast = stmt.sql();
     match ast {
         Some(SqlStatement::StartTransaction { .. }) => {
             txn.begin();
@@ -122,37 +118,31 @@ pub(super) async fn before(
     if client.transaction_status() == TransactionStatus::Error {
         return Err(aborted());
     }
-    match ast {
-        Some(SqlStatement::Insert(_)) => {
+    match stmt {
+        Statement::Dml(Dml::Insert(ast)) => {
             let n = engine
-                .insert_in(sql, params, &txn)
+                .insert((**ast).clone(), params, Some(&txn))
                 .await
                 .map_err(engine_error)?;
             Ok(Verdict::Done(Response::Execution(
                 Tag::new("INSERT").with_oid(0).with_rows(n as usize),
             )))
         }
-        Some(
-            s @ (SqlStatement::Update { .. }
-            | SqlStatement::Delete(_)
-            | SqlStatement::Merge { .. }
-            | SqlStatement::Truncate { .. }),
-        ) => Err(user_error(
-            "0A000",
-            format!(
-                "{} inside a transaction block is not supported: eddy's transaction blocks hold INSERTs until COMMIT (run it outside BEGIN … COMMIT, where it is atomic on its own)",
-                verb(s)
-            ),
-        )),
+        Statement::Dml(Dml::Update(_)) | Statement::Dml(Dml::Delete(_)) => Err(refused(stmt)),
+        Statement::Other(s, _)
+            if matches!(**s, SqlStatement::Merge { .. } | SqlStatement::Truncate { .. }) =>
+        {
+            Err(refused(stmt))
+        }
         // COPY … FROM STDIN: its rows are held like an INSERT's
         // (`copy::on_copy_done`).
-        Some(SqlStatement::Copy { to: false, .. }) => Ok(Verdict::Run),
-        Some(
-            SqlStatement::Set(_)
-            | SqlStatement::ShowVariable { .. }
-            | SqlStatement::Deallocate { .. }
-            | SqlStatement::Discard { .. },
-        ) => Ok(Verdict::Run),
+        Statement::Copy(Copy::From { .. }) => Ok(Verdict::Run),
+        Statement::Session(_) => Ok(Verdict::Run),
+        Statement::Other(s, _)
+            if matches!(**s, SqlStatement::Set(_) | SqlStatement::ShowVariable { .. }) =>
+        {
+            Ok(Verdict::Run)
+        }
         _ if txn.has_writes() => Err(user_error(
             "25000",
             "transaction in write-only mode: a transaction block that has written may only INSERT until COMMIT or ROLLBACK (its writes are invisible until then, as in Materialize)".into(),
@@ -161,11 +151,22 @@ pub(super) async fn before(
     }
 }
 
-fn verb(s: &SqlStatement) -> &'static str {
+/// UPDATE, DELETE, MERGE, TRUNCATE in a block: refused (0A000).
+fn refused(stmt: &Statement) -> pgwire::error::PgWireError {
+    user_error(
+        "0A000",
+        format!(
+            "{} inside a transaction block is not supported: eddy's transaction blocks hold INSERTs until COMMIT (run it outside BEGIN … COMMIT, where it is atomic on its own)",
+            verb(stmt)
+        ),
+    )
+}
+
+fn verb(s: &Statement) -> &'static str {
     match s {
-        SqlStatement::Update { .. } => "UPDATE",
-        SqlStatement::Delete(_) => "DELETE",
-        SqlStatement::Merge { .. } => "MERGE",
+        Statement::Dml(Dml::Update(_)) => "UPDATE",
+        Statement::Dml(Dml::Delete(_)) => "DELETE",
+        Statement::Other(s, _) if matches!(**s, SqlStatement::Merge { .. }) => "MERGE",
         _ => "TRUNCATE",
     }
 }

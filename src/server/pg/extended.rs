@@ -29,7 +29,7 @@ use super::error::{coded_errors, engine_error, parse_error, user_error, with_sql
 use super::respond::{respond, row_fields, rows, session_command};
 use super::startup::cancellable;
 use super::subscribe::subscribe;
-use crate::engine::{Engine, Output, column_names};
+use crate::engine::{Dml, Engine, Output, Statement, column_names, statement};
 
 /// A prepared statement (extended protocol), as datafusion-postgres keeps
 /// it: the SQL and, where DataFusion planned it, the statement and plan.
@@ -83,32 +83,27 @@ impl QueryParser for PreparedParser {
             ));
         }
         match statements.pop() {
-            Some(stmt) if Engine::is_own(&stmt) => {
+            // Queries of the user's, planned from eddy's parse.
+            Some(Statement::Query(s, text)) => {
+                let (ast, plan) = self.engine.plan_query(*s).await.map_err(engine_error)?;
+                Ok(Some((text, Some((ast, plan)))))
+            }
+            Some(Statement::CatalogQuery(_, text) | Statement::Other(_, text)) => self
+                .df
+                .parse_sql(client, &text, types)
+                .await
+                .map_err(with_sqlstate),
+            // eddy's own, with the plan its parameters are typed from;
+            // Execute runs it from the kept statement when there is one.
+            Some(stmt) => {
                 let plan = self
                     .engine
                     .parameter_plan(&stmt)
                     .await
                     .map_err(engine_error)?;
-                let ast = match stmt {
-                    crate::engine::Statement::Sql(ast, _) => Some(*ast),
-                    _ => None,
-                };
-                Ok(Some((sql.to_string(), ast.zip(plan))))
+                Ok(Some((sql.to_string(), stmt.into_sql().zip(plan))))
             }
-            // Queries of the user's, planned from eddy's parse.
-            Some(crate::engine::Statement::Sql(s, text)) if crate::engine::is_user_query(&s) => {
-                let (ast, plan) = self.engine.plan_query(*s).await.map_err(engine_error)?;
-                Ok(Some((text, Some((ast, plan)))))
-            }
-            // SHOW … arrives rewritten as a query over eddy_catalog.
-            Some(crate::engine::Statement::Sql(s, text)) => {
-                let text = self.engine.coerce_insert(&s).await.unwrap_or(text);
-                self.df
-                    .parse_sql(client, &text, types)
-                    .await
-                    .map_err(with_sqlstate)
-            }
-            _ => self
+            None => self
                 .df
                 .parse_sql(client, sql, types)
                 .await
@@ -206,14 +201,10 @@ impl Extended {
             return Ok(Verdict::Run);
         };
         let params = match &stmt {
-            crate::engine::Statement::Sql(s, _)
-                if matches!(**s, datafusion::sql::sqlparser::ast::Statement::Insert(_)) =>
-            {
-                Some(self.params(portal)?)
-            }
+            Statement::Dml(Dml::Insert(_)) => Some(self.params(portal)?),
             _ => None,
         };
-        block::before(client, &self.parser.engine, &stmt, sql, params).await
+        block::before(client, &self.parser.engine, &stmt, params).await
     }
 
     /// A query, planned at Parse.
@@ -248,15 +239,20 @@ impl Extended {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let (sql, _) = &portal.statement.statement;
+        let (sql, kept) = &portal.statement.statement;
         let params = self.params(portal)?;
-        let stmt = self
-            .parser
-            .engine
-            .parse(sql)
-            .map_err(engine_error)?
-            .pop()
-            .ok_or_else(|| user_error("42601", "empty statement".into()))?;
+        // Parsed at Parse: run from the kept statement where there is one
+        // (DML, COPY … TO), else from the text (DDL).
+        let stmt = match kept {
+            Some((ast, _)) => statement::classify(ast.clone(), sql.clone()),
+            None => self
+                .parser
+                .engine
+                .parse(sql)
+                .map_err(engine_error)?
+                .pop()
+                .ok_or_else(|| user_error("42601", "empty statement".into()))?,
+        };
         match self.parser.engine.execute_with(stmt, Some(params)).await {
             Ok(Output::Subscribe {
                 name,

@@ -29,6 +29,10 @@ pub(super) fn respond(client: &impl ClientInfo, output: Output) -> PgWireResult<
         Output::CopyIn(copy) => start_copy_in(client, copy),
         Output::Command(tag, n) => {
             let mut t = Tag::new(&tag);
+            // PostgreSQL's INSERT tag carries an OID (0): `INSERT 0 n`.
+            if tag == "INSERT" {
+                t = t.with_oid(0);
+            }
             if let Some(n) = n {
                 t = t.with_rows(n);
             }
@@ -43,7 +47,7 @@ pub(super) fn respond(client: &impl ClientInfo, output: Output) -> PgWireResult<
             "XX000",
             "query rows reached the wrong path".into(),
         )),
-        Output::PassThrough(sql) => Err(user_error(
+        Output::PassThrough(sql) | Output::CatalogQuery(sql) => Err(user_error(
             "XX000",
             format!("statement was not planned: {sql}"),
         )),

@@ -25,8 +25,7 @@ use super::error::{coded_errors, engine_error, parse_error, refine_code, sqlstat
 use super::respond::{catalog_query, respond, rows, session_command};
 use super::startup::cancellable;
 use super::subscribe::subscribe;
-use crate::engine::{Engine, Output, Statement};
-use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+use crate::engine::{Engine, Output};
 
 pub struct Simple {
     pub(super) engine: Arc<Engine>,
@@ -53,24 +52,14 @@ impl SimpleQueryHandler for Simple {
         }
         let mut out = Vec::with_capacity(statements.len());
         for stmt in statements {
-            let text = match &stmt {
-                Statement::Sql(s, text) if matches!(**s, SqlStatement::Insert(_)) => self
-                    .engine
-                    .coerce_insert(s)
-                    .await
-                    .unwrap_or_else(|| text.clone()),
-                _ => String::new(),
-            };
-            let query =
-                matches!(&stmt, Statement::Sql(s, _) if matches!(**s, SqlStatement::Query(_)));
-            let verdict = block::before(client, &self.engine, &stmt, &text, None).await;
+            let verdict = block::before(client, &self.engine, &stmt, None).await;
             let result = match verdict {
                 Err(e) => Err(e),
                 Ok(Verdict::Done(r)) => Ok(vec![r]),
                 Ok(Verdict::Run) => match self.engine.execute(stmt).await {
                     // A query of PostgreSQL's catalogs, planned by
                     // datafusion-postgres' compatibility rules.
-                    Ok(Output::PassThrough(sql)) if query => {
+                    Ok(Output::CatalogQuery(sql)) => {
                         catalog_query(client, &self.df.query_parser(), &self.engine, &sql)
                             .await
                             .map(|r| vec![r])

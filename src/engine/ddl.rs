@@ -1,0 +1,537 @@
+//! Statements that define and remove objects (`Statement::Ddl`):
+//! topics, streams, tables (plain, upsert, `AS`), views, materialized
+//! views, sinks, DROP. Each persists its object in the catalog
+//! (`__eddy_catalog`, fsynced) before it is acknowledged; how objects
+//! come into the session and the dataflows is `objects.rs`.
+
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::{
+    ColumnDef, ColumnOption, CreateTable, CreateTableOptions, CreateView, Query,
+    Statement as SqlStatement, TableConstraint,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use std::collections::BTreeMap;
+
+use super::statement::{self, Ddl, DropKind};
+use super::{Engine, EngineError, Output, Result, names, pg_compat, query, using};
+use crate::catalog::{Column, Format, Object};
+use crate::format::record::Layout;
+use crate::log::LogError;
+use crate::types;
+
+/// A view's query that DataFusion's analyzer refuses for a correlated
+/// subquery (one it cannot prove single-row, which a SELECT runs as an
+/// apply, `apply.rs`) cannot be maintained: 0A000 naming the construct.
+/// DataFusion says so only in its message (a plan error).
+fn not_maintainable_subquery(e: EngineError) -> EngineError {
+    match &e {
+        EngineError::DataFusion(d) if d.to_string().contains("Correlated scalar subquery") => {
+            EngineError::Unsupported(format!(
+                "a correlated subquery a materialized view cannot maintain ({})",
+                d.message()
+            ))
+        }
+        _ => e,
+    }
+}
+
+/// Whether the view created by `sql` (its CREATE VIEW) reads relation
+/// `name` (as the catalog writes names: unquoted ones as typed).
+fn view_reads(sql: &str, name: &str) -> bool {
+    let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
+        return false;
+    };
+    statements.iter().any(|s| {
+        datafusion::sql::sqlparser::ast::visit_relations(s, |r| {
+            let full = r.to_string();
+            let last = r.0.last().map(|p| p.to_string()).unwrap_or_default();
+            if full.eq_ignore_ascii_case(name) || last.eq_ignore_ascii_case(name) {
+                std::ops::ControlFlow::Break(())
+            } else {
+                std::ops::ControlFlow::Continue(())
+            }
+        })
+        .is_break()
+    })
+}
+
+/// The changelog topic of table `name` (as written, quotes and all):
+/// `__table_<name>` with what a topic name cannot hold (quotes, spaces)
+/// made `_`.
+pub(super) fn table_topic(name: &str) -> String {
+    let name: String = name
+        .chars()
+        .filter(|c| *c != '"')
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("__table_{name}")
+}
+
+/// Partitions of topics created for streams and tables when unspecified.
+const DEFAULT_PARTITIONS: i32 = 1;
+
+impl Engine {
+    /// Run one statement of the family.
+    pub(super) async fn ddl(&self, d: Ddl) -> Result<Output> {
+        match d {
+            Ddl::CreateTopic {
+                name,
+                options,
+                if_not_exists,
+            } => {
+                if if_not_exists && self.log.topic_info(&name).is_ok() {
+                    return Ok(Output::Command("CREATE TOPIC".into(), None));
+                }
+                let partitions = options
+                    .get("partitions")
+                    .map(|p| p.parse::<i32>())
+                    .transpose()
+                    .map_err(|_| EngineError::Invalid("partitions must be an integer".into()))?
+                    .unwrap_or(1);
+                let cfg = options
+                    .into_iter()
+                    .filter(|(k, _)| k != "partitions" && k != "replication_factor")
+                    .collect();
+                self.log.create_topic(&name, partitions, cfg)?;
+                Ok(Output::Command("CREATE TOPIC".into(), None))
+            }
+            Ddl::AlterTopic { name, set, reset } => {
+                let mut changes: BTreeMap<String, Option<String>> = BTreeMap::new();
+                for (k, v) in set {
+                    if k == "partitions" {
+                        let n = v.parse::<i32>().map_err(|_| {
+                            EngineError::Invalid("partitions must be an integer".into())
+                        })?;
+                        self.log.create_partitions(&name, n)?;
+                    } else {
+                        changes.insert(k, Some(v));
+                    }
+                }
+                for k in reset {
+                    changes.insert(k, None);
+                }
+                if !changes.is_empty() {
+                    self.log.alter_topic_config(&name, &changes)?;
+                }
+                Ok(Output::Command("ALTER TOPIC".into(), None))
+            }
+            Ddl::CreateStream {
+                name,
+                columns,
+                options,
+                if_not_exists,
+                sql,
+            } => {
+                if if_not_exists && self.lock()?.get(&name).is_some() {
+                    return Ok(Output::Command("CREATE STREAM".into(), None));
+                }
+                self.ensure_free(&name)?;
+                let topic = options
+                    .get("topic")
+                    .or_else(|| options.get("kafka_topic"))
+                    .cloned()
+                    .unwrap_or_else(|| name.clone());
+                let format_name = options
+                    .get("format")
+                    .or_else(|| options.get("value_format"))
+                    .map(String::as_str)
+                    .unwrap_or("json");
+                let format = Format::parse(format_name).ok_or_else(|| {
+                    EngineError::Unsupported(format!(
+                        "format '{format_name}' (formats: json, csv, text, bytes)"
+                    ))
+                })?;
+                let columns = Self::columns(&columns)?;
+                Layout::stream(Self::schema_of(&columns)?, format).map_err(EngineError::Invalid)?;
+                self.ensure_topic(&topic, &options)?;
+                let o = Object::Stream {
+                    name,
+                    topic,
+                    format,
+                    columns,
+                    sql,
+                };
+                self.register(&o)?;
+                self.lock()?.insert(o)?;
+                Ok(Output::Command("CREATE STREAM".into(), None))
+            }
+            Ddl::Drop {
+                kind,
+                names,
+                if_exists,
+                cascade,
+            } => self.drop(kind, names, if_exists, cascade).await,
+            Ddl::CreateSink {
+                name,
+                from,
+                topic,
+                if_not_exists,
+                sql,
+            } => {
+                if self.lock()?.get(&name).is_some() && if_not_exists {
+                    return Ok(Output::Command("CREATE SINK".into(), None));
+                }
+                self.ensure_free(&name)?;
+                self.ensure_maintained(&from, "a sink")?;
+                if self.log.topic_info(&topic).is_err() {
+                    self.log.create_topic(&topic, 1, BTreeMap::new())?;
+                }
+                self.lock()?.insert(Object::Sink {
+                    name: name.clone(),
+                    from: from.clone(),
+                    topic: topic.clone(),
+                    sql,
+                })?;
+                self.start_sink(&name, &from, &topic).await?;
+                Ok(Output::Command("CREATE SINK".into(), None))
+            }
+            Ddl::CreateTable(ct, text) => self.create_table(*ct, text).await,
+            Ddl::SelectInto(q) => self.select_into(*q).await,
+            Ddl::CreateView(v, text) if v.materialized => {
+                self.create_materialized_view(*v, text).await
+            }
+            Ddl::CreateView(v, text) => self.create_view(*v, text).await,
+        }
+    }
+
+    /// `CREATE TABLE`: a relation whose state is the multiset index of
+    /// its changelog topic (keyed by its primary key, if any: an upsert
+    /// changelog); `CREATE TABLE … AS` in `query.rs`.
+    pub(super) async fn create_table(&self, ct: CreateTable, text: String) -> Result<Output> {
+        let name = ct.name.to_string();
+        if ct.if_not_exists && self.lock()?.get(&name).is_some() {
+            return Ok(Output::Command("CREATE TABLE".into(), None));
+        }
+        if ct.query.is_some() {
+            return Box::pin(self.create_table_as(ct)).await;
+        }
+        self.ensure_free(&name)?;
+        let columns = Self::columns(&ct.columns)?;
+        let mut primary_key: Vec<String> = ct
+            .columns
+            .iter()
+            .filter(|c| {
+                c.options
+                    .iter()
+                    .any(|o| matches!(o.option, ColumnOption::PrimaryKey(_)))
+            })
+            .map(|c| c.name.value.clone())
+            .collect();
+        for c in &ct.constraints {
+            if let TableConstraint::PrimaryKey(pk) = c {
+                primary_key.extend(pk.columns.iter().map(|c| c.to_string()));
+            }
+        }
+        // `WITH (topic = …)` names a topic Kafka clients share (for
+        // a keyed table: an upsert changelog they can write).
+        let mut options = match &ct.table_options {
+            CreateTableOptions::With(o) => statement::options(o.clone())?,
+            CreateTableOptions::None => BTreeMap::new(),
+            other => {
+                return Err(EngineError::Unsupported(format!("table options {other}")));
+            }
+        };
+        let topic = options
+            .remove("topic")
+            .or_else(|| options.remove("kafka_topic"))
+            .unwrap_or_else(|| table_topic(&name));
+        if !primary_key.is_empty() {
+            options
+                .entry("cleanup.policy".into())
+                .or_insert_with(|| "compact".into());
+        }
+        Self::table_layout(&columns, &primary_key)?;
+        self.ensure_topic(&topic, &options)?;
+        let o = Object::Table {
+            name,
+            topic,
+            columns,
+            primary_key,
+            sql: text,
+        };
+        let name = o.name().to_string();
+        self.register(&o)?;
+        let version = self.lock()?.insert(o)?;
+        self.dataflows.set_version(&name, version)?;
+        Ok(Output::Command("CREATE TABLE".into(), None))
+    }
+
+    /// `SELECT … INTO t`: `CREATE TABLE t AS SELECT …`.
+    pub(super) async fn select_into(&self, mut q: Query) -> Result<Output> {
+        let into = query::take_select_into(&mut q);
+        let ct =
+            datafusion::sql::sqlparser::ast::helpers::stmt_create_table::CreateTableBuilder::new(
+                Parser::new(&PostgreSqlDialect {})
+                    .try_with_sql(&into)
+                    .and_then(|mut p| p.parse_object_name(false))
+                    .map_err(|e| EngineError::Syntax(e.to_string()))?,
+            )
+            .query(Some(Box::new(q)))
+            .build();
+        Box::pin(self.create_table_as(ct)).await
+    }
+
+    /// `CREATE MATERIALIZED VIEW`: the query lowered into a dataflow
+    /// (`dataflow::lower`), backfilled, then maintained every tick.
+    pub(super) async fn create_materialized_view(
+        &self,
+        v: CreateView,
+        text: String,
+    ) -> Result<Output> {
+        let name = v.name.to_string();
+        let existing = self.lock()?.get(&name).cloned();
+        match existing {
+            Some(_) if v.if_not_exists => {
+                return Ok(Output::Command("CREATE MATERIALIZED VIEW".into(), None));
+            }
+            Some(o @ Object::MaterializedView { .. }) if v.or_replace => {
+                self.drop_object(o, false)?;
+            }
+            _ => self.ensure_free(&name)?,
+        }
+        // now() in a view is the time it is read, as in RisingWave:
+        // a temporal filter, like mz_now().
+        // PostgreSQL refuses a relation with two columns of one
+        // name, which a SELECT may have.
+        if v.columns.is_empty()
+            && let Some(name) = names::repeated_name(&SqlStatement::Query(v.query.clone()))
+        {
+            return Err(EngineError::DuplicateColumn(name));
+        }
+        let mut v = v;
+        pg_compat::now_as_mz_now(&mut v.query);
+        pg_compat::printable(&mut v.query);
+        let mut q = SqlStatement::Query(v.query.clone());
+        query::set_returning_in_select_list(&mut q);
+        using::merge_join_columns(&self.ctx, &mut q).await;
+        if let SqlStatement::Query(q) = q {
+            v.query = q;
+        }
+        // A column list renames the query's columns, all of them:
+        // as aliases of its SELECT list where it has one without a
+        // wildcard (its own names may then repeat), else around it.
+        let mut aliased = SqlStatement::Query(v.query.clone());
+        let columns: Vec<_> = v.columns.iter().map(|c| c.name.clone()).collect();
+        let query = if v.columns.is_empty() {
+            v.query.to_string()
+        } else if names::alias_items(&mut aliased, &columns) {
+            aliased.to_string()
+        } else {
+            let names: Vec<String> = v.columns.iter().map(|c| c.name.to_string()).collect();
+            format!(
+                "SELECT * FROM ({}) AS _eddy_columns ({})",
+                v.query,
+                names.join(", ")
+            )
+        };
+        if let Err(e) = self.install_view(&name, &query, true).await {
+            let _ = self.dataflows.remove(&name);
+            let _ = self.ctx.deregister_table(name.as_str());
+            return Err(not_maintainable_subquery(e));
+        }
+        let version = self.lock()?.insert(Object::MaterializedView {
+            name: name.clone(),
+            query,
+            sql: text,
+        })?;
+        self.dataflows.set_version(&name, version)?;
+        Ok(Output::Command("CREATE MATERIALIZED VIEW".into(), None))
+    }
+
+    /// `CREATE VIEW`: persisted, planned by DataFusion at each use.
+    pub(super) async fn create_view(&self, v: CreateView, text: String) -> Result<Output> {
+        let name = v.name.to_string();
+        if v.or_replace {
+            let _ = self.ctx.deregister_table(name.as_str());
+        } else {
+            self.ensure_free(&name)?;
+        }
+        // Planned from this parse (DataFusion registers the view).
+        let plan = self
+            .ctx
+            .state()
+            .statement_to_plan(DfStatement::Statement(Box::new(SqlStatement::CreateView(
+                v,
+            ))))
+            .await?;
+        self.ctx.execute_logical_plan(plan).await?;
+        self.lock()?.insert(Object::View { name, sql: text })?;
+        Ok(Output::Command("CREATE VIEW".into(), None))
+    }
+
+    pub(super) async fn drop(
+        &self,
+        kind: DropKind,
+        names: Vec<String>,
+        if_exists: bool,
+        cascade: bool,
+    ) -> Result<Output> {
+        let tag = match kind {
+            DropKind::Topic => "DROP TOPIC",
+            DropKind::Stream => "DROP STREAM",
+            DropKind::Table => "DROP TABLE",
+            DropKind::View => "DROP VIEW",
+            DropKind::MaterializedView => "DROP MATERIALIZED VIEW",
+            DropKind::Sink => "DROP SINK",
+        };
+        for name in names {
+            if kind == DropKind::Topic {
+                match self.log.delete_topic(&name) {
+                    Ok(()) => {}
+                    Err(LogError::UnknownTopic(_)) if if_exists => {}
+                    Err(e) => return Err(e.into()),
+                }
+                continue;
+            }
+            let existing = self.lock()?.get(&name).cloned();
+            match existing {
+                Some(o) if o.kind() == kind.noun() => self.drop_object(o, cascade)?,
+                Some(o) => {
+                    return Err(EngineError::WrongObject(format!(
+                        "\"{name}\" is a {}, not a {}",
+                        o.kind(),
+                        kind.noun()
+                    )));
+                }
+                None if if_exists => {}
+                None => {
+                    return Err(EngineError::UnknownObject {
+                        kind: kind.noun(),
+                        name,
+                    });
+                }
+            }
+        }
+        Ok(Output::Command(tag.into(), None))
+    }
+
+    /// Drop one object; with `cascade`, the materialized views reading it
+    /// first.
+    pub(super) fn drop_object(&self, o: Object, cascade: bool) -> Result<()> {
+        let name = o.name().to_string();
+        let mut dependents = self.dataflows.dependents(&name);
+        dependents.extend(self.lock()?.objects().filter_map(|x| match x {
+            Object::Sink { name: s, from, .. } if *from == name => Some(s.clone()),
+            Object::View { name: v, sql } if *v != name && view_reads(sql, &name) => {
+                Some(v.clone())
+            }
+            _ => None,
+        }));
+        if !dependents.is_empty() {
+            if !cascade {
+                return Err(EngineError::Dependents {
+                    kind: o.kind(),
+                    name,
+                    dependents: dependents.join(", "),
+                });
+            }
+            for d in dependents {
+                // Release the catalog lock before recursing.
+                let dep = self.lock()?.get(&d).cloned();
+                if let Some(dep) = dep {
+                    self.drop_object(dep, true)?;
+                }
+            }
+        }
+        if let Object::Sink { .. } = o {
+            if let Some(task) = self.sinks.lock().ok().and_then(|mut s| s.remove(&name)) {
+                task.abort();
+            }
+            self.lock()?.remove(&name)?;
+            return Ok(());
+        }
+        self.ctx.deregister_table(name.as_str())?;
+        self.dataflows.remove(&name)?;
+        self.lock()?.remove(&name)?;
+        // A table's own changelog goes with it; a topic it was created
+        // over (`WITH (topic = …)`) stays, as a stream's does.
+        if let Object::Table { topic, .. } = o
+            && topic == table_topic(&name)
+        {
+            self.log.delete_topic(&topic)?;
+        }
+        Ok(())
+    }
+
+    /// That `name` is a table or materialized view (what `reader`, a sink
+    /// or SUBSCRIBE, can follow): else 42P01, or 42809 for another kind.
+    pub(super) fn ensure_maintained(&self, name: &str, reader: &str) -> Result<()> {
+        if self.dataflows.maintains(name) {
+            return Ok(());
+        }
+        Err(if self.lock()?.get(name).is_some() {
+            EngineError::WrongObject(format!(
+                "{reader} reads a table or materialized view; \"{name}\" is neither"
+            ))
+        } else {
+            EngineError::UnknownObject {
+                kind: "relation",
+                name: name.to_string(),
+            }
+        })
+    }
+
+    pub(super) fn columns(defs: &[ColumnDef]) -> Result<Vec<Column>> {
+        let mut out = Vec::new();
+        for d in defs {
+            types::to_arrow(&d.data_type)
+                .map_err(|e| EngineError::Unsupported(format!("type {}", e.0)))?;
+            out.push(Column {
+                name: d.name.value.clone(),
+                sql_type: d.data_type.to_string(),
+            });
+        }
+        if out.is_empty() {
+            return Err(EngineError::Invalid(
+                "a relation needs at least one column".into(),
+            ));
+        }
+        Ok(out)
+    }
+
+    pub(super) fn ensure_free(&self, name: &str) -> Result<()> {
+        if let Some(o) = self.lock()?.get(name) {
+            return Err(EngineError::Exists {
+                kind: o.kind(),
+                name: name.to_string(),
+            });
+        }
+        if self.ctx.table_exist(name)? {
+            return Err(EngineError::Exists {
+                kind: "relation",
+                name: name.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    pub(super) fn ensure_topic(
+        &self,
+        topic: &str,
+        options: &BTreeMap<String, String>,
+    ) -> Result<()> {
+        if self.log.topic_info(topic).is_ok() {
+            return Ok(());
+        }
+        let partitions = match options.get("partitions") {
+            Some(p) => p
+                .parse()
+                .map_err(|_| EngineError::Invalid(format!("partitions = {p}")))?,
+            None => DEFAULT_PARTITIONS,
+        };
+        let cfg: BTreeMap<String, String> = options
+            .iter()
+            .filter(|(k, _)| k.contains('.'))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        self.log.create_topic(topic, partitions, cfg)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,324 @@
+//! Catalog objects brought into the engine: opening it (replay the
+//! catalog, restore the checkpoint, register every object, catch up with
+//! the log), streams and tables as DataFusion relations over their
+//! topics, materialized views installed as dataflows, sinks started.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use super::index_table::IndexTable;
+use super::relation::TopicRelation;
+use super::{Engine, EngineError, EngineOptions, Result, pg_compat, sink, statement, system};
+use crate::catalog::{Catalog, Column, Format, Object};
+use crate::dataflow::checkpoint::CheckpointFile;
+use crate::dataflow::decode_errors::DecodeErrors;
+use crate::dataflow::runtime::Dataflows;
+use crate::format::record::Layout;
+use crate::log::{Log, LogStore};
+use crate::types;
+
+impl Engine {
+    /// Open over a log with the default options.
+    pub async fn open(log: Arc<Log>) -> Result<Arc<Engine>> {
+        Self::open_with(log, EngineOptions::default()).await
+    }
+
+    /// Open over eddy's own log, keeping checkpoints in its data directory.
+    pub async fn open_with(log: Arc<Log>, options: EngineOptions) -> Result<Arc<Engine>> {
+        let dir = log.dir().to_path_buf();
+        Self::open_on(log, dir, options).await
+    }
+
+    /// Open over any log store, keeping checkpoints in `state_dir`: replay
+    /// the catalog, restore what the last checkpoint holds, register every
+    /// object and catch up with the log.
+    pub async fn open_on(
+        log: Arc<dyn LogStore>,
+        state_dir: std::path::PathBuf,
+        options: EngineOptions,
+    ) -> Result<Arc<Engine>> {
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_default_catalog_and_schema("eddy", "public");
+        let ctx = Arc::new(SessionContext::new_with_config(config));
+        datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog(
+            &ctx,
+            "eddy",
+            datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
+        )
+        .map_err(|e| EngineError::DataFusion(*e))?;
+        let catalog = {
+            let log = Arc::clone(&log);
+            tokio::task::spawn_blocking(move || Catalog::open(log))
+                .await
+                .map_err(|e| EngineError::Invalid(e.to_string()))??
+        };
+        let errors = Arc::new(DecodeErrors::default());
+        let dataflows = Dataflows::new(
+            Arc::clone(&log),
+            state_dir.clone(),
+            Arc::clone(&errors),
+            options.clock.clone(),
+        );
+        pg_compat::install(&ctx, "eddy", &dataflows)?;
+        ctx.register_udf(crate::dataflow::temporal::mz_now_udf(options.clock.clone()));
+        let engine = Arc::new(Engine {
+            log,
+            state_dir,
+            ctx,
+            catalog: Mutex::new(catalog),
+            errors,
+            dataflows,
+            dml: tokio::sync::Mutex::new(()),
+            restored: Mutex::new(Vec::new()),
+            sinks: Mutex::new(HashMap::new()),
+            limits: options.limits.clone(),
+        });
+        if let Some(catalog) = engine.ctx.catalog("eddy") {
+            catalog.register_schema(system::SCHEMA, system::schema_provider(&engine)?)?;
+        }
+        if options.checkpoint_interval.is_some() {
+            match CheckpointFile::load(&engine.state_dir, &*engine.log) {
+                Ok(Some(file)) => {
+                    tracing::info!(
+                        epoch = file.epoch,
+                        relations = file.entries.len(),
+                        "restoring from checkpoint"
+                    );
+                    engine.dataflows.begin_restore(file)?;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "checkpoint not used; rebuilding from the log")
+                }
+            }
+        }
+        let objects: Vec<Object> = engine.lock()?.objects().cloned().collect();
+        // Streams and tables first; then views and materialized views, in
+        // as many rounds as their dependencies on each other need. Nothing
+        // ticks until all are in place, so restored relations and those
+        // rebuilt from the log start from the same epoch.
+        let (sinks, objects): (Vec<Object>, Vec<Object>) = objects
+            .into_iter()
+            .partition(|o| matches!(o, Object::Sink { .. }));
+        let (base, mut pending): (Vec<Object>, Vec<Object>) = objects
+            .into_iter()
+            .partition(|o| matches!(o, Object::Stream { .. } | Object::Table { .. }));
+        for o in &base {
+            engine.register(o)?;
+        }
+        loop {
+            let mut progress = false;
+            let mut failed = Vec::new();
+            for o in std::mem::take(&mut pending) {
+                let r = match &o {
+                    Object::MaterializedView { name, query, .. } => {
+                        engine.install_view(name, query, false).await
+                    }
+                    _ => engine
+                        .ctx
+                        .sql(o.sql())
+                        .await
+                        .map(|_| ())
+                        .map_err(Into::into),
+                };
+                match r {
+                    Ok(()) => progress = true,
+                    Err(e) => failed.push((o, e)),
+                }
+            }
+            if failed.is_empty() {
+                break;
+            }
+            if !progress {
+                for (o, e) in failed {
+                    tracing::warn!(object = o.name(), error = %e, "does not plan after restart");
+                }
+                break;
+            }
+            pending = failed.into_iter().map(|(o, _)| o).collect();
+        }
+        let restored = engine.dataflows.end_restore()?;
+        if !restored.is_empty() {
+            tracing::info!(relations = %restored.join(", "), "restored from checkpoint");
+        }
+        if let Ok(mut r) = engine.restored.lock() {
+            *r = restored;
+        }
+        engine.tick().await?;
+        // Sinks last: each catches its topic up with its relation.
+        for o in sinks {
+            if let Object::Sink {
+                name, from, topic, ..
+            } = &o
+                && let Err(e) = engine.start_sink(name, from, topic).await
+            {
+                tracing::warn!(sink = %name, error = %e, "sink does not start");
+            }
+        }
+        engine.dataflows.start_timer(options.checkpoint_interval);
+        Ok(engine)
+    }
+
+    /// Plan `query`, lower it into a dataflow and register the view; with
+    /// `backfill`, tick until it has caught up. At start (no backfill) it
+    /// may take its state from the checkpoint.
+    pub(super) async fn install_view(&self, name: &str, query: &str, backfill: bool) -> Result<()> {
+        let plan = self.ctx.sql(query).await?.into_optimized_plan()?;
+        if backfill {
+            let mut seen = std::collections::HashSet::new();
+            for f in plan.schema().fields() {
+                if !seen.insert(f.name().as_str()) {
+                    return Err(EngineError::DuplicateColumn(f.name().clone()));
+                }
+            }
+        }
+        let streams = self.streams()?;
+        let state = self.ctx.state();
+        let version = if backfill {
+            None
+        } else {
+            self.lock()?.version(name)
+        };
+        let schema = self
+            .dataflows
+            .install(name, &plan, &state, &streams, version)?;
+        self.ctx.register_table(
+            name,
+            Arc::new(IndexTable::new(name, schema, Arc::clone(&self.dataflows))),
+        )?;
+        if backfill {
+            self.tick().await?;
+        }
+        Ok(())
+    }
+
+    /// The catalog's streams: name → (topic, record layout).
+    pub(super) fn streams(&self) -> Result<std::collections::HashMap<String, (String, Layout)>> {
+        let mut out = std::collections::HashMap::new();
+        for o in self.lock()?.objects() {
+            if let Object::Stream {
+                name,
+                topic,
+                columns,
+                format,
+                ..
+            } = o
+            {
+                out.insert(
+                    name.clone(),
+                    (topic.clone(), Self::layout_of(columns, *format)?),
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// How a table's rows map onto its changelog records: keyed by the
+    /// primary key (an upsert changelog) when it has one.
+    pub(super) fn table_layout(columns: &[Column], primary_key: &[String]) -> Result<Layout> {
+        let schema = Self::schema_of(columns)?;
+        if primary_key.is_empty() {
+            return Ok(Layout::values_only(schema));
+        }
+        let key = primary_key
+            .iter()
+            .map(|k| {
+                columns
+                    .iter()
+                    .position(|c| c.name.eq_ignore_ascii_case(k))
+                    .ok_or_else(|| EngineError::UnknownColumn(k.clone()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Layout::keyed(schema, key))
+    }
+
+    /// How a stream's columns map onto its records.
+    pub(super) fn layout_of(columns: &[Column], format: Format) -> Result<Layout> {
+        Layout::stream(Self::schema_of(columns)?, format).map_err(EngineError::Invalid)
+    }
+
+    pub(super) fn schema_of(columns: &[Column]) -> Result<SchemaRef> {
+        let mut fields = Vec::with_capacity(columns.len());
+        for c in columns {
+            let parsed = statement::parse_type(&c.sql_type)?;
+            let t = types::to_arrow(&parsed)
+                .map_err(|e| EngineError::Unsupported(format!("type {}", e.0)))?;
+            fields.push(Field::new(&c.name, t, true));
+        }
+        Ok(Arc::new(Schema::new(fields)))
+    }
+
+    pub(super) fn register(&self, o: &Object) -> Result<()> {
+        match o {
+            Object::Stream {
+                name,
+                topic,
+                columns,
+                format,
+                ..
+            } => {
+                let rel = TopicRelation::new(
+                    name,
+                    topic,
+                    Self::layout_of(columns, *format)?,
+                    Arc::clone(&self.log),
+                    Arc::clone(&self.errors),
+                    Arc::clone(&self.dataflows),
+                    false,
+                );
+                self.ctx.register_table(name.as_str(), Arc::new(rel))?;
+            }
+            Object::Table {
+                name,
+                topic,
+                columns,
+                primary_key,
+                ..
+            } => {
+                let layout = Self::table_layout(columns, primary_key)?;
+                let version = self.lock()?.version(name);
+                self.dataflows
+                    .add_table(name, topic, layout.clone(), version)?;
+                let rel = TopicRelation::new(
+                    name,
+                    topic,
+                    layout,
+                    Arc::clone(&self.log),
+                    Arc::clone(&self.errors),
+                    Arc::clone(&self.dataflows),
+                    true,
+                );
+                self.ctx.register_table(name.as_str(), Arc::new(rel))?;
+            }
+            Object::View { .. } | Object::MaterializedView { .. } | Object::Sink { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// Start sink `name` (its task runs until dropped; see `sink.rs`).
+    pub(super) async fn start_sink(&self, name: &str, from: &str, topic: &str) -> Result<()> {
+        let schema = self.ctx.table_provider(from).await?.schema();
+        // Subscribed before CREATE SINK is answered: the sink starts from
+        // the relation as of its creation, and every change after is one.
+        let start = self.dataflows.subscribe(from)?;
+        let task = tokio::spawn(sink::run(
+            name.to_string(),
+            from.to_string(),
+            topic.to_string(),
+            schema,
+            Arc::clone(&self.dataflows),
+            Arc::clone(&self.log),
+            start,
+        ));
+        if let Ok(mut sinks) = self.sinks.lock()
+            && let Some(old) = sinks.insert(name.to_string(), task.abort_handle())
+        {
+            old.abort();
+        }
+        Ok(())
+    }
+}
