@@ -17,17 +17,21 @@
 //!   PostgreSQL's text forms.
 //! - `catalog`: the relations, persisted in the `__eddy_catalog` topic.
 //! - `dataflow`: the incremental runtime (ticks, epochs, checkpoints,
-//!   subscriptions) and its operators; reads the log, knows no SQL text.
-//! - `engine`: statements, the DataFusion session, system tables, COPY,
-//!   sinks.
+//!   subscriptions) and its operators (`Operator`s on one `Flow` that
+//!   carries their changes and watermarks); reads the log, knows no SQL
+//!   text.
+//! - `engine`: statements parsed once into families (DDL, DML, COPY,
+//!   queries, …) behind one dispatch, the DataFusion session, system
+//!   tables, sinks.
 //! - `server`: sockets, sessions and lifecycle (pgwire, Kafka).
 //! - `sqlstate`: SQLSTATEs of library errors, by type.
 //! - `cli`: the command line and the offline tools.
 //!
 //! The log stores Kafka RecordBatch v2 bytes exactly as the wire carries
-//! them. The engine and dataflows use the concrete `log::Log` today; the
-//! `log::LogStore` trait is the seam a second log (an external Kafka
-//! cluster) is meant to plug into, not yet the only path (issue 15).
+//! them. The engine, dataflows and catalog reach the log only through the
+//! `log::LogStore` trait (`Engine::open_on`), the seam a second log (an
+//! external Kafka cluster) plugs into; the Kafka front end serves eddy's
+//! own `log::Log`.
 
 pub mod catalog;
 pub mod cli;

@@ -18,7 +18,7 @@ use datafusion::scalar::ScalarValue;
 use super::accumulate::{Accumulator, AccumulatorFactory};
 use super::checkpoint::{Reader, Writer};
 use super::rows::{Codec, Encoded, RowBytes, state_bytes};
-use super::{Counts, DataflowError, Delta, Node, OperatorStats, Result, StepContext, batch_of};
+use super::{Counts, DataflowError, Delta, Operator, OperatorStats, Result, StepContext, batch_of};
 
 /// One aggregate of the operator: its factory, argument expressions and
 /// optional FILTER (WHERE …).
@@ -53,7 +53,6 @@ type Evaluated = (
 type Groups = hashbrown::HashMap<RowBytes, Group, ahash::RandomState>;
 
 pub struct Aggregate {
-    input: Box<dyn Node>,
     keys: Vec<Arc<dyn PhysicalExpr>>,
     key_codec: Codec,
     aggs: Vec<AggregateSpec>,
@@ -75,19 +74,17 @@ fn new_group(aggs: &[AggregateSpec]) -> Group {
 
 impl Aggregate {
     pub fn new(
-        input: Box<dyn Node>,
+        in_schema: SchemaRef,
         keys: Vec<Arc<dyn PhysicalExpr>>,
         aggs: Vec<AggregateSpec>,
         schema: SchemaRef,
     ) -> Result<Aggregate> {
-        let in_schema = input.schema();
         let key_types = keys
             .iter()
             .map(|k| k.data_type(&in_schema))
             .collect::<datafusion::error::Result<Vec<_>>>()?;
         let global = keys.is_empty();
         Ok(Aggregate {
-            input,
             key_codec: Codec::new(&key_types)?,
             keys,
             aggs,
@@ -174,13 +171,13 @@ impl Aggregate {
     }
 }
 
-impl Node for Aggregate {
+impl Operator for Aggregate {
     fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
     }
 
-    fn step(&mut self, cx: &mut StepContext<'_>) -> Result<Delta> {
-        let input = self.input.step(cx)?;
+    fn step(&mut self, inputs: Vec<Delta>, cx: &mut StepContext<'_>) -> Result<Delta> {
+        let input = super::one(inputs)?;
         self.counts.rows_in += input.len() as u64;
         let mut out: Vec<(RowBytes, Vec<ScalarValue>, i64)> = Vec::new();
         if self.global && !self.started {
@@ -289,11 +286,6 @@ impl Node for Aggregate {
         s.state_rows = self.groups.len() as u64;
         s.state_bytes = self.key_bytes + acc_bytes as u64;
         out.push(s);
-        self.input.stats(out);
-    }
-
-    fn progress(&self, out: &mut Vec<(String, i64, i64)>) {
-        self.input.progress(out)
     }
 
     fn save(&self, w: &mut Writer) {
@@ -307,7 +299,6 @@ impl Node for Aggregate {
                 a.save(w);
             }
         }
-        self.input.save(w);
     }
 
     fn restore(&mut self, r: &mut Reader<'_>) -> Result<()> {
@@ -326,6 +317,6 @@ impl Node for Aggregate {
             self.key_bytes += state_bytes(key.len());
             self.groups.insert(key, g);
         }
-        self.input.restore(r)
+        Ok(())
     }
 }

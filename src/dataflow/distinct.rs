@@ -11,10 +11,10 @@ use datafusion::arrow::datatypes::SchemaRef;
 
 use super::checkpoint::{Reader, Writer};
 use super::rows::{Codec, RowBytes, state_bytes};
-use super::{Counts, Delta, Node, OperatorStats, Result, StepContext};
+use super::{Counts, Delta, Operator, OperatorStats, Result, StepContext};
 
 pub struct Distinct {
-    input: Box<dyn Node>,
+    schema: SchemaRef,
     codec: Codec,
     counts: AHashMap<RowBytes, i64>,
     bytes: u64,
@@ -22,10 +22,10 @@ pub struct Distinct {
 }
 
 impl Distinct {
-    pub fn new(input: Box<dyn Node>) -> Result<Distinct> {
+    pub fn new(schema: SchemaRef) -> Result<Distinct> {
         Ok(Distinct {
-            codec: Codec::for_schema(&input.schema())?,
-            input,
+            codec: Codec::for_schema(&schema)?,
+            schema,
             counts: AHashMap::new(),
             bytes: 0,
             stats: Counts::default(),
@@ -33,13 +33,13 @@ impl Distinct {
     }
 }
 
-impl Node for Distinct {
+impl Operator for Distinct {
     fn schema(&self) -> SchemaRef {
-        self.input.schema()
+        Arc::clone(&self.schema)
     }
 
-    fn step(&mut self, cx: &mut StepContext<'_>) -> Result<Delta> {
-        let input = self.input.step(cx)?;
+    fn step(&mut self, inputs: Vec<Delta>, _cx: &mut StepContext<'_>) -> Result<Delta> {
+        let input = super::one(inputs)?;
         self.stats.rows_in += input.len() as u64;
         if input.is_empty() {
             return Ok(input);
@@ -79,11 +79,6 @@ impl Node for Distinct {
         s.state_rows = self.counts.len() as u64;
         s.state_bytes = self.bytes;
         out.push(s);
-        self.input.stats(out);
-    }
-
-    fn progress(&self, out: &mut Vec<(String, i64, i64)>) {
-        self.input.progress(out)
     }
 
     fn save(&self, w: &mut Writer) {
@@ -92,7 +87,6 @@ impl Node for Distinct {
             self.counts.len(),
             self.counts.iter().map(|(k, n)| (k.as_ref(), *n)),
         );
-        self.input.save(w);
     }
 
     fn restore(&mut self, r: &mut Reader<'_>) -> Result<()> {
@@ -100,7 +94,7 @@ impl Node for Distinct {
         let rows = r.counts()?;
         self.bytes = rows.iter().map(|(k, _)| state_bytes(k.len())).sum();
         self.counts = rows.into_iter().collect();
-        self.input.restore(r)
+        Ok(())
     }
 }
 
@@ -119,12 +113,12 @@ impl Constant {
     }
 }
 
-impl Node for Constant {
+impl Operator for Constant {
     fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
     }
 
-    fn step(&mut self, _cx: &mut StepContext<'_>) -> Result<Delta> {
+    fn step(&mut self, _inputs: Vec<Delta>, _cx: &mut StepContext<'_>) -> Result<Delta> {
         Ok(self
             .delta
             .take()

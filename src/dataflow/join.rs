@@ -31,7 +31,7 @@ use datafusion::physical_expr::PhysicalExpr;
 
 use super::checkpoint::{Reader, Writer};
 use super::rows::{Codec, RowBytes, state_bytes};
-use super::{Counts, DataflowError, Delta, Node, OperatorStats, Result, StepContext, batch_of};
+use super::{Counts, DataflowError, Delta, Operator, OperatorStats, Result, StepContext, batch_of};
 
 #[derive(Default)]
 struct Bucket {
@@ -89,7 +89,6 @@ impl Side {
 }
 
 struct Side {
-    node: Box<dyn Node>,
     keys: Vec<Arc<dyn PhysicalExpr>>,
     codec: Codec,
     types: Vec<DataType>,
@@ -121,8 +120,8 @@ type OutRow = (Option<RowBytes>, Option<RowBytes>, i64);
 impl Join {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        left: Box<dyn Node>,
-        right: Box<dyn Node>,
+        left: SchemaRef,
+        right: SchemaRef,
         on: Vec<(Arc<dyn PhysicalExpr>, Arc<dyn PhysicalExpr>)>,
         kind: JoinType,
         nulls_equal: bool,
@@ -142,9 +141,9 @@ impl Join {
         ) {
             return Err(DataflowError::Unsupported(format!("{kind} join")));
         }
-        let ls = left.schema();
+        let ls = Arc::clone(&left);
         let pairs = {
-            let rs = right.schema();
+            let rs = Arc::clone(&right);
             let fields: Vec<_> = ls
                 .fields()
                 .iter()
@@ -159,8 +158,7 @@ impl Join {
             .collect::<datafusion::error::Result<Vec<_>>>()?;
         // No keys (a cross join): every row has the same, empty key.
         let key_codec = Codec::new(&key_types)?;
-        let side = |node: Box<dyn Node>, keys: Vec<Arc<dyn PhysicalExpr>>| -> Result<Side> {
-            let schema = node.schema();
+        let side = |schema: SchemaRef, keys: Vec<Arc<dyn PhysicalExpr>>| -> Result<Side> {
             let types = schema
                 .fields()
                 .iter()
@@ -169,7 +167,6 @@ impl Join {
             Ok(Side {
                 codec: Codec::for_schema(&schema)?,
                 types,
-                node,
                 keys,
                 state: AHashMap::new(),
                 rows: 0,
@@ -510,14 +507,18 @@ fn conditional(
     }
 }
 
-impl Node for Join {
+impl Operator for Join {
     fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
     }
 
-    fn step(&mut self, cx: &mut StepContext<'_>) -> Result<Delta> {
-        let dl = self.left.node.step(cx)?;
-        let dr = self.right.node.step(cx)?;
+    fn step(&mut self, inputs: Vec<Delta>, _cx: &mut StepContext<'_>) -> Result<Delta> {
+        let mut inputs = inputs.into_iter();
+        let (Some(dl), Some(dr), None) = (inputs.next(), inputs.next(), inputs.next()) else {
+            return Err(DataflowError::Other(
+                "a join was built with another number of inputs".into(),
+            ));
+        };
         self.counts.rows_in += (dl.len() + dr.len()) as u64;
         if dl.is_empty() && dr.is_empty() {
             return Ok(Delta::empty(self.schema()));
@@ -608,28 +609,18 @@ impl Node for Join {
         s.state_rows = self.left.rows + self.right.rows;
         s.state_bytes = (self.left.bytes + self.right.bytes).max(0) as u64;
         out.push(s);
-        self.left.node.stats(out);
-        self.right.node.stats(out);
-    }
-
-    fn progress(&self, out: &mut Vec<(String, i64, i64)>) {
-        self.left.node.progress(out);
-        self.right.node.progress(out);
     }
 
     fn save(&self, w: &mut Writer) {
         w.tag("join");
         self.left.save(w);
         self.right.save(w);
-        self.left.node.save(w);
-        self.right.node.save(w);
     }
 
     fn restore(&mut self, r: &mut Reader<'_>) -> Result<()> {
         r.tag("join")?;
         self.left.restore(r)?;
         self.right.restore(r)?;
-        self.left.node.restore(r)?;
-        self.right.node.restore(r)
+        Ok(())
     }
 }

@@ -28,7 +28,7 @@ use super::source::{ChangesSource, StreamSource};
 use super::temporal::{Bound, MZ_NOW, TemporalFilter};
 use super::topk::TopK;
 use super::union::Union;
-use super::{DataflowError, Delta, Node, Result, nullable};
+use super::{DataflowError, Delta, Flow, Result, nullable};
 use crate::format::record::Layout;
 
 /// `mz_now()`, under any casts type coercion put around it.
@@ -206,7 +206,7 @@ impl<'a> Lowering<'a> {
     /// A filter whose conjuncts compare `mz_now()` with expressions over
     /// the row: the other conjuncts as a filter, then a temporal filter
     /// with those bounds. None when no conjunct mentions `mz_now()`.
-    fn temporal(&mut self, f: &datafusion::logical_expr::Filter) -> Result<Option<Box<dyn Node>>> {
+    fn temporal(&mut self, f: &datafusion::logical_expr::Filter) -> Result<Option<Flow>> {
         use datafusion::logical_expr::utils::{conjunction, split_conjunction};
         let (temporal, rest): (Vec<&Expr>, Vec<&Expr>) = split_conjunction(&f.predicate)
             .into_iter()
@@ -237,7 +237,10 @@ impl<'a> Lowering<'a> {
             ));
             bounds.push((bound, self.expr(&at, f.input.schema())?));
         }
-        Ok(Some(Box::new(TemporalFilter::new(input, bounds)?)))
+        Ok(Some(Flow::unary(
+            TemporalFilter::new(input.schema(), bounds)?,
+            input,
+        )))
     }
 
     fn exprs(&self, es: &[Expr], schema: &DFSchema) -> Result<Vec<Arc<dyn PhysicalExpr>>> {
@@ -270,7 +273,7 @@ impl<'a> Lowering<'a> {
         &mut self,
         f: &datafusion::logical_expr::Filter,
         out_schema: &SchemaRef,
-    ) -> Result<Option<Box<dyn Node>>> {
+    ) -> Result<Option<Flow>> {
         use datafusion::logical_expr::{BinaryExpr, Operator};
         use datafusion::scalar::ScalarValue;
         let (proj, window) = match f.input.as_ref() {
@@ -326,25 +329,28 @@ impl<'a> Lowering<'a> {
         }
         let in_schema = window.input.schema();
         let input = self.lower(&window.input)?;
-        let node: Box<dyn Node> = Box::new(TopK::ranked(
+        let node = Flow::unary(
+            TopK::ranked(
+                input.schema(),
+                self.exprs(&wf.params.partition_by, in_schema)?,
+                self.sort(&wf.params.order_by, in_schema)?,
+                0,
+                fetch.max(0) as usize,
+                nullable(window.schema.as_arrow()),
+                true,
+            )?,
             input,
-            self.exprs(&wf.params.partition_by, in_schema)?,
-            self.sort(&wf.params.order_by, in_schema)?,
-            0,
-            fetch.max(0) as usize,
-            nullable(window.schema.as_arrow()),
-            true,
-        )?);
+        );
         Ok(Some(match proj {
             None => node,
             Some(p) => {
                 let exprs = self.exprs(&p.expr, &window.schema)?;
-                Box::new(Map::project(node, exprs, Arc::clone(out_schema)))
+                Flow::unary(Map::project(exprs, Arc::clone(out_schema)), node)
             }
         }))
     }
 
-    pub fn lower(&mut self, plan: &LogicalPlan) -> Result<Box<dyn Node>> {
+    pub fn lower(&mut self, plan: &LogicalPlan) -> Result<Flow> {
         let out_schema = nullable(plan.schema().as_arrow());
         match plan {
             LogicalPlan::TableScan(scan) => {
@@ -355,17 +361,20 @@ impl<'a> Lowering<'a> {
                 }
                 let name = scan.table_name.table().to_string();
                 self.inputs.push(name.clone());
-                let (leaf, full): (Box<dyn Node>, SchemaRef) = match self.resolve.input(&name)? {
+                let (leaf, full): (Flow, SchemaRef) = match self.resolve.input(&name)? {
                     Input::Stream { topic, layout } => {
                         let schema = Arc::clone(layout.schema());
-                        (Box::new(StreamSource::new(&name, &topic, layout)?), schema)
+                        (
+                            Flow::leaf(StreamSource::new(&name, &topic, layout)?),
+                            schema,
+                        )
                     }
                     Input::Changes {
                         schema,
                         backfill,
                         errors,
                     } => (
-                        Box::new(ChangesSource::new(
+                        Flow::leaf(ChangesSource::new(
                             &name,
                             Arc::clone(&schema),
                             backfill,
@@ -381,7 +390,8 @@ impl<'a> Lowering<'a> {
                         full.as_ref(),
                     )?;
                     for f in &scan.filters {
-                        node = Box::new(Map::filter(node, self.expr(f, &full_df)?));
+                        node =
+                            Flow::unary(Map::filter(node.schema(), self.expr(f, &full_df)?), node);
                     }
                 }
                 match &scan.projection {
@@ -396,7 +406,7 @@ impl<'a> Lowering<'a> {
                                     as Arc<dyn PhysicalExpr>
                             })
                             .collect();
-                        Ok(Box::new(Map::project(node, exprs, out_schema)))
+                        Ok(Flow::unary(Map::project(exprs, out_schema), node))
                     }
                     _ => Ok(node),
                 }
@@ -405,11 +415,11 @@ impl<'a> Lowering<'a> {
                 if let Some((joined, exprs)) = lift_scalar_subqueries(&p.input, &p.expr)? {
                     let input = self.lower(&joined)?;
                     let exprs = self.exprs(&exprs, joined.schema())?;
-                    return Ok(Box::new(Map::project(input, exprs, out_schema)));
+                    return Ok(Flow::unary(Map::project(exprs, out_schema), input));
                 }
                 let input = self.lower(&p.input)?;
                 let exprs = self.exprs(&p.expr, p.input.schema())?;
-                Ok(Box::new(Map::project(input, exprs, out_schema)))
+                Ok(Flow::unary(Map::project(exprs, out_schema), input))
             }
             LogicalPlan::Filter(f) => {
                 if let Some(node) = self.temporal(f)? {
@@ -425,7 +435,7 @@ impl<'a> Lowering<'a> {
                     // columns (they come first in the join's output).
                     let input = self.lower(&joined)?;
                     let pred = self.expr(&exprs[0], joined.schema())?;
-                    let filtered: Box<dyn Node> = Box::new(Map::filter(input, pred));
+                    let filtered = Flow::unary(Map::filter(input.schema(), pred), input);
                     let in_schema = f.input.schema().as_arrow();
                     let cols = (0..in_schema.fields().len())
                         .map(|i| {
@@ -433,11 +443,11 @@ impl<'a> Lowering<'a> {
                                 as Arc<dyn PhysicalExpr>
                         })
                         .collect();
-                    return Ok(Box::new(Map::project(filtered, cols, out_schema)));
+                    return Ok(Flow::unary(Map::project(cols, out_schema), filtered));
                 }
                 let input = self.lower(&f.input)?;
                 let pred = self.expr(&f.predicate, f.input.schema())?;
-                Ok(Box::new(Map::filter(input, pred)))
+                Ok(Flow::unary(Map::filter(input.schema(), pred), input))
             }
             LogicalPlan::SubqueryAlias(a) => self.lower(&a.input),
             LogicalPlan::Repartition(r) => self.lower(&r.input),
@@ -475,7 +485,10 @@ impl<'a> Lowering<'a> {
                         filter,
                     });
                 }
-                Ok(Box::new(Aggregate::new(input, keys, aggs, out_schema)?))
+                Ok(Flow::unary(
+                    Aggregate::new(input.schema(), keys, aggs, out_schema)?,
+                    input,
+                ))
             }
             LogicalPlan::Join(j)
                 if j.null_aware && j.join_type == JoinType::LeftAnti && j.on.len() == 1 =>
@@ -498,15 +511,16 @@ impl<'a> Lowering<'a> {
                     Some(f) => Some(self.expr(f, &j.left.schema().join(j.right.schema())?)?),
                     None => None,
                 };
-                Ok(Box::new(Join::new(
-                    left,
-                    right,
+                let join = Join::new(
+                    left.schema(),
+                    right.schema(),
                     on,
                     j.join_type,
                     j.null_equality == NullEquality::NullEqualsNull,
                     filter,
                     out_schema,
-                )?))
+                )?;
+                Ok(Flow::new(join, vec![left, right]))
             }
             LogicalPlan::Union(u) => {
                 let inputs = u
@@ -514,10 +528,11 @@ impl<'a> Lowering<'a> {
                     .iter()
                     .map(|i| self.lower(i))
                     .collect::<Result<Vec<_>>>()?;
-                Ok(Box::new(Union::new(inputs, out_schema)))
+                Ok(Flow::new(Union::new(inputs.len(), out_schema), inputs))
             }
             LogicalPlan::Distinct(LogicalDistinct::All(input)) => {
-                Ok(Box::new(Distinct::new(self.lower(input)?)?))
+                let input = self.lower(input)?;
+                Ok(Flow::unary(Distinct::new(input.schema())?, input))
             }
             LogicalPlan::Distinct(LogicalDistinct::On(_)) => {
                 Err(DataflowError::Unsupported("DISTINCT ON".into()))
@@ -527,12 +542,10 @@ impl<'a> Lowering<'a> {
                 match s.fetch {
                     // Row order is not part of a view's contents.
                     None => Ok(input),
-                    Some(k) => Ok(Box::new(TopK::new(
+                    Some(k) => Ok(Flow::unary(
+                        TopK::new(input.schema(), self.sort(&s.expr, s.input.schema())?, 0, k)?,
                         input,
-                        self.sort(&s.expr, s.input.schema())?,
-                        0,
-                        k,
-                    )?)),
+                    )),
                 }
             }
             LogicalPlan::Limit(l) => {
@@ -554,12 +567,15 @@ impl<'a> Lowering<'a> {
                     ));
                 };
                 let input = self.lower(&s.input)?;
-                Ok(Box::new(TopK::new(
+                Ok(Flow::unary(
+                    TopK::new(
+                        input.schema(),
+                        self.sort(&s.expr, s.input.schema())?,
+                        skip,
+                        fetch,
+                    )?,
                     input,
-                    self.sort(&s.expr, s.input.schema())?,
-                    skip,
-                    fetch,
-                )?))
+                ))
             }
             LogicalPlan::EmptyRelation(e) => {
                 let schema = nullable(e.schema.as_arrow());
@@ -573,7 +589,7 @@ impl<'a> Lowering<'a> {
                         .collect(),
                     &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(rows)),
                 )?;
-                Ok(Box::new(Constant::new(Delta::inserts(batch))))
+                Ok(Flow::leaf(Constant::new(Delta::inserts(batch))))
             }
             LogicalPlan::Values(v) => {
                 let empty = DFSchema::empty();
@@ -603,7 +619,7 @@ impl<'a> Lowering<'a> {
                     Arc::clone(&out_schema),
                     arrays,
                 )?;
-                Ok(Box::new(Constant::new(Delta::inserts(batch))))
+                Ok(Flow::leaf(Constant::new(Delta::inserts(batch))))
             }
             LogicalPlan::Window(_) => Err(DataflowError::Unsupported(
                 "window functions (OVER …) other than ROW_NUMBER() … <= k (per-group top-k)".into(),

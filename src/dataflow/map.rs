@@ -15,7 +15,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::checkpoint::{Reader, Writer};
-use super::{Counts, Delta, Node, OperatorStats, Result, StepContext};
+use super::{Counts, Delta, Operator, OperatorStats, Result, StepContext};
 
 pub enum MapKind {
     Filter(Arc<dyn PhysicalExpr>),
@@ -23,30 +23,23 @@ pub enum MapKind {
 }
 
 pub struct Map {
-    input: Box<dyn Node>,
     kind: MapKind,
     schema: SchemaRef,
     counts: Counts,
 }
 
 impl Map {
-    pub fn filter(input: Box<dyn Node>, predicate: Arc<dyn PhysicalExpr>) -> Map {
-        let schema = input.schema();
+    /// Rows of `schema` (its input's) that `predicate` is true for.
+    pub fn filter(schema: SchemaRef, predicate: Arc<dyn PhysicalExpr>) -> Map {
         Map {
-            input,
             kind: MapKind::Filter(predicate),
             schema,
             counts: Counts::default(),
         }
     }
 
-    pub fn project(
-        input: Box<dyn Node>,
-        exprs: Vec<Arc<dyn PhysicalExpr>>,
-        schema: SchemaRef,
-    ) -> Map {
+    pub fn project(exprs: Vec<Arc<dyn PhysicalExpr>>, schema: SchemaRef) -> Map {
         Map {
-            input,
             kind: MapKind::Project(exprs),
             schema,
             counts: Counts::default(),
@@ -96,13 +89,13 @@ impl Map {
     }
 }
 
-impl Node for Map {
+impl Operator for Map {
     fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
     }
 
-    fn step(&mut self, cx: &mut StepContext<'_>) -> Result<Delta> {
-        let input = self.input.step(cx)?;
+    fn step(&mut self, inputs: Vec<Delta>, cx: &mut StepContext<'_>) -> Result<Delta> {
+        let input = super::one(inputs)?;
         self.counts.rows_in += input.len() as u64;
         if input.is_empty() {
             return Ok(Delta::empty(self.schema()));
@@ -129,20 +122,14 @@ impl Node for Map {
             MapKind::Project(_) => "project",
         };
         out.push(self.counts.stats(name));
-        self.input.stats(out);
-    }
-
-    fn progress(&self, out: &mut Vec<(String, i64, i64)>) {
-        self.input.progress(out)
     }
 
     fn save(&self, w: &mut Writer) {
         w.tag("map");
-        self.input.save(w);
     }
 
     fn restore(&mut self, r: &mut Reader<'_>) -> Result<()> {
         r.tag("map")?;
-        self.input.restore(r)
+        Ok(())
     }
 }

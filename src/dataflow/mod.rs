@@ -4,10 +4,11 @@
 //! retracts one; an update is a retraction plus an insertion. Physically a
 //! [`Delta`] is an Arrow `RecordBatch` plus one diff per row.
 //!
-//! A dataflow is a tree of [`Node`]s lowered from a DataFusion logical plan
-//! (`lower.rs`). Each tick, the engine calls `step` on the root, which steps
-//! its children and turns their deltas into its own: the work is
-//! proportional to the change, never to the size of the state. Leaves read
+//! A dataflow is a [`Flow`]: a tree of [`Operator`]s lowered from a
+//! DataFusion logical plan (`lower.rs`). Each tick, the engine steps the
+//! root flow, which steps the inputs first and hands each operator its
+//! inputs' deltas and watermarks: the work is proportional to the change,
+//! never to the size of the state. Leaves read
 //! what is new in their input (a stream's topic, a table's or another view's
 //! changes of this tick); the root's output is applied to the view's
 //! [`index::Index`], which SELECT reads.
@@ -285,28 +286,153 @@ pub struct OperatorStats {
     pub errors: u64,
 }
 
-/// One incremental operator.
-pub trait Node: Send {
+/// One incremental operator: its own state and nothing of the graph.
+/// How operators connect, the order they step in, and the walks that
+/// report, save and restore them are [`Flow`]'s, written once.
+pub trait Operator: Send {
     /// The schema of the deltas `step` returns.
     fn schema(&self) -> SchemaRef;
 
-    /// Advance one tick: the change of this operator's output.
-    fn step(&mut self, cx: &mut StepContext<'_>) -> Result<Delta>;
+    /// Advance one tick, given this tick's change of each input (in the
+    /// order the operator was built with): the change of its output.
+    fn step(&mut self, inputs: Vec<Delta>, cx: &mut StepContext<'_>) -> Result<Delta>;
 
-    /// This operator's counters, then its inputs' (pre-order).
+    /// This operator's counters (one entry).
     fn stats(&self, out: &mut Vec<OperatorStats>);
 
     /// Where a stream leaf is, for backfill progress: (read, end) records.
     fn progress(&self, _out: &mut Vec<(String, i64, i64)>) {}
 
-    /// Write this operator's state, then its inputs' (pre-order), for a
-    /// checkpoint taken between ticks.
+    /// Write this operator's own state, for a checkpoint taken between
+    /// ticks.
     fn save(&self, w: &mut Writer);
 
     /// Take back the state `save` wrote, into an operator lowered from the
     /// same plan that has not stepped yet. On error the operator is left
     /// half-restored and must be discarded.
     fn restore(&mut self, r: &mut Reader<'_>) -> Result<()>;
+
+    /// Progress: the event time (microseconds) below which this operator's
+    /// output will not change any more, given its inputs' after this tick
+    /// (a leaf gets none and says its own). None: no such promise. The
+    /// default, the least of the inputs', is right for an operator that
+    /// neither holds rows back nor moves them in time; one that buffers
+    /// (a window closing at its end) says less.
+    fn watermark(&self, inputs: &[Option<i64>]) -> Option<i64> {
+        least(inputs)
+    }
+}
+
+/// The least watermark, None if any input has none (or there is none).
+pub fn least(watermarks: &[Option<i64>]) -> Option<i64> {
+    let mut out: Option<i64> = None;
+    for w in watermarks {
+        let w = (*w)?;
+        out = Some(out.map_or(w, |o| o.min(w)));
+    }
+    out
+}
+
+/// A dataflow: an operator and the flows feeding it (a tree, as lowered
+/// from a logical plan). It steps inputs before their reader, passes each
+/// input's change and watermark on, and walks the operators for counters,
+/// progress and checkpoints — in pre-order (an operator, then its inputs),
+/// the order of the checkpoint file.
+pub struct Flow {
+    op: Box<dyn Operator>,
+    inputs: Vec<Flow>,
+    watermark: Option<i64>,
+}
+
+impl Flow {
+    /// `op` reading `inputs`.
+    pub fn new(op: impl Operator + 'static, inputs: Vec<Flow>) -> Flow {
+        Flow {
+            op: Box::new(op),
+            inputs,
+            watermark: None,
+        }
+    }
+
+    /// A leaf: `op` reads the log or other relations itself.
+    pub fn leaf(op: impl Operator + 'static) -> Flow {
+        Flow::new(op, Vec::new())
+    }
+
+    /// `op` reading one input.
+    pub fn unary(op: impl Operator + 'static, input: Flow) -> Flow {
+        Flow::new(op, vec![input])
+    }
+
+    pub fn schema(&self) -> SchemaRef {
+        self.op.schema()
+    }
+
+    /// Advance one tick: the change of the output.
+    pub fn step(&mut self, cx: &mut StepContext<'_>) -> Result<Delta> {
+        let mut deltas = Vec::with_capacity(self.inputs.len());
+        let mut marks = Vec::with_capacity(self.inputs.len());
+        for i in &mut self.inputs {
+            deltas.push(i.step(cx)?);
+            marks.push(i.watermark);
+        }
+        let out = self.op.step(deltas, cx)?;
+        // Watermarks only advance.
+        self.watermark = match (self.watermark, self.op.watermark(&marks)) {
+            (Some(old), Some(new)) => Some(old.max(new)),
+            (_, new) => new,
+        };
+        Ok(out)
+    }
+
+    /// The output's watermark after the last step.
+    pub fn watermark(&self) -> Option<i64> {
+        self.watermark
+    }
+
+    /// Counters of every operator, this one first (pre-order).
+    pub fn stats(&self, out: &mut Vec<OperatorStats>) {
+        self.op.stats(out);
+        for i in &self.inputs {
+            i.stats(out);
+        }
+    }
+
+    /// Where the stream leaves are.
+    pub fn progress(&self, out: &mut Vec<(String, i64, i64)>) {
+        self.op.progress(out);
+        for i in &self.inputs {
+            i.progress(out);
+        }
+    }
+
+    /// Every operator's state, pre-order.
+    pub fn save(&self, w: &mut Writer) {
+        self.op.save(w);
+        for i in &self.inputs {
+            i.save(w);
+        }
+    }
+
+    /// Take back what `save` wrote.
+    pub fn restore(&mut self, r: &mut Reader<'_>) -> Result<()> {
+        self.op.restore(r)?;
+        for i in &mut self.inputs {
+            i.restore(r)?;
+        }
+        Ok(())
+    }
+}
+
+/// The one input of a unary operator.
+pub fn one(inputs: Vec<Delta>) -> Result<Delta> {
+    let mut inputs = inputs.into_iter();
+    match (inputs.next(), inputs.next()) {
+        (Some(d), None) => Ok(d),
+        _ => Err(DataflowError::Other(
+            "a unary operator was built with another number of inputs".into(),
+        )),
+    }
 }
 
 /// Rows in and out, for operators that keep no other counters.
@@ -326,5 +452,117 @@ impl Counts {
             errors: self.errors,
             ..Default::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::Log;
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::DataType;
+
+    /// A leaf that emits one row (its value) per step and promises event
+    /// time up to its `mark`.
+    struct Leaf {
+        value: i64,
+        mark: Option<i64>,
+        schema: SchemaRef,
+    }
+
+    impl Operator for Leaf {
+        fn schema(&self) -> SchemaRef {
+            Arc::clone(&self.schema)
+        }
+        fn step(&mut self, inputs: Vec<Delta>, _cx: &mut StepContext<'_>) -> Result<Delta> {
+            assert!(inputs.is_empty(), "a leaf gets no inputs");
+            let col = Arc::new(Int64Array::from(vec![self.value]));
+            Ok(Delta::inserts(RecordBatch::try_new(
+                self.schema(),
+                vec![col],
+            )?))
+        }
+        fn stats(&self, out: &mut Vec<OperatorStats>) {
+            out.push(Counts::default().stats(format!("leaf {}", self.value)));
+        }
+        fn save(&self, w: &mut Writer) {
+            w.tag("leaf");
+            w.i64(self.value);
+        }
+        fn restore(&mut self, r: &mut Reader<'_>) -> Result<()> {
+            r.tag("leaf")?;
+            self.value = r.i64()?;
+            Ok(())
+        }
+        fn watermark(&self, _inputs: &[Option<i64>]) -> Option<i64> {
+            self.mark
+        }
+    }
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)]))
+    }
+
+    #[test]
+    fn least_watermark_needs_every_input() {
+        assert_eq!(least(&[Some(5), Some(3)]), Some(3));
+        assert_eq!(least(&[Some(5), None]), None);
+        assert_eq!(least(&[]), None);
+    }
+
+    #[test]
+    fn a_flow_steps_inputs_in_order_and_carries_watermarks() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log: Arc<dyn LogStore> = Log::open(dir.path(), Default::default()).expect("log");
+        let errors = Arc::new(DecodeErrors::default());
+        let (changes, error_changes) = (HashMap::new(), HashMap::new());
+        let mut cx = StepContext {
+            error_changes: &error_changes,
+            errors: Vec::new(),
+            changes: &changes,
+            log: &log,
+            decode_errors: &errors,
+            max_records: 1,
+            more: false,
+            read: 0,
+            now_us: 0,
+        };
+        let leaf = |value, mark| {
+            Flow::leaf(Leaf {
+                value,
+                mark,
+                schema: schema(),
+            })
+        };
+        let mut flow = Flow::new(
+            union::Union::new(2, schema()),
+            vec![leaf(1, Some(30)), leaf(2, Some(20))],
+        );
+        let out = flow.step(&mut cx).expect("steps");
+        let col = out.batch.column(0).as_any().downcast_ref::<Int64Array>();
+        assert_eq!(col.expect("ints").values().to_vec(), vec![1, 2]);
+        assert_eq!(flow.watermark(), Some(20), "the least of the inputs'");
+
+        // Counters and checkpoints walk the operators in pre-order.
+        let mut stats = Vec::new();
+        flow.stats(&mut stats);
+        let names: Vec<_> = stats.iter().map(|s| s.operator.as_str()).collect();
+        assert_eq!(names, vec!["union", "leaf 1", "leaf 2"]);
+        let mut w = Writer::default();
+        flow.save(&mut w);
+        let bytes = w.into_bytes();
+        let mut again = Flow::new(
+            union::Union::new(2, schema()),
+            vec![leaf(0, None), leaf(0, None)],
+        );
+        again
+            .restore(&mut Reader::new(&bytes, &*log))
+            .expect("restores");
+        let mut stats = Vec::new();
+        again.stats(&mut stats);
+        assert_eq!(stats[1].operator, "leaf 1");
+        assert_eq!(stats[2].operator, "leaf 2");
+        drop(cx);
+        drop(log);
     }
 }

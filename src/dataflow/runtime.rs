@@ -50,7 +50,7 @@ use super::lower::{Input, Lowering, Resolve};
 use super::source::TopicReader;
 use super::temporal::Clock;
 use super::{
-    DataflowError, Delta, Node, OperatorStats, RowError, StepContext, apply_errors, nullable,
+    DataflowError, Delta, Flow, OperatorStats, RowError, StepContext, apply_errors, nullable,
 };
 use crate::format::record::Layout;
 use crate::log::LogStore;
@@ -70,7 +70,7 @@ struct TableState {
 
 struct ViewState {
     name: String,
-    root: Box<dyn Node>,
+    root: Flow,
     index: Index,
     inputs: Vec<String>,
     /// Topics its stream leaves read (fsynced before a checkpoint).

@@ -25,7 +25,7 @@ use crate::log::LogStore;
 
 use super::checkpoint::{Reader, Writer};
 use super::rows::{Codec, RowBytes};
-use super::{Counts, Delta, Node, OperatorStats, Result, StepContext};
+use super::{Counts, Delta, Operator, OperatorStats, Result, StepContext};
 
 /// The header carrying a changelog record's diff.
 pub const DIFF_HEADER: &str = "eddy.diff";
@@ -454,12 +454,12 @@ impl StreamSource {
     }
 }
 
-impl Node for StreamSource {
+impl Operator for StreamSource {
     fn schema(&self) -> SchemaRef {
         Arc::clone(self.reader.schema())
     }
 
-    fn step(&mut self, cx: &mut StepContext<'_>) -> Result<Delta> {
+    fn step(&mut self, _inputs: Vec<Delta>, cx: &mut StepContext<'_>) -> Result<Delta> {
         let read = self
             .reader
             .read(&**cx.log, cx.decode_errors, cx.max_records)?;
@@ -527,12 +527,12 @@ impl ChangesSource {
     }
 }
 
-impl Node for ChangesSource {
+impl Operator for ChangesSource {
     fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
     }
 
-    fn step(&mut self, cx: &mut StepContext<'_>) -> Result<Delta> {
+    fn step(&mut self, _inputs: Vec<Delta>, cx: &mut StepContext<'_>) -> Result<Delta> {
         let mut parts = Vec::with_capacity(2);
         if let Some(b) = self.backfill.take() {
             parts.push(b);

@@ -29,7 +29,7 @@ use datafusion::scalar::ScalarValue;
 
 use super::checkpoint::{Reader, Writer};
 use super::rows::{Codec, RowBytes, state_bytes};
-use super::{Counts, Delta, Node, OperatorStats, Result, StepContext, batch_of};
+use super::{Counts, Delta, Operator, OperatorStats, Result, StepContext, batch_of};
 
 /// The time temporal filters and `mz_now()` read, in microseconds since the
 /// Unix epoch: the wall clock, or one a test sets.
@@ -92,7 +92,6 @@ pub enum Bound {
 }
 
 pub struct TemporalFilter {
-    input: Box<dyn Node>,
     /// Each bound's expression gives a timestamp (microseconds).
     bounds: Vec<(Bound, Arc<dyn PhysicalExpr>)>,
     codec: Codec,
@@ -106,12 +105,10 @@ pub struct TemporalFilter {
 
 impl TemporalFilter {
     pub fn new(
-        input: Box<dyn Node>,
+        schema: SchemaRef,
         bounds: Vec<(Bound, Arc<dyn PhysicalExpr>)>,
     ) -> Result<TemporalFilter> {
-        let schema = input.schema();
         Ok(TemporalFilter {
-            input,
             bounds,
             codec: Codec::for_schema(&schema)?,
             schema,
@@ -165,13 +162,13 @@ impl TemporalFilter {
     }
 }
 
-impl Node for TemporalFilter {
+impl Operator for TemporalFilter {
     fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
     }
 
-    fn step(&mut self, cx: &mut StepContext<'_>) -> Result<Delta> {
-        let input = self.input.step(cx)?;
+    fn step(&mut self, inputs: Vec<Delta>, cx: &mut StepContext<'_>) -> Result<Delta> {
+        let input = super::one(inputs)?;
         let now = cx.now_us;
         self.counts.rows_in += input.len() as u64;
         let mut out: Vec<(RowBytes, i64)> = Vec::new();
@@ -241,11 +238,6 @@ impl Node for TemporalFilter {
         s.state_rows = self.scheduled_rows;
         s.state_bytes = self.scheduled_bytes;
         out.push(s);
-        self.input.stats(out);
-    }
-
-    fn progress(&self, out: &mut Vec<(String, i64, i64)>) {
-        self.input.progress(out)
     }
 
     fn save(&self, w: &mut Writer) {
@@ -259,7 +251,6 @@ impl Node for TemporalFilter {
                 w.i64(*diff);
             }
         }
-        self.input.save(w);
     }
 
     fn restore(&mut self, r: &mut Reader<'_>) -> Result<()> {
@@ -275,7 +266,7 @@ impl Node for TemporalFilter {
                 self.schedule(at, &row, diff);
             }
         }
-        self.input.restore(r)
+        Ok(())
     }
 }
 

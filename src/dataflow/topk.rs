@@ -19,12 +19,13 @@ use datafusion::physical_expr::PhysicalExpr;
 
 use super::checkpoint::{Reader, Writer};
 use super::rows::{Codec, RowBytes, state_bytes};
-use super::{Counts, Delta, Node, OperatorStats, Result, StepContext};
+use super::{Counts, Delta, Operator, OperatorStats, Result, StepContext};
 
 type Sorted = BTreeMap<(RowBytes, RowBytes), i64>;
 
 pub struct TopK {
-    input: Box<dyn Node>,
+    /// The input's schema.
+    in_schema: SchemaRef,
     order: Vec<Arc<dyn PhysicalExpr>>,
     order_codec: Codec,
     row_codec: Codec,
@@ -44,19 +45,19 @@ pub struct TopK {
 impl TopK {
     /// ORDER BY … LIMIT/OFFSET over the whole input.
     pub fn new(
-        input: Box<dyn Node>,
+        in_schema: SchemaRef,
         order: Vec<(Arc<dyn PhysicalExpr>, SortOptions)>,
         skip: usize,
         fetch: usize,
     ) -> Result<TopK> {
-        let schema = input.schema();
-        Self::ranked(input, vec![], order, skip, fetch, schema, false)
+        let schema = Arc::clone(&in_schema);
+        Self::ranked(in_schema, vec![], order, skip, fetch, schema, false)
     }
 
     /// Per-partition top-k; with `rank`, `schema` has one more column than
     /// the input holding each row's position in its partition (from 1).
     pub fn ranked(
-        input: Box<dyn Node>,
+        in_schema: SchemaRef,
         partition: Vec<Arc<dyn PhysicalExpr>>,
         order: Vec<(Arc<dyn PhysicalExpr>, SortOptions)>,
         skip: usize,
@@ -64,7 +65,6 @@ impl TopK {
         schema: SchemaRef,
         rank: bool,
     ) -> Result<TopK> {
-        let in_schema = input.schema();
         let types = order
             .iter()
             .map(|(e, _)| e.data_type(&in_schema))
@@ -84,7 +84,7 @@ impl TopK {
             },
             partition,
             order: order.into_iter().map(|(e, _)| e).collect(),
-            input,
+            in_schema,
             skip,
             fetch,
             schema,
@@ -125,13 +125,13 @@ impl TopK {
     }
 }
 
-impl Node for TopK {
+impl Operator for TopK {
     fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
     }
 
-    fn step(&mut self, cx: &mut StepContext<'_>) -> Result<Delta> {
-        let input = self.input.step(cx)?;
+    fn step(&mut self, inputs: Vec<Delta>, _cx: &mut StepContext<'_>) -> Result<Delta> {
+        let input = super::one(inputs)?;
         self.counts.rows_in += input.len() as u64;
         if input.is_empty() {
             return Ok(Delta::empty(self.schema()));
@@ -194,7 +194,7 @@ impl Node for TopK {
         if change.is_empty() {
             return Ok(Delta::empty(self.schema()));
         }
-        let in_schema = self.input.schema();
+        let in_schema = Arc::clone(&self.in_schema);
         let batch = self
             .row_codec
             .decode_batch(&in_schema, change.iter().map(|((r, _), _)| r.as_ref()))?;
@@ -222,11 +222,6 @@ impl Node for TopK {
         s.state_rows = self.rows;
         s.state_bytes = self.bytes;
         out.push(s);
-        self.input.stats(out);
-    }
-
-    fn progress(&self, out: &mut Vec<(String, i64, i64)>) {
-        self.input.progress(out)
     }
 
     fn save(&self, w: &mut Writer) {
@@ -241,7 +236,6 @@ impl Node for TopK {
                 w.i64(*n);
             }
         }
-        self.input.save(w);
     }
 
     fn restore(&mut self, r: &mut Reader<'_>) -> Result<()> {
@@ -261,6 +255,6 @@ impl Node for TopK {
             }
             self.groups.insert(p, sorted);
         }
-        self.input.restore(r)
+        Ok(())
     }
 }

@@ -5,6 +5,11 @@
 //! lock) and read concurrently with positional reads (`pread`), so readers
 //! never block the writer. The byte size published in `state` only ever
 //! covers complete batches: a reader never sees half a batch.
+//!
+//! (About 900 lines: the file format's validating scan, positional reads,
+//! index lookups and the checks every read makes are one type's methods
+//! over one file; splitting them would split the invariant that what is
+//! published was validated.)
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;

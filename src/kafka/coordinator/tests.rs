@@ -2,6 +2,8 @@
 //! request structs as decoded from the wire, on a real log in a temporary
 //! directory. Every response produced is also encoded at the version it
 //! was produced for, which is what a client would receive.
+//!
+//! (About 980 lines: tests only, one scenario of the group protocol each.)
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -6,6 +6,9 @@
 //! without trailing fraction zeros; unconstrained numerics without their
 //! fixed scale's zeros; arrays as `{…}`).
 //!
+//! (About 1,000 lines, 170 of them tests: text and binary encodings of
+//! every type side by side, so a type's two forms are changed together.)
+//!
 //! The column types a client is told (RowDescription) come from
 //! arrow-pg's type mapping (`field_into_pg_type`, which also knows
 //! pg_catalog's `regclass`/`"char"` columns); every value is encoded by
