@@ -1,8 +1,10 @@
 //! SQLSTATE codes for errors of the libraries eddy builds on (DataFusion,
 //! Arrow), by their types, and [`Coded`]: an error that carries its own
 //! SQLSTATE through DataFusion (a materialized view's error state read by
-//! a SELECT). The pgwire layer reads codes from here; nothing matches
-//! message text where a type tells.
+//! a SELECT, a NULL primary key through Arrow). The pgwire layer reads
+//! codes from here. Message text is read only for DataFusion's untyped
+//! `Plan`/`Execution` errors (a table not found, a cast, a division or an
+//! overflow in DataFusion's own code), which have no other sign.
 
 use std::fmt;
 
@@ -41,9 +43,6 @@ impl Coded {
 /// SQLSTATE for a DataFusion error, by its category.
 pub fn datafusion_sqlstate(e: &datafusion::error::DataFusionError) -> &'static str {
     use datafusion::error::DataFusionError as D;
-    if e.to_string().contains("violates not-null constraint") {
-        return "23502";
-    }
     match e {
         D::SQL(..) => "42601",
         D::Plan(m) if m.contains("not found") => "42P01",
@@ -76,11 +75,15 @@ pub fn arrow_sqlstate(e: &datafusion::arrow::error::ArrowError) -> &'static str 
         A::DivideByZero => "22012",
         A::ArithmeticOverflow(_) => "22003",
         A::ComputeError(m) if m.contains("Overflow") || m.contains("overflow") => "22003",
-        A::ExternalError(inner) => match inner.downcast_ref::<datafusion::error::DataFusionError>()
-        {
-            Some(d) => datafusion_sqlstate(d),
-            None => "22000",
-        },
+        A::ExternalError(inner) => {
+            if let Some(c) = inner.downcast_ref::<Coded>() {
+                return c.code;
+            }
+            match inner.downcast_ref::<datafusion::error::DataFusionError>() {
+                Some(d) => datafusion_sqlstate(d),
+                None => "22000",
+            }
+        }
         _ => "22000",
     }
 }

@@ -148,6 +148,21 @@ fn extended_protocol_runs_every_statement_with_parameters() {
             .await
             .unwrap_err();
         assert_eq!(code(&e), "42P07");
+        // A NULL primary key: 23502 (typed through Arrow and DataFusion),
+        // from a bound parameter and from the simple protocol alike.
+        c.batch_execute("CREATE TABLE keyed (id int PRIMARY KEY, v text)")
+            .await
+            .unwrap();
+        let e = c
+            .execute("INSERT INTO keyed VALUES ($1, 'x')", &[&None::<i32>])
+            .await
+            .unwrap_err();
+        assert_eq!(code(&e), "23502");
+        let e = c
+            .batch_execute("INSERT INTO keyed VALUES (NULL, 'x')")
+            .await
+            .unwrap_err();
+        assert_eq!(code(&e), "23502");
         // The session is still fine.
         assert_eq!(count(&c, "acct").await, 2);
     });
