@@ -155,13 +155,15 @@ impl Layout {
         for &k in &self.key {
             if batch.column(k).null_count() > 0 {
                 // Typed with its SQLSTATE, through Arrow and DataFusion.
-                return Err(ArrowError::ExternalError(Box::new(crate::sqlstate::Coded {
-                    code: "23502",
-                    message: format!(
-                        "null value in column \"{}\" violates not-null constraint (it is part of the primary key)",
-                        self.schema.field(k).name()
-                    ),
-                })));
+                return Err(ArrowError::ExternalError(Box::new(
+                    crate::sqlstate::Coded {
+                        code: "23502",
+                        message: format!(
+                            "null value in column \"{}\" violates not-null constraint (it is part of the primary key)",
+                            self.schema.field(k).name()
+                        ),
+                    },
+                )));
             }
         }
         Ok(self.row_keys(batch)?.into_iter().flatten().collect())
