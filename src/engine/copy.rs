@@ -456,13 +456,7 @@ impl Engine {
                         }
                     }
                 };
-                let (query, plan) = self.plan_query(query).await?;
-                let plan = match params {
-                    Some(p) => plan.replace_params_with_values(&p)?,
-                    None => plan,
-                };
-                let names = names::column_names(&query, plan.schema().as_arrow());
-                let df = self.ctx.execute_logical_plan(plan).await?;
+                let (df, names) = self.query_frame(query, params).await?;
                 let schema: SchemaRef = Arc::new(names::renamed(df.schema().as_arrow(), &names));
                 let batches = df.collect().await?;
                 Ok(Output::CopyOut {

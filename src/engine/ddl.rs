@@ -16,7 +16,6 @@ use std::collections::BTreeMap;
 use super::statement::{self, Ddl, DropKind};
 use super::{Engine, EngineError, Output, Result, names, pg_compat, query, using};
 use crate::catalog::{Column, Format, Object};
-use crate::format::record::Layout;
 use crate::log::LogError;
 use crate::types;
 
@@ -149,7 +148,7 @@ impl Engine {
                     ))
                 })?;
                 let columns = Self::columns(&columns)?;
-                Layout::stream(Self::schema_of(&columns)?, format).map_err(EngineError::Invalid)?;
+                Self::layout_of(&columns, format)?;
                 self.ensure_topic(&topic, &options)?;
                 let o = Object::Stream {
                     name,

@@ -127,14 +127,25 @@ impl Engine {
         stmt: SqlStatement,
         params: Option<ParamValues>,
     ) -> Result<Output> {
+        let (df, names) = self.query_frame(stmt, params).await?;
+        Ok(Output::Rows { df, names })
+    }
+
+    /// A query planned from `stmt` with its `$n` parameters bound, ready
+    /// to run, and PostgreSQL's names for its columns (SELECT and COPY …
+    /// TO alike).
+    pub(super) async fn query_frame(
+        &self,
+        stmt: SqlStatement,
+        params: Option<ParamValues>,
+    ) -> Result<(datafusion::dataframe::DataFrame, Vec<String>)> {
         let (stmt, plan) = self.plan_query(stmt).await?;
         let plan = match params {
             Some(p) => plan.replace_params_with_values(&p)?,
             None => plan,
         };
         let names = names::column_names(&stmt, plan.schema().as_arrow());
-        let df = self.ctx.execute_logical_plan(plan).await?;
-        Ok(Output::Rows { df, names })
+        Ok((self.ctx.execute_logical_plan(plan).await?, names))
     }
 }
 
