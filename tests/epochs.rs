@@ -10,10 +10,11 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::util::display::array_value_to_string;
 use datafusion::execution::SessionState;
 use datafusion::prelude::DataFrame;
 use eddy::engine::{Engine, Output, parse};
@@ -44,18 +45,7 @@ async fn run(engine: &Engine, sql: &str) {
 async fn query_as(state: &SessionState, sql: &str) -> Vec<String> {
     let plan = state.create_logical_plan(sql).await.unwrap();
     let batches: Vec<RecordBatch> = DataFrame::new(state.clone(), plan).collect().await.unwrap();
-    let mut out = Vec::new();
-    for b in &batches {
-        for r in 0..b.num_rows() {
-            let cells: Vec<String> = b
-                .columns()
-                .iter()
-                .map(|c| array_value_to_string(c, r).unwrap())
-                .collect();
-            out.push(cells.join(" "));
-        }
-    }
-    out
+    common::lines(&batches)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,13 +7,14 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::BytesMut;
-use datafusion::arrow::util::display::array_value_to_string;
 use eddy::engine::{Engine, EngineOptions, Output, parse};
 use eddy::log::{
     AppendInfo, CommittedOffset, Durability, Log, LogOptions, LogStore, ReadResult, Result,
@@ -125,16 +126,7 @@ async fn rows(engine: &Engine, sql: &str) -> Vec<String> {
             Output::Rows { df, .. } => df,
             _ => continue,
         };
-        for b in df.collect().await.unwrap() {
-            for r in 0..b.num_rows() {
-                let cells: Vec<String> = b
-                    .columns()
-                    .iter()
-                    .map(|c| array_value_to_string(c, r).unwrap())
-                    .collect();
-                out.push(cells.join(" "));
-            }
-        }
+        out.extend(common::lines(&df.collect().await.unwrap()));
     }
     out
 }

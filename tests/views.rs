@@ -354,19 +354,7 @@ async fn engine_rows(engine: &eddy::engine::Engine, sql: &str) -> Vec<String> {
             _ => None,
         };
         if let Some(df) = df {
-            let batches = df.collect().await.unwrap();
-            for b in &batches {
-                for r in 0..b.num_rows() {
-                    let cells: Vec<String> = b
-                        .columns()
-                        .iter()
-                        .map(|c| {
-                            datafusion::arrow::util::display::array_value_to_string(c, r).unwrap()
-                        })
-                        .collect();
-                    out.push(cells.join(" "));
-                }
-            }
+            out = common::lines(&df.collect().await.unwrap());
         }
     }
     out

@@ -96,3 +96,20 @@ pub fn psql_command(addr: std::net::SocketAddr) -> std::process::Command {
         .args(["-p", &addr.port().to_string(), "-U", "eddy", "-d", "eddy"]);
     c
 }
+
+/// Each row of `batches` as its values' display text joined by spaces
+/// (NULL as an empty string), for comparing query results in-process.
+pub fn lines(batches: &[datafusion::arrow::array::RecordBatch]) -> Vec<String> {
+    let mut out = Vec::new();
+    for b in batches {
+        for r in 0..b.num_rows() {
+            let cells: Vec<String> = b
+                .columns()
+                .iter()
+                .map(|c| datafusion::arrow::util::display::array_value_to_string(c, r).unwrap())
+                .collect();
+            out.push(cells.join(" "));
+        }
+    }
+    out
+}
