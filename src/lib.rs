@@ -16,6 +16,8 @@
 //! - `format`, `types`: record values ⇄ Arrow rows; SQL types and
 //!   PostgreSQL's text forms.
 //! - `catalog`: the relations, persisted in the `__eddy_catalog` topic.
+//! - `auth`: roles, password secrets and privileges (`__eddy_roles`),
+//!   checked by both protocols; Kafka's SCRAM exchange.
 //! - `dataflow`: the incremental runtime (ticks, epochs, checkpoints,
 //!   subscriptions) and its operators (`Operator`s on one `Flow` that
 //!   carries their changes and watermarks); reads the log, knows no SQL
@@ -33,6 +35,7 @@
 //! external Kafka cluster) plugs into; the Kafka front end serves eddy's
 //! own `log::Log`.
 
+pub mod auth;
 pub mod catalog;
 pub mod cli;
 pub mod dataflow;

@@ -449,6 +449,7 @@ impl Engine {
         self.ctx.deregister_table(name.as_str())?;
         self.dataflows.remove(&name)?;
         self.lock()?.remove(&name)?;
+        self.roles.forget_relation(&name)?;
         // A table's own changelog goes with it; a topic it was created
         // over (`WITH (topic = …)`) stays, as a stream's does.
         if let Object::Table { topic, .. } = o

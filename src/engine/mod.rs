@@ -12,6 +12,7 @@
 //! | `Subscribe`, `Flush`, `Session` | here |
 //! | `CatalogQuery`, `Other` (SET/SHOW settings, BEGIN/COMMIT, cursors) | passed back to the protocol layer (datafusion-postgres) |
 
+mod access;
 mod apply;
 mod copy;
 mod copy_binary;
@@ -51,7 +52,7 @@ pub use copy::{CopyIn, CopyInOptions};
 pub use limits::Limits;
 pub use names::{column_names, renamed as renamed_schema};
 pub use query::is_user_query;
-pub use statement::{Copy, Ddl, Dml, DropKind, Statement, parse};
+pub use statement::{Access, Copy, Ddl, Dml, DropKind, Statement, parse};
 
 /// A failure with the SQLSTATE a PostgreSQL client expects.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +101,10 @@ pub enum EngineError {
     /// A request over one of the server's [`Limits`].
     #[error("{message}")]
     Limit { code: &'static str, message: String },
+    /// Roles and privileges: 42501 permission denied, 42704 no such
+    /// role, 42710 role exists.
+    #[error("{message}")]
+    Access { code: &'static str, message: String },
 }
 
 impl EngineError {
@@ -132,7 +137,7 @@ impl EngineError {
             EngineError::CopyValue(_) => "22P02",
             EngineError::CopyBinary(_) => "22P03",
             EngineError::DuplicateColumn(_) => "42701",
-            EngineError::Limit { code, .. } => code,
+            EngineError::Limit { code, .. } | EngineError::Access { code, .. } => code,
         }
     }
 }
@@ -219,6 +224,8 @@ pub struct Engine {
     sinks: Mutex<HashMap<String, tokio::task::AbortHandle>>,
     /// What one request may ask (`eddy_catalog.limits`).
     limits: Limits,
+    /// Roles, their secrets and privileges (`access.rs`).
+    roles: std::sync::Arc<crate::auth::Roles>,
 }
 
 /// Engine settings.
@@ -381,6 +388,7 @@ impl Engine {
                 Ok(Output::Command("INSERT".into(), Some(n as usize)))
             }
             Statement::Dml(Dml::Update(u)) => self.update(*u, params).await,
+            Statement::Access(a) => self.access(a).await,
             Statement::Dml(Dml::Delete(d)) => self.delete(*d, params).await,
             Statement::Copy(c) => self.copy(c, params).await,
             Statement::Subscribe { name, snapshot } => {

@@ -56,6 +56,12 @@ impl Engine {
                 .await
                 .map_err(|e| EngineError::Invalid(e.to_string()))??
         };
+        let roles = {
+            let log = Arc::clone(&log);
+            tokio::task::spawn_blocking(move || crate::auth::Roles::open(log))
+                .await
+                .map_err(|e| EngineError::Invalid(e.to_string()))??
+        };
         let errors = Arc::new(DecodeErrors::default());
         let dataflows = Dataflows::new(
             Arc::clone(&log),
@@ -76,6 +82,7 @@ impl Engine {
             restored: Mutex::new(Vec::new()),
             sinks: Mutex::new(HashMap::new()),
             limits: options.limits.clone(),
+            roles,
         });
         if let Some(catalog) = engine.ctx.catalog("eddy") {
             catalog.register_schema(system::SCHEMA, system::schema_provider(&engine)?)?;

@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 
 use datafusion::sql::sqlparser::ast::{
-    ColumnDef, CopyLegacyOption, CopyOption, CopySource, CopyTarget, CreateTable, CreateView,
-    DataType as SqlType, Delete, Expr, ObjectType, Query, Reset, ResetStatement, SqlOption,
-    Statement as SqlStatement, Update, Value,
+    AlterRoleOperation, ColumnDef, CopyLegacyOption, CopyOption, CopySource, CopyTarget,
+    CreateRole, CreateTable, CreateView, DataType as SqlType, Delete, Expr, Grant, ObjectType,
+    Query, Reset, ResetStatement, Revoke, SqlOption, Statement as SqlStatement, Update, Value,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
@@ -54,6 +54,9 @@ pub enum Statement {
     Ddl(Ddl),
     /// INSERT, UPDATE, DELETE (`dml.rs`).
     Dml(Dml),
+    /// Roles and privileges: CREATE/ALTER/DROP ROLE (and USER), GRANT,
+    /// REVOKE (`access.rs`).
+    Access(Access),
     /// COPY … TO STDOUT, COPY … FROM STDIN (`copy.rs`).
     Copy(Copy),
     /// `SUBSCRIBE [TO] name [WITH (SNAPSHOT = false)]`, alone or as `COPY
@@ -123,6 +126,27 @@ pub enum Ddl {
         if_exists: bool,
         cascade: bool,
     },
+}
+
+/// Statements about roles and privileges, kept as parsed; `access.rs`
+/// reads them when they run.
+#[derive(Debug)]
+pub enum Access {
+    /// `CREATE ROLE`, or `CREATE USER` (`user`: LOGIN unless NOLOGIN).
+    CreateRole {
+        role: Box<CreateRole>,
+        user: bool,
+    },
+    AlterRole {
+        name: String,
+        operation: Box<AlterRoleOperation>,
+    },
+    DropRole {
+        names: Vec<String>,
+        if_exists: bool,
+    },
+    Grant(Box<Grant>),
+    Revoke(Box<Revoke>),
 }
 
 /// Statements that change rows.
@@ -231,6 +255,33 @@ pub fn classify(s: SqlStatement, text: String) -> Statement {
         SqlStatement::Query(q) if super::query::select_into(&q).is_some() => {
             Statement::Ddl(Ddl::SelectInto(q))
         }
+        SqlStatement::CreateRole(role) => Statement::Access(Access::CreateRole {
+            role: Box::new(role),
+            user: false,
+        }),
+        SqlStatement::AlterRole { name, operation } => Statement::Access(Access::AlterRole {
+            name: name.value,
+            operation: Box::new(operation),
+        }),
+        SqlStatement::Drop {
+            object_type: ObjectType::Role | ObjectType::User,
+            names,
+            if_exists,
+            ..
+        } => Statement::Access(Access::DropRole {
+            names: names
+                .iter()
+                .map(|n| {
+                    n.0.last()
+                        .and_then(|p| p.as_ident())
+                        .map(|i| i.value.clone())
+                        .unwrap_or_else(|| n.to_string())
+                })
+                .collect(),
+            if_exists,
+        }),
+        SqlStatement::Grant(g) => Statement::Access(Access::Grant(Box::new(g))),
+        SqlStatement::Revoke(r) => Statement::Access(Access::Revoke(Box::new(r))),
         s @ SqlStatement::Insert(_) => Statement::Dml(Dml::Insert(Box::new(s))),
         SqlStatement::Update(u) => Statement::Dml(Dml::Update(Box::new(u))),
         SqlStatement::Delete(d) => Statement::Dml(Dml::Delete(Box::new(d))),
@@ -426,6 +477,28 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
                 if_exists,
                 cascade,
             })
+        } else if word_is(&t0, "create") && word_is(&t1, "user") {
+            // PostgreSQL's CREATE USER is CREATE ROLE … LOGIN (sqlparser
+            // reads CREATE USER as Snowflake's statement).
+            p.next_token();
+            p.next_token();
+            let role = p.parse_create_role().map_err(syntax)?;
+            Statement::Access(Access::CreateRole {
+                role: Box::new(role),
+                user: true,
+            })
+        } else if word_is(&t0, "alter") && word_is(&t1, "user") {
+            p.next_token();
+            p.next_token();
+            match p.parse_alter_role().map_err(syntax)? {
+                SqlStatement::AlterRole { name, operation } => {
+                    Statement::Access(Access::AlterRole {
+                        name: name.value,
+                        operation: Box::new(operation),
+                    })
+                }
+                other => return Err(syntax(format!("unexpected {other}"))),
+            }
         } else if word_is(&t0, "alter") && word_is(&t1, "topic") {
             p.next_token();
             p.next_token();

@@ -16,6 +16,8 @@
 //! | `checkpoints`        | relation in the last checkpoint of view state |
 //! | `log_damage`         | damage the log found in its files, and what it did |
 //! | `limits`             | limit on one request (`eddy serve --max-…`)   |
+//! | `roles`              | role: login, superuser, whether it has a password |
+//! | `privileges`         | (role, relation, privilege) granted           |
 
 use std::sync::{Arc, Weak};
 
@@ -236,6 +238,25 @@ pub fn schema_provider(engine: &Arc<Engine>) -> DfResult<Arc<dyn SchemaProvider>
             ]),
             limits,
         ),
+        (
+            "roles",
+            schema(&[
+                ("name", Utf8, false),
+                ("login", DataType::Boolean, false),
+                ("superuser", DataType::Boolean, false),
+                ("password", DataType::Boolean, false),
+            ]),
+            roles,
+        ),
+        (
+            "privileges",
+            schema(&[
+                ("role", Utf8, false),
+                ("relation", Utf8, false),
+                ("privilege", Utf8, false),
+            ]),
+            privileges,
+        ),
     ];
     let provider = MemorySchemaProvider::new();
     for (name, schema, rows) in tables {
@@ -256,6 +277,37 @@ fn limits(e: &Engine) -> Result<Rows, String> {
         .rows()
         .into_iter()
         .map(|(name, value, description)| vec![text(name), int(value), text(description)])
+        .collect())
+}
+
+fn roles(e: &Engine) -> Result<Rows, String> {
+    let flag = |b: bool| ScalarValue::Boolean(Some(b));
+    Ok(e.roles
+        .list()
+        .into_iter()
+        .map(|r| {
+            vec![
+                text(r.name),
+                flag(r.login),
+                flag(r.superuser),
+                flag(r.secret.is_some()),
+            ]
+        })
+        .collect())
+}
+
+fn privileges(e: &Engine) -> Result<Rows, String> {
+    Ok(e.roles
+        .list()
+        .into_iter()
+        .flat_map(|r| {
+            let name = r.name.clone();
+            r.grants.into_iter().flat_map(move |(relation, held)| {
+                let name = name.clone();
+                held.into_iter()
+                    .map(move |p| vec![text(name.clone()), text(relation.clone()), text(p.name())])
+            })
+        })
         .collect())
 }
 

@@ -26,6 +26,7 @@ const DELETE: i8 = 1;
 /// (`replace`: keys not named return to their defaults).
 fn alter(
     broker: &Broker,
+    ctx: &RequestContext,
     resource_type: i8,
     name: &str,
     mut changes: BTreeMap<String, Option<String>>,
@@ -43,6 +44,12 @@ fn alter(
         return Err((
             ResponseError::TopicAuthorizationFailed.code(),
             INTERNAL_REFUSED.into(),
+        ));
+    }
+    if !broker.may_administer(ctx) {
+        return Err((
+            ResponseError::TopicAuthorizationFailed.code(),
+            super::ADMIN_REFUSED.into(),
         ));
     }
     let log_err = |e: LogError| (error_code(&e), e.to_string());
@@ -70,7 +77,7 @@ fn alter(
 pub fn incremental(
     broker: &Broker,
     req: IncrementalAlterConfigsRequest,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
 ) -> IncrementalAlterConfigsResponse {
     let responses = req
         .resources
@@ -104,6 +111,7 @@ pub fn incremental(
                 Some(e) => Err(e),
                 None => alter(
                     broker,
+                    ctx,
                     res.resource_type,
                     &res.resource_name,
                     changes,
@@ -127,7 +135,7 @@ pub fn incremental(
 pub fn replace(
     broker: &Broker,
     req: AlterConfigsRequest,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
 ) -> AlterConfigsResponse {
     let responses = req
         .resources
@@ -140,6 +148,7 @@ pub fn replace(
                 .collect();
             let result = alter(
                 broker,
+                ctx,
                 res.resource_type,
                 &res.resource_name,
                 changes,

@@ -11,17 +11,22 @@ use crate::log::{LogError, LogStore};
 pub fn handle(
     broker: &Broker,
     req: CreatePartitionsRequest,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
 ) -> CreatePartitionsResponse {
     let results = req
         .topics
         .into_iter()
         .map(|t| {
-            if super::is_internal(&t.name.0) {
+            if super::is_internal(&t.name.0) || !broker.may_administer(ctx) {
+                let why = if super::is_internal(&t.name.0) {
+                    super::INTERNAL_REFUSED
+                } else {
+                    super::ADMIN_REFUSED
+                };
                 return CreatePartitionsTopicResult::default()
                     .with_name(t.name)
                     .with_error_code(ResponseError::TopicAuthorizationFailed.code())
-                    .with_error_message(Some(str_bytes(super::INTERNAL_REFUSED)));
+                    .with_error_message(Some(str_bytes(why)));
             }
             let result = if req.validate_only {
                 broker.log().topic(&t.name.0).and_then(|topic| {

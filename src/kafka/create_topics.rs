@@ -42,6 +42,11 @@ pub fn handle(
                     ResponseError::TopicAuthorizationFailed.code(),
                     super::INTERNAL_REFUSED.to_string(),
                 ))
+            } else if !broker.may_administer(ctx) {
+                Err((
+                    ResponseError::TopicAuthorizationFailed.code(),
+                    super::ADMIN_REFUSED.to_string(),
+                ))
             } else if t.replication_factor > 1 {
                 Err((
                     ResponseError::InvalidReplicationFactor.code(),

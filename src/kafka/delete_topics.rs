@@ -17,7 +17,16 @@ pub fn handle(
         .into_iter()
         .map(|name| {
             let mut r = DeletableTopicResult::default().with_name(Some(name.clone()));
-            if let Err(e) = broker.log().delete_topic(&name.0) {
+            if !broker.may_administer(ctx) || super::is_internal(&name.0) {
+                r.error_code = kafka_protocol::ResponseError::TopicAuthorizationFailed.code();
+                if v >= 5 {
+                    r.error_message = Some(str_bytes(if super::is_internal(&name.0) {
+                        super::INTERNAL_REFUSED
+                    } else {
+                        super::ADMIN_REFUSED
+                    }));
+                }
+            } else if let Err(e) = broker.log().delete_topic(&name.0) {
                 r.error_code = error_code(&e);
                 if v >= 5 {
                     r.error_message = Some(str_bytes(&e.to_string()));

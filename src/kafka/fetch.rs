@@ -13,6 +13,8 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 use tokio::time::Instant;
 
+use kafka_protocol::ResponseError;
+
 use super::{Broker, RequestContext, error_code};
 use crate::log::{LogError, Partition};
 
@@ -30,31 +32,35 @@ pub async fn handle(broker: &Broker, req: FetchRequest, ctx: &RequestContext) ->
         usize::MAX
     };
     // Resolve partitions once; unknown ones answer with an error each time.
-    let targets: Vec<(usize, Vec<Target>)> = req
-        .topics
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            let topic = broker.log().topic(&t.topic.0);
-            let parts = t
-                .partitions
-                .iter()
-                .map(|p| {
-                    let part = topic
-                        .as_ref()
-                        .map_err(clone_err)
-                        .and_then(|t| t.partition(p.partition));
-                    (
-                        part,
-                        p.fetch_offset,
-                        p.partition_max_bytes.max(0) as usize,
-                        p.partition,
-                    )
-                })
-                .collect();
-            (i, parts)
-        })
-        .collect();
+    let targets: Vec<(usize, Vec<Target>)> =
+        req.topics
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let topic = broker.log().topic(&t.topic.0);
+                let allowed = broker.may(ctx, crate::auth::Privilege::Select, &t.topic.0);
+                let parts =
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            let part = if allowed {
+                                topic.as_ref().map_err(error_code).and_then(|t| {
+                                    t.partition(p.partition).map_err(|e| error_code(&e))
+                                })
+                            } else {
+                                Err(ResponseError::TopicAuthorizationFailed.code())
+                            };
+                            (
+                                part,
+                                p.fetch_offset,
+                                p.partition_max_bytes.max(0) as usize,
+                                p.partition,
+                            )
+                        })
+                        .collect();
+                (i, parts)
+            })
+            .collect();
 
     loop {
         // Register for wake-ups before reading, so an append between the
@@ -82,16 +88,9 @@ pub async fn handle(broker: &Broker, req: FetchRequest, ctx: &RequestContext) ->
     }
 }
 
-fn clone_err(e: &LogError) -> LogError {
-    match e {
-        LogError::UnknownTopic(t) => LogError::UnknownTopic(t.clone()),
-        other => LogError::UnknownTopic(other.to_string()),
-    }
-}
-
-/// One requested partition: the partition (or why it is unknown), fetch
-/// offset, partition byte limit, partition index.
-type Target = (Result<Arc<Partition>, LogError>, i64, usize, i32);
+/// One requested partition: the partition (or the error code saying why
+/// it cannot be read), fetch offset, partition byte limit, partition index.
+type Target = (Result<Arc<Partition>, i16>, i64, usize, i32);
 type Targets = [(usize, Vec<Target>)];
 
 fn read_once(
@@ -120,8 +119,8 @@ fn read_once(
                 d.preferred_read_replica = BrokerId(-1);
             }
             match part {
-                Err(e) => {
-                    d.error_code = error_code(e);
+                Err(code) => {
+                    d.error_code = *code;
                     had_error = true;
                 }
                 Ok(p) => {

@@ -98,7 +98,9 @@ pub fn handle(broker: &Broker, req: MetadataRequest, ctx: &RequestContext) -> Me
             .iter()
             .map(|name| match log.topic(name) {
                 Ok(t) => topic_entry(broker, &t, v),
-                Err(LogError::UnknownTopic(_)) if allow_create && !super::is_internal(name) => {
+                Err(LogError::UnknownTopic(_))
+                    if allow_create && !super::is_internal(name) && broker.may_administer(ctx) =>
+                {
                     match log.create_topic(name, cfg.default_partitions, Default::default()) {
                         Ok(_) | Err(LogError::TopicExists(_)) => match log.topic(name) {
                             Ok(t) => topic_entry(broker, &t, v),

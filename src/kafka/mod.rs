@@ -24,6 +24,7 @@ mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod produce;
+mod sasl;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -36,6 +37,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use crate::log::{Log, LogError};
 
 pub use coordinator::Coordinator;
+pub use sasl::{Sasl, Session};
 
 /// Settings of the Kafka listener that responses reveal to clients.
 #[derive(Debug, Clone)]
@@ -73,6 +75,8 @@ pub struct RequestContext {
     pub client_id: String,
     pub client_host: String,
     pub api_version: i16,
+    /// The role the connection authenticated as (None without SASL).
+    pub principal: Option<crate::auth::Role>,
 }
 
 /// A frame that cannot be answered: the connection is closed.
@@ -82,6 +86,8 @@ pub enum FrameError {
     Short(usize),
     #[error("unknown API key {0}")]
     UnknownApi(i16),
+    #[error("{api:?} before SASL authentication")]
+    Unauthenticated { api: ApiKey },
     #[error("unsupported version {version} of {api:?}")]
     UnsupportedVersion { api: ApiKey, version: i16 },
     #[error("could not decode {api:?} v{version}: {reason}")]
@@ -124,6 +130,11 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DeleteGroups, 0, 2),
+    // Clients pick v1 (then SaslAuthenticate); librdkafka 2.0 requires v0
+    // in the range. A v0 handshake (tokens without Kafka framing next) is
+    // refused in `sasl.rs`.
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
 fn supported(api: ApiKey, version: i16) -> bool {
@@ -138,6 +149,7 @@ pub struct Broker {
     config: BrokerConfig,
     groups: Coordinator,
     next_producer_id: AtomicI64,
+    sasl: Sasl,
 }
 
 impl std::fmt::Debug for Broker {
@@ -183,12 +195,15 @@ pub(crate) fn is_internal(topic: &str) -> bool {
 
 pub(crate) const INTERNAL_REFUSED: &str = "topics whose names start with __ are eddy's internal topics: Kafka clients may read them, only the server writes them";
 
+pub(crate) const ADMIN_REFUSED: &str =
+    "only a superuser role may create, delete or reconfigure topics";
+
 pub(crate) fn str_bytes(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
 
 impl Broker {
-    pub fn new(log: Arc<Log>, config: BrokerConfig) -> Arc<Broker> {
+    pub fn new(log: Arc<Log>, config: BrokerConfig, sasl: Sasl) -> Arc<Broker> {
         // Producer ids must never repeat across restarts: start above any id
         // the log has seen, and above the clock so ids from a wiped log do
         // not collide with ones clients still hold.
@@ -206,7 +221,24 @@ impl Broker {
             log,
             config,
             next_producer_id: AtomicI64::new(start),
+            sasl,
         })
+    }
+
+    /// Whether the request's principal may use `topic` for `privilege`.
+    pub(crate) fn may(
+        &self,
+        ctx: &RequestContext,
+        privilege: crate::auth::Privilege,
+        topic: &str,
+    ) -> bool {
+        self.sasl.may(ctx.principal.as_ref(), privilege, topic)
+    }
+
+    /// Whether the request's principal may create, delete or reconfigure
+    /// topics.
+    pub(crate) fn may_administer(&self, ctx: &RequestContext) -> bool {
+        self.sasl.may_administer(ctx.principal.as_ref())
     }
 
     pub fn log(&self) -> &Arc<Log> {
@@ -232,6 +264,7 @@ impl Broker {
         &self,
         mut frame: Bytes,
         client_host: &str,
+        session: &mut Session,
     ) -> Result<Option<BytesMut>, FrameError> {
         if frame.len() < 8 {
             return Err(FrameError::Short(frame.len()));
@@ -251,6 +284,9 @@ impl Broker {
         }
         if !supported(api, version) {
             return Err(FrameError::UnsupportedVersion { api, version });
+        }
+        if !self.sasl.admits(session, api) {
+            return Err(FrameError::Unauthenticated { api });
         }
         let header_version = api.request_header_version(version);
         let header =
@@ -273,11 +309,18 @@ impl Broker {
                 .unwrap_or_default(),
             client_host: client_host.to_string(),
             api_version: version,
+            principal: session.principal().cloned(),
         };
         let response = match request {
             RequestKind::ApiVersions(r) => {
                 Some(ResponseKind::ApiVersions(api_versions::handle(r, &ctx)))
             }
+            RequestKind::SaslHandshake(r) => Some(ResponseKind::SaslHandshake(
+                self.sasl.handshake(session, r, version),
+            )),
+            RequestKind::SaslAuthenticate(r) => Some(ResponseKind::SaslAuthenticate(
+                self.sasl.authenticate(session, r),
+            )),
             RequestKind::Metadata(r) => {
                 Some(ResponseKind::Metadata(metadata::handle(self, r, &ctx)))
             }

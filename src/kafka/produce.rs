@@ -14,6 +14,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use tracing::warn;
 
 use super::{Broker, RequestContext, error_code, is_internal};
+use crate::auth::Privilege;
 use crate::log::{Durability, LogError, Partition};
 
 pub async fn handle(
@@ -41,7 +42,9 @@ pub async fn handle(
                 r.log_append_time_ms = -1;
             }
             let outcome = match (&topic, p.records) {
-                _ if is_internal(&name) => Err(ResponseError::TopicAuthorizationFailed.code()),
+                _ if is_internal(&name) || !broker.may(ctx, Privilege::Insert, &name) => {
+                    Err(ResponseError::TopicAuthorizationFailed.code())
+                }
                 (Err(e), _) => Err(error_code(e)),
                 (Ok(_), None) => Err(ResponseError::InvalidRecord.code()),
                 (Ok(topic), Some(bytes)) => topic

@@ -58,6 +58,7 @@ async fn connection(
 ) {
     let _ = stream.set_nodelay(true);
     let host = peer.ip().to_string();
+    let mut session = crate::kafka::Session::default();
     loop {
         let mut len = [0u8; 4];
         tokio::select! {
@@ -78,9 +79,16 @@ async fn connection(
             debug!(%peer, "connection closed mid-frame");
             return;
         }
-        match broker.handle_frame(frame.freeze(), &host).await {
+        match broker
+            .handle_frame(frame.freeze(), &host, &mut session)
+            .await
+        {
             Ok(Some(resp)) => {
                 if stream.write_all(&resp).await.is_err() {
+                    return;
+                }
+                if session.close {
+                    debug!(%peer, "closing connection: SASL authentication failed");
                     return;
                 }
             }

@@ -30,10 +30,31 @@ pub struct ServeArgs {
     /// Address of the PostgreSQL wire listener (psql, pgcli, drivers).
     #[arg(long, env = "EDDY_PG_ADDR", default_value = "127.0.0.1:6875")]
     pub pg_addr: String,
-    /// Accept pgwire connections from non-loopback addresses (there is no
-    /// password authentication yet).
+    /// How pgwire clients authenticate: `trust` (no password; loopback
+    /// only unless --pg-allow-remote), `md5` or `scram-sha-256` (a role
+    /// with LOGIN and PASSWORD; any address).
+    #[arg(long, env = "EDDY_PG_AUTH", value_enum, default_value_t = pg::PgAuth::Trust)]
+    pub pg_auth: pg::PgAuth,
+    /// With `--pg-auth trust`: accept pgwire connections from non-loopback
+    /// addresses too, without a password.
     #[arg(long, env = "EDDY_PG_ALLOW_REMOTE")]
     pub pg_allow_remote: bool,
+    /// SASL mechanisms the Kafka listener requires, comma-separated
+    /// (`PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`); a client then logs in
+    /// as a role with LOGIN and PASSWORD. Empty: no authentication.
+    #[arg(long, env = "EDDY_KAFKA_SASL", value_delimiter = ',', value_parser = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])]
+    pub kafka_sasl: Vec<String>,
+    /// Without --kafka-sasl: let the Kafka listener bind a non-loopback
+    /// address anyway (every client can then read and write every topic).
+    #[arg(long, env = "EDDY_KAFKA_ALLOW_REMOTE")]
+    pub kafka_allow_remote: bool,
+    /// The superuser role `--superuser-password` sets up.
+    #[arg(long, env = "EDDY_SUPERUSER", default_value = "eddy")]
+    pub superuser: String,
+    /// At start, make `--superuser` a superuser role that may log in with
+    /// this password (for a first login under password authentication).
+    #[arg(long, env = "EDDY_SUPERUSER_PASSWORD", hide_env_values = true)]
+    pub superuser_password: Option<String>,
     /// Host name the Kafka listener tells clients to connect to (Metadata);
     /// default: the listener's IP.
     #[arg(long, env = "EDDY_ADVERTISED_HOST")]
@@ -85,7 +106,12 @@ impl Default for ServeArgs {
         ServeArgs {
             kafka_addr: "127.0.0.1:9092".into(),
             pg_addr: "127.0.0.1:6875".into(),
+            pg_auth: pg::PgAuth::Trust,
             pg_allow_remote: false,
+            kafka_sasl: Vec::new(),
+            kafka_allow_remote: false,
+            superuser: "eddy".into(),
+            superuser_password: None,
             advertised_host: None,
             advertised_port: None,
             auto_create_topics: true,
@@ -107,6 +133,8 @@ pub enum ServerError {
     Log(#[from] LogError),
     #[error(transparent)]
     Engine(#[from] crate::engine::EngineError),
+    #[error("{0}")]
+    Config(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -165,6 +193,11 @@ pub async fn start(data_dir: PathBuf, args: ServeArgs) -> Result<Handle, ServerE
         addr: args.kafka_addr.clone(),
         source,
     })?;
+    if !kafka_addr.ip().is_loopback() && args.kafka_sasl.is_empty() && !args.kafka_allow_remote {
+        return Err(ServerError::Config(format!(
+            "the Kafka listener on {kafka_addr} is reachable beyond this machine but has no authentication: give --kafka-sasl (e.g. SCRAM-SHA-256), or --kafka-allow-remote to serve it open"
+        )));
+    }
     let options = crate::engine::EngineOptions {
         checkpoint_interval: (args.checkpoint_interval_ms > 0)
             .then(|| Duration::from_millis(args.checkpoint_interval_ms)),
@@ -191,7 +224,19 @@ pub async fn start(data_dir: PathBuf, args: ServeArgs) -> Result<Handle, ServerE
             addr: args.pg_addr.clone(),
             source,
         })?;
-    let pg_handlers = Arc::new(pg::Handlers::new(engine, args.pg_allow_remote));
+    if let Some(password) = &args.superuser_password {
+        bootstrap_superuser(engine.roles(), &args.superuser, password)?;
+    }
+    let sasl = crate::kafka::Sasl::new(
+        &args.kafka_sasl,
+        Arc::clone(engine.roles()),
+        Arc::clone(&engine) as Arc<dyn crate::auth::TopicAccess>,
+    );
+    let pg_handlers = Arc::new(pg::Handlers::new(
+        Arc::clone(&engine),
+        args.pg_auth,
+        args.pg_allow_remote,
+    ));
     let broker = Broker::new(
         Arc::clone(&log),
         BrokerConfig {
@@ -205,6 +250,7 @@ pub async fn start(data_dir: PathBuf, args: ServeArgs) -> Result<Handle, ServerE
             auto_create_topics: args.auto_create_topics,
             default_partitions: args.default_partitions.max(1),
         },
+        sasl,
     );
     info!(%kafka_addr, %pg_addr, data_dir = %data_dir.display(), "eddy serving");
     let (stop, stopped) = watch::channel(false);
@@ -237,6 +283,32 @@ pub async fn start(data_dir: PathBuf, args: ServeArgs) -> Result<Handle, ServerE
         stop,
         task,
     })
+}
+
+/// Make `name` a superuser that may log in with `password`, unless it
+/// already is one with that password (a restart writes nothing).
+fn bootstrap_superuser(
+    roles: &crate::auth::Roles,
+    name: &str,
+    password: &str,
+) -> Result<(), ServerError> {
+    let current = roles.get(name);
+    if let Some(r) = &current
+        && r.superuser
+        && r.login
+        && r.secret.as_ref().is_some_and(|s| s.verify(password))
+    {
+        return Ok(());
+    }
+    let grants = current.map(|r| r.grants).unwrap_or_default();
+    roles.put(crate::auth::Role {
+        name: name.to_string(),
+        login: true,
+        superuser: true,
+        secret: Some(crate::auth::Secret::new(name, password)),
+        grants,
+    })?;
+    Ok(())
 }
 
 /// Serve until `shutdown` resolves (Ctrl-C, SIGTERM, or a test's signal).

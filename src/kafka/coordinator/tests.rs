@@ -67,6 +67,7 @@ fn ctx(client: &str, v: i16) -> RequestContext {
         client_id: client.to_string(),
         client_host: "127.0.0.1".to_string(),
         api_version: v,
+        principal: None,
     }
 }
 

@@ -147,6 +147,7 @@ pub struct Extended {
     pub(super) parser: Arc<PreparedParser>,
     pub(super) df: Arc<DfSessionService>,
     pub(super) sockets: Arc<super::Sockets>,
+    pub(super) login: Arc<super::Login>,
 }
 
 impl Extended {
@@ -173,6 +174,26 @@ impl Extended {
         let arrow_refs: Vec<Option<&DataType>> = arrow.iter().map(Option::as_ref).collect();
         let wire_refs: Vec<Option<&Type>> = wire.iter().map(Some).collect();
         deserialize_parameters_with_server_types(portal, &arrow_refs, &wire_refs)
+    }
+
+    /// Whether the connection's role may run `portal`'s statement, checked
+    /// at each Execute (a REVOKE applies to statements prepared before
+    /// it); superusers skip the check.
+    fn authorize<C: ClientInfo>(&self, client: &C, portal: &Portal<Prepared>) -> PgWireResult<()> {
+        let role = self.login.role(client);
+        if role.superuser {
+            return Ok(());
+        }
+        let (sql, kept) = &portal.statement.statement;
+        let engine = &self.parser.engine;
+        let stmt = match kept {
+            Some((ast, _)) => statement::classify(ast.clone(), sql.clone()),
+            None => match engine.parse(sql).map_err(engine_error)?.pop() {
+                Some(s) => s,
+                None => return Ok(()),
+            },
+        };
+        engine.authorize(&role, &stmt).map_err(engine_error)
     }
 
     /// What the connection's transaction block makes of `portal`'s
@@ -299,6 +320,10 @@ impl ExtendedQueryHandler for Extended {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        if let Err(e) = self.authorize(client, portal) {
+            block::failed(client);
+            return Err(e);
+        }
         match self.block(client, portal).await {
             Ok(Verdict::Run) => {}
             Ok(Verdict::Done(r)) => return Ok(r),

@@ -9,7 +9,8 @@
 //!
 //! One concern per file:
 //!
-//! - `startup`: who may connect (trust auth), the connection registry and
+//! - `startup`: who may connect and as whom (trust, md5, SCRAM-SHA-256),
+//!   the connection registry and
 //!   the cancel of a running query's rows;
 //! - `simple`: the simple query protocol;
 //! - `extended`: the extended protocol (Parse/Bind/Execute);
@@ -56,12 +57,16 @@ use crate::engine::Engine;
 use copy::CopyLoader;
 use extended::{Extended, PreparedParser};
 use simple::Simple;
-use startup::Startup;
+use startup::{Login, Startup};
+
+pub use startup::PgAuth;
 
 pub use encode::{pg_float, pg_float4};
 
-/// The handlers pgwire calls for every connection, over one engine and
-/// one DataFusion session.
+/// The handlers pgwire calls for a connection, over one engine and one
+/// DataFusion session. `Handlers::new` makes the server's set;
+/// `for_connection` gives each connection its own startup (a password
+/// exchange's state) and shares the rest.
 pub struct Handlers {
     simple: Arc<Simple>,
     extended: Arc<Extended>,
@@ -69,6 +74,9 @@ pub struct Handlers {
     copy: Arc<CopyLoader>,
     cancel: Arc<DefaultCancelHandler>,
     sockets: Arc<Sockets>,
+    connections: Arc<ConnectionManager>,
+    login: Arc<Login>,
+    allow_remote: bool,
 }
 
 /// The open connections by peer address, each with a way to close it from
@@ -103,16 +111,21 @@ impl Sockets {
 }
 
 impl Handlers {
-    pub fn new(engine: Arc<Engine>, allow_remote: bool) -> Handlers {
+    pub fn new(engine: Arc<Engine>, auth: PgAuth, allow_remote: bool) -> Handlers {
         let df = Arc::new(DfSessionService::new(engine.session()));
         let connections = Arc::new(ConnectionManager::new());
         let sockets = Arc::new(Sockets::default());
+        let login = Arc::new(Login {
+            roles: Arc::clone(engine.roles()),
+            method: auth,
+        });
         Handlers {
             cancel: Arc::new(DefaultCancelHandler::new(Arc::clone(&connections))),
             simple: Arc::new(Simple {
                 engine: Arc::clone(&engine),
                 df: Arc::clone(&df),
                 sockets: Arc::clone(&sockets),
+                login: Arc::clone(&login),
             }),
             extended: Arc::new(Extended {
                 parser: Arc::new(PreparedParser {
@@ -121,13 +134,40 @@ impl Handlers {
                 }),
                 df,
                 sockets: Arc::clone(&sockets),
+                login: Arc::clone(&login),
             }),
             sockets,
-            startup: Arc::new(Startup {
+            startup: Arc::new(Startup::new(
+                auth,
+                engine.roles(),
+                &connections,
                 allow_remote,
-                connections,
-            }),
+            )),
+            connections,
+            login,
+            allow_remote,
             copy: Arc::new(CopyLoader { engine }),
+        }
+    }
+
+    /// The handlers for one new connection: its own startup state, the
+    /// rest shared.
+    fn for_connection(&self) -> Handlers {
+        Handlers {
+            simple: Arc::clone(&self.simple),
+            extended: Arc::clone(&self.extended),
+            startup: Arc::new(Startup::new(
+                self.login.method,
+                &self.login.roles,
+                &self.connections,
+                self.allow_remote,
+            )),
+            copy: Arc::clone(&self.copy),
+            cancel: Arc::clone(&self.cancel),
+            sockets: Arc::clone(&self.sockets),
+            connections: Arc::clone(&self.connections),
+            login: Arc::clone(&self.login),
+            allow_remote: self.allow_remote,
         }
     }
 }
@@ -165,7 +205,7 @@ pub async fn serve(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
-                    let h = Arc::clone(&handlers);
+                    let h = Arc::new(handlers.for_connection());
                     let closed = handlers.sockets.register(peer);
                     tasks.spawn(async move {
                         let sockets = Arc::clone(&h.sockets);

@@ -31,6 +31,7 @@ pub struct Simple {
     pub(super) engine: Arc<Engine>,
     pub(super) df: Arc<DfSessionService>,
     pub(super) sockets: Arc<super::Sockets>,
+    pub(super) login: Arc<super::Login>,
 }
 
 #[async_trait]
@@ -51,8 +52,12 @@ impl SimpleQueryHandler for Simple {
             return Ok(vec![Response::EmptyQuery]);
         }
         let mut out = Vec::with_capacity(statements.len());
+        let role = self.login.role(client);
         for stmt in statements {
-            let verdict = block::before(client, &self.engine, &stmt, None).await;
+            let verdict = match self.engine.authorize(&role, &stmt) {
+                Err(e) => Err(engine_error(e)),
+                Ok(()) => block::before(client, &self.engine, &stmt, None).await,
+            };
             let result = match verdict {
                 Err(e) => Err(e),
                 Ok(Verdict::Done(r)) => Ok(vec![r]),
