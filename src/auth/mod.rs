@@ -267,36 +267,19 @@ impl Roles {
     /// Open (creating the topic if needed) and replay every entry in order.
     /// An entry that does not parse is reported and skipped.
     pub fn open(log: Arc<dyn LogStore>) -> Result<Arc<Roles>, LogError> {
-        if log.topic_info(TOPIC).is_err() {
-            let mut cfg = BTreeMap::new();
-            cfg.insert("cleanup.policy".to_string(), "compact".to_string());
-            match log.create_topic(TOPIC, 1, cfg) {
-                Ok(_) | Err(LogError::TopicExists(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        let (start, end) = log.offsets(TOPIC, 0)?;
         let mut roles = BTreeMap::new();
-        for records in crate::log::records(&*log, TOPIC, 0, start, end, 1 << 20) {
-            for r in records? {
-                let Some(key) = r.key.as_deref() else {
-                    continue;
-                };
-                let name = String::from_utf8_lossy(key).to_string();
-                match r.value.as_deref() {
-                    None => {
-                        roles.remove(&name);
-                    }
-                    Some(v) => match serde_json::from_slice::<Role>(v) {
-                        Ok(role) => {
-                            roles.insert(name, role);
-                        }
-                        Err(e) => warn!(role = %name, offset = r.offset, error = %e,
-                            "skipping role entry that does not parse"),
-                    },
-                }
+        crate::log::replay_keyed(&*log, TOPIC, |name, offset, value| match value {
+            None => {
+                roles.remove(&name);
             }
-        }
+            Some(v) => match serde_json::from_slice::<Role>(v) {
+                Ok(role) => {
+                    roles.insert(name, role);
+                }
+                Err(e) => warn!(role = %name, offset, error = %e,
+                    "skipping role entry that does not parse"),
+            },
+        })?;
         Ok(Arc::new(Roles {
             log,
             roles: RwLock::new(roles),

@@ -110,39 +110,22 @@ pub struct Catalog {
 impl Catalog {
     /// Open (creating the topic if needed) and replay every entry in order.
     pub fn open(log: Arc<dyn LogStore>) -> Result<Catalog, LogError> {
-        if log.topic_info(TOPIC).is_err() {
-            let mut cfg = BTreeMap::new();
-            cfg.insert("cleanup.policy".to_string(), "compact".to_string());
-            match log.create_topic(TOPIC, 1, cfg) {
-                Ok(_) | Err(LogError::TopicExists(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        let (start, end) = log.offsets(TOPIC, 0)?;
         let mut objects = BTreeMap::new();
         let mut versions = BTreeMap::new();
-        for records in crate::log::records(&*log, TOPIC, 0, start, end, 1 << 20) {
-            for r in records? {
-                let Some(key) = r.key.as_deref() else {
-                    continue;
-                };
-                let name = String::from_utf8_lossy(key).to_string();
-                match r.value.as_deref() {
-                    None => {
-                        objects.remove(&name);
-                        versions.remove(&name);
-                    }
-                    Some(v) => match serde_json::from_slice::<Object>(v) {
-                        Ok(o) => {
-                            versions.insert(name.clone(), r.offset);
-                            objects.insert(name, o);
-                        }
-                        Err(e) => warn!(object = %name, offset = r.offset, error = %e,
-                            "skipping catalog entry that does not parse"),
-                    },
-                }
+        crate::log::replay_keyed(&*log, TOPIC, |name, offset, value| match value {
+            None => {
+                objects.remove(&name);
+                versions.remove(&name);
             }
-        }
+            Some(v) => match serde_json::from_slice::<Object>(v) {
+                Ok(o) => {
+                    versions.insert(name.clone(), offset);
+                    objects.insert(name, o);
+                }
+                Err(e) => warn!(object = %name, offset, error = %e,
+                    "skipping catalog entry that does not parse"),
+            },
+        })?;
         Ok(Catalog {
             log,
             objects,

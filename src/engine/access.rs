@@ -208,6 +208,17 @@ impl Engine {
             }
             Ok(())
         };
+        // A write: `privilege` on its targets, SELECT on what else it reads
+        // (a target named once more, in a subquery, is read too).
+        let write = |privilege: Privilege, targets: Vec<String>, mut reads: Vec<String>| {
+            for t in &targets {
+                if let Some(i) = reads.iter().position(|r| r == t) {
+                    reads.remove(i);
+                }
+            }
+            need(privilege, targets)?;
+            need(Privilege::Select, reads)
+        };
         match stmt {
             // A role may set its own password, as in PostgreSQL.
             Statement::Access(Access::AlterRole { name, operation })
@@ -231,28 +242,22 @@ impl Engine {
                     },
                     _ => None,
                 };
-                let mut reads = self.relations_of(&**s);
-                if let Some(t) = &target {
-                    if let Some(i) = reads.iter().position(|r| r == t) {
-                        reads.remove(i);
-                    }
-                    need(Privilege::Insert, vec![t.clone()])?;
-                }
-                need(Privilege::Select, reads)
+                write(
+                    Privilege::Insert,
+                    target.into_iter().collect(),
+                    self.relations_of(&**s),
+                )
             }
             Statement::Dml(Dml::Update(u)) => {
                 let target = match &u.table.relation {
                     TableFactor::Table { name, .. } => self.resolve_relation(name),
                     _ => None,
                 };
-                let mut reads = self.relations_of(&**u);
-                if let Some(t) = &target {
-                    if let Some(i) = reads.iter().position(|r| r == t) {
-                        reads.remove(i);
-                    }
-                    need(Privilege::Update, vec![t.clone()])?;
-                }
-                need(Privilege::Select, reads)
+                write(
+                    Privilege::Update,
+                    target.into_iter().collect(),
+                    self.relations_of(&**u),
+                )
             }
             Statement::Dml(Dml::Delete(d)) => {
                 let targets: Vec<String> = match &d.from {
@@ -264,14 +269,7 @@ impl Engine {
                         })
                         .collect(),
                 };
-                let mut reads = self.relations_of(&**d);
-                for t in &targets {
-                    if let Some(i) = reads.iter().position(|r| r == t) {
-                        reads.remove(i);
-                    }
-                }
-                need(Privilege::Delete, targets)?;
-                need(Privilege::Select, reads)
+                write(Privilege::Delete, targets, self.relations_of(&**d))
             }
             Statement::Copy(Copy::To { source, .. }) => {
                 let reads = match source {

@@ -185,6 +185,38 @@ pub trait LogStore: Send + Sync {
     }
 }
 
+/// Open a compacted keyed topic of eddy's own (creating it, one
+/// partition, `cleanup.policy=compact`, if missing) and replay it in
+/// order: `apply(key, offset, value)` for every keyed record, `None` for a
+/// tombstone. The catalog and the roles are kept this way.
+pub fn replay_keyed(
+    log: &dyn LogStore,
+    topic: &str,
+    mut apply: impl FnMut(String, i64, Option<&[u8]>),
+) -> Result<()> {
+    if log.topic_info(topic).is_err() {
+        let mut cfg = std::collections::BTreeMap::new();
+        cfg.insert("cleanup.policy".to_string(), "compact".to_string());
+        match log.create_topic(topic, 1, cfg) {
+            Ok(_) | Err(LogError::TopicExists(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let (start, end) = log.offsets(topic, 0)?;
+    for records in records(log, topic, 0, start, end, 1 << 20) {
+        for r in records? {
+            if let Some(key) = r.key.as_deref() {
+                apply(
+                    String::from_utf8_lossy(key).to_string(),
+                    r.offset,
+                    r.value.as_deref(),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The records of `topic`/`partition` in `[from, to)` (`from` raised to
 /// the log start) through any [`LogStore`], decoded one fetch of up to
 /// `fetch_bytes` at a time.
