@@ -64,6 +64,13 @@ pub enum Object {
         topic: String,
         sql: String,
     },
+    /// Materialize's named Kafka connection, which sources name; eddy's
+    /// sources read its own log, so it holds only what was said.
+    Connection {
+        name: String,
+        broker: String,
+        sql: String,
+    },
 }
 
 impl Object {
@@ -73,7 +80,8 @@ impl Object {
             | Object::Table { name, .. }
             | Object::View { name, .. }
             | Object::MaterializedView { name, .. }
-            | Object::Sink { name, .. } => name,
+            | Object::Sink { name, .. }
+            | Object::Connection { name, .. } => name,
         }
     }
 
@@ -84,6 +92,7 @@ impl Object {
             Object::View { .. } => "view",
             Object::MaterializedView { .. } => "materialized view",
             Object::Sink { .. } => "sink",
+            Object::Connection { .. } => "connection",
         }
     }
 
@@ -93,7 +102,8 @@ impl Object {
             | Object::Table { sql, .. }
             | Object::View { sql, .. }
             | Object::MaterializedView { sql, .. }
-            | Object::Sink { sql, .. } => sql,
+            | Object::Sink { sql, .. }
+            | Object::Connection { sql, .. } => sql,
         }
     }
 }

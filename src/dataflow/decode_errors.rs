@@ -3,7 +3,7 @@
 //! reads this). Shared by the dataflow sources and the engine's scans of
 //! streams.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -11,14 +11,31 @@ use tracing::warn;
 
 /// Counts of records that failed to decode, per relation, with the last
 /// reason (the `eddy_catalog.decode_errors` system table reads this).
+///
+/// A record is counted once however many readers meet it (a view's
+/// dataflow and every SELECT of the stream decode the same records): each
+/// reader reads a partition in offset order, so a record at or below the
+/// highest offset already counted for its relation and partition was
+/// counted by the reader that got there first.
 #[derive(Debug, Default)]
 pub struct DecodeErrors {
     inner: Mutex<BTreeMap<String, (u64, String)>>,
+    /// (relation, topic, partition) → the highest offset counted.
+    counted: Mutex<HashMap<(String, String, i32), i64>>,
     total: AtomicU64,
 }
 
 impl DecodeErrors {
     pub fn record(&self, relation: &str, topic: &str, partition: i32, offset: i64, reason: &str) {
+        if let Ok(mut counted) = self.counted.lock() {
+            let high = counted
+                .entry((relation.to_string(), topic.to_string(), partition))
+                .or_insert(-1);
+            if offset <= *high {
+                return;
+            }
+            *high = offset;
+        }
         warn!(
             relation,
             topic, partition, offset, reason, "record does not decode; skipped"

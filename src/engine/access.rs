@@ -297,6 +297,9 @@ impl Engine {
                 )
             }
             Statement::Copy(Copy::Other) => Ok(()),
+            Statement::Subscribe { query: Some(q), .. } => {
+                need(Privilege::Select, self.relations_of(&**q))
+            }
             Statement::Subscribe { name, .. } => need(Privilege::Select, vec![name.clone()]),
             Statement::Flush | Statement::Session(_) | Statement::CatalogQuery(..) => Ok(()),
             // Queries, and what passes through (a cursor's query): every

@@ -12,6 +12,7 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::statement::{self, Ddl, DropKind};
 use super::{Engine, EngineError, Output, Result, names, pg_compat, query, using};
@@ -132,6 +133,17 @@ impl Engine {
                     return Ok(Output::Command("CREATE STREAM".into(), None));
                 }
                 self.ensure_free(&name)?;
+                if let Some(c) = options.get("connection") {
+                    match self.lock()?.get(c) {
+                        Some(Object::Connection { .. }) => {}
+                        _ => {
+                            return Err(EngineError::UnknownObject {
+                                kind: "connection",
+                                name: c.clone(),
+                            });
+                        }
+                    }
+                }
                 let topic = options
                     .get("topic")
                     .or_else(|| options.get("kafka_topic"))
@@ -167,6 +179,20 @@ impl Engine {
                 if_exists,
                 cascade,
             } => self.drop(kind, names, if_exists, cascade).await,
+            Ddl::CreateConnection {
+                name,
+                broker,
+                if_not_exists,
+                sql,
+            } => {
+                if if_not_exists && self.lock()?.get(&name).is_some() {
+                    return Ok(Output::Command("CREATE CONNECTION".into(), None));
+                }
+                self.ensure_free(&name)?;
+                self.lock()?
+                    .insert(Object::Connection { name, broker, sql })?;
+                Ok(Output::Command("CREATE CONNECTION".into(), None))
+            }
             Ddl::CreateSink {
                 name,
                 from,
@@ -305,14 +331,7 @@ impl Engine {
             return Err(EngineError::DuplicateColumn(name));
         }
         let mut v = v;
-        pg_compat::now_as_mz_now(&mut v.query);
-        pg_compat::printable(&mut v.query);
-        let mut q = SqlStatement::Query(v.query.clone());
-        query::set_returning_in_select_list(&mut q);
-        using::merge_join_columns(&self.ctx, &mut q).await;
-        if let SqlStatement::Query(q) = q {
-            v.query = q;
-        }
+        v.query = self.dataflow_query(v.query).await;
         // A column list renames the query's columns, all of them:
         // as aliases of its SELECT list where it has one without a
         // wildcard (its own names may then repeat), else around it.
@@ -342,6 +361,40 @@ impl Engine {
         })?;
         self.dataflows.set_version(&name, version)?;
         Ok(Output::Command("CREATE MATERIALIZED VIEW".into(), None))
+    }
+
+    /// A query as a dataflow runs it: `now()` as `mz_now()` (in a view,
+    /// now() is the time it is read, as in RisingWave: a temporal
+    /// filter), values printable, set-returning calls in the SELECT list
+    /// unnested, USING joins' merged columns.
+    async fn dataflow_query(&self, mut query: Box<Query>) -> Box<Query> {
+        pg_compat::now_as_mz_now(&mut query);
+        pg_compat::printable(&mut query);
+        let mut q = SqlStatement::Query(query);
+        query::set_returning_in_select_list(&mut q);
+        using::merge_join_columns(&self.ctx, &mut q).await;
+        match q {
+            SqlStatement::Query(q) => q,
+            _ => unreachable!("a query stays a query"),
+        }
+    }
+
+    /// A dataflow of `query` for one SUBSCRIBE, under a name of its own
+    /// that is in no catalog; removed when the returned guard drops.
+    pub(super) async fn transient_view(&self, query: Box<Query>) -> Result<Transient> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("_eddy_subscribe_{n}");
+        let query = self.dataflow_query(query).await;
+        let guard = Transient {
+            name: name.clone(),
+            dataflows: Arc::clone(&self.dataflows),
+            ctx: Arc::clone(&self.ctx),
+        };
+        self.install_view(&name, &query.to_string(), true)
+            .await
+            .map_err(not_maintainable_subquery)?;
+        Ok(guard)
     }
 
     /// `CREATE VIEW`: persisted, planned by DataFusion at each use.
@@ -379,6 +432,8 @@ impl Engine {
             DropKind::View => "DROP VIEW",
             DropKind::MaterializedView => "DROP MATERIALIZED VIEW",
             DropKind::Sink => "DROP SINK",
+            DropKind::Source => "DROP SOURCE",
+            DropKind::Connection => "DROP CONNECTION",
         };
         for name in names {
             if kind == DropKind::Topic {
@@ -438,6 +493,10 @@ impl Engine {
                     self.drop_object(dep, true)?;
                 }
             }
+        }
+        if let Object::Connection { .. } = o {
+            self.lock()?.remove(&name)?;
+            return Ok(());
         }
         if let Object::Sink { .. } = o {
             if let Some(task) = self.sinks.lock().ok().and_then(|mut s| s.remove(&name)) {
@@ -533,5 +592,28 @@ impl Engine {
             .collect();
         self.log.create_topic(topic, partitions, cfg)?;
         Ok(())
+    }
+}
+
+/// A dataflow made for one SUBSCRIBE (`Engine::transient_view`): removed
+/// from the dataflows and the session when dropped.
+pub struct Transient {
+    pub name: String,
+    dataflows: Arc<crate::dataflow::runtime::Dataflows>,
+    ctx: Arc<datafusion::prelude::SessionContext>,
+}
+
+impl std::fmt::Debug for Transient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transient")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl Drop for Transient {
+    fn drop(&mut self) {
+        let _ = self.ctx.deregister_table(self.name.as_str());
+        let _ = self.dataflows.remove(&self.name);
     }
 }

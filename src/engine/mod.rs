@@ -17,8 +17,10 @@ mod apply;
 mod copy;
 mod copy_binary;
 mod ddl;
+pub use ddl::Transient;
 mod dml;
 mod index_table;
+pub mod jsonb;
 pub mod limits;
 mod names;
 mod objects;
@@ -180,6 +182,8 @@ pub enum Output {
         schema: SchemaRef,
         snapshot: bool,
         start: views::Subscription,
+        /// The dataflow made for this subscription, removed with it.
+        transient: Option<ddl::Transient>,
     },
     /// A statement about the connection's own state (prepared statements,
     /// portals), which only the protocol layer holds.
@@ -391,8 +395,29 @@ impl Engine {
             Statement::Access(a) => self.access(a).await,
             Statement::Dml(Dml::Delete(d)) => self.delete(*d, params).await,
             Statement::Copy(c) => self.copy(c, params).await,
-            Statement::Subscribe { name, snapshot } => {
-                self.ensure_maintained(&name, "SUBSCRIBE")?;
+            Statement::Subscribe {
+                name,
+                query,
+                snapshot,
+            } => {
+                // A query, or a relation no dataflow maintains (a stream,
+                // a view), is followed through a dataflow of its own,
+                // removed when the subscription ends.
+                let (name, transient) = match query {
+                    None if self.dataflows.maintains(&name) => (name, None),
+                    None => {
+                        if self.lock()?.get(&name).is_none() {
+                            self.ensure_maintained(&name, "SUBSCRIBE")?;
+                        }
+                        let q = statement::parse_query(&format!("SELECT * FROM {name}"))?;
+                        let t = self.transient_view(q).await?;
+                        (t.name.clone(), Some(t))
+                    }
+                    Some(q) => {
+                        let t = self.transient_view(q).await?;
+                        (t.name.clone(), Some(t))
+                    }
+                };
                 let provider = self.ctx.table_provider(name.as_str()).await?;
                 let schema = provider.schema();
                 let mut start = self.dataflows.subscribe(&name)?;
@@ -402,6 +427,7 @@ impl Engine {
                     schema,
                     snapshot,
                     start,
+                    transient,
                 })
             }
             Statement::Flush => {

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::sqlparser::ast::DataType as SqlType;
 
 use super::index_table::IndexTable;
 use super::relation::TopicRelation;
@@ -71,6 +72,7 @@ impl Engine {
         );
         pg_compat::install(&ctx, "eddy", &dataflows)?;
         ctx.register_udf(crate::dataflow::temporal::mz_now_udf(options.clock.clone()));
+        super::jsonb::register(&ctx)?;
         let engine = Arc::new(Engine {
             log,
             state_dir,
@@ -254,7 +256,12 @@ impl Engine {
             let parsed = statement::parse_type(&c.sql_type)?;
             let t = types::to_arrow(&parsed)
                 .map_err(|e| EngineError::Unsupported(format!("type {}", e.0)))?;
-            fields.push(Field::new(&c.name, t, true));
+            let field = Field::new(&c.name, t, true);
+            fields.push(if matches!(parsed, SqlType::JSON | SqlType::JSONB) {
+                types::jsonb::tag(field)
+            } else {
+                field
+            });
         }
         Ok(Arc::new(Schema::new(fields)))
     }
@@ -301,7 +308,10 @@ impl Engine {
                 );
                 self.ctx.register_table(name.as_str(), Arc::new(rel))?;
             }
-            Object::View { .. } | Object::MaterializedView { .. } | Object::Sink { .. } => {}
+            Object::View { .. }
+            | Object::MaterializedView { .. }
+            | Object::Sink { .. }
+            | Object::Connection { .. } => {}
         }
         Ok(())
     }

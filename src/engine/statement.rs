@@ -26,13 +26,17 @@ pub enum DropKind {
     View,
     MaterializedView,
     Sink,
+    /// A stream made by CREATE SOURCE (any stream).
+    Source,
+    Connection,
 }
 
 impl DropKind {
     pub fn noun(&self) -> &'static str {
         match self {
             DropKind::Topic => "topic",
-            DropKind::Stream => "stream",
+            DropKind::Stream | DropKind::Source => "stream",
+            DropKind::Connection => "connection",
             DropKind::Table => "table",
             DropKind::View => "view",
             DropKind::MaterializedView => "materialized view",
@@ -59,10 +63,15 @@ pub enum Statement {
     Access(Access),
     /// COPY … TO STDOUT, COPY … FROM STDIN (`copy.rs`).
     Copy(Copy),
-    /// `SUBSCRIBE [TO] name [WITH (SNAPSHOT = false)]`, alone or as `COPY
-    /// (SUBSCRIBE …) TO STDOUT` (Materialize): the relation's rows, then
-    /// its changes as they happen.
-    Subscribe { name: String, snapshot: bool },
+    /// `SUBSCRIBE [TO] name|(query) [WITH (SNAPSHOT = false)]`, alone or
+    /// as `COPY (SUBSCRIBE …) TO STDOUT` (Materialize): the relation's (or
+    /// the query's) rows, then their changes as they happen.
+    Subscribe {
+        /// The relation (empty when `query` is given).
+        name: String,
+        query: Option<Box<Query>>,
+        snapshot: bool,
+    },
     /// `FLUSH` (RisingWave): wait until every view reflects every write.
     Flush,
     /// A statement about the connection's own state, which only the
@@ -117,6 +126,14 @@ pub enum Ddl {
         name: String,
         from: String,
         topic: String,
+        if_not_exists: bool,
+        sql: String,
+    },
+    /// Materialize's `CREATE CONNECTION name TO KAFKA (BROKER '…')`,
+    /// which sources name.
+    CreateConnection {
+        name: String,
+        broker: String,
         if_not_exists: bool,
         sql: String,
     },
@@ -380,6 +397,20 @@ pub(super) fn options(opts: Vec<SqlOption>) -> Result<BTreeMap<String, String>> 
 
 /// Split a query string into statements and parse each, within the
 /// default [`Limits`].
+/// One query's text parsed (eddy's own rewrites applied).
+pub fn parse_query(sql: &str) -> Result<Box<Query>> {
+    let dialect = PostgreSqlDialect {};
+    let mut s = Parser::new(&dialect)
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_statement())
+        .map_err(parser_error)?;
+    super::jsonb::rewrite_casts(&mut s);
+    match s {
+        SqlStatement::Query(q) => Ok(q),
+        other => Err(syntax(format!("expected a query, found {other}"))),
+    }
+}
+
 pub fn parse(sql: &str) -> Result<Vec<Statement>> {
     parse_with(sql, &Limits::default())
 }
@@ -425,6 +456,45 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
                     sql: slicer.slice(start, end),
                 })
             }
+        } else if word_is(&t0, "create")
+            && (word_is(&t1, "source")
+                || (word_is(&t1, "materialized") && word_is(&p.peek_nth_token(2).token, "source")))
+        {
+            p.next_token();
+            if word_is(&p.next_token().token, "materialized") {
+                p.next_token();
+            }
+            let stmt = source(&mut p)?;
+            let end = p.peek_token().span.start;
+            match stmt {
+                Ddl::CreateStream {
+                    name,
+                    columns,
+                    options,
+                    if_not_exists,
+                    ..
+                } => Statement::Ddl(Ddl::CreateStream {
+                    name,
+                    columns,
+                    options,
+                    if_not_exists,
+                    sql: slicer.slice(start, end),
+                }),
+                other => Statement::Ddl(other),
+            }
+        } else if word_is(&t0, "create") && word_is(&t1, "connection") {
+            p.next_token();
+            p.next_token();
+            let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+            let name = p.parse_object_name(false).map_err(syntax)?.to_string();
+            let broker = connection(&mut p)?;
+            let end = p.peek_token().span.start;
+            Statement::Ddl(Ddl::CreateConnection {
+                name,
+                broker,
+                if_not_exists,
+                sql: slicer.slice(start, end),
+            })
         } else if word_is(&t0, "create") && word_is(&t1, "sink") {
             p.next_token();
             p.next_token();
@@ -455,12 +525,16 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
                 sql: slicer.slice(start, end),
             })
         } else if word_is(&t0, "drop")
-            && (word_is(&t1, "topic") || word_is(&t1, "stream") || word_is(&t1, "sink"))
+            && ["topic", "stream", "sink", "source", "connection"]
+                .iter()
+                .any(|w| word_is(&t1, w))
         {
             p.next_token();
             let kind = match &p.next_token().token {
                 t if word_is(t, "topic") => DropKind::Topic,
                 t if word_is(t, "sink") => DropKind::Sink,
+                t if word_is(t, "source") => DropKind::Source,
+                t if word_is(t, "connection") => DropKind::Connection,
                 _ => DropKind::Stream,
             };
             let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
@@ -555,7 +629,9 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
             let text = slicer.slice(start, end);
             // A client catalog query DataFusion cannot plan as written
             // runs as rewritten.
-            let text = if text.trim().is_empty() || super::pg_compat::rewrite(&mut s) {
+            let json_casts = super::jsonb::rewrite_casts(&mut s);
+            let text = if text.trim().is_empty() || super::pg_compat::rewrite(&mut s) || json_casts
+            {
                 s.to_string()
             } else {
                 text
@@ -576,10 +652,332 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
     Ok(out)
 }
 
-/// The rest of `SUBSCRIBE [TO] name [WITH (SNAPSHOT = bool)]`.
+/// `WITH (k = v, …)` where a key may be dotted (`properties.bootstrap.server`,
+/// RisingWave's) or quoted; keys lower-cased.
+fn dotted_options(p: &mut Parser<'_>) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    if !p.parse_keyword(Keyword::WITH) {
+        return Ok(out);
+    }
+    p.expect_token(&Token::LParen).map_err(syntax)?;
+    loop {
+        let mut key = Vec::new();
+        loop {
+            match p.next_token().token {
+                Token::Word(w) => key.push(w.value),
+                Token::SingleQuotedString(s) => key.push(s),
+                other => return Err(syntax(format!("expected an option name, found {other}"))),
+            }
+            if !p.consume_token(&Token::Period) {
+                break;
+            }
+        }
+        // `SIZE = '1'` and `SIZE '1'` are both Materialize's.
+        let _ = p.consume_token(&Token::Eq);
+        let value = option_value(&p.parse_expr().map_err(syntax)?);
+        out.insert(key.join(".").to_ascii_lowercase(), value);
+        if !p.consume_token(&Token::Comma) {
+            break;
+        }
+    }
+    p.expect_token(&Token::RParen).map_err(syntax)?;
+    Ok(out)
+}
+
+/// Skip a parenthesised list, nested parentheses included.
+fn skip_parens(p: &mut Parser<'_>) -> Result<()> {
+    p.expect_token(&Token::LParen).map_err(syntax)?;
+    let mut depth = 1;
+    while depth > 0 {
+        match p.next_token().token {
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            Token::EOF => return Err(syntax("unclosed parenthesis")),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The rest of Materialize's `CREATE CONNECTION name TO KAFKA (BROKER
+/// 'host:port', …)`: the broker. Security options are read past: eddy's
+/// sources read eddy's own log (see `source`).
+fn connection(p: &mut Parser<'_>) -> Result<String> {
+    if !(p.parse_keyword(Keyword::TO) && word_is(&p.next_token().token, "kafka")) {
+        return Err(EngineError::Unsupported(
+            "CREATE CONNECTION other than TO KAFKA (…)".into(),
+        ));
+    }
+    p.expect_token(&Token::LParen).map_err(syntax)?;
+    let mut broker = None;
+    let mut depth = 1;
+    while depth > 0 {
+        let t = p.next_token().token;
+        match &t {
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            Token::EOF => return Err(syntax("unclosed parenthesis in CREATE CONNECTION")),
+            t if depth == 1 && (word_is(t, "broker") || word_is(t, "brokers")) => {
+                let _ = p.consume_token(&Token::Eq);
+                let _ = p.consume_token(&Token::LParen);
+                broker = Some(p.parse_literal_string().map_err(syntax)?);
+            }
+            _ => {}
+        }
+    }
+    // `WITH (VALIDATE = false)`.
+    let _ = dotted_options(p)?;
+    broker.ok_or_else(|| syntax("CREATE CONNECTION … TO KAFKA (…) needs BROKER 'host:port'"))
+}
+
+/// A value format of Materialize (`FORMAT BYTES|TEXT|JSON|CSV WITH n
+/// COLUMNS`) or RisingWave (`FORMAT PLAIN ENCODE JSON|CSV|BYTES`, `ROW
+/// FORMAT JSON`): eddy's format and, for Materialize's, the columns it
+/// gives a source (`data bytea`, `text text`, `data jsonb`,
+/// `column1 … columnN text`).
+fn source_format(p: &mut Parser<'_>) -> Result<(&'static str, Option<String>)> {
+    let word = |p: &mut Parser<'_>| match p.next_token().token {
+        Token::Word(w) => Ok(w.value.to_ascii_lowercase()),
+        other => Err(syntax(format!("expected a format, found {other}"))),
+    };
+    let mut name = word(p)?;
+    if matches!(name.as_str(), "plain" | "upsert" | "debezium") {
+        let envelope = name;
+        if envelope != "plain" {
+            return Err(EngineError::Unsupported(format!(
+                "FORMAT {} (eddy's sources are FORMAT PLAIN)",
+                envelope.to_ascii_uppercase()
+            )));
+        }
+        if !word_is(&p.next_token().token, "encode") {
+            return Err(syntax("expected ENCODE after FORMAT PLAIN"));
+        }
+        let encode = word(p)?;
+        if p.peek_token().token == Token::LParen {
+            skip_parens(p)?;
+        }
+        return match encode.as_str() {
+            "json" => Ok(("json", None)),
+            "csv" => Ok(("csv", None)),
+            "bytes" => Ok(("bytes", None)),
+            other => Err(unsupported_format(other)),
+        };
+    }
+    if name == "row" {
+        name = word(p)?;
+        if name == "format" {
+            name = word(p)?;
+        }
+        return match name.as_str() {
+            "json" => Ok(("json", None)),
+            "csv" => Ok(("csv", None)),
+            other => Err(unsupported_format(other)),
+        };
+    }
+    match name.as_str() {
+        "bytes" => Ok(("bytes", Some("(data bytea)".into()))),
+        "text" => Ok(("text", Some("(text text)".into()))),
+        "json" => Ok(("text", Some("(data jsonb)".into()))),
+        "csv" => {
+            p.expect_keyword(Keyword::WITH).map_err(syntax)?;
+            let n: usize = match p.next_token().token {
+                Token::Number(n, _) => n.parse().map_err(syntax)?,
+                t if word_is(&t, "header") => {
+                    return Err(EngineError::Unsupported(
+                        "FORMAT CSV WITH HEADER (use CSV WITH n COLUMNS)".into(),
+                    ));
+                }
+                other => return Err(syntax(format!("expected a column count, found {other}"))),
+            };
+            if !word_is(&p.next_token().token, "columns") {
+                return Err(syntax("expected COLUMNS after CSV WITH n"));
+            }
+            if n == 0 {
+                return Err(syntax("CSV WITH 0 COLUMNS"));
+            }
+            let cols: Vec<String> = (1..=n).map(|i| format!("column{i} text")).collect();
+            Ok(("csv", Some(format!("({})", cols.join(", ")))))
+        }
+        other => Err(unsupported_format(other)),
+    }
+}
+
+fn unsupported_format(name: &str) -> EngineError {
+    EngineError::Unsupported(format!(
+        "source format {} (formats: BYTES, TEXT, JSON, CSV)",
+        name.to_ascii_uppercase()
+    ))
+}
+
+/// The rest of `CREATE [MATERIALIZED] SOURCE [IF NOT EXISTS] name …` in
+/// Materialize's spellings (`FROM KAFKA CONNECTION c (TOPIC 't') FORMAT
+/// …`, the older `FROM KAFKA BROKER 'b' TOPIC 't' … FORMAT …`) and
+/// RisingWave's (`(columns) WITH (connector = 'kafka', topic = 't', …)
+/// FORMAT PLAIN ENCODE …`): a stream over the topic in eddy's own log
+/// (created if missing), as `CREATE STREAM` makes. The broker named is
+/// not dialled: eddy is the broker (reading another cluster is issue 23's).
+fn source(p: &mut Parser<'_>) -> Result<Ddl> {
+    let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    let name = p.parse_object_name(false).map_err(syntax)?.to_string();
+    let mut options = BTreeMap::new();
+    let mut columns = None;
+    if p.peek_token().token == Token::LParen {
+        // RisingWave: columns, WITH (connector = 'kafka', topic = …).
+        columns = Some(p.parse_columns().map_err(syntax)?.0);
+        let with = dotted_options(p)?;
+        match with.get("connector").map(String::as_str) {
+            Some("kafka") => {}
+            Some(other) => {
+                return Err(EngineError::Unsupported(format!(
+                    "connector '{other}' (eddy's sources read Kafka topics)"
+                )));
+            }
+            None => return Err(syntax("CREATE SOURCE … WITH (…) needs connector = 'kafka'")),
+        }
+        let topic = with
+            .get("topic")
+            .cloned()
+            .ok_or_else(|| syntax("CREATE SOURCE … WITH (…) needs topic = 'name'"))?;
+        options.insert("topic".to_string(), topic);
+    } else {
+        if p.parse_keyword(Keyword::IN) {
+            // IN CLUSTER c: eddy has one.
+            let _ = p.next_token();
+            let _ = p.parse_identifier().map_err(syntax)?;
+        }
+        p.expect_keyword(Keyword::FROM).map_err(syntax)?;
+        if !word_is(&p.next_token().token, "kafka") {
+            return Err(EngineError::Unsupported(
+                "sources other than FROM KAFKA".into(),
+            ));
+        }
+        let topic = if word_is(&p.peek_token().token, "connection") {
+            p.next_token();
+            let connection = p.parse_object_name(false).map_err(syntax)?.to_string();
+            options.insert("connection".to_string(), connection);
+            p.expect_token(&Token::LParen).map_err(syntax)?;
+            let mut topic = None;
+            loop {
+                if word_is(&p.peek_token().token, "topic") {
+                    p.next_token();
+                    let _ = p.consume_token(&Token::Eq);
+                    topic = Some(p.parse_literal_string().map_err(syntax)?);
+                } else {
+                    // START OFFSET (…), GROUP ID PREFIX '…', …: read past.
+                    let mut depth = 0;
+                    loop {
+                        match p.peek_token().token {
+                            Token::Comma | Token::RParen if depth == 0 => break,
+                            Token::LParen => depth += 1,
+                            Token::RParen => depth -= 1,
+                            Token::EOF => return Err(syntax("unclosed parenthesis")),
+                            _ => {}
+                        }
+                        p.next_token();
+                    }
+                }
+                if !p.consume_token(&Token::Comma) {
+                    break;
+                }
+            }
+            p.expect_token(&Token::RParen).map_err(syntax)?;
+            topic.ok_or_else(|| syntax("expected (TOPIC 'name') after FROM KAFKA CONNECTION …"))?
+        } else {
+            if !word_is(&p.next_token().token, "broker") {
+                return Err(syntax("expected CONNECTION or BROKER after FROM KAFKA"));
+            }
+            let _ = p.parse_literal_string().map_err(syntax)?;
+            if !word_is(&p.next_token().token, "topic") {
+                return Err(syntax("expected TOPIC 'name' after FROM KAFKA BROKER '…'"));
+            }
+            p.parse_literal_string().map_err(syntax)?
+        };
+        options.insert("topic".to_string(), topic);
+    }
+    // The clauses after FROM, in Materialize's order (each optional).
+    let mut format = None;
+    loop {
+        let t = p.peek_token().token;
+        if word_is(&t, "format") {
+            p.next_token();
+            format = Some(source_format(p)?);
+        } else if word_is(&t, "row") {
+            format = Some(source_format(p)?);
+        } else if word_is(&t, "key") || word_is(&t, "value") {
+            let is_key = word_is(&p.next_token().token, "key");
+            if !word_is(&p.next_token().token, "format") {
+                return Err(syntax("expected FORMAT after KEY/VALUE"));
+            }
+            let f = source_format(p)?;
+            if !is_key {
+                format = Some(f);
+            }
+        } else if word_is(&t, "include") {
+            return Err(EngineError::Unsupported(
+                "INCLUDE in CREATE SOURCE (declare a stream with the pseudo-columns _key, _partition, _offset, _timestamp instead)".into(),
+            ));
+        } else if word_is(&t, "envelope") {
+            p.next_token();
+            let envelope = p.next_token().token;
+            if !word_is(&envelope, "none") {
+                return Err(EngineError::Unsupported(format!(
+                    "ENVELOPE {envelope} (a keyed table over a topic is CREATE TABLE … PRIMARY KEY … WITH (topic = '…'))"
+                )));
+            }
+        } else if word_is(&t, "expose") {
+            // EXPOSE PROGRESS AS name.
+            p.next_token();
+            p.next_token();
+            p.expect_keyword(Keyword::AS).map_err(syntax)?;
+            let _ = p.parse_object_name(false).map_err(syntax)?;
+        } else if p.peek_keyword(Keyword::WITH) {
+            // Materialize's WITH (SIZE = …): nothing for eddy.
+            let _ = dotted_options(p)?;
+        } else {
+            break;
+        }
+    }
+    let (format, implied) = format.ok_or_else(|| syntax("CREATE SOURCE needs a FORMAT"))?;
+    let columns = match (columns, implied) {
+        (Some(c), _) => c,
+        (None, Some(implied)) => {
+            let dialect = PostgreSqlDialect {};
+            Parser::new(&dialect)
+                .try_with_sql(&implied)
+                .and_then(|mut q| q.parse_columns())
+                .map_err(syntax)?
+                .0
+        }
+        (None, None) => {
+            return Err(syntax(
+                "CREATE SOURCE … FORMAT PLAIN ENCODE … needs its columns",
+            ));
+        }
+    };
+    options.insert("format".to_string(), format.to_string());
+    Ok(Ddl::CreateStream {
+        name,
+        columns,
+        options,
+        if_not_exists,
+        sql: String::new(),
+    })
+}
+
+/// The rest of `SUBSCRIBE [TO] name|(query) [WITH (SNAPSHOT = bool)]`.
 fn subscribe(p: &mut Parser<'_>) -> Result<Statement> {
     let _ = p.parse_keyword(Keyword::TO);
-    let name = p.parse_object_name(false).map_err(syntax)?.to_string();
+    let (name, query) = if p.consume_token(&Token::LParen) {
+        let mut q = p.parse_query().map_err(parser_error)?;
+        p.expect_token(&Token::RParen).map_err(syntax)?;
+        super::jsonb::rewrite_casts(&mut q);
+        (String::new(), Some(q))
+    } else {
+        (
+            p.parse_object_name(false).map_err(syntax)?.to_string(),
+            None,
+        )
+    };
     let mut snapshot = true;
     if p.peek_keyword(Keyword::WITH) {
         for (k, v) in options(p.parse_options(Keyword::WITH).map_err(syntax)?)? {
@@ -593,7 +991,11 @@ fn subscribe(p: &mut Parser<'_>) -> Result<Statement> {
             }
         }
     }
-    Ok(Statement::Subscribe { name, snapshot })
+    Ok(Statement::Subscribe {
+        name,
+        query,
+        snapshot,
+    })
 }
 
 /// eddy's `SHOW …` forms as queries over `eddy_catalog`, consuming their

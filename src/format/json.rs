@@ -20,7 +20,8 @@
 //!   is read as before (RFC 3339 or `YYYY-MM-DD HH:MM:SS[.f]`).
 //!
 //! Numbers and booleans for a text column are read as their JSON text
-//! (ksqlDB's coercion).
+//! (ksqlDB's coercion). A jsonb column takes any JSON value (stored as
+//! its canonical text) and is written back as that value.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -33,12 +34,26 @@ use datafusion::arrow::json::reader::ReaderBuilder;
 use datafusion::arrow::json::writer::{JsonArray, LineDelimited, WriterBuilder};
 use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 
+use crate::types::jsonb;
+
 pub use super::DecodeFailure;
 
 fn decode_all(schema: &SchemaRef, values: &[&[u8]]) -> Result<RecordBatch, ArrowError> {
     for v in values {
         check(schema, v)?;
     }
+    let rewritten: Vec<Vec<u8>>;
+    let refs: Vec<&[u8]>;
+    let values = if schema.fields().iter().any(|f| jsonb::is_jsonb(f)) {
+        rewritten = values
+            .iter()
+            .map(|v| jsonb_as_text(schema, v))
+            .collect::<Result<_, _>>()?;
+        refs = rewritten.iter().map(Vec::as_slice).collect();
+        refs.as_slice()
+    } else {
+        values
+    };
     let read = readable(schema);
     let read_schema = read.as_ref().unwrap_or(schema);
     let mut decoder = ReaderBuilder::new(Arc::clone(read_schema))
@@ -85,7 +100,7 @@ fn readable(schema: &SchemaRef) -> Option<SchemaRef> {
         .iter()
         .map(|f| {
             if is_ts(f) {
-                Field::new(f.name(), DataType::Utf8, f.is_nullable())
+                f.as_ref().clone().with_data_type(DataType::Utf8)
             } else {
                 f.as_ref().clone()
             }
@@ -146,6 +161,53 @@ fn timestamps(text: &StringArray, unit: TimeUnit, field: &Field) -> Result<Array
         .collect::<Result<Vec<_>, ArrowError>>()?;
     let ints: ArrayRef = Arc::new(datafusion::arrow::array::Int64Array::from(values));
     datafusion::arrow::compute::cast(&ints, field.data_type())
+}
+
+/// A value with its jsonb columns' values replaced by their canonical
+/// text, as JSON strings (which arrow-json reads into the text column).
+fn jsonb_as_text(schema: &Schema, value: &[u8]) -> Result<Vec<u8>, ArrowError> {
+    let bad = |e: serde_json::Error| ArrowError::JsonError(e.to_string());
+    let mut v: serde_json::Value = serde_json::from_slice(value).map_err(bad)?;
+    if let serde_json::Value::Object(m) = &mut v {
+        for f in schema.fields().iter().filter(|f| jsonb::is_jsonb(f)) {
+            if let Some(x) = m.get_mut(f.name())
+                && !x.is_null()
+            {
+                *x = serde_json::Value::String(jsonb::print(x));
+            }
+        }
+    }
+    serde_json::to_vec(&v).map_err(bad)
+}
+
+/// A text written to a jsonb column that is not JSON (22P02, as
+/// PostgreSQL's `'…'::jsonb`).
+pub(crate) fn invalid_json(message: String) -> ArrowError {
+    ArrowError::ExternalError(Box::new(crate::sqlstate::Coded {
+        code: "22P02",
+        message,
+    }))
+}
+
+/// Rows encoded by arrow-json with their jsonb columns' text put back as
+/// the JSON values it holds.
+fn jsonb_as_json(schema: &Schema, rows: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>, ArrowError> {
+    let bad = |e: serde_json::Error| ArrowError::JsonError(e.to_string());
+    rows.into_iter()
+        .map(|row| {
+            let mut v: serde_json::Value = serde_json::from_slice(&row).map_err(bad)?;
+            if let serde_json::Value::Object(m) = &mut v {
+                for f in schema.fields().iter().filter(|f| jsonb::is_jsonb(f)) {
+                    if let Some(x) = m.get_mut(f.name())
+                        && let Some(text) = x.as_str()
+                    {
+                        *x = jsonb::parse(text).map_err(invalid_json)?;
+                    }
+                }
+            }
+            serde_json::to_vec(&v).map_err(bad)
+        })
+        .collect()
 }
 
 /// Check one value as the module documentation says; the error names the
@@ -321,11 +383,16 @@ pub fn encode(batch: &RecordBatch) -> Result<Vec<Vec<u8>>, ArrowError> {
         w.finish()?;
     }
     let _ = std::marker::PhantomData::<JsonArray>;
-    Ok(buf
+    let rows: Vec<Vec<u8>> = buf
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
         .map(|l| l.to_vec())
-        .collect())
+        .collect();
+    let schema = batch.schema();
+    if schema.fields().iter().any(|f| jsonb::is_jsonb(f)) {
+        return jsonb_as_json(&schema, rows);
+    }
+    Ok(rows)
 }
 
 #[cfg(test)]

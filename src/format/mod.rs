@@ -104,7 +104,7 @@ fn readable(schema: &SchemaRef) -> Option<SchemaRef> {
             } else {
                 f.data_type().clone()
             };
-            Field::new(f.name(), t, f.is_nullable())
+            f.as_ref().clone().with_data_type(t)
         })
         .collect();
     Some(Arc::new(Schema::new_with_metadata(

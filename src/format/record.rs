@@ -15,6 +15,7 @@
 //! `_partition`, when not NULL, the partition; `_offset` is assigned by the
 //! log and ignored on write. A relation without them is its values alone.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -246,19 +247,31 @@ impl Layout {
                 let mut good = Vec::new();
                 let mut failures = Vec::new();
                 let mut texts = Vec::new();
+                // A jsonb value column holds each value's canonical text
+                // (Materialize's FORMAT JSON); a value that is not JSON
+                // does not decode.
+                let is_jsonb = crate::types::jsonb::is_jsonb(self.values.field(0));
                 for (i, v) in values.iter().enumerate() {
-                    match std::str::from_utf8(v) {
+                    let text = std::str::from_utf8(v)
+                        .map_err(|e| format!("value is not UTF-8 text: {e}"))
+                        .and_then(|t| {
+                            if is_jsonb {
+                                crate::types::jsonb::canonical(t).map(Cow::Owned)
+                            } else {
+                                Ok(Cow::Borrowed(t))
+                            }
+                        });
+                    match text {
                         Ok(t) => {
                             good.push(i);
                             texts.push(t);
                         }
-                        Err(e) => failures.push(DecodeFailure {
-                            index: i,
-                            reason: format!("value is not UTF-8 text: {e}"),
-                        }),
+                        Err(reason) => failures.push(DecodeFailure { index: i, reason }),
                     }
                 }
-                let column: ArrayRef = Arc::new(StringArray::from(texts));
+                let column: ArrayRef = Arc::new(StringArray::from_iter_values(
+                    texts.iter().map(|t| t.as_ref()),
+                ));
                 let column = cast(&column, self.values.field(0).data_type());
                 match column.and_then(|c| RecordBatch::try_new(Arc::clone(&self.values), vec![c])) {
                     Ok(b) => (b, good, failures),
@@ -283,6 +296,19 @@ impl Layout {
         match self.format {
             Format::Json => Ok(json::encode(values)?.into_iter().map(Some).collect()),
             Format::Csv => Ok(csv::encode(values)?.into_iter().map(Some).collect()),
+            Format::Text if crate::types::jsonb::is_jsonb(self.values.field(0)) => {
+                let t = cast(values.column(0), &DataType::Utf8)?;
+                let t = t.as_string::<i32>();
+                (0..t.len())
+                    .map(|i| {
+                        t.is_valid(i)
+                            .then(|| crate::types::jsonb::canonical(t.value(i)))
+                            .transpose()
+                            .map(|v| v.map(String::into_bytes))
+                            .map_err(json::invalid_json)
+                    })
+                    .collect()
+            }
             Format::Text | Format::Bytes => {
                 let b = cast(values.column(0), &DataType::Binary)?;
                 let b = b.as_binary::<i32>();

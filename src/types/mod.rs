@@ -9,6 +9,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 
 pub mod input;
+pub mod jsonb;
 
 /// The scale of an unconstrained `numeric` (Arrow decimals have one fixed
 /// scale; PostgreSQL's numeric has none). Its values print without the

@@ -11,7 +11,6 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion_postgres::arrow_pg::datatypes::field_into_pg_type;
 use datafusion_postgres::pgwire;
 use futures::{Sink, SinkExt, stream};
 use pgwire::api::ClientInfo;
@@ -146,7 +145,7 @@ pub(super) fn copy_out(
     let types = schema
         .fields()
         .iter()
-        .map(field_into_pg_type)
+        .map(super::encode::pg_type)
         .collect::<PgWireResult<Vec<_>>>()?;
     let style = match format {
         CopyFormat::Text => CopyStyle::Text,

@@ -9,9 +9,10 @@
 //! (About 1,000 lines, 170 of them tests: text and binary encodings of
 //! every type side by side, so a type's two forms are changed together.)
 //!
-//! The column types a client is told (RowDescription) come from
-//! arrow-pg's type mapping (`field_into_pg_type`, which also knows
-//! pg_catalog's `regclass`/`"char"` columns); every value is encoded by
+//! The column types a client is told (RowDescription) come from `pg_type`:
+//! jsonb for a column tagged as jsonb, otherwise arrow-pg's type mapping
+//! (`field_into_pg_type`, which also knows pg_catalog's
+//! `regclass`/`"char"` columns); every value is encoded by
 //! this file, to the type that mapping names. Knows values and their
 //! framing, not statements, sessions or errors' SQLSTATEs.
 
@@ -32,7 +33,7 @@ use datafusion::arrow::datatypes::{
     Time64NanosecondType, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
     TimestampNanosecondType, TimestampSecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
-use datafusion_postgres::arrow_pg::datatypes::field_into_pg_type;
+use datafusion_postgres::arrow_pg::datatypes::field_into_pg_type as arrow_pg_type;
 use datafusion_postgres::pgwire;
 use pgwire::api::Type;
 use pgwire::api::portal::Format;
@@ -47,6 +48,15 @@ use crate::types::input::pg_interval_text;
 const PG_EPOCH_US: i64 = 946_684_800_000_000;
 /// Days from the Unix epoch to PostgreSQL's.
 const PG_EPOCH_DAYS: i32 = 10_957;
+
+/// The PostgreSQL type a column's values are sent as: arrow-pg's mapping,
+/// except for UTF-8 columns holding jsonb (`types::jsonb`).
+pub(super) fn pg_type(f: &Arc<datafusion::arrow::datatypes::Field>) -> PgWireResult<Type> {
+    if crate::types::jsonb::is_jsonb(f) {
+        return Ok(Type::JSONB);
+    }
+    arrow_pg_type(f)
+}
 
 fn unsupported(what: String) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new(
@@ -74,7 +84,7 @@ pub(super) fn fields(
                 name,
                 None,
                 None,
-                field_into_pg_type(f)?,
+                pg_type(f)?,
                 format.format_for(i),
             ))
         })
@@ -370,20 +380,16 @@ pub(super) fn binary(out: &mut BytesMut, a: &dyn Array, row: usize, ty: &Type) -
             out.put_i32(i.days);
             out.put_i32(i.months);
         }
-        DataType::List(f) => array_binary(
-            out,
-            a.as_list::<i32>().value(row).as_ref(),
-            &field_into_pg_type(f)?,
-        )?,
-        DataType::LargeList(f) => array_binary(
-            out,
-            a.as_list::<i64>().value(row).as_ref(),
-            &field_into_pg_type(f)?,
-        )?,
+        DataType::List(f) => {
+            array_binary(out, a.as_list::<i32>().value(row).as_ref(), &pg_type(f)?)?
+        }
+        DataType::LargeList(f) => {
+            array_binary(out, a.as_list::<i64>().value(row).as_ref(), &pg_type(f)?)?
+        }
         DataType::FixedSizeList(f, _) => array_binary(
             out,
             a.as_fixed_size_list().value(row).as_ref(),
-            &field_into_pg_type(f)?,
+            &pg_type(f)?,
         )?,
         DataType::Struct(_) => record_binary(out, a.as_struct(), row)?,
         other => {
@@ -818,7 +824,7 @@ fn record_binary(
     };
     out.put_i32(s.num_columns() as i32);
     for (f, c) in fields.iter().zip(s.columns()) {
-        let ty = field_into_pg_type(f)?;
+        let ty = pg_type(f)?;
         out.put_u32(ty.oid());
         framed(out, c.as_ref(), row, |o| binary(o, c.as_ref(), row, &ty))?;
     }

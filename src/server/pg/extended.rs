@@ -280,7 +280,10 @@ impl Extended {
                 schema,
                 snapshot,
                 start,
+                transient,
             }) => {
+                // A subscription's own dataflow lives as long as it.
+                let _dataflow = transient;
                 subscribe(
                     client,
                     name,

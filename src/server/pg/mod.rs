@@ -82,18 +82,66 @@ pub struct Handlers {
 /// The open connections by peer address, each with a way to close it from
 /// inside a handler (a SUBSCRIBE client that stopped reading: its socket
 /// is full, so not even an error message could reach it).
+/// `socket` and a duplicate of its descriptor to watch it by (None if the
+/// descriptor cannot be duplicated: the connection is served unwatched).
+fn with_watch(
+    socket: tokio::net::TcpStream,
+) -> std::io::Result<(tokio::net::TcpStream, Option<tokio::net::TcpStream>)> {
+    let std = socket.into_std()?;
+    let watch = std
+        .try_clone()
+        .ok()
+        .and_then(|d| tokio::net::TcpStream::from_std(d).ok());
+    Ok((tokio::net::TcpStream::from_std(std)?, watch))
+}
+
+/// A second handle on each socket (a duplicate of its descriptor) lets a
+/// SUBSCRIBE notice its client leaving while pgwire, busy running the
+/// handler, reads nothing from the socket.
 #[derive(Default)]
 pub(super) struct Sockets {
-    open: std::sync::Mutex<std::collections::HashMap<SocketAddr, Arc<Notify>>>,
+    open: std::sync::Mutex<
+        std::collections::HashMap<SocketAddr, (Arc<Notify>, Option<Arc<tokio::net::TcpStream>>)>,
+    >,
 }
 
 impl Sockets {
-    fn register(&self, peer: SocketAddr) -> Arc<Notify> {
+    fn register(&self, peer: SocketAddr, watch: Option<tokio::net::TcpStream>) -> Arc<Notify> {
         let n = Arc::new(Notify::new());
         if let Ok(mut open) = self.open.lock() {
-            open.insert(peer, Arc::clone(&n));
+            open.insert(peer, (Arc::clone(&n), watch.map(Arc::new)));
         }
         n
+    }
+
+    /// Resolves when the client at `peer` has closed its connection or
+    /// sent Terminate; never when it cannot be watched. What the client
+    /// sent meanwhile stays unread, for pgwire after the handler; once
+    /// something waits there the socket stays readable, so the closing is
+    /// then looked for twice a second (the poller's read-closed flag).
+    pub(super) async fn gone(&self, peer: &SocketAddr) {
+        let watch = self
+            .open
+            .lock()
+            .ok()
+            .and_then(|o| o.get(peer).and_then(|(_, w)| w.clone()));
+        let Some(w) = watch else {
+            return std::future::pending().await;
+        };
+        loop {
+            let Ok(ready) = w.ready(tokio::io::Interest::READABLE).await else {
+                return;
+            };
+            if ready.is_read_closed() || ready.is_error() {
+                return;
+            }
+            let mut b = [0u8; 1];
+            match w.peek(&mut b).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) if b[0] == b'X' => return,
+                Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
+            }
+        }
     }
 
     fn unregister(&self, peer: &SocketAddr) {
@@ -104,7 +152,12 @@ impl Sockets {
 
     /// Close the connection from `peer` (its task ends at once).
     pub(super) fn close(&self, peer: &SocketAddr) {
-        if let Some(n) = self.open.lock().ok().and_then(|o| o.get(peer).cloned()) {
+        if let Some(n) = self
+            .open
+            .lock()
+            .ok()
+            .and_then(|o| o.get(peer).map(|(n, _)| Arc::clone(n)))
+        {
             n.notify_one();
         }
     }
@@ -206,7 +259,14 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
                     let h = Arc::new(handlers.for_connection());
-                    let closed = handlers.sockets.register(peer);
+                    let (socket, watch) = match with_watch(socket) {
+                        Ok(w) => w,
+                        Err(e) => {
+                            warn!(error = %e, %peer, "pg connection dropped: its socket could not be set up");
+                            continue;
+                        }
+                    };
+                    let closed = handlers.sockets.register(peer, watch);
                     tasks.spawn(async move {
                         let sockets = Arc::clone(&h.sockets);
                         tokio::select! {

@@ -91,17 +91,22 @@ impl SimpleQueryHandler for Simple {
                         schema,
                         snapshot,
                         start,
-                    }) => subscribe(
-                        client,
-                        name,
-                        schema,
-                        snapshot,
-                        start,
-                        &self.engine,
-                        &self.sockets,
-                    )
-                    .await
-                    .map(|r| vec![r]),
+                        transient,
+                    }) => {
+                        // A subscription's own dataflow lives as long as it.
+                        let _dataflow = transient;
+                        subscribe(
+                            client,
+                            name,
+                            schema,
+                            snapshot,
+                            start,
+                            &self.engine,
+                            &self.sockets,
+                        )
+                        .await
+                        .map(|r| vec![r])
+                    }
                     Ok(Output::Session(cmd)) => session_command(client, cmd).map(|r| vec![r]),
                     Ok(output) => respond(client, output).map(|r| vec![r]),
                     Err(e) => Err(engine_error(e)),

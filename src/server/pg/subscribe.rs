@@ -44,6 +44,7 @@ where
     use datafusion::arrow::datatypes::{Field, Schema};
     use tokio::sync::broadcast::error::RecvError;
     let stall = std::time::Duration::from_millis(engine.limits().max_subscriber_stall_ms);
+    let sockets_for_watch = sockets;
     let (peer, sockets) = (client.socket_addr(), Arc::clone(sockets));
     let close = move || sockets.close(&peer);
     let api = |e: datafusion::arrow::error::ArrowError| PgWireError::ApiError(Box::new(e));
@@ -113,8 +114,16 @@ where
             .map_err(&mut stalled)?;
     }
     let mut changes = start.changes;
+    let watched = Arc::clone(sockets_for_watch);
+    let gone = watched.gone(&peer);
+    tokio::pin!(gone);
     loop {
-        match changes.recv().await {
+        let next = tokio::select! {
+            next = changes.recv() => next,
+            // The client left: nothing to send to, nothing held for it.
+            () = &mut gone => return Ok(Response::Execution(Tag::new("COPY").with_rows(sent))),
+        };
+        match next {
             Ok(tick) if tick.removed.contains(&name) => {
                 return Err(user_error(
                     "42P01",
