@@ -543,6 +543,76 @@ transaction 0 [('t2',), ('t3',)]
     );
 }
 
+/// SQLAlchemy 2's ORM and Core and pandas through an engine, unchanged:
+/// the dialect's first-connect probes (version(), to_regtype), table and
+/// column reflection (correlated subqueries inside CASE over the
+/// catalogs), sessions that commit and roll back, read_sql and to_sql.
+#[test]
+fn sqlalchemy_and_pandas() {
+    let server = TestServer::start();
+    let stdout = run_python_client(
+        &server,
+        "sqlalchemy, pandas",
+        "sqlalchemy pandas",
+        "sqlalchemy_pandas.py",
+    );
+    assert_eq!(
+        stdout,
+        "tables ['games']
+columns ['id', 'name', 'viewers']
+orm [(1, 'Fortnite', 450), (2, 'Just Chatting', 2000)]
+core ['Just Chatting']
+view 2450
+ id          name
+  1      Fortnite
+  2 Just Chatting
+ x y
+ 1 a
+ 2 b
+ 3 c
+"
+    );
+}
+
+/// asyncpg's pool and its binary formats for jsonb, uuid, numeric and
+/// timestamptz, as parameters (described as those types) and results.
+#[test]
+fn asyncpg_pool_and_types() {
+    let server = TestServer::start();
+    let stdout = run_python_client(&server, "asyncpg", "asyncpg", "asyncpg_pool.py");
+    assert_eq!(
+        stdout,
+        "row 12345678-1234-5678-1234-567812345678 {'game': 'Fortnite', 'tags': ['a', 'b']} 12.5 2024-01-02T03:04:05+00:00
+field Fortnite
+param v
+count 1
+"
+    );
+}
+
+/// psycopg's named cursors: DECLARE with parameters, the cursor described
+/// by name, rows fetched a few at a time (the client crashed when the
+/// cursor described no columns).
+#[test]
+fn psycopg_named_cursors() {
+    let server = TestServer::start();
+    let stdout = run_python_client(
+        &server,
+        "psycopg",
+        "'psycopg[binary]'",
+        "psycopg_cursors.py",
+    );
+    assert_eq!(
+        stdout,
+        "description ['id', 'u', 'doc']
+one (3, UUID('00000000-0000-0000-0000-000000000003'), {'n': 3, 'even': False})
+many [(4, UUID('00000000-0000-0000-0000-000000000004'), {'n': 4, 'even': True}), (5, UUID('00000000-0000-0000-0000-000000000005'), {'n': 5, 'even': False})]
+rest [6, 7]
+iter ['2', '4', '6']
+"
+    );
+}
+
 /// A CancelRequest (psql's Ctrl-C; here tokio-postgres's cancel token)
 /// stops the running query with 57014 and leaves the session usable.
 #[test]

@@ -15,7 +15,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 
 use super::statement::{Access, Copy, Dml, Statement};
-use super::{Engine, EngineError, Output, Result};
+use super::{Engine, EngineError, Output, Result, SessionCommand};
 use crate::auth::{Privilege, Role, Secret, TopicAccess};
 use crate::catalog::Object;
 
@@ -301,6 +301,9 @@ impl Engine {
                 need(Privilege::Select, self.relations_of(&**q))
             }
             Statement::Subscribe { name, .. } => need(Privilege::Select, vec![name.clone()]),
+            Statement::Session(SessionCommand::Declare { query, .. }) => {
+                need(Privilege::Select, self.relations_of(&**query))
+            }
             Statement::Flush | Statement::Session(_) | Statement::CatalogQuery(..) => Ok(()),
             // Queries, and what passes through (a cursor's query): every
             // relation named is read.

@@ -164,6 +164,26 @@ pub fn rewrite_casts<V: VisitMut>(stmt: &mut V) -> bool {
     changed
 }
 
+/// The numbers `n` of the parameters cast to jsonb (`$n::jsonb`, parsed
+/// into `jsonb($n)`): a client binds them as jsonb.
+pub fn jsonb_parameters<V: datafusion::sql::sqlparser::ast::Visit>(v: &V) -> Vec<usize> {
+    let mut out = Vec::new();
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions(v, |e| {
+        if let SqlExpr::Function(f) = e
+            && f.name.to_string().eq_ignore_ascii_case("jsonb")
+            && let FunctionArguments::List(list) = &f.args
+            && let [FunctionArg::Unnamed(FunctionArgExpr::Expr(SqlExpr::Value(v)))] =
+                list.args.as_slice()
+            && let SqlValue::Placeholder(p) = &v.value
+            && let Some(n) = p.strip_prefix('$').and_then(|n| n.parse().ok())
+        {
+            out.push(n);
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    out
+}
+
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct JsonbFn {
     name: &'static str,

@@ -201,6 +201,25 @@ pub enum SessionCommand {
     /// nothing listens; `RESET ALL`): answered with its tag, as
     /// PostgreSQL answers it when there is nothing to undo.
     Nothing(&'static str),
+    /// `DECLARE name [BINARY] [NO SCROLL] CURSOR [WITH[OUT] HOLD] FOR
+    /// query`: the query planned and started as a portal of that name
+    /// (what psycopg's named cursors describe and fetch from).
+    Declare {
+        name: String,
+        query: Box<datafusion::sql::sqlparser::ast::Query>,
+        /// WITH HOLD: it outlives its transaction block.
+        hold: bool,
+    },
+    /// `FETCH [NEXT | FORWARD [n | ALL] | n | ALL] [FROM | IN] name`: the
+    /// next rows of that cursor (None: all of them); `forward` is false
+    /// for the directions eddy's cursors (NO SCROLL) refuse.
+    Fetch {
+        name: String,
+        count: Option<usize>,
+        forward: bool,
+    },
+    /// `CLOSE name | ALL`.
+    Close(Option<String>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

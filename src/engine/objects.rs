@@ -6,9 +6,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::prelude::{SessionConfig, SessionContext};
-use datafusion::sql::sqlparser::ast::DataType as SqlType;
 
 use super::index_table::IndexTable;
 use super::relation::TopicRelation;
@@ -254,14 +253,10 @@ impl Engine {
         let mut fields = Vec::with_capacity(columns.len());
         for c in columns {
             let parsed = statement::parse_type(&c.sql_type)?;
-            let t = types::to_arrow(&parsed)
-                .map_err(|e| EngineError::Unsupported(format!("type {}", e.0)))?;
-            let field = Field::new(&c.name, t, true);
-            fields.push(if matches!(parsed, SqlType::JSON | SqlType::JSONB) {
-                types::jsonb::tag(field)
-            } else {
-                field
-            });
+            fields.push(
+                types::field(&c.name, &parsed)
+                    .map_err(|e| EngineError::Unsupported(format!("type {}", e.0)))?,
+            );
         }
         Ok(Arc::new(Schema::new(fields)))
     }

@@ -77,6 +77,7 @@ pub fn install(ctx: &SessionContext, catalog: &str, dataflows: &Arc<Dataflows>) 
         ("pg_function_is_visible", True, DataType::Boolean),
         ("pg_type_is_visible", True, DataType::Boolean),
         ("pg_operator_is_visible", True, DataType::Boolean),
+        ("pg_collation_is_visible", True, DataType::Boolean),
         ("pg_tablespace_location", Null, DataType::Utf8),
         ("pg_get_viewdef", Null, DataType::Utf8),
         // asyncpg's pool reset calls it; eddy takes no advisory locks, so
@@ -150,7 +151,11 @@ impl ScalarUDFImpl for CatalogFn {
             CatalogFnKind::Null => Ok(ColumnarValue::Scalar(ScalarValue::try_from(&self.ret)?)),
             CatalogFnKind::True => Ok(ColumnarValue::Scalar(ScalarValue::Boolean(Some(true)))),
             CatalogFnKind::TypeOf => Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(
-                crate::types::pg_name(args.arg_fields[0].data_type()),
+                if crate::types::jsonb::is_jsonb(&args.arg_fields[0]) {
+                    "jsonb".to_string()
+                } else {
+                    crate::types::pg_name(args.arg_fields[0].data_type())
+                },
             )))),
             CatalogFnKind::Version => Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(format!(
                 "PostgreSQL 15.0 on {}-linux, compiled by rustc (eddy {}, Apache DataFusion {})",
@@ -577,26 +582,34 @@ pub fn printable(query: &mut ast::Query) {
     });
 }
 
-/// A scalar subquery over catalog tables whose one column is not an
-/// aggregate (psql's `(SELECT c.relkind = 'c' FROM pg_class c WHERE c.oid
-/// = t.typrelid)`): the key makes it one row at most, which PostgreSQL
+/// A scalar subquery over catalog tables (joined among themselves or not)
+/// whose one column is not an aggregate (psql's `(SELECT c.relkind = 'c'
+/// FROM pg_class c WHERE c.oid = t.typrelid)`, SQLAlchemy's column
+/// reflection): the key makes it one row at most, which PostgreSQL
 /// checks at run time but DataFusion wants to see in the plan, so the
 /// column is wrapped in `max(…)`.
 fn aggregate_catalog_subquery(q: &mut ast::Query) -> bool {
     let ast::SetExpr::Select(sel) = q.body.as_mut() else {
         return false;
     };
+    let is_catalog = |r: &ast::TableFactor| {
+        let s = r.to_string().to_ascii_lowercase();
+        s.trim_start_matches("pg_catalog.").starts_with("pg_")
+    };
     let catalog_only = !sel.from.is_empty()
-        && sel.from.iter().all(|t| {
-            let s = t.relation.to_string().to_ascii_lowercase();
-            s.trim_start_matches("pg_catalog.").starts_with("pg_") && t.joins.is_empty()
-        });
+        && sel
+            .from
+            .iter()
+            .all(|t| is_catalog(&t.relation) && t.joins.iter().all(|j| is_catalog(&j.relation)));
     let no_group = matches!(&sel.group_by, ast::GroupByExpr::Expressions(e, _) if e.is_empty());
     if !catalog_only || !no_group || sel.projection.len() != 1 || sel.having.is_some() {
         return false;
     }
-    let ast::SelectItem::UnnamedExpr(expr) = &sel.projection[0] else {
-        return false;
+    let (expr, alias) = match &sel.projection[0] {
+        ast::SelectItem::UnnamedExpr(expr) => (expr, None),
+        // SQLAlchemy's reflection names them (`AS pg_get_expr_1`).
+        ast::SelectItem::ExprWithAlias { expr, alias } => (expr, Some(alias.clone())),
+        _ => return false,
     };
     let text = expr.to_string().to_ascii_lowercase();
     if [
@@ -618,7 +631,10 @@ fn aggregate_catalog_subquery(q: &mut ast::Query) -> bool {
         .and_then(|mut p| p.parse_expr());
     match wrapped {
         Ok(w) => {
-            sel.projection[0] = ast::SelectItem::UnnamedExpr(w);
+            sel.projection[0] = match alias {
+                None => ast::SelectItem::UnnamedExpr(w),
+                Some(alias) => ast::SelectItem::ExprWithAlias { expr: w, alias },
+            };
             true
         }
         Err(_) => false,
@@ -662,6 +678,27 @@ impl VisitorMut for Rewriter {
             && aggregate_catalog_subquery(q)
         {
             self.changed = true;
+        }
+        // psycopg's TypeInfo.fetch: to_regtype(name) is the type's oid or
+        // NULL, which the `::regtype` rewrite (a pg_type subquery) gives.
+        if let ast::Expr::Function(f) = e
+            && f.name.to_string().eq_ignore_ascii_case("to_regtype")
+            && let FunctionArguments::List(list) = &f.args
+            && let [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(arg))] =
+                list.args.as_slice()
+        {
+            *e = ast::Expr::Cast {
+                kind: ast::CastKind::DoubleColon,
+                expr: Box::new(arg.clone()),
+                data_type: ast::DataType::Custom(
+                    ast::ObjectName::from(vec![ast::Ident::new("regtype")]),
+                    vec![],
+                ),
+                array: false,
+                format: None,
+            };
+            self.changed = true;
+            return ControlFlow::Continue(());
         }
         let replace = match e {
             // pgcli: COALESCE(proallargtypes::regtype[], proargtypes::regtype[])

@@ -116,8 +116,16 @@ impl Engine {
             }
             other => other?,
         };
-        let plan = super::apply::rewrite(plan, &self.ctx)?;
         Ok((stmt, plan))
+    }
+
+    /// A query's plan, its parameters bound, ready to run: the correlated
+    /// subqueries DataFusion leaves undecorrelated (a correlated scalar
+    /// subquery in the SELECT list or inside CASE, as SQLAlchemy's column
+    /// reflection has them) made applies (`apply.rs`). After binding,
+    /// since an apply runs its subquery's plan as it stands.
+    pub fn runnable_plan(&self, plan: LogicalPlan) -> Result<LogicalPlan> {
+        Ok(super::apply::rewrite(plan, &self.ctx)?)
     }
 
     /// Run a query statement: its rows and PostgreSQL's names for its
@@ -145,6 +153,7 @@ impl Engine {
             None => plan,
         };
         let names = names::column_names(&stmt, plan.schema().as_arrow());
+        let plan = self.runnable_plan(plan)?;
         Ok((self.ctx.execute_logical_plan(plan).await?, names))
     }
 }
@@ -208,7 +217,13 @@ impl Engine {
             .map(|(n, f)| {
                 Ok(ColumnDef {
                     name: Ident::with_quote('"', n),
-                    data_type: super::statement::parse_type(&crate::types::pg_name(f.data_type()))?,
+                    data_type: super::statement::parse_type(
+                        &if crate::types::jsonb::is_jsonb(f) {
+                            "jsonb".to_string()
+                        } else {
+                            crate::types::pg_name(f.data_type())
+                        },
+                    )?,
                     options: vec![],
                 })
             })

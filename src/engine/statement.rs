@@ -6,9 +6,10 @@
 use std::collections::BTreeMap;
 
 use datafusion::sql::sqlparser::ast::{
-    AlterRoleOperation, ColumnDef, CopyLegacyOption, CopyOption, CopySource, CopyTarget,
-    CreateRole, CreateTable, CreateView, DataType as SqlType, Delete, Expr, Grant, ObjectType,
-    Query, Reset, ResetStatement, Revoke, SqlOption, Statement as SqlStatement, Update, Value,
+    AlterRoleOperation, CloseCursor, ColumnDef, CopyLegacyOption, CopyOption, CopySource,
+    CopyTarget, CreateRole, CreateTable, CreateView, DataType as SqlType, DeclareType, Delete,
+    Expr, Grant, ObjectType, Query, Reset, ResetStatement, Revoke, SqlOption,
+    Statement as SqlStatement, Update, Value,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
@@ -340,6 +341,44 @@ pub fn classify(s: SqlStatement, text: String) -> Statement {
             object_type.to_string().to_ascii_uppercase(),
         )),
         SqlStatement::UNLISTEN { .. } => Statement::Session(SessionCommand::Nothing("UNLISTEN")),
+        SqlStatement::Declare { stmts }
+            if stmts.len() == 1
+                && stmts[0].declare_type == Some(DeclareType::Cursor)
+                && stmts[0].for_query.is_some() =>
+        {
+            let mut d = stmts.into_iter().next().expect("one declaration");
+            let name = d.names.first().map(|n| n.value.clone()).unwrap_or_default();
+            let query = d.for_query.take().expect("a cursor's query");
+            let hold = d.hold == Some(true);
+            Statement::Session(SessionCommand::Declare { name, query, hold })
+        }
+        SqlStatement::Fetch {
+            name, direction, ..
+        } => {
+            use datafusion::sql::sqlparser::ast::FetchDirection as D;
+            let number = |v: &Value| match v {
+                Value::Number(n, _) => n.parse::<usize>().ok(),
+                _ => None,
+            };
+            let count = match &direction {
+                D::Next | D::Forward { limit: None } => Some(1),
+                D::Forward { limit: Some(v) } | D::Count { limit: v } => number(v),
+                _ => None,
+            };
+            let forward = matches!(
+                direction,
+                D::Next | D::Forward { .. } | D::Count { .. } | D::ForwardAll | D::All
+            );
+            Statement::Session(SessionCommand::Fetch {
+                name: name.value,
+                count,
+                forward,
+            })
+        }
+        SqlStatement::Close { cursor } => Statement::Session(SessionCommand::Close(match cursor {
+            CloseCursor::All => None,
+            CloseCursor::Specific { name } => Some(name.value),
+        })),
         SqlStatement::Reset(ResetStatement {
             reset: Reset::ALL, ..
         }) => Statement::Session(SessionCommand::Nothing("RESET")),

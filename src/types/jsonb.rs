@@ -21,20 +21,16 @@ use std::cmp::Ordering;
 use datafusion::arrow::datatypes::Field;
 use serde_json::{Map, Number, Value};
 
-/// The field metadata key that names a column's PostgreSQL type where its
-/// Arrow type alone does not (`jsonb` for a UTF-8 column).
-pub const PG_TYPE_KEY: &str = "eddy.pg_type";
+pub use super::PG_TYPE_KEY;
 
 /// `field` tagged as holding jsonb text.
 pub fn tag(field: Field) -> Field {
-    let mut metadata = field.metadata().clone();
-    metadata.insert(PG_TYPE_KEY.into(), "jsonb".into());
-    field.with_metadata(metadata)
+    super::tag_pg_type(field, "jsonb")
 }
 
 /// Whether `field` holds jsonb text.
 pub fn is_jsonb(field: &Field) -> bool {
-    field.metadata().get(PG_TYPE_KEY).map(String::as_str) == Some("jsonb")
+    super::pg_type_of(field) == Some("jsonb")
 }
 
 /// Why a text is not a JSON value, worded as PostgreSQL words it.

@@ -16,6 +16,35 @@ pub mod jsonb;
 /// trailing zeros this adds (`server/pg/text.rs`).
 pub const UNCONSTRAINED_NUMERIC_SCALE: i8 = 10;
 
+/// The field metadata key that names a column's PostgreSQL type where its
+/// Arrow type alone does not: `jsonb` and `uuid` for UTF-8 columns, so
+/// clients are told (and send parameters as) the type the column was
+/// declared with.
+pub const PG_TYPE_KEY: &str = "eddy.pg_type";
+
+/// `field` tagged as holding values of PostgreSQL's type `name`.
+pub fn tag_pg_type(field: Field, name: &str) -> Field {
+    let mut metadata = field.metadata().clone();
+    metadata.insert(PG_TYPE_KEY.into(), name.into());
+    field.with_metadata(metadata)
+}
+
+/// The PostgreSQL type `field` is tagged with, if any.
+pub fn pg_type_of(field: &Field) -> Option<&str> {
+    field.metadata().get(PG_TYPE_KEY).map(String::as_str)
+}
+
+/// The field of a column declared `name sql_type`: its Arrow type, tagged
+/// where PostgreSQL's type is not the one the Arrow type stands for.
+pub fn field(name: &str, sql_type: &SqlType) -> Result<Field, UnsupportedType> {
+    let f = Field::new(name, to_arrow(sql_type)?, true);
+    Ok(match sql_type {
+        SqlType::JSON | SqlType::JSONB => jsonb::tag(f),
+        SqlType::Uuid => tag_pg_type(f, "uuid"),
+        _ => f,
+    })
+}
+
 /// Why a type is not accepted.
 #[derive(Debug, thiserror::Error)]
 #[error("type {0} is not supported")]

@@ -12,8 +12,9 @@ use std::sync::Arc;
 use datafusion::common::ParamValues;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use datafusion_postgres::pgwire;
-use pgwire::api::ClientInfo;
 use pgwire::api::results::{Response, Tag};
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, ClientPortalStore};
 use pgwire::error::PgWireResult;
 use pgwire::messages::response::TransactionStatus;
 
@@ -47,14 +48,30 @@ pub(super) fn failed(client: &impl ClientInfo) {
 
 /// Decide `stmt` (with its bound `params` in the extended protocol)
 /// against the connection's block.
-pub(super) async fn before(
-    client: &impl ClientInfo,
+pub(super) async fn before<C>(
+    client: &C,
     engine: &Engine,
     stmt: &Statement,
     params: Option<ParamValues>,
-) -> PgWireResult<Verdict> {
+) -> PgWireResult<Verdict>
+where
+    C: ClientInfo + ClientPortalStore,
+    C::PortalStore: PortalStore,
+{
     let txn = transaction(client);
     let ast = stmt.sql();
+    if matches!(
+        ast,
+        Some(
+            SqlStatement::Commit { .. }
+                | SqlStatement::Rollback {
+                    savepoint: None,
+                    ..
+                }
+        )
+    ) {
+        super::respond::close_block_cursors(client);
+    }
     match ast {
         Some(SqlStatement::StartTransaction { .. }) => {
             txn.begin();

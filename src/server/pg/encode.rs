@@ -50,12 +50,13 @@ const PG_EPOCH_US: i64 = 946_684_800_000_000;
 const PG_EPOCH_DAYS: i32 = 10_957;
 
 /// The PostgreSQL type a column's values are sent as: arrow-pg's mapping,
-/// except for UTF-8 columns holding jsonb (`types::jsonb`).
+/// except for UTF-8 columns tagged as jsonb or uuid (`types::pg_type_of`).
 pub(super) fn pg_type(f: &Arc<datafusion::arrow::datatypes::Field>) -> PgWireResult<Type> {
-    if crate::types::jsonb::is_jsonb(f) {
-        return Ok(Type::JSONB);
+    match crate::types::pg_type_of(f) {
+        Some("jsonb") => Ok(Type::JSONB),
+        Some("uuid") => Ok(Type::UUID),
+        _ => arrow_pg_type(f),
     }
-    arrow_pg_type(f)
 }
 
 fn unsupported(what: String) -> PgWireError {
@@ -360,6 +361,20 @@ pub(super) fn binary(out: &mut BytesMut, a: &dyn Array, row: usize, ty: &Type) -
         DataType::Float64 => out.put_f64(a.as_primitive::<Float64Type>().value(row)),
         DataType::Decimal128(..) | DataType::Decimal256(..) => {
             numeric_binary(out, &numeric_text(a, row))
+        }
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View if *ty == Type::UUID => {
+            let mut t = BytesMut::new();
+            text(&mut t, a, row)?;
+            let u = std::str::from_utf8(&t)
+                .ok()
+                .and_then(|s| uuid::Uuid::parse_str(s).ok())
+                .ok_or_else(|| {
+                    unsupported(format!(
+                        "invalid input syntax for type uuid: \"{}\"",
+                        String::from_utf8_lossy(&t)
+                    ))
+                })?;
+            out.put_slice(u.as_bytes());
         }
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
             if *ty == Type::JSONB {

@@ -49,6 +49,64 @@ fn is_query(stmt: &Prepared) -> bool {
     )
 }
 
+/// `portal` with its uuid, json and jsonb parameters respelled as text
+/// parameters (arrow-pg reads those types into no value: a uuid's 16
+/// bytes become its hyphenated text, jsonb's binary form loses its
+/// version byte), or None when it has none. eddy holds these types as
+/// text; the text is checked where it is stored.
+fn as_text_parameters(portal: &Portal<Prepared>, server: &[Type]) -> Option<Portal<Prepared>> {
+    let n = portal.parameter_len();
+    let type_of = |i: usize| {
+        portal
+            .statement
+            .parameter_types
+            .get(i)
+            .and_then(Clone::clone)
+            .or_else(|| server.get(i).cloned())
+    };
+    let special = |t: &Option<Type>| matches!(t, Some(t) if *t == Type::UUID || *t == Type::JSON || *t == Type::JSONB);
+    if !(0..n).any(|i| special(&type_of(i))) {
+        return None;
+    }
+    let mut types = Vec::with_capacity(n);
+    let mut formats = Vec::with_capacity(n);
+    let mut values = Vec::with_capacity(n);
+    for i in 0..n {
+        let ty = type_of(i);
+        let binary = portal.parameter_format.is_binary(i);
+        let value = portal.parameters.get(i).cloned().flatten();
+        if !special(&ty) {
+            types.push(portal.statement.parameter_types.get(i).cloned().flatten());
+            formats.push(i16::from(binary));
+            values.push(value);
+            continue;
+        }
+        let text = value.map(|v| match (&ty, binary) {
+            (Some(t), true) if *t == Type::UUID => uuid::Uuid::from_slice(&v)
+                .map(|u| bytes::Bytes::from(u.hyphenated().to_string()))
+                .unwrap_or(v),
+            (Some(t), true) if *t == Type::JSONB && v.first() == Some(&1) => v.slice(1..),
+            _ => v,
+        });
+        types.push(Some(Type::TEXT));
+        formats.push(0);
+        values.push(text);
+    }
+    let statement = pgwire::api::stmt::StoredStatement::new(
+        portal.statement.id.clone(),
+        portal.statement.statement.clone(),
+        types,
+    );
+    let mut respelled: Portal<Prepared> = Portal::default();
+    respelled.name = portal.name.clone();
+    respelled.statement = Arc::new(statement);
+    respelled.parameter_format = Format::Individual(formats);
+    respelled.parameters = values;
+    respelled.result_column_format = portal.result_column_format.clone();
+    respelled.state = Arc::clone(&portal.state);
+    Some(respelled)
+}
+
 /// Whether a prepared statement is one of the engine's own.
 fn is_own(stmt: &Prepared) -> bool {
     match &stmt.1 {
@@ -112,7 +170,40 @@ impl QueryParser for PreparedParser {
     }
 
     fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
-        self.df.get_parameter_types(stmt)
+        let mut types = self.df.get_parameter_types(stmt)?;
+        // A parameter bound for a jsonb or uuid column is one of that type
+        // (datafusion-postgres sees only the column's text type).
+        if let (_, Some((_, plan))) = stmt
+            && let Ok(fields) = plan.get_parameter_fields()
+        {
+            for (id, field) in fields {
+                let Some(i) = id
+                    .trim_start_matches('$')
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|n| n.checked_sub(1))
+                else {
+                    continue;
+                };
+                let tagged = match field.as_deref().and_then(crate::types::pg_type_of) {
+                    Some("jsonb") => Type::JSONB,
+                    Some("uuid") => Type::UUID,
+                    _ => continue,
+                };
+                if let Some(t) = types.get_mut(i) {
+                    *t = tagged;
+                }
+            }
+        }
+        // `$n::jsonb` (parsed into `jsonb($n)`) is a jsonb parameter.
+        if let (_, Some((ast, _))) = stmt {
+            for n in crate::engine::jsonb::jsonb_parameters(ast) {
+                if let Some(t) = n.checked_sub(1).and_then(|i| types.get_mut(i)) {
+                    *t = Type::JSONB;
+                }
+            }
+        }
+        Ok(types)
     }
 
     fn get_result_schema(
@@ -173,7 +264,10 @@ impl Extended {
             .get_parameter_types(&portal.statement.statement)?;
         let arrow_refs: Vec<Option<&DataType>> = arrow.iter().map(Option::as_ref).collect();
         let wire_refs: Vec<Option<&Type>> = wire.iter().map(Some).collect();
-        deserialize_parameters_with_server_types(portal, &arrow_refs, &wire_refs)
+        match as_text_parameters(portal, &wire) {
+            Some(p) => deserialize_parameters_with_server_types(&p, &arrow_refs, &wire_refs),
+            None => deserialize_parameters_with_server_types(portal, &arrow_refs, &wire_refs),
+        }
     }
 
     /// Whether the connection's role may run `portal`'s statement, checked
@@ -199,11 +293,11 @@ impl Extended {
     /// What the connection's transaction block makes of `portal`'s
     /// statement (parsed again only inside a block or for a transaction
     /// statement).
-    async fn block<C: ClientInfo>(
-        &self,
-        client: &C,
-        portal: &Portal<Prepared>,
-    ) -> PgWireResult<Verdict> {
+    async fn block<C>(&self, client: &C, portal: &Portal<Prepared>) -> PgWireResult<Verdict>
+    where
+        C: ClientInfo + ClientPortalStore,
+        C::PortalStore: PortalStore,
+    {
         let (sql, _) = &portal.statement.statement;
         let first = sql
             .trim_start()
@@ -243,6 +337,11 @@ impl Extended {
             .replace_params_with_values(&params)
             .map_err(api)?;
         let names = column_names(ast, plan.schema().as_arrow());
+        let plan = self
+            .parser
+            .engine
+            .runnable_plan(plan)
+            .map_err(engine_error)?;
         let df = self
             .parser
             .engine
@@ -274,7 +373,12 @@ impl Extended {
                 .pop()
                 .ok_or_else(|| user_error("42601", "empty statement".into()))?,
         };
-        match self.parser.engine.execute_with(stmt, Some(params)).await {
+        match self
+            .parser
+            .engine
+            .execute_with(stmt, Some(params.clone()))
+            .await
+        {
             Ok(Output::Subscribe {
                 name,
                 schema,
@@ -295,7 +399,9 @@ impl Extended {
                 )
                 .await
             }
-            Ok(Output::Session(cmd)) => session_command(&*client, cmd),
+            Ok(Output::Session(cmd)) => {
+                session_command(&*client, &self.parser.engine, cmd, Some(params)).await
+            }
             Ok(output) => respond(&*client, output),
             Err(e) => Err(engine_error(e)),
         }

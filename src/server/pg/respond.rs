@@ -108,6 +108,9 @@ pub(super) async fn catalog_query(
         return Ok(Response::EmptyQuery);
     };
     let names = crate::engine::column_names(&ast, plan.schema().as_arrow());
+    let plan = engine
+        .runnable_plan(plan)
+        .map_err(super::error::engine_error)?;
     let df = engine
         .session()
         .execute_logical_plan(plan)
@@ -132,13 +135,65 @@ pub(super) fn row_fields(
 /// drivers that send them (psycopg 3 after DDL, SQLAlchemy's pool reset)
 /// parse again under names of their own choosing, and a Parse replaces a
 /// statement of the same name.
-pub(super) fn session_command<C>(client: &C, cmd: SessionCommand) -> PgWireResult<Response>
+pub(super) async fn session_command<C>(
+    client: &C,
+    engine: &crate::engine::Engine,
+    cmd: SessionCommand,
+    params: Option<datafusion::common::ParamValues>,
+) -> PgWireResult<Response>
 where
-    C: ClientPortalStore,
+    C: ClientInfo + ClientPortalStore,
     C::PortalStore: PortalStore,
 {
     let store = client.portal_store();
     match cmd {
+        SessionCommand::Declare { name, query, hold } => {
+            let response = declare(client, engine, name.clone(), query, params).await?;
+            if !hold {
+                client
+                    .session_extensions()
+                    .get_or_insert_with(BlockCursors::default)
+                    .add(name);
+            }
+            Ok(response)
+        }
+        SessionCommand::Fetch { forward: false, .. } => {
+            Err(user_error("55000", "cursor can only scan forward".into()))
+        }
+        SessionCommand::Fetch { name, count, .. } => {
+            let cursor = cursors(client)?
+                .get_portal(&name)
+                .and_then(|p| p.value().as_ref().map(|c| Arc::clone(c)))
+                .ok_or_else(|| user_error("34000", format!("cursor \"{name}\" does not exist")))?;
+            let fetched = cursor.fetch(count.unwrap_or(0)).await?;
+            let mut response = fetched.response;
+            // An exhausted cursor still describes its columns.
+            if response.row_schema().is_empty()
+                && let Some((ast, plan)) = &cursor.statement.statement.1
+            {
+                let schema = plan.schema().as_arrow();
+                let names = crate::engine::column_names(ast, schema);
+                let fields = row_fields(schema, &names, &Format::UnifiedText)?;
+                response = QueryResponse::new(Arc::new(fields), stream::empty());
+            }
+            response.set_command_tag("FETCH");
+            Ok(Response::Query(response))
+        }
+        SessionCommand::Close(name) => {
+            match name {
+                None => store.clear_portals(),
+                Some(name) => {
+                    if cursors(client)?.get_portal(&name).is_none() {
+                        return Err(user_error(
+                            "34000",
+                            format!("cursor \"{name}\" does not exist"),
+                        ));
+                    }
+                    store.rm_portal(&name);
+                }
+            }
+            Ok(Response::Execution(Tag::new("CLOSE CURSOR")))
+        }
         SessionCommand::Deallocate(Some(name)) => {
             if store.get_statement(&name).is_none() {
                 return Err(user_error(
@@ -160,5 +215,114 @@ where
             }
             Ok(Response::Execution(Tag::new(&format!("DISCARD {what}"))))
         }
+    }
+}
+
+/// The statements portals hold (the extended protocol's `Prepared`).
+type Prepared = (
+    String,
+    Option<(
+        datafusion::sql::sqlparser::ast::Statement,
+        datafusion::logical_expr::LogicalPlan,
+    )>,
+);
+
+/// The connection's portal store, where cursors are portals (so a
+/// Describe of the cursor's name describes its rows, as psycopg's named
+/// cursors ask).
+fn cursors<C>(client: &C) -> PgWireResult<&pgwire::api::store::MemPortalStore<Prepared>>
+where
+    C: ClientPortalStore,
+    C::PortalStore: PortalStore,
+{
+    client
+        .portal_store()
+        .as_any()
+        .downcast_ref::<pgwire::api::store::MemPortalStore<Prepared>>()
+        .ok_or_else(|| user_error("XX000", "cursors need the connection's portal store".into()))
+}
+
+/// DECLARE: the query planned by the engine (its parameters bound), its
+/// rows started as a portal named after the cursor; FETCH pulls them.
+async fn declare<C>(
+    client: &C,
+    engine: &crate::engine::Engine,
+    name: String,
+    query: Box<datafusion::sql::sqlparser::ast::Query>,
+    params: Option<datafusion::common::ParamValues>,
+) -> PgWireResult<Response>
+where
+    C: ClientInfo + ClientPortalStore,
+    C::PortalStore: PortalStore,
+{
+    use super::error::engine_error;
+    let api = |e: datafusion::error::DataFusionError| PgWireError::ApiError(Box::new(e));
+    let store = cursors(client)?;
+    if store.get_portal(&name).is_some() {
+        return Err(user_error(
+            "42P03",
+            format!("cursor \"{name}\" already exists"),
+        ));
+    }
+    let stmt = datafusion::sql::sqlparser::ast::Statement::Query(query);
+    let text = stmt.to_string();
+    let (ast, plan) = engine.plan_query(stmt).await.map_err(engine_error)?;
+    let bound = match params {
+        Some(p) => plan.clone().replace_params_with_values(&p).map_err(api)?,
+        None => plan.clone(),
+    };
+    let names = crate::engine::column_names(&ast, bound.schema().as_arrow());
+    let runnable = engine.runnable_plan(bound).map_err(engine_error)?;
+    let df = engine
+        .session()
+        .execute_logical_plan(runnable)
+        .await
+        .map_err(api)?;
+    let Response::Query(rows) = rows(client, df, &names, &Format::UnifiedText).await? else {
+        return Err(user_error(
+            "XX000",
+            "a cursor's query returned no rows".into(),
+        ));
+    };
+    let stored = Arc::new(pgwire::api::stmt::StoredStatement::new(
+        name.clone(),
+        (text, Some((ast, plan))),
+        vec![],
+    ));
+    let portal = pgwire::api::portal::Portal::new_cursor(name, stored);
+    portal.start(rows).await;
+    store.put_portal(Arc::new(portal));
+    Ok(Response::Execution(Tag::new("DECLARE CURSOR")))
+}
+
+/// The cursors declared without HOLD, which end with their transaction
+/// block (COMMIT or ROLLBACK closes them, as in PostgreSQL).
+#[derive(Default)]
+pub(super) struct BlockCursors(std::sync::Mutex<Vec<String>>);
+
+impl BlockCursors {
+    fn add(&self, name: String) {
+        if let Ok(mut names) = self.0.lock() {
+            names.push(name);
+        }
+    }
+}
+
+/// Close the cursors of the transaction block that ends.
+pub(super) fn close_block_cursors<C>(client: &C)
+where
+    C: ClientInfo + ClientPortalStore,
+    C::PortalStore: PortalStore,
+{
+    let Some(cursors) = client.session_extensions().get::<BlockCursors>() else {
+        return;
+    };
+    let names = cursors
+        .0
+        .lock()
+        .map(|mut n| std::mem::take(&mut *n))
+        .unwrap_or_default();
+    for name in names {
+        client.portal_store().rm_portal(&name);
     }
 }

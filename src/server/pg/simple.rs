@@ -107,7 +107,9 @@ impl SimpleQueryHandler for Simple {
                         .await
                         .map(|r| vec![r])
                     }
-                    Ok(Output::Session(cmd)) => session_command(client, cmd).map(|r| vec![r]),
+                    Ok(Output::Session(cmd)) => session_command(client, &self.engine, cmd, None)
+                        .await
+                        .map(|r| vec![r]),
                     Ok(output) => respond(client, output).map(|r| vec![r]),
                     Err(e) => Err(engine_error(e)),
                 },
