@@ -613,6 +613,66 @@ iter ['2', '4', '6']
     );
 }
 
+/// pgJDBC unchanged: executeBatch counts one row per INSERT and the same
+/// statement then executes as an update (an INSERT is described with
+/// NoData, not as a result of no columns), prepared queries, metadata,
+/// rollback.
+#[test]
+fn jdbc_batch_prepared_and_metadata() {
+    let jar = "/usr/share/java/postgresql.jar";
+    assert!(
+        std::path::Path::new(jar).exists()
+            && Command::new("javac").arg("-version").output().is_ok(),
+        "pgJDBC and a JDK are required (apt-get install libpostgresql-jdbc-java default-jdk-headless, or run scripts/test, which installs them)"
+    );
+    let classes = tempfile::tempdir().unwrap();
+    let src = format!("{}/tests/java/JdbcSession.java", env!("CARGO_MANIFEST_DIR"));
+    let javac = Command::new("javac")
+        .args(["-cp", jar, "-d"])
+        .arg(classes.path())
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(
+        javac.status.success(),
+        "{}",
+        String::from_utf8_lossy(&javac.stderr)
+    );
+    let server = TestServer::start();
+    let out = Command::new("java")
+        .arg("-cp")
+        .arg(format!("{jar}:{}", classes.path().display()))
+        .arg("JdbcSession")
+        .env("PGHOST", server.pg_addr.ip().to_string())
+        .env("PGPORT", server.pg_addr.port().to_string())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| !l.starts_with("product"))
+            .collect::<Vec<_>>(),
+        vec![
+            "batch [1, 1, 1, 1, 1]",
+            "update 1",
+            "row 4 n4 6.0",
+            "row 5 n5 7.5",
+            "row 6 n6 9.0",
+            "table jb",
+            "column id int4",
+            "column name text",
+            "column score float8",
+            "count 6",
+        ]
+    );
+}
+
 /// A CancelRequest (psql's Ctrl-C; here tokio-postgres's cancel token)
 /// stops the running query with 57014 and leaves the session usable.
 #[test]

@@ -417,6 +417,49 @@ impl ExtendedQueryHandler for Extended {
         Arc::clone(&self.parser)
     }
 
+    /// Describe, except that a statement with parameters and no result
+    /// rows (INSERT …) is answered ParameterDescription then NoData, as
+    /// PostgreSQL answers: pgwire sends a RowDescription of no columns,
+    /// which pgJDBC reads as a result set (its executeBatch counted 0 rows
+    /// per INSERT and executeUpdate refused the statement).
+    async fn on_describe<C>(
+        &self,
+        client: &mut C,
+        message: pgwire::messages::extendedquery::Describe,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        use futures::SinkExt;
+        use pgwire::messages::data::{NoData, ParameterDescription};
+        use pgwire::messages::extendedquery::TARGET_TYPE_BYTE_STATEMENT;
+        if message.target_type == TARGET_TYPE_BYTE_STATEMENT {
+            let name = message.name.as_deref().unwrap_or(pgwire::api::DEFAULT_NAME);
+            if let Some(pgwire::api::store::Entry::Value(stmt)) =
+                client.portal_store().get_statement(name)
+            {
+                let described = self.do_describe_statement(client, &stmt).await?;
+                if described.fields.is_empty() && !described.parameters.is_empty() {
+                    client
+                        .send(PgWireBackendMessage::ParameterDescription(
+                            ParameterDescription::new(
+                                described.parameters.iter().map(|t| t.oid()).collect(),
+                            ),
+                        ))
+                        .await?;
+                    client
+                        .send(PgWireBackendMessage::NoData(NoData::new()))
+                        .await?;
+                    return Ok(());
+                }
+            }
+        }
+        self._on_describe(client, message).await
+    }
+
     async fn do_query<C>(
         &self,
         client: &mut C,
