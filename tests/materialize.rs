@@ -262,7 +262,6 @@ fn subscribe_to_a_query_follows_kafka_records() {
         assert_eq!(next(2).await, vec!["-1\thome\t2", "1\thome\t3"]);
         let live = "SELECT count(*) FROM eddy_catalog.materialized_views WHERE name LIKE '_eddy_subscribe%'";
         assert_eq!(rows(&c, live).await, vec!["1"]);
-        drop(next);
         conn.abort();
         let _ = conn.await;
         let gone = async || {

@@ -129,8 +129,13 @@ impl Engine {
                 if_not_exists,
                 sql,
             } => {
+                let tag = if options.contains_key("source") {
+                    "CREATE SOURCE"
+                } else {
+                    "CREATE STREAM"
+                };
                 if if_not_exists && self.lock()?.get(&name).is_some() {
-                    return Ok(Output::Command("CREATE STREAM".into(), None));
+                    return Ok(Output::Command(tag.into(), None));
                 }
                 self.ensure_free(&name)?;
                 if let Some(c) = options.get("connection") {
@@ -171,7 +176,7 @@ impl Engine {
                 };
                 self.register(&o)?;
                 self.lock()?.insert(o)?;
-                Ok(Output::Command("CREATE STREAM".into(), None))
+                Ok(Output::Command(tag.into(), None))
             }
             Ddl::Drop {
                 kind,

@@ -994,6 +994,8 @@ fn source(p: &mut Parser<'_>) -> Result<Ddl> {
         }
     };
     options.insert("format".to_string(), format.to_string());
+    // Answered CREATE SOURCE, as Materialize answers it.
+    options.insert("source".to_string(), "true".to_string());
     Ok(Ddl::CreateStream {
         name,
         columns,
@@ -1061,6 +1063,19 @@ fn show_query(p: &mut Parser) -> Result<Option<String>> {
                 &w1[..w1.len() - 1]
             ),
         ),
+        // Materialize's words: a source is a stream here.
+        ("sources", _) => (
+            2,
+            format!(
+                "SELECT name, topic FROM {catalog}.relations WHERE kind = 'stream' ORDER BY name"
+            ),
+        ),
+        ("connections", _) => (
+            2,
+            format!(
+                "SELECT name, 'kafka' AS type FROM {catalog}.relations WHERE kind = 'connection' ORDER BY name"
+            ),
+        ),
         ("sinks", _) => (
             2,
             format!(
@@ -1080,10 +1095,12 @@ fn show_query(p: &mut Parser) -> Result<Option<String>> {
             3,
             format!("SELECT * FROM {catalog}.consumer_groups ORDER BY group_id, topic, partition"),
         ),
-        ("create", "stream" | "table" | "view") | ("create", "materialized") => {
+        ("create", "stream" | "table" | "view" | "source" | "connection" | "sink")
+        | ("create", "materialized") => {
             let (kind, n) = match w2 {
                 "materialized" if w3 == "view" => ("materialized view", 4),
                 "materialized" => return Ok(None),
+                "source" => ("stream", 3),
                 k => (k, 3),
             };
             for _ in 0..n {

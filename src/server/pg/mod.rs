@@ -95,14 +95,15 @@ fn with_watch(
     Ok((tokio::net::TcpStream::from_std(std)?, watch))
 }
 
+/// An open connection: how to close it, and its watched descriptor.
+type Open = (Arc<Notify>, Option<Arc<tokio::net::TcpStream>>);
+
 /// A second handle on each socket (a duplicate of its descriptor) lets a
 /// SUBSCRIBE notice its client leaving while pgwire, busy running the
 /// handler, reads nothing from the socket.
 #[derive(Default)]
 pub(super) struct Sockets {
-    open: std::sync::Mutex<
-        std::collections::HashMap<SocketAddr, (Arc<Notify>, Option<Arc<tokio::net::TcpStream>>)>,
-    >,
+    open: std::sync::Mutex<std::collections::HashMap<SocketAddr, Open>>,
 }
 
 impl Sockets {

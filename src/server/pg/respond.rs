@@ -163,7 +163,7 @@ where
         SessionCommand::Fetch { name, count, .. } => {
             let cursor = cursors(client)?
                 .get_portal(&name)
-                .and_then(|p| p.value().as_ref().map(|c| Arc::clone(c)))
+                .and_then(|p| p.value().cloned())
                 .ok_or_else(|| user_error("34000", format!("cursor \"{name}\" does not exist")))?;
             let fetched = cursor.fetch(count.unwrap_or(0)).await?;
             let mut response = fetched.response;
