@@ -356,3 +356,88 @@ fn idempotent_producer_writes_each_record_once() {
     }
     assert_eq!(total, 3000);
 }
+
+/// DeleteRecords through librdkafka's AdminClient: records below the
+/// offset are gone for consumers, ListOffsets and SQL alike, the new start
+/// survives a restart, whole segments below it are removed, and an offset
+/// past the end is refused (OFFSET_OUT_OF_RANGE) without changing anything.
+#[test]
+fn delete_records_moves_the_log_start() {
+    use rdkafka::{Offset, TopicPartitionList};
+    let mut server = TestServer::start();
+    let addr = server.addr.clone();
+    // Small segments, so the deletion reaches whole ones.
+    let a = admin(&addr);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let topic =
+        NewTopic::new("trimmed", 1, TopicReplication::Fixed(1)).set("segment.bytes", "2048");
+    for r in rt
+        .block_on(a.create_topics([&topic], &AdminOptions::new()))
+        .unwrap()
+    {
+        r.expect("topic created");
+    }
+    // Ten flushed batches: segments roll between them.
+    for i in 0..10 {
+        produce(&addr, "trimmed", i * 20, 20, &[]);
+    }
+    let segments = |server: &TestServer| {
+        server
+            .log()
+            .partition("trimmed", 0)
+            .unwrap()
+            .segment_count()
+    };
+    let before = segments(&server);
+    assert!(before > 2, "{before} segments");
+
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("trimmed", 0, Offset::Offset(150))
+        .unwrap();
+    let result = rt
+        .block_on(a.delete_records(&tpl, &AdminOptions::new()))
+        .unwrap();
+    let e = result.elements_for_topic("trimmed");
+    assert_eq!(e[0].error(), Ok(()));
+    assert_eq!(e[0].offset(), Offset::Offset(150), "the new low watermark");
+    assert!(
+        segments(&server) < before,
+        "segments below the start removed"
+    );
+
+    let check = |addr: &str, group: &str| {
+        let c = consumer(addr, group, "earliest");
+        let (low, high) = c
+            .fetch_watermarks("trimmed", 0, Duration::from_secs(10))
+            .unwrap();
+        assert_eq!((low, high), (150, 200));
+        c.subscribe(&["trimmed"]).unwrap();
+        let mut got = Vec::new();
+        consume_until(
+            &c,
+            &mut got,
+            Duration::from_secs(20),
+            |g| g.len() >= 50,
+            false,
+        );
+        assert_eq!(got.len(), 50);
+        assert_eq!((got[0].1, got[0].2.as_str()), (150, "value-150"));
+    };
+    check(&addr, "after-delete");
+
+    // Past the end: refused, nothing changed.
+    let mut past = TopicPartitionList::new();
+    past.add_partition_offset("trimmed", 0, Offset::Offset(500))
+        .unwrap();
+    let result = rt
+        .block_on(a.delete_records(&past, &AdminOptions::new()))
+        .unwrap();
+    assert!(result.elements_for_topic("trimmed")[0].error().is_err());
+    drop(a);
+
+    server.restart();
+    check(&server.addr.clone(), "after-restart");
+}

@@ -303,6 +303,25 @@ internal TOPIC_AUTHORIZATION_FAILED
     );
 }
 
+#[test]
+fn confluent_kafka_admin_deletes_records_and_describes_the_cluster() {
+    assert!(
+        python_ok("confluent_kafka"),
+        "confluent-kafka is required (pip install confluent-kafka, or run scripts/test, which installs it)"
+    );
+    let server = TestServer::start();
+    let out = run_python("admin_records.py", &server.addr);
+    assert_eq!(
+        out,
+        "deleted trim 0 12
+watermarks (12, 30)
+first (12, 'v12')
+past the end OFFSET_OUT_OF_RANGE
+cluster True 1 True
+"
+    );
+}
+
 /// A runtime and a pgwire session on `server`, for tests that otherwise
 /// drive blocking Kafka clients.
 fn pg_session(server: &TestServer) -> (tokio::runtime::Runtime, tokio_postgres::Client) {

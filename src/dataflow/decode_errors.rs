@@ -13,28 +13,39 @@ use tracing::warn;
 /// reason (the `eddy_catalog.decode_errors` system table reads this).
 ///
 /// A record is counted once however many readers meet it (a view's
-/// dataflow and every SELECT of the stream decode the same records): each
-/// reader reads a partition in offset order, so a record at or below the
-/// highest offset already counted for its relation and partition was
-/// counted by the reader that got there first.
+/// dataflow and every SELECT of the stream decode the same records). The
+/// offsets counted are remembered per relation and partition within a
+/// window of [`WINDOW`] offsets below the highest: readers go through a
+/// partition in offset order (out of order only within one read, far
+/// smaller than the window), so a record further below was counted by
+/// the reader that got there first.
 #[derive(Debug, Default)]
 pub struct DecodeErrors {
     inner: Mutex<BTreeMap<String, (u64, String)>>,
-    /// (relation, topic, partition) → the highest offset counted.
-    counted: Mutex<HashMap<(String, String, i32), i64>>,
+    /// (relation, topic, partition) → the offsets counted in the window.
+    counted: Mutex<HashMap<(String, String, i32), std::collections::BTreeSet<i64>>>,
     total: AtomicU64,
 }
+
+/// How far below the highest offset counted a partition's counted
+/// offsets are remembered.
+const WINDOW: i64 = 1 << 20;
 
 impl DecodeErrors {
     pub fn record(&self, relation: &str, topic: &str, partition: i32, offset: i64, reason: &str) {
         if let Ok(mut counted) = self.counted.lock() {
-            let high = counted
+            let seen = counted
                 .entry((relation.to_string(), topic.to_string(), partition))
-                .or_insert(-1);
-            if offset <= *high {
+                .or_default();
+            let high = seen.last().copied().unwrap_or(offset).max(offset);
+            let below_window = seen.first().is_some() && offset <= high - WINDOW;
+            if below_window || !seen.insert(offset) {
                 return;
             }
-            *high = offset;
+            // Forget what fell out of the window.
+            while seen.first().is_some_and(|&o| o <= high - WINDOW) {
+                seen.pop_first();
+            }
         }
         warn!(
             relation,

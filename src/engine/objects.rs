@@ -175,7 +175,21 @@ impl Engine {
     /// `backfill`, tick until it has caught up. At start (no backfill) it
     /// may take its state from the checkpoint.
     pub(super) async fn install_view(&self, name: &str, query: &str, backfill: bool) -> Result<()> {
-        let plan = self.ctx.sql(query).await?.into_optimized_plan()?;
+        // Parsed as PostgreSQL's SQL (the session's own parser would not
+        // read jsonb's `?` operators), planned and optimized as `ctx.sql`.
+        let parsed = statement::parse_query(query)?;
+        let plan = self
+            .ctx
+            .state()
+            .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
+                datafusion::sql::sqlparser::ast::Statement::Query(parsed),
+            )))
+            .await?;
+        let plan = self
+            .ctx
+            .execute_logical_plan(plan)
+            .await?
+            .into_optimized_plan()?;
         if backfill {
             let mut seen = std::collections::HashSet::new();
             for f in plan.schema().fields() {

@@ -21,7 +21,8 @@
 //!
 //! Numbers and booleans for a text column are read as their JSON text
 //! (ksqlDB's coercion). A jsonb column takes any JSON value (stored as
-//! its canonical text) and is written back as that value.
+//! its canonical text; JSON `null` is jsonb's `null`, a missing key SQL
+//! NULL) and is written back as that value (SQL NULL: the key left out).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -170,9 +171,8 @@ fn jsonb_as_text(schema: &Schema, value: &[u8]) -> Result<Vec<u8>, ArrowError> {
     let mut v: serde_json::Value = serde_json::from_slice(value).map_err(bad)?;
     if let serde_json::Value::Object(m) = &mut v {
         for f in schema.fields().iter().filter(|f| jsonb::is_jsonb(f)) {
-            if let Some(x) = m.get_mut(f.name())
-                && !x.is_null()
-            {
+            // A JSON null here is jsonb's `null`; a missing key is SQL NULL.
+            if let Some(x) = m.get_mut(f.name()) {
                 *x = serde_json::Value::String(jsonb::print(x));
             }
         }
@@ -198,10 +198,17 @@ fn jsonb_as_json(schema: &Schema, rows: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>, Ar
             let mut v: serde_json::Value = serde_json::from_slice(&row).map_err(bad)?;
             if let serde_json::Value::Object(m) = &mut v {
                 for f in schema.fields().iter().filter(|f| jsonb::is_jsonb(f)) {
-                    if let Some(x) = m.get_mut(f.name())
-                        && let Some(text) = x.as_str()
-                    {
-                        *x = jsonb::parse(text).map_err(invalid_json)?;
+                    // SQL NULL is written as a missing key, so that jsonb's
+                    // `null` (written as JSON null) stays a value.
+                    match m.get(f.name()) {
+                        Some(serde_json::Value::Null) => {
+                            m.remove(f.name());
+                        }
+                        Some(serde_json::Value::String(text)) => {
+                            let v = jsonb::parse(text).map_err(invalid_json)?;
+                            m.insert(f.name().clone(), v);
+                        }
+                        _ => {}
                     }
                 }
             }

@@ -118,3 +118,25 @@ pub fn handle(broker: &Broker, req: MetadataRequest, ctx: &RequestContext) -> Me
     };
     resp
 }
+
+/// DescribeCluster (versions 0–1, what newer AdminClients call for
+/// `describe_cluster`): eddy is a one-broker cluster, its own controller.
+pub fn describe_cluster(
+    broker: &Broker,
+    req: kafka_protocol::messages::DescribeClusterRequest,
+) -> kafka_protocol::messages::DescribeClusterResponse {
+    use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+    let cfg = broker.config();
+    let me = DescribeClusterBroker::default()
+        .with_broker_id(BrokerId(cfg.node_id))
+        .with_host(str_bytes(&cfg.advertised_host))
+        .with_port(cfg.advertised_port);
+    kafka_protocol::messages::DescribeClusterResponse::default()
+        .with_endpoint_type(req.endpoint_type)
+        .with_cluster_id(str_bytes(&cfg.cluster_id))
+        .with_controller_id(BrokerId(cfg.node_id))
+        .with_brokers(vec![me])
+        // "Not requested" (Kafka's INT32_MIN) unless asked; eddy does not
+        // list ACL operations.
+        .with_cluster_authorized_operations(i32::MIN)
+}

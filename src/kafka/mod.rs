@@ -17,6 +17,7 @@ mod api_versions;
 pub mod coordinator;
 mod create_partitions;
 mod create_topics;
+mod delete_records;
 mod delete_topics;
 mod describe_configs;
 mod fetch;
@@ -130,6 +131,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::DescribeCluster, 0, 1),
     // Clients pick v1 (then SaslAuthenticate); librdkafka 2.0 requires v0
     // in the range. A v0 handshake (tokens without Kafka framing next) is
     // refused in `sasl.rs`.
@@ -333,6 +336,12 @@ impl Broker {
             ))),
             RequestKind::CreateTopics(r) => Some(ResponseKind::CreateTopics(
                 create_topics::handle(self, r, &ctx),
+            )),
+            RequestKind::DescribeCluster(r) => Some(ResponseKind::DescribeCluster(
+                metadata::describe_cluster(self, r),
+            )),
+            RequestKind::DeleteRecords(r) => Some(ResponseKind::DeleteRecords(
+                delete_records::handle(self, r, &ctx),
             )),
             RequestKind::DeleteTopics(r) => Some(ResponseKind::DeleteTopics(
                 delete_topics::handle(self, r, &ctx),

@@ -58,7 +58,16 @@ pub struct Partition {
     fsyncs: std::sync::atomic::AtomicU64,
     /// Wakes long-polling readers (Kafka Fetch with max_wait) after appends.
     appended: tokio::sync::Notify,
+    /// The log start offset DeleteRecords moved, inside a segment (records
+    /// below it are gone to readers); 0 when never moved. Persisted in
+    /// `log-start-offset` before it is answered.
+    start: AtomicI64,
+    start_lock: Mutex<()>,
 }
+
+/// The file holding a partition's log start offset once DeleteRecords
+/// moved it (Kafka keeps it in `log-start-offset-checkpoint`).
+const LOG_START_FILE: &str = "log-start-offset";
 
 impl std::fmt::Debug for Partition {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -202,6 +211,8 @@ impl Partition {
             damage,
             fsyncs: std::sync::atomic::AtomicU64::new(0),
             appended: tokio::sync::Notify::new(),
+            start: AtomicI64::new(0),
+            start_lock: Mutex::new(()),
         })
     }
 
@@ -518,6 +529,8 @@ impl Partition {
             damage,
             fsyncs: std::sync::atomic::AtomicU64::new(0),
             appended: tokio::sync::Notify::new(),
+            start: AtomicI64::new(read_log_start(dir).clamp(0, end)),
+            start_lock: Mutex::new(()),
         })
     }
 
@@ -582,11 +595,44 @@ impl Partition {
     }
 
     pub fn log_start(&self) -> i64 {
-        self.segments
+        let first = self
+            .segments
             .read()
             .ok()
             .and_then(|s| s.first().map(|s| s.base_offset()))
-            .unwrap_or(0)
+            .unwrap_or(0);
+        first.max(self.start.load(Ordering::Acquire))
+    }
+
+    /// Kafka's DeleteRecords: records below `offset` (-1: the log end) are
+    /// gone for every reader; the new log start is persisted before it is
+    /// returned, and whole segments below it are removed. An offset past
+    /// the end is `OffsetOutOfRange`; one below the current start changes
+    /// nothing.
+    pub fn delete_records(&self, offset: i64) -> Result<i64> {
+        let end = self.log_end();
+        let offset = if offset == -1 { end } else { offset };
+        if offset < 0 || offset > end {
+            return Err(LogError::OffsetOutOfRange {
+                topic: self.topic.clone(),
+                partition: self.id,
+                offset,
+                log_start: self.log_start(),
+                log_end: end,
+            });
+        }
+        // One DeleteRecords at a time per partition (appends go on).
+        let _one = self.start_lock.lock().map_err(lock_err)?;
+        if offset <= self.log_start() {
+            return Ok(self.log_start());
+        }
+        let path = self.dir.join(LOG_START_FILE);
+        write_atomic(&path, offset.to_string().as_bytes())?;
+        sync_dir(&self.dir)?;
+        self.start.store(offset, Ordering::Release);
+        // Segments wholly below the start go (the active one stays).
+        self.delete_oldest(|seg, _| seg.next_offset() <= offset)?;
+        Ok(self.log_start())
     }
 
     /// Offset the next record will get; everything below is readable.
@@ -887,7 +933,11 @@ impl Partition {
     fn read_inner(&self, offset: i64, max_bytes: usize) -> Result<ReadResult> {
         let end = self.log_end();
         let segs = self.segments_ok()?;
-        let log_start = segs.first().map(|s| s.base_offset()).unwrap_or(0);
+        let log_start = segs
+            .first()
+            .map(|s| s.base_offset())
+            .unwrap_or(0)
+            .max(self.start.load(Ordering::Acquire));
         if offset < log_start || offset > end {
             return Err(LogError::OffsetOutOfRange {
                 topic: self.topic.clone(),
@@ -1130,4 +1180,14 @@ mod tests {
         let want: Vec<i64> = (0..from).collect();
         assert_eq!(seen, want);
     }
+}
+
+/// The log start offset DeleteRecords persisted in `dir`, or 0 (none, or
+/// a file that does not read as one: the segments' start then holds, and
+/// nothing is lost by ignoring it).
+fn read_log_start(dir: &Path) -> i64 {
+    fs::read_to_string(dir.join(LOG_START_FILE))
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok())
+        .unwrap_or(0)
 }
