@@ -1128,6 +1128,16 @@ pub(crate) fn read_checkpoint(path: &Path) -> Option<i64> {
     fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
+/// The log start offset DeleteRecords persisted in `dir`, or 0 (none, or
+/// a file that does not read as one: the segments' start then holds, and
+/// nothing is lost by ignoring it).
+fn read_log_start(dir: &Path) -> i64 {
+    fs::read_to_string(dir.join(LOG_START_FILE))
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok())
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -1180,14 +1190,4 @@ mod tests {
         let want: Vec<i64> = (0..from).collect();
         assert_eq!(seen, want);
     }
-}
-
-/// The log start offset DeleteRecords persisted in `dir`, or 0 (none, or
-/// a file that does not read as one: the segments' start then holds, and
-/// nothing is lost by ignoring it).
-fn read_log_start(dir: &Path) -> i64 {
-    fs::read_to_string(dir.join(LOG_START_FILE))
-        .ok()
-        .and_then(|s| s.trim().parse::<i64>().ok())
-        .unwrap_or(0)
 }
