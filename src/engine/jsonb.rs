@@ -1,7 +1,8 @@
 //! jsonb in SQL: PostgreSQL's operators (`->`, `->>`, `#>`, `#>>`, `@>`,
 //! `<@`, `?`, `?|`, `?&`, and `||`, `-` on jsonb) and functions
 //! (`jsonb_typeof`, `jsonb_array_length`, `jsonb_build_object`,
-//! `to_jsonb`, …, with their `json_` spellings), `convert_from` /
+//! `to_jsonb`, …, with their `json_` spellings), the aggregates
+//! `jsonb_agg` and `jsonb_object_agg`, `convert_from` /
 //! `convert_to`, and the cast `::jsonb` (rewritten at parse time into a
 //! call of the function `jsonb`, since DataFusion has no JSON type).
 //!
@@ -111,6 +112,7 @@ pub fn register(ctx: &SessionContext) -> DfResult<()> {
     for (names, op) in FUNCTIONS {
         ctx.register_udf(ScalarUDF::new_from_impl(JsonbFn::new(names, *op)));
     }
+    register_aggregates(ctx);
     ctx.state_ref()
         .write()
         .register_expr_planner(Arc::new(JsonbPlanner))?;
@@ -768,5 +770,166 @@ impl ExprPlanner for JsonbPlanner {
                 vec![expr.left, expr.right],
             ),
         )))
+    }
+}
+
+/// `jsonb_agg(x)` and `jsonb_object_agg(k, v)` (with their `json_`
+/// spellings): DataFusion aggregates, so a materialized view maintains
+/// them as it does any aggregate it has no running form for (its
+/// per-group multiset of arguments, `dataflow/accumulate.rs`).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct JsonbAgg {
+    name: &'static str,
+    aliases: Vec<String>,
+    object: bool,
+    signature: Signature,
+}
+
+/// Register the jsonb aggregates with a session.
+fn register_aggregates(ctx: &SessionContext) {
+    for (names, object) in [
+        (["jsonb_agg", "json_agg"], false),
+        (["jsonb_object_agg", "json_object_agg"], true),
+    ] {
+        ctx.register_udaf(datafusion::logical_expr::AggregateUDF::new_from_impl(
+            JsonbAgg {
+                name: names[0],
+                aliases: vec![names[1].to_string()],
+                object,
+                signature: Signature::any(if object { 2 } else { 1 }, Volatility::Immutable),
+            },
+        ));
+    }
+}
+
+impl datafusion::logical_expr::AggregateUDFImpl for JsonbAgg {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn aliases(&self) -> &[String] {
+        &self.aliases
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn return_field(&self, _arg_fields: &[FieldRef]) -> DfResult<FieldRef> {
+        Ok(Arc::new(jsonb::tag(Field::new(
+            self.name,
+            DataType::Utf8,
+            true,
+        ))))
+    }
+
+    fn state_fields(
+        &self,
+        args: datafusion::logical_expr::function::StateFieldsArgs,
+    ) -> DfResult<Vec<FieldRef>> {
+        Ok(vec![Arc::new(Field::new(
+            format!("{}[items]", args.name),
+            DataType::Utf8,
+            true,
+        ))])
+    }
+
+    fn accumulator(
+        &self,
+        args: datafusion::logical_expr::function::AccumulatorArgs,
+    ) -> DfResult<Box<dyn datafusion::logical_expr::Accumulator>> {
+        if !args.order_bys.is_empty() {
+            // DataFusion hands this aggregate its rows unsorted: refused
+            // rather than answered in the wrong order.
+            return Err(DataFusionError::NotImplemented(format!(
+                "{}(… ORDER BY …)",
+                self.name
+            )));
+        }
+        Ok(Box::new(JsonbAccumulator {
+            object: self.object,
+            fields: args.expr_fields.to_vec(),
+            items: Vec::new(),
+        }))
+    }
+}
+
+/// The values (or key/value pairs) gathered so far, in arrival order.
+#[derive(Debug)]
+struct JsonbAccumulator {
+    object: bool,
+    fields: Vec<FieldRef>,
+    items: Vec<Value>,
+}
+
+impl datafusion::logical_expr::Accumulator for JsonbAccumulator {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> DfResult<()> {
+        let n = values.first().map_or(0, |v| v.len());
+        for i in 0..n {
+            if self.object {
+                let keys = Texts::new(&values[0])?;
+                let key = keys
+                    .get(i)
+                    .ok_or_else(|| invalid("field name must not be null".into()))?;
+                let v = to_json(values[1].as_ref(), &self.fields[1], i)?;
+                self.items
+                    .push(Value::Array(vec![Value::String(key.to_string()), v]));
+            } else {
+                self.items
+                    .push(to_json(values[0].as_ref(), &self.fields[0], i)?);
+            }
+        }
+        Ok(())
+    }
+
+    fn evaluate(&mut self) -> DfResult<ScalarValue> {
+        if self.items.is_empty() {
+            return Ok(ScalarValue::Utf8(None));
+        }
+        let v = if self.object {
+            let mut m = serde_json::Map::new();
+            for item in &self.items {
+                if let Value::Array(kv) = item
+                    && let [Value::String(k), v] = kv.as_slice()
+                {
+                    m.insert(k.clone(), v.clone());
+                }
+            }
+            Value::Object(m)
+        } else {
+            Value::Array(self.items.clone())
+        };
+        Ok(ScalarValue::Utf8(Some(jsonb::print(&v))))
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self)
+            + self
+                .items
+                .iter()
+                .map(|v| jsonb::print(v).len() + 32)
+                .sum::<usize>()
+    }
+
+    fn state(&mut self) -> DfResult<Vec<ScalarValue>> {
+        let text = serde_json::to_string(&self.items)
+            .map_err(|e| DataFusionError::Execution(e.to_string()))?;
+        Ok(vec![ScalarValue::Utf8(Some(text))])
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> DfResult<()> {
+        let t = Texts::new(&states[0])?;
+        for i in 0..states[0].len() {
+            if let Some(s) = t.get(i) {
+                let items: Vec<Value> = serde_json::from_str(s)
+                    .map_err(|e| DataFusionError::Execution(e.to_string()))?;
+                self.items.extend(items);
+            }
+        }
+        Ok(())
     }
 }
