@@ -15,38 +15,16 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::TestServer;
-use common::slt::connect;
+use common::slt::{connect, rows};
 use futures::StreamExt;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use tokio_postgres::SimpleQueryMessage;
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap()
-}
-
-async fn rows(c: &tokio_postgres::Client, sql: &str) -> Vec<String> {
-    let msgs = c
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    let mut out: Vec<String> = msgs
-        .iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some(
-                (0..r.len())
-                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
-                    .collect::<Vec<_>>()
-                    .join("\t"),
-            ),
-            _ => None,
-        })
-        .collect();
-    out.sort();
-    out
 }
 
 /// The events producer `who` sends: (game_id, game_name, stream id,

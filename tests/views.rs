@@ -28,12 +28,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::TestServer;
-use common::slt::connect;
+use common::slt::{connect, rows};
 use rand::{Rng, SeedableRng};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serve::Serve;
-use tokio_postgres::SimpleQueryMessage;
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -64,28 +63,6 @@ fn send(p: &BaseProducer, topic: &str, key: &str, value: &str) {
         }
     }
     p.poll(Duration::ZERO);
-}
-
-/// Rows of a simple query as tab-joined strings, sorted (a multiset).
-async fn rows(c: &tokio_postgres::Client, sql: &str) -> Vec<String> {
-    let msgs = c
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    let mut out: Vec<String> = msgs
-        .iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some(
-                (0..r.len())
-                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
-                    .collect::<Vec<_>>()
-                    .join("\t"),
-            ),
-            _ => None,
-        })
-        .collect();
-    out.sort();
-    out
 }
 
 /// `COPY … TO STDOUT` through the real psql binary (simple protocol).

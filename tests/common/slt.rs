@@ -98,3 +98,26 @@ pub async fn connect(addr: std::net::SocketAddr) -> tokio_postgres::Client {
     tokio::spawn(conn);
     client
 }
+
+/// Every row of a simple query, columns joined by a tab (NULL as `NULL`),
+/// sorted: what tests compare views and queries by.
+pub async fn rows(c: &tokio_postgres::Client, sql: &str) -> Vec<String> {
+    let msgs = c
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let mut out: Vec<String> = msgs
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
+                    .collect::<Vec<_>>()
+                    .join("\t"),
+            ),
+            _ => None,
+        })
+        .collect();
+    out.sort();
+    out
+}
