@@ -672,3 +672,44 @@ fn null_aware_anti(j: &datafusion::logical_expr::Join) -> Result<LogicalPlan> {
         .project(left_columns)?
         .build()?)
 }
+
+/// The columns of `plan`'s output that are a key of it (no two rows agree
+/// on them): a GROUP BY's columns, carried through projections, filters
+/// and aliases. A view is arranged by them, so a SELECT naming its key is a
+/// lookup. None when no key is evident.
+pub fn output_key(plan: &LogicalPlan) -> Option<Vec<usize>> {
+    match plan {
+        LogicalPlan::Aggregate(a) => {
+            if a.group_expr.is_empty()
+                || a.group_expr
+                    .iter()
+                    .any(|e| matches!(e, Expr::GroupingSet(_)))
+            {
+                return None;
+            }
+            Some((0..a.group_expr.len()).collect())
+        }
+        LogicalPlan::Projection(p) => {
+            let inner = output_key(&p.input)?;
+            let schema = p.input.schema();
+            let mut out = Vec::with_capacity(inner.len());
+            for k in inner {
+                let (q, f) = schema.qualified_field(k);
+                let col = datafusion::common::Column::from((q, f));
+                let pos = p.expr.iter().position(|e| {
+                    let mut e = e;
+                    while let Expr::Alias(a) = e {
+                        e = &a.expr;
+                    }
+                    matches!(e, Expr::Column(c) if *c == col)
+                })?;
+                out.push(pos);
+            }
+            out.sort_unstable();
+            Some(out)
+        }
+        LogicalPlan::SubqueryAlias(s) => output_key(&s.input),
+        LogicalPlan::Filter(f) => output_key(&f.input),
+        _ => None,
+    }
+}

@@ -33,7 +33,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -45,7 +45,7 @@ use tracing::warn;
 
 use super::checkpoint::{self, CheckpointFile, Entry, Reader, Writer};
 use super::decode_errors::DecodeErrors;
-use super::index::Index;
+use super::index::{Index, Snapshot};
 use super::lower::{Input, Lowering, Resolve};
 use super::source::TopicReader;
 use super::temporal::Clock;
@@ -170,36 +170,36 @@ fn table_fingerprint(topic: &str, layout: &Layout) -> String {
     format!("{topic} keyed={} {:?}", layout.is_keyed(), layout.schema())
 }
 
-/// What one epoch changed, kept a while so a query that started before it
-/// can still read the epoch before (see [`Dataflows::scan`]).
-struct Published {
-    at: DateTime<Utc>,
+/// Every table's and view's contents as of one epoch: what queries read,
+/// without the state lock. Snapshots share their unchanged parts with the
+/// live state and with other versions.
+pub struct Version {
+    pub epoch: u64,
+    pub at: DateTime<Utc>,
+    /// Rows the epoch changed (how much older versions may be kept).
     rows: usize,
-    /// Shared with subscribers (the tick broadcast).
-    changes: Arc<HashMap<String, Arc<Delta>>>,
+    relations: HashMap<String, Published>,
 }
 
-/// Epoch changes are kept this long, and at most [`HISTORY_ROWS`] rows of
-/// them: a query's scans all happen while it is planned, within
-/// milliseconds of its start.
-const HISTORY_AGE: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
+/// One relation in a [`Version`].
+#[derive(Clone)]
+pub enum Published {
+    Table(Arc<Snapshot>),
+    View(Arc<Snapshot>),
+    /// A view in an error state: what a SELECT of it reports.
+    Failed(RowError),
+}
+
+/// Versions are kept this long, and while the epochs after them changed at
+/// most [`HISTORY_ROWS`] rows: a query's scans all happen while it is
+/// planned, within milliseconds of its start.
+const HISTORY_AGE: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
 const HISTORY_ROWS: usize = 1 << 20;
-
-/// A relation dropped or replaced: its past changes are not the new one's.
-fn forget_history(st: &mut State, name: &str) {
-    for p in st.history.iter_mut() {
-        if p.changes.contains_key(name) {
-            Arc::make_mut(&mut p.changes).remove(name);
-        }
-    }
-}
 
 #[derive(Default)]
 struct State {
     tables: Vec<TableState>,
     views: Vec<ViewState>,
-    /// Recent epochs' changes, oldest first.
-    history: VecDeque<Published>,
     /// Checkpoint entries not yet claimed by a relation (at start).
     restore: HashMap<String, Entry>,
     /// Relations restored from the checkpoint: a view may be restored only
@@ -244,6 +244,9 @@ pub struct Dataflows {
     state_dir: std::path::PathBuf,
     errors: Arc<DecodeErrors>,
     state: Mutex<State>,
+    /// Published versions, oldest first: reads take one without the state
+    /// lock (written only under it).
+    versions: RwLock<VecDeque<Arc<Version>>>,
     epoch: AtomicU64,
     /// The generation last checkpointed; held while writing one.
     saved: Mutex<u64>,
@@ -313,6 +316,12 @@ impl Dataflows {
             state_dir,
             errors,
             state: Mutex::new(State::default()),
+            versions: RwLock::new(VecDeque::from([Arc::new(Version {
+                epoch: 0,
+                at: Utc::now(),
+                rows: 0,
+                relations: HashMap::new(),
+            })])),
             epoch: AtomicU64::new(0),
             saved: Mutex::new(0),
             clock,
@@ -386,10 +395,12 @@ impl Dataflows {
     ) -> Result<(), DataflowError> {
         let schema = Arc::clone(layout.schema());
         let fresh = || -> Result<TableState, DataflowError> {
+            let mut index = Index::new(Arc::clone(&schema))?;
+            index.add_key(layout.key())?;
             Ok(TableState {
                 name: name.to_string(),
                 reader: TopicReader::new(name, topic, layout.clone())?,
-                index: Index::new(Arc::clone(&schema))?,
+                index,
                 version,
                 fingerprint: table_fingerprint(topic, &layout),
             })
@@ -398,7 +409,6 @@ impl Dataflows {
         let mut st = self.lock()?;
         st.tables.retain(|t| t.name != name);
         st.restored.remove(name);
-        forget_history(&mut st, name);
         st.generation += 1;
         if let Some(e) = claim(
             &mut st,
@@ -418,6 +428,7 @@ impl Dataflows {
             }
         }
         st.tables.push(table);
+        self.publish(&mut st, 0);
         Ok(())
     }
 
@@ -553,30 +564,22 @@ impl Dataflows {
         st.views.retain(|v| v.name != name);
         st.restored.remove(name);
         st.generation += 1;
-        forget_history(&mut st, name);
+        self.publish(&mut st, 0);
         Ok(())
     }
 
     /// Whether `name` is a table or materialized view kept here.
     pub fn maintains(&self, name: &str) -> bool {
-        self.lock()
-            .map(|st| {
-                st.tables.iter().any(|t| t.name == name) || st.views.iter().any(|v| v.name == name)
-            })
-            .unwrap_or(false)
+        self.version(None).contains(name)
     }
 
     pub fn is_view(&self, name: &str) -> bool {
-        self.lock()
-            .map(|st| st.views.iter().any(|v| v.name == name))
-            .unwrap_or(false)
+        self.version(None).views().any(|v| v == name)
     }
 
     /// Names of the materialized views.
     pub fn view_names(&self) -> Vec<String> {
-        self.lock()
-            .map(|st| st.views.iter().map(|v| v.name.clone()).collect())
-            .unwrap_or_default()
+        self.version(None).views().map(str::to_string).collect()
     }
 
     /// Views reading `name` directly.
@@ -592,28 +595,40 @@ impl Dataflows {
             .unwrap_or_default()
     }
 
-    /// The contents of a table or view as of the last epoch published at
-    /// or before `as_of` (the start of the query reading it), or the last
-    /// epoch when `None`. Every scan of one query passes the same `as_of`,
-    /// so a query reading several views sees them all at one epoch even if
-    /// a tick lands between its scans.
+    /// The version a query that started at `as_of` reads: the last one
+    /// published at or before it (the oldest kept if it started earlier),
+    /// the newest when `None`. Every scan of one query passes the same
+    /// `as_of`, so a query reading several relations sees them all at one
+    /// epoch even if ticks land between its scans. Never waits for a tick
+    /// or a checkpoint.
+    pub fn version(&self, as_of: Option<DateTime<Utc>>) -> Arc<Version> {
+        let versions = self.versions.read().unwrap_or_else(|p| p.into_inner());
+        let chosen = match as_of {
+            Some(t) => versions
+                .iter()
+                .rev()
+                .find(|v| v.at <= t)
+                .or_else(|| versions.front()),
+            None => versions.back(),
+        };
+        match chosen {
+            Some(v) => Arc::clone(v),
+            None => Arc::new(Version {
+                epoch: 0,
+                at: Utc::now(),
+                rows: 0,
+                relations: HashMap::new(),
+            }),
+        }
+    }
+
+    /// The contents of a table or view as of [`Dataflows::version`]`(as_of)`.
     pub fn snapshot(
         &self,
         name: &str,
         as_of: Option<DateTime<Utc>>,
-    ) -> Result<RecordBatch, DataflowError> {
-        let mut guard = self.lock()?;
-        let st = &mut *guard;
-        let undo: Vec<Arc<Delta>> = match as_of {
-            Some(t) => st
-                .history
-                .iter()
-                .filter(|p| p.at > t)
-                .filter_map(|p| p.changes.get(name).cloned())
-                .collect(),
-            None => vec![],
-        };
-        snapshot_in(st, name, &undo)
+    ) -> Result<Arc<Snapshot>, DataflowError> {
+        self.version(as_of).get(name)
     }
 
     /// Start a SUBSCRIBE to table or view `name`: its contents now and the
@@ -623,7 +638,10 @@ impl Dataflows {
         let mut st = self.lock()?;
         let changes = self.published.subscribe();
         let epoch = self.epoch();
-        let snapshot = snapshot_in(&mut st, name, &[])?;
+        let snapshot = published(&mut st, name)
+            .ok_or_else(|| not_maintained(name))?
+            .snapshot()?
+            .batch()?;
         Ok(Subscription {
             snapshot,
             epoch,
@@ -631,26 +649,93 @@ impl Dataflows {
             changes,
         })
     }
+
+    /// Publish the state as a new version (after a tick that changed it,
+    /// or a relation added or removed). `rows`: rows the epoch changed.
+    fn publish(&self, st: &mut State, rows: usize) {
+        let mut relations = HashMap::with_capacity(st.tables.len() + st.views.len());
+        let names: Vec<String> = st
+            .tables
+            .iter()
+            .map(|t| t.name.clone())
+            .chain(st.views.iter().map(|v| v.name.clone()))
+            .collect();
+        for name in names {
+            if let Some(p) = published(st, &name) {
+                relations.insert(name, p);
+            }
+        }
+        let now = Utc::now();
+        let version = Arc::new(Version {
+            epoch: self.epoch(),
+            at: now,
+            rows,
+            relations,
+        });
+        let mut versions = self.versions.write().unwrap_or_else(|p| p.into_inner());
+        versions.push_back(version);
+        // Older versions go once they are old, or once the epochs after
+        // them changed many rows (each holds its own copy of what changed).
+        let mut newer: usize = versions.iter().skip(1).map(|v| v.rows).sum();
+        while versions.len() > 1 {
+            let old = &versions[0];
+            if newer > HISTORY_ROWS || now - old.at > HISTORY_AGE {
+                versions.pop_front();
+                newer -= versions[0].rows;
+            } else {
+                break;
+            }
+        }
+    }
 }
 
-/// The contents of table or view `name` with the deltas `undo` undone.
-fn snapshot_in(
-    st: &mut State,
-    name: &str,
-    undo: &[Arc<Delta>],
-) -> Result<RecordBatch, DataflowError> {
-    if let Some(t) = st.tables.iter_mut().find(|t| t.name == name) {
-        return t.index.snapshot_before(undo);
-    }
-    if let Some(v) = st.views.iter_mut().find(|v| v.name == name) {
-        if let Some(e) = v.error() {
-            return Err(DataflowError::Row(e));
+impl Version {
+    /// Relation `name` in this version.
+    pub fn get(&self, name: &str) -> Result<Arc<Snapshot>, DataflowError> {
+        match self.relations.get(name) {
+            Some(p) => p.snapshot(),
+            None => Err(not_maintained(name)),
         }
-        return v.index.snapshot_before(undo);
     }
-    Err(DataflowError::Other(format!(
-        "\"{name}\" is not maintained"
-    )))
+
+    /// Whether `name` is a table or view in this version.
+    pub fn contains(&self, name: &str) -> bool {
+        self.relations.contains_key(name)
+    }
+
+    /// Names of the materialized views in this version.
+    pub fn views(&self) -> impl Iterator<Item = &str> {
+        self.relations
+            .iter()
+            .filter(|(_, p)| !matches!(p, Published::Table(_)))
+            .map(|(n, _)| n.as_str())
+    }
+}
+
+impl Published {
+    /// Its contents, or the error a SELECT of it reports.
+    pub fn snapshot(&self) -> Result<Arc<Snapshot>, DataflowError> {
+        match self {
+            Published::Table(s) | Published::View(s) => Ok(Arc::clone(s)),
+            Published::Failed(e) => Err(DataflowError::Row(e.clone())),
+        }
+    }
+}
+
+fn not_maintained(name: &str) -> DataflowError {
+    DataflowError::Other(format!("\"{name}\" is not maintained"))
+}
+
+/// Table or view `name` as it is now.
+fn published(st: &mut State, name: &str) -> Option<Published> {
+    if let Some(t) = st.tables.iter_mut().find(|t| t.name == name) {
+        return Some(Published::Table(t.index.snapshot()));
+    }
+    let v = st.views.iter_mut().find(|v| v.name == name)?;
+    Some(match v.error() {
+        Some(e) => Published::Failed(e),
+        None => Published::View(v.index.snapshot()),
+    })
 }
 
 impl Dataflows {
@@ -676,7 +761,6 @@ impl Dataflows {
         view.fingerprint = fingerprint;
         st.views.retain(|v| v.name != name);
         st.restored.remove(name);
-        forget_history(&mut st, name);
         st.generation += 1;
         let inputs_restored = view
             .inputs
@@ -704,6 +788,7 @@ impl Dataflows {
             }
         }
         st.views.push(view);
+        self.publish(&mut st, 0);
         Ok(schema)
     }
 
@@ -784,11 +869,13 @@ impl Dataflows {
                     Ok(Err(e)) => {
                         tracing::error!(view = %v.name, error = %e, "materialized view failed");
                         v.failed = Some(e.to_string());
+                        st_changed = true;
                     }
                     Err(panic) => {
                         let m = panic_message(&panic);
                         tracing::error!(view = %v.name, panic = %m, "materialized view panicked (a bug); it is no longer maintained");
                         v.failed = Some(format!("internal error: {m}"));
+                        st_changed = true;
                     }
                 }
             }
@@ -809,20 +896,9 @@ impl Dataflows {
                         removed: vec![],
                     }));
                 }
-                st.history.push_back(Published {
-                    at: now,
-                    rows,
-                    changes,
-                });
-                let mut kept: usize = st.history.iter().map(|p| p.rows).sum();
-                while let Some(old) = st.history.front() {
-                    if st.history.len() > 1 && (kept > HISTORY_ROWS || now - old.at > HISTORY_AGE) {
-                        kept -= old.rows;
-                        st.history.pop_front();
-                    } else {
-                        break;
-                    }
-                }
+                self.publish(&mut st, rows);
+            } else if st_changed {
+                self.publish(&mut st, 0);
             }
             drop(st);
             if !more {
@@ -943,10 +1019,14 @@ fn lower_view(
     let mut topics = resolver.topics;
     topics.sort();
     topics.dedup();
+    let mut index = Index::new(Arc::clone(schema))?;
+    if let Some(key) = super::lower::output_key(plan) {
+        index.add_key(&key)?;
+    }
     Ok(ViewState {
         name: name.to_string(),
         root,
-        index: Index::new(Arc::clone(schema))?,
+        index,
         inputs,
         topics,
         failed: None,

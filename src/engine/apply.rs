@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{ArrayRef, new_null_array};
 use datafusion::arrow::datatypes::{DataType, FieldRef};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
@@ -35,7 +36,14 @@ use crate::sqlstate::Coded;
 
 /// `plan` with its correlated subqueries made applies, when DataFusion's
 /// optimizer leaves any subquery undecorrelated; otherwise `plan` as it is.
-pub fn rewrite(plan: LogicalPlan, ctx: &Arc<SessionContext>) -> Result<LogicalPlan> {
+///
+/// `as_of`: the outer query's start, which its subqueries' runs take too,
+/// so every relation they read is read at the outer query's epoch.
+pub fn rewrite(
+    plan: LogicalPlan,
+    ctx: &Arc<SessionContext>,
+    as_of: Option<DateTime<Utc>>,
+) -> Result<LogicalPlan> {
     if !holds_subquery(&plan) {
         return Ok(plan);
     }
@@ -46,13 +54,13 @@ pub fn rewrite(plan: LogicalPlan, ctx: &Arc<SessionContext>) -> Result<LogicalPl
         // not turn into joins (correlated ones, and EXISTS / IN in a
         // SELECT list).
         Ok(optimized) => optimized
-            .transform_up(|node| apply_in_node(node, ctx, true))
+            .transform_up(|node| apply_in_node(node, ctx, true, as_of))
             .map(|t| t.data),
         // Most often DataFusion refusing a correlated scalar subquery it
         // cannot prove to give one row, which PostgreSQL checks per row,
         // as the apply does.
         Err(_) => plan
-            .transform_up(|node| apply_in_node(node, ctx, false))
+            .transform_up(|node| apply_in_node(node, ctx, false, as_of))
             .map(|t| t.data),
     }
 }
@@ -89,6 +97,7 @@ fn apply_in_node(
     node: LogicalPlan,
     ctx: &Arc<SessionContext>,
     all: bool,
+    as_of: Option<DateTime<Utc>>,
 ) -> Result<Transformed<LogicalPlan>> {
     let exprs = node.expressions();
     if !exprs.iter().any(|e| {
@@ -105,7 +114,7 @@ fn apply_in_node(
         } else {
             None
         };
-        let t = e.transform_up(|e| apply_expr(e, ctx, all))?;
+        let t = e.transform_up(|e| apply_expr(e, ctx, all, as_of))?;
         new_exprs.push(match (t.transformed, name) {
             (true, Some(name)) => t.data.alias_if_changed(name)?,
             _ => t.data,
@@ -128,7 +137,12 @@ fn correlated(s: &Subquery) -> bool {
     !s.outer_ref_columns.is_empty()
 }
 
-fn apply_expr(e: Expr, ctx: &Arc<SessionContext>, all: bool) -> Result<Transformed<Expr>> {
+fn apply_expr(
+    e: Expr,
+    ctx: &Arc<SessionContext>,
+    all: bool,
+    as_of: Option<DateTime<Utc>>,
+) -> Result<Transformed<Expr>> {
     if !subquery_of(&e).is_some_and(|s| all || correlated(s)) {
         return Ok(Transformed::no(e));
     }
@@ -176,6 +190,7 @@ fn apply_expr(e: Expr, ctx: &Arc<SessionContext>, all: bool) -> Result<Transform
             Signature::variadic_any(Volatility::Volatile)
         },
         ctx: Ctx(Arc::clone(ctx)),
+        as_of,
     };
     Ok(Transformed::yes(ScalarUDF::new_from_impl(udf).call(args)))
 }
@@ -219,6 +234,8 @@ struct Apply {
     returns: DataType,
     signature: Signature,
     ctx: Ctx,
+    /// The outer query's start (see [`rewrite`]).
+    as_of: Option<DateTime<Utc>>,
 }
 
 impl ScalarUDFImpl for Apply {
@@ -244,17 +261,28 @@ impl ScalarUDFImpl for Apply {
         // DataFusion runs a plan asynchronously; this function is called
         // synchronously inside another plan's execution. A thread of its
         // own with a runtime of its own runs the subqueries for the batch.
-        let out: Result<Vec<ScalarValue>> = std::thread::scope(|s| {
-            s.spawn(|| {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
-                rt.block_on(self.eval_batch(&arrays, rows))
+        let run = || {
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                    rt.block_on(self.eval_batch(&arrays, rows))
+                })
+                .join()
+                .map_err(|_| DataFusionError::Execution("a subquery panicked".into()))?
             })
-            .join()
-            .map_err(|_| DataFusionError::Execution("a subquery panicked".into()))?
-        });
+        };
+        // Waiting blocks this thread: on a multi-threaded runtime, its other
+        // tasks (other connections, writes) move to another worker first.
+        let multi = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let out: Result<Vec<ScalarValue>> = if multi {
+            tokio::task::block_in_place(run)
+        } else {
+            run()
+        };
         let out = out?;
         if out.is_empty() {
             return Ok(ColumnarValue::Array(new_null_array(&self.returns, 0)));
@@ -320,8 +348,14 @@ impl Apply {
             })?
             .data;
         let ctx = &self.ctx.0;
-        let bound = rewrite(bound, ctx)?;
-        let batches = ctx.execute_logical_plan(bound).await?.collect().await?;
+        let bound = rewrite(bound, ctx, self.as_of)?;
+        let mut state = ctx.state();
+        if self.as_of.is_some() {
+            state.execution_props_mut().query_execution_start_time = self.as_of;
+        }
+        let batches = datafusion::dataframe::DataFrame::new(state, bound)
+            .collect()
+            .await?;
         let mut values = Vec::new();
         for b in &batches {
             for r in 0..b.num_rows() {

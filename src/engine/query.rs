@@ -124,8 +124,14 @@ impl Engine {
     /// subquery in the SELECT list or inside CASE, as SQLAlchemy's column
     /// reflection has them) made applies (`apply.rs`). After binding,
     /// since an apply runs its subquery's plan as it stands.
-    pub fn runnable_plan(&self, plan: LogicalPlan) -> Result<LogicalPlan> {
-        Ok(super::apply::rewrite(plan, &self.ctx)?)
+    ///
+    /// The frame is pinned to one start time, which its subqueries' runs
+    /// share, so every relation it reads is read at one epoch.
+    pub fn runnable(&self, plan: LogicalPlan) -> Result<datafusion::dataframe::DataFrame> {
+        let state = self.ctx.state();
+        let as_of = state.execution_props().query_execution_start_time;
+        let plan = super::apply::rewrite(plan, &self.ctx, as_of)?;
+        Ok(datafusion::dataframe::DataFrame::new(state, plan))
     }
 
     /// Run a query statement: its rows and PostgreSQL's names for its
@@ -153,8 +159,7 @@ impl Engine {
             None => plan,
         };
         let names = names::column_names(&stmt, plan.schema().as_arrow());
-        let plan = self.runnable_plan(plan)?;
-        Ok((self.ctx.execute_logical_plan(plan).await?, names))
+        Ok((self.runnable(plan)?, names))
     }
 }
 

@@ -20,8 +20,8 @@ use datafusion::datasource::sink::{DataSink, DataSinkExec};
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan};
 use futures::StreamExt;
 use tracing::warn;
@@ -122,6 +122,17 @@ fn ext(e: crate::log::LogError) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
 
+impl TopicRelation {
+    /// Its maintained state (a table's index), as a scan reads it.
+    fn index(&self) -> super::index_table::IndexTable {
+        super::index_table::IndexTable::new(
+            &self.name,
+            Arc::clone(&self.schema),
+            Arc::clone(&self.dataflows),
+        )
+    }
+}
+
 #[async_trait]
 impl TableProvider for TopicRelation {
     fn schema(&self) -> SchemaRef {
@@ -132,21 +143,28 @@ impl TableProvider for TopicRelation {
         TableType::Base
     }
 
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        if self.from_index {
+            return self.index().supports_filters_pushdown(filters);
+        }
+        Ok(vec![
+            TableProviderFilterPushDown::Unsupported;
+            filters.len()
+        ])
+    }
+
     async fn scan(
         &self,
         state: &dyn Session,
         projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
+        filters: &[Expr],
+        limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         if self.from_index {
-            return super::index_table::IndexTable::new(
-                &self.name,
-                Arc::clone(&self.schema),
-                Arc::clone(&self.dataflows),
-            )
-            .scan(state, projection, &[], None)
-            .await;
+            return self.index().scan(state, projection, filters, limit).await;
         }
         Ok(MemorySourceConfig::try_new_exec(
             &[self.snapshot()?],

@@ -149,6 +149,11 @@ impl Layout {
         !self.key.is_empty()
     }
 
+    /// The primary-key columns' positions (empty unless keyed).
+    pub fn key(&self) -> &[usize] {
+        &self.key
+    }
+
     /// The record key of each row of `batch` (the relation's schema): a
     /// one-column key as its text (`42`, `user-1`), a composite one as a
     /// JSON object of its columns. A NULL key column is an error.

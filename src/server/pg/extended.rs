@@ -337,18 +337,7 @@ impl Extended {
             .replace_params_with_values(&params)
             .map_err(api)?;
         let names = column_names(ast, plan.schema().as_arrow());
-        let plan = self
-            .parser
-            .engine
-            .runnable_plan(plan)
-            .map_err(engine_error)?;
-        let df = self
-            .parser
-            .engine
-            .session()
-            .execute_logical_plan(plan)
-            .await
-            .map_err(api)?;
+        let df = self.parser.engine.runnable(plan).map_err(engine_error)?;
         rows(client, df, &names, &portal.result_column_format).await
     }
 

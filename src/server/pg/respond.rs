@@ -108,14 +108,7 @@ pub(super) async fn catalog_query(
         return Ok(Response::EmptyQuery);
     };
     let names = crate::engine::column_names(&ast, plan.schema().as_arrow());
-    let plan = engine
-        .runnable_plan(plan)
-        .map_err(super::error::engine_error)?;
-    let df = engine
-        .session()
-        .execute_logical_plan(plan)
-        .await
-        .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+    let df = engine.runnable(plan).map_err(super::error::engine_error)?;
     rows(client, df, &names, &Format::UnifiedText).await
 }
 
@@ -272,12 +265,7 @@ where
         None => plan.clone(),
     };
     let names = crate::engine::column_names(&ast, bound.schema().as_arrow());
-    let runnable = engine.runnable_plan(bound).map_err(engine_error)?;
-    let df = engine
-        .session()
-        .execute_logical_plan(runnable)
-        .await
-        .map_err(api)?;
+    let df = engine.runnable(bound).map_err(engine_error)?;
     let Response::Query(rows) = rows(client, df, &names, &Format::UnifiedText).await? else {
         return Err(user_error(
             "XX000",
