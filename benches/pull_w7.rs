@@ -134,7 +134,15 @@ impl Postgres {
             .status()
             .unwrap();
         let data = format!("{dir}/data");
-        as_postgres(&[&format!("{bin}/initdb"), "-D", &data, "-A", "trust", "-U", "postgres"]);
+        as_postgres(&[
+            &format!("{bin}/initdb"),
+            "-D",
+            &data,
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+        ]);
         as_postgres(&[
             &format!("{bin}/pg_ctl"),
             "-D",
@@ -233,25 +241,32 @@ fn main() {
     // Wait until the view holds every row.
     let start = std::time::Instant::now();
     while psql(eport, "eddy", "eddy", "SELECT count(*) FROM w7") != ROWS.to_string() {
-        assert!(start.elapsed() < Duration::from_secs(300), "view never filled");
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "view never filled"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(
-        psql(eport, "eddy", "eddy", "SELECT c, total, payload FROM w7 WHERE id = 4242"),
+        psql(
+            eport,
+            "eddy",
+            "eddy",
+            "SELECT c, total, payload FROM w7 WHERE id = 4242"
+        ),
         "1|242|payload 4242"
     );
 
     let pg = Postgres::start(&pg_bin);
-    psql(
-        pg.port,
-        "postgres",
-        "postgres",
-        &format!(
-            "CREATE TABLE w7 (id int PRIMARY KEY, c bigint, total bigint, payload text);
-             INSERT INTO w7 SELECT g, 1, g % 1000, 'payload ' || g FROM generate_series(1, {ROWS}) g;
-             VACUUM ANALYZE w7;"
+    for sql in [
+        "CREATE TABLE w7 (id int PRIMARY KEY, c bigint, total bigint, payload text)".to_string(),
+        format!(
+            "INSERT INTO w7 SELECT g, 1, g % 1000, 'payload ' || g FROM generate_series(1, {ROWS}) g"
         ),
-    );
+        "VACUUM ANALYZE w7".to_string(),
+    ] {
+        psql(pg.port, "postgres", "postgres", &sql);
+    }
 
     let modes = ["simple", "extended", "prepared"];
     let mut eddy_tps: Vec<Vec<f64>> = vec![vec![]; modes.len()];
@@ -261,7 +276,15 @@ fn main() {
         for (i, mode) in modes.iter().enumerate() {
             eprintln!("W7 run {}/{runs}, {mode}", run + 1);
             let e = pgbench(&pgbench_bin, eport, "eddy", "eddy", &script, mode, secs);
-            let p = pgbench(&pgbench_bin, pg.port, "postgres", "postgres", &script, mode, secs);
+            let p = pgbench(
+                &pgbench_bin,
+                pg.port,
+                "postgres",
+                "postgres",
+                &script,
+                mode,
+                secs,
+            );
             eddy_tps[i].push(e);
             pg_tps[i].push(p);
             ratios[i].push(e / p);

@@ -300,3 +300,98 @@ fn result_columns_have_postgresql_names() {
         assert_eq!(String::from_utf8(text).unwrap(), "a,count,?column?\n1,1,2\n");
     });
 }
+
+/// Prepared point lookups (extended protocol, binary results): the
+/// fast-path peek answers `WHERE key = $1` from the arrangement; its rows,
+/// types and column names are those of the same query through DataFusion
+/// (a cast of `$1` keeps it off the fast path), for every key, after upserts and
+/// deletes, on a table and on a view.
+#[test]
+fn prepared_lookups_agree_with_the_planned_query() {
+    let server = TestServer::start();
+    rt().block_on(async {
+        let c = connect(server.pg_addr).await;
+        c.batch_execute(
+            "CREATE TABLE acct (name text, id int PRIMARY KEY, balance bigint, note text);
+             INSERT INTO acct SELECT 'n' || value, value, value * 10, CASE WHEN value % 3 = 0 THEN NULL ELSE 'x' END FROM generate_series(1, 300);
+             DELETE FROM acct WHERE id % 7 = 0;
+             INSERT INTO acct VALUES ('again', 14, -1, 'y'), ('moved', 5, 55, NULL);
+             CREATE MATERIALIZED VIEW per_note AS
+               SELECT note, count(*) AS c, sum(balance) AS total FROM acct GROUP BY note;",
+        )
+        .await
+        .unwrap();
+        let fast = c
+            .prepare("SELECT * FROM acct WHERE id = $1")
+            .await
+            .unwrap();
+        let planned = c
+            .prepare("SELECT * FROM acct WHERE id = CAST($1 AS int)")
+            .await
+            .unwrap();
+        let cols = |s: &tokio_postgres::Statement| {
+            s.columns()
+                .iter()
+                .map(|c| format!("{} {}", c.name(), c.type_()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(cols(&fast), cols(&planned));
+        let show = |rows: Vec<tokio_postgres::Row>| {
+            rows.iter()
+                .map(|r| {
+                    format!(
+                        "{:?} {:?} {:?} {:?}",
+                        r.get::<_, Option<String>>(0),
+                        r.get::<_, Option<i32>>(1),
+                        r.get::<_, Option<i64>>(2),
+                        r.get::<_, Option<String>>(3)
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut found = 0;
+        for id in -1..=305i32 {
+            let a = show(c.query(&fast, &[&id]).await.unwrap());
+            let b = show(c.query(&planned, &[&id]).await.unwrap());
+            assert_eq!(a, b, "id {id}");
+            found += a.len();
+        }
+        assert_eq!(found, 300 - 42 + 1);
+        // The view, by its GROUP BY key, with a projection and an alias.
+        let fast = c
+            .prepare("SELECT v.total AS t, c FROM per_note AS v WHERE v.note = $1")
+            .await
+            .unwrap();
+        let planned = c
+            .prepare("SELECT v.total AS t, c FROM per_note AS v WHERE v.note = $1 || ''")
+            .await
+            .unwrap();
+        assert_eq!(cols(&fast), cols(&planned));
+        assert_eq!(cols(&fast), ["t int8", "c int8"]);
+        for note in ["x", "y", "z"] {
+            let a: Vec<(i64, i64)> = c
+                .query(&fast, &[&note])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            let b: Vec<(i64, i64)> = c
+                .query(&planned, &[&note])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            assert_eq!(a, b, "note {note}");
+        }
+        // A NULL parameter matches nothing, as `= NULL` does.
+        let fast = c
+            .prepare("SELECT count(*) FROM acct WHERE id = $1")
+            .await
+            .unwrap();
+        let none: Option<i32> = None;
+        let n: i64 = c.query_one(&fast, &[&none]).await.unwrap().get(0);
+        assert_eq!(n, 0);
+    });
+}

@@ -131,7 +131,7 @@ struct Constraint {
 
 /// The lookups answering `filters` on the best arrangement of `s`, or None
 /// when no arrangement is bound by them.
-fn plan_probes(s: &Snapshot, filters: &[Expr]) -> Option<Vec<Probe>> {
+pub(super) fn plan_probes(s: &Snapshot, filters: &[Expr]) -> Option<Vec<Probe>> {
     let schema = s.schema();
     let mut by_col: HashMap<usize, Constraint> = HashMap::new();
     for f in filters {

@@ -24,6 +24,7 @@ pub mod jsonb;
 pub mod limits;
 mod names;
 mod objects;
+pub mod peek;
 pub mod pg_compat;
 mod query;
 pub mod relation;

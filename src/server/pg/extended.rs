@@ -26,7 +26,7 @@ use pgwire::messages::PgWireBackendMessage;
 
 use super::block::{self, Verdict};
 use super::error::{coded_errors, engine_error, parse_error, user_error, with_sqlstate};
-use super::respond::{respond, row_fields, rows, session_command};
+use super::respond::{peeked_rows, respond, row_fields, rows, session_command};
 use super::startup::cancellable;
 use super::subscribe::subscribe;
 use crate::engine::{Dml, Engine, Output, Statement, column_names, statement};
@@ -331,6 +331,13 @@ impl Extended {
         let (_, Some((ast, plan))) = &portal.statement.statement else {
             return Ok(Response::EmptyQuery);
         };
+        if let Some(p) = crate::engine::peek::peek_of(ast) {
+            match self.parser.engine.peek(&p, Some(&params)) {
+                Ok(Some(found)) => return peeked_rows(found, &portal.result_column_format),
+                Ok(None) => {}
+                Err(e) => return Err(engine_error(e)),
+            }
+        }
         let api = |e| PgWireError::ApiError(Box::new(e));
         let plan = plan
             .clone()

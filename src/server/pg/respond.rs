@@ -94,6 +94,20 @@ pub(super) async fn rows(
     Ok(Response::Query(QueryResponse::new(fields, rows)))
 }
 
+/// The rows a fast-path peek found (`engine::peek`), encoded as `rows`
+/// encodes a query's.
+pub(super) fn peeked_rows(
+    found: crate::engine::peek::Peeked,
+    format: &Format,
+) -> PgWireResult<Response> {
+    let fields = Arc::new(row_fields(&found.schema, &found.names, format)?);
+    let rows = encode::data_rows(&found.batch, &fields)?;
+    Ok(Response::Query(QueryResponse::new(
+        fields,
+        stream::iter(rows.into_iter().map(Ok)),
+    )))
+}
+
 /// A query datafusion-postgres plans (one reading PostgreSQL's catalogs,
 /// rewritten by its compatibility rules), run in the engine's session and
 /// encoded as every other result.

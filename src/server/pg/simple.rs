@@ -22,10 +22,10 @@ use tracing::debug;
 
 use super::block::{self, Verdict};
 use super::error::{coded_errors, engine_error, parse_error, refine_code, sqlstate_of};
-use super::respond::{catalog_query, respond, rows, session_command};
+use super::respond::{catalog_query, peeked_rows, respond, rows, session_command};
 use super::startup::cancellable;
 use super::subscribe::subscribe;
-use crate::engine::{Engine, Output};
+use crate::engine::{Engine, Output, Statement};
 
 pub struct Simple {
     pub(super) engine: Arc<Engine>,
@@ -61,57 +61,62 @@ impl SimpleQueryHandler for Simple {
             let result = match verdict {
                 Err(e) => Err(e),
                 Ok(Verdict::Done(r)) => Ok(vec![r]),
-                Ok(Verdict::Run) => match self.engine.execute(stmt).await {
-                    // A query of PostgreSQL's catalogs, planned by
-                    // datafusion-postgres' compatibility rules.
-                    Ok(Output::CatalogQuery(sql)) => {
-                        catalog_query(client, &self.df.query_parser(), &self.engine, &sql)
-                            .await
-                            .map(|r| vec![r])
-                    }
-                    Ok(Output::PassThrough(sql)) => {
-                        SimpleQueryHandler::do_query(&*self.df, client, &sql)
-                            .await
-                            .map(|mut rs| {
-                                for r in rs.iter_mut() {
-                                    if let Response::Error(info) = r {
-                                        refine_code(info);
+                Ok(Verdict::Run) => match peek(&self.engine, &stmt) {
+                    Some(r) => r.map(|r| vec![r]),
+                    None => match self.engine.execute(stmt).await {
+                        // A query of PostgreSQL's catalogs, planned by
+                        // datafusion-postgres' compatibility rules.
+                        Ok(Output::CatalogQuery(sql)) => {
+                            catalog_query(client, &self.df.query_parser(), &self.engine, &sql)
+                                .await
+                                .map(|r| vec![r])
+                        }
+                        Ok(Output::PassThrough(sql)) => {
+                            SimpleQueryHandler::do_query(&*self.df, client, &sql)
+                                .await
+                                .map(|mut rs| {
+                                    for r in rs.iter_mut() {
+                                        if let Response::Error(info) = r {
+                                            refine_code(info);
+                                        }
                                     }
-                                }
-                                rs
-                            })
-                    }
-                    Ok(Output::Rows { df, names }) => {
-                        rows(client, df, &names, &Format::UnifiedText)
-                            .await
-                            .map(|r| vec![r])
-                    }
-                    Ok(Output::Subscribe {
-                        name,
-                        schema,
-                        snapshot,
-                        start,
-                        transient,
-                    }) => {
-                        // A subscription's own dataflow lives as long as it.
-                        let _dataflow = transient;
-                        subscribe(
-                            client,
+                                    rs
+                                })
+                        }
+                        Ok(Output::Rows { df, names }) => {
+                            rows(client, df, &names, &Format::UnifiedText)
+                                .await
+                                .map(|r| vec![r])
+                        }
+                        Ok(Output::Subscribe {
                             name,
                             schema,
                             snapshot,
                             start,
-                            &self.engine,
-                            &self.sockets,
-                        )
-                        .await
-                        .map(|r| vec![r])
-                    }
-                    Ok(Output::Session(cmd)) => session_command(client, &self.engine, cmd, None)
-                        .await
-                        .map(|r| vec![r]),
-                    Ok(output) => respond(client, output).map(|r| vec![r]),
-                    Err(e) => Err(engine_error(e)),
+                            transient,
+                        }) => {
+                            // A subscription's own dataflow lives as long as it.
+                            let _dataflow = transient;
+                            subscribe(
+                                client,
+                                name,
+                                schema,
+                                snapshot,
+                                start,
+                                &self.engine,
+                                &self.sockets,
+                            )
+                            .await
+                            .map(|r| vec![r])
+                        }
+                        Ok(Output::Session(cmd)) => {
+                            session_command(client, &self.engine, cmd, None)
+                                .await
+                                .map(|r| vec![r])
+                        }
+                        Ok(output) => respond(client, output).map(|r| vec![r]),
+                        Err(e) => Err(engine_error(e)),
+                    },
                 },
             };
             match result {
@@ -138,5 +143,19 @@ impl SimpleQueryHandler for Simple {
             }
         }
         Ok(out)
+    }
+}
+
+/// A query answered by a fast-path peek (`engine::peek`), or None when it
+/// is not one.
+fn peek(engine: &Engine, stmt: &Statement) -> Option<PgWireResult<Response>> {
+    let Statement::Query(q, _) = stmt else {
+        return None;
+    };
+    let p = crate::engine::peek::peek_of(q)?;
+    match engine.peek(&p, None) {
+        Ok(Some(found)) => Some(peeked_rows(found, &Format::UnifiedText)),
+        Ok(None) => None,
+        Err(e) => Some(Err(engine_error(e))),
     }
 }
