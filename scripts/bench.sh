@@ -31,6 +31,16 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
   echo "DuckDB $(python3 -c 'import duckdb; print(duckdb.__version__)' 2>/dev/null || echo 'not installed') from PyPI."
   echo
   cargo bench --quiet --bench views_w3
+  echo
+  echo "## W6: freshness under a steady produce load (\`cargo bench --bench fresh_w6\`)"
+  echo
+  EDDY_BIN="$bin" cargo bench --quiet --bench fresh_w6
+  echo
+  echo "## W7: point lookups on a view against PostgreSQL (\`cargo bench --bench pull_w7\`)"
+  echo
+  echo "PostgreSQL $("${W7_PG_BIN:-/usr/lib/postgresql/15/bin}/postgres" --version | awk '{print $3}') and pgbench from Debian."
+  echo
+  EDDY_BIN="$bin" cargo bench --quiet --bench pull_w7
 } > "$out.tmp"
 mv "$out.tmp" "$out"
 cat "$out"

@@ -221,11 +221,18 @@ async fn lookups_agree_after_each_write() {
         &engine,
         "CREATE TABLE kv (v int, k int PRIMARY KEY, tag text);
          CREATE MATERIALIZED VIEW by_tag AS
-           SELECT tag, k % 3 AS m, count(*) AS c FROM kv GROUP BY tag, k % 3;",
+           SELECT tag, k % 3 AS m, count(*) AS c FROM kv GROUP BY tag, k % 3;
+         CREATE INDEX kv_by_tag ON kv (tag);",
     )
     .await;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     for step in 0..150 {
+        // An index made over the rows there are, and one dropped.
+        match step {
+            50 => run(&engine, "CREATE INDEX by_count ON by_tag (c)").await,
+            100 => run(&engine, "DROP INDEX kv_by_tag").await,
+            _ => {}
+        }
         let k = rng.random_range(0..50);
         let write = if rng.random_bool(0.25) {
             format!("DELETE FROM kv WHERE k = {k}")
@@ -240,6 +247,7 @@ async fn lookups_agree_after_each_write() {
         let lo = rng.random_range(0..50);
         let hi = lo + rng.random_range(0..20);
         let t = rng.random_range(0..4);
+        let n = rng.random_range(1..6);
         let got = query(
             &engine,
             &format!(
@@ -247,7 +255,10 @@ async fn lookups_agree_after_each_write() {
                    (SELECT count(*) FROM kv WHERE k >= {lo} AND k < {hi}) AS a,
                    (SELECT count(*) FROM kv WHERE abs(k) >= {lo} AND abs(k) < {hi}) AS b,
                    (SELECT coalesce(sum(c), 0) FROM by_tag WHERE tag = 't{t}') AS c,
-                   (SELECT count(*) FROM kv WHERE tag = 't{t}') AS d"
+                   (SELECT count(*) FROM kv WHERE tag = 't{t}') AS d,
+                   (SELECT count(*) FROM kv WHERE tag || '' = 't{t}') AS e,
+                   (SELECT count(*) FROM by_tag WHERE c = {n}) AS f,
+                   (SELECT count(*) FROM by_tag WHERE c + 0 = {n}) AS g"
             ),
         )
         .await;
@@ -260,5 +271,103 @@ async fn lookups_agree_after_each_write() {
             cells[2], cells[3],
             "step {step} after {write}: tag t{t} {got:?} (seed {seed})"
         );
+        assert_eq!(
+            cells[3], cells[4],
+            "step {step} after {write}: tag t{t} by index {got:?} (seed {seed})"
+        );
+        assert_eq!(
+            cells[5], cells[6],
+            "step {step} after {write}: count {n} by index {got:?} (seed {seed})"
+        );
     }
+}
+
+/// Rows the scan of `sql` read: the input of its filter, from EXPLAIN
+/// ANALYZE's `selectivity=…% (passed/read)`.
+async fn rows_read(c: &tokio_postgres::Client, sql: &str) -> u64 {
+    let plan = common::slt::rows(c, &format!("EXPLAIN ANALYZE {sql}")).await;
+    let text = plan.join("\n");
+    let ratio = text
+        .split("selectivity=")
+        .nth(1)
+        .and_then(|m| m.split_once('(')?.1.split_once(')'))
+        .and_then(|(r, _)| r.split_once('/'))
+        .unwrap_or_else(|| panic!("no filter selectivity in {text}"));
+    // Counts past 1,000 print as `2.00 K`.
+    let read = ratio.1.trim();
+    let (n, scale) = match read.split_once(' ') {
+        Some((n, "K")) => (n, 1e3),
+        Some((n, "M")) => (n, 1e6),
+        _ => (read, 1.0),
+    };
+    let n: f64 = n
+        .parse()
+        .unwrap_or_else(|_| panic!("rows read {read:?} in {text}"));
+    (n * scale).round() as u64
+}
+
+/// A named index makes a read by its columns read only the matching rows,
+/// through the real server; it is built again after a restart, and gone
+/// after DROP INDEX.
+#[test]
+fn an_index_reads_only_its_rows_and_outlives_a_restart() {
+    let mut server = common::TestServer::start();
+    let setup = async |addr| {
+        let c = common::slt::connect(addr).await;
+        let values: Vec<String> = (0..2000)
+            .map(|i| format!("({i}, {}, 'p{i}')", i % 100))
+            .collect();
+        c.batch_execute(&format!(
+            "CREATE TABLE big (id int PRIMARY KEY, grp int, pad text);
+             INSERT INTO big VALUES {};
+             CREATE MATERIALIZED VIEW sizes AS SELECT grp, count(*) AS n, max(id) AS top FROM big GROUP BY grp;
+             CREATE INDEX big_by_grp ON big (grp);
+             CREATE INDEX sizes_by_top ON sizes (top);",
+            values.join(", ")
+        ))
+        .await
+        .unwrap();
+    };
+    let check = async |addr, indexed: bool| {
+        let c = common::slt::connect(addr).await;
+        let by_grp = "SELECT * FROM big WHERE grp = 7";
+        let got = common::slt::rows(&c, by_grp).await;
+        assert_eq!(got.len(), 20);
+        assert_eq!(
+            got,
+            common::slt::rows(&c, "SELECT * FROM big WHERE grp + 0 = 7").await
+        );
+        let by_top = "SELECT * FROM sizes WHERE top = 1907";
+        assert_eq!(common::slt::rows(&c, by_top).await, ["7\t20\t1907"]);
+        let (grp_rows, top_rows) = (rows_read(&c, by_grp).await, rows_read(&c, by_top).await);
+        if indexed {
+            assert_eq!((grp_rows, top_rows), (20, 1));
+        } else {
+            assert_eq!((grp_rows, top_rows), (2000, 100));
+        }
+        assert_eq!(
+            rows_read(&c, "SELECT * FROM big WHERE grp + 0 = 7").await,
+            2000
+        );
+    };
+    server.rt.block_on(setup(server.pg_addr));
+    server.rt.block_on(check(server.pg_addr, true));
+    server.restart();
+    server.rt.block_on(check(server.pg_addr, true));
+    server.rt.block_on(async {
+        let c = common::slt::connect(server.pg_addr).await;
+        assert_eq!(
+            common::slt::rows(&c, "SHOW INDEXES").await,
+            [
+                "big_by_grp\tbig\tdefault\t{grp}",
+                "sizes_by_top\tsizes\tdefault\t{top}"
+            ]
+        );
+        c.batch_execute("DROP INDEX big_by_grp; DROP INDEX sizes_by_top")
+            .await
+            .unwrap();
+    });
+    server.rt.block_on(check(server.pg_addr, false));
+    server.restart();
+    server.rt.block_on(check(server.pg_addr, false));
 }

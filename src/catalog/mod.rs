@@ -64,6 +64,14 @@ pub enum Object {
         topic: String,
         sql: String,
     },
+    /// An arrangement of a table's or materialized view's rows by
+    /// `columns` (`CREATE INDEX`), kept by the dataflow that keeps it.
+    Index {
+        name: String,
+        on: String,
+        columns: Vec<String>,
+        sql: String,
+    },
     /// Materialize's named Kafka connection, which sources name; eddy's
     /// sources read its own log, so it holds only what was said.
     Connection {
@@ -81,6 +89,7 @@ impl Object {
             | Object::View { name, .. }
             | Object::MaterializedView { name, .. }
             | Object::Sink { name, .. }
+            | Object::Index { name, .. }
             | Object::Connection { name, .. } => name,
         }
     }
@@ -92,6 +101,7 @@ impl Object {
             Object::View { .. } => "view",
             Object::MaterializedView { .. } => "materialized view",
             Object::Sink { .. } => "sink",
+            Object::Index { .. } => "index",
             Object::Connection { .. } => "connection",
         }
     }
@@ -103,6 +113,7 @@ impl Object {
             | Object::View { sql, .. }
             | Object::MaterializedView { sql, .. }
             | Object::Sink { sql, .. }
+            | Object::Index { sql, .. }
             | Object::Connection { sql, .. } => sql,
         }
     }

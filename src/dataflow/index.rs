@@ -48,6 +48,11 @@ pub struct Index {
     codec: Arc<Codec>,
     rows: OrdMap<Row, i64>,
     keys: Vec<Keyed>,
+    /// The arrangements the relation itself needs (its key) and those
+    /// named indexes asked for (`CREATE INDEX`, once per index): an
+    /// arrangement goes when neither holds it.
+    own: Vec<Vec<usize>>,
+    named: Vec<Vec<usize>>,
     /// Rows counting multiplicity.
     len: i64,
     bytes: u64,
@@ -65,6 +70,8 @@ impl Index {
             schema,
             rows: OrdMap::new(),
             keys: Vec::new(),
+            own: Vec::new(),
+            named: Vec::new(),
             len: 0,
             bytes: 0,
             negative: 0,
@@ -103,6 +110,31 @@ impl Index {
     /// lookups. A leading run of the row's own columns needs nothing: the
     /// row order serves it.
     pub fn add_key(&mut self, columns: &[usize]) -> Result<()> {
+        self.arrange(columns)?;
+        self.own.push(columns.to_vec());
+        Ok(())
+    }
+
+    /// Arrange by `columns` for a named index (`CREATE INDEX`).
+    pub fn add_named(&mut self, columns: &[usize]) -> Result<()> {
+        self.arrange(columns)?;
+        self.named.push(columns.to_vec());
+        Ok(())
+    }
+
+    /// A named index on `columns` is gone: its arrangement goes too unless
+    /// the relation's key or another index holds it.
+    pub fn drop_named(&mut self, columns: &[usize]) {
+        if let Some(i) = self.named.iter().position(|c| c == columns) {
+            self.named.remove(i);
+        }
+        if !self.named.iter().chain(&self.own).any(|c| c == columns) {
+            self.keys.retain(|k| k.columns != columns);
+            self.snapshot = None;
+        }
+    }
+
+    fn arrange(&mut self, columns: &[usize]) -> Result<()> {
         let n = self.schema.fields().len();
         if columns.is_empty()
             || columns.iter().any(|c| *c >= n)
@@ -202,6 +234,7 @@ impl Index {
             codec: Arc::clone(&self.codec),
             rows: self.rows.clone(),
             keys: self.keys.clone(),
+            key: self.own.first().cloned(),
             len: self.len(),
             batch: OnceLock::new(),
         });
@@ -236,7 +269,7 @@ impl Index {
         self.snapshot = None;
         let keys: Vec<Vec<usize>> = self.keys.drain(..).map(|k| k.columns).collect();
         for k in keys {
-            self.add_key(&k)?;
+            self.arrange(&k)?;
         }
         Ok(())
     }
@@ -316,6 +349,9 @@ pub struct Snapshot {
     codec: Arc<Codec>,
     rows: OrdMap<Row, i64>,
     keys: Vec<Keyed>,
+    /// The relation's own key (a view's GROUP BY columns, a table's
+    /// PRIMARY KEY), if it has one.
+    key: Option<Vec<usize>>,
     len: u64,
     /// Every row as one batch, built at the first read that needs it.
     batch: OnceLock<RecordBatch>,
@@ -324,6 +360,11 @@ pub struct Snapshot {
 impl Snapshot {
     pub fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
+    }
+
+    /// The relation's own key, if it has one.
+    pub fn key(&self) -> Option<&[usize]> {
+        self.key.as_deref()
     }
 
     /// Rows, counting duplicates.
@@ -599,6 +640,29 @@ mod tests {
             lower: Bound::Unbounded,
             upper: Bound::Unbounded,
         }
+    }
+
+    #[test]
+    fn named_indexes_come_and_go_without_the_relations_own_key() {
+        let mut ix = Index::new(schema()).expect("index");
+        ix.add_key(&[1]).expect("own key");
+        ix.apply(&delta(&[("a", 1, 10, 1), ("b", 2, 20, 1)]))
+            .expect("apply");
+        ix.add_named(&[2]).expect("index");
+        ix.add_named(&[2])
+            .expect("second index on the same columns");
+        ix.add_named(&[1]).expect("index on the own key");
+        assert_eq!(ix.snapshot().paths(), [vec![0, 1, 2], vec![1], vec![2]]);
+        let by_v = ix
+            .snapshot()
+            .lookup(&[eq(2, vec![ScalarValue::Int64(Some(20))])])
+            .expect("v");
+        assert_eq!(ks(&by_v), [2]);
+        ix.drop_named(&[2]);
+        ix.drop_named(&[1]);
+        assert_eq!(ix.snapshot().paths(), [vec![0, 1, 2], vec![1], vec![2]]);
+        ix.drop_named(&[2]);
+        assert_eq!(ix.snapshot().paths(), [vec![0, 1, 2], vec![1]]);
     }
 
     #[test]

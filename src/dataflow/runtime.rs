@@ -254,6 +254,9 @@ pub struct Dataflows {
     clock: Clock,
     /// Each published tick's changes, for SUBSCRIBE.
     published: tokio::sync::broadcast::Sender<Arc<TickChanges>>,
+    /// Signalled when records arrive that no write path ticked for (a
+    /// Kafka produce): the timer ticks at once instead of at its next turn.
+    arrived: Arc<tokio::sync::Notify>,
 }
 
 /// The changes one tick published, by relation.
@@ -326,6 +329,7 @@ impl Dataflows {
             saved: Mutex::new(0),
             clock,
             published: tokio::sync::broadcast::channel(SUBSCRIBE_BACKLOG).0,
+            arrived: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -339,6 +343,12 @@ impl Dataflows {
             self.state.clear_poison();
             poisoned.into_inner()
         }))
+    }
+
+    /// What to signal when records arrive by a path that does not tick
+    /// itself (the Kafka front end's produce): the next tick starts at once.
+    pub fn arrivals(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.arrived)
     }
 
     /// The last published epoch.
@@ -367,9 +377,16 @@ impl Dataflows {
             });
         }
         let weak = Arc::downgrade(self);
+        let arrived = Arc::clone(&self.arrived);
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(TICK_INTERVAL).await;
+                // A tick at least every TICK_INTERVAL (temporal filters
+                // move with time), and at once when records arrive (a
+                // permit stored while a tick runs starts the next).
+                tokio::select! {
+                    _ = tokio::time::sleep(TICK_INTERVAL) => {}
+                    _ = arrived.notified() => {}
+                }
                 let Some(d) = weak.upgrade() else { break };
                 if d.log.is_closed() {
                     break;
@@ -568,6 +585,24 @@ impl Dataflows {
         Ok(())
     }
 
+    /// Arrange table or view `name` by `columns` too (`CREATE INDEX`):
+    /// built from its rows now, kept by every tick after, and published
+    /// at once so the next read can look up by them.
+    pub fn add_index(&self, name: &str, columns: &[usize]) -> Result<(), DataflowError> {
+        let mut st = self.lock()?;
+        index_of(&mut st, name)?.add_named(columns)?;
+        self.publish(&mut st, 0);
+        Ok(())
+    }
+
+    /// An index on `name` by `columns` was dropped.
+    pub fn drop_index(&self, name: &str, columns: &[usize]) -> Result<(), DataflowError> {
+        let mut st = self.lock()?;
+        index_of(&mut st, name)?.drop_named(columns);
+        self.publish(&mut st, 0);
+        Ok(())
+    }
+
     /// Whether `name` is a table or materialized view kept here.
     pub fn maintains(&self, name: &str) -> bool {
         self.version(None).contains(name)
@@ -724,6 +759,17 @@ impl Published {
 
 fn not_maintained(name: &str) -> DataflowError {
     DataflowError::Other(format!("\"{name}\" is not maintained"))
+}
+
+/// The index of table or view `name`.
+fn index_of<'a>(st: &'a mut State, name: &str) -> Result<&'a mut Index, DataflowError> {
+    if let Some(t) = st.tables.iter_mut().find(|t| t.name == name) {
+        return Ok(&mut t.index);
+    }
+    match st.views.iter_mut().find(|v| v.name == name) {
+        Some(v) => Ok(&mut v.index),
+        None => Err(not_maintained(name)),
+    }
 }
 
 /// Table or view `name` as it is now.

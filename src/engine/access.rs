@@ -434,7 +434,7 @@ impl Engine {
             ) => self
                 .lock()?
                 .objects()
-                .filter(|o| !matches!(o, Object::Sink { .. }))
+                .filter(|o| !matches!(o, Object::Sink { .. } | Object::Index { .. }))
                 .map(|o| o.name().to_string())
                 .collect(),
             Some(other) => {

@@ -184,6 +184,13 @@ impl Engine {
                 if_exists,
                 cascade,
             } => self.drop(kind, names, if_exists, cascade).await,
+            Ddl::CreateIndex {
+                name,
+                on,
+                columns,
+                if_not_exists,
+                sql,
+            } => self.create_index(name, on, columns, if_not_exists, sql),
             Ddl::CreateConnection {
                 name,
                 broker,
@@ -395,6 +402,7 @@ impl Engine {
             name: name.clone(),
             dataflows: Arc::clone(&self.dataflows),
             ctx: Arc::clone(&self.ctx),
+            plans: Arc::clone(&self.plans),
         };
         self.install_view(&name, &query.to_string(), true)
             .await
@@ -439,6 +447,7 @@ impl Engine {
             DropKind::Sink => "DROP SINK",
             DropKind::Source => "DROP SOURCE",
             DropKind::Connection => "DROP CONNECTION",
+            DropKind::Index => "DROP INDEX",
         };
         for name in names {
             if kind == DropKind::Topic {
@@ -454,9 +463,9 @@ impl Engine {
                 Some(o) if o.kind() == kind.noun() => self.drop_object(o, cascade)?,
                 Some(o) => {
                     return Err(EngineError::WrongObject(format!(
-                        "\"{name}\" is a {}, not a {}",
-                        o.kind(),
-                        kind.noun()
+                        "\"{name}\" is {}, not {}",
+                        with_article(o.kind()),
+                        with_article(kind.noun())
                     )));
                 }
                 None if if_exists => {}
@@ -502,6 +511,13 @@ impl Engine {
         if let Object::Connection { .. } = o {
             self.lock()?.remove(&name)?;
             return Ok(());
+        }
+        if let Object::Index { .. } = o {
+            return self.drop_index(&o);
+        }
+        // Its indexes go with it, as in PostgreSQL.
+        for index in self.indexes_on(&name)? {
+            self.lock()?.remove(index.name())?;
         }
         if let Object::Sink { .. } = o {
             if let Some(task) = self.sinks.lock().ok().and_then(|mut s| s.remove(&name)) {
@@ -606,6 +622,7 @@ pub struct Transient {
     pub name: String,
     dataflows: Arc<crate::dataflow::runtime::Dataflows>,
     ctx: Arc<datafusion::prelude::SessionContext>,
+    plans: Arc<super::plans::Plans>,
 }
 
 impl std::fmt::Debug for Transient {
@@ -620,5 +637,14 @@ impl Drop for Transient {
     fn drop(&mut self) {
         let _ = self.ctx.deregister_table(self.name.as_str());
         let _ = self.dataflows.remove(&self.name);
+        self.plans.invalidate();
+    }
+}
+
+/// "a table", "an index".
+fn with_article(noun: &str) -> String {
+    match noun.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        true => format!("an {noun}"),
+        false => format!("a {noun}"),
     }
 }

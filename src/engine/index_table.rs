@@ -236,11 +236,7 @@ fn constrain(e: &Expr, schema: &SchemaRef, by_col: &mut HashMap<usize, Constrain
             };
             let x = by_col.entry(c).or_default();
             match op {
-                Operator::Eq => {
-                    if x.eq.is_none() {
-                        x.eq = Some(vec![v]);
-                    }
-                }
+                Operator::Eq if x.eq.is_none() => x.eq = Some(vec![v]),
                 Operator::Gt if x.lower.is_none() => x.lower = Some(Bound::Excluded(v)),
                 Operator::GtEq if x.lower.is_none() => x.lower = Some(Bound::Included(v)),
                 Operator::Lt if x.upper.is_none() => x.upper = Some(Bound::Excluded(v)),

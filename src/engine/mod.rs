@@ -20,12 +20,14 @@ mod ddl;
 pub use ddl::Transient;
 mod dml;
 mod index_table;
+mod indexes;
 pub mod jsonb;
 pub mod limits;
 mod names;
 mod objects;
 pub mod peek;
 pub mod pg_compat;
+mod plans;
 mod query;
 pub mod relation;
 mod sink;
@@ -250,6 +252,8 @@ pub struct Engine {
     limits: Limits,
     /// Roles, their secrets and privileges (`access.rs`).
     roles: std::sync::Arc<crate::auth::Roles>,
+    /// Query plans kept until the catalog changes (`plans.rs`).
+    plans: Arc<plans::Plans>,
 }
 
 /// Engine settings.
@@ -297,6 +301,12 @@ impl Engine {
     /// start (the rest were rebuilt from the log).
     pub fn restored(&self) -> Vec<String> {
         self.restored.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// What the Kafka front end signals when a produce appended records:
+    /// the dataflows tick at once (`Dataflows::arrivals`).
+    pub fn arrivals(&self) -> Arc<tokio::sync::Notify> {
+        self.dataflows.arrivals()
     }
 
     /// Write a checkpoint now (also done on a timer and at shutdown).
@@ -406,7 +416,12 @@ impl Engine {
         params: Option<ParamValues>,
     ) -> Result<Output> {
         match stmt {
-            Statement::Ddl(d) => self.ddl(d).await,
+            Statement::Ddl(d) => {
+                // Whatever it did, no plan made before it is used after.
+                let out = self.ddl(d).await;
+                self.plans.invalidate();
+                out
+            }
             Statement::Dml(Dml::Insert(s)) => {
                 let n = self.insert(*s, params, None).await?;
                 Ok(Output::Command("INSERT".into(), Some(n as usize)))

@@ -84,6 +84,7 @@ impl Engine {
             sinks: Mutex::new(HashMap::new()),
             limits: options.limits.clone(),
             roles,
+            plans: Arc::default(),
         });
         if let Some(catalog) = engine.ctx.catalog("eddy") {
             catalog.register_schema(system::SCHEMA, system::schema_provider(&engine)?)?;
@@ -112,6 +113,9 @@ impl Engine {
         let (sinks, objects): (Vec<Object>, Vec<Object>) = objects
             .into_iter()
             .partition(|o| matches!(o, Object::Sink { .. }));
+        let (indexes, objects): (Vec<Object>, Vec<Object>) = objects
+            .into_iter()
+            .partition(|o| matches!(o, Object::Index { .. }));
         let (base, mut pending): (Vec<Object>, Vec<Object>) = objects
             .into_iter()
             .partition(|o| matches!(o, Object::Stream { .. } | Object::Table { .. }));
@@ -148,6 +152,11 @@ impl Engine {
                 break;
             }
             pending = failed.into_iter().map(|(o, _)| o).collect();
+        }
+        for o in &indexes {
+            if let Err(e) = engine.restore_index(o) {
+                tracing::warn!(index = o.name(), error = %e, "index not built again after restart");
+            }
         }
         let restored = engine.dataflows.end_restore()?;
         if !restored.is_empty() {
@@ -212,6 +221,7 @@ impl Engine {
             name,
             Arc::new(IndexTable::new(name, schema, Arc::clone(&self.dataflows))),
         )?;
+        self.plans.invalidate();
         if backfill {
             self.tick().await?;
         }
@@ -294,6 +304,7 @@ impl Engine {
                     false,
                 );
                 self.ctx.register_table(name.as_str(), Arc::new(rel))?;
+                self.plans.invalidate();
             }
             Object::Table {
                 name,
@@ -316,10 +327,12 @@ impl Engine {
                     true,
                 );
                 self.ctx.register_table(name.as_str(), Arc::new(rel))?;
+                self.plans.invalidate();
             }
             Object::View { .. }
             | Object::MaterializedView { .. }
             | Object::Sink { .. }
+            | Object::Index { .. }
             | Object::Connection { .. } => {}
         }
         Ok(())

@@ -270,7 +270,9 @@ impl Engine {
     /// path does not take it (the caller runs the query as usual).
     pub fn peek(&self, peek: &Peek, params: Option<&ParamValues>) -> Result<Option<Peeked>> {
         let version = self.dataflows.version(None);
-        if !version.contains(&peek.relation) {
+        // SUBSCRIBE's transient dataflows are maintained but not relations
+        // a query may name.
+        if peek.relation.starts_with("_eddy") || !version.contains(&peek.relation) {
             return Ok(None);
         }
         // A view in an error state: the usual path reports its error.

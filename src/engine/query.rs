@@ -94,7 +94,21 @@ impl Engine {
     /// Plan a query from its parsed statement: the statement as rewritten
     /// (the extended protocol keeps it beside the plan) and the logical
     /// plan, parameters (`$1`) unbound.
+    ///
+    /// Plans are kept by the statement's text until the catalog changes
+    /// (`plans.rs`).
     pub async fn plan_query(&self, stmt: SqlStatement) -> Result<(SqlStatement, LogicalPlan)> {
+        let key = stmt.to_string();
+        if let Some(kept) = self.plans.get(&key) {
+            return Ok(kept);
+        }
+        let generation = self.plans.generation();
+        let (stmt, plan) = self.plan_afresh(stmt).await?;
+        self.plans.put(key, generation, &stmt, &plan);
+        Ok((stmt, plan))
+    }
+
+    async fn plan_afresh(&self, stmt: SqlStatement) -> Result<(SqlStatement, LogicalPlan)> {
         self.check_calls(&stmt)?;
         let mut stmt = REWRITES.iter().fold(stmt, |s, rule| rule.rewrite(s));
         float_is_double(&mut stmt);

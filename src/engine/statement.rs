@@ -30,6 +30,7 @@ pub enum DropKind {
     /// A stream made by CREATE SOURCE (any stream).
     Source,
     Connection,
+    Index,
 }
 
 impl DropKind {
@@ -42,6 +43,7 @@ impl DropKind {
             DropKind::View => "view",
             DropKind::MaterializedView => "materialized view",
             DropKind::Sink => "sink",
+            DropKind::Index => "index",
         }
     }
 }
@@ -94,6 +96,17 @@ pub enum Statement {
 /// Statements that define or remove objects.
 #[derive(Debug)]
 pub enum Ddl {
+    /// `CREATE [DEFAULT] INDEX [name] ON relation [(columns)]`
+    /// (Materialize's; `IN CLUSTER` and `USING ARRANGEMENT` read past).
+    /// `columns`: None for a default index (the relation's key, else all
+    /// its columns).
+    CreateIndex {
+        name: Option<String>,
+        on: String,
+        columns: Option<Vec<String>>,
+        if_not_exists: bool,
+        sql: String,
+    },
     CreateTopic {
         name: String,
         options: BTreeMap<String, String>,
@@ -255,7 +268,10 @@ pub fn classify(s: SqlStatement, text: String) -> Statement {
         SqlStatement::CreateView(v) => Statement::Ddl(Ddl::CreateView(Box::new(v), text)),
         SqlStatement::Drop {
             object_type:
-                object_type @ (ObjectType::Table | ObjectType::View | ObjectType::MaterializedView),
+                object_type @ (ObjectType::Table
+                | ObjectType::View
+                | ObjectType::MaterializedView
+                | ObjectType::Index),
             names,
             if_exists,
             cascade,
@@ -264,6 +280,7 @@ pub fn classify(s: SqlStatement, text: String) -> Statement {
             kind: match object_type {
                 ObjectType::Table => DropKind::Table,
                 ObjectType::View => DropKind::View,
+                ObjectType::Index => DropKind::Index,
                 _ => DropKind::MaterializedView,
             },
             names: names.iter().map(|n| n.to_string()).collect(),
@@ -521,6 +538,33 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
                 }),
                 other => Statement::Ddl(other),
             }
+        } else if word_is(&t0, "create")
+            && (word_is(&t1, "index")
+                || (word_is(&t1, "default") && word_is(&p.peek_nth_token(2).token, "index")))
+        {
+            p.next_token();
+            let default = word_is(&p.next_token().token, "default");
+            if default {
+                p.next_token();
+            }
+            let ddl = create_index(&mut p, default)?;
+            let end = p.peek_token().span.start;
+            match ddl {
+                Ddl::CreateIndex {
+                    name,
+                    on,
+                    columns,
+                    if_not_exists,
+                    ..
+                } => Statement::Ddl(Ddl::CreateIndex {
+                    name,
+                    on,
+                    columns,
+                    if_not_exists,
+                    sql: slicer.slice(start, end),
+                }),
+                other => Statement::Ddl(other),
+            }
         } else if word_is(&t0, "create") && word_is(&t1, "connection") {
             p.next_token();
             p.next_token();
@@ -689,6 +733,64 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
         }
     }
     Ok(out)
+}
+
+/// The rest of `CREATE [DEFAULT] INDEX` after INDEX: `[IF NOT EXISTS]
+/// [name] [IN CLUSTER c] ON relation [USING method] [(col, …)]
+/// [WITH (…)]`. Columns are column names (an index on an expression is
+/// refused).
+fn create_index(p: &mut Parser<'_>, default: bool) -> Result<Ddl> {
+    let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    let in_cluster = |p: &mut Parser<'_>| -> Result<()> {
+        if p.parse_keywords(&[Keyword::IN, Keyword::CLUSTER]) {
+            p.parse_identifier().map_err(syntax)?;
+        }
+        Ok(())
+    };
+    in_cluster(p)?;
+    let name = if default || p.peek_keyword(Keyword::ON) {
+        None
+    } else {
+        Some(p.parse_object_name(false).map_err(syntax)?.to_string())
+    };
+    in_cluster(p)?;
+    p.expect_keyword(Keyword::ON).map_err(syntax)?;
+    let on = p.parse_object_name(false).map_err(syntax)?.to_string();
+    if p.parse_keyword(Keyword::USING) {
+        p.parse_identifier().map_err(syntax)?;
+    }
+    let columns = if !default && p.consume_token(&Token::LParen) {
+        let exprs = p
+            .parse_comma_separated(|p| p.parse_expr())
+            .map_err(syntax)?;
+        p.expect_token(&Token::RParen).map_err(syntax)?;
+        let names = exprs
+            .into_iter()
+            .map(|e| match e {
+                Expr::Identifier(i) => Ok(i.value),
+                other => Err(EngineError::Unsupported(format!(
+                    "an index on the expression {other} (index columns by name)"
+                ))),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Some(names)
+    } else if default {
+        None
+    } else {
+        return Err(syntax(format!(
+            "expected (columns) after CREATE INDEX … ON {on}; CREATE DEFAULT INDEX ON {on} indexes its key"
+        )));
+    };
+    if p.peek_keyword(Keyword::WITH) {
+        p.parse_options(Keyword::WITH).map_err(syntax)?;
+    }
+    Ok(Ddl::CreateIndex {
+        name,
+        on,
+        columns,
+        if_not_exists,
+        sql: String::new(),
+    })
 }
 
 /// `WITH (k = v, …)` where a key may be dotted (`properties.bootstrap.server`,
@@ -1082,6 +1184,24 @@ fn show_query(p: &mut Parser) -> Result<Option<String>> {
                 "SELECT name, topic FROM {catalog}.relations WHERE kind = 'sink' ORDER BY name"
             ),
         ),
+        // Materialize's: SHOW INDEXES [ON|FROM|IN relation].
+        ("indexes", _) => {
+            p.next_token();
+            p.next_token();
+            let filter = if ["on", "from", "in"]
+                .iter()
+                .any(|w| word_is(&p.peek_token().token, w))
+            {
+                p.next_token();
+                let on = p.parse_object_name(false).map_err(syntax)?.to_string();
+                format!(" WHERE \"on\" = '{}'", on.replace('\'', "''"))
+            } else {
+                String::new()
+            };
+            return Ok(Some(format!(
+                "SELECT name, \"on\", 'default' AS cluster, key FROM {catalog}.indexes{filter} ORDER BY name"
+            )));
+        }
         ("materialized", "views") => (
             3,
             format!("SELECT * FROM {catalog}.materialized_views ORDER BY name"),

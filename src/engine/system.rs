@@ -150,6 +150,16 @@ pub fn schema_provider(engine: &Arc<Engine>) -> DfResult<Arc<dyn SchemaProvider>
             relations,
         ),
         (
+            "indexes",
+            schema(&[
+                ("name", Utf8, false),
+                ("on", Utf8, false),
+                ("key", Utf8, false),
+                ("create_sql", Utf8, false),
+            ]),
+            indexes,
+        ),
+        (
             "materialized_views",
             schema(&[
                 ("name", Utf8, false),
@@ -365,6 +375,27 @@ fn relations(e: &Engine) -> Result<Rows, String> {
                 _ => ScalarValue::Utf8(None),
             };
             vec![text(o.name()), text(o.kind()), topic, text(o.sql())]
+        })
+        .collect())
+}
+
+fn indexes(e: &Engine) -> Result<Rows, String> {
+    let catalog = e.lock().map_err(|e| e.to_string())?;
+    Ok(catalog
+        .objects()
+        .filter_map(|o| match o {
+            Object::Index {
+                name,
+                on,
+                columns,
+                sql,
+            } => Some(vec![
+                text(name),
+                text(on),
+                text(format!("{{{}}}", columns.join(","))),
+                text(sql),
+            ]),
+            _ => None,
         })
         .collect())
 }

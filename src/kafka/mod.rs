@@ -153,6 +153,8 @@ pub struct Broker {
     groups: Coordinator,
     next_producer_id: AtomicI64,
     sasl: Sasl,
+    /// Told of every successful produce (the engine ticks on it).
+    arrivals: std::sync::OnceLock<Arc<tokio::sync::Notify>>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -225,7 +227,21 @@ impl Broker {
             config,
             next_producer_id: AtomicI64::new(start),
             sasl,
+            arrivals: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Signal `n` after every produce that appended records (the engine's
+    /// dataflows tick on it rather than waiting for their timer).
+    pub fn notify_arrivals(&self, n: Arc<tokio::sync::Notify>) {
+        let _ = self.arrivals.set(n);
+    }
+
+    /// Records were appended by a produce.
+    pub(crate) fn arrived(&self) {
+        if let Some(n) = self.arrivals.get() {
+            n.notify_one();
+        }
     }
 
     /// Whether the request's principal may use `topic` for `privilege`.

@@ -65,6 +65,9 @@ pub async fn handle(
             };
             match outcome {
                 Ok((part, info)) => {
+                    if !info.duplicate {
+                        broker.arrived();
+                    }
                     r.base_offset = info.base_offset;
                     if v >= 2 {
                         r.log_append_time_ms = info.log_append_time;

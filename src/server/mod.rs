@@ -252,6 +252,7 @@ pub async fn start(data_dir: PathBuf, args: ServeArgs) -> Result<Handle, ServerE
         },
         sasl,
     );
+    broker.notify_arrivals(engine.arrivals());
     info!(%kafka_addr, %pg_addr, data_dir = %data_dir.display(), "eddy serving");
     let (stop, stopped) = watch::channel(false);
     let task_log = Arc::clone(&log);
