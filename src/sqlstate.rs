@@ -87,3 +87,45 @@ pub fn arrow_sqlstate(e: &datafusion::arrow::error::ArrowError) -> &'static str 
         _ => "22000",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::datafusion_sqlstate;
+    use datafusion::prelude::SessionContext;
+
+    /// The error `sql` gets from DataFusion itself, planned and run.
+    async fn error_of(ctx: &SessionContext, sql: &str) -> datafusion::error::DataFusionError {
+        match ctx.sql(sql).await {
+            Err(e) => e,
+            Ok(df) => df.collect().await.expect_err(sql),
+        }
+    }
+
+    /// The codes read from DataFusion's message text, against the errors
+    /// DataFusion raises today: a DataFusion upgrade that rewords one
+    /// fails here rather than silently sending XX000 or 22000 to clients.
+    #[tokio::test]
+    async fn message_text_codes_match_datafusions_errors() {
+        let ctx = SessionContext::new();
+        ctx.sql("CREATE TABLE t (x INT, s TEXT) AS VALUES (1, 'a'), (0, 'b')")
+            .await
+            .expect("create")
+            .collect()
+            .await
+            .expect("create runs");
+        for (sql, code) in [
+            ("SELECT * FROM nowhere", "42P01"),
+            ("SELECT nope FROM t", "42703"),
+            ("SELECT 1 / x FROM t", "22012"),
+            ("SELECT CAST(s AS INT) FROM t", "22P02"),
+            ("SELECT CAST('x' AS INT)", "22P02"),
+            (
+                "SELECT 9223372036854775807 + CAST(x AS BIGINT) FROM t",
+                "22003",
+            ),
+        ] {
+            let e = error_of(&ctx, sql).await;
+            assert_eq!(datafusion_sqlstate(&e), code, "{sql}: {e:?}");
+        }
+    }
+}

@@ -322,7 +322,9 @@ fn an_index_reads_only_its_rows_and_outlives_a_restart() {
              INSERT INTO big VALUES {};
              CREATE MATERIALIZED VIEW sizes AS SELECT grp, count(*) AS n, max(id) AS top FROM big GROUP BY grp;
              CREATE INDEX big_by_grp ON big (grp);
-             CREATE INDEX sizes_by_top ON sizes (top);",
+             CREATE INDEX sizes_by_top ON sizes (top);
+             CREATE VIEW spans AS SELECT grp, min(id) AS low FROM big GROUP BY grp;
+             CREATE DEFAULT INDEX ON spans;",
             values.join(", ")
         ))
         .await
@@ -349,6 +351,12 @@ fn an_index_reads_only_its_rows_and_outlives_a_restart() {
             rows_read(&c, "SELECT * FROM big WHERE grp + 0 = 7").await,
             2000
         );
+        // A plain view, kept while indexed.
+        let by_span = "SELECT * FROM spans WHERE grp = 7";
+        assert_eq!(common::slt::rows(&c, by_span).await, ["7\t7"]);
+        if indexed {
+            assert_eq!(rows_read(&c, by_span).await, 1);
+        }
     };
     server.rt.block_on(setup(server.pg_addr));
     server.rt.block_on(check(server.pg_addr, true));
@@ -360,12 +368,15 @@ fn an_index_reads_only_its_rows_and_outlives_a_restart() {
             common::slt::rows(&c, "SHOW INDEXES").await,
             [
                 "big_by_grp\tbig\tdefault\t{grp}",
-                "sizes_by_top\tsizes\tdefault\t{top}"
+                "sizes_by_top\tsizes\tdefault\t{top}",
+                "spans_primary_idx\tspans\tdefault\t{grp}"
             ]
         );
-        c.batch_execute("DROP INDEX big_by_grp; DROP INDEX sizes_by_top")
-            .await
-            .unwrap();
+        c.batch_execute(
+            "DROP INDEX big_by_grp; DROP INDEX sizes_by_top; DROP INDEX spans_primary_idx",
+        )
+        .await
+        .unwrap();
     });
     server.rt.block_on(check(server.pg_addr, false));
     server.restart();

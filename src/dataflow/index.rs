@@ -234,7 +234,7 @@ impl Index {
             codec: Arc::clone(&self.codec),
             rows: self.rows.clone(),
             keys: self.keys.clone(),
-            key: self.own.first().cloned(),
+            key: self.own.iter().find(|k| !k.is_empty()).cloned(),
             len: self.len(),
             batch: OnceLock::new(),
         });

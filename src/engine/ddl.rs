@@ -14,7 +14,7 @@ use datafusion::sql::sqlparser::parser::Parser;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::statement::{self, Ddl, DropKind};
+use super::statement::{self, Ddl, DropKind, Statement};
 use super::{Engine, EngineError, Output, Result, names, pg_compat, query, using};
 use crate::catalog::{Column, Format, Object};
 use crate::log::LogError;
@@ -190,7 +190,10 @@ impl Engine {
                 columns,
                 if_not_exists,
                 sql,
-            } => self.create_index(name, on, columns, if_not_exists, sql),
+            } => {
+                self.create_index(name, on, columns, if_not_exists, sql)
+                    .await
+            }
             Ddl::CreateConnection {
                 name,
                 broker,
@@ -342,25 +345,7 @@ impl Engine {
         {
             return Err(EngineError::DuplicateColumn(name));
         }
-        let mut v = v;
-        v.query = self.dataflow_query(v.query).await;
-        // A column list renames the query's columns, all of them:
-        // as aliases of its SELECT list where it has one without a
-        // wildcard (its own names may then repeat), else around it.
-        let mut aliased = SqlStatement::Query(v.query.clone());
-        let columns: Vec<_> = v.columns.iter().map(|c| c.name.clone()).collect();
-        let query = if v.columns.is_empty() {
-            v.query.to_string()
-        } else if names::alias_items(&mut aliased, &columns) {
-            aliased.to_string()
-        } else {
-            let names: Vec<String> = v.columns.iter().map(|c| c.name.to_string()).collect();
-            format!(
-                "SELECT * FROM ({}) AS _eddy_columns ({})",
-                v.query,
-                names.join(", ")
-            )
-        };
+        let query = self.maintained_query(v).await;
         if let Err(e) = self.install_view(&name, &query, true).await {
             let _ = self.dataflows.remove(&name);
             let _ = self.ctx.deregister_table(name.as_str());
@@ -373,6 +358,31 @@ impl Engine {
         })?;
         self.dataflows.set_version(&name, version)?;
         Ok(Output::Command("CREATE MATERIALIZED VIEW".into(), None))
+    }
+
+    /// The query a dataflow keeps for view definition `v`: as a dataflow
+    /// runs it (`dataflow_query`), its columns renamed by the view's
+    /// column list if it has one.
+    pub(super) async fn maintained_query(&self, v: CreateView) -> String {
+        let mut v = v;
+        v.query = self.dataflow_query(v.query).await;
+        // A column list renames the query's columns, all of them:
+        // as aliases of its SELECT list where it has one without a
+        // wildcard (its own names may then repeat), else around it.
+        let mut aliased = SqlStatement::Query(v.query.clone());
+        let columns: Vec<_> = v.columns.iter().map(|c| c.name.clone()).collect();
+        if v.columns.is_empty() {
+            v.query.to_string()
+        } else if names::alias_items(&mut aliased, &columns) {
+            aliased.to_string()
+        } else {
+            let names: Vec<String> = v.columns.iter().map(|c| c.name.to_string()).collect();
+            format!(
+                "SELECT * FROM ({}) AS _eddy_columns ({})",
+                v.query,
+                names.join(", ")
+            )
+        }
     }
 
     /// A query as a dataflow runs it: `now()` as `mz_now()` (in a view,
@@ -413,12 +423,34 @@ impl Engine {
     /// `CREATE VIEW`: persisted, planned by DataFusion at each use.
     pub(super) async fn create_view(&self, v: CreateView, text: String) -> Result<Output> {
         let name = v.name.to_string();
+        let indexes = self.indexes_on(&name)?;
+        if v.or_replace && !indexes.is_empty() {
+            let names: Vec<&str> = indexes.iter().map(Object::name).collect();
+            return Err(EngineError::Dependents {
+                kind: "view",
+                name,
+                dependents: names.join(", "),
+            });
+        }
         if v.or_replace {
             let _ = self.ctx.deregister_table(name.as_str());
         } else {
             self.ensure_free(&name)?;
         }
-        // Planned from this parse (DataFusion registers the view).
+        self.define_view(v).await?;
+        self.lock()?.insert(Object::View { name, sql: text })?;
+        Ok(Output::Command("CREATE VIEW".into(), None))
+    }
+
+    /// Register plain view `v` in the session, where DataFusion keeps it
+    /// and plans it at each use; its USING joins' columns merged as
+    /// PostgreSQL merges them (`using.rs`).
+    pub(super) async fn define_view(&self, mut v: CreateView) -> Result<()> {
+        let mut q = SqlStatement::Query(v.query.clone());
+        using::merge_join_columns(&self.ctx, &mut q).await;
+        if let SqlStatement::Query(q) = q {
+            v.query = q;
+        }
         let plan = self
             .ctx
             .state()
@@ -427,8 +459,17 @@ impl Engine {
             ))))
             .await?;
         self.ctx.execute_logical_plan(plan).await?;
-        self.lock()?.insert(Object::View { name, sql: text })?;
-        Ok(Output::Command("CREATE VIEW".into(), None))
+        Ok(())
+    }
+
+    /// A plain view's definition from its CREATE VIEW text.
+    pub(super) fn view_definition(&self, sql: &str) -> Result<CreateView> {
+        match self.parse(sql)?.pop() {
+            Some(Statement::Ddl(Ddl::CreateView(v, _))) => Ok(*v),
+            _ => Err(EngineError::Invalid(format!(
+                "the definition of a view does not parse as CREATE VIEW: {sql}"
+            ))),
+        }
     }
 
     pub(super) async fn drop(
@@ -460,6 +501,9 @@ impl Engine {
             }
             let existing = self.lock()?.get(&name).cloned();
             match existing {
+                Some(o @ Object::Index { .. }) if kind == DropKind::Index => {
+                    self.drop_index(&o).await?
+                }
                 Some(o) if o.kind() == kind.noun() => self.drop_object(o, cascade)?,
                 Some(o) => {
                     return Err(EngineError::WrongObject(format!(
@@ -513,7 +557,7 @@ impl Engine {
             return Ok(());
         }
         if let Object::Index { .. } = o {
-            return self.drop_index(&o);
+            return self.unindex(&o);
         }
         // Its indexes go with it, as in PostgreSQL.
         for index in self.indexes_on(&name)? {

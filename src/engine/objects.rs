@@ -130,6 +130,10 @@ impl Engine {
                     Object::MaterializedView { name, query, .. } => {
                         engine.install_view(name, query, false).await
                     }
+                    Object::View { sql, .. } => match engine.view_definition(sql) {
+                        Ok(v) => engine.define_view(v).await,
+                        Err(e) => Err(e),
+                    },
                     _ => engine
                         .ctx
                         .sql(o.sql())
@@ -154,7 +158,7 @@ impl Engine {
             pending = failed.into_iter().map(|(o, _)| o).collect();
         }
         for o in &indexes {
-            if let Err(e) = engine.restore_index(o) {
+            if let Err(e) = engine.restore_index(o).await {
                 tracing::warn!(index = o.name(), error = %e, "index not built again after restart");
             }
         }

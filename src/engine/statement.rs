@@ -539,6 +539,13 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
                 other => Statement::Ddl(other),
             }
         } else if word_is(&t0, "create")
+            && word_is(&t1, "unique")
+            && word_is(&p.peek_nth_token(2).token, "index")
+        {
+            return Err(EngineError::Unsupported(
+                "UNIQUE indexes (a table's PRIMARY KEY is its unique key: a write with the same key replaces the row)".into(),
+            ));
+        } else if word_is(&t0, "create")
             && (word_is(&t1, "index")
                 || (word_is(&t1, "default") && word_is(&p.peek_nth_token(2).token, "index")))
         {
@@ -1215,7 +1222,7 @@ fn show_query(p: &mut Parser) -> Result<Option<String>> {
             3,
             format!("SELECT * FROM {catalog}.consumer_groups ORDER BY group_id, topic, partition"),
         ),
-        ("create", "stream" | "table" | "view" | "source" | "connection" | "sink")
+        ("create", "stream" | "table" | "view" | "source" | "connection" | "sink" | "index")
         | ("create", "materialized") => {
             let (kind, n) = match w2 {
                 "materialized" if w3 == "view" => ("materialized view", 4),

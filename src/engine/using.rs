@@ -1,15 +1,17 @@
-//! The merged column of a RIGHT or FULL `JOIN … USING (c)` / NATURAL
-//! JOIN.
+//! The merged columns of `JOIN … USING (c)` and NATURAL JOIN.
 //!
-//! In PostgreSQL the join column `c` of `l FULL JOIN r USING (c)` is one
-//! column, `COALESCE(l.c, r.c)`: `SELECT *` shows it first, and an
-//! unqualified `c` means it. DataFusion takes `l.c` for both, so a row
-//! only the right side has shows a NULL key. For a SELECT whose FROM is
-//! one such join of two tables, the wildcard is spelled out in
-//! PostgreSQL's order (the merged columns, then the left's others, then
-//! the right's) and an unqualified join column in the SELECT list, WHERE,
-//! GROUP BY and HAVING becomes the COALESCE. (For inner and left joins
-//! `l.c` is the merged value already.)
+//! In PostgreSQL the join column `c` of `l JOIN r USING (c)` is one column:
+//! `l.c` for an inner or left join, `r.c` for a right join and
+//! `COALESCE(l.c, r.c)` for a full join. `SELECT *` shows the join columns
+//! first (in the USING list's order; for NATURAL, the common columns in the
+//! left side's order), then the left side's other columns, then the
+//! right's; an unqualified `c` means the merged column. DataFusion takes
+//! one side's `c` for every kind of join and orders the wildcard its own
+//! way, so a row only one side has can show a NULL key. For a SELECT whose
+//! FROM is one such join of two relations — tables, views, or subqueries
+//! with an alias (their columns from planning them) — the wildcard is
+//! spelled out in PostgreSQL's order and an unqualified join column in the
+//! SELECT list, WHERE, GROUP BY and HAVING becomes the merged column.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -18,45 +20,99 @@ use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{
     Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments,
     GroupByExpr, Ident, JoinConstraint, JoinOperator, ObjectName, Select, SelectItem,
-    Statement as SqlStatement, TableFactor, visit_expressions, visit_expressions_mut,
+    Statement as SqlStatement, TableAlias, TableFactor, visit_expressions, visit_expressions_mut,
 };
 
 use super::names::visit_selects_mut;
 
-/// Rewrite the SELECTs of `stmt` that read a RIGHT/FULL USING or NATURAL
-/// join of two tables (the tables' columns from `ctx`).
+/// Rewrite the SELECTs of `stmt` that read a USING or NATURAL join of two
+/// relations (their columns from `ctx`).
 pub async fn merge_join_columns(ctx: &SessionContext, stmt: &mut SqlStatement) {
-    let mut tables = Vec::new();
+    let mut sources = Vec::new();
     let _ = visit_selects_mut(stmt, |s| {
         if let Some(j) = Join::of(s) {
-            tables.push(j.left.table);
-            tables.push(j.right.table);
+            sources.push(j.left.source);
+            sources.push(j.right.source);
         }
     });
-    if tables.is_empty() {
+    if sources.is_empty() {
         return;
     }
     let mut columns: HashMap<String, Vec<String>> = HashMap::new();
-    for t in tables {
-        if let Ok(p) = ctx.table_provider(t.as_str()).await {
-            let names = p
-                .schema()
-                .fields()
-                .iter()
-                .map(|f| f.name().clone())
-                .collect();
-            columns.insert(t, names);
-        }
+    for source in sources {
+        let (key, names) = match source {
+            Source::Table(t) => match ctx.table_provider(t.as_str()).await {
+                Ok(p) => {
+                    let names = p
+                        .schema()
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().clone())
+                        .collect();
+                    (t, names)
+                }
+                Err(_) => continue,
+            },
+            // A subquery's columns are its plan's (one that does not plan
+            // on its own, a LATERAL one, is left as it is).
+            Source::Derived(q) => {
+                let key = q.to_string();
+                let plan = ctx
+                    .state()
+                    .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
+                        SqlStatement::Query(q),
+                    )))
+                    .await;
+                match plan {
+                    Ok(p) => {
+                        let names = p
+                            .schema()
+                            .fields()
+                            .iter()
+                            .map(|f| f.name().clone())
+                            .collect();
+                        (key, names)
+                    }
+                    Err(_) => continue,
+                }
+            }
+        };
+        columns.insert(key, names);
     }
     let _ = visit_selects_mut(stmt, |s| rewrite(s, &columns));
 }
 
+enum Source {
+    Table(String),
+    Derived(Box<datafusion::sql::sqlparser::ast::Query>),
+}
+
+impl Source {
+    fn key(&self) -> String {
+        match self {
+            Source::Table(t) => t.clone(),
+            Source::Derived(q) => q.to_string(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Inner,
+    Left,
+    Right,
+    Full,
+}
+
 struct Side {
-    table: String,
+    source: Source,
     qualifier: Ident,
+    /// Column names an alias gives it (`AS j (a, b)`).
+    renamed: Vec<String>,
 }
 
 struct Join {
+    kind: Kind,
     left: Side,
     right: Side,
     /// The USING columns; none for NATURAL (the common ones).
@@ -71,8 +127,11 @@ impl Join {
         let [join] = from.joins.as_slice() else {
             return None;
         };
-        let constraint = match &join.join_operator {
-            JoinOperator::Right(c) | JoinOperator::RightOuter(c) | JoinOperator::FullOuter(c) => c,
+        let (kind, constraint) = match &join.join_operator {
+            JoinOperator::Join(c) | JoinOperator::Inner(c) => (Kind::Inner, c),
+            JoinOperator::Left(c) | JoinOperator::LeftOuter(c) => (Kind::Left, c),
+            JoinOperator::Right(c) | JoinOperator::RightOuter(c) => (Kind::Right, c),
+            JoinOperator::FullOuter(c) => (Kind::Full, c),
             _ => return None,
         };
         let using = match constraint {
@@ -88,6 +147,7 @@ impl Join {
             _ => return None,
         };
         Some(Join {
+            kind,
             left: side(&from.relation)?,
             right: side(&join.relation)?,
             using,
@@ -96,16 +156,42 @@ impl Join {
 }
 
 fn side(f: &TableFactor) -> Option<Side> {
+    let renamed = |alias: &Option<TableAlias>| -> Vec<String> {
+        alias
+            .as_ref()
+            .map(|a| a.columns.iter().map(|c| folded(&c.name)).collect())
+            .unwrap_or_default()
+    };
     match f {
         TableFactor::Table { name, alias, .. } => Some(Side {
-            table: name.to_string(),
+            source: Source::Table(name.to_string()),
             qualifier: match alias {
                 Some(a) => a.name.clone(),
                 None => name.0.last()?.as_ident()?.clone(),
             },
+            renamed: renamed(alias),
+        }),
+        TableFactor::Derived {
+            lateral: false,
+            subquery,
+            alias: Some(a),
+            ..
+        } => Some(Side {
+            source: Source::Derived(subquery.clone()),
+            qualifier: a.name.clone(),
+            renamed: renamed(&Some(a.clone())),
         }),
         _ => None,
     }
+}
+
+/// A side's column names: its relation's, as its alias renames them.
+fn names_of(side: &Side, columns: &HashMap<String, Vec<String>>) -> Option<Vec<String>> {
+    let mut names = columns.get(&side.source.key())?.clone();
+    for (n, r) in names.iter_mut().zip(&side.renamed) {
+        *n = r.clone();
+    }
+    Some(names)
 }
 
 fn folded(i: &Ident) -> String {
@@ -121,11 +207,22 @@ fn rewrite(s: &mut Select, columns: &HashMap<String, Vec<String>>) {
         return;
     };
     let (Some(left), Some(right)) = (
-        columns.get(&join.left.table),
-        columns.get(&join.right.table),
+        names_of(&join.left, columns),
+        names_of(&join.right, columns),
     ) else {
         return;
     };
+    // A name twice on one side is PostgreSQL's error; DataFusion gives its
+    // own.
+    let twice = |names: &[String]| {
+        names
+            .iter()
+            .enumerate()
+            .any(|(i, n)| names[..i].contains(n))
+    };
+    if twice(&left) || twice(&right) {
+        return;
+    }
     let using: Vec<String> = match join.using {
         Some(u) => u,
         None => left.iter().filter(|c| right.contains(c)).cloned().collect(),
@@ -140,8 +237,11 @@ fn rewrite(s: &mut Select, columns: &HashMap<String, Vec<String>>) {
     let (lq, rq) = (&join.left.qualifier, &join.right.qualifier);
     let column =
         |q: &Ident, c: &str| Expr::CompoundIdentifier(vec![q.clone(), Ident::with_quote('"', c)]);
-    let merged = |c: &str| {
-        Expr::Function(Function {
+    let kind = join.kind;
+    let merged = |c: &str| match kind {
+        Kind::Inner | Kind::Left => column(lq, c),
+        Kind::Right => column(rq, c),
+        Kind::Full => Expr::Function(Function {
             name: ObjectName::from(vec![Ident::new("coalesce")]),
             uses_odbc_syntax: false,
             parameters: FunctionArguments::None,
@@ -157,7 +257,7 @@ fn rewrite(s: &mut Select, columns: &HashMap<String, Vec<String>>) {
             null_treatment: None,
             over: None,
             within_group: vec![],
-        })
+        }),
     };
     let replace = |e: &mut Expr| {
         let _ = visit_expressions_mut(e, |e| {
