@@ -696,9 +696,13 @@ fn date_text_no_era(out: &mut BytesMut, day: i64) {
     }
 }
 
-/// Any interval or duration as months, days and nanoseconds.
+/// Any interval or duration as months, days and nanoseconds. A duration
+/// (`timestamp - timestamp`) counts whole 24 hours as days, as
+/// PostgreSQL's subtraction does (`justify_hours`): `1 day 12:00:00`, not
+/// `36:00:00`; `-1 days -12:00:00` below zero.
 fn interval(a: &dyn Array, row: usize) -> IntervalMonthDayNano {
-    let nanos = |n: i64| IntervalMonthDayNano::new(0, 0, n);
+    const DAY: i64 = 86_400_000_000_000;
+    let nanos = |n: i64| IntervalMonthDayNano::new(0, (n / DAY) as i32, n % DAY);
     match a.data_type() {
         DataType::Interval(IntervalUnit::MonthDayNano) => {
             a.as_primitive::<IntervalMonthDayNanoType>().value(row)
