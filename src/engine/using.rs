@@ -43,12 +43,7 @@ pub async fn merge_join_columns(ctx: &SessionContext, stmt: &mut SqlStatement) {
         let (key, names) = match source {
             Source::Table(t) => match ctx.table_provider(t.as_str()).await {
                 Ok(p) => {
-                    let names = p
-                        .schema()
-                        .fields()
-                        .iter()
-                        .map(|f| f.name().clone())
-                        .collect();
+                    let names = field_names(p.schema().fields());
                     (t, names)
                 }
                 Err(_) => continue,
@@ -64,15 +59,7 @@ pub async fn merge_join_columns(ctx: &SessionContext, stmt: &mut SqlStatement) {
                     )))
                     .await;
                 match plan {
-                    Ok(p) => {
-                        let names = p
-                            .schema()
-                            .fields()
-                            .iter()
-                            .map(|f| f.name().clone())
-                            .collect();
-                        (key, names)
-                    }
+                    Ok(p) => (key, field_names(p.schema().fields())),
                     Err(_) => continue,
                 }
             }
@@ -80,6 +67,10 @@ pub async fn merge_join_columns(ctx: &SessionContext, stmt: &mut SqlStatement) {
         columns.insert(key, names);
     }
     let _ = visit_selects_mut(stmt, |s| rewrite(s, &columns));
+}
+
+fn field_names(fields: &datafusion::arrow::datatypes::Fields) -> Vec<String> {
+    fields.iter().map(|f| f.name().clone()).collect()
 }
 
 enum Source {

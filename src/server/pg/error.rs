@@ -135,31 +135,8 @@ mod tests {
     /// DataFusion upgrade that rewords one fails here.
     #[tokio::test]
     async fn refined_codes_match_datafusions_messages() {
-        use datafusion::prelude::SessionContext;
         use datafusion_postgres::pgwire::error::ErrorInfo;
-        let ctx = SessionContext::new();
-        ctx.sql("CREATE TABLE t (x INT, s TEXT) AS VALUES (1, 'a'), (0, 'b')")
-            .await
-            .expect("create")
-            .collect()
-            .await
-            .expect("create runs");
-        for (sql, code) in [
-            ("SELECT * FROM nowhere", "42P01"),
-            ("SELECT nope FROM t", "42703"),
-            ("SELEC 1", "42601"),
-            ("SELECT 1 / x FROM t", "22012"),
-            ("SELECT CAST(s AS INT) FROM t", "22P02"),
-            (
-                "SELECT abs(CAST(x AS BIGINT) - 9223372036854775807 - 1) FROM t WHERE x = 0",
-                "22003",
-            ),
-            ("SELECT x FROM t UNION SELECT x, s FROM t", "42804"),
-        ] {
-            let e = match ctx.sql(sql).await {
-                Err(e) => e,
-                Ok(df) => df.collect().await.expect_err(sql),
-            };
+        for (sql, code, e) in crate::sqlstate::tests::datafusion_errors().await {
             let mut info = ErrorInfo::new("ERROR".into(), "XX000".into(), e.to_string());
             super::refine_code(&mut info);
             assert_eq!(info.code, code, "{sql}: {e}");
