@@ -39,7 +39,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server: the Kafka protocol listener over the data directory.
-    Serve(crate::server::ServeArgs),
+    Serve(Box<crate::server::ServeArgs>),
     /// Create, list, describe, alter and delete topics.
     Topic {
         #[command(subcommand)]
@@ -190,7 +190,7 @@ pub enum CliError {
 /// Run a parsed command.
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
-        Command::Serve(args) => serve(cli.data_dir, args),
+        Command::Serve(args) => serve(cli.data_dir, *args),
         Command::Topic { command } => tools::topic(&cli.data_dir, command),
         Command::Produce(args) => tools::produce(&cli.data_dir, args),
         Command::Consume(args) => tools::consume(&cli.data_dir, args),

@@ -715,6 +715,13 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
             classify(s, query)
         } else {
             let mut s = limits.check_depth(p.parse_statement().map_err(parser_error)?)?;
+            // sqlparser takes a bare SHOW; PostgreSQL names a variable
+            // (and datafusion-postgres indexes the first one).
+            if matches!(&s, SqlStatement::ShowVariable { variable } if variable.is_empty()) {
+                return Err(EngineError::Syntax(
+                    "SHOW needs a parameter name (SHOW ALL lists them)".into(),
+                ));
+            }
             let end = p.peek_token().span.start;
             let text = slicer.slice(start, end);
             // A client catalog query DataFusion cannot plan as written

@@ -2,14 +2,17 @@
 //! and `kafka::Broker`. A frame is a 4-byte big-endian size and that many
 //! bytes. An oversized, negative or undecodable frame closes that one
 //! connection (logged); the server and other connections carry on.
+//! With a TLS acceptor the listener speaks TLS only (Kafka's SSL and
+//! SASL_SSL listeners); the handshake has 10 s.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
 use crate::kafka::Broker;
@@ -19,6 +22,7 @@ pub async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
     max_frame: usize,
+    tls: Option<TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut tasks = tokio::task::JoinSet::new();
@@ -28,8 +32,21 @@ pub async fn serve(
                 Ok((stream, peer)) => {
                     let broker = Arc::clone(&broker);
                     let stop = stop.clone();
+                    let tls = tls.clone();
                     tasks.spawn(async move {
-                        connection(stream, peer, broker, max_frame, stop).await;
+                        let _ = stream.set_nodelay(true);
+                        let Some(tls) = tls else {
+                            return connection(stream, peer, broker, max_frame, stop).await;
+                        };
+                        let handshake = tokio::time::timeout(
+                            std::time::Duration::from_secs(10),
+                            tls.accept(stream),
+                        );
+                        match handshake.await {
+                            Ok(Ok(stream)) => connection(stream, peer, broker, max_frame, stop).await,
+                            Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+                            Err(_) => debug!(%peer, "TLS handshake timed out"),
+                        }
                     });
                 }
                 Err(e) => {
@@ -49,14 +66,13 @@ pub async fn serve(
     while tasks.join_next().await.is_some() {}
 }
 
-async fn connection(
-    mut stream: TcpStream,
+async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     peer: SocketAddr,
     broker: Arc<Broker>,
     max_frame: usize,
     mut stop: watch::Receiver<bool>,
 ) {
-    let _ = stream.set_nodelay(true);
     let host = peer.ip().to_string();
     let mut session = crate::kafka::Session::default();
     loop {
@@ -84,7 +100,8 @@ async fn connection(
             .await
         {
             Ok(Some(resp)) => {
-                if stream.write_all(&resp).await.is_err() {
+                // flush: a TLS stream holds what it has not yet sent.
+                if stream.write_all(&resp).await.is_err() || stream.flush().await.is_err() {
                     return;
                 }
                 if session.close {

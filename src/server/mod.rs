@@ -6,6 +6,7 @@
 
 pub mod kafka;
 pub mod pg;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -39,6 +40,25 @@ pub struct ServeArgs {
     /// addresses too, without a password.
     #[arg(long, env = "EDDY_PG_ALLOW_REMOTE")]
     pub pg_allow_remote: bool,
+    /// PEM certificate chain the pgwire listener offers TLS with (clients
+    /// choose it with sslmode=require and up, or PostgreSQL 17's
+    /// sslnegotiation=direct); needs --pg-tls-key.
+    #[arg(long, env = "EDDY_PG_TLS_CERT", requires = "pg_tls_key")]
+    pub pg_tls_cert: Option<PathBuf>,
+    /// PEM private key of --pg-tls-cert.
+    #[arg(long, env = "EDDY_PG_TLS_KEY", requires = "pg_tls_cert")]
+    pub pg_tls_key: Option<PathBuf>,
+    /// Refuse pgwire clients that do not use TLS (FATAL 28000).
+    #[arg(long, env = "EDDY_PG_TLS_REQUIRED", requires = "pg_tls_cert")]
+    pub pg_tls_required: bool,
+    /// PEM certificate chain for the Kafka listener: it then speaks TLS
+    /// only (clients: security.protocol=SSL, or SASL_SSL with
+    /// --kafka-sasl); needs --kafka-tls-key.
+    #[arg(long, env = "EDDY_KAFKA_TLS_CERT", requires = "kafka_tls_key")]
+    pub kafka_tls_cert: Option<PathBuf>,
+    /// PEM private key of --kafka-tls-cert.
+    #[arg(long, env = "EDDY_KAFKA_TLS_KEY", requires = "kafka_tls_cert")]
+    pub kafka_tls_key: Option<PathBuf>,
     /// SASL mechanisms the Kafka listener requires, comma-separated
     /// (`PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`); a client then logs in
     /// as a role with LOGIN and PASSWORD. Empty: no authentication.
@@ -108,6 +128,11 @@ impl Default for ServeArgs {
             pg_addr: "127.0.0.1:6875".into(),
             pg_auth: pg::PgAuth::Trust,
             pg_allow_remote: false,
+            pg_tls_cert: None,
+            pg_tls_key: None,
+            pg_tls_required: false,
+            kafka_tls_cert: None,
+            kafka_tls_key: None,
             kafka_sasl: Vec::new(),
             kafka_allow_remote: false,
             superuser: "eddy".into(),
@@ -169,6 +194,33 @@ impl Handle {
 
 /// Open the log and bind the listeners, then serve in a background task.
 pub async fn start(data_dir: PathBuf, args: ServeArgs) -> Result<Handle, ServerError> {
+    // TLS files are read first: a wrong path fails before anything opens.
+    let pg_tls = match (&args.pg_tls_cert, &args.pg_tls_key) {
+        (Some(cert), Some(key)) => Some(pg::PgTls {
+            acceptor: tls::acceptor(cert, key, &[b"postgresql"])?,
+            required: args.pg_tls_required,
+        }),
+        (None, None) if args.pg_tls_required => {
+            return Err(ServerError::Config(
+                "--pg-tls-required needs --pg-tls-cert and --pg-tls-key".into(),
+            ));
+        }
+        (None, None) => None,
+        _ => {
+            return Err(ServerError::Config(
+                "--pg-tls-cert and --pg-tls-key go together".into(),
+            ));
+        }
+    };
+    let kafka_tls = match (&args.kafka_tls_cert, &args.kafka_tls_key) {
+        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key, &[])?),
+        (None, None) => None,
+        _ => {
+            return Err(ServerError::Config(
+                "--kafka-tls-cert and --kafka-tls-key go together".into(),
+            ));
+        }
+    };
     let log = {
         let dir = data_dir.clone();
         let interval = Duration::from_millis(args.log_cleaner_interval_ms.max(1));
@@ -258,9 +310,9 @@ pub async fn start(data_dir: PathBuf, args: ServeArgs) -> Result<Handle, ServerE
     let task_log = Arc::clone(&log);
     let max = args.max_request_bytes;
     let pg_stop = stopped.clone();
-    let pg_task = tokio::spawn(pg::serve(pg_listener, pg_handlers, pg_stop));
+    let pg_task = tokio::spawn(pg::serve(pg_listener, pg_handlers, pg_tls, pg_stop));
     let task = tokio::spawn(async move {
-        kafka::serve(listener, broker, max, stopped).await;
+        kafka::serve(listener, broker, max, kafka_tls, stopped).await;
         let _ = pg_task.await;
         // Connections have ended: checkpoint the views so the next start
         // need not replay, then close the log on a blocking thread (both

@@ -22,6 +22,26 @@ impl Serve {
 
     /// With more `serve` flags.
     pub fn start_with(bin: &str, dir: &std::path::Path, flags: &[&str]) -> Serve {
+        Self::spawn(bin, dir, flags, Stdio::null())
+    }
+
+    /// With more `serve` flags, its stderr (log lines, panic reports)
+    /// appended to `log`.
+    pub fn start_logging(
+        bin: &str,
+        dir: &std::path::Path,
+        flags: &[&str],
+        log: &std::path::Path,
+    ) -> Serve {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        Self::spawn(bin, dir, flags, Stdio::from(file))
+    }
+
+    fn spawn(bin: &str, dir: &std::path::Path, flags: &[&str], stderr: Stdio) -> Serve {
         let mut child = Command::new(bin)
             .args([
                 "--data-dir",
@@ -34,7 +54,7 @@ impl Serve {
             ])
             .args(flags)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("start {bin} serve: {e}"));
         let mut line = String::new();

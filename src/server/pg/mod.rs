@@ -28,6 +28,7 @@
 //! how a statement is run or a value printed.
 
 mod block;
+mod connection;
 mod copy;
 mod encode;
 mod error;
@@ -59,6 +60,7 @@ use extended::{Extended, PreparedParser};
 use simple::Simple;
 use startup::{Login, Startup};
 
+pub use connection::PgTls;
 pub use startup::PgAuth;
 
 pub use encode::{pg_float, pg_float4};
@@ -252,8 +254,10 @@ impl PgWireServerHandlers for Handlers {
 pub async fn serve(
     listener: TcpListener,
     handlers: Arc<Handlers>,
+    tls: Option<PgTls>,
     mut stop: watch::Receiver<bool>,
 ) {
+    connection::quiet_guarded_panics();
     let mut tasks = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
@@ -268,14 +272,20 @@ pub async fn serve(
                         }
                     };
                     let closed = handlers.sockets.register(peer, watch);
+                    let tls = tls.clone();
                     tasks.spawn(async move {
                         let sockets = Arc::clone(&h.sockets);
+                        // A panic in a handler (a bug) ends this one
+                        // connection: caught here, so the socket and its
+                        // watched duplicate are closed and the client sees
+                        // the end instead of waiting forever.
+                        let served = std::panic::AssertUnwindSafe(connection::serve(socket, tls, h));
                         tokio::select! {
-                            r = pgwire::tokio::process_socket(socket, None, h) => {
-                                if let Err(e) = r {
-                                    debug!(error = %e, "pg connection ended with an error");
-                                }
-                            }
+                            r = futures::FutureExt::catch_unwind(served) => match r {
+                                Ok(Ok(())) => {}
+                                Ok(Err(e)) => debug!(error = %e, "pg connection ended with an error"),
+                                Err(_) => tracing::error!(%peer, "pg connection closed: a statement panicked (a bug; the panic is reported above)"),
+                            },
                             _ = closed.notified() => debug!(%peer, "pg connection closed by the server"),
                         }
                         sockets.unregister(&peer);
