@@ -972,3 +972,69 @@ fn fuzzed_sql_and_records_crash_nothing() {
     p.flush(Duration::from_secs(15))
         .expect("Kafka serves after the fuzzing");
 }
+
+/// A query whose client went away, or that was cancelled, stops using CPU
+/// at once (not when it would first write a row, minutes later).
+#[test]
+fn abandoned_and_cancelled_queries_stop_using_cpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Serve::start(BIN, dir.path());
+    const HEAVY: &str = "SELECT count(*) FROM generate_series(1, 5000000000) a";
+    let idle_cpu = |server: &Serve| {
+        // CPU over a second, once the query had a moment to stop.
+        std::thread::sleep(Duration::from_millis(700));
+        let before = server.cpu();
+        std::thread::sleep(Duration::from_secs(1));
+        server.cpu() - before
+    };
+    rt().block_on(async {
+        // Cancelled (psql's Ctrl-C): 57014, then the server idles.
+        let c = connect(server.pg).await;
+        let token = c.cancel_token();
+        let q = tokio::spawn(async move { c.simple_query(HEAVY).await.map(|_| ()) });
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(10), q)
+            .await
+            .expect("the cancelled query answers")
+            .unwrap();
+        let e = r.expect_err("cancelled");
+        assert_eq!(e.code().map(|c| c.code()), Some("57014"), "{e}");
+    });
+    let used = idle_cpu(&server);
+    assert!(
+        used < Duration::from_millis(300),
+        "{used:?} of CPU in 1 s after the cancel"
+    );
+
+    // Abandoned: the client process is gone mid-query.
+    let mut psql = std::process::Command::new("psql")
+        .args([
+            "-h",
+            &server.pg.ip().to_string(),
+            "-p",
+            &server.pg.port().to_string(),
+        ])
+        .args(["-U", "eddy", "-d", "eddy", "-Xc", HEAVY])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("psql is required");
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = server.cpu();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        server.cpu() - before > Duration::from_millis(200),
+        "the query was running"
+    );
+    psql.kill().unwrap();
+    psql.wait().unwrap();
+    let used = idle_cpu(&server);
+    assert!(
+        used < Duration::from_millis(300),
+        "{used:?} of CPU in 1 s after the client left"
+    );
+    rt().block_on(async {
+        alive(&connect(server.pg).await).await;
+    });
+}

@@ -96,6 +96,21 @@ impl Serve {
         None
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// CPU time (user + system) the process has used so far.
+    pub fn cpu(&self) -> std::time::Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        // Fields after the command name (which may hold spaces).
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = rest.split(' ').collect();
+        let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+        std::time::Duration::from_millis(ticks * 10) // USER_HZ = 100
+    }
+
     /// SIGKILL, and wait for the process to end.
     pub fn kill9(mut self) {
         self.child.kill().unwrap(); // SIGKILL

@@ -488,7 +488,11 @@ impl ExtendedQueryHandler for Extended {
             ExtendedQueryHandler::do_query(&*self.df, client, portal, max_rows).await
         };
         match result {
-            Ok(Response::Query(q)) => Ok(Response::Query(cancellable(client, coded_errors(q)))),
+            Ok(Response::Query(q)) => Ok(Response::Query(cancellable(
+                client,
+                &self.sockets,
+                coded_errors(q),
+            ))),
             Ok(other) => Ok(other),
             Err(e) => {
                 block::failed(client);

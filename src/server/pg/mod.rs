@@ -138,10 +138,12 @@ impl Sockets {
             if ready.is_read_closed() || ready.is_error() {
                 return;
             }
-            let mut b = [0u8; 1];
+            // A whole Terminate message, not an 'X' that may be a byte
+            // inside a message pgwire has read only part of.
+            let mut b = [0u8; 5];
             match w.peek(&mut b).await {
                 Ok(0) | Err(_) => return,
-                Ok(_) if b[0] == b'X' => return,
+                Ok(5) if b == [b'X', 0, 0, 0, 4] => return,
                 Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
             }
         }

@@ -121,7 +121,9 @@ impl SimpleQueryHandler for Simple {
             };
             match result {
                 Ok(rs) => out.extend(rs.into_iter().map(|r| match r {
-                    Response::Query(q) => Response::Query(cancellable(client, coded_errors(q))),
+                    Response::Query(q) => {
+                        Response::Query(cancellable(client, &self.sockets, coded_errors(q)))
+                    }
                     other => other,
                 })),
                 Err(e) => {

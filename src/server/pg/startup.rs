@@ -247,11 +247,27 @@ impl NoopStartupHandler for Trust {
 /// while they stream: DataFusion runs a query as its rows are pulled, after
 /// `do_query` returned, and pgwire's own cancel covers `do_query` only. The
 /// connection's cancel signal is taken at the first pull, once pgwire's has
-/// been released.
-pub(super) fn cancellable(client: &impl ClientInfo, mut resp: QueryResponse) -> QueryResponse {
+/// been released. They also stop when the client goes away (`Sockets::
+/// gone`): an abandoned query stops using CPU at once rather than when it
+/// first writes a row.
+pub(super) fn cancellable(
+    client: &impl ClientInfo,
+    sockets: &Arc<super::Sockets>,
+    mut resp: QueryResponse,
+) -> QueryResponse {
     let Some(handle) = client.session_extensions().get::<Arc<ConnectionHandle>>() else {
         return resp;
     };
+    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut gone = Some({
+        let sockets = Arc::clone(sockets);
+        let peer = client.socket_addr();
+        let lost = Arc::clone(&lost);
+        async move {
+            sockets.gone(&peer).await;
+            lost.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
     let handle: Arc<ConnectionHandle> = Arc::clone(&handle);
     let mut rows = Some(std::mem::replace(
         &mut resp.data_rows,
@@ -262,18 +278,38 @@ pub(super) fn cancellable(client: &impl ClientInfo, mut resp: QueryResponse) -> 
             let rx = rx.shared();
             let fired = {
                 let rx = rx.clone();
-                async move {
+                let gone = gone.take();
+                let cancelled = async move {
                     if rx.await.is_err() {
                         // Released unfired: never cancel.
                         std::future::pending::<()>().await;
                     }
+                };
+                async move {
+                    tokio::select! {
+                        _ = cancelled => {}
+                        _ = async move {
+                            match gone {
+                                Some(g) => g.await,
+                                None => std::future::pending().await,
+                            }
+                        } => {}
+                    }
                 }
             };
+            let lost = Arc::clone(&lost);
             let tail = stream::once(async move {
-                matches!(rx.peek(), Some(Ok(()))).then(|| {
-                    Err(user_error(
+                if matches!(rx.peek(), Some(Ok(()))) {
+                    return Some(Err(user_error(
                         "57014",
                         "canceling statement due to user request".into(),
+                    )));
+                }
+                // Never a shorter result that looks whole.
+                lost.load(std::sync::atomic::Ordering::Relaxed).then(|| {
+                    Err(user_error(
+                        "08006",
+                        "the client closed its connection while the query ran".into(),
                     ))
                 })
             })
