@@ -175,7 +175,16 @@ pub enum Input {
 
 /// Resolves the relations a plan scans.
 pub trait Resolve {
-    fn input(&mut self, name: &str) -> Result<Input>;
+    /// The relation DataFusion resolved as `name` (case-exact: `foobar`
+    /// for an unquoted `FooBar`, `MixT` for `"MixT"`): its name as the
+    /// catalog spells it, and what it is.
+    fn input(&mut self, name: &str) -> Result<(String, Input)>;
+}
+
+/// Whether the catalog's `spelling` of a relation (its SQL text:
+/// `FooBar`, `"MixT"`) names the relation DataFusion resolved as `name`.
+pub fn spells(spelling: &str, name: &str) -> bool {
+    spelling == name || datafusion::common::TableReference::parse_str(spelling).table() == name
 }
 
 pub struct Lowering<'a> {
@@ -359,9 +368,9 @@ impl<'a> Lowering<'a> {
                         "a LIMIT pushed into a scan".into(),
                     ));
                 }
-                let name = scan.table_name.table().to_string();
+                let (name, input) = self.resolve.input(scan.table_name.table())?;
                 self.inputs.push(name.clone());
-                let (leaf, full): (Flow, SchemaRef) = match self.resolve.input(&name)? {
+                let (leaf, full): (Flow, SchemaRef) = match input {
                     Input::Stream { topic, layout } => {
                         let schema = Arc::clone(layout.schema());
                         (

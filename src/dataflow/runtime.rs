@@ -46,7 +46,7 @@ use tracing::warn;
 use super::checkpoint::{self, CheckpointFile, Entry, Reader, Writer};
 use super::decode_errors::DecodeErrors;
 use super::index::{Index, Snapshot};
-use super::lower::{Input, Lowering, Resolve};
+use super::lower::{Input, Lowering, Resolve, spells};
 use super::source::TopicReader;
 use super::temporal::Clock;
 use super::{
@@ -1090,27 +1090,36 @@ struct Resolver<'a> {
 }
 
 impl Resolve for Resolver<'_> {
-    fn input(&mut self, name: &str) -> Result<Input, DataflowError> {
-        if let Some((topic, layout)) = self.streams.get(name) {
+    fn input(&mut self, name: &str) -> Result<(String, Input), DataflowError> {
+        if let Some((key, (topic, layout))) = self.streams.iter().find(|(k, _)| spells(k, name)) {
             self.topics.push(topic.clone());
-            return Ok(Input::Stream {
-                topic: topic.clone(),
-                layout: layout.clone(),
-            });
+            return Ok((
+                key.clone(),
+                Input::Stream {
+                    topic: topic.clone(),
+                    layout: layout.clone(),
+                },
+            ));
         }
-        if let Some(t) = self.state.tables.iter_mut().find(|t| t.name == name) {
-            return Ok(Input::Changes {
-                schema: t.index.schema(),
-                backfill: t.index.as_delta()?,
-                errors: vec![],
-            });
+        if let Some(t) = self.state.tables.iter_mut().find(|t| spells(&t.name, name)) {
+            return Ok((
+                t.name.clone(),
+                Input::Changes {
+                    schema: t.index.schema(),
+                    backfill: t.index.as_delta()?,
+                    errors: vec![],
+                },
+            ));
         }
-        if let Some(v) = self.state.views.iter_mut().find(|v| v.name == name) {
-            return Ok(Input::Changes {
-                schema: v.index.schema(),
-                backfill: v.index.as_delta()?,
-                errors: v.row_errors.iter().map(|(e, n)| (e.clone(), *n)).collect(),
-            });
+        if let Some(v) = self.state.views.iter_mut().find(|v| spells(&v.name, name)) {
+            return Ok((
+                v.name.clone(),
+                Input::Changes {
+                    schema: v.index.schema(),
+                    backfill: v.index.as_delta()?,
+                    errors: v.row_errors.iter().map(|(e, n)| (e.clone(), *n)).collect(),
+                },
+            ));
         }
         Err(DataflowError::Unsupported(format!(
             "reading \"{name}\" (only streams, tables and materialized views can feed a materialized view)"

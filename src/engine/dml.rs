@@ -330,7 +330,8 @@ impl Engine {
     }
 
     /// Make the string literals of an `INSERT … VALUES` bound for
-    /// `interval` / `bytea` / array columns casts, PostgreSQL-style
+    /// `interval` / `bytea` / array columns casts, and those for
+    /// `timestamp` columns spelled as Arrow reads them, PostgreSQL-style
     /// (`pg_compat::coerce_insert_literals`).
     pub(super) async fn coerce_insert(&self, s: &mut SqlStatement) {
         self.coerce_insert_literals(s).await;
@@ -353,7 +354,10 @@ impl Engine {
         if !schema.fields().iter().any(|f| {
             matches!(
                 f.data_type(),
-                DataType::Interval(_) | DataType::Binary | DataType::List(_)
+                DataType::Interval(_)
+                    | DataType::Binary
+                    | DataType::List(_)
+                    | DataType::Timestamp(..)
             )
         }) {
             return None;

@@ -423,6 +423,17 @@ fn literal(e: &mut ast::Expr) -> bool {
         ast::Expr::Interval(i) if i.leading_field.is_none() && i.last_field.is_none() => {
             string(&mut i.value).is_some_and(respell_interval)
         }
+        ast::Expr::TypedString(t) if matches!(t.data_type, ast::DataType::Timestamp(..)) => {
+            match &mut t.value.value {
+                Value::SingleQuotedString(s) => respell_timestamp(s),
+                _ => false,
+            }
+        }
+        ast::Expr::Cast {
+            expr,
+            data_type: ast::DataType::Timestamp(..),
+            ..
+        } => string(expr).is_some_and(respell_timestamp),
         ast::Expr::Cast {
             expr, data_type, ..
         } => match data_type {
@@ -438,6 +449,40 @@ fn literal(e: &mut ast::Expr) -> bool {
         },
         _ => false,
     }
+}
+
+/// A timestamp without seconds (`2024-01-01 10:00`, PostgreSQL reads it;
+/// Arrow's parser does not) given its `:00`; true if it was.
+fn respell_timestamp(s: &mut String) -> bool {
+    let b = s.as_bytes();
+    let date = b.len() >= 16
+        && b[..10].iter().enumerate().all(|(i, c)| {
+            if i == 4 || i == 7 {
+                *c == b'-'
+            } else {
+                c.is_ascii_digit()
+            }
+        })
+        && (b[10] == b' ' || b[10] == b'T');
+    if !date {
+        return false;
+    }
+    // HH:MM, then no seconds and no more digits.
+    let time = &b[11..];
+    let minutes_end = 5;
+    let hh_mm = time.len() >= 5
+        && time[..2].iter().all(u8::is_ascii_digit)
+        && time[2] == b':'
+        && time[3..5].iter().all(u8::is_ascii_digit);
+    if !hh_mm
+        || time
+            .get(minutes_end)
+            .is_some_and(|c| *c == b':' || c.is_ascii_digit())
+    {
+        return false;
+    }
+    s.insert_str(11 + minutes_end, ":00");
+    true
 }
 
 /// In `INSERT INTO t [(cols)] VALUES …`, a string literal bound for an
@@ -496,6 +541,12 @@ pub fn coerce_insert_literals(stmt: &mut ast::Statement, schema: &Schema) -> boo
                     .collect();
                 *value = ast::Expr::Array(ast::Array { elem, named: true });
                 changed = true;
+                continue;
+            }
+            if let (Some(DataType::Timestamp(..)), ast::Expr::Value(v)) = (target, &mut *value)
+                && let Value::SingleQuotedString(text) = &mut v.value
+            {
+                changed |= respell_timestamp(text);
                 continue;
             }
             let data_type = match target {
