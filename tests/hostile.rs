@@ -17,7 +17,8 @@
 //! - a SUBSCRIBE client that stops reading: disconnected after
 //!   `max_subscriber_stall_ms`;
 //! - SIGTERM while a client runs a long query: the process exits promptly;
-//! - seeded fuzzers, bounded in time (`EDDY_FUZZ_SEED` replays one): garbage
+//! - seeded fuzzers, bounded in time (fixed seeds; `EDDY_FUZZ_SEED=n`
+//!   replays one, `EDDY_FUZZ_SEED=random` explores): garbage
 //!   and mutated pgwire (simple and extended) and Kafka frames, including
 //!   messages shorter than their fields that panic pgwire's decoders (FATAL
 //!   08P01, the connection closed); mutated SQL from `slt/`'s statements;
@@ -112,8 +113,19 @@ fn oversized_and_deep_sql_is_refused_and_the_server_serves_on() {
         );
         alive(&c).await;
 
-        let big = format!("SELECT '{}'", "x".repeat(17 * 1024 * 1024));
-        assert_eq!(sqlstate(&c, &big).await, "54000");
+        // A query string over max_query_bytes is refused from its
+        // message's header, before the rest is read into memory: FATAL
+        // 54000, and that connection is closed (its remaining bytes are
+        // not read); the server serves a new one.
+        let big = format!("SELECT '{}'", "x".repeat(100 * 1024 * 1024));
+        let other = connect(server.pg).await;
+        assert_eq!(sqlstate(&other, &big).await, "54000");
+        assert!(other.is_closed() || other.simple_query("SELECT 1").await.is_err());
+        drop(big);
+        alive(&c).await;
+        // Just under the limit (16 MiB) is read and run.
+        let near = format!("SELECT length('{}')", "x".repeat(16 * 1024 * 1024 - 64));
+        assert_eq!(sqlstate(&c, &near).await, "ok");
         alive(&c).await;
 
         let limits = c
@@ -390,10 +402,7 @@ fn garbage_frames_close_only_their_connection() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("server.log");
     let server = Serve::start_logging(BIN, &dir.path().join("data"), &[], &log);
-    let seed: u64 = std::env::var("EDDY_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::rng().random());
+    let seed = fuzz_seed(1);
     eprintln!("hostile: fuzz seed {seed} (EDDY_FUZZ_SEED replays it)");
     let mut rng = StdRng::seed_from_u64(seed);
     // A startup message, then a Query, as psql sends them.
@@ -517,6 +526,18 @@ fn garbage_frames_close_only_their_connection() {
         .unwrap();
     p.flush(Duration::from_secs(15))
         .expect("Kafka serves after the fuzzing");
+}
+
+/// The fuzzers' seed: `EDDY_FUZZ_SEED` (a number replays a run; `random`
+/// explores), else a fixed one, so the suite is the same run every time
+/// and a newly found crash does not fail an unrelated change's CI.
+fn fuzz_seed(fixed: u64) -> u64 {
+    use rand::Rng;
+    match std::env::var("EDDY_FUZZ_SEED").ok().as_deref() {
+        Some("random") => rand::rng().random(),
+        Some(s) => s.parse().unwrap_or(fixed),
+        None => fixed,
+    }
 }
 
 /// Statements of eddy's own `slt/` files: the seed corpus the SQL fuzzer
@@ -786,10 +807,7 @@ fn fuzzed_sql_and_records_crash_nothing() {
     let log = dir.path().join("server.log");
     let data = dir.path().join("data");
     let server = Serve::start_logging(BIN, &data, &[], &log);
-    let seed: u64 = std::env::var("EDDY_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::rng().random());
+    let seed = fuzz_seed(3183458160202130699);
     eprintln!("hostile: sql/record fuzz seed {seed} (EDDY_FUZZ_SEED replays it)");
     let mut rng = StdRng::seed_from_u64(seed);
     let corpus = slt_statements();
@@ -940,7 +958,15 @@ fn fuzzed_sql_and_records_crash_nothing() {
                         let _ = c.simple_query("ROLLBACK").await;
                     }
                 }
-                Ok(Err(e)) => panic!("the connection broke on {sql:?}: {e}"),
+                Ok(Err(e)) => {
+                    let _ = std::fs::copy(&log, std::env::temp_dir().join("eddy-fuzz-server.log"));
+                    let text = std::fs::read_to_string(&log).unwrap_or_default();
+                    let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                    panic!(
+                        "the connection broke on {sql:?}: {e}\nserver log, last lines first:\n{}",
+                        tail.join("\n")
+                    )
+                }
                 // Slow, not broken (a mutated query may be costly): carry
                 // on with a new connection.
                 Err(_) => c = connect(server.pg).await,

@@ -722,6 +722,9 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
                     "SHOW needs a parameter name (SHOW ALL lists them)".into(),
                 ));
             }
+            if let Some(message) = columnless_subquery(&s) {
+                return Err(EngineError::Syntax(message));
+            }
             let end = p.peek_token().span.start;
             let text = slicer.slice(start, end);
             // A client catalog query DataFusion cannot plan as written
@@ -747,6 +750,29 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
         }
     }
     Ok(out)
+}
+
+/// A scalar subquery that selects no columns (`(SELECT FROM u)`):
+/// PostgreSQL refuses it (42601); DataFusion's planner indexes its first
+/// column and panics.
+fn columnless_subquery(s: &SqlStatement) -> Option<String> {
+    use datafusion::sql::sqlparser::ast::{Expr, SetExpr, visit_expressions};
+    let mut found = None;
+    let _ = visit_expressions(s, |e| {
+        let (query, message) = match e {
+            Expr::Subquery(q) => (q, "subquery must return only one column"),
+            Expr::InSubquery { subquery, .. } => (subquery, "subquery has too few columns"),
+            _ => return std::ops::ControlFlow::Continue(()),
+        };
+        if let SetExpr::Select(select) = query.body.as_ref()
+            && select.projection.is_empty()
+        {
+            found = Some(message.to_string());
+            return std::ops::ControlFlow::Break(());
+        }
+        std::ops::ControlFlow::Continue(())
+    });
+    found
 }
 
 /// The rest of `CREATE [DEFAULT] INDEX` after INDEX: `[IF NOT EXISTS]

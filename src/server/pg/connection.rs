@@ -12,6 +12,9 @@
 //!   message. The panic is caught around the one poll that decodes; the
 //!   guarded thread's panic message goes to the debug log, not stderr
 //!   (`quiet_guarded_panics`).
+//! - a Query or Parse whose header declares more than `max_query_bytes`
+//!   gets FATAL 54000 as soon as the header arrives, and the connection
+//!   closes, so the message is never buffered whole;
 //! - with `--pg-tls-required`, a client that did not negotiate TLS gets
 //!   PostgreSQL's FATAL 28000 "no encryption" at its startup message.
 
@@ -23,13 +26,17 @@ use std::task::Poll;
 use std::time::Duration;
 
 use datafusion_postgres::pgwire;
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use pgwire::api::{ClientInfo, ErrorHandler, PgWireConnectionState, PgWireServerHandlers};
 use pgwire::error::{ErrorInfo, PgWireError};
 use pgwire::messages::PgWireFrontendMessage;
-use pgwire::tokio::server::{negotiate_tls, process_error, process_message};
+use pgwire::tokio::server::{
+    PgWireMessageServerCodec, negotiate_tls, process_error, process_message,
+};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::codec::Framed;
 use tracing::debug;
 
 use super::Handlers;
@@ -67,22 +74,61 @@ pub fn quiet_guarded_panics() {
     });
 }
 
-/// The next message from `socket`: None at its end, Err if it could not
-/// be decoded (a decoder panic included).
-async fn next_message<S>(socket: &mut S) -> Option<Result<PgWireFrontendMessage, String>>
+/// Why a connection is closed before its message is decoded.
+enum Refused {
+    /// Not decodable (a decoder panic included): 08P01.
+    Malformed(String),
+    /// A Query or Parse longer than the query limit allows, refused from
+    /// its header (54000), before pgwire buffers the rest.
+    TooLarge { bytes: usize, limit: usize },
+}
+
+/// The declared length of the message starting `buf` if it is a Query or
+/// Parse whose query text cannot fit in `limit` bytes. Parse also carries
+/// a statement name and up to 65,535 parameter types.
+fn oversized(buf: &[u8], limit: usize) -> Option<usize> {
+    let (&tag, rest) = buf.split_first()?;
+    let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+    let allowed = match tag {
+        b'Q' => limit + 5,
+        b'P' => limit + 4 + 2 * 64 * 1024 + 2 + 65_535 * 4,
+        _ => return None,
+    };
+    (len > allowed).then_some(len)
+}
+
+/// The next message from `socket`: None at its end, Err if it is refused.
+async fn next_message<T, S>(
+    socket: &mut Framed<T, PgWireMessageServerCodec<S>>,
+    limit: usize,
+) -> Option<Result<PgWireFrontendMessage, Refused>>
 where
-    S: Stream<Item = Result<PgWireFrontendMessage, PgWireError>> + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     poll_fn(|cx| {
         DECODING.with(|d| d.set(true));
         let polled = catch_unwind(AssertUnwindSafe(|| socket.poll_next_unpin(cx)));
         DECODING.with(|d| d.set(false));
         match polled {
-            Ok(Poll::Ready(Some(Err(e)))) => Poll::Ready(Some(Err(e.to_string()))),
+            Ok(Poll::Ready(Some(Err(e)))) => {
+                Poll::Ready(Some(Err(Refused::Malformed(e.to_string()))))
+            }
             Ok(Poll::Ready(Some(Ok(m)))) => Poll::Ready(Some(Ok(m))),
             Ok(Poll::Ready(None)) => Poll::Ready(None),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(_) => Poll::Ready(Some(Err("a message shorter than its fields".into()))),
+            // Part of a message has arrived: its header says how long it
+            // will be. (A startup message has no tag: its state is not
+            // checked.)
+            Ok(Poll::Pending) => match socket.state() {
+                PgWireConnectionState::AwaitingStartup
+                | PgWireConnectionState::AuthenticationInProgress => Poll::Pending,
+                _ => match oversized(socket.read_buffer(), limit) {
+                    Some(bytes) => Poll::Ready(Some(Err(Refused::TooLarge { bytes, limit }))),
+                    None => Poll::Pending,
+                },
+            },
+            Err(_) => Poll::Ready(Some(Err(Refused::Malformed(
+                "a message shorter than its fields".into(),
+            )))),
         }
     })
     .await
@@ -120,6 +166,7 @@ pub(super) async fn serve(
     let cancel = handlers.cancel_handler();
     let errors = handlers.error_handler();
     let tls_required = tls.as_ref().is_some_and(|t| t.required);
+    let limit = handlers.max_query_bytes();
     loop {
         let starting = matches!(
             socket.state(),
@@ -129,18 +176,29 @@ pub(super) async fn serve(
         let msg = if starting {
             tokio::select! {
                 _ = &mut startup_timeout => None,
-                m = next_message(&mut socket) => m,
+                m = next_message(&mut socket, limit) => m,
             }
         } else {
-            next_message(&mut socket).await
+            next_message(&mut socket, limit).await
         };
         let msg = match msg {
             None => break,
             Some(Ok(PgWireFrontendMessage::Terminate(_))) => break,
             Some(Ok(m)) => m,
-            Some(Err(why)) => {
+            Some(Err(Refused::Malformed(why))) => {
                 debug!(peer = %socket.socket_addr(), %why, "closing pg connection: malformed message");
                 let e = fatal("08P01", format!("invalid frontend message: {why}"));
+                let _ = process_error(&mut socket, e, false).await;
+                break;
+            }
+            Some(Err(Refused::TooLarge { bytes, limit })) => {
+                debug!(peer = %socket.socket_addr(), bytes, "closing pg connection: query too large");
+                let e = fatal(
+                    "54000",
+                    format!(
+                        "a query message of {bytes} bytes is longer than the limit of {limit} bytes (max_query_bytes)"
+                    ),
+                );
                 let _ = process_error(&mut socket, e, false).await;
                 break;
             }

@@ -208,6 +208,11 @@ impl Handlers {
         }
     }
 
+    /// The longest query string the engine accepts.
+    fn max_query_bytes(&self) -> usize {
+        self.simple.engine.limits().max_query_bytes
+    }
+
     /// The handlers for one new connection: its own startup state, the
     /// rest shared.
     fn for_connection(&self) -> Handlers {
