@@ -33,7 +33,7 @@ mod serve;
 
 use std::time::{Duration, Instant};
 
-use common::slt::connect;
+use common::slt::{connect, rows};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, FutureProducer, FutureRecord, Producer};
 use serve::Serve;
@@ -896,29 +896,7 @@ fn fuzzed_sql_and_records_crash_nothing() {
                 "SELECT count(*), max(length(line)) FROM ft",
             ),
         ] {
-            let text = |sql: &'static str| {
-                let c = &c;
-                async move {
-                    let mut rows: Vec<String> = c
-                        .simple_query(sql)
-                        .await
-                        .unwrap()
-                        .iter()
-                        .filter_map(|m| match m {
-                            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
-                                (0..r.len())
-                                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
-                                    .collect::<Vec<_>>()
-                                    .join("|"),
-                            ),
-                            _ => None,
-                        })
-                        .collect();
-                    rows.sort();
-                    rows
-                }
-            };
-            assert_eq!(text(view).await, text(query).await, "{view}");
+            assert_eq!(rows(&c, view).await, rows(&c, query).await, "{view}");
         }
         let errors = c
             .query_one(
