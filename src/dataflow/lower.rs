@@ -175,16 +175,10 @@ pub enum Input {
 
 /// Resolves the relations a plan scans.
 pub trait Resolve {
-    /// The relation DataFusion resolved as `name` (case-exact: `foobar`
-    /// for an unquoted `FooBar`, `MixT` for `"MixT"`): its name as the
-    /// catalog spells it, and what it is.
+    /// The relation DataFusion resolved as `name` (the catalog's name:
+    /// `foobar` for an unquoted `FooBar`, `MixT` for `"MixT"`): that name
+    /// and what it is.
     fn input(&mut self, name: &str) -> Result<(String, Input)>;
-}
-
-/// Whether the catalog's `spelling` of a relation (its SQL text:
-/// `FooBar`, `"MixT"`) names the relation DataFusion resolved as `name`.
-pub fn spells(spelling: &str, name: &str) -> bool {
-    spelling == name || datafusion::common::TableReference::parse_str(spelling).table() == name
 }
 
 pub struct Lowering<'a> {

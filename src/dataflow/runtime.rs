@@ -46,7 +46,7 @@ use tracing::warn;
 use super::checkpoint::{self, CheckpointFile, Entry, Reader, Writer};
 use super::decode_errors::DecodeErrors;
 use super::index::{Index, Snapshot};
-use super::lower::{Input, Lowering, Resolve, spells};
+use super::lower::{Input, Lowering, Resolve};
 use super::source::TopicReader;
 use super::temporal::Clock;
 use super::{
@@ -1091,7 +1091,8 @@ struct Resolver<'a> {
 
 impl Resolve for Resolver<'_> {
     fn input(&mut self, name: &str) -> Result<(String, Input), DataflowError> {
-        if let Some((key, (topic, layout))) = self.streams.iter().find(|(k, _)| spells(k, name)) {
+        if let Some((key, (topic, layout))) = self.streams.iter().find(|(k, _)| k.as_str() == name)
+        {
             self.topics.push(topic.clone());
             return Ok((
                 key.clone(),
@@ -1101,7 +1102,7 @@ impl Resolve for Resolver<'_> {
                 },
             ));
         }
-        if let Some(t) = self.state.tables.iter_mut().find(|t| spells(&t.name, name)) {
+        if let Some(t) = self.state.tables.iter_mut().find(|t| t.name == name) {
             return Ok((
                 t.name.clone(),
                 Input::Changes {
@@ -1111,7 +1112,7 @@ impl Resolve for Resolver<'_> {
                 },
             ));
         }
-        if let Some(v) = self.state.views.iter_mut().find(|v| spells(&v.name, name)) {
+        if let Some(v) = self.state.views.iter_mut().find(|v| v.name == name) {
             return Ok((
                 v.name.clone(),
                 Input::Changes {

@@ -157,24 +157,11 @@ fn grantees(g: &[Grantee]) -> Result<Vec<String>> {
 }
 
 impl Engine {
-    /// The catalog name a statement's relation name refers to, if any: as
-    /// written, then (unquoted) regardless of case.
+    /// The catalog name a statement's relation name refers to, if any
+    /// (folded as PostgreSQL folds it: `names::object`).
     pub(super) fn resolve_relation(&self, name: &ObjectName) -> Option<String> {
-        let (spelled, quoted) = spelled(name);
-        let full = name.to_string();
-        let catalog = self.lock().ok()?;
-        for candidate in [&spelled, &full] {
-            if catalog.get(candidate).is_some() {
-                return Some(candidate.clone());
-            }
-        }
-        if quoted {
-            return None;
-        }
-        catalog
-            .objects()
-            .find(|o| o.name().eq_ignore_ascii_case(&spelled))
-            .map(|o| o.name().to_string())
+        let name = super::names::object(name);
+        self.lock().ok()?.get(&name).is_some().then_some(name)
     }
 
     /// The catalog relations a statement (or part of one) reads.

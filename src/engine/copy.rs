@@ -15,6 +15,7 @@
 //! backslash escapes and `\N`, and in CSV the difference between an
 //! unquoted empty field (NULL) and a quoted one (an empty string).
 
+use datafusion::common::TableReference;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, StringArray, new_null_array};
@@ -319,7 +320,10 @@ impl Engine {
         data: &[u8],
         txn: Option<&Arc<super::txn::Transaction>>,
     ) -> Result<usize> {
-        let provider = self.ctx.table_provider(copy.relation.as_str()).await?;
+        let provider = self
+            .ctx
+            .table_provider(TableReference::bare(copy.relation.as_str()))
+            .await?;
         let schema = provider.schema();
         let n = copy.columns.len();
         let parsed = if copy.options.binary {
@@ -382,7 +386,10 @@ impl Engine {
             None => std::borrow::Cow::Borrowed(&*self.ctx),
         };
         ctx.read_batch(batch)?
-            .write_table(&copy.relation, DataFrameWriteOptions::new())
+            .write_table(
+                &super::names::quoted(&copy.relation),
+                DataFrameWriteOptions::new(),
+            )
             .await?;
         Ok(rows)
     }
@@ -474,7 +481,7 @@ impl Engine {
                 let relation = table;
                 let provider = self
                     .ctx
-                    .table_provider(relation.as_str())
+                    .table_provider(TableReference::bare(relation.as_str()))
                     .await
                     .map_err(|_| EngineError::UnknownObject {
                         kind: "relation",

@@ -4,9 +4,10 @@
 //! (`__eddy_catalog`, fsynced) before it is acknowledged; how objects
 //! come into the session and the dataflows is `objects.rs`.
 
+use datafusion::common::TableReference;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{
-    ColumnDef, ColumnOption, CreateTable, CreateTableOptions, CreateView, Query,
+    ColumnDef, ColumnOption, CreateTable, CreateTableOptions, CreateView, Expr, Query,
     Statement as SqlStatement, TableConstraint,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
@@ -37,16 +38,14 @@ fn not_maintainable_subquery(e: EngineError) -> EngineError {
 }
 
 /// Whether the view created by `sql` (its CREATE VIEW) reads relation
-/// `name` (as the catalog writes names: unquoted ones as typed).
+/// `name`.
 fn view_reads(sql: &str, name: &str) -> bool {
     let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
         return false;
     };
     statements.iter().any(|s| {
         datafusion::sql::sqlparser::ast::visit_relations(s, |r| {
-            let full = r.to_string();
-            let last = r.0.last().map(|p| p.to_string()).unwrap_or_default();
-            if full.eq_ignore_ascii_case(name) || last.eq_ignore_ascii_case(name) {
+            if names::object(r) == name {
                 std::ops::ControlFlow::Break(())
             } else {
                 std::ops::ControlFlow::Continue(())
@@ -245,7 +244,7 @@ impl Engine {
     /// its changelog topic (keyed by its primary key, if any: an upsert
     /// changelog); `CREATE TABLE … AS` in `query.rs`.
     pub(super) async fn create_table(&self, ct: CreateTable, text: String) -> Result<Output> {
-        let name = ct.name.to_string();
+        let name = names::object(&ct.name);
         if ct.if_not_exists && self.lock()?.get(&name).is_some() {
             return Ok(Output::Command("CREATE TABLE".into(), None));
         }
@@ -262,11 +261,14 @@ impl Engine {
                     .iter()
                     .any(|o| matches!(o.option, ColumnOption::PrimaryKey(_)))
             })
-            .map(|c| c.name.value.clone())
+            .map(|c| names::ident(&c.name))
             .collect();
         for c in &ct.constraints {
             if let TableConstraint::PrimaryKey(pk) = c {
-                primary_key.extend(pk.columns.iter().map(|c| c.to_string()));
+                primary_key.extend(pk.columns.iter().map(|c| match &c.column.expr {
+                    Expr::Identifier(i) => names::ident(i),
+                    e => e.to_string(),
+                }));
             }
         }
         // `WITH (topic = …)` names a topic Kafka clients share (for
@@ -325,7 +327,7 @@ impl Engine {
         v: CreateView,
         text: String,
     ) -> Result<Output> {
-        let name = v.name.to_string();
+        let name = names::object(&v.name);
         let existing = self.lock()?.get(&name).cloned();
         match existing {
             Some(_) if v.if_not_exists => {
@@ -348,7 +350,9 @@ impl Engine {
         let query = self.maintained_query(v).await;
         if let Err(e) = self.install_view(&name, &query, true).await {
             let _ = self.dataflows.remove(&name);
-            let _ = self.ctx.deregister_table(name.as_str());
+            let _ = self
+                .ctx
+                .deregister_table(TableReference::bare(name.as_str()));
             return Err(not_maintainable_subquery(e));
         }
         let version = self.lock()?.insert(Object::MaterializedView {
@@ -422,7 +426,7 @@ impl Engine {
 
     /// `CREATE VIEW`: persisted, planned by DataFusion at each use.
     pub(super) async fn create_view(&self, v: CreateView, text: String) -> Result<Output> {
-        let name = v.name.to_string();
+        let name = names::object(&v.name);
         let indexes = self.indexes_on(&name)?;
         if v.or_replace && !indexes.is_empty() {
             let names: Vec<&str> = indexes.iter().map(Object::name).collect();
@@ -433,7 +437,9 @@ impl Engine {
             });
         }
         if v.or_replace {
-            let _ = self.ctx.deregister_table(name.as_str());
+            let _ = self
+                .ctx
+                .deregister_table(TableReference::bare(name.as_str()));
         } else {
             self.ensure_free(&name)?;
         }
@@ -570,7 +576,8 @@ impl Engine {
             self.lock()?.remove(&name)?;
             return Ok(());
         }
-        self.ctx.deregister_table(name.as_str())?;
+        self.ctx
+            .deregister_table(TableReference::bare(name.as_str()))?;
         self.dataflows.remove(&name)?;
         self.lock()?.remove(&name)?;
         self.roles.forget_relation(&name)?;
@@ -608,7 +615,7 @@ impl Engine {
             types::to_arrow(&d.data_type)
                 .map_err(|e| EngineError::Unsupported(format!("type {}", e.0)))?;
             out.push(Column {
-                name: d.name.value.clone(),
+                name: names::ident(&d.name),
                 sql_type: d.data_type.to_string(),
             });
         }
@@ -679,7 +686,9 @@ impl std::fmt::Debug for Transient {
 
 impl Drop for Transient {
     fn drop(&mut self) {
-        let _ = self.ctx.deregister_table(self.name.as_str());
+        let _ = self
+            .ctx
+            .deregister_table(TableReference::bare(self.name.as_str()));
         let _ = self.dataflows.remove(&self.name);
         self.plans.invalidate();
     }

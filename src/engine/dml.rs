@@ -39,9 +39,7 @@ use crate::log::{Durability, now_ms};
 /// Parameters whose type is known from where they go (`SET col = $n`).
 pub(super) type TypedParams = Vec<(String, DataType)>;
 
-fn quote(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
+use super::names::quoted as quote;
 
 impl Engine {
     /// The table a DML statement names: (name, alias, topic, column names).
@@ -55,15 +53,7 @@ impl Engine {
                 t.relation
             )));
         };
-        // A quoted name ("u") is the relation u, as INSERT reads it.
-        let name = match name.0.as_slice() {
-            [datafusion::sql::sqlparser::ast::ObjectNamePart::Identifier(i)]
-                if i.quote_style.is_some() =>
-            {
-                i.value.clone()
-            }
-            _ => name.to_string(),
-        };
+        let name = super::names::object(name);
         let from = match alias {
             Some(a) => format!("{} AS {}", quote(&name), a.name),
             None => quote(&name),

@@ -10,6 +10,7 @@
 //! index lets it go back to being planned at each use. Streams are not
 //! indexed (nothing keeps their rows).
 
+use datafusion::common::TableReference;
 use datafusion::sql::sqlparser::ast::CreateView;
 
 use super::{Engine, EngineError, Output, Result};
@@ -132,7 +133,7 @@ impl Engine {
     async fn maintain_view(&self, name: &str, v: &CreateView, backfill: bool) -> Result<()> {
         let query = self.maintained_query(v.clone()).await;
         // Its planned definition makes way for the arrangement.
-        let _ = self.ctx.deregister_table(name);
+        let _ = self.ctx.deregister_table(TableReference::bare(name));
         if let Err(e) = self.install_view(name, &query, backfill).await {
             self.unmaintain_view(name).await?;
             return Err(e);
@@ -150,7 +151,7 @@ impl Engine {
             _ => return Ok(()),
         };
         self.dataflows.remove(name)?;
-        let _ = self.ctx.deregister_table(name);
+        let _ = self.ctx.deregister_table(TableReference::bare(name));
         self.define_view(self.view_definition(&sql)?).await?;
         self.plans.invalidate();
         Ok(())

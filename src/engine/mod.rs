@@ -444,7 +444,10 @@ impl Engine {
                         if self.lock()?.get(&name).is_none() {
                             self.ensure_maintained(&name, "SUBSCRIBE")?;
                         }
-                        let q = statement::parse_query(&format!("SELECT * FROM {name}"))?;
+                        let q = statement::parse_query(&format!(
+                            "SELECT * FROM {}",
+                            names::quoted(&name)
+                        ))?;
                         let t = self.transient_view(q).await?;
                         (t.name.clone(), Some(t))
                     }

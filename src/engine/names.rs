@@ -14,8 +14,8 @@ use datafusion::arrow::datatypes::Schema;
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    DataType as SqlType, Expr, Ident, ObjectNamePart, Query, Select, SelectItem, SetExpr,
-    Statement as SqlStatement, VisitMut, VisitorMut,
+    DataType as SqlType, Expr, Ident, ObjectName, ObjectNamePart, Query, Select, SelectItem,
+    SetExpr, Statement as SqlStatement, VisitMut, VisitorMut,
 };
 
 const INTERNAL: &str = "__eddy_col_";
@@ -225,13 +225,44 @@ fn item_name(item: &SelectItem) -> String {
     }
 }
 
-/// An identifier as PostgreSQL folds it: unquoted ones lower-case.
-fn ident(i: &Ident) -> String {
+/// The name an identifier denotes, by PostgreSQL's rule (which
+/// DataFusion's planner applies too): unquoted ones folded to lower case
+/// (`FooBar` is `foobar`), quoted ones as written (`"MixT"` is `MixT`).
+/// The catalog, the dataflows and the session all hold these names, never
+/// spellings.
+pub fn ident(i: &Ident) -> String {
     if i.quote_style.is_some() {
         i.value.clone()
     } else {
-        i.value.to_lowercase()
+        i.value.to_ascii_lowercase()
     }
+}
+
+/// The name of the relation an object name denotes: its identifiers
+/// folded as [`ident`] folds them, and the schema eddy has (`public`,
+/// also as `eddy.public`) dropped: `public.FooBar` is `foobar`. Another
+/// qualifier stays, dotted, so that the name is unknown rather than
+/// another relation.
+pub fn object(n: &ObjectName) -> String {
+    let parts: Vec<String> =
+        n.0.iter()
+            .map(|p| match p.as_ident() {
+                Some(i) => ident(i),
+                None => p.to_string(),
+            })
+            .collect();
+    match parts.as_slice() {
+        [name] => name.clone(),
+        [schema, name] if schema == "public" => name.clone(),
+        [_, schema, name] if schema == "public" => name.clone(),
+        _ => parts.join("."),
+    }
+}
+
+/// `name` as SQL text that denotes it: always double-quoted (so a name
+/// with capitals, spaces or a keyword reads back as itself).
+pub fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// PostgreSQL's `FigureColnameInternal`: a name and its strength (2 for a

@@ -3,6 +3,7 @@
 //! the log), streams and tables as DataFusion relations over their
 //! topics, materialized views installed as dataflows, sinks started.
 
+use datafusion::common::TableReference;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -222,7 +223,7 @@ impl Engine {
             .dataflows
             .install(name, &plan, &state, &streams, version)?;
         self.ctx.register_table(
-            name,
+            TableReference::bare(name),
             Arc::new(IndexTable::new(name, schema, Arc::clone(&self.dataflows))),
         )?;
         self.plans.invalidate();
@@ -307,7 +308,8 @@ impl Engine {
                     Arc::clone(&self.dataflows),
                     false,
                 );
-                self.ctx.register_table(name.as_str(), Arc::new(rel))?;
+                self.ctx
+                    .register_table(TableReference::bare(name.as_str()), Arc::new(rel))?;
                 self.plans.invalidate();
             }
             Object::Table {
@@ -330,7 +332,8 @@ impl Engine {
                     Arc::clone(&self.dataflows),
                     true,
                 );
-                self.ctx.register_table(name.as_str(), Arc::new(rel))?;
+                self.ctx
+                    .register_table(TableReference::bare(name.as_str()), Arc::new(rel))?;
                 self.plans.invalidate();
             }
             Object::View { .. }

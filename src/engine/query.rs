@@ -207,7 +207,7 @@ impl Engine {
                 "CREATE TABLE AS without a query".into(),
             ));
         };
-        let name = ct.name.to_string();
+        let name = names::object(&ct.name);
         if ct.if_not_exists && self.lock()?.get(&name).is_some() {
             return Ok(Output::Command("CREATE TABLE AS".into(), None));
         }
@@ -220,7 +220,7 @@ impl Engine {
                 ));
             }
             for (c, def) in columns.iter_mut().zip(&ct.columns) {
-                *c = def.name.value.clone();
+                *c = names::ident(&def.name);
             }
         }
         if let Some(dup) = columns
@@ -249,7 +249,7 @@ impl Engine {
             .collect::<Result<_>>()?;
         let text = SqlStatement::CreateTable(ct.clone()).to_string();
         Box::pin(self.create_table(ct, text)).await?;
-        let insert = format!("INSERT INTO {name} {query}");
+        let insert = format!("INSERT INTO {} {query}", names::quoted(&name));
         let batches = self.ctx.sql(&insert).await?.collect().await?;
         let rows = batches
             .first()

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use datafusion::sql::sqlparser::ast::{
     AlterRoleOperation, CloseCursor, ColumnDef, CopyLegacyOption, CopyOption, CopySource,
     CopyTarget, CreateRole, CreateTable, CreateView, DataType as SqlType, DeclareType, Delete,
-    Expr, Grant, ObjectType, Query, Reset, ResetStatement, Revoke, SqlOption,
+    Expr, Grant, ObjectName, ObjectType, Query, Reset, ResetStatement, Revoke, SqlOption,
     Statement as SqlStatement, Update, Value,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
@@ -283,7 +283,7 @@ pub fn classify(s: SqlStatement, text: String) -> Statement {
                 ObjectType::Index => DropKind::Index,
                 _ => DropKind::MaterializedView,
             },
-            names: names.iter().map(|n| n.to_string()).collect(),
+            names: names.iter().map(super::names::object).collect(),
             if_exists,
             cascade,
         }),
@@ -344,8 +344,8 @@ pub fn classify(s: SqlStatement, text: String) -> Statement {
             legacy_options,
             ..
         } => Statement::Copy(Copy::From {
-            table: table_name.to_string(),
-            columns: columns.into_iter().map(|c| c.value).collect(),
+            table: super::names::object(&table_name),
+            columns: columns.iter().map(super::names::ident).collect(),
             options,
             legacy_options,
         }),
@@ -403,6 +403,27 @@ pub fn classify(s: SqlStatement, text: String) -> Statement {
         s @ SqlStatement::Query(_) => Statement::CatalogQuery(Box::new(s), text),
         s => Statement::Other(Box::new(s), text),
     }
+}
+
+/// The relation an object name at the parser denotes (folded:
+/// `names::object`).
+fn relation_name(p: &mut Parser<'_>) -> Result<String> {
+    Ok(super::names::object(
+        &p.parse_object_name(false).map_err(syntax)?,
+    ))
+}
+
+/// A topic's name: Kafka's names are case-sensitive, so an unquoted one
+/// is taken as typed (`CREATE TOPIC Orders` is the topic `Orders`, as
+/// kcat names it); quotes (`"page-views"`) are dropped.
+fn topic_name(n: &ObjectName) -> String {
+    n.0.iter()
+        .map(|p| match p.as_ident() {
+            Some(i) => i.value.clone(),
+            None => p.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 fn word_is(t: &Token, w: &str) -> bool {
@@ -492,8 +513,9 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
             p.next_token();
             let is_topic = word_is(&p.next_token().token, "topic");
             let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
-            let name = p.parse_object_name(false).map_err(syntax)?.to_string();
+            let name = p.parse_object_name(false).map_err(syntax)?;
             if is_topic {
+                let name = topic_name(&name);
                 let opts = options(p.parse_options(Keyword::WITH).map_err(syntax)?)?;
                 Statement::Ddl(Ddl::CreateTopic {
                     name,
@@ -501,6 +523,7 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
                     if_not_exists,
                 })
             } else {
+                let name = super::names::object(&name);
                 let (columns, _constraints) = p.parse_columns().map_err(syntax)?;
                 let opts = options(p.parse_options(Keyword::WITH).map_err(syntax)?)?;
                 let end = p.peek_token().span.start;
@@ -576,7 +599,7 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
             p.next_token();
             p.next_token();
             let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
-            let name = p.parse_object_name(false).map_err(syntax)?.to_string();
+            let name = relation_name(&mut p)?;
             let broker = connection(&mut p)?;
             let end = p.peek_token().span.start;
             Statement::Ddl(Ddl::CreateConnection {
@@ -589,9 +612,9 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
             p.next_token();
             p.next_token();
             let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
-            let name = p.parse_object_name(false).map_err(syntax)?.to_string();
+            let name = relation_name(&mut p)?;
             p.expect_keyword(Keyword::FROM).map_err(syntax)?;
-            let from = p.parse_object_name(false).map_err(syntax)?.to_string();
+            let from = relation_name(&mut p)?;
             let topic = if p.parse_keyword(Keyword::INTO) {
                 if !word_is(&p.next_token().token, "topic") {
                     return Err(syntax("expected INTO TOPIC 'name'"));
@@ -632,7 +655,10 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
                 .parse_comma_separated(|p| p.parse_object_name(false))
                 .map_err(syntax)?
                 .iter()
-                .map(|n| n.to_string())
+                .map(|n| match kind {
+                    DropKind::Topic => topic_name(n),
+                    _ => super::names::object(n),
+                })
                 .collect();
             let cascade = p.parse_one_of_keywords(&[Keyword::CASCADE, Keyword::RESTRICT])
                 == Some(Keyword::CASCADE);
@@ -667,7 +693,7 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
         } else if word_is(&t0, "alter") && word_is(&t1, "topic") {
             p.next_token();
             p.next_token();
-            let name = p.parse_object_name(false).map_err(syntax)?.to_string();
+            let name = topic_name(&p.parse_object_name(false).map_err(syntax)?);
             let (mut set, mut reset) = (BTreeMap::new(), Vec::new());
             if p.peek_keyword(Keyword::SET) {
                 set = options(p.parse_options(Keyword::SET).map_err(syntax)?)?;
@@ -791,11 +817,11 @@ fn create_index(p: &mut Parser<'_>, default: bool) -> Result<Ddl> {
     let name = if default || p.peek_keyword(Keyword::ON) {
         None
     } else {
-        Some(p.parse_object_name(false).map_err(syntax)?.to_string())
+        Some(relation_name(p)?)
     };
     in_cluster(p)?;
     p.expect_keyword(Keyword::ON).map_err(syntax)?;
-    let on = p.parse_object_name(false).map_err(syntax)?.to_string();
+    let on = relation_name(p)?;
     if p.parse_keyword(Keyword::USING) {
         p.parse_identifier().map_err(syntax)?;
     }
@@ -999,7 +1025,7 @@ fn unsupported_format(name: &str) -> EngineError {
 /// not dialled: eddy is the broker (reading another cluster is issue 23's).
 fn source(p: &mut Parser<'_>) -> Result<Ddl> {
     let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
-    let name = p.parse_object_name(false).map_err(syntax)?.to_string();
+    let name = relation_name(p)?;
     let mut options = BTreeMap::new();
     let mut columns = None;
     if p.peek_token().token == Token::LParen {
@@ -1034,7 +1060,7 @@ fn source(p: &mut Parser<'_>) -> Result<Ddl> {
         }
         let topic = if word_is(&p.peek_token().token, "connection") {
             p.next_token();
-            let connection = p.parse_object_name(false).map_err(syntax)?.to_string();
+            let connection = relation_name(p)?;
             options.insert("connection".to_string(), connection);
             p.expect_token(&Token::LParen).map_err(syntax)?;
             let mut topic = None;
@@ -1156,10 +1182,7 @@ fn subscribe(p: &mut Parser<'_>) -> Result<Statement> {
         super::jsonb::rewrite_casts(&mut q);
         (String::new(), Some(q))
     } else {
-        (
-            p.parse_object_name(false).map_err(syntax)?.to_string(),
-            None,
-        )
+        (relation_name(p)?, None)
     };
     let mut snapshot = true;
     if p.peek_keyword(Keyword::WITH) {
@@ -1233,7 +1256,7 @@ fn show_query(p: &mut Parser) -> Result<Option<String>> {
                 .any(|w| word_is(&p.peek_token().token, w))
             {
                 p.next_token();
-                let on = p.parse_object_name(false).map_err(syntax)?.to_string();
+                let on = relation_name(p)?;
                 format!(" WHERE \"on\" = '{}'", on.replace('\'', "''"))
             } else {
                 String::new()
@@ -1266,7 +1289,7 @@ fn show_query(p: &mut Parser) -> Result<Option<String>> {
             for _ in 0..n {
                 p.next_token();
             }
-            let name = p.parse_object_name(false).map_err(syntax)?.to_string();
+            let name = relation_name(p)?;
             return Ok(Some(format!(
                 "SELECT name, create_sql FROM {catalog}.relations WHERE kind = '{kind}' AND name = '{}'",
                 name.replace('\'', "''")

@@ -40,15 +40,17 @@ use crate::types::jsonb;
 pub use super::DecodeFailure;
 
 fn decode_all(schema: &SchemaRef, values: &[&[u8]]) -> Result<RecordBatch, ArrowError> {
+    let mut other_case = false;
     for v in values {
-        check(schema, v)?;
+        other_case |= check(schema, v)?;
     }
     let rewritten: Vec<Vec<u8>>;
     let refs: Vec<&[u8]>;
-    let values = if schema.fields().iter().any(|f| jsonb::is_jsonb(f)) {
+    let has_jsonb = schema.fields().iter().any(|f| jsonb::is_jsonb(f));
+    let values = if has_jsonb || other_case {
         rewritten = values
             .iter()
-            .map(|v| jsonb_as_text(schema, v))
+            .map(|v| rewrite(schema, v, has_jsonb))
             .collect::<Result<_, _>>()?;
         refs = rewritten.iter().map(Vec::as_slice).collect();
         refs.as_slice()
@@ -164,11 +166,48 @@ fn timestamps(text: &StringArray, unit: TimeUnit, field: &Field) -> Result<Array
     datafusion::arrow::compute::cast(&ints, field.data_type())
 }
 
-/// A value with its jsonb columns' values replaced by their canonical
-/// text, as JSON strings (which arrow-json reads into the text column).
-fn jsonb_as_text(schema: &Schema, value: &[u8]) -> Result<Vec<u8>, ArrowError> {
+/// The column a key names: the one of that exact name, else the one whose
+/// name differs only in case (`"ID"` for column `id`, as ksqlDB matches
+/// fields; a column named exactly wins).
+fn field_for<'s>(schema: &'s Schema, key: &str) -> Option<(&'s Field, bool)> {
+    match schema.field_with_name(key) {
+        Ok(f) => Some((f, true)),
+        Err(_) => schema
+            .fields()
+            .iter()
+            .find(|f| f.name().eq_ignore_ascii_case(key))
+            .map(|f| (f.as_ref(), false)),
+    }
+}
+
+/// A value as arrow-json reads it: keys that name a column in another
+/// case renamed to the column's name (dropped when the object also has
+/// the exact name), and with `jsonb`, the jsonb columns' values replaced
+/// by their canonical text, as JSON strings (which arrow-json reads into
+/// the text column).
+fn rewrite(schema: &Schema, value: &[u8], jsonb: bool) -> Result<Vec<u8>, ArrowError> {
     let bad = |e: serde_json::Error| ArrowError::JsonError(e.to_string());
     let mut v: serde_json::Value = serde_json::from_slice(value).map_err(bad)?;
+    if let serde_json::Value::Object(m) = &mut v {
+        let other_case: Vec<(String, String)> = m
+            .keys()
+            .filter_map(|k| match field_for(schema, k) {
+                Some((f, false)) => Some((k.clone(), f.name().clone())),
+                _ => None,
+            })
+            .collect();
+        for (key, name) in other_case {
+            let value = m.remove(&key);
+            if let Some(value) = value
+                && !m.contains_key(&name)
+            {
+                m.insert(name, value);
+            }
+        }
+    }
+    if !jsonb {
+        return serde_json::to_vec(&v).map_err(bad);
+    }
     if let serde_json::Value::Object(m) = &mut v {
         for f in schema.fields().iter().filter(|f| jsonb::is_jsonb(f)) {
             // A JSON null here is jsonb's `null`; a missing key is SQL NULL.
@@ -218,37 +257,41 @@ fn jsonb_as_json(schema: &Schema, rows: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>, Ar
 }
 
 /// Check one value as the module documentation says; the error names the
-/// problem (and the column).
-fn check(schema: &Schema, value: &[u8]) -> Result<(), ArrowError> {
+/// problem (and the column). True when a key names a column only in
+/// another case (the value is then rewritten for arrow-json).
+fn check(schema: &Schema, value: &[u8]) -> Result<bool, ArrowError> {
     let mut de = serde_json::Deserializer::from_slice(value);
     Row(schema)
         .deserialize(&mut de)
-        .and_then(|()| de.end())
+        .and_then(|other_case| de.end().map(|()| other_case))
         .map_err(|e| ArrowError::JsonError(e.to_string()))
 }
 
 struct Row<'a>(&'a Schema);
 
 impl<'de> DeserializeSeed<'de> for Row<'_> {
-    type Value = ();
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+    type Value = bool;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
         d.deserialize_map(self)
     }
 }
 
 impl<'de> Visitor<'de> for Row<'_> {
-    type Value = ();
+    type Value = bool;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON object")
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        let mut other_case = false;
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            match self.0.field_with_name(&key) {
-                Ok(f) if is_integer(f.data_type()) => map.next_value_seed(Integer(f))?,
+            let field = field_for(self.0, &key);
+            other_case |= matches!(field, Some((_, false)));
+            match field {
+                Some((f, _)) if is_integer(f.data_type()) => map.next_value_seed(Integer(f))?,
                 _ => map.next_value_seed(Skip)?,
             }
         }
-        Ok(())
+        Ok(other_case)
     }
 }
 
@@ -445,6 +488,19 @@ mod tests {
         let i = batch.column(0).as_primitive::<Int32Type>();
         assert_eq!((i.value(0), i.value(1)), (1, 7));
         assert_eq!(batch.column(2).as_string::<i32>().value(1), "5");
+    }
+
+    #[test]
+    fn keys_match_columns_in_any_case() {
+        let (batch, good, _) = reasons(&[
+            r#"{"I": 1, "s": "x"}"#,
+            r#"{"i": 2, "I": 9, "S": "y"}"#,
+            r#"{"I": 1.5}"#,
+        ]);
+        assert_eq!(good, vec![0, 1], "a fraction for I is still refused");
+        let i = batch.column(0).as_primitive::<Int32Type>();
+        assert_eq!((i.value(0), i.value(1)), (1, 2), "the exact name wins");
+        assert_eq!(batch.column(2).as_string::<i32>().value(1), "y");
     }
 
     #[test]

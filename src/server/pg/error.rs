@@ -20,7 +20,47 @@ pub(super) fn user_error(code: &str, message: String) -> PgWireError {
 }
 
 pub(super) fn engine_error(e: EngineError) -> PgWireError {
-    user_error(e.sqlstate(), e.to_string())
+    let code = e.sqlstate();
+    let message = e.to_string();
+    match postgres_message(code, &message) {
+        Some((message, hint)) => {
+            let mut info = ErrorInfo::new("ERROR".into(), code.into(), message);
+            info.hint = hint;
+            PgWireError::UserError(Box::new(info))
+        }
+        None => user_error(code, message),
+    }
+}
+
+/// PostgreSQL's message for DataFusion's most common planning errors,
+/// which clients and people match on: `relation "t" does not exist`,
+/// `column "c" does not exist` (DataFusion's suggestion as the hint).
+fn postgres_message(code: &str, message: &str) -> Option<(String, Option<String>)> {
+    match code {
+        "42P01" => {
+            let at = message.find("table '")? + 7;
+            let name = &message[at..at + message[at..].find("' not found")?];
+            let last = name.rsplit('.').next().unwrap_or(name);
+            Some((format!("relation \"{last}\" does not exist"), None))
+        }
+        "42703" => {
+            let at = message.find("No field named ")? + 15;
+            let rest = &message[at..];
+            let end = rest
+                .find(". ")
+                .or_else(|| rest.find(".\n"))
+                .unwrap_or(rest.len());
+            let name = rest[..end].trim_end_matches('.');
+            let name = name.rsplit('.').next().unwrap_or(name).trim_matches('"');
+            let hint = rest.find("Did you mean '").map(|h| {
+                let h = &rest[h + 14..];
+                let column = &h[..h.find("'?").unwrap_or(h.len())];
+                format!("Perhaps you meant to reference the column {column}.")
+            });
+            Some((format!("column \"{name}\" does not exist"), hint))
+        }
+        _ => None,
+    }
 }
 
 /// An error parsing `query`, with the position (1-based, in characters)
@@ -127,7 +167,30 @@ pub(super) fn coded_errors(mut resp: QueryResponse) -> QueryResponse {
 
 #[cfg(test)]
 mod tests {
-    use super::error_position;
+    use super::{error_position, postgres_message};
+
+    #[test]
+    fn planning_errors_read_as_postgresql_words_them() {
+        assert_eq!(
+            postgres_message(
+                "42P01",
+                "Error during planning: table 'eddy.public.foobar' not found"
+            ),
+            Some(("relation \"foobar\" does not exist".into(), None))
+        );
+        let (m, hint) = postgres_message(
+            "42703",
+            "Schema error: No field named mixc. Did you mean 'foobar.\"MixC\"'?\nColumn names are case sensitive.",
+        )
+        .unwrap();
+        assert_eq!(m, "column \"mixc\" does not exist");
+        assert_eq!(
+            hint.as_deref(),
+            Some("Perhaps you meant to reference the column foobar.\"MixC\".")
+        );
+        let (m, _) = postgres_message("42703", "Schema error: No field named t.b.").unwrap();
+        assert_eq!(m, "column \"b\" does not exist");
+    }
 
     /// The codes `refine_code` reads from message text, against the
     /// messages of the errors DataFusion raises today (as
