@@ -22,6 +22,10 @@ pub const TOPIC: &str = "__eddy_catalog";
 pub struct Column {
     pub name: String,
     pub sql_type: String,
+    /// A stream's `KEY` column (ksqlDB's `id INT KEY`): read from and
+    /// written to the record key, not the value.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub key: bool,
 }
 
 /// Record value formats.
@@ -56,6 +60,10 @@ pub enum Object {
         name: String,
         query: String,
         sql: String,
+        /// Made by a ksqlDB persistent query (`CREATE STREAM|TABLE … AS
+        /// SELECT`): dropped as that stream or table, with its sink.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ksql: Option<Ksql>,
     },
     /// Changes of a table or materialized view written into a topic.
     Sink {
@@ -63,6 +71,8 @@ pub enum Object {
         from: String,
         topic: String,
         sql: String,
+        #[serde(default)]
+        envelope: Envelope,
     },
     /// An arrangement of a table's or materialized view's rows by
     /// `columns` (`CREATE INDEX`), kept by the dataflow that keeps it.
@@ -79,6 +89,32 @@ pub enum Object {
         broker: String,
         sql: String,
     },
+}
+
+/// What a ksqlDB persistent query made.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Ksql {
+    /// A table (else a stream).
+    pub table: bool,
+    /// The sink writing its rows into its topic.
+    pub sink: String,
+}
+
+/// How a sink writes a relation's changes into its topic.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Envelope {
+    /// `{"before": …, "after": …}` per change (Materialize's Kafka sinks).
+    #[default]
+    Debezium,
+    /// Each inserted row a record: its `key` columns the record key, the
+    /// rest the JSON value (a ksqlDB stream's topic); retractions are
+    /// not written.
+    Append { key: Vec<String> },
+    /// An upsert changelog (a ksqlDB table's topic): the row's `key`
+    /// columns the record key, the rest the JSON value; a key whose row
+    /// went away a tombstone (null value).
+    Upsert { key: Vec<String> },
 }
 
 impl Object {

@@ -124,6 +124,7 @@ impl Engine {
             Ddl::CreateStream {
                 name,
                 columns,
+                keys,
                 options,
                 if_not_exists,
                 sql,
@@ -163,7 +164,15 @@ impl Engine {
                         "format '{format_name}' (formats: json, csv, text, bytes)"
                     ))
                 })?;
-                let columns = Self::columns(&columns)?;
+                let mut columns = Self::columns(&columns)?;
+                for c in columns.iter_mut() {
+                    c.key = keys.contains(&c.name);
+                }
+                if keys.len() > 1 {
+                    return Err(EngineError::Unsupported(
+                        "more than one KEY column (the record key holds one)".into(),
+                    ));
+                }
                 Self::layout_of(&columns, format)?;
                 self.ensure_topic(&topic, &options)?;
                 let o = Object::Stream {
@@ -222,19 +231,22 @@ impl Engine {
                 if self.log.topic_info(&topic).is_err() {
                     self.log.create_topic(&topic, 1, BTreeMap::new())?;
                 }
+                let envelope = crate::catalog::Envelope::Debezium;
                 self.lock()?.insert(Object::Sink {
                     name: name.clone(),
                     from: from.clone(),
                     topic: topic.clone(),
                     sql,
+                    envelope: envelope.clone(),
                 })?;
-                self.start_sink(&name, &from, &topic).await?;
+                self.start_sink(&name, &from, &topic, envelope).await?;
                 Ok(Output::Command("CREATE SINK".into(), None))
             }
             Ddl::CreateTable(ct, text) => self.create_table(*ct, text).await,
+            Ddl::CreatePersistent(p) => self.create_persistent(*p).await,
             Ddl::SelectInto(q) => self.select_into(*q).await,
             Ddl::CreateView(v, text) if v.materialized => {
-                self.create_materialized_view(*v, text).await
+                self.create_materialized_view(*v, text, None).await
             }
             Ddl::CreateView(v, text) => self.create_view(*v, text).await,
         }
@@ -249,6 +261,9 @@ impl Engine {
             return Ok(Output::Command("CREATE TABLE".into(), None));
         }
         if ct.query.is_some() {
+            if let Some(p) = self.ksql_table_as(&ct, &text)? {
+                return self.create_persistent(p).await;
+            }
             return Box::pin(self.create_table_as(ct)).await;
         }
         self.ensure_free(&name)?;
@@ -326,6 +341,7 @@ impl Engine {
         &self,
         v: CreateView,
         text: String,
+        ksql: Option<crate::catalog::Ksql>,
     ) -> Result<Output> {
         let name = names::object(&v.name);
         let existing = self.lock()?.get(&name).cloned();
@@ -359,6 +375,7 @@ impl Engine {
             name: name.clone(),
             query,
             sql: text,
+            ksql,
         })?;
         self.dataflows.set_version(&name, version)?;
         Ok(Output::Command("CREATE MATERIALIZED VIEW".into(), None))
@@ -510,6 +527,21 @@ impl Engine {
                 Some(o @ Object::Index { .. }) if kind == DropKind::Index => {
                     self.drop_index(&o).await?
                 }
+                Some(o)
+                    if matches!(
+                        &o,
+                        Object::MaterializedView { ksql: Some(k), .. }
+                            if matches!(
+                                (k.table, kind),
+                                (true, DropKind::Table) | (false, DropKind::Stream)
+                            )
+                    ) =>
+                {
+                    if let Object::MaterializedView { ksql: Some(k), .. } = &o {
+                        let k = k.clone();
+                        self.drop_persistent(o, &k, cascade)?
+                    }
+                }
                 Some(o) if o.kind() == kind.noun() => self.drop_object(o, cascade)?,
                 Some(o) => {
                     return Err(EngineError::WrongObject(format!(
@@ -617,6 +649,7 @@ impl Engine {
             out.push(Column {
                 name: names::ident(&d.name),
                 sql_type: d.data_type.to_string(),
+                key: false,
             });
         }
         if out.is_empty() {

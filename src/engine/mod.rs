@@ -26,6 +26,7 @@ pub mod limits;
 mod names;
 mod objects;
 pub mod peek;
+mod persistent;
 pub mod pg_compat;
 mod plans;
 mod query;

@@ -174,9 +174,13 @@ impl Engine {
         // Sinks last: each catches its topic up with its relation.
         for o in sinks {
             if let Object::Sink {
-                name, from, topic, ..
+                name,
+                from,
+                topic,
+                envelope,
+                ..
             } = &o
-                && let Err(e) = engine.start_sink(name, from, topic).await
+                && let Err(e) = engine.start_sink(name, from, topic, envelope.clone()).await
             {
                 tracing::warn!(sink = %name, error = %e, "sink does not start");
             }
@@ -282,10 +286,12 @@ impl Engine {
         let mut fields = Vec::with_capacity(columns.len());
         for c in columns {
             let parsed = statement::parse_type(&c.sql_type)?;
-            fields.push(
-                types::field(&c.name, &parsed)
-                    .map_err(|e| EngineError::Unsupported(format!("type {}", e.0)))?,
-            );
+            let field = types::field(&c.name, &parsed)
+                .map_err(|e| EngineError::Unsupported(format!("type {}", e.0)))?;
+            fields.push(match c.key {
+                true => crate::format::record::key_field(field),
+                false => field,
+            });
         }
         Ok(Arc::new(Schema::new(fields)))
     }
@@ -346,8 +352,19 @@ impl Engine {
     }
 
     /// Start sink `name` (its task runs until dropped; see `sink.rs`).
-    pub(super) async fn start_sink(&self, name: &str, from: &str, topic: &str) -> Result<()> {
-        let schema = self.ctx.table_provider(from).await?.schema();
+    pub(super) async fn start_sink(
+        &self,
+        name: &str,
+        from: &str,
+        topic: &str,
+        envelope: crate::catalog::Envelope,
+    ) -> Result<()> {
+        let schema = self
+            .ctx
+            .table_provider(TableReference::bare(from))
+            .await?
+            .schema();
+        let envelope = sink::Envelope::new(envelope, &schema)?;
         // Subscribed before CREATE SINK is answered: the sink starts from
         // the relation as of its creation, and every change after is one.
         let start = self.dataflows.subscribe(from)?;
@@ -356,6 +373,7 @@ impl Engine {
             from.to_string(),
             topic.to_string(),
             schema,
+            envelope,
             Arc::clone(&self.dataflows),
             Arc::clone(&self.log),
             start,

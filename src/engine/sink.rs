@@ -2,7 +2,10 @@
 //! table or materialized view into a topic, for Kafka consumers, as JSON
 //! records in the Debezium envelope Materialize's Kafka sinks use:
 //! `{"before": null, "after": {row}}` inserts a row, `{"before": {row},
-//! "after": null}` retracts one.
+//! "after": null}` retracts one. A ksqlDB persistent query's sink writes
+//! as ksqlDB does instead (`catalog::Envelope`): a stream's rows appended
+//! (key columns in the record key, the rest the JSON value), a table's as
+//! an upsert changelog (a tombstone for a key whose row went away).
 //!
 //! The topic is its own progress record: when a sink starts (created, or
 //! the server restarting) it reads back what the topic already holds,
@@ -21,22 +24,68 @@ use datafusion::arrow::datatypes::SchemaRef;
 use tokio::sync::broadcast::error::RecvError;
 use tracing::{info, warn};
 
+use crate::catalog;
 use crate::dataflow::rows::{Codec, RowBytes};
 use crate::dataflow::runtime::{Dataflows, Subscription};
 use crate::dataflow::{DataflowError, with_schema};
+use crate::format::record::Layout;
 use crate::log::batch::{NewRecord, encode};
 use crate::log::{Durability, LogStore};
 
 /// Records per append.
 const BATCH: usize = 1000;
 
+/// A sink's envelope, resolved against its relation's columns.
+pub enum Envelope {
+    Debezium,
+    Keyed {
+        upsert: bool,
+        /// The relation keyed by the key columns (their record keys).
+        keys: Layout,
+        /// Positions of the key columns, and of the columns in the value.
+        key: Vec<usize>,
+        value: Vec<usize>,
+    },
+}
+
+impl Envelope {
+    pub fn new(e: catalog::Envelope, schema: &SchemaRef) -> Result<Envelope, DataflowError> {
+        let (upsert, names) = match e {
+            catalog::Envelope::Debezium => return Ok(Envelope::Debezium),
+            catalog::Envelope::Append { key } => (false, key),
+            catalog::Envelope::Upsert { key } => (true, key),
+        };
+        let key = names
+            .iter()
+            .map(|n| {
+                schema.index_of(n).map_err(|_| {
+                    DataflowError::Other(format!(
+                        "the sink's key column {n} is not in its relation"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let value = (0..schema.fields().len())
+            .filter(|i| !key.contains(i))
+            .collect();
+        Ok(Envelope::Keyed {
+            upsert,
+            keys: Layout::keyed(Arc::clone(schema), key.clone()),
+            key,
+            value,
+        })
+    }
+}
+
 /// Run sink `name` (relation `from` into `topic`) until aborted, the
 /// relation goes away or the engine stops.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     name: String,
     from: String,
     topic: String,
     schema: SchemaRef,
+    envelope: Envelope,
     dataflows: Arc<Dataflows>,
     log: Arc<dyn LogStore>,
     start: Subscription,
@@ -48,6 +97,7 @@ pub async fn run(
             &from,
             &topic,
             &schema,
+            &envelope,
             &dataflows,
             &*log,
             start.take(),
@@ -68,17 +118,19 @@ pub async fn run(
 /// Catch the topic up with the relation, then follow its changes. True
 /// when it fell too far behind the tick broadcast and must catch up again;
 /// false when the engine stopped.
+#[allow(clippy::too_many_arguments)]
 async fn feed(
     name: &str,
     from: &str,
     topic: &str,
     schema: &SchemaRef,
+    envelope: &Envelope,
     dataflows: &Dataflows,
     log: &dyn LogStore,
     start: Option<Subscription>,
 ) -> Result<bool, DataflowError> {
     let codec = Codec::for_schema(schema)?;
-    let mut diff = read_back(log, topic, schema, &codec)?;
+    let mut diff = read_back(log, topic, schema, envelope, &codec)?;
     for v in diff.values_mut() {
         *v = -*v;
     }
@@ -93,7 +145,7 @@ async fn feed(
     }
     let catch_up: Vec<(RowBytes, i64)> = diff.into_iter().filter(|(_, d)| *d != 0).collect();
     let n = catch_up.len();
-    write(log, topic, schema, &codec, catch_up)?;
+    write(log, topic, schema, envelope, &codec, catch_up)?;
     info!(sink = name, rows = n, "sink caught up");
     let mut changes = start.changes;
     loop {
@@ -108,7 +160,7 @@ async fn feed(
                     let out = (0..batch.num_rows())
                         .map(|i| (rows.row(i).into(), d.diffs[i]))
                         .collect();
-                    write(log, topic, schema, &codec, out)?;
+                    write(log, topic, schema, envelope, &codec, out)?;
                 }
             }
             Ok(_) => {}
@@ -123,13 +175,26 @@ fn read_back(
     log: &dyn LogStore,
     topic: &str,
     schema: &SchemaRef,
+    envelope: &Envelope,
     codec: &Codec,
 ) -> Result<HashMap<RowBytes, i64>, DataflowError> {
     let mut values: Vec<(Vec<u8>, i64)> = Vec::new();
+    // An upsert topic holds each key's last value.
+    let mut latest: HashMap<Option<Vec<u8>>, Option<Vec<u8>>> = HashMap::new();
     for p in 0..log.topic_info(topic)?.partitions {
         let (start, end) = log.offsets(topic, p)?;
         for records in crate::log::records(log, topic, p, start, end, 1 << 20) {
             for r in records? {
+                if let Envelope::Keyed { upsert, key, .. } = envelope {
+                    let k = r.key.map(|k| k.to_vec());
+                    let v = r.value.map(|v| v.to_vec());
+                    if *upsert {
+                        latest.insert(k, v);
+                    } else if let Some(row) = v.and_then(|v| whole_row(schema, key, k, &v)) {
+                        values.push((row, 1));
+                    }
+                    continue;
+                }
                 let Some(v) = r.value else { continue };
                 let Ok(env) = serde_json::from_slice::<serde_json::Value>(&v) else {
                     continue;
@@ -139,6 +204,13 @@ fn read_back(
                         values.push((row.to_string().into_bytes(), d));
                     }
                 }
+            }
+        }
+    }
+    if let Envelope::Keyed { key, .. } = envelope {
+        for (k, v) in latest {
+            if let Some(row) = v.and_then(|v| whole_row(schema, key, k, &v)) {
+                values.push((row, 1));
             }
         }
     }
@@ -154,11 +226,41 @@ fn read_back(
     Ok(held)
 }
 
-/// Append the changes (rows with diffs) as envelope records, fsynced.
+/// The JSON row a keyed record stands for: its value's fields and its key
+/// columns (one column's key is its text, read as JSON where it is JSON:
+/// `42` a number; several columns' key a JSON object of them).
+fn whole_row(
+    schema: &SchemaRef,
+    key: &[usize],
+    record_key: Option<Vec<u8>>,
+    value: &[u8],
+) -> Option<Vec<u8>> {
+    let serde_json::Value::Object(mut row) = serde_json::from_slice(value).ok()? else {
+        return None;
+    };
+    match (key, record_key) {
+        ([k], Some(rk)) => {
+            let v = serde_json::from_slice(&rk)
+                .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&rk).into()));
+            row.insert(schema.field(*k).name().clone(), v);
+        }
+        ([_, _, ..], Some(rk)) => {
+            if let Ok(serde_json::Value::Object(m)) = serde_json::from_slice(&rk) {
+                row.extend(m);
+            }
+        }
+        _ => {}
+    }
+    serde_json::to_vec(&row).ok()
+}
+
+/// Append the changes (rows with diffs) as the envelope's records,
+/// fsynced.
 fn write(
     log: &dyn LogStore,
     topic: &str,
     schema: &SchemaRef,
+    envelope: &Envelope,
     codec: &Codec,
     changes: Vec<(RowBytes, i64)>,
 ) -> Result<(), DataflowError> {
@@ -167,6 +269,53 @@ fn write(
     }
     let columns = codec.decode(changes.iter().map(|(r, _)| r.as_ref()))?;
     let batch = RecordBatch::try_new(Arc::clone(schema), columns)?;
+    if let Envelope::Keyed {
+        upsert,
+        keys,
+        key,
+        value,
+    } = envelope
+    {
+        let record_keys = match key.is_empty() {
+            true => vec![None; batch.num_rows()],
+            false => keys.row_keys(&batch)?,
+        };
+        let values = match value.is_empty() {
+            true => vec![b"{}".to_vec(); batch.num_rows()],
+            false => crate::format::json::encode(&batch.project(value)?)?,
+        };
+        let now = crate::log::now_ms();
+        let record = |key: Option<Vec<u8>>, value: Option<Vec<u8>>| NewRecord {
+            key: key.map(Bytes::from),
+            value: value.map(Bytes::from),
+            timestamp: now,
+            headers: vec![],
+        };
+        let mut records = Vec::new();
+        if *upsert {
+            // A key's new row wins over its retraction, in any order.
+            let mut last: Vec<(Option<Vec<u8>>, Option<Vec<u8>>)> = Vec::new();
+            let mut at: HashMap<Option<Vec<u8>>, usize> = HashMap::new();
+            for (i, (_, d)) in changes.iter().enumerate() {
+                let k = record_keys[i].clone();
+                let slot = *at.entry(k.clone()).or_insert_with(|| {
+                    last.push((k, None));
+                    last.len() - 1
+                });
+                if *d > 0 {
+                    last[slot].1 = Some(values[i].clone());
+                }
+            }
+            records.extend(last.into_iter().map(|(k, v)| record(k, v)));
+        } else {
+            for (i, (_, d)) in changes.iter().enumerate() {
+                for _ in 0..d.max(&0).unsigned_abs() {
+                    records.push(record(record_keys[i].clone(), Some(values[i].clone())));
+                }
+            }
+        }
+        return append(log, topic, records);
+    }
     let json = crate::format::json::encode(&batch)?;
     let now = crate::log::now_ms();
     let mut records = Vec::new();
@@ -186,9 +335,26 @@ fn write(
             });
         }
     }
-    for chunk in records.chunks(BATCH) {
-        let batch = encode(chunk).map_err(crate::log::LogError::from)?;
-        log.append(topic, 0, batch, Durability::Fsync)?;
+    append(log, topic, records)
+}
+
+/// Append `records`, fsynced: each to the partition its key picks (as a
+/// Kafka producer's default partitioner picks it), keyless ones to 0.
+fn append(log: &dyn LogStore, topic: &str, records: Vec<NewRecord>) -> Result<(), DataflowError> {
+    let partitions = log.topic_info(topic)?.partitions;
+    let mut by_partition: std::collections::BTreeMap<i32, Vec<NewRecord>> = Default::default();
+    for r in records {
+        let p = match (&r.key, partitions) {
+            (Some(k), n) if n > 1 => crate::log::partitioner::partition_for_key(k, n),
+            _ => 0,
+        };
+        by_partition.entry(p).or_default().push(r);
+    }
+    for (p, records) in by_partition {
+        for chunk in records.chunks(BATCH) {
+            let batch = encode(chunk).map_err(crate::log::LogError::from)?;
+            log.append(topic, p, batch, Durability::Fsync)?;
+        }
     }
     Ok(())
 }

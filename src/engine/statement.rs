@@ -122,12 +122,16 @@ pub enum Ddl {
     CreateStream {
         name: String,
         columns: Vec<ColumnDef>,
+        /// The columns declared `KEY` (ksqlDB): held in the record key.
+        keys: Vec<String>,
         /// Option keys lower-cased (`topic`, `format`, `kafka_topic`,
         /// `value_format`, `partitions`, Kafka config names).
         options: BTreeMap<String, String>,
         if_not_exists: bool,
         sql: String,
     },
+    /// ksqlDB's persistent queries (`CREATE STREAM|TABLE … AS SELECT`).
+    CreatePersistent(Box<Persistent>),
     /// `CREATE TABLE` (with a query: `CREATE TABLE … AS`), with its text.
     CreateTable(Box<CreateTable>, String),
     /// `SELECT … INTO t`: `CREATE TABLE t AS SELECT …`.
@@ -157,6 +161,25 @@ pub enum Ddl {
         if_exists: bool,
         cascade: bool,
     },
+}
+
+/// A persistent query as ksqlDB has them: `CREATE STREAM s [WITH (…)] AS
+/// SELECT …` (and `CREATE TABLE t … AS SELECT …` over a stream): a
+/// relation kept by a dataflow whose rows are also written, as ksqlDB
+/// writes them, into a topic (`persistent.rs`).
+#[derive(Debug)]
+pub struct Persistent {
+    /// A table (an upsert changelog by key) or a stream (appended rows).
+    pub table: bool,
+    pub name: String,
+    /// The topic ksqlDB would name: the name as ksqlDB spells it
+    /// (unquoted upper-cased); `KAFKA_TOPIC` in `options` overrides it.
+    pub topic: String,
+    /// `WITH (…)` keys lower-cased.
+    pub options: BTreeMap<String, String>,
+    pub query: Box<Query>,
+    pub if_not_exists: bool,
+    pub sql: String,
 }
 
 /// Statements about roles and privileges, kept as parsed; `access.rs`
@@ -405,6 +428,45 @@ pub fn classify(s: SqlStatement, text: String) -> Statement {
     }
 }
 
+/// A CREATE STREAM's column list, with ksqlDB's `KEY` (and `PRIMARY
+/// KEY`) after a column's type marking a column held in the record key.
+fn stream_columns(p: &mut Parser<'_>) -> Result<(Vec<ColumnDef>, Vec<String>)> {
+    p.expect_token(&Token::LParen).map_err(syntax)?;
+    let (mut columns, mut keys) = (Vec::new(), Vec::new());
+    if p.consume_token(&Token::RParen) {
+        return Ok((columns, keys));
+    }
+    loop {
+        let name = p.parse_identifier().map_err(syntax)?;
+        let data_type = p.parse_data_type().map_err(syntax)?;
+        let primary = p.parse_keyword(Keyword::PRIMARY);
+        if p.parse_keyword(Keyword::KEY) {
+            keys.push(super::names::ident(&name));
+        } else if primary {
+            return Err(syntax("expected KEY after PRIMARY"));
+        }
+        columns.push(ColumnDef {
+            name,
+            data_type,
+            options: vec![],
+        });
+        if p.consume_token(&Token::RParen) {
+            return Ok((columns, keys));
+        }
+        p.expect_token(&Token::Comma).map_err(syntax)?;
+    }
+}
+
+/// The topic ksqlDB names after a relation: its name as ksqlDB folds it
+/// (unquoted identifiers upper-cased, quoted ones as written).
+pub(super) fn ksql_topic(n: &ObjectName) -> String {
+    match n.0.last().and_then(|p| p.as_ident()) {
+        Some(i) if i.quote_style.is_some() => i.value.clone(),
+        Some(i) => i.value.to_ascii_uppercase(),
+        None => n.to_string(),
+    }
+}
+
 /// The relation an object name at the parser denotes (folded:
 /// `names::object`).
 fn relation_name(p: &mut Parser<'_>) -> Result<String> {
@@ -497,7 +559,10 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
 pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
     limits.check_text(sql)?;
     let dialect = PostgreSqlDialect {};
-    let mut p = Parser::new(&dialect).try_with_sql(sql).map_err(syntax)?;
+    let (blanked, emits) = blank_emits(sql)?;
+    let mut p = Parser::new(&dialect)
+        .try_with_sql(blanked.as_deref().unwrap_or(sql))
+        .map_err(syntax)?;
     let mut slicer = Slicer::new(sql);
     let mut out = Vec::new();
     loop {
@@ -509,7 +574,14 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
         let start = p.peek_token().span.start;
         let t0 = p.peek_nth_token(0).token;
         let t1 = p.peek_nth_token(1).token;
-        let stmt = if word_is(&t0, "create") && (word_is(&t1, "topic") || word_is(&t1, "stream")) {
+        let stmt = if word_is(&t0, "set") && matches!(t1, Token::SingleQuotedString(_)) {
+            // ksqlDB's `SET 'auto.offset.reset' = 'earliest'`: push
+            // queries (EMIT CHANGES) start from the earliest row anyway.
+            while !matches!(p.peek_token().token, Token::SemiColon | Token::EOF) {
+                p.next_token();
+            }
+            Statement::Session(SessionCommand::Nothing("SET"))
+        } else if word_is(&t0, "create") && (word_is(&t1, "topic") || word_is(&t1, "stream")) {
             p.next_token();
             let is_topic = word_is(&p.next_token().token, "topic");
             let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
@@ -522,18 +594,40 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
                     options: opts,
                     if_not_exists,
                 })
-            } else {
-                let name = super::names::object(&name);
-                let (columns, _constraints) = p.parse_columns().map_err(syntax)?;
+            } else if p.peek_token().token == Token::LParen {
+                let spelled = name;
+                let name = super::names::object(&spelled);
+                let (columns, keys) = stream_columns(&mut p)?;
                 let opts = options(p.parse_options(Keyword::WITH).map_err(syntax)?)?;
                 let end = p.peek_token().span.start;
                 Statement::Ddl(Ddl::CreateStream {
                     name,
                     columns,
+                    keys,
                     options: opts,
                     if_not_exists,
                     sql: slicer.slice(start, end),
                 })
+            } else {
+                // ksqlDB's CREATE STREAM … [WITH (…)] AS SELECT ….
+                let opts = options(p.parse_options(Keyword::WITH).map_err(syntax)?)?;
+                p.expect_keyword(Keyword::AS).map_err(syntax)?;
+                let query = match limits
+                    .check_depth(SqlStatement::Query(p.parse_query().map_err(parser_error)?))?
+                {
+                    SqlStatement::Query(q) => q,
+                    _ => unreachable!("a query stays a query"),
+                };
+                let end = p.peek_token().span.start;
+                Statement::Ddl(Ddl::CreatePersistent(Box::new(Persistent {
+                    table: false,
+                    name: super::names::object(&name),
+                    topic: ksql_topic(&name),
+                    options: opts,
+                    query,
+                    if_not_exists,
+                    sql: slicer.slice(start, end),
+                })))
             }
         } else if word_is(&t0, "create")
             && (word_is(&t1, "source")
@@ -549,12 +643,14 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
                 Ddl::CreateStream {
                     name,
                     columns,
+                    keys,
                     options,
                     if_not_exists,
                     ..
                 } => Statement::Ddl(Ddl::CreateStream {
                     name,
                     columns,
+                    keys,
                     options,
                     if_not_exists,
                     sql: slicer.slice(start, end),
@@ -767,6 +863,25 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
             }
             classify(s, text)
         };
+        let emit = if emits.is_empty() {
+            None
+        } else {
+            // (Offsets found from the start again: only texts with EMIT
+            // pay for it.)
+            let begin = slicer.offset(start);
+            let end = slicer.offset(p.peek_token().span.start);
+            emits.iter().find(|(at, _)| (begin..end).contains(at))
+        };
+        let stmt = match emit {
+            Some((_, Emit::Changes)) => emit_changes(stmt)?,
+            Some((_, Emit::Final)) => {
+                return Err(EngineError::Unsupported(
+                    "EMIT FINAL (a window's result once it closes); EMIT CHANGES gives every update"
+                        .into(),
+                ));
+            }
+            None => stmt,
+        };
         out.push(stmt);
         if !p.consume_token(&Token::SemiColon) && p.peek_token().token != Token::EOF {
             return Err(EngineError::Syntax(format!(
@@ -776,6 +891,82 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
         }
     }
     Ok(out)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Emit {
+    Changes,
+    Final,
+}
+
+/// ksqlDB's `EMIT CHANGES` / `EMIT FINAL` closing a statement, which
+/// sqlparser does not know: `sql` with them blanked out (spaces, so every
+/// location stays where it was) and where each was (byte offsets). None
+/// when the text has none.
+fn blank_emits(sql: &str) -> Result<(Option<String>, Vec<(usize, Emit)>)> {
+    use datafusion::sql::sqlparser::tokenizer::Tokenizer;
+    if !sql
+        .as_bytes()
+        .windows(4)
+        .any(|w| w.eq_ignore_ascii_case(b"emit"))
+    {
+        return Ok((None, vec![]));
+    }
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
+        .tokenize_with_location()
+        .map_err(syntax)?;
+    let mut slicer = Slicer::new(sql);
+    let mut text = sql.to_string();
+    let mut emits = Vec::new();
+    let words: Vec<usize> = (0..tokens.len())
+        .filter(|&i| !matches!(tokens[i].token, Token::Whitespace(_)))
+        .collect();
+    for w in words.windows(3).map(|w| (w[0], w[1], Some(w[2]))).chain(
+        words
+            .len()
+            .checked_sub(2)
+            .map(|i| (words[i], words[i + 1], None)),
+    ) {
+        let (e, what, next) = w;
+        let kind = match &tokens[what].token {
+            t if word_is(t, "changes") => Emit::Changes,
+            t if word_is(t, "final") => Emit::Final,
+            _ => continue,
+        };
+        if !word_is(&tokens[e].token, "emit")
+            || !next.is_none_or(|n| matches!(tokens[n].token, Token::SemiColon | Token::EOF))
+        {
+            continue;
+        }
+        let from = slicer.offset(tokens[e].span.start);
+        let to = slicer.offset(tokens[what].span.end);
+        text.replace_range(from..to, &" ".repeat(to - from));
+        emits.push((from, kind));
+    }
+    Ok(((!emits.is_empty()).then_some(text), emits))
+}
+
+/// A statement that closed with EMIT CHANGES: a query is a push query (a
+/// SUBSCRIBE to it: its rows, then their changes as they happen); a
+/// persistent query emits changes anyway.
+fn emit_changes(stmt: Statement) -> Result<Statement> {
+    match stmt {
+        Statement::Query(s, _) => match *s {
+            SqlStatement::Query(q) => Ok(Statement::Subscribe {
+                name: String::new(),
+                query: Some(q),
+                snapshot: true,
+            }),
+            other => Err(syntax(format!("EMIT CHANGES after {other}"))),
+        },
+        s @ Statement::Ddl(Ddl::CreatePersistent(_)) => Ok(s),
+        Statement::Ddl(Ddl::CreateTable(ct, text)) if ct.query.is_some() => {
+            Ok(Statement::Ddl(Ddl::CreateTable(ct, text)))
+        }
+        _ => Err(syntax(
+            "EMIT CHANGES closes a SELECT or a CREATE … AS SELECT",
+        )),
+    }
 }
 
 /// A scalar subquery that selects no columns (`(SELECT FROM u)`):
@@ -1167,6 +1358,7 @@ fn source(p: &mut Parser<'_>) -> Result<Ddl> {
     Ok(Ddl::CreateStream {
         name,
         columns,
+        keys: vec![],
         options,
         if_not_exists,
         sql: String::new(),

@@ -23,7 +23,9 @@ use datafusion::arrow::array::{
     TimestampMillisecondArray,
 };
 use datafusion::arrow::compute::{can_cast_types, cast};
-use datafusion::arrow::datatypes::{DataType, Int32Type, Int64Type, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{
+    DataType, Field, Int32Type, Int64Type, Schema, SchemaRef, TimeUnit,
+};
 use datafusion::arrow::error::ArrowError;
 
 use super::{DecodeFailure, Format, csv, json};
@@ -37,7 +39,25 @@ pub enum Meta {
     Timestamp,
 }
 
+/// Field metadata marking a column read from the record key whatever its
+/// name (a `KEY` column).
+const META: &str = "eddy.record";
+
+/// `field` as a column held in the record key (ksqlDB's `id INT KEY`).
+pub fn key_field(field: Field) -> Field {
+    let mut metadata = field.metadata().clone();
+    metadata.insert(META.into(), "key".into());
+    field.with_metadata(metadata)
+}
+
 impl Meta {
+    fn of_field(f: &Field) -> Option<Meta> {
+        match f.metadata().get(META).map(String::as_str) {
+            Some("key") => Some(Meta::Key),
+            _ => Meta::of(f.name()),
+        }
+    }
+
     fn of(name: &str) -> Option<Meta> {
         match name {
             "_key" => Some(Meta::Key),
@@ -45,6 +65,15 @@ impl Meta {
             "_offset" => Some(Meta::Offset),
             "_timestamp" => Some(Meta::Timestamp),
             _ => None,
+        }
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            Meta::Key => "key",
+            Meta::Partition => "partition",
+            Meta::Offset => "offset",
+            Meta::Timestamp => "timestamp",
         }
     }
 
@@ -202,7 +231,7 @@ impl Layout {
         let mut meta = Vec::new();
         let mut values = Vec::new();
         for (i, f) in schema.fields().iter().enumerate() {
-            match Meta::of(f.name()) {
+            match Meta::of_field(f) {
                 Some(m) => {
                     let native = m.native(f.data_type());
                     if !can_cast_types(&native, f.data_type())
@@ -213,7 +242,7 @@ impl Layout {
                         return Err(format!(
                             "column {} holds the record's {}; it cannot have type {}",
                             f.name(),
-                            &f.name()[1..],
+                            m.noun(),
                             crate::types::pg_name(f.data_type())
                         ));
                     }
@@ -336,6 +365,16 @@ impl Layout {
     ) -> (RecordBatch, Vec<usize>, Vec<DecodeFailure>) {
         let values: Vec<&[u8]> = records.iter().map(|r| r.value).collect();
         let (batch, good, failures) = self.decode_values(&values);
+        if let [k] = self.key.as_slice()
+            && batch.column(*k).null_count() > 0
+        {
+            // ksqlDB's tables keep the key in the record key only: a value
+            // without the key column takes it from there.
+            return match self.key_from_records(&batch, *k, records, &good) {
+                Ok(b) => (b, good, failures),
+                Err(e) => fail_all(&self.schema, records.len(), &e),
+            };
+        }
         if self.meta.is_empty() {
             return (batch, good, failures);
         }
@@ -356,6 +395,34 @@ impl Layout {
                 )
             }
         }
+    }
+
+    /// `batch` with the NULLs of its key column `k` filled from the keys
+    /// of the records that made its rows.
+    fn key_from_records(
+        &self,
+        batch: &RecordBatch,
+        k: usize,
+        records: &[RecordRef<'_>],
+        good: &[usize],
+    ) -> Result<RecordBatch, ArrowError> {
+        let keys: StringArray = good
+            .iter()
+            .map(|&g| {
+                records[g]
+                    .key
+                    .map(|k| String::from_utf8_lossy(k).into_owned())
+            })
+            .collect();
+        let keys = cast(&keys, batch.schema().field(k).data_type())?;
+        let filled = datafusion::arrow::compute::kernels::zip::zip(
+            &datafusion::arrow::compute::is_not_null(batch.column(k))?,
+            batch.column(k),
+            &keys,
+        )?;
+        let mut columns = batch.columns().to_vec();
+        columns[k] = filled;
+        RecordBatch::try_new(batch.schema(), columns)
     }
 
     fn with_meta(
@@ -423,10 +490,13 @@ impl Layout {
             let col = batch.column(*at);
             match m {
                 Meta::Key => {
-                    let keys = if matches!(col.data_type(), DataType::Binary) {
-                        Arc::clone(col)
-                    } else {
-                        cast(col, &DataType::Binary)?
+                    let keys = match col.data_type() {
+                        DataType::Binary => Arc::clone(col),
+                        DataType::Utf8 | DataType::LargeUtf8 | DataType::LargeBinary => {
+                            cast(col, &DataType::Binary)?
+                        }
+                        // An int KEY column: its text, as a kcat user types it.
+                        _ => cast(&cast(col, &DataType::Utf8)?, &DataType::Binary)?,
                     };
                     let keys = keys.as_binary::<i32>();
                     for (r, o) in out.iter_mut().enumerate() {

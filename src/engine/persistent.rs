@@ -1,0 +1,198 @@
+//! ksqlDB's persistent queries: `CREATE STREAM s [WITH (…)] AS SELECT …`
+//! and `CREATE TABLE t [WITH (…)] AS SELECT … GROUP BY …`. Each is a
+//! materialized view of its query (queried, indexed and subscribed to as
+//! any) and a sink writing its rows into a topic as ksqlDB writes them
+//! (`sink.rs`): a stream's rows appended, a table's an upsert changelog
+//! keyed by its GROUP BY columns. The topic is named as ksqlDB names it
+//! (the relation's name upper-cased unless quoted) unless `KAFKA_TOPIC`
+//! says otherwise. `DROP STREAM|TABLE` drops both.
+//!
+//! `CREATE TABLE … AS SELECT` is PostgreSQL's one-time copy unless it
+//! reads a stream or carries ksqlDB's options (`KAFKA_TOPIC`,
+//! `VALUE_FORMAT`, …): copying an unbounded stream once is never what is
+//! meant.
+
+use datafusion::common::TableReference;
+use datafusion::sql::sqlparser::ast::{
+    CreateTable, CreateTableOptions, Expr, GroupByExpr, ObjectName, Query, SetExpr,
+    Statement as SqlStatement, visit_relations,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+use super::statement::{self, Persistent};
+use super::{Engine, EngineError, Output, Result, names};
+use crate::catalog::{Envelope, Ksql, Object};
+
+/// WITH options that mark a CREATE TABLE … AS as ksqlDB's.
+const KSQL_OPTIONS: &[&str] = &[
+    "kafka_topic",
+    "value_format",
+    "key_format",
+    "format",
+    "partitions",
+    "replicas",
+    "timestamp",
+];
+
+impl Engine {
+    /// Whether `CREATE TABLE … AS` is ksqlDB's persistent query rather
+    /// than PostgreSQL's copy; as one when it is.
+    pub(super) fn ksql_table_as(&self, ct: &CreateTable, text: &str) -> Result<Option<Persistent>> {
+        let Some(query) = &ct.query else {
+            return Ok(None);
+        };
+        let options = match &ct.table_options {
+            CreateTableOptions::With(o) => statement::options(o.clone())?,
+            _ => Default::default(),
+        };
+        let marked = options.keys().any(|k| KSQL_OPTIONS.contains(&k.as_str()));
+        if !marked && !self.reads_stream(query)? {
+            return Ok(None);
+        }
+        Ok(Some(Persistent {
+            table: true,
+            name: names::object(&ct.name),
+            topic: statement::ksql_topic(&ct.name),
+            options,
+            query: query.clone(),
+            if_not_exists: ct.if_not_exists,
+            sql: text.to_string(),
+        }))
+    }
+
+    fn reads_stream(&self, query: &Query) -> Result<bool> {
+        let catalog = self.lock()?;
+        Ok(visit_relations(query, |r: &ObjectName| {
+            match catalog.get(&names::object(r)) {
+                Some(Object::Stream { .. }) => std::ops::ControlFlow::Break(()),
+                _ => std::ops::ControlFlow::Continue(()),
+            }
+        })
+        .is_break())
+    }
+
+    /// Run a persistent query: its view, its topic, its sink.
+    pub(super) async fn create_persistent(&self, p: Persistent) -> Result<Output> {
+        let tag = match p.table {
+            true => "CREATE TABLE",
+            false => "CREATE STREAM",
+        };
+        if p.if_not_exists && self.lock()?.get(&p.name).is_some() {
+            return Ok(Output::Command(tag.into(), None));
+        }
+        self.ensure_free(&p.name)?;
+        let mut options = p.options;
+        if let Some(f) = options
+            .get("value_format")
+            .or_else(|| options.get("format"))
+            && !f.eq_ignore_ascii_case("json")
+        {
+            return Err(EngineError::Unsupported(format!(
+                "VALUE_FORMAT '{f}' for a persistent query's topic (JSON is written)"
+            )));
+        }
+        let topic = options
+            .remove("kafka_topic")
+            .or_else(|| options.remove("topic"))
+            .unwrap_or(p.topic);
+        let sink = format!("{}_{}", if p.table { "ctas" } else { "csas" }, p.name);
+        self.ensure_free(&sink)?;
+        let key_names = self.persistent_key(&p.query, p.table)?;
+        let view = format!(
+            "CREATE MATERIALIZED VIEW {} AS {}",
+            names::quoted(&p.name),
+            p.query
+        );
+        let v = match Parser::parse_sql(&PostgreSqlDialect {}, &view)
+            .map_err(|e| EngineError::Syntax(e.to_string()))?
+            .pop()
+        {
+            Some(SqlStatement::CreateView(v)) => v,
+            _ => return Err(EngineError::Invalid(format!("not a view: {view}"))),
+        };
+        let ksql = Ksql {
+            table: p.table,
+            sink: sink.clone(),
+        };
+        self.create_materialized_view(v, p.sql.clone(), Some(ksql))
+            .await?;
+        let started = async {
+            let schema = self
+                .ctx
+                .table_provider(TableReference::bare(p.name.as_str()))
+                .await?
+                .schema();
+            let key: Vec<String> = key_names
+                .into_iter()
+                .filter(|k| schema.index_of(k).is_ok())
+                .collect();
+            let envelope = match (p.table, key.is_empty()) {
+                (true, false) => Envelope::Upsert { key },
+                _ => Envelope::Append { key },
+            };
+            if !options.contains_key("partitions") {
+                options.insert("partitions".into(), "1".into());
+            }
+            self.ensure_topic(&topic, &options)?;
+            self.lock()?.insert(Object::Sink {
+                name: sink.clone(),
+                from: p.name.clone(),
+                topic: topic.clone(),
+                sql: p.sql.clone(),
+                envelope: envelope.clone(),
+            })?;
+            self.start_sink(&sink, &p.name, &topic, envelope).await
+        };
+        if let Err(e) = started.await {
+            let view = self.lock()?.get(&p.name).cloned();
+            if let Some(o) = view {
+                let _ = self.drop_object(o, false);
+            }
+            return Err(e);
+        }
+        Ok(Output::Command(tag.into(), None))
+    }
+
+    /// The columns a persistent query's records are keyed by: a table's
+    /// GROUP BY columns; a stream's columns named as a KEY column of a
+    /// stream it reads (the key passed through, as ksqlDB keeps it).
+    fn persistent_key(&self, query: &Query, table: bool) -> Result<Vec<String>> {
+        if table {
+            let SetExpr::Select(select) = query.body.as_ref() else {
+                return Ok(vec![]);
+            };
+            let GroupByExpr::Expressions(exprs, _) = &select.group_by else {
+                return Ok(vec![]);
+            };
+            return Ok(exprs
+                .iter()
+                .filter_map(|e| match e {
+                    Expr::Identifier(i) => Some(names::ident(i)),
+                    Expr::CompoundIdentifier(parts) => parts.last().map(names::ident),
+                    _ => None,
+                })
+                .collect());
+        }
+        let catalog = self.lock()?;
+        let mut keys = Vec::new();
+        let _ = visit_relations(query, |r: &ObjectName| {
+            if let Some(Object::Stream { columns, .. }) = catalog.get(&names::object(r)) {
+                keys.extend(columns.iter().filter(|c| c.key).map(|c| c.name.clone()));
+            }
+            std::ops::ControlFlow::<()>::Continue(())
+        });
+        Ok(keys)
+    }
+
+    /// DROP STREAM|TABLE of a persistent query's relation: its sink (the
+    /// query), then the view.
+    pub(super) fn drop_persistent(&self, o: Object, ksql: &Ksql, cascade: bool) -> Result<()> {
+        // (The catalog lock released before dropping.)
+        let sink = self.lock()?.get(&ksql.sink).cloned();
+        if let Some(sink) = sink {
+            self.drop_object(sink, false)?;
+        }
+        self.drop_object(o, cascade)
+    }
+}
