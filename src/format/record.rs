@@ -398,7 +398,8 @@ impl Layout {
     }
 
     /// `batch` with the NULLs of its key column `k` filled from the keys
-    /// of the records that made its rows.
+    /// of the records that made its rows, where the value has no such
+    /// field.
     fn key_from_records(
         &self,
         batch: &RecordBatch,
@@ -406,11 +407,22 @@ impl Layout {
         records: &[RecordRef<'_>],
         good: &[usize],
     ) -> Result<RecordBatch, ArrowError> {
+        // Only a value without the key column takes the record key: an
+        // explicit `"id": null` is a NULL key, refused as before.
+        let name = batch.schema().field(k).name().clone();
+        let lacks_key = |value: &[u8]| match serde_json::from_slice::<serde_json::Value>(value) {
+            Ok(serde_json::Value::Object(m)) => !m.keys().any(|f| f.eq_ignore_ascii_case(&name)),
+            _ => false,
+        };
+        let column = batch.column(k);
         let keys: StringArray = good
             .iter()
-            .map(|&g| {
-                records[g]
-                    .key
+            .enumerate()
+            .map(|(row, &g)| {
+                let r = &records[g];
+                (column.is_null(row) && lacks_key(r.value))
+                    .then_some(r.key)
+                    .flatten()
                     .map(|k| String::from_utf8_lossy(k).into_owned())
             })
             .collect();
@@ -534,6 +546,36 @@ impl Layout {
 mod tests {
     use super::*;
     use datafusion::arrow::datatypes::Field;
+
+    #[test]
+    fn a_keyed_value_without_its_key_takes_the_record_key() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int32, true),
+            Field::new("name", DataType::Utf8, true),
+        ]));
+        let layout = Layout::keyed(schema, vec![0]);
+        let record = |key: &'static [u8], value: &'static [u8]| RecordRef {
+            key: Some(key),
+            value,
+            partition: 0,
+            offset: 0,
+            timestamp: 0,
+        };
+        let (batch, good, _) = layout.decode(&[
+            record(b"7", br#"{"name":"a"}"#),
+            record(b"8", br#"{"id":null,"name":"b"}"#),
+            record(b"9", br#"{"ID":3,"name":"c"}"#),
+        ]);
+        assert_eq!(good, vec![0, 1, 2]);
+        let ids = batch.column(0).as_primitive::<Int32Type>();
+        assert_eq!(
+            ids.value(0),
+            7,
+            "ksqlDB's layout: the key only in the record key"
+        );
+        assert!(ids.is_null(1), "an explicit null stays a NULL key");
+        assert_eq!(ids.value(2), 3, "the value's own key wins");
+    }
 
     #[test]
     fn metadata_columns_round_trip() {
