@@ -34,6 +34,7 @@ pub mod relation;
 mod sink;
 pub mod statement;
 pub mod system;
+mod to_char;
 pub mod txn;
 mod using;
 mod windows;

@@ -73,6 +73,7 @@ impl Engine {
         pg_compat::install(&ctx, "eddy", &dataflows)?;
         ctx.register_udf(crate::dataflow::temporal::mz_now_udf(options.clock.clone()));
         super::jsonb::register(&ctx)?;
+        super::to_char::register(&ctx);
         let engine = Arc::new(Engine {
             log,
             state_dir,
