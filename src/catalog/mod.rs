@@ -98,6 +98,10 @@ pub struct Ksql {
     pub table: bool,
     /// The sink writing its rows into its topic.
     pub sink: String,
+    /// That topic (kept when the query is terminated: `DROP … DELETE
+    /// TOPIC` still finds it).
+    #[serde(default)]
+    pub topic: String,
 }
 
 /// How a sink writes a relation's changes into its topic.

@@ -191,7 +191,26 @@ impl Engine {
                 names,
                 if_exists,
                 cascade,
-            } => self.drop(kind, names, if_exists, cascade).await,
+                delete_topic,
+            } => {
+                // The topics to delete, read before their objects go.
+                let topics: Vec<String> = match delete_topic {
+                    false => vec![],
+                    true => names
+                        .iter()
+                        .filter_map(|n| self.topic_of(n).ok().flatten())
+                        .collect(),
+                };
+                let out = self.drop(kind, names, if_exists, cascade).await?;
+                for t in topics {
+                    match self.log.delete_topic(&t) {
+                        Ok(()) | Err(LogError::UnknownTopic(_)) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Ok(out)
+            }
+            Ddl::Terminate(names) => self.terminate(names),
             Ddl::CreateIndex {
                 name,
                 on,

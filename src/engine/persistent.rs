@@ -114,6 +114,7 @@ impl Engine {
         let ksql = Ksql {
             table: p.table,
             sink: sink.clone(),
+            topic: topic.clone(),
         };
         self.create_materialized_view(v, p.sql.clone(), Some(ksql))
             .await?;
@@ -183,6 +184,44 @@ impl Engine {
             std::ops::ControlFlow::<()>::Continue(())
         });
         Ok(keys)
+    }
+
+    /// The topic relation `name` reads or (a persistent query) writes.
+    pub(super) fn topic_of(&self, name: &str) -> Result<Option<String>> {
+        let catalog = self.lock()?;
+        Ok(match catalog.get(name) {
+            Some(Object::Stream { topic, .. } | Object::Table { topic, .. }) => Some(topic.clone()),
+            Some(Object::MaterializedView { ksql: Some(k), .. }) => Some(k.topic.clone()),
+            _ => None,
+        })
+    }
+
+    /// ksqlDB's `TERMINATE q` (`*`: every persistent query): the query's
+    /// sink dropped; its relation stays, read as it is.
+    pub(super) fn terminate(&self, names: Vec<String>) -> Result<Output> {
+        let queries: Vec<Object> = self
+            .lock()?
+            .objects()
+            .filter(|o| match o {
+                Object::Sink {
+                    name,
+                    envelope: Envelope::Append { .. } | Envelope::Upsert { .. },
+                    ..
+                } => names.iter().any(|n| n == "*" || n == name),
+                _ => false,
+            })
+            .cloned()
+            .collect();
+        if queries.is_empty() && !names.iter().any(|n| n == "*") {
+            return Err(EngineError::UnknownObject {
+                kind: "query",
+                name: names.join(", ").to_ascii_uppercase(),
+            });
+        }
+        for q in queries {
+            self.drop_object(q, false)?;
+        }
+        Ok(Output::Command("TERMINATE".into(), None))
     }
 
     /// DROP STREAM|TABLE of a persistent query's relation: its sink (the

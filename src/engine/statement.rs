@@ -160,7 +160,12 @@ pub enum Ddl {
         names: Vec<String>,
         if_exists: bool,
         cascade: bool,
+        /// ksqlDB's `… DELETE TOPIC`: the topic goes too.
+        delete_topic: bool,
     },
+    /// ksqlDB's `TERMINATE query_id` (`*`: ALL): a persistent query's
+    /// sink dropped, its relation kept.
+    Terminate(Vec<String>),
 }
 
 /// A persistent query as ksqlDB has them: `CREATE STREAM s [WITH (…)] AS
@@ -309,6 +314,7 @@ pub fn classify(s: SqlStatement, text: String) -> Statement {
             names: names.iter().map(super::names::object).collect(),
             if_exists,
             cascade,
+            delete_topic: false,
         }),
         SqlStatement::Query(q) if super::query::select_into(&q).is_some() => {
             Statement::Ddl(Ddl::SelectInto(q))
@@ -763,7 +769,19 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
                 names,
                 if_exists,
                 cascade,
+                delete_topic: false,
             })
+        } else if word_is(&t0, "terminate") {
+            // ksqlDB's TERMINATE query_id | ALL: a persistent query's sink
+            // stops (its relation stays, as in ksqlDB).
+            p.next_token();
+            let names = if word_is(&p.peek_token().token, "all") {
+                p.next_token();
+                vec!["*".to_string()]
+            } else {
+                vec![relation_name(&mut p)?]
+            };
+            Statement::Ddl(Ddl::Terminate(names))
         } else if word_is(&t0, "create") && word_is(&t1, "user") {
             // PostgreSQL's CREATE USER is CREATE ROLE … LOGIN (sqlparser
             // reads CREATE USER as Snowflake's statement).
@@ -874,6 +892,22 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
         };
         let stmt = match emit {
             Some((_, Emit::Changes)) => emit_changes(stmt)?,
+            Some((_, Emit::DeleteTopic)) => match stmt {
+                Statement::Ddl(Ddl::Drop {
+                    kind: kind @ (DropKind::Stream | DropKind::Table | DropKind::Source),
+                    names,
+                    if_exists,
+                    cascade,
+                    ..
+                }) => Statement::Ddl(Ddl::Drop {
+                    kind,
+                    names,
+                    if_exists,
+                    cascade,
+                    delete_topic: true,
+                }),
+                _ => return Err(syntax("DELETE TOPIC closes a DROP STREAM or DROP TABLE")),
+            },
             Some((_, Emit::Final)) => {
                 return Err(EngineError::Unsupported(
                     "EMIT FINAL (a window's result once it closes); EMIT CHANGES gives every update"
@@ -893,10 +927,13 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
     Ok(out)
 }
 
+/// ksqlDB's closing words sqlparser does not know.
 #[derive(Debug, Clone, Copy)]
 enum Emit {
     Changes,
     Final,
+    /// `DROP STREAM|TABLE … DELETE TOPIC`.
+    DeleteTopic,
 }
 
 /// ksqlDB's `EMIT CHANGES` / `EMIT FINAL` closing a statement, which
@@ -905,11 +942,12 @@ enum Emit {
 /// when the text has none.
 fn blank_emits(sql: &str) -> Result<(Option<String>, Vec<(usize, Emit)>)> {
     use datafusion::sql::sqlparser::tokenizer::Tokenizer;
-    if !sql
-        .as_bytes()
-        .windows(4)
-        .any(|w| w.eq_ignore_ascii_case(b"emit"))
-    {
+    let has = |word: &[u8]| {
+        sql.as_bytes()
+            .windows(word.len())
+            .any(|w| w.eq_ignore_ascii_case(word))
+    };
+    if !has(b"emit") && !has(b"delete") {
         return Ok((None, vec![]));
     }
     let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
@@ -928,12 +966,13 @@ fn blank_emits(sql: &str) -> Result<(Option<String>, Vec<(usize, Emit)>)> {
             .map(|i| (words[i], words[i + 1], None)),
     ) {
         let (e, what, next) = w;
-        let kind = match &tokens[what].token {
-            t if word_is(t, "changes") => Emit::Changes,
-            t if word_is(t, "final") => Emit::Final,
+        let (kind, first) = match &tokens[what].token {
+            t if word_is(t, "changes") => (Emit::Changes, "emit"),
+            t if word_is(t, "final") => (Emit::Final, "emit"),
+            t if word_is(t, "topic") => (Emit::DeleteTopic, "delete"),
             _ => continue,
         };
-        if !word_is(&tokens[e].token, "emit")
+        if !word_is(&tokens[e].token, first)
             || !next.is_none_or(|n| matches!(tokens[n].token, Token::SemiColon | Token::EOF))
         {
             continue;
@@ -1431,6 +1470,14 @@ fn show_query(p: &mut Parser) -> Result<Option<String>> {
             2,
             format!(
                 "SELECT name, 'kafka' AS type FROM {catalog}.relations WHERE kind = 'connection' ORDER BY name"
+            ),
+        ),
+        // ksqlDB's: the persistent queries (their sinks).
+        ("queries", _) => (
+            2,
+            format!(
+                "SELECT upper(name) AS query_id, 'RUNNING' AS status, topic AS sink_topic, create_sql AS query \
+                 FROM {catalog}.relations WHERE kind = 'sink' AND create_sql NOT ILIKE 'CREATE SINK%' ORDER BY name"
             ),
         ),
         ("sinks", _) => (

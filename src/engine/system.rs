@@ -372,9 +372,19 @@ fn relations(e: &Engine) -> Result<Rows, String> {
                 Object::Stream { topic, .. }
                 | Object::Table { topic, .. }
                 | Object::Sink { topic, .. } => ScalarValue::Utf8(Some(topic.clone())),
+                Object::MaterializedView { ksql: Some(k), .. } => {
+                    ScalarValue::Utf8(Some(k.topic.clone()))
+                }
                 _ => ScalarValue::Utf8(None),
             };
-            vec![text(o.name()), text(o.kind()), topic, text(o.sql())]
+            // A ksqlDB persistent query's relation is the stream or
+            // table it was created as (SHOW STREAMS lists it).
+            let kind = match o {
+                Object::MaterializedView { ksql: Some(k), .. } if k.table => "table",
+                Object::MaterializedView { ksql: Some(_), .. } => "stream",
+                o => o.kind(),
+            };
+            vec![text(o.name()), text(kind), topic, text(o.sql())]
         })
         .collect())
 }
