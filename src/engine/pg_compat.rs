@@ -63,7 +63,7 @@ pub fn install(ctx: &SessionContext, catalog: &str, dataflows: &Arc<Dataflows>) 
             }),
         )?;
     }
-    use CatalogFnKind::{Null, SizePretty, True, TypeOf, Version};
+    use CatalogFnKind::{ArrowTypeName, Null, SizePretty, True, TypeOf, Version};
     let oid_fns: &[(&'static str, CatalogFnKind, DataType)] = &[
         ("pg_size_pretty", SizePretty, DataType::Utf8),
         ("pg_table_size", Null, DataType::Int64),
@@ -89,12 +89,14 @@ pub fn install(ctx: &SessionContext, catalog: &str, dataflows: &Arc<Dataflows>) 
         ("pg_get_serial_sequence", Null, DataType::Utf8),
         ("version", Version, DataType::Utf8),
         ("pg_typeof", TypeOf, DataType::Utf8),
+        (ARROW_TYPE_NAME, ArrowTypeName, DataType::Utf8),
     ];
     for (name, kind, ret) in oid_fns {
         let signature = match kind {
             SizePretty => Signature::uniform(1, vec![DataType::Int64], Volatility::Immutable),
             Version => Signature::nullary(Volatility::Stable),
             TypeOf => Signature::any(1, Volatility::Immutable),
+            ArrowTypeName => Signature::exact(vec![DataType::Utf8], Volatility::Immutable),
             _ if *name == "pg_advisory_unlock_all" => Signature::nullary(Volatility::Volatile),
             _ => Signature::variadic_any(Volatility::Stable),
         };
@@ -120,6 +122,9 @@ enum CatalogFnKind {
     SizePretty,
     /// `pg_typeof(x)`: PostgreSQL's name of `x`'s type.
     TypeOf,
+    /// PostgreSQL's name of the Arrow type DataFusion's information schema
+    /// prints (`Int32` is `integer`).
+    ArrowTypeName,
     /// `version()`: PostgreSQL's shape first, which drivers parse
     /// (SQLAlchemy reads the major version from it), then what eddy is.
     Version,
@@ -163,6 +168,21 @@ impl ScalarUDFImpl for CatalogFn {
                 env!("CARGO_PKG_VERSION"),
                 datafusion::DATAFUSION_VERSION
             ))))),
+            CatalogFnKind::ArrowTypeName => {
+                let names = args.args[0].to_array(args.number_rows)?;
+                let names = cast(&names, &DataType::Utf8)?;
+                let out: StringArray = names
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|n| {
+                        n.map(|n| match n.parse::<DataType>() {
+                            Ok(t) => crate::types::pg_name(&t),
+                            Err(_) => n.to_string(),
+                        })
+                    })
+                    .collect();
+                Ok(ColumnarValue::Array(Arc::new(out)))
+            }
             CatalogFnKind::SizePretty => {
                 let sizes = args
                     .args
@@ -692,12 +712,66 @@ fn aggregate_catalog_subquery(q: &mut ast::Query) -> bool {
     }
 }
 
+/// The function naming an information-schema Arrow type as PostgreSQL.
+const ARROW_TYPE_NAME: &str = "eddy_pg_type_of_arrow";
+
+/// `information_schema.columns` as PostgreSQL fills it where DataFusion's
+/// differs: `data_type` by PostgreSQL's type names (`integer`, not
+/// `Int32`), `ordinal_position` from 1, the precision of floats and
+/// integers in bits. (Its inner reference is quoted, so the rewrite does
+/// not take it again.)
+fn information_schema_columns() -> Box<ast::Query> {
+    let sql = format!(
+        "SELECT table_catalog, table_schema, table_name, column_name, \
+         CAST(ordinal_position + 1 AS BIGINT) AS ordinal_position, column_default, is_nullable, \
+         {ARROW_TYPE_NAME}(data_type) AS data_type, character_maximum_length, \
+         CASE WHEN data_type = 'Utf8' THEN 1073741824 ELSE character_octet_length END AS character_octet_length, \
+         CASE data_type WHEN 'Float64' THEN 53 WHEN 'Int64' THEN 64 WHEN 'Int16' THEN 16 ELSE numeric_precision END AS numeric_precision, \
+         CASE WHEN data_type IN ('Int64', 'Int16') THEN 2 ELSE numeric_precision_radix END AS numeric_precision_radix, \
+         CASE WHEN data_type IN ('Int16', 'Int32', 'Int64') THEN 0 ELSE numeric_scale END AS numeric_scale, \
+         datetime_precision, interval_type \
+         FROM information_schema.\"columns\""
+    );
+    datafusion::sql::sqlparser::parser::Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(&sql)
+        .and_then(|mut p| p.parse_query())
+        .expect("a fixed query parses")
+}
+
 impl VisitorMut for Rewriter {
     type Break = ();
 
     fn pre_visit_table_factor(&mut self, t: &mut ast::TableFactor) -> ControlFlow<()> {
         // TUMBLE(…) / HOP(…) in FROM: plain SQL (engine/windows.rs).
         if super::windows::expand(t) {
+            self.changed = true;
+        }
+        if let ast::TableFactor::Table {
+            name,
+            alias,
+            args: None,
+            ..
+        } = t
+            && let [schema, table] = name.0.as_slice()
+            && let (Some(schema), Some(table)) = (schema.as_ident(), table.as_ident())
+            && schema.value.eq_ignore_ascii_case("information_schema")
+            && table.quote_style.is_none()
+            && table.value.eq_ignore_ascii_case("columns")
+        {
+            let alias = alias.take().or_else(|| {
+                Some(ast::TableAlias {
+                    name: ast::Ident::new("columns"),
+                    columns: vec![],
+                    explicit: true,
+                    at: None,
+                })
+            });
+            *t = ast::TableFactor::Derived {
+                lateral: false,
+                subquery: information_schema_columns(),
+                alias,
+                sample: None,
+            };
             self.changed = true;
         }
         ControlFlow::Continue(())
