@@ -21,6 +21,7 @@ pub use ddl::Transient;
 mod dml;
 mod index_table;
 mod indexes;
+mod intervals;
 pub mod jsonb;
 pub mod limits;
 mod names;

@@ -74,6 +74,7 @@ impl Engine {
         ctx.register_udf(crate::dataflow::temporal::mz_now_udf(options.clock.clone()));
         super::jsonb::register(&ctx)?;
         super::to_char::register(&ctx);
+        super::intervals::register(&ctx)?;
         let engine = Arc::new(Engine {
             log,
             state_dir,
