@@ -47,6 +47,7 @@ fn decode_all(schema: &SchemaRef, values: &[&[u8]]) -> Result<RecordBatch, Arrow
     let rewritten: Vec<Vec<u8>>;
     let refs: Vec<&[u8]>;
     let has_jsonb = schema.fields().iter().any(|f| jsonb::is_jsonb(f));
+    other_case |= schema.fields().iter().any(|f| nests_structs(f.data_type()));
     let values = if has_jsonb || other_case {
         rewritten = values
             .iter()
@@ -180,6 +181,59 @@ fn field_for<'s>(schema: &'s Schema, key: &str) -> Option<(&'s Field, bool)> {
     }
 }
 
+/// Rename the keys of object `v` that name a field of `fields` in another
+/// case to the field's name (dropping one whose exact name is there too),
+/// into nested structs and lists of them.
+fn match_case(v: &mut serde_json::Value, fields: &datafusion::arrow::datatypes::Fields) {
+    let serde_json::Value::Object(m) = v else {
+        return;
+    };
+    let schema = Schema::new(fields.clone());
+    let other_case: Vec<(String, String)> = m
+        .keys()
+        .filter_map(|k| match field_for(&schema, k) {
+            Some((f, false)) => Some((k.clone(), f.name().clone())),
+            _ => None,
+        })
+        .collect();
+    for (key, name) in other_case {
+        let value = m.remove(&key);
+        if let Some(value) = value
+            && !m.contains_key(&name)
+        {
+            m.insert(name, value);
+        }
+    }
+    for f in fields.iter() {
+        let Some(x) = m.get_mut(f.name()) else {
+            continue;
+        };
+        match f.data_type() {
+            DataType::Struct(inner) => match_case(x, inner),
+            DataType::List(item) | DataType::LargeList(item) => {
+                if let (DataType::Struct(inner), serde_json::Value::Array(items)) =
+                    (item.data_type(), x)
+                {
+                    for item in items {
+                        match_case(item, inner);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Whether a field nests structs (whose keys the check pass does not
+/// look into: values of such a schema are always matched by case).
+fn nests_structs(t: &DataType) -> bool {
+    match t {
+        DataType::Struct(_) => true,
+        DataType::List(f) | DataType::LargeList(f) => nests_structs(f.data_type()),
+        _ => false,
+    }
+}
+
 /// A value as arrow-json reads it: keys that name a column in another
 /// case renamed to the column's name (dropped when the object also has
 /// the exact name), and with `jsonb`, the jsonb columns' values replaced
@@ -188,23 +242,7 @@ fn field_for<'s>(schema: &'s Schema, key: &str) -> Option<(&'s Field, bool)> {
 fn rewrite(schema: &Schema, value: &[u8], jsonb: bool) -> Result<Vec<u8>, ArrowError> {
     let bad = |e: serde_json::Error| ArrowError::JsonError(e.to_string());
     let mut v: serde_json::Value = serde_json::from_slice(value).map_err(bad)?;
-    if let serde_json::Value::Object(m) = &mut v {
-        let other_case: Vec<(String, String)> = m
-            .keys()
-            .filter_map(|k| match field_for(schema, k) {
-                Some((f, false)) => Some((k.clone(), f.name().clone())),
-                _ => None,
-            })
-            .collect();
-        for (key, name) in other_case {
-            let value = m.remove(&key);
-            if let Some(value) = value
-                && !m.contains_key(&name)
-            {
-                m.insert(name, value);
-            }
-        }
-    }
+    match_case(&mut v, schema.fields());
     if !jsonb {
         return serde_json::to_vec(&v).map_err(bad);
     }

@@ -113,6 +113,39 @@ pub fn to_arrow(t: &SqlType) -> Result<DataType, UnsupportedType> {
         S::Array(
             ArrayElemTypeDef::SquareBracket(inner, _) | ArrayElemTypeDef::AngleBracket(inner),
         ) => DataType::List(Arc::new(Field::new_list_field(to_arrow(inner)?, true))),
+        // ksqlDB's STRUCT<…> and MAP<…> (fields named as identifiers
+        // are: unquoted ones lower-case).
+        S::Struct(fields, _) => DataType::Struct(
+            fields
+                .iter()
+                .map(|f| {
+                    let name = f
+                        .field_name
+                        .as_ref()
+                        .map(|i| match i.quote_style {
+                            Some(_) => i.value.clone(),
+                            None => i.value.to_ascii_lowercase(),
+                        })
+                        .unwrap_or_default();
+                    Ok(Field::new(name, to_arrow(&f.field_type)?, true))
+                })
+                .collect::<Result<Vec<_>, UnsupportedType>>()?
+                .into(),
+        ),
+        S::Map(k, v) => DataType::Map(
+            Arc::new(Field::new(
+                "entries",
+                DataType::Struct(
+                    vec![
+                        Field::new("key", to_arrow(k)?, false),
+                        Field::new("value", to_arrow(v)?, true),
+                    ]
+                    .into(),
+                ),
+                false,
+            )),
+            false,
+        ),
         S::Custom(name, _) => {
             let n = name.to_string().to_ascii_lowercase();
             match n.as_str() {
