@@ -842,10 +842,36 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
                 return Err(syntax("expected TO STDOUT after COPY (SUBSCRIBE …)"));
             }
             stmt
+        } else if (word_is(&t0, "describe") || word_is(&t0, "desc"))
+            && matches!(t1, Token::Word(_))
+            && matches!(
+                p.peek_nth_token(2).token,
+                Token::EOF | Token::SemiColon | Token::Period
+            )
+        {
+            // DESCRIBE relation (ksqlDB, MySQL): its columns, typed as
+            // PostgreSQL names them (DataFusion's own prints Arrow's).
+            p.next_token();
+            let name = relation_name(&mut p)?;
+            let query = format!(
+                "SELECT column_name, data_type, is_nullable FROM information_schema.columns \
+                 WHERE table_name = '{}' ORDER BY ordinal_position",
+                name.replace('\'', "''")
+            );
+            let mut s = Parser::parse_sql(&dialect, &query).map_err(syntax)?;
+            let mut s = s.pop().ok_or_else(|| syntax("empty DESCRIBE query"))?;
+            super::pg_compat::rewrite(&mut s);
+            let text = s.to_string();
+            classify(s, text)
         } else if word_is(&t0, "flush") && matches!(t1, Token::EOF | Token::SemiColon) {
             p.next_token();
             Statement::Flush
-        } else if word_is(&t0, "show")
+        } else if (word_is(&t0, "show")
+            // ksqlDB's LIST STREAMS|TABLES|TOPICS|QUERIES.
+            || (word_is(&t0, "list")
+                && ["streams", "tables", "topics", "queries"]
+                    .iter()
+                    .any(|w| word_is(&t1, w))))
             && let Some(query) = show_query(&mut p)?
         {
             // SHOW … is a query over the system tables, so it runs (and

@@ -68,6 +68,9 @@ pub fn pg_name(t: &DataType) -> String {
         DataType::Timestamp(_, None) => "timestamp without time zone".into(),
         DataType::Interval(_) => "interval".into(),
         DataType::List(f) | DataType::LargeList(f) => format!("{}[]", pg_name(f.data_type())),
+        // ksqlDB's STRUCT (a composite: PostgreSQL's `record`) and MAP.
+        DataType::Struct(_) => "record".into(),
+        DataType::Map(..) => "map".into(),
         other => other.to_string(),
     }
 }
