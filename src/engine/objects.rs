@@ -41,9 +41,14 @@ impl Engine {
         state_dir: std::path::PathBuf,
         options: EngineOptions,
     ) -> Result<Arc<Engine>> {
-        let config = SessionConfig::new()
+        let mut config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema("eddy", "public");
+        // The session time zone is UTC, as eddy's TimeZone setting says:
+        // timestamptz literals and casts, now() and timestamptz columns
+        // are all UTC instants (without it DataFusion typed `'…'::timestamptz`
+        // and now() as timestamps without a time zone).
+        config.options_mut().execution.time_zone = Some("+00:00".into());
         let ctx = Arc::new(SessionContext::new_with_config(config));
         datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog(
             &ctx,
