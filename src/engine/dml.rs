@@ -324,7 +324,47 @@ impl Engine {
     /// `timestamp` columns spelled as Arrow reads them, PostgreSQL-style
     /// (`pg_compat::coerce_insert_literals`).
     pub(super) async fn coerce_insert(&self, s: &mut SqlStatement) {
+        self.name_leading_columns(s).await;
         self.coerce_insert_literals(s).await;
+    }
+
+    /// `INSERT INTO t VALUES (…)` without a column list whose rows are
+    /// shorter than `t`: PostgreSQL fills the leading columns and leaves
+    /// the rest NULL; DataFusion refuses. Name the leading columns.
+    async fn name_leading_columns(&self, s: &mut SqlStatement) -> Option<()> {
+        use datafusion::sql::sqlparser::ast::{Ident, SetExpr};
+        let SqlStatement::Insert(insert) = s else {
+            return None;
+        };
+        if !insert.columns.is_empty() {
+            return None;
+        }
+        let SetExpr::Values(values) = insert.source.as_ref()?.body.as_ref() else {
+            return None;
+        };
+        let widest = values.rows.iter().map(|r| r.len()).max()?;
+        let datafusion::sql::sqlparser::ast::TableObject::TableName(name) = &insert.table else {
+            return None;
+        };
+        let provider = self
+            .ctx
+            .table_provider(name.to_string().as_str())
+            .await
+            .ok()?;
+        let schema = provider.schema();
+        if widest == 0 || widest >= schema.fields().len() {
+            return None;
+        }
+        insert.columns = schema.fields()[..widest]
+            .iter()
+            .map(|f| {
+                datafusion::sql::sqlparser::ast::ObjectName::from(vec![Ident::with_quote(
+                    '"',
+                    f.name(),
+                )])
+            })
+            .collect();
+        Some(())
     }
 
     async fn coerce_insert_literals(&self, s: &mut SqlStatement) -> Option<()> {
