@@ -168,6 +168,22 @@ impl Engine {
                 for c in columns.iter_mut() {
                     c.key = keys.contains(&c.name);
                 }
+                // ksqlDB's streams have ROWTIME, the record's time, which
+                // windows read: a ksqlDB-spelled stream gets it as its
+                // last column unless it names the record time itself.
+                let ksql =
+                    options.contains_key("kafka_topic") || options.contains_key("value_format");
+                if ksql
+                    && !columns
+                        .iter()
+                        .any(|c| c.name == "rowtime" || c.name == "_timestamp")
+                {
+                    columns.push(Column {
+                        name: "rowtime".into(),
+                        sql_type: "TIMESTAMP".into(),
+                        key: false,
+                    });
+                }
                 if keys.len() > 1 {
                     return Err(EngineError::Unsupported(
                         "more than one KEY column (the record key holds one)".into(),
@@ -433,6 +449,7 @@ impl Engine {
         pg_compat::now_as_mz_now(&mut query);
         pg_compat::printable(&mut query);
         let mut q = SqlStatement::Query(query);
+        self.hide_rowtime(&mut q);
         query::set_returning_in_select_list(&mut q);
         using::merge_join_columns(&self.ctx, &mut q).await;
         match q {

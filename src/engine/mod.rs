@@ -23,6 +23,7 @@ mod index_table;
 mod indexes;
 mod intervals;
 pub mod jsonb;
+mod ksql_windows;
 pub mod limits;
 mod names;
 mod objects;

@@ -166,6 +166,7 @@ impl Engine {
             let GroupByExpr::Expressions(exprs, _) = &select.group_by else {
                 return Ok(vec![]);
             };
+            // A windowed table (ksql_windows.rs) is keyed by its window too.
             return Ok(exprs
                 .iter()
                 .filter_map(|e| match e {
@@ -173,6 +174,7 @@ impl Engine {
                     Expr::CompoundIdentifier(parts) => parts.last().map(names::ident),
                     _ => None,
                 })
+                .chain(["windowstart".to_string(), "windowend".to_string()])
                 .collect());
         }
         let catalog = self.lock()?;
@@ -222,6 +224,59 @@ impl Engine {
             self.drop_object(q, false)?;
         }
         Ok(Output::Command("TERMINATE".into(), None))
+    }
+
+    /// ksqlDB's ROWTIME is read by name, never by `*` (`SELECT * FROM s`
+    /// is its key and value columns): an unqualified `*` over one stream
+    /// with a `rowtime` column is spelled out without it. (Spelled out,
+    /// not `* EXCLUDE`, which PostgreSQL's dialect does not read back from
+    /// a view's kept text.) Over joins `*` still includes it.
+    pub(super) fn hide_rowtime(&self, stmt: &mut SqlStatement) {
+        use datafusion::sql::sqlparser::ast::{Ident, SelectItem, TableFactor};
+        let Ok(catalog) = self.lock() else {
+            return;
+        };
+        let _ = names::visit_selects_mut(stmt, |select| {
+            let [from] = select.from.as_slice() else {
+                return;
+            };
+            let TableFactor::Table {
+                name, args: None, ..
+            } = &from.relation
+            else {
+                return;
+            };
+            if !from.joins.is_empty() {
+                return;
+            }
+            let Some(Object::Stream { columns, .. }) = catalog.get(&names::object(name)) else {
+                return;
+            };
+            if !columns.iter().any(|c| c.name == "rowtime") {
+                return;
+            }
+            let spelled: Vec<SelectItem> = columns
+                .iter()
+                .filter(|c| c.name != "rowtime")
+                .map(|c| SelectItem::UnnamedExpr(Expr::Identifier(Ident::with_quote('"', &c.name))))
+                .collect();
+            let mut items = Vec::with_capacity(select.projection.len() + spelled.len());
+            for item in select.projection.drain(..) {
+                match item {
+                    SelectItem::Wildcard(o)
+                        if o.opt_exclude.is_none()
+                            && o.opt_except.is_none()
+                            && o.opt_ilike.is_none()
+                            && o.opt_replace.is_none()
+                            && o.opt_rename.is_none() =>
+                    {
+                        items.extend(spelled.iter().cloned())
+                    }
+                    other => items.push(other),
+                }
+            }
+            select.projection = items;
+        });
     }
 
     /// DROP STREAM|TABLE of a persistent query's relation: its sink (the

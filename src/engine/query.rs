@@ -114,6 +114,7 @@ impl Engine {
         float_is_double(&mut stmt);
         let state = self.ctx.state();
         let mut planned = stmt.clone();
+        self.hide_rowtime(&mut planned);
         set_returning_in_select_list(&mut planned);
         super::using::merge_join_columns(&self.ctx, &mut planned).await;
         let plan = match state

@@ -20,7 +20,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use tokio::sync::broadcast::error::RecvError;
 use tracing::{info, warn};
 
@@ -45,6 +46,9 @@ pub enum Envelope {
         /// Positions of the key columns, and of the columns in the value.
         key: Vec<usize>,
         value: Vec<usize>,
+        /// A `rowtime` column (ksqlDB's ROWTIME): the record's timestamp,
+        /// not in the value.
+        time: Option<usize>,
     },
 }
 
@@ -65,14 +69,19 @@ impl Envelope {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let time = schema
+            .index_of("rowtime")
+            .ok()
+            .filter(|&i| matches!(schema.field(i).data_type(), DataType::Timestamp(..)));
         let value = (0..schema.fields().len())
-            .filter(|i| !key.contains(i))
+            .filter(|i| !key.contains(i) && Some(*i) != time)
             .collect();
         Ok(Envelope::Keyed {
             upsert,
             keys: Layout::keyed(Arc::clone(schema), key.clone()),
             key,
             value,
+            time,
         })
     }
 }
@@ -180,17 +189,22 @@ fn read_back(
 ) -> Result<HashMap<RowBytes, i64>, DataflowError> {
     let mut values: Vec<(Vec<u8>, i64)> = Vec::new();
     // An upsert topic holds each key's last value.
-    let mut latest: HashMap<Option<Vec<u8>>, Option<Vec<u8>>> = HashMap::new();
+    type Latest = Option<(Vec<u8>, Option<(String, i64)>)>;
+    let mut latest: HashMap<Option<Vec<u8>>, Latest> = HashMap::new();
     for p in 0..log.topic_info(topic)?.partitions {
         let (start, end) = log.offsets(topic, p)?;
         for records in crate::log::records(log, topic, p, start, end, 1 << 20) {
             for r in records? {
-                if let Envelope::Keyed { upsert, key, .. } = envelope {
+                if let Envelope::Keyed {
+                    upsert, key, time, ..
+                } = envelope
+                {
                     let k = r.key.map(|k| k.to_vec());
                     let v = r.value.map(|v| v.to_vec());
+                    let t = time.map(|t| (schema.field(t).name().clone(), r.timestamp));
                     if *upsert {
-                        latest.insert(k, v);
-                    } else if let Some(row) = v.and_then(|v| whole_row(schema, key, k, &v)) {
+                        latest.insert(k, v.map(|v| (v, t)));
+                    } else if let Some(row) = v.and_then(|v| whole_row(schema, key, k, &v, t)) {
                         values.push((row, 1));
                     }
                     continue;
@@ -209,7 +223,7 @@ fn read_back(
     }
     if let Envelope::Keyed { key, .. } = envelope {
         for (k, v) in latest {
-            if let Some(row) = v.and_then(|v| whole_row(schema, key, k, &v)) {
+            if let Some(row) = v.and_then(|(v, t)| whole_row(schema, key, k, &v, t)) {
                 values.push((row, 1));
             }
         }
@@ -234,10 +248,16 @@ fn whole_row(
     key: &[usize],
     record_key: Option<Vec<u8>>,
     value: &[u8],
+    time: Option<(String, i64)>,
 ) -> Option<Vec<u8>> {
     let serde_json::Value::Object(mut row) = serde_json::from_slice(value).ok()? else {
         return None;
     };
+    // The record timestamp is the row's time column (epoch milliseconds,
+    // as json.rs reads numbers for timestamps).
+    if let Some((column, ms)) = time {
+        row.insert(column, serde_json::Value::from(ms));
+    }
     match (key, record_key) {
         ([k], Some(rk)) => {
             let v = serde_json::from_slice(&rk)
@@ -274,8 +294,29 @@ fn write(
         keys,
         key,
         value,
+        time,
     } = envelope
     {
+        let times: Vec<i64> = match time {
+            Some(t) => {
+                let ms = datafusion::arrow::compute::cast(
+                    batch.column(*t),
+                    &DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Millisecond, None),
+                )?;
+                let ms = datafusion::arrow::compute::cast(&ms, &DataType::Int64)?;
+                let ms = ms.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+                (0..ms.len())
+                    .map(|i| {
+                        if ms.is_valid(i) {
+                            ms.value(i)
+                        } else {
+                            crate::log::now_ms()
+                        }
+                    })
+                    .collect()
+            }
+            None => vec![crate::log::now_ms(); batch.num_rows()],
+        };
         let record_keys = match key.is_empty() {
             true => vec![None; batch.num_rows()],
             false => keys.row_keys(&batch)?,
@@ -284,33 +325,37 @@ fn write(
             true => vec![b"{}".to_vec(); batch.num_rows()],
             false => crate::format::json::encode(&batch.project(value)?)?,
         };
-        let now = crate::log::now_ms();
-        let record = |key: Option<Vec<u8>>, value: Option<Vec<u8>>| NewRecord {
+        let record = |key: Option<Vec<u8>>, value: Option<Vec<u8>>, timestamp: i64| NewRecord {
             key: key.map(Bytes::from),
             value: value.map(Bytes::from),
-            timestamp: now,
+            timestamp,
             headers: vec![],
         };
         let mut records = Vec::new();
         if *upsert {
             // A key's new row wins over its retraction, in any order.
-            let mut last: Vec<(Option<Vec<u8>>, Option<Vec<u8>>)> = Vec::new();
+            let mut last: Vec<(Option<Vec<u8>>, Option<Vec<u8>>, i64)> = Vec::new();
             let mut at: HashMap<Option<Vec<u8>>, usize> = HashMap::new();
             for (i, (_, d)) in changes.iter().enumerate() {
                 let k = record_keys[i].clone();
                 let slot = *at.entry(k.clone()).or_insert_with(|| {
-                    last.push((k, None));
+                    last.push((k, None, times[i]));
                     last.len() - 1
                 });
                 if *d > 0 {
                     last[slot].1 = Some(values[i].clone());
+                    last[slot].2 = times[i];
                 }
             }
-            records.extend(last.into_iter().map(|(k, v)| record(k, v)));
+            records.extend(last.into_iter().map(|(k, v, t)| record(k, v, t)));
         } else {
             for (i, (_, d)) in changes.iter().enumerate() {
                 for _ in 0..d.max(&0).unsigned_abs() {
-                    records.push(record(record_keys[i].clone(), Some(values[i].clone())));
+                    records.push(record(
+                        record_keys[i].clone(),
+                        Some(values[i].clone()),
+                        times[i],
+                    ));
                 }
             }
         }

@@ -907,18 +907,29 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
             }
             classify(s, text)
         };
-        let emit = if emits.is_empty() {
-            None
+        let mut found: Vec<&Emit> = if emits.is_empty() {
+            vec![]
         } else {
             // (Offsets found from the start again: only texts with EMIT
             // pay for it.)
             let begin = slicer.offset(start);
             let end = slicer.offset(p.peek_token().span.start);
-            emits.iter().find(|(at, _)| (begin..end).contains(at))
+            emits
+                .iter()
+                .filter(|(at, _)| (begin..end).contains(at))
+                .map(|(_, e)| e)
+                .collect()
         };
-        let stmt = match emit {
-            Some((_, Emit::Changes)) => emit_changes(stmt)?,
-            Some((_, Emit::DeleteTopic)) => match stmt {
+        let mut stmt = stmt;
+        if let Some(pos) = found.iter().position(|e| matches!(e, Emit::Window(_))) {
+            let Emit::Window(w) = found.remove(pos) else {
+                unreachable!("found a window")
+            };
+            stmt = with_window(stmt, w)?;
+        }
+        let stmt = match found.first() {
+            Some(Emit::Changes) => emit_changes(stmt)?,
+            Some(Emit::DeleteTopic) => match stmt {
                 Statement::Ddl(Ddl::Drop {
                     kind: kind @ (DropKind::Stream | DropKind::Table | DropKind::Source),
                     names,
@@ -934,13 +945,13 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
                 }),
                 _ => return Err(syntax("DELETE TOPIC closes a DROP STREAM or DROP TABLE")),
             },
-            Some((_, Emit::Final)) => {
+            Some(Emit::Final) => {
                 return Err(EngineError::Unsupported(
                     "EMIT FINAL (a window's result once it closes); EMIT CHANGES gives every update"
                         .into(),
                 ));
             }
-            None => stmt,
+            Some(Emit::Window(_)) | None => stmt,
         };
         out.push(stmt);
         if !p.consume_token(&Token::SemiColon) && p.peek_token().token != Token::EOF {
@@ -953,13 +964,15 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
     Ok(out)
 }
 
-/// ksqlDB's closing words sqlparser does not know.
-#[derive(Debug, Clone, Copy)]
+/// ksqlDB's clauses sqlparser does not know.
+#[derive(Debug, Clone)]
 enum Emit {
     Changes,
     Final,
     /// `DROP STREAM|TABLE … DELETE TOPIC`.
     DeleteTopic,
+    /// `WINDOW TUMBLING|HOPPING (…)` after FROM.
+    Window(super::ksql_windows::Window),
 }
 
 /// ksqlDB's `EMIT CHANGES` / `EMIT FINAL` closing a statement, which
@@ -973,7 +986,7 @@ fn blank_emits(sql: &str) -> Result<(Option<String>, Vec<(usize, Emit)>)> {
             .windows(word.len())
             .any(|w| w.eq_ignore_ascii_case(word))
     };
-    if !has(b"emit") && !has(b"delete") {
+    if !has(b"emit") && !has(b"delete") && !has(b"window") {
         return Ok((None, vec![]));
     }
     let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
@@ -985,6 +998,42 @@ fn blank_emits(sql: &str) -> Result<(Option<String>, Vec<(usize, Emit)>)> {
     let words: Vec<usize> = (0..tokens.len())
         .filter(|&i| !matches!(tokens[i].token, Token::Whitespace(_)))
         .collect();
+    // WINDOW TUMBLING|HOPPING|SESSION ( … ), up to its closing paren.
+    for (n, &w) in words.iter().enumerate() {
+        let (Some(&kind), Some(&open)) = (words.get(n + 1), words.get(n + 2)) else {
+            break;
+        };
+        if !word_is(&tokens[w].token, "window")
+            || !["tumbling", "hopping", "session"]
+                .iter()
+                .any(|k| word_is(&tokens[kind].token, k))
+            || tokens[open].token != Token::LParen
+        {
+            continue;
+        }
+        let mut depth = 0;
+        let close = (open..tokens.len()).find(|&i| {
+            match tokens[i].token {
+                Token::LParen => depth += 1,
+                Token::RParen => depth -= 1,
+                _ => {}
+            }
+            depth == 0
+        });
+        let Some(close) = close else {
+            return Err(syntax("WINDOW (… without its closing )"));
+        };
+        let inside_from = slicer.offset(tokens[open].span.end);
+        let inside_to = slicer.offset(tokens[close].span.start);
+        let window = super::ksql_windows::parse(
+            &tokens[kind].token.to_string(),
+            &sql[inside_from..inside_to],
+        )?;
+        let from = slicer.offset(tokens[w].span.start);
+        let to = slicer.offset(tokens[close].span.end);
+        text.replace_range(from..to, &" ".repeat(to - from));
+        emits.push((from, Emit::Window(window)));
+    }
     for w in words.windows(3).map(|w| (w[0], w[1], Some(w[2]))).chain(
         words
             .len()
@@ -1009,6 +1058,33 @@ fn blank_emits(sql: &str) -> Result<(Option<String>, Vec<(usize, Emit)>)> {
         emits.push((from, kind));
     }
     Ok(((!emits.is_empty()).then_some(text), emits))
+}
+
+/// A statement with ksqlDB's WINDOW clause: its query rewritten onto the
+/// window (`ksql_windows.rs`).
+fn with_window(stmt: Statement, w: &super::ksql_windows::Window) -> Result<Statement> {
+    use super::ksql_windows::apply;
+    match stmt {
+        Statement::Query(mut s, _) => {
+            let SqlStatement::Query(q) = s.as_mut() else {
+                return Err(syntax("a WINDOW clause outside a SELECT"));
+            };
+            apply(q, w, false)?;
+            let text = s.to_string();
+            Ok(Statement::Query(s, text))
+        }
+        Statement::Ddl(Ddl::CreatePersistent(mut p)) => {
+            apply(&mut p.query, w, p.table)?;
+            Ok(Statement::Ddl(Ddl::CreatePersistent(p)))
+        }
+        Statement::Ddl(Ddl::CreateTable(mut ct, text)) if ct.query.is_some() => {
+            if let Some(q) = ct.query.as_mut() {
+                apply(q, w, true)?;
+            }
+            Ok(Statement::Ddl(Ddl::CreateTable(ct, text)))
+        }
+        _ => Err(syntax("a WINDOW clause outside a SELECT")),
+    }
 }
 
 /// A statement that closed with EMIT CHANGES: a query is a push query (a

@@ -61,9 +61,9 @@ impl Meta {
     fn of(name: &str) -> Option<Meta> {
         match name {
             "_key" => Some(Meta::Key),
-            "_partition" => Some(Meta::Partition),
-            "_offset" => Some(Meta::Offset),
-            "_timestamp" => Some(Meta::Timestamp),
+            "_partition" | "rowpartition" => Some(Meta::Partition),
+            "_offset" | "rowoffset" => Some(Meta::Offset),
+            "_timestamp" | "rowtime" => Some(Meta::Timestamp),
             _ => None,
         }
     }

@@ -1,0 +1,242 @@
+//! ksqlDB's windowed aggregations: `SELECT k, COUNT(*) FROM s WINDOW
+//! TUMBLING (SIZE 30 SECONDS) GROUP BY k` and `WINDOW HOPPING (SIZE 1
+//! MINUTE, ADVANCE BY 10 SECONDS)`, over the record time `ROWTIME`, with
+//! `WINDOWSTART` / `WINDOWEND` (epoch milliseconds, as ksqlDB gives them).
+//!
+//! sqlparser does not read the WINDOW clause, so the statement's text has
+//! it blanked out first (`statement.rs`, which keeps where it was); the
+//! query is then rewritten onto eddy's window table functions
+//! (`windows.rs`): the FROM relation becomes `TUMBLE(rel, rowtime, size)`
+//! or `HOP(rel, rowtime, advance, size)`, the GROUP BY gains the window,
+//! and WINDOWSTART/WINDOWEND read it. A windowed table query's topic is
+//! keyed by its GROUP BY columns and the window (`persistent.rs`).
+//!
+//! Not yet: SESSION windows, GRACE PERIOD (late rows are counted into
+//! their window whenever they arrive), RETENTION (closed windows' state is
+//! kept), EMIT FINAL.
+
+use datafusion::sql::sqlparser::ast::{
+    Expr, GroupByExpr, Ident, Query, SelectItem, SetExpr, TableFactor, VisitMut, VisitorMut,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use std::ops::ControlFlow;
+
+use super::{EngineError, Result};
+
+/// A WINDOW clause: its kind and its lengths as interval literal texts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Window {
+    pub hopping: bool,
+    pub size: String,
+    pub advance: Option<String>,
+}
+
+/// Read a WINDOW clause's inside (`SIZE 30 SECONDS, ADVANCE BY 10
+/// SECONDS, GRACE PERIOD 1 MINUTE`) for window kind `kind`.
+pub fn parse(kind: &str, inside: &str) -> Result<Window> {
+    let bad = |m: String| EngineError::Syntax(m);
+    let kind = kind.to_ascii_lowercase();
+    if kind == "session" {
+        return Err(EngineError::Unsupported(
+            "WINDOW SESSION (session windows)".into(),
+        ));
+    }
+    let (mut size, mut advance) = (None, None);
+    for part in inside.split(',') {
+        let words: Vec<&str> = part.split_whitespace().collect();
+        let upper: Vec<String> = words.iter().map(|w| w.to_ascii_uppercase()).collect();
+        let length = |at: usize| -> Result<String> {
+            match (words.get(at), words.get(at + 1), words.len() == at + 2) {
+                (Some(n), Some(unit), true) if n.parse::<u64>().is_ok() => {
+                    Ok(format!("{n} {}", unit.to_ascii_lowercase()))
+                }
+                _ => Err(bad(format!(
+                    "expected a length (30 SECONDS) in WINDOW …({part})"
+                ))),
+            }
+        };
+        match upper.first().map(String::as_str) {
+            Some("SIZE") => size = Some(length(1)?),
+            Some("ADVANCE") if upper.get(1).map(String::as_str) == Some("BY") => {
+                advance = Some(length(2)?)
+            }
+            // Accepted, not yet applied (module documentation).
+            Some("GRACE") | Some("RETENTION") => {}
+            _ => return Err(bad(format!("unexpected {part} in a WINDOW clause"))),
+        }
+    }
+    let size = size.ok_or_else(|| bad("WINDOW … needs SIZE".into()))?;
+    let hopping = kind == "hopping";
+    if hopping && advance.is_none() {
+        return Err(bad("WINDOW HOPPING needs ADVANCE BY".into()));
+    }
+    Ok(Window {
+        hopping,
+        size,
+        advance: if hopping { advance } else { None },
+    })
+}
+
+fn expr(sql: &str) -> Expr {
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_expr())
+        .expect("a fixed expression parses")
+}
+
+fn is_word(e: &Expr, w: &str) -> bool {
+    matches!(e, Expr::Identifier(i) if i.quote_style.is_none() && i.value.eq_ignore_ascii_case(w))
+}
+
+/// Rewrite `q` (a SELECT … GROUP BY over one relation) onto the window;
+/// with `keyed`, WINDOWSTART and WINDOWEND are selected if they are not
+/// (a windowed table's rows are keyed by their window).
+pub fn apply(q: &mut Query, w: &Window, keyed: bool) -> Result<()> {
+    let SetExpr::Select(select) = q.body.as_mut() else {
+        return Err(EngineError::Unsupported(
+            "a WINDOW clause on a query other than one SELECT".into(),
+        ));
+    };
+    let [from] = select.from.as_mut_slice() else {
+        return Err(EngineError::Unsupported(
+            "a WINDOW clause over joins or several relations".into(),
+        ));
+    };
+    if !from.joins.is_empty() {
+        return Err(EngineError::Unsupported(
+            "a WINDOW clause over joins".into(),
+        ));
+    }
+    let TableFactor::Table {
+        name,
+        alias,
+        args: None,
+        ..
+    } = &from.relation
+    else {
+        return Err(EngineError::Unsupported(
+            "a WINDOW clause over something other than a relation".into(),
+        ));
+    };
+    let call = match &w.advance {
+        Some(advance) => format!(
+            "HOP({name}, rowtime, INTERVAL '{advance}', INTERVAL '{}')",
+            w.size
+        ),
+        None => format!("TUMBLE({name}, rowtime, INTERVAL '{}')", w.size),
+    };
+    let alias = alias.clone();
+    let mut windowed = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(&format!("SELECT * FROM {call}"))
+        .and_then(|mut p| p.parse_query())
+        .map_err(|e| EngineError::Syntax(e.to_string()))
+        .and_then(|q| match *q.body {
+            SetExpr::Select(s) => Ok(s.from[0].relation.clone()),
+            _ => Err(EngineError::Syntax(call.clone())),
+        })?;
+    if let TableFactor::Table { alias: a, .. } = &mut windowed {
+        *a = alias;
+    }
+    if !super::windows::expand(&mut windowed) {
+        return Err(EngineError::Invalid(format!(
+            "WINDOW: {call} (a hopping window's size must be a whole number of advances)"
+        )));
+    }
+    from.relation = windowed;
+    match &mut select.group_by {
+        GroupByExpr::Expressions(exprs, _) if !exprs.is_empty() => {
+            exprs.push(Expr::Identifier(Ident::new("window_start")));
+            exprs.push(Expr::Identifier(Ident::new("window_end")));
+        }
+        _ => {
+            return Err(EngineError::Unsupported(
+                "a WINDOW clause without GROUP BY".into(),
+            ));
+        }
+    }
+    if keyed {
+        for w in ["windowstart", "windowend"] {
+            let selected = select.projection.iter().any(|i| match i {
+                SelectItem::UnnamedExpr(e) => is_word(e, w),
+                SelectItem::ExprWithAlias { alias, .. } => alias.value.eq_ignore_ascii_case(w),
+                _ => false,
+            });
+            if !selected {
+                select
+                    .projection
+                    .push(SelectItem::UnnamedExpr(Expr::Identifier(Ident::new(w))));
+            }
+        }
+    }
+    // WINDOWSTART / WINDOWEND: the window's bounds in epoch milliseconds,
+    // named as written.
+    for item in select.projection.iter_mut() {
+        if let SelectItem::UnnamedExpr(e) = item {
+            for w in ["windowstart", "windowend"] {
+                if is_word(e, w) {
+                    let alias = match e {
+                        Expr::Identifier(i) => i.clone(),
+                        _ => Ident::new(w),
+                    };
+                    *item = SelectItem::ExprWithAlias {
+                        expr: e.clone(),
+                        alias,
+                    };
+                    break;
+                }
+            }
+        }
+    }
+    struct Bounds;
+    impl VisitorMut for Bounds {
+        type Break = ();
+        fn pre_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+            for (w, column) in [("windowstart", "window_start"), ("windowend", "window_end")] {
+                if is_word(e, w) {
+                    *e = expr(&format!(
+                        "CAST(EXTRACT(EPOCH FROM {column}) * 1000 AS BIGINT)"
+                    ));
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = select.projection.visit(&mut Bounds);
+    if let Some(having) = &mut select.having {
+        let _ = having.visit(&mut Bounds);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_clauses_read_as_ksqldb_writes_them() {
+        assert_eq!(
+            parse("TUMBLING", "SIZE 30 SECONDS").unwrap(),
+            Window {
+                hopping: false,
+                size: "30 seconds".into(),
+                advance: None
+            }
+        );
+        assert_eq!(
+            parse(
+                "hopping",
+                "SIZE 1 MINUTE, ADVANCE BY 10 SECONDS, GRACE PERIOD 1 HOUR"
+            )
+            .unwrap(),
+            Window {
+                hopping: true,
+                size: "1 minute".into(),
+                advance: Some("10 seconds".into())
+            }
+        );
+        assert!(parse("HOPPING", "SIZE 1 MINUTE").is_err());
+        assert!(parse("TUMBLING", "SIZE thirty SECONDS").is_err());
+        assert!(parse("SESSION", "30 SECONDS").is_err());
+    }
+}
