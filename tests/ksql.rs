@@ -5,6 +5,8 @@
 //! consumer reads what the queries write. Every output is compared with a
 //! recomputation from the records produced; a restart writes nothing twice.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::BTreeMap;

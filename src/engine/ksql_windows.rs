@@ -216,7 +216,7 @@ mod tests {
     #[test]
     fn window_clauses_read_as_ksqldb_writes_them() {
         assert_eq!(
-            parse("TUMBLING", "SIZE 30 SECONDS").unwrap(),
+            parse("TUMBLING", "SIZE 30 SECONDS").expect("in the test"),
             Window {
                 hopping: false,
                 size: "30 seconds".into(),
@@ -228,7 +228,7 @@ mod tests {
                 "hopping",
                 "SIZE 1 MINUTE, ADVANCE BY 10 SECONDS, GRACE PERIOD 1 HOUR"
             )
-            .unwrap(),
+            .expect("in the test"),
             Window {
                 hopping: true,
                 size: "1 minute".into(),

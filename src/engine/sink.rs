@@ -334,7 +334,9 @@ fn write(
         let mut records = Vec::new();
         if *upsert {
             // A key's new row wins over its retraction, in any order.
-            let mut last: Vec<(Option<Vec<u8>>, Option<Vec<u8>>, i64)> = Vec::new();
+            /// (record key, value or tombstone, timestamp) per key.
+            type Last = (Option<Vec<u8>>, Option<Vec<u8>>, i64);
+            let mut last: Vec<Last> = Vec::new();
             let mut at: HashMap<Option<Vec<u8>>, usize> = HashMap::new();
             for (i, (_, d)) in changes.iter().enumerate() {
                 let k = record_keys[i].clone();

@@ -964,6 +964,10 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
     Ok(out)
 }
 
+/// A text with ksqlDB's clauses blanked out (None: it had none) and each
+/// clause with its byte offset.
+type Blanked = (Option<String>, Vec<(usize, Emit)>);
+
 /// ksqlDB's clauses sqlparser does not know.
 #[derive(Debug, Clone)]
 enum Emit {
@@ -979,7 +983,7 @@ enum Emit {
 /// sqlparser does not know: `sql` with them blanked out (spaces, so every
 /// location stays where it was) and where each was (byte offsets). None
 /// when the text has none.
-fn blank_emits(sql: &str) -> Result<(Option<String>, Vec<(usize, Emit)>)> {
+fn blank_emits(sql: &str) -> Result<Blanked> {
     use datafusion::sql::sqlparser::tokenizer::Tokenizer;
     let has = |word: &[u8]| {
         sql.as_bytes()

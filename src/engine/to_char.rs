@@ -280,7 +280,7 @@ mod tests {
     use super::format;
 
     fn at(s: &str) -> chrono::NaiveDateTime {
-        chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f").unwrap()
+        chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f").expect("in the test")
     }
 
     /// Each expected text is what PostgreSQL 15 prints.

@@ -182,13 +182,14 @@ mod tests {
             "42703",
             "Schema error: No field named mixc. Did you mean 'foobar.\"MixC\"'?\nColumn names are case sensitive.",
         )
-        .unwrap();
+        .expect("in the test");
         assert_eq!(m, "column \"mixc\" does not exist");
         assert_eq!(
             hint.as_deref(),
             Some("Perhaps you meant to reference the column foobar.\"MixC\".")
         );
-        let (m, _) = postgres_message("42703", "Schema error: No field named t.b.").unwrap();
+        let (m, _) =
+            postgres_message("42703", "Schema error: No field named t.b.").expect("in the test");
         assert_eq!(m, "column \"b\" does not exist");
     }
 
