@@ -155,7 +155,9 @@ fn persistent_queries_write_their_topics_as_ksqldb_does() {
          CREATE STREAM PAGEVIEWS_PAGE1 AS
            SELECT USERID, VIEWTIME, PAGEID FROM PAGEVIEWS WHERE PAGEID = 'Page_1' EMIT CHANGES;
          CREATE TABLE VIEWS_PER_USER WITH (KAFKA_TOPIC = 'views_per_user', PARTITIONS = 3) AS
-           SELECT USERID, COUNT(*) AS VIEWS FROM PAGEVIEWS GROUP BY USERID EMIT CHANGES;",
+           SELECT USERID, COUNT(*) AS VIEWS FROM PAGEVIEWS GROUP BY USERID EMIT CHANGES;
+         CREATE STREAM PAGEVIEWS_BY_PAGE WITH (PARTITIONS = 2) AS
+           SELECT * FROM PAGEVIEWS PARTITION BY PAGEID EMIT CHANGES;",
     ))
     .unwrap();
     // More views while the queries run.
@@ -172,6 +174,18 @@ fn persistent_queries_write_their_topics_as_ksqldb_does() {
     let want_counts = expected_counts(&all);
     let got = consume(&server.addr, "views_per_user", |r| latest(r) == want_counts);
     assert_eq!(latest(&got), want_counts, "the table's changelog, by key");
+
+    // PARTITION BY re-keys: the page is the key, the rest the value (ROWTIME
+    // is the record's time, not a field).
+    let mut want_by_page: Vec<(String, String)> = all
+        .iter()
+        .map(|(u, p, t)| (p.clone(), format!(r#"{{"userid":"{u}","viewtime":{t}}}"#)))
+        .collect();
+    want_by_page.sort();
+    let got = consume(&server.addr, "PAGEVIEWS_BY_PAGE", |r| {
+        r.len() >= want_by_page.len()
+    });
+    assert_eq!(appended(&got), want_by_page, "re-keyed by PARTITION BY");
     // The table reads the same through pgwire.
     let counted = rt.block_on(rows(&c, "SELECT userid, views FROM views_per_user"));
     let mut counted: Vec<String> = counted;

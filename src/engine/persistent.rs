@@ -58,6 +58,7 @@ impl Engine {
             query: query.clone(),
             if_not_exists: ct.if_not_exists,
             sql: text.to_string(),
+            partition_by: None,
         }))
     }
 
@@ -98,7 +99,10 @@ impl Engine {
             .unwrap_or(p.topic);
         let sink = format!("{}_{}", if p.table { "ctas" } else { "csas" }, p.name);
         self.ensure_free(&sink)?;
-        let key_names = self.persistent_key(&p.query, p.table)?;
+        let key_names = match &p.partition_by {
+            Some(column) => vec![column.clone()],
+            None => self.persistent_key(&p.query, p.table)?,
+        };
         let view = format!(
             "CREATE MATERIALIZED VIEW {} AS {}",
             names::quoted(&p.name),

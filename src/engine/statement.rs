@@ -185,6 +185,9 @@ pub struct Persistent {
     pub query: Box<Query>,
     pub if_not_exists: bool,
     pub sql: String,
+    /// A stream query's `PARTITION BY column`: its records keyed (and so
+    /// partitioned) by that column.
+    pub partition_by: Option<String>,
 }
 
 /// Statements about roles and privileges, kept as parsed; `access.rs`
@@ -633,6 +636,7 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
                     query,
                     if_not_exists,
                     sql: slicer.slice(start, end),
+                    partition_by: None,
                 })))
             }
         } else if word_is(&t0, "create")
@@ -927,6 +931,22 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
             };
             stmt = with_window(stmt, w)?;
         }
+        if let Some(pos) = found.iter().position(|e| matches!(e, Emit::PartitionBy(_))) {
+            let Emit::PartitionBy(column) = found.remove(pos) else {
+                unreachable!("found a PARTITION BY")
+            };
+            stmt = match stmt {
+                Statement::Ddl(Ddl::CreatePersistent(mut p)) if !p.table => {
+                    p.partition_by = Some(column.clone());
+                    Statement::Ddl(Ddl::CreatePersistent(p))
+                }
+                _ => {
+                    return Err(EngineError::Unsupported(
+                        "PARTITION BY outside CREATE STREAM … AS SELECT".into(),
+                    ));
+                }
+            };
+        }
         let stmt = match found.first() {
             Some(Emit::Changes) => emit_changes(stmt)?,
             Some(Emit::DeleteTopic) => match stmt {
@@ -951,7 +971,7 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
                         .into(),
                 ));
             }
-            Some(Emit::Window(_)) | None => stmt,
+            Some(Emit::Window(_) | Emit::PartitionBy(_)) | None => stmt,
         };
         out.push(stmt);
         if !p.consume_token(&Token::SemiColon) && p.peek_token().token != Token::EOF {
@@ -977,6 +997,8 @@ enum Emit {
     DeleteTopic,
     /// `WINDOW TUMBLING|HOPPING (…)` after FROM.
     Window(super::ksql_windows::Window),
+    /// `PARTITION BY column` closing a CREATE STREAM … AS SELECT.
+    PartitionBy(String),
 }
 
 /// ksqlDB's `EMIT CHANGES` / `EMIT FINAL` closing a statement, which
@@ -990,7 +1012,7 @@ fn blank_emits(sql: &str) -> Result<Blanked> {
             .windows(word.len())
             .any(|w| w.eq_ignore_ascii_case(word))
     };
-    if !has(b"emit") && !has(b"delete") && !has(b"window") {
+    if !has(b"emit") && !has(b"delete") && !has(b"window") && !has(b"partition") {
         return Ok((None, vec![]));
     }
     let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
@@ -1002,6 +1024,45 @@ fn blank_emits(sql: &str) -> Result<Blanked> {
     let words: Vec<usize> = (0..tokens.len())
         .filter(|&i| !matches!(tokens[i].token, Token::Whitespace(_)))
         .collect();
+    // PARTITION BY column, outside parentheses (an OVER (PARTITION BY …)
+    // is SQL), before EMIT, `;` or the end.
+    let mut depth = 0i32;
+    let mut at_depth = Vec::with_capacity(words.len());
+    for &w in &words {
+        at_depth.push(depth);
+        match tokens[w].token {
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            _ => {}
+        }
+    }
+    for (n, &w) in words.iter().enumerate() {
+        let (Some(&by), Some(&column)) = (words.get(n + 1), words.get(n + 2)) else {
+            break;
+        };
+        let ends = words.get(n + 3).is_none_or(|&e| {
+            matches!(tokens[e].token, Token::SemiColon) || word_is(&tokens[e].token, "emit")
+        });
+        if at_depth[n] != 0
+            || !word_is(&tokens[w].token, "partition")
+            || !word_is(&tokens[by].token, "by")
+            || !ends
+        {
+            continue;
+        }
+        let Token::Word(word) = &tokens[column].token else {
+            continue;
+        };
+        let name = super::names::ident(&datafusion::sql::sqlparser::ast::Ident {
+            value: word.value.clone(),
+            quote_style: word.quote_style,
+            span: datafusion::sql::sqlparser::tokenizer::Span::empty(),
+        });
+        let from = slicer.offset(tokens[w].span.start);
+        let to = slicer.offset(tokens[column].span.end);
+        text.replace_range(from..to, &" ".repeat(to - from));
+        emits.push((from, Emit::PartitionBy(name)));
+    }
     // WINDOW TUMBLING|HOPPING|SESSION ( … ), up to its closing paren.
     for (n, &w) in words.iter().enumerate() {
         let (Some(&kind), Some(&open)) = (words.get(n + 1), words.get(n + 2)) else {
