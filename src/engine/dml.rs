@@ -15,7 +15,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::concat_batches;
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::ParamValues;
 use datafusion::sql::sqlparser::ast::{
     AssignmentTarget, Delete, Expr, FromTable, TableFactor, TableWithJoins, Update, Value,
@@ -324,50 +324,15 @@ impl Engine {
     /// `timestamp` columns spelled as Arrow reads them, PostgreSQL-style
     /// (`pg_compat::coerce_insert_literals`).
     pub(super) async fn coerce_insert(&self, s: &mut SqlStatement) {
-        self.name_leading_columns(s).await;
-        self.coerce_insert_literals(s).await;
+        let Some(schema) = self.insert_target(s).await else {
+            return;
+        };
+        name_leading_columns(s, &schema);
+        coerce_insert_literals(s, &schema);
     }
 
-    /// `INSERT INTO t VALUES (…)` without a column list whose rows are
-    /// shorter than `t`: PostgreSQL fills the leading columns and leaves
-    /// the rest NULL; DataFusion refuses. Name the leading columns.
-    async fn name_leading_columns(&self, s: &mut SqlStatement) -> Option<()> {
-        use datafusion::sql::sqlparser::ast::{Ident, SetExpr};
-        let SqlStatement::Insert(insert) = s else {
-            return None;
-        };
-        if !insert.columns.is_empty() {
-            return None;
-        }
-        let SetExpr::Values(values) = insert.source.as_ref()?.body.as_ref() else {
-            return None;
-        };
-        let widest = values.rows.iter().map(|r| r.len()).max()?;
-        let datafusion::sql::sqlparser::ast::TableObject::TableName(name) = &insert.table else {
-            return None;
-        };
-        let provider = self
-            .ctx
-            .table_provider(name.to_string().as_str())
-            .await
-            .ok()?;
-        let schema = provider.schema();
-        if widest == 0 || widest >= schema.fields().len() {
-            return None;
-        }
-        insert.columns = schema.fields()[..widest]
-            .iter()
-            .map(|f| {
-                datafusion::sql::sqlparser::ast::ObjectName::from(vec![Ident::with_quote(
-                    '"',
-                    f.name(),
-                )])
-            })
-            .collect();
-        Some(())
-    }
-
-    async fn coerce_insert_literals(&self, s: &mut SqlStatement) -> Option<()> {
+    /// The columns of the relation an INSERT writes.
+    async fn insert_target(&self, s: &SqlStatement) -> Option<SchemaRef> {
         let SqlStatement::Insert(insert) = s else {
             return None;
         };
@@ -379,20 +344,45 @@ impl Engine {
             .table_provider(name.to_string().as_str())
             .await
             .ok()?;
-        // Only a table with such a column pays for copying the statement.
-        let schema = provider.schema();
-        if !schema.fields().iter().any(|f| {
-            matches!(
-                f.data_type(),
-                DataType::Interval(_)
-                    | DataType::Binary
-                    | DataType::List(_)
-                    | DataType::Timestamp(..)
-            )
-        }) {
-            return None;
-        }
-        super::pg_compat::coerce_insert_literals(s, &schema);
-        Some(())
+        Some(provider.schema())
+    }
+}
+
+/// `INSERT INTO t VALUES (…)` without a column list whose rows are shorter
+/// than `t` (columns `schema`): PostgreSQL fills the leading columns and
+/// leaves the rest NULL; DataFusion refuses. Name the leading columns.
+fn name_leading_columns(s: &mut SqlStatement, schema: &SchemaRef) -> Option<()> {
+    use datafusion::sql::sqlparser::ast::{Ident, ObjectName, SetExpr};
+    let SqlStatement::Insert(insert) = s else {
+        return None;
+    };
+    if !insert.columns.is_empty() {
+        return None;
+    }
+    let SetExpr::Values(values) = insert.source.as_ref()?.body.as_ref() else {
+        return None;
+    };
+    let widest = values.rows.iter().map(|r| r.len()).max()?;
+    if widest == 0 || widest >= schema.fields().len() {
+        return None;
+    }
+    insert.columns = schema.fields()[..widest]
+        .iter()
+        .map(|f| ObjectName::from(vec![Ident::with_quote('"', f.name())]))
+        .collect();
+    Some(())
+}
+
+/// The literals of an INSERT into columns `schema` as PostgreSQL reads
+/// them (`pg_compat::coerce_insert_literals`); only a relation with such a
+/// column pays for the walk.
+fn coerce_insert_literals(s: &mut SqlStatement, schema: &SchemaRef) {
+    if schema.fields().iter().any(|f| {
+        matches!(
+            f.data_type(),
+            DataType::Interval(_) | DataType::Binary | DataType::List(_) | DataType::Timestamp(..)
+        )
+    }) {
+        super::pg_compat::coerce_insert_literals(s, schema);
     }
 }
