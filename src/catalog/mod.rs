@@ -64,6 +64,10 @@ pub enum Object {
         /// SELECT`): dropped as that stream or table, with its sink.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ksql: Option<Ksql>,
+        /// How its windows close by event time (a WINDOW clause's GRACE
+        /// PERIOD, EMIT FINAL).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        window: Option<crate::dataflow::aggregate::WindowClose>,
     },
     /// Changes of a table or materialized view written into a topic.
     Sink {

@@ -7,6 +7,17 @@
 //! (nothing when they are equal). A group whose input count drops to zero
 //! disappears. Without GROUP BY there is exactly one group, present even
 //! over empty input (`count(*) = 0`, `sum = NULL`), as in SQL.
+//!
+//! Windows closed by event time ([`WindowClose`]): when one group-key
+//! column is a window's end, the window closes once the input's watermark
+//! has passed its end plus the grace period. A closed window's groups are
+//! dropped from the state (their rows stay in the output: nothing is
+//! retracted), rows for a window already closed are late (counted in
+//! `late_rows`, dropped), and with `emit_final` a group's row is emitted
+//! once, when its window closes, instead of at every change (ksqlDB's
+//! EMIT FINAL, RisingWave's EMIT ON WINDOW CLOSE). Lateness is judged
+//! against the watermark as the tick began: rows read in the tick that
+//! moves the watermark past their window still count, then close with it.
 
 use std::sync::Arc;
 
@@ -26,6 +37,36 @@ pub struct AggregateSpec {
     pub factory: AccumulatorFactory,
     pub args: Vec<Arc<dyn PhysicalExpr>>,
     pub filter: Option<Arc<dyn PhysicalExpr>>,
+}
+
+/// How windows close: a view's windowing, from its WINDOW clause.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WindowClose {
+    /// How long past its end a window still takes rows (microseconds).
+    pub grace_us: i64,
+    /// Emit a window's rows once, when it closes.
+    #[serde(default)]
+    pub emit_final: bool,
+}
+
+/// The state of closing windows.
+struct Closing {
+    /// Which group key is the window's end.
+    end_key: usize,
+    close: WindowClose,
+    /// The input's watermark as of the last step, and as of this one.
+    mark: Option<i64>,
+    next: Option<i64>,
+    /// Open windows' groups, by the time they close.
+    schedule: std::collections::BTreeSet<(i64, RowBytes)>,
+    late: u64,
+}
+
+impl Closing {
+    /// Whether a window ending at `end` had closed by watermark `mark`.
+    fn closed(&self, end: i64, mark: Option<i64>) -> bool {
+        mark.is_some_and(|m| end.saturating_add(self.close.grace_us) <= m)
+    }
 }
 
 struct Group {
@@ -62,6 +103,7 @@ pub struct Aggregate {
     started: bool,
     counts: Counts,
     key_bytes: u64,
+    closing: Option<Closing>,
 }
 
 fn new_group(aggs: &[AggregateSpec]) -> Group {
@@ -94,7 +136,85 @@ impl Aggregate {
             started: false,
             counts: Counts::default(),
             key_bytes: 0,
+            closing: None,
         })
+    }
+
+    /// Close windows by event time: group key `end_key` is the window's
+    /// end (a timestamp).
+    pub fn closing(mut self, end_key: usize, close: WindowClose) -> Aggregate {
+        self.closing = Some(Closing {
+            end_key,
+            close,
+            mark: None,
+            next: None,
+            schedule: Default::default(),
+            late: 0,
+        });
+        self
+    }
+
+    /// Close the windows the input's watermark has passed (end plus
+    /// grace): their groups leave the state; under `emit_final` their rows
+    /// are emitted now.
+    fn close_windows(
+        &mut self,
+        out: &mut Vec<(RowBytes, Vec<ScalarValue>, i64)>,
+        cx: &mut StepContext<'_>,
+    ) {
+        let Some(c) = self.closing.as_mut() else {
+            return;
+        };
+        if let Some(n) = c.next {
+            c.mark = Some(c.mark.map_or(n, |m| m.max(n)));
+        }
+        while let Some((end, _)) = c.schedule.first() {
+            if !c.closed(*end, c.mark) {
+                break;
+            }
+            let Some((_, key)) = c.schedule.pop_first() else {
+                break;
+            };
+            let Some(g) = self.groups.remove(&key) else {
+                continue; // the group went away before its window closed
+            };
+            self.key_bytes = self.key_bytes.saturating_sub(state_bytes(key.len()));
+            if c.close.emit_final && g.rows > 0 {
+                match Self::output(&g) {
+                    Ok(row) => out.push((key, row, 1)),
+                    Err(e) => cx.errors.push((e, 1)),
+                }
+            }
+        }
+    }
+
+    /// The window ends of `batch`'s rows, in microseconds.
+    fn window_ends(&self, batch: &RecordBatch) -> Result<Option<Vec<i64>>> {
+        use datafusion::arrow::array::AsArray;
+        use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType};
+        let Some(c) = &self.closing else {
+            return Ok(None);
+        };
+        let ends = self.keys[c.end_key]
+            .evaluate(batch)?
+            .into_array(batch.num_rows())?;
+        let ends = datafusion::arrow::compute::cast(
+            &ends,
+            &DataType::Timestamp(TimeUnit::Microsecond, None),
+        )?;
+        let ends = ends.as_primitive::<TimestampMicrosecondType>();
+        // A NULL end (a NULL time) is never closed.
+        Ok(Some(
+            (0..ends.len())
+                .map(|i| {
+                    if ends.is_valid(i) {
+                        ends.value(i)
+                    } else {
+                        i64::MAX
+                    }
+                })
+                .collect(),
+        ))
     }
 
     fn new_group(&self) -> Group {
@@ -203,6 +323,7 @@ impl Operator for Aggregate {
         };
         let ((key_rows, args, filters, encoded), input) = evaluated;
         let n = input.len();
+        let ends = self.window_ends(&input.batch)?;
 
         // Each touched group keeps its old output from its first touch;
         // `touched` borrows the batch's encoded keys (no allocation).
@@ -213,10 +334,19 @@ impl Operator for Aggregate {
                 Some(r) => r.row(row),
                 None => &[],
             };
+            if let (Some(c), Some(ends)) = (self.closing.as_mut(), &ends) {
+                if c.closed(ends[row], c.mark) {
+                    c.late += 1;
+                    continue;
+                }
+            }
             let group = match self.groups.entry_ref(key) {
                 hashbrown::hash_map::EntryRef::Occupied(e) => e.into_mut(),
                 hashbrown::hash_map::EntryRef::Vacant(e) => {
                     self.key_bytes += state_bytes(key.len());
+                    if let (Some(c), Some(ends)) = (self.closing.as_mut(), &ends) {
+                        c.schedule.insert((ends[row], key.into()));
+                    }
                     e.insert(new_group(&self.aggs))
                 }
             };
@@ -255,7 +385,7 @@ impl Operator for Aggregate {
                 self.key_bytes = self.key_bytes.saturating_sub(state_bytes(key.len()));
                 self.groups.remove(key);
             }
-            if old == new {
+            if old == new || self.closing.as_ref().is_some_and(|c| c.close.emit_final) {
                 continue;
             }
             // A group whose value cannot be computed (an overflowing
@@ -272,8 +402,15 @@ impl Operator for Aggregate {
                 None => {}
             }
         }
+        self.close_windows(&mut out, cx);
         self.counts.rows_out += out.len() as u64;
         self.build(out)
+    }
+
+    fn advance(&mut self, inputs: &[Option<i64>]) {
+        if let Some(c) = self.closing.as_mut() {
+            c.next = super::least(inputs);
+        }
     }
 
     fn stats(&self, out: &mut Vec<OperatorStats>) {
@@ -285,6 +422,14 @@ impl Operator for Aggregate {
         let mut s = self.counts.stats("aggregate");
         s.state_rows = self.groups.len() as u64;
         s.state_bytes = self.key_bytes + acc_bytes as u64;
+        if let Some(c) = &self.closing {
+            s.late = c.late;
+            s.state_bytes += c
+                .schedule
+                .iter()
+                .map(|(_, k)| state_bytes(k.len()))
+                .sum::<u64>();
+        }
         out.push(s);
     }
 
@@ -297,6 +442,17 @@ impl Operator for Aggregate {
             w.i64(g.rows);
             for a in &g.accs {
                 a.save(w);
+            }
+        }
+        if let Some(c) = &self.closing {
+            w.tag("closing");
+            w.bool(c.mark.is_some());
+            w.i64(c.mark.unwrap_or(0));
+            w.u64(c.late);
+            w.u64(c.schedule.len() as u64);
+            for (end, key) in &c.schedule {
+                w.i64(*end);
+                w.bytes(key);
             }
         }
     }
@@ -316,6 +472,18 @@ impl Operator for Aggregate {
             }
             self.key_bytes += state_bytes(key.len());
             self.groups.insert(key, g);
+        }
+        if let Some(c) = self.closing.as_mut() {
+            r.tag("closing")?;
+            let known = r.bool()?;
+            let mark = r.i64()?;
+            c.mark = known.then_some(mark);
+            c.late = r.u64()?;
+            c.schedule.clear();
+            for _ in 0..r.len(16)? {
+                let end = r.i64()?;
+                c.schedule.insert((end, r.bytes()?.into()));
+            }
         }
         Ok(())
     }

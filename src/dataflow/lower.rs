@@ -20,7 +20,7 @@ use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_planner::create_aggregate_expr_and_maybe_filter;
 
 use super::accumulate::AccumulatorFactory;
-use super::aggregate::{Aggregate, AggregateSpec};
+use super::aggregate::{Aggregate, AggregateSpec, WindowClose};
 use super::distinct::{Constant, Distinct};
 use super::join::Join;
 use super::map::Map;
@@ -186,6 +186,9 @@ pub struct Lowering<'a> {
     resolve: &'a mut dyn Resolve,
     /// Relations read, in plan order.
     pub inputs: Vec<String>,
+    /// How the view's windows close by event time (a GROUP BY with a
+    /// `window_end` key closes its windows so), if they do.
+    pub window: Option<WindowClose>,
 }
 
 impl<'a> Lowering<'a> {
@@ -194,6 +197,7 @@ impl<'a> Lowering<'a> {
             state,
             resolve,
             inputs: Vec::new(),
+            window: None,
         }
     }
 
@@ -488,10 +492,20 @@ impl<'a> Lowering<'a> {
                         filter,
                     });
                 }
-                Ok(Flow::unary(
-                    Aggregate::new(input.schema(), keys, aggs, out_schema)?,
-                    input,
-                ))
+                let mut op = Aggregate::new(input.schema(), keys, aggs, Arc::clone(&out_schema))?;
+                // The window's end among the group keys: its windows close.
+                let end_key = (0..a.group_expr.len()).find(|&i| {
+                    let f = out_schema.field(i);
+                    f.name() == "window_end"
+                        && matches!(
+                            f.data_type(),
+                            datafusion::arrow::datatypes::DataType::Timestamp(..)
+                        )
+                });
+                if let (Some(close), Some(end_key)) = (self.window, end_key) {
+                    op = op.closing(end_key, close);
+                }
+                Ok(Flow::unary(op, input))
             }
             LogicalPlan::Join(j)
                 if j.null_aware && j.join_type == JoinType::LeftAnti && j.on.len() == 1 =>

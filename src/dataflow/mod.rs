@@ -284,6 +284,10 @@ pub struct OperatorStats {
     pub state_rows: u64,
     pub state_bytes: u64,
     pub errors: u64,
+    /// Rows that came after their window closed (dropped).
+    pub late: u64,
+    /// The operator's output watermark (event time, microseconds).
+    pub watermark: Option<i64>,
 }
 
 /// One incremental operator: its own state and nothing of the graph.
@@ -321,6 +325,10 @@ pub trait Operator: Send {
     fn watermark(&self, inputs: &[Option<i64>]) -> Option<i64> {
         least(inputs)
     }
+
+    /// Told the inputs' watermarks after this tick, just before `step`
+    /// (an operator that closes windows by event time needs them).
+    fn advance(&mut self, _inputs: &[Option<i64>]) {}
 }
 
 /// The least watermark, None if any input has none (or there is none).
@@ -376,6 +384,7 @@ impl Flow {
             deltas.push(i.step(cx)?);
             marks.push(i.watermark);
         }
+        self.op.advance(&marks);
         let out = self.op.step(deltas, cx)?;
         // Watermarks only advance.
         self.watermark = match (self.watermark, self.op.watermark(&marks)) {
@@ -392,7 +401,11 @@ impl Flow {
 
     /// Counters of every operator, this one first (pre-order).
     pub fn stats(&self, out: &mut Vec<OperatorStats>) {
+        let at = out.len();
         self.op.stats(out);
+        if let Some(s) = out.get_mut(at) {
+            s.watermark = self.watermark;
+        }
         for i in &self.inputs {
             i.stats(out);
         }

@@ -43,6 +43,7 @@ use datafusion::execution::SessionState;
 use datafusion::logical_expr::LogicalPlan;
 use tracing::warn;
 
+use super::aggregate::WindowClose;
 use super::checkpoint::{self, CheckpointFile, Entry, Reader, Writer};
 use super::decode_errors::DecodeErrors;
 use super::index::{Index, Snapshot};
@@ -798,11 +799,22 @@ impl Dataflows {
         session: &SessionState,
         streams: &HashMap<String, (String, Layout)>,
         version: Option<i64>,
+        window: Option<WindowClose>,
     ) -> Result<SchemaRef, DataflowError> {
         let mut st = self.lock()?;
         let schema = nullable(plan.schema().as_arrow());
-        let fingerprint = plan.display_indent_schema().to_string();
-        let mut view = lower_view(&mut st, name, plan, session, streams, &schema)?;
+        let mut fingerprint = plan.display_indent_schema().to_string();
+        if let Some(w) = window {
+            fingerprint.push_str(&format!("\n{w:?}"));
+        }
+        let low = Low {
+            plan,
+            session,
+            streams,
+            schema: &schema,
+            window,
+        };
+        let mut view = lower_view(&mut st, name, &low)?;
         view.version = version;
         view.fingerprint = fingerprint;
         st.views.retain(|v| v.name != name);
@@ -827,7 +839,7 @@ impl Dataflows {
                 Err(err) => {
                     warn!(view = name, error = %err, "checkpoint not used; rebuilding from the log");
                     let fingerprint = std::mem::take(&mut view.fingerprint);
-                    view = lower_view(&mut st, name, plan, session, streams, &schema)?;
+                    view = lower_view(&mut st, name, &low)?;
                     view.version = version;
                     view.fingerprint = fingerprint;
                 }
@@ -1001,6 +1013,7 @@ impl Dataflows {
                 state_rows: v.index.len(),
                 state_bytes: v.index.bytes(),
                 errors: v.index.negative + u64::from(v.failed.is_some()),
+                ..Default::default()
             }];
             v.root.stats(&mut ops);
             out.extend(ops.into_iter().map(|o| (v.name.clone(), o)));
@@ -1043,21 +1056,25 @@ fn claim(
     (e.kind == kind && Some(e.version) == version && e.fingerprint == fingerprint).then_some(e)
 }
 
+/// What a view is lowered from.
+struct Low<'a> {
+    plan: &'a LogicalPlan,
+    session: &'a SessionState,
+    streams: &'a HashMap<String, (String, Layout)>,
+    schema: &'a SchemaRef,
+    window: Option<WindowClose>,
+}
+
 /// A fresh view lowered from `plan`: inputs start from their contents now.
-fn lower_view(
-    st: &mut State,
-    name: &str,
-    plan: &LogicalPlan,
-    session: &SessionState,
-    streams: &HashMap<String, (String, Layout)>,
-    schema: &SchemaRef,
-) -> Result<ViewState, DataflowError> {
+fn lower_view(st: &mut State, name: &str, low: &Low<'_>) -> Result<ViewState, DataflowError> {
+    let (plan, schema) = (low.plan, low.schema);
     let mut resolver = Resolver {
         state: st,
-        streams,
+        streams: low.streams,
         topics: Vec::new(),
     };
-    let mut lowering = Lowering::new(session, &mut resolver);
+    let mut lowering = Lowering::new(low.session, &mut resolver);
+    lowering.window = low.window;
     let root = lowering.lower(plan)?;
     let mut inputs = lowering.inputs;
     inputs.sort();

@@ -40,7 +40,74 @@ pub struct TopicReader {
     /// The creation time of the topic read (a topic dropped and created
     /// again is another topic to a checkpoint).
     created_ms: Option<i64>,
+    /// The column holding the records' event time, if any.
+    event_time: Option<EventTime>,
+    /// The greatest event time read from each partition (microseconds).
+    times: HashMap<i32, i64>,
+    /// Event time no record still to come is expected to be before.
+    watermark: Option<i64>,
 }
+
+/// A stream's event-time column and how far behind its greatest value
+/// the watermark stays.
+#[derive(Debug, Clone, Copy)]
+struct EventTime {
+    column: usize,
+    delay_us: i64,
+    /// An integer column holds epoch milliseconds (ksqlDB's timestamps).
+    millis: bool,
+}
+
+impl EventTime {
+    /// The column marked `eddy.event_time` (its value: the delay in
+    /// microseconds), else the record time (`rowtime`, `_timestamp`).
+    fn of(schema: &SchemaRef) -> Option<EventTime> {
+        use datafusion::arrow::datatypes::DataType;
+        let usable = |t: &DataType| matches!(t, DataType::Timestamp(..)) || t.is_integer();
+        let found = schema.fields().iter().enumerate().find_map(|(i, f)| {
+            let delay = f.metadata().get(EVENT_TIME)?.parse::<i64>().ok()?;
+            Some((i, delay))
+        });
+        let (column, delay_us) = found.or_else(|| {
+            let i = schema
+                .fields()
+                .iter()
+                .position(|f| matches!(f.name().as_str(), "rowtime" | "_timestamp"))?;
+            Some((i, 0))
+        })?;
+        let t = schema.field(column).data_type();
+        usable(t).then_some(EventTime {
+            column,
+            delay_us,
+            millis: t.is_integer(),
+        })
+    }
+
+    /// The greatest event time in `delta` (microseconds), if any.
+    fn max(&self, delta: &Delta) -> Option<i64> {
+        use datafusion::arrow::array::AsArray;
+        use datafusion::arrow::datatypes::{
+            DataType, Int64Type, TimeUnit, TimestampMicrosecondType,
+        };
+        let col = delta.batch.column(self.column);
+        if self.millis {
+            let ms = datafusion::arrow::compute::cast(col, &DataType::Int64).ok()?;
+            datafusion::arrow::compute::max(ms.as_primitive::<Int64Type>())
+                .map(|m| m.saturating_mul(1000))
+        } else {
+            let us = datafusion::arrow::compute::cast(
+                col,
+                &DataType::Timestamp(TimeUnit::Microsecond, None),
+            )
+            .ok()?;
+            datafusion::arrow::compute::max(us.as_primitive::<TimestampMicrosecondType>())
+        }
+    }
+}
+
+/// Field metadata marking a stream's event-time column; its value is the
+/// watermark's delay in microseconds.
+pub const EVENT_TIME: &str = "eddy.event_time";
 
 /// The state of an upsert changelog: key → the row it holds (encoded).
 /// A record replaces its key's row (retraction + insertion), a record
@@ -67,6 +134,7 @@ impl TopicReader {
         } else {
             None
         };
+        let event_time = EventTime::of(layout.schema());
         Ok(TopicReader {
             relation: relation.to_string(),
             topic: topic.to_string(),
@@ -74,7 +142,19 @@ impl TopicReader {
             offsets: HashMap::new(),
             upsert,
             created_ms: None,
+            event_time,
+            times: HashMap::new(),
+            watermark: None,
         })
+    }
+
+    /// The watermark after the last read: the least of the greatest event
+    /// times of the partitions not read to their end (one not read at all
+    /// holds it back), or, when every partition is caught up, the greatest
+    /// event time read (a partition without news does not hold event time
+    /// back: it is idle); less the delay. None before any event time.
+    pub fn watermark(&self) -> Option<i64> {
+        self.watermark
     }
 
     /// Write the offsets reached (and an upsert table's rows by key).
@@ -196,7 +276,10 @@ impl TopicReader {
         let mut parts: Vec<Delta> = Vec::new();
         let mut taken = 0usize;
         let mut more = false;
+        // Partitions left short of their end: (partition, its event time).
+        let mut lagging: Vec<Option<i64>> = Vec::new();
         for id in 0..topic.partitions {
+            let first_part = parts.len();
             let (_, end) = log.offsets(&self.topic, id)?;
             let from = self.offsets.get(&id).copied().unwrap_or(0);
             let name = self.topic.clone();
@@ -255,6 +338,36 @@ impl TopicReader {
                 }
             }
             self.offsets.insert(id, fetches.position());
+            if let Some(et) = self.event_time {
+                // A partition's rows decoded apart from the next one's, so
+                // each partition's event time is known.
+                if !pending.is_empty() {
+                    parts.push(self.decode(&mut pending, errors)?);
+                }
+                for part in &parts[first_part..] {
+                    if let Some(t) = et.max(part) {
+                        let e = self.times.entry(id).or_insert(t);
+                        *e = (*e).max(t);
+                    }
+                }
+                if fetches.position() < end {
+                    lagging.push(self.times.get(&id).copied());
+                }
+            }
+        }
+        if let Some(et) = self.event_time {
+            let mark = if lagging.is_empty() {
+                self.times.values().copied().max()
+            } else {
+                lagging
+                    .iter()
+                    .copied()
+                    .collect::<Option<Vec<i64>>>()
+                    .and_then(|t| t.into_iter().min())
+            };
+            if let Some(m) = mark.map(|m| m.saturating_sub(et.delay_us)) {
+                self.watermark = Some(self.watermark.map_or(m, |w| w.max(m)));
+            }
         }
         if !pending.is_empty() || parts.is_empty() {
             parts.push(self.decode(&mut pending, errors)?);
@@ -469,6 +582,10 @@ impl Operator for StreamSource {
         self.counts.rows_out += read.delta.len() as u64;
         self.progress = self.reader.progress(&**cx.log);
         Ok(read.delta)
+    }
+
+    fn watermark(&self, _inputs: &[Option<i64>]) -> Option<i64> {
+        self.reader.watermark()
     }
 
     fn stats(&self, out: &mut Vec<OperatorStats>) {

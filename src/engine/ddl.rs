@@ -18,6 +18,7 @@ use std::sync::Arc;
 use super::statement::{self, Ddl, DropKind, Statement};
 use super::{Engine, EngineError, Output, Result, names, pg_compat, query, using};
 use crate::catalog::{Column, Format, Object};
+use crate::dataflow::aggregate::WindowClose;
 use crate::log::LogError;
 use crate::types;
 
@@ -281,7 +282,7 @@ impl Engine {
             Ddl::CreatePersistent(p) => self.create_persistent(*p).await,
             Ddl::SelectInto(q) => self.select_into(*q).await,
             Ddl::CreateView(v, text) if v.materialized => {
-                self.create_materialized_view(*v, text, None).await
+                self.create_materialized_view(*v, text, None, None).await
             }
             Ddl::CreateView(v, text) => self.create_view(*v, text).await,
         }
@@ -377,6 +378,7 @@ impl Engine {
         v: CreateView,
         text: String,
         ksql: Option<crate::catalog::Ksql>,
+        window: Option<WindowClose>,
     ) -> Result<Output> {
         let name = names::object(&v.name);
         let existing = self.lock()?.get(&name).cloned();
@@ -399,7 +401,7 @@ impl Engine {
             return Err(EngineError::DuplicateColumn(name));
         }
         let query = self.maintained_query(v).await;
-        if let Err(e) = self.install_view(&name, &query, true).await {
+        if let Err(e) = self.install_view(&name, &query, true, window).await {
             let _ = self.dataflows.remove(&name);
             let _ = self
                 .ctx
@@ -411,6 +413,7 @@ impl Engine {
             query,
             sql: text,
             ksql,
+            window,
         })?;
         self.dataflows.set_version(&name, version)?;
         Ok(Output::Command("CREATE MATERIALIZED VIEW".into(), None))
@@ -471,7 +474,7 @@ impl Engine {
             ctx: Arc::clone(&self.ctx),
             plans: Arc::clone(&self.plans),
         };
-        self.install_view(&name, &query.to_string(), true)
+        self.install_view(&name, &query.to_string(), true, None)
             .await
             .map_err(not_maintainable_subquery)?;
         Ok(guard)

@@ -11,9 +11,14 @@
 //! and WINDOWSTART/WINDOWEND read it. A windowed table query's topic is
 //! keyed by its GROUP BY columns and the window (`persistent.rs`).
 //!
-//! Not yet: SESSION windows, GRACE PERIOD (late rows are counted into
-//! their window whenever they arrive), RETENTION (closed windows' state is
-//! kept), EMIT FINAL.
+//! A persistent query's windows close by event time (the record time,
+//! `ROWTIME`): once the stream's watermark has passed a window's end plus
+//! its `GRACE PERIOD` (24 hours when not said, as in ksqlDB), the window's
+//! state is freed and rows for it are late (counted in
+//! `eddy_catalog.dataflow_operators.late_rows` and dropped); with `EMIT
+//! FINAL` its rows appear once, when it closes (`dataflow/aggregate.rs`).
+//! RETENTION is accepted: a closed window's row stays in the view until
+//! dropped. Not yet: SESSION windows.
 
 use datafusion::sql::sqlparser::ast::{
     Expr, GroupByExpr, Ident, Query, SelectItem, SetExpr, TableFactor, VisitMut, VisitorMut,
@@ -30,6 +35,22 @@ pub struct Window {
     pub hopping: bool,
     pub size: String,
     pub advance: Option<String>,
+    /// `GRACE PERIOD …`, in microseconds.
+    pub grace_us: Option<i64>,
+}
+
+/// ksqlDB's grace period when a window names none: 24 hours.
+pub const DEFAULT_GRACE_US: i64 = 24 * 3600 * 1_000_000;
+
+impl Window {
+    /// How the window closes: `GRACE PERIOD` past its end (24 hours when
+    /// not said, as in ksqlDB); `emit_final` for EMIT FINAL.
+    pub fn close(&self, emit_final: bool) -> crate::dataflow::aggregate::WindowClose {
+        crate::dataflow::aggregate::WindowClose {
+            grace_us: self.grace_us.unwrap_or(DEFAULT_GRACE_US),
+            emit_final,
+        }
+    }
 }
 
 /// Read a WINDOW clause's inside (`SIZE 30 SECONDS, ADVANCE BY 10
@@ -42,7 +63,7 @@ pub fn parse(kind: &str, inside: &str) -> Result<Window> {
             "WINDOW SESSION (session windows)".into(),
         ));
     }
-    let (mut size, mut advance) = (None, None);
+    let (mut size, mut advance, mut grace_us) = (None, None, None);
     for part in inside.split(',') {
         let words: Vec<&str> = part.split_whitespace().collect();
         let upper: Vec<String> = words.iter().map(|w| w.to_ascii_uppercase()).collect();
@@ -61,8 +82,20 @@ pub fn parse(kind: &str, inside: &str) -> Result<Window> {
             Some("ADVANCE") if upper.get(1).map(String::as_str) == Some("BY") => {
                 advance = Some(length(2)?)
             }
-            // Accepted, not yet applied (module documentation).
-            Some("GRACE") | Some("RETENTION") => {}
+            Some("GRACE") if upper.get(1).map(String::as_str) == Some("PERIOD") => {
+                let length = length(2)?;
+                let i = crate::types::input::parse_interval(&length)
+                    .filter(|i| i.months == 0)
+                    .ok_or_else(|| bad(format!("GRACE PERIOD {length}")))?;
+                grace_us = Some(
+                    i64::from(i.days)
+                        .saturating_mul(86_400_000_000)
+                        .saturating_add(i.nanoseconds / 1000),
+                );
+            }
+            // Accepted: eddy keeps a closed window's row in the view and
+            // none of its state (module documentation).
+            Some("RETENTION") => {}
             _ => return Err(bad(format!("unexpected {part} in a WINDOW clause"))),
         }
     }
@@ -75,6 +108,7 @@ pub fn parse(kind: &str, inside: &str) -> Result<Window> {
         hopping,
         size,
         advance: if hopping { advance } else { None },
+        grace_us,
     })
 }
 
@@ -220,7 +254,8 @@ mod tests {
             Window {
                 hopping: false,
                 size: "30 seconds".into(),
-                advance: None
+                advance: None,
+                grace_us: None,
             }
         );
         assert_eq!(
@@ -232,7 +267,8 @@ mod tests {
             Window {
                 hopping: true,
                 size: "1 minute".into(),
-                advance: Some("10 seconds".into())
+                advance: Some("10 seconds".into()),
+                grace_us: Some(3600 * 1_000_000),
             }
         );
         assert!(parse("HOPPING", "SIZE 1 MINUTE").is_err());

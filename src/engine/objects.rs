@@ -14,6 +14,7 @@ use super::index_table::IndexTable;
 use super::relation::TopicRelation;
 use super::{Engine, EngineError, EngineOptions, Result, pg_compat, sink, statement, system};
 use crate::catalog::{Catalog, Column, Format, Object};
+use crate::dataflow::aggregate::WindowClose;
 use crate::dataflow::checkpoint::CheckpointFile;
 use crate::dataflow::decode_errors::DecodeErrors;
 use crate::dataflow::runtime::Dataflows;
@@ -135,9 +136,12 @@ impl Engine {
             let mut failed = Vec::new();
             for o in std::mem::take(&mut pending) {
                 let r = match &o {
-                    Object::MaterializedView { name, query, .. } => {
-                        engine.install_view(name, query, false).await
-                    }
+                    Object::MaterializedView {
+                        name,
+                        query,
+                        window,
+                        ..
+                    } => engine.install_view(name, query, false, *window).await,
                     Object::View { sql, .. } => match engine.view_definition(sql) {
                         Ok(v) => engine.define_view(v).await,
                         Err(e) => Err(e),
@@ -199,7 +203,13 @@ impl Engine {
     /// Plan `query`, lower it into a dataflow and register the view; with
     /// `backfill`, tick until it has caught up. At start (no backfill) it
     /// may take its state from the checkpoint.
-    pub(super) async fn install_view(&self, name: &str, query: &str, backfill: bool) -> Result<()> {
+    pub(super) async fn install_view(
+        &self,
+        name: &str,
+        query: &str,
+        backfill: bool,
+        window: Option<WindowClose>,
+    ) -> Result<()> {
         // Parsed as PostgreSQL's SQL (the session's own parser would not
         // read jsonb's `?` operators), planned and optimized as `ctx.sql`.
         let parsed = statement::parse_query(query)?;
@@ -232,7 +242,7 @@ impl Engine {
         };
         let schema = self
             .dataflows
-            .install(name, &plan, &state, &streams, version)?;
+            .install(name, &plan, &state, &streams, version, window)?;
         self.ctx.register_table(
             TableReference::bare(name),
             Arc::new(IndexTable::new(name, schema, Arc::clone(&self.dataflows))),

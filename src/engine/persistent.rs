@@ -14,8 +14,8 @@
 
 use datafusion::common::TableReference;
 use datafusion::sql::sqlparser::ast::{
-    CreateTable, CreateTableOptions, Expr, GroupByExpr, ObjectName, Query, SetExpr,
-    Statement as SqlStatement, visit_relations,
+    CreateTable, Expr, GroupByExpr, ObjectName, Query, SetExpr, Statement as SqlStatement,
+    visit_relations,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -42,24 +42,12 @@ impl Engine {
         let Some(query) = &ct.query else {
             return Ok(None);
         };
-        let options = match &ct.table_options {
-            CreateTableOptions::With(o) => statement::options(o.clone())?,
-            _ => Default::default(),
-        };
-        let marked = options.keys().any(|k| KSQL_OPTIONS.contains(&k.as_str()));
+        let p = statement::persistent_table(ct, text)?;
+        let marked = p.options.keys().any(|k| KSQL_OPTIONS.contains(&k.as_str()));
         if !marked && !self.reads_stream(query)? {
             return Ok(None);
         }
-        Ok(Some(Persistent {
-            table: true,
-            name: names::object(&ct.name),
-            topic: statement::ksql_topic(&ct.name),
-            options,
-            query: query.clone(),
-            if_not_exists: ct.if_not_exists,
-            sql: text.to_string(),
-            partition_by: None,
-        }))
+        Ok(Some(p))
     }
 
     fn reads_stream(&self, query: &Query) -> Result<bool> {
@@ -120,7 +108,7 @@ impl Engine {
             sink: sink.clone(),
             topic: topic.clone(),
         };
-        self.create_materialized_view(v, p.sql.clone(), Some(ksql))
+        self.create_materialized_view(v, p.sql.clone(), Some(ksql), p.window)
             .await?;
         let started = async {
             let schema = self

@@ -188,6 +188,8 @@ pub struct Persistent {
     /// A stream query's `PARTITION BY column`: its records keyed (and so
     /// partitioned) by that column.
     pub partition_by: Option<String>,
+    /// A windowed query's closing (its WINDOW clause, EMIT FINAL).
+    pub window: Option<crate::dataflow::aggregate::WindowClose>,
 }
 
 /// Statements about roles and privileges, kept as parsed; `access.rs`
@@ -468,6 +470,34 @@ fn stream_columns(p: &mut Parser<'_>) -> Result<(Vec<ColumnDef>, Vec<String>)> {
 
 /// The topic ksqlDB names after a relation: its name as ksqlDB folds it
 /// (unquoted identifiers upper-cased, quoted ones as written).
+/// ksqlDB's `CREATE TABLE t [WITH (…)] AS SELECT …` as a persistent
+/// query.
+pub(super) fn persistent_table(
+    ct: &datafusion::sql::sqlparser::ast::CreateTable,
+    text: &str,
+) -> Result<Persistent> {
+    use datafusion::sql::sqlparser::ast::CreateTableOptions;
+    let query = ct
+        .query
+        .clone()
+        .ok_or_else(|| syntax("CREATE TABLE … AS without its SELECT"))?;
+    let options = match &ct.table_options {
+        CreateTableOptions::With(o) => options(o.clone())?,
+        _ => Default::default(),
+    };
+    Ok(Persistent {
+        table: true,
+        name: super::names::object(&ct.name),
+        topic: ksql_topic(&ct.name),
+        options,
+        query,
+        if_not_exists: ct.if_not_exists,
+        sql: text.to_string(),
+        partition_by: None,
+        window: None,
+    })
+}
+
 pub(super) fn ksql_topic(n: &ObjectName) -> String {
     match n.0.last().and_then(|p| p.as_ident()) {
         Some(i) if i.quote_style.is_some() => i.value.clone(),
@@ -637,6 +667,7 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
                     if_not_exists,
                     sql: slicer.slice(start, end),
                     partition_by: None,
+                    window: None,
                 })))
             }
         } else if word_is(&t0, "create")
@@ -929,7 +960,9 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
             let Emit::Window(w) = found.remove(pos) else {
                 unreachable!("found a window")
             };
-            stmt = with_window(stmt, w)?;
+            let emit_final = found.iter().any(|e| matches!(e, Emit::Final));
+            found.retain(|e| !matches!(e, Emit::Final));
+            stmt = with_window(stmt, w, emit_final)?;
         }
         if let Some(pos) = found.iter().position(|e| matches!(e, Emit::PartitionBy(_))) {
             let Emit::PartitionBy(column) = found.remove(pos) else {
@@ -967,7 +1000,8 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
             },
             Some(Emit::Final) => {
                 return Err(EngineError::Unsupported(
-                    "EMIT FINAL (a window's result once it closes); EMIT CHANGES gives every update"
+                    "EMIT FINAL outside a windowed CREATE TABLE … AS SELECT (a window's rows once \
+                     it closes); EMIT CHANGES gives every update"
                         .into(),
                 ));
             }
@@ -1128,8 +1162,21 @@ fn blank_emits(sql: &str) -> Result<Blanked> {
 
 /// A statement with ksqlDB's WINDOW clause: its query rewritten onto the
 /// window (`ksql_windows.rs`).
-fn with_window(stmt: Statement, w: &super::ksql_windows::Window) -> Result<Statement> {
+fn with_window(
+    stmt: Statement,
+    w: &super::ksql_windows::Window,
+    emit_final: bool,
+) -> Result<Statement> {
     use super::ksql_windows::apply;
+    if emit_final
+        && !matches!(&stmt, Statement::Ddl(Ddl::CreatePersistent(p)) if p.table)
+        && !matches!(&stmt, Statement::Ddl(Ddl::CreateTable(ct, _)) if ct.query.is_some())
+    {
+        return Err(EngineError::Unsupported(
+            "EMIT FINAL outside CREATE TABLE … AS SELECT … WINDOW (a push query's EMIT FINAL)"
+                .into(),
+        ));
+    }
     match stmt {
         Statement::Query(mut s, _) => {
             let SqlStatement::Query(q) = s.as_mut() else {
@@ -1141,13 +1188,16 @@ fn with_window(stmt: Statement, w: &super::ksql_windows::Window) -> Result<State
         }
         Statement::Ddl(Ddl::CreatePersistent(mut p)) => {
             apply(&mut p.query, w, p.table)?;
+            p.window = Some(w.close(emit_final));
             Ok(Statement::Ddl(Ddl::CreatePersistent(p)))
         }
-        Statement::Ddl(Ddl::CreateTable(mut ct, text)) if ct.query.is_some() => {
-            if let Some(q) = ct.query.as_mut() {
-                apply(q, w, true)?;
-            }
-            Ok(Statement::Ddl(Ddl::CreateTable(ct, text)))
+        // A windowed CREATE TABLE … AS SELECT is ksqlDB's: a persistent
+        // query.
+        Statement::Ddl(Ddl::CreateTable(ct, text)) if ct.query.is_some() => {
+            let mut p = persistent_table(&ct, &text)?;
+            apply(&mut p.query, w, true)?;
+            p.window = Some(w.close(emit_final));
+            Ok(Statement::Ddl(Ddl::CreatePersistent(Box::new(p))))
         }
         _ => Err(syntax("a WINDOW clause outside a SELECT")),
     }

@@ -180,6 +180,12 @@ pub fn schema_provider(engine: &Arc<Engine>) -> DfResult<Arc<dyn SchemaProvider>
                 ("state_rows", Int64, false),
                 ("state_bytes", Int64, false),
                 ("errors", Int64, false),
+                ("late_rows", Int64, false),
+                (
+                    "watermark",
+                    DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+                    true,
+                ),
             ]),
             dataflow_operators,
         ),
@@ -445,6 +451,8 @@ fn dataflow_operators(e: &Engine) -> Result<Rows, String> {
                 int(o.state_rows as i64),
                 int(o.state_bytes as i64),
                 int(o.errors as i64),
+                int(o.late as i64),
+                ScalarValue::TimestampMicrosecond(o.watermark, Some("+00:00".into())),
             ]
         })
         .collect())
