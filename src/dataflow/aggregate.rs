@@ -47,6 +47,14 @@ pub struct WindowClose {
     /// Emit a window's rows once, when it closes.
     #[serde(default)]
     pub emit_final: bool,
+    /// The windows' size and advance (microseconds; equal for tumbling
+    /// windows), when they are over the streams' event time: each stream
+    /// then drops a row whose every window had closed by the stream time
+    /// at that row (see `source.rs`). 0: not known.
+    #[serde(default)]
+    pub size_us: i64,
+    #[serde(default)]
+    pub advance_us: i64,
 }
 
 /// The state of closing windows.

@@ -24,7 +24,7 @@ use super::aggregate::{Aggregate, AggregateSpec, WindowClose};
 use super::distinct::{Constant, Distinct};
 use super::join::Join;
 use super::map::Map;
-use super::source::{ChangesSource, StreamSource};
+use super::source::{ChangesSource, LateRule, StreamSource};
 use super::temporal::{Bound, MZ_NOW, TemporalFilter};
 use super::topk::TopK;
 use super::union::Union;
@@ -189,6 +189,9 @@ pub struct Lowering<'a> {
     /// How the view's windows close by event time (a GROUP BY with a
     /// `window_end` key closes its windows so), if they do.
     pub window: Option<WindowClose>,
+    /// Under a hopping window's union: which of its copies (the window
+    /// `hop_copy` advances before a row's latest) is being lowered.
+    hop_copy: i64,
 }
 
 impl<'a> Lowering<'a> {
@@ -198,6 +201,7 @@ impl<'a> Lowering<'a> {
             resolve,
             inputs: Vec::new(),
             window: None,
+            hop_copy: 0,
         }
     }
 
@@ -371,10 +375,18 @@ impl<'a> Lowering<'a> {
                 let (leaf, full): (Flow, SchemaRef) = match input {
                     Input::Stream { topic, layout } => {
                         let schema = Arc::clone(layout.schema());
-                        (
-                            Flow::leaf(StreamSource::new(&name, &topic, layout)?),
-                            schema,
-                        )
+                        let mut source = StreamSource::new(&name, &topic, layout)?;
+                        // A windowed view's windows are over its streams'
+                        // event time: late rows go at the source.
+                        if let Some(w) = self.window.filter(|w| w.advance_us > 0) {
+                            source = source.drop_late(LateRule {
+                                size_us: w.size_us,
+                                advance_us: w.advance_us,
+                                grace_us: w.grace_us,
+                                back: self.hop_copy,
+                            });
+                        }
+                        (Flow::leaf(source), schema)
                     }
                     Input::Changes {
                         schema,
@@ -540,11 +552,22 @@ impl<'a> Lowering<'a> {
                 Ok(Flow::new(join, vec![left, right]))
             }
             LogicalPlan::Union(u) => {
-                let inputs = u
-                    .inputs
-                    .iter()
-                    .map(|i| self.lower(i))
-                    .collect::<Result<Vec<_>>>()?;
+                // A hopping window's copies, one per window a row falls
+                // in, in order (`engine/windows.rs`).
+                let copies = self
+                    .window
+                    .filter(|w| w.advance_us > 0 && w.size_us > w.advance_us)
+                    .map(|w| w.size_us / w.advance_us);
+                let hop = copies == Some(u.inputs.len() as i64);
+                let mut inputs = Vec::with_capacity(u.inputs.len());
+                for (i, input) in u.inputs.iter().enumerate() {
+                    if hop {
+                        self.hop_copy = i as i64;
+                    }
+                    let lowered = self.lower(input);
+                    self.hop_copy = 0;
+                    inputs.push(lowered?);
+                }
                 Ok(Flow::new(Union::new(inputs.len(), out_schema), inputs))
             }
             LogicalPlan::Distinct(LogicalDistinct::All(input)) => {

@@ -46,6 +46,10 @@ pub struct TopicReader {
     times: HashMap<i32, i64>,
     /// Event time no record still to come is expected to be before.
     watermark: Option<i64>,
+    /// Drop rows late for their windows (a windowed view's stream).
+    late_rule: Option<LateRule>,
+    /// Rows dropped as late.
+    late: u64,
 }
 
 /// A stream's event-time column and how far behind its greatest value
@@ -83,25 +87,58 @@ impl EventTime {
         })
     }
 
-    /// The greatest event time in `delta` (microseconds), if any.
-    fn max(&self, delta: &Delta) -> Option<i64> {
+    /// The event time of each row of `delta` (microseconds; None: NULL).
+    fn times(&self, delta: &Delta) -> Result<Vec<Option<i64>>> {
         use datafusion::arrow::array::AsArray;
-        use datafusion::arrow::datatypes::{
-            DataType, Int64Type, TimeUnit, TimestampMicrosecondType,
-        };
+        use datafusion::arrow::datatypes::{DataType, Int64Type, TimeUnit};
         let col = delta.batch.column(self.column);
-        if self.millis {
-            let ms = datafusion::arrow::compute::cast(col, &DataType::Int64).ok()?;
-            datafusion::arrow::compute::max(ms.as_primitive::<Int64Type>())
-                .map(|m| m.saturating_mul(1000))
+        let (ints, scale) = if self.millis {
+            (
+                datafusion::arrow::compute::cast(col, &DataType::Int64)?,
+                1000,
+            )
         } else {
             let us = datafusion::arrow::compute::cast(
                 col,
                 &DataType::Timestamp(TimeUnit::Microsecond, None),
-            )
-            .ok()?;
-            datafusion::arrow::compute::max(us.as_primitive::<TimestampMicrosecondType>())
+            )?;
+            (datafusion::arrow::compute::cast(&us, &DataType::Int64)?, 1)
+        };
+        Ok(ints
+            .as_primitive::<Int64Type>()
+            .iter()
+            .map(|t| t.map(|t| t.saturating_mul(scale)))
+            .collect())
+    }
+}
+
+/// Which rows a windowed view's stream drops as late: a row whose window
+/// had closed, end plus grace, by the stream time at that row (the
+/// greatest event time of its partition up to and including it, as a
+/// Kafka Streams task keeps it). The window is the one starting `back`
+/// advances before the latest holding the row (`date_bin(advance, t)`):
+/// a hopping window's view reads its stream once per window a row falls
+/// in (`engine/windows.rs`), each read judging its own window. Judged row
+/// by row in log order, so the same log gives the same result however it
+/// is read.
+#[derive(Debug, Clone, Copy)]
+pub struct LateRule {
+    pub size_us: i64,
+    pub advance_us: i64,
+    pub grace_us: i64,
+    pub back: i64,
+}
+
+impl LateRule {
+    fn late(&self, t: i64, stream_time: i64) -> bool {
+        if self.advance_us <= 0 {
+            return false;
         }
+        let start = t - t.rem_euclid(self.advance_us) - self.back * self.advance_us;
+        start
+            .saturating_add(self.size_us)
+            .saturating_add(self.grace_us)
+            <= stream_time
     }
 }
 
@@ -145,14 +182,58 @@ impl TopicReader {
             event_time,
             times: HashMap::new(),
             watermark: None,
+            late_rule: None,
+            late: 0,
         })
     }
 
-    /// The watermark after the last read: the least of the greatest event
-    /// times of the partitions not read to their end (one not read at all
-    /// holds it back), or, when every partition is caught up, the greatest
-    /// event time read (a partition without news does not hold event time
-    /// back: it is idle); less the delay. None before any event time.
+    /// Drop rows late by `rule` (the stream has an event-time column).
+    pub fn drop_late(&mut self, rule: LateRule) {
+        self.late_rule = Some(rule);
+    }
+
+    /// Stream time row by row through `part` (rows of partition `id`, in
+    /// log order): the partition's greatest event time moves on, and rows
+    /// late by the rule are dropped (counted).
+    fn stream_time(&mut self, et: EventTime, id: i32, part: Delta) -> Result<Delta> {
+        let times = et.times(&part)?;
+        let mut now = self.times.get(&id).copied();
+        let mut keep = Vec::with_capacity(times.len());
+        for t in times {
+            if let Some(t) = t {
+                now = Some(now.map_or(t, |n| n.max(t)));
+            }
+            let late = match (self.late_rule, t, now) {
+                (Some(rule), Some(t), Some(now)) => rule.late(t, now),
+                _ => false,
+            };
+            keep.push(!late);
+        }
+        if let Some(now) = now {
+            self.times.insert(id, now);
+        }
+        let dropped = keep.iter().filter(|k| !**k).count();
+        if dropped == 0 {
+            return Ok(part);
+        }
+        self.late += dropped as u64;
+        let mask = datafusion::arrow::array::BooleanArray::from(keep);
+        let batch = datafusion::arrow::compute::filter_record_batch(&part.batch, &mask)?;
+        let diffs = part
+            .diffs
+            .iter()
+            .zip(mask.values().iter())
+            .filter_map(|(d, k)| k.then_some(*d))
+            .collect();
+        Ok(Delta::new(batch, diffs))
+    }
+
+    /// The watermark after the last read: the least of the partitions'
+    /// stream times (the greatest event time read from each), over the
+    /// partitions that hold records (one not read yet holds it back, and
+    /// so does one that stopped receiving records, as a Kafka Streams
+    /// task's stream time stops), less the delay. None before any event
+    /// time.
     pub fn watermark(&self) -> Option<i64> {
         self.watermark
     }
@@ -177,6 +258,19 @@ impl TopicReader {
                 w.bytes(k);
                 w.bytes(row);
             }
+        }
+        if self.event_time.is_some() {
+            w.tag("stream time");
+            let mut times: Vec<(&i32, &i64)> = self.times.iter().collect();
+            times.sort();
+            w.u64(times.len() as u64);
+            for (p, t) in times {
+                w.i64(i64::from(*p));
+                w.i64(*t);
+            }
+            w.bool(self.watermark.is_some());
+            w.i64(self.watermark.unwrap_or(0));
+            w.u64(self.late);
         }
     }
 
@@ -228,6 +322,19 @@ impl TopicReader {
                 )));
             }
         }
+        if self.event_time.is_some() {
+            r.tag("stream time")?;
+            self.times.clear();
+            for _ in 0..r.len(16)? {
+                let p =
+                    i32::try_from(r.i64()?).map_err(|_| bad("partition out of range".into()))?;
+                self.times.insert(p, r.i64()?);
+            }
+            let known = r.bool()?;
+            let mark = r.i64()?;
+            self.watermark = known.then_some(mark);
+            self.late = r.u64()?;
+        }
         Ok(())
     }
 
@@ -276,11 +383,11 @@ impl TopicReader {
         let mut parts: Vec<Delta> = Vec::new();
         let mut taken = 0usize;
         let mut more = false;
-        // Partitions left short of their end: (partition, its event time).
-        let mut lagging: Vec<Option<i64>> = Vec::new();
+        // The stream time of each partition holding records.
+        let mut marks: Vec<Option<i64>> = Vec::new();
         for id in 0..topic.partitions {
             let first_part = parts.len();
-            let (_, end) = log.offsets(&self.topic, id)?;
+            let (start, end) = log.offsets(&self.topic, id)?;
             let from = self.offsets.get(&id).copied().unwrap_or(0);
             let name = self.topic.clone();
             let mut fetches = crate::log::records(log, &name, id, from, end, 1 << 20);
@@ -344,27 +451,23 @@ impl TopicReader {
                 if !pending.is_empty() {
                     parts.push(self.decode(&mut pending, errors)?);
                 }
-                for part in &parts[first_part..] {
-                    if let Some(t) = et.max(part) {
-                        let e = self.times.entry(id).or_insert(t);
-                        *e = (*e).max(t);
-                    }
+                for i in first_part..parts.len() {
+                    let part = std::mem::replace(
+                        &mut parts[i],
+                        Delta::empty(Arc::clone(self.layout.schema())),
+                    );
+                    parts[i] = self.stream_time(et, id, part)?;
                 }
-                if fetches.position() < end {
-                    lagging.push(self.times.get(&id).copied());
+                if end > start || self.times.contains_key(&id) {
+                    marks.push(self.times.get(&id).copied());
                 }
             }
         }
         if let Some(et) = self.event_time {
-            let mark = if lagging.is_empty() {
-                self.times.values().copied().max()
-            } else {
-                lagging
-                    .iter()
-                    .copied()
-                    .collect::<Option<Vec<i64>>>()
-                    .and_then(|t| t.into_iter().min())
-            };
+            let mark = marks
+                .into_iter()
+                .collect::<Option<Vec<i64>>>()
+                .and_then(|t| t.into_iter().min());
             if let Some(m) = mark.map(|m| m.saturating_sub(et.delay_us)) {
                 self.watermark = Some(self.watermark.map_or(m, |w| w.max(m)));
             }
@@ -565,6 +668,12 @@ impl StreamSource {
             progress: (0, 0),
         })
     }
+
+    /// Drop rows late for a windowed view's windows (`LateRule`).
+    pub fn drop_late(mut self, rule: LateRule) -> StreamSource {
+        self.reader.drop_late(rule);
+        self
+    }
 }
 
 impl Operator for StreamSource {
@@ -589,10 +698,12 @@ impl Operator for StreamSource {
     }
 
     fn stats(&self, out: &mut Vec<OperatorStats>) {
-        out.push(self.counts.stats(format!(
+        let mut s = self.counts.stats(format!(
             "source {} (topic {})",
             self.reader.relation, self.reader.topic
-        )));
+        ));
+        s.late = self.reader.late;
+        out.push(s);
     }
 
     fn progress(&self, out: &mut Vec<(String, i64, i64)>) {

@@ -45,11 +45,17 @@ pub const DEFAULT_GRACE_US: i64 = 24 * 3600 * 1_000_000;
 impl Window {
     /// How the window closes: `GRACE PERIOD` past its end (24 hours when
     /// not said, as in ksqlDB); `emit_final` for EMIT FINAL.
-    pub fn close(&self, emit_final: bool) -> crate::dataflow::aggregate::WindowClose {
-        crate::dataflow::aggregate::WindowClose {
+    pub fn close(&self, emit_final: bool) -> Result<crate::dataflow::aggregate::WindowClose> {
+        let size_us = micros(&self.size)?;
+        Ok(crate::dataflow::aggregate::WindowClose {
             grace_us: self.grace_us.unwrap_or(DEFAULT_GRACE_US),
             emit_final,
-        }
+            size_us,
+            advance_us: match &self.advance {
+                Some(a) => micros(a)?,
+                None => size_us,
+            },
+        })
     }
 }
 
@@ -83,15 +89,7 @@ pub fn parse(kind: &str, inside: &str) -> Result<Window> {
                 advance = Some(length(2)?)
             }
             Some("GRACE") if upper.get(1).map(String::as_str) == Some("PERIOD") => {
-                let length = length(2)?;
-                let i = crate::types::input::parse_interval(&length)
-                    .filter(|i| i.months == 0)
-                    .ok_or_else(|| bad(format!("GRACE PERIOD {length}")))?;
-                grace_us = Some(
-                    i64::from(i.days)
-                        .saturating_mul(86_400_000_000)
-                        .saturating_add(i.nanoseconds / 1000),
-                );
+                grace_us = Some(micros(&length(2)?)?);
             }
             // Accepted: eddy keeps a closed window's row in the view and
             // none of its state (module documentation).
@@ -110,6 +108,16 @@ pub fn parse(kind: &str, inside: &str) -> Result<Window> {
         advance: if hopping { advance } else { None },
         grace_us,
     })
+}
+
+/// A length (`30 seconds`) in microseconds; months have no fixed length.
+fn micros(length: &str) -> Result<i64> {
+    let i = crate::types::input::parse_interval(length)
+        .filter(|i| i.months == 0)
+        .ok_or_else(|| EngineError::Syntax(format!("a WINDOW length of {length}")))?;
+    Ok(i64::from(i.days)
+        .saturating_mul(86_400_000_000)
+        .saturating_add(i.nanoseconds / 1000))
 }
 
 fn expr(sql: &str) -> Expr {

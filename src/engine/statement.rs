@@ -1188,7 +1188,7 @@ fn with_window(
         }
         Statement::Ddl(Ddl::CreatePersistent(mut p)) => {
             apply(&mut p.query, w, p.table)?;
-            p.window = Some(w.close(emit_final));
+            p.window = Some(w.close(emit_final)?);
             Ok(Statement::Ddl(Ddl::CreatePersistent(p)))
         }
         // A windowed CREATE TABLE … AS SELECT is ksqlDB's: a persistent
@@ -1196,7 +1196,7 @@ fn with_window(
         Statement::Ddl(Ddl::CreateTable(ct, text)) if ct.query.is_some() => {
             let mut p = persistent_table(&ct, &text)?;
             apply(&mut p.query, w, true)?;
-            p.window = Some(w.close(emit_final));
+            p.window = Some(w.close(emit_final)?);
             Ok(Statement::Ddl(Ddl::CreatePersistent(Box::new(p))))
         }
         _ => Err(syntax("a WINDOW clause outside a SELECT")),
