@@ -733,3 +733,94 @@ async fn event_time_windows_equal_a_model() {
     drop(engine);
     log.close().expect("close");
 }
+
+/// Session windows against their recomputation from scratch: records
+/// arrive in random order (so sessions grow at both ends and merge), in
+/// random batches; after each, the persistent query's sessions must equal
+/// DataFusion's recomputation over the whole stream (consecutive times per
+/// key no further apart than the gap form one session), with no session
+/// closing (the default grace is a day). Again after a restore from a
+/// checkpoint and after a rebuild from the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_windows_equal_recomputation() {
+    const SESSIONS: &str = "SELECT uid, c, total, windowstart, windowend FROM sess";
+    const RECOMPUTED: &str = "SELECT uid, count(*) AS c, sum(n) AS total, \
+        CAST(EXTRACT(EPOCH FROM min(rowtime)) * 1000 AS BIGINT) AS ws, \
+        CAST(EXTRACT(EPOCH FROM max(rowtime)) * 1000 AS BIGINT) AS we FROM ( \
+          SELECT *, SUM(brk) OVER (PARTITION BY uid ORDER BY rowtime \
+            ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS sid FROM ( \
+            SELECT uid, n, rowtime, CASE WHEN rowtime - LAG(rowtime) OVER \
+              (PARTITION BY uid ORDER BY rowtime) <= INTERVAL '10 seconds' \
+              THEN 0 ELSE 1 END AS brk FROM acts) x) y \
+        GROUP BY uid, sid";
+    async fn check(engine: &Engine, when: &str) {
+        engine.tick().await.expect("tick");
+        let got = rows(&run(engine, SESSIONS).await);
+        let want = rows(&run(engine, RECOMPUTED).await);
+        assert_eq!(got, want, "sessions differ from recomputation ({when})");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = Log::open(dir.path(), LogOptions::default()).expect("open log");
+    let engine = Engine::open(Arc::clone(&log)).await.expect("engine");
+    run(
+        &engine,
+        "CREATE STREAM acts (uid VARCHAR KEY, n INT) WITH (KAFKA_TOPIC = 'acts', \
+         VALUE_FORMAT = 'JSON', PARTITIONS = 1)",
+    )
+    .await;
+    run(
+        &engine,
+        "CREATE TABLE sess AS SELECT uid, COUNT(*) AS c, SUM(n) AS total FROM acts \
+         WINDOW SESSION (10 SECONDS) GROUP BY uid EMIT CHANGES",
+    )
+    .await;
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut batch = |engine: Arc<Engine>, rng: &mut StdRng| {
+        // Times over 5 minutes in whole seconds (so gaps of exactly 10 s
+        // happen), for 3 keys: about one record per 7 s per key.
+        let values: Vec<String> = (0..rng.random_range(1..8))
+            .map(|_| {
+                let t =
+                    chrono::DateTime::from_timestamp(1_704_067_200 + rng.random_range(0..300), 0)
+                        .expect("time")
+                        .naive_utc();
+                let k = ["a", "b", "c"][rng.random_range(0..3)];
+                format!("('{k}', {}, '{t}')", rng.random_range(0..10))
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO acts (uid, n, rowtime) VALUES {}",
+            values.join(", ")
+        );
+        async move {
+            run(&engine, &sql).await;
+        }
+    };
+    for round in 0..40 {
+        batch(Arc::clone(&engine), &mut rng).await;
+        check(&engine, &format!("round {round}")).await;
+        if round == 25 {
+            engine.checkpoint().expect("checkpoint").expect("written");
+        }
+    }
+    drop(engine);
+    log.close().expect("close");
+    let log = Log::open(dir.path(), LogOptions::default()).expect("reopen log");
+    let engine = Engine::open(Arc::clone(&log)).await.expect("engine");
+    assert!(engine.restored().contains(&"sess".to_string()));
+    check(&engine, "restored from a checkpoint").await;
+    for round in 0..10 {
+        batch(Arc::clone(&engine), &mut rng).await;
+        check(&engine, &format!("after the restore, round {round}")).await;
+    }
+    drop(engine);
+    log.close().expect("close");
+    std::fs::remove_file(dir.path().join("checkpoints").join("dataflows.ckpt"))
+        .expect("remove checkpoint");
+    let log = Log::open(dir.path(), LogOptions::default()).expect("reopen log");
+    let engine = Engine::open(Arc::clone(&log)).await.expect("engine");
+    assert!(engine.restored().is_empty());
+    check(&engine, "rebuilt from the log").await;
+    drop(engine);
+    log.close().expect("close");
+}

@@ -24,12 +24,37 @@ use super::aggregate::{Aggregate, AggregateSpec, WindowClose};
 use super::distinct::{Constant, Distinct};
 use super::join::Join;
 use super::map::Map;
+use super::session::{SESSION_UDF, SessionAggregate};
 use super::source::{ChangesSource, LateRule, StreamSource};
 use super::temporal::{Bound, MZ_NOW, TemporalFilter};
 use super::topk::TopK;
 use super::union::Union;
 use super::{DataflowError, Delta, Flow, Result, nullable};
 use crate::format::record::Layout;
+
+/// A session window's gap (microseconds): the literal of the
+/// `eddy_session(time, gap)` call that marks its bounds under `plan`.
+fn session_gap(plan: &LogicalPlan) -> Option<i64> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let mut gap = None;
+    let _ = plan.apply(|p| {
+        p.apply_expressions(|e| {
+            e.apply(|x| {
+                if let Expr::ScalarFunction(f) = x
+                    && f.func.name() == SESSION_UDF
+                    && let Some(Expr::Literal(v, _)) = f.args.get(1)
+                    && let Ok(datafusion::scalar::ScalarValue::Int64(Some(g))) =
+                        v.cast_to(&datafusion::arrow::datatypes::DataType::Int64)
+                {
+                    gap = Some(g);
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    });
+    gap
+}
 
 /// `mz_now()`, under any casts type coercion put around it.
 fn is_mz_now(e: &Expr) -> bool {
@@ -503,6 +528,34 @@ impl<'a> Lowering<'a> {
                         args,
                         filter,
                     });
+                }
+                // A session window: `eddy_session` marks its bounds.
+                let bound = |name: &str| {
+                    (0..a.group_expr.len()).find(|&i| out_schema.field(i).name() == name)
+                };
+                if let (Some(s), Some(e), Some(gap)) = (
+                    bound("window_start"),
+                    bound("window_end"),
+                    session_gap(&a.input),
+                ) {
+                    let time = Arc::clone(&keys[s]);
+                    let others = keys
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| *i != s && *i != e)
+                        .map(|(_, k)| Arc::clone(k))
+                        .collect();
+                    let op = SessionAggregate::new(
+                        input.schema(),
+                        others,
+                        time,
+                        (s, e),
+                        aggs,
+                        out_schema,
+                        gap,
+                        self.window,
+                    )?;
+                    return Ok(Flow::unary(op, input));
                 }
                 let mut op = Aggregate::new(input.schema(), keys, aggs, Arc::clone(&out_schema))?;
                 // The window's end among the group keys: its windows close.

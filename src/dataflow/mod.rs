@@ -30,6 +30,7 @@ pub mod lower;
 pub mod map;
 pub mod rows;
 pub mod runtime;
+pub mod session;
 pub mod source;
 pub mod temporal;
 pub mod topk;

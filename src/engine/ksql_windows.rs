@@ -33,6 +33,8 @@ use super::{EngineError, Result};
 #[derive(Debug, Clone, PartialEq)]
 pub struct Window {
     pub hopping: bool,
+    /// A session window: `size` is its inactivity gap.
+    pub session: bool,
     pub size: String,
     pub advance: Option<String>,
     /// `GRACE PERIOD …`, in microseconds.
@@ -46,7 +48,9 @@ impl Window {
     /// How the window closes: `GRACE PERIOD` past its end (24 hours when
     /// not said, as in ksqlDB); `emit_final` for EMIT FINAL.
     pub fn close(&self, emit_final: bool) -> Result<crate::dataflow::aggregate::WindowClose> {
-        let size_us = micros(&self.size)?;
+        // A session's late rows are judged by its operator (they depend on
+        // the sessions a row would merge with), not at the stream.
+        let size_us = if self.session { 0 } else { micros(&self.size)? };
         Ok(crate::dataflow::aggregate::WindowClose {
             grace_us: self.grace_us.unwrap_or(DEFAULT_GRACE_US),
             emit_final,
@@ -64,11 +68,7 @@ impl Window {
 pub fn parse(kind: &str, inside: &str) -> Result<Window> {
     let bad = |m: String| EngineError::Syntax(m);
     let kind = kind.to_ascii_lowercase();
-    if kind == "session" {
-        return Err(EngineError::Unsupported(
-            "WINDOW SESSION (session windows)".into(),
-        ));
-    }
+    let session = kind == "session";
     let (mut size, mut advance, mut grace_us) = (None, None, None);
     for part in inside.split(',') {
         let words: Vec<&str> = part.split_whitespace().collect();
@@ -84,7 +84,11 @@ pub fn parse(kind: &str, inside: &str) -> Result<Window> {
             }
         };
         match upper.first().map(String::as_str) {
-            Some("SIZE") => size = Some(length(1)?),
+            // A session's inactivity gap: `SESSION (30 SECONDS, …)`.
+            Some(n) if session && size.is_none() && n.parse::<u64>().is_ok() => {
+                size = Some(length(0)?)
+            }
+            Some("SIZE") if !session => size = Some(length(1)?),
             Some("ADVANCE") if upper.get(1).map(String::as_str) == Some("BY") => {
                 advance = Some(length(2)?)
             }
@@ -97,13 +101,17 @@ pub fn parse(kind: &str, inside: &str) -> Result<Window> {
             _ => return Err(bad(format!("unexpected {part} in a WINDOW clause"))),
         }
     }
-    let size = size.ok_or_else(|| bad("WINDOW … needs SIZE".into()))?;
+    let size = size.ok_or_else(|| match session {
+        true => bad("WINDOW SESSION needs its gap (SESSION (30 SECONDS))".into()),
+        false => bad("WINDOW … needs SIZE".into()),
+    })?;
     let hopping = kind == "hopping";
     if hopping && advance.is_none() {
         return Err(bad("WINDOW HOPPING needs ADVANCE BY".into()));
     }
     Ok(Window {
         hopping,
+        session,
         size,
         advance: if hopping { advance } else { None },
         grace_us,
@@ -155,12 +163,44 @@ pub fn apply(q: &mut Query, w: &Window, keyed: bool) -> Result<()> {
         alias,
         args: None,
         ..
-    } = &from.relation
+    } = from.relation.clone()
     else {
         return Err(EngineError::Unsupported(
             "a WINDOW clause over something other than a relation".into(),
         ));
     };
+    if w.session {
+        let gap = micros(&w.size)?;
+        let last = alias
+            .as_ref()
+            .map(|a| a.name.to_string())
+            .or_else(|| name.0.last().map(|p| p.to_string()))
+            .unwrap_or_else(|| name.to_string());
+        let mark = format!("{}(rowtime, {gap})", crate::dataflow::session::SESSION_UDF);
+        let sql = format!(
+            "SELECT * FROM (SELECT *, {mark} AS window_start, {mark} AS window_end FROM {name}) AS {last}"
+        );
+        from.relation = Parser::new(&PostgreSqlDialect {})
+            .try_with_sql(&sql)
+            .and_then(|mut p| p.parse_query())
+            .map_err(|e| EngineError::Syntax(e.to_string()))
+            .and_then(|q| match *q.body {
+                SetExpr::Select(s) => Ok(s.from[0].relation.clone()),
+                _ => Err(EngineError::Syntax(sql.clone())),
+            })?;
+    } else {
+        window_relation(from, &name, &alias, w)?;
+    }
+    group_and_bounds(select, keyed)
+}
+
+/// The FROM relation `name` as TUMBLE or HOP over ROWTIME.
+fn window_relation(
+    from: &mut datafusion::sql::sqlparser::ast::TableWithJoins,
+    name: &datafusion::sql::sqlparser::ast::ObjectName,
+    alias: &Option<datafusion::sql::sqlparser::ast::TableAlias>,
+    w: &Window,
+) -> Result<()> {
     let call = match &w.advance {
         Some(advance) => format!(
             "HOP({name}, rowtime, INTERVAL '{advance}', INTERVAL '{}')",
@@ -186,6 +226,14 @@ pub fn apply(q: &mut Query, w: &Window, keyed: bool) -> Result<()> {
         )));
     }
     from.relation = windowed;
+    Ok(())
+}
+
+/// The GROUP BY gains the window; WINDOWSTART/WINDOWEND read it.
+fn group_and_bounds(
+    select: &mut datafusion::sql::sqlparser::ast::Select,
+    keyed: bool,
+) -> Result<()> {
     match &mut select.group_by {
         GroupByExpr::Expressions(exprs, _) if !exprs.is_empty() => {
             exprs.push(Expr::Identifier(Ident::new("window_start")));
@@ -261,6 +309,7 @@ mod tests {
             parse("TUMBLING", "SIZE 30 SECONDS").expect("in the test"),
             Window {
                 hopping: false,
+                session: false,
                 size: "30 seconds".into(),
                 advance: None,
                 grace_us: None,
@@ -274,6 +323,7 @@ mod tests {
             .expect("in the test"),
             Window {
                 hopping: true,
+                session: false,
                 size: "1 minute".into(),
                 advance: Some("10 seconds".into()),
                 grace_us: Some(3600 * 1_000_000),
@@ -281,6 +331,8 @@ mod tests {
         );
         assert!(parse("HOPPING", "SIZE 1 MINUTE").is_err());
         assert!(parse("TUMBLING", "SIZE thirty SECONDS").is_err());
-        assert!(parse("SESSION", "30 SECONDS").is_err());
+        let s = parse("SESSION", "30 SECONDS, GRACE PERIOD 1 MINUTE").expect("in the test");
+        assert!(s.session && s.size == "30 seconds" && s.grace_us == Some(60_000_000));
+        assert!(parse("SESSION", "SIZE 30 SECONDS").is_err());
     }
 }

@@ -78,6 +78,7 @@ impl Engine {
         );
         pg_compat::install(&ctx, "eddy", &dataflows)?;
         ctx.register_udf(crate::dataflow::temporal::mz_now_udf(options.clock.clone()));
+        ctx.register_udf(crate::dataflow::session::session_udf());
         super::jsonb::register(&ctx)?;
         super::to_char::register(&ctx);
         super::intervals::register(&ctx)?;

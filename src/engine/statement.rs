@@ -1168,6 +1168,13 @@ fn with_window(
     emit_final: bool,
 ) -> Result<Statement> {
     use super::ksql_windows::apply;
+    if w.session && matches!(stmt, Statement::Query(..)) {
+        return Err(EngineError::Unsupported(
+            "WINDOW SESSION in a query that runs once: sessions are kept by a push query \
+             (… EMIT CHANGES) or a persistent one (CREATE TABLE … AS SELECT)"
+                .into(),
+        ));
+    }
     if emit_final
         && !matches!(&stmt, Statement::Ddl(Ddl::CreatePersistent(p)) if p.table)
         && !matches!(&stmt, Statement::Ddl(Ddl::CreateTable(ct, _)) if ct.query.is_some())
