@@ -775,7 +775,7 @@ async fn session_windows_equal_recomputation() {
     )
     .await;
     let mut rng = StdRng::seed_from_u64(11);
-    let mut batch = |engine: Arc<Engine>, rng: &mut StdRng| {
+    let batch = |engine: Arc<Engine>, rng: &mut StdRng| {
         // Times over 5 minutes in whole seconds (so gaps of exactly 10 s
         // happen), for 3 keys: about one record per 7 s per key.
         let values: Vec<String> = (0..rng.random_range(1..8))

@@ -26,6 +26,10 @@ pub struct Column {
     /// written to the record key, not the value.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub key: bool,
+    /// A stream's `rowtime` read from this value column instead of the
+    /// record timestamp (ksqlDB's `TIMESTAMP = 'col'`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_from: Option<String>,
 }
 
 /// Record value formats.

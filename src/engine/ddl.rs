@@ -174,7 +174,25 @@ impl Engine {
                 // last column unless it names the record time itself.
                 let ksql =
                     options.contains_key("kafka_topic") || options.contains_key("value_format");
-                if ksql
+                // TIMESTAMP = 'col': ROWTIME (event time, windows) is that
+                // column's value (epoch milliseconds or a timestamp).
+                let time_from = match options.get("timestamp") {
+                    None => None,
+                    Some(t) => {
+                        let found = columns
+                            .iter()
+                            .find(|c| c.name == *t)
+                            .or_else(|| columns.iter().find(|c| c.name.eq_ignore_ascii_case(t)))
+                            .ok_or_else(|| EngineError::UnknownColumn(t.clone()))?;
+                        if found.key {
+                            return Err(EngineError::Unsupported(
+                                "TIMESTAMP from a KEY column".into(),
+                            ));
+                        }
+                        Some(found.name.clone())
+                    }
+                };
+                if (ksql || time_from.is_some())
                     && !columns
                         .iter()
                         .any(|c| c.name == "rowtime" || c.name == "_timestamp")
@@ -183,7 +201,15 @@ impl Engine {
                         name: "rowtime".into(),
                         sql_type: "TIMESTAMP".into(),
                         key: false,
+                        time_from: None,
                     });
+                }
+                if let Some(from) = time_from {
+                    for c in columns.iter_mut() {
+                        if c.name == "rowtime" || c.name == "_timestamp" {
+                            c.time_from = Some(from.clone());
+                        }
+                    }
                 }
                 if keys.len() > 1 {
                     return Err(EngineError::Unsupported(
@@ -689,6 +715,7 @@ impl Engine {
                 name: names::ident(&d.name),
                 sql_type: d.data_type.to_string(),
                 key: false,
+                time_from: None,
             });
         }
         if out.is_empty() {

@@ -50,6 +50,17 @@ pub fn key_field(field: Field) -> Field {
     field.with_metadata(metadata)
 }
 
+/// Field metadata: the record-time column `rowtime` reads its value from
+/// the named value column (ksqlDB's `TIMESTAMP = 'col'`).
+pub const TIME_FROM: &str = "eddy.time_from";
+
+/// `field` (a record-time column) read from value column `from`.
+pub fn time_from_field(field: Field, from: &str) -> Field {
+    let mut metadata = field.metadata().clone();
+    metadata.insert(TIME_FROM.into(), from.into());
+    field.with_metadata(metadata)
+}
+
 impl Meta {
     fn of_field(f: &Field) -> Option<Meta> {
         match f.metadata().get(META).map(String::as_str) {
@@ -140,6 +151,9 @@ pub struct Layout {
     /// A keyed (upsert) table's primary-key columns: a record's key is
     /// their value (see [`Layout::keys`]).
     key: Vec<usize>,
+    /// The record-time column's value comes from this column of the
+    /// values (ksqlDB's `TIMESTAMP = 'col'`).
+    time_from: Option<usize>,
 }
 
 impl Layout {
@@ -151,6 +165,7 @@ impl Layout {
             format: Format::Json,
             meta: vec![],
             key: vec![],
+            time_from: None,
         }
     }
 
@@ -263,12 +278,22 @@ impl Layout {
             Format::Bytes => one(&[DataType::Binary, DataType::LargeBinary], "bytes")?,
             Format::Json | Format::Csv => {}
         }
+        let time_from = match schema.fields().iter().find_map(|f| f.metadata().get(TIME_FROM)) {
+            None => None,
+            Some(from) => Some(
+                values
+                    .iter()
+                    .position(|v| v.name() == from)
+                    .ok_or_else(|| format!("TIMESTAMP column {from} is not a value column"))?,
+            ),
+        };
         Ok(Layout {
             values: Arc::new(Schema::new(values)),
             schema,
             format,
             meta,
             key: vec![],
+            time_from,
         })
     }
 
@@ -464,6 +489,21 @@ impl Layout {
                 ),
                 (Meta::Partition, _) => Arc::new(rows.map(|r| r.partition).collect::<Int32Array>()),
                 (Meta::Offset, _) => Arc::new(rows.map(|r| r.offset).collect::<Int64Array>()),
+                (Meta::Timestamp, native) if self.time_from.is_some() => {
+                    // Epoch milliseconds, a timestamp, or its text.
+                    let from = values.column(self.time_from.unwrap_or_default());
+                    let ms = match from.data_type() {
+                        t if t.is_integer() => cast(
+                            &cast(from, &DataType::Int64)?,
+                            &DataType::Timestamp(TimeUnit::Millisecond, None),
+                        )?,
+                        _ => cast(from, &DataType::Timestamp(TimeUnit::Millisecond, None))?,
+                    };
+                    match native {
+                        DataType::Int64 => cast(&ms, &DataType::Int64)?,
+                        _ => ms,
+                    }
+                }
                 (Meta::Timestamp, DataType::Int64) => {
                     Arc::new(rows.map(|r| r.timestamp).collect::<Int64Array>())
                 }
