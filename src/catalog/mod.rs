@@ -110,6 +110,10 @@ pub struct Ksql {
     /// TOPIC` still finds it).
     #[serde(default)]
     pub topic: String,
+    /// An `INSERT INTO stream SELECT …` query: the view is the query's
+    /// rows, the topic another stream's; terminating it drops the view.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insert: bool,
 }
 
 /// How a sink writes a relation's changes into its topic.

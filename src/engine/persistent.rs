@@ -63,6 +63,9 @@ impl Engine {
 
     /// Run a persistent query: its view, its topic, its sink.
     pub(super) async fn create_persistent(&self, p: Persistent) -> Result<Output> {
+        if p.insert {
+            return self.insert_query(p).await;
+        }
         let tag = match p.table {
             true => "CREATE TABLE",
             false => "CREATE STREAM",
@@ -107,6 +110,7 @@ impl Engine {
             table: p.table,
             sink: sink.clone(),
             topic: topic.clone(),
+            insert: false,
         };
         self.create_materialized_view(v, p.sql.clone(), Some(ksql), p.window)
             .await?;
@@ -145,6 +149,124 @@ impl Engine {
             return Err(e);
         }
         Ok(Output::Command(tag.into(), None))
+    }
+
+    /// ksqlDB's `INSERT INTO s SELECT … EMIT CHANGES`: the query kept as a
+    /// view (`insertquery_<s>_rows`), its rows appended to stream `s`'s
+    /// topic by a sink (`insertquery_<s>`, the query's id), keyed by `s`'s
+    /// KEY column. The SELECT names `s`'s columns, no more, no fewer.
+    async fn insert_query(&self, p: Persistent) -> Result<Output> {
+        const TAG: &str = "INSERT 0 0";
+        let target = self.lock()?.get(&p.name).cloned();
+        let (topic, columns, format) = match target {
+            Some(Object::Stream {
+                topic,
+                columns,
+                format,
+                ..
+            }) => (topic, columns, format),
+            Some(o) => {
+                return Err(EngineError::WrongObject(format!(
+                    "INSERT INTO … SELECT … EMIT CHANGES writes into a stream; \"{}\" is a {}",
+                    p.name,
+                    o.kind()
+                )));
+            }
+            None => {
+                return Err(EngineError::UnknownObject {
+                    kind: "stream",
+                    name: p.name,
+                });
+            }
+        };
+        if format != crate::catalog::Format::Json {
+            return Err(EngineError::Unsupported(format!(
+                "INSERT INTO … SELECT into a stream of format {format:?} (JSON is written)"
+            )));
+        }
+        let sink = (1..)
+            .map(|n| match n {
+                1 => format!("insertquery_{}", p.name),
+                n => format!("insertquery_{}_{n}", p.name),
+            })
+            .find(|s| {
+                self.lock()
+                    .map(|c| c.get(s).is_none() && c.get(&format!("{s}_rows")).is_none())
+                    .unwrap_or(false)
+            })
+            .unwrap_or_default();
+        let view_name = format!("{sink}_rows");
+        let view = format!(
+            "CREATE MATERIALIZED VIEW {} AS {}",
+            names::quoted(&view_name),
+            p.query
+        );
+        let v = match Parser::parse_sql(&PostgreSqlDialect {}, &view)
+            .map_err(|e| EngineError::Syntax(e.to_string()))?
+            .pop()
+        {
+            Some(SqlStatement::CreateView(v)) => v,
+            _ => return Err(EngineError::Invalid(format!("not a view: {view}"))),
+        };
+        let ksql = Ksql {
+            table: false,
+            sink: sink.clone(),
+            topic: topic.clone(),
+            insert: true,
+        };
+        self.create_materialized_view(v, p.sql.clone(), Some(ksql), None)
+            .await?;
+        let started = async {
+            let schema = self
+                .ctx
+                .table_provider(TableReference::bare(view_name.as_str()))
+                .await?
+                .schema();
+            let wanted: Vec<&crate::catalog::Column> = columns
+                .iter()
+                .filter(|c| c.name != "rowtime" && c.name != "_timestamp")
+                .collect();
+            for c in &wanted {
+                if schema.index_of(&c.name).is_err() {
+                    return Err(EngineError::Invalid(format!(
+                        "INSERT INTO {}: the SELECT has no column {} (it names the stream's columns)",
+                        p.name, c.name
+                    )));
+                }
+            }
+            for f in schema.fields() {
+                let known = f.name() == "rowtime" || wanted.iter().any(|c| &c.name == f.name());
+                if !known {
+                    return Err(EngineError::Invalid(format!(
+                        "INSERT INTO {}: column {} of the SELECT is not a column of the stream",
+                        p.name,
+                        f.name()
+                    )));
+                }
+            }
+            let key = wanted
+                .iter()
+                .filter(|c| c.key)
+                .map(|c| c.name.clone())
+                .collect();
+            let envelope = Envelope::Append { key };
+            self.lock()?.insert(Object::Sink {
+                name: sink.clone(),
+                from: view_name.clone(),
+                topic: topic.clone(),
+                sql: p.sql.clone(),
+                envelope: envelope.clone(),
+            })?;
+            self.start_sink(&sink, &view_name, &topic, envelope).await
+        };
+        if let Err(e) = started.await {
+            let view = self.lock()?.get(&view_name).cloned();
+            if let Some(o) = view {
+                let _ = self.drop_object(o, false);
+            }
+            return Err(e);
+        }
+        Ok(Output::Command(TAG.into(), None))
     }
 
     /// The columns a persistent query's records are keyed by: a table's
@@ -213,7 +335,15 @@ impl Engine {
             });
         }
         for q in queries {
+            let name = q.name().to_string();
             self.drop_object(q, false)?;
+            // An INSERT INTO … SELECT query's view goes with it.
+            let rows = self.lock()?.objects().find(|o| {
+                matches!(o, Object::MaterializedView { ksql: Some(k), .. } if k.insert && k.sink == name)
+            }).cloned();
+            if let Some(v) = rows {
+                self.drop_object(v, false)?;
+            }
         }
         Ok(Output::Command("TERMINATE".into(), None))
     }

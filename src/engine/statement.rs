@@ -190,6 +190,9 @@ pub struct Persistent {
     pub partition_by: Option<String>,
     /// A windowed query's closing (its WINDOW clause, EMIT FINAL).
     pub window: Option<crate::dataflow::aggregate::WindowClose>,
+    /// ksqlDB's `INSERT INTO name SELECT … EMIT CHANGES`: the query's rows
+    /// go on into existing stream `name`.
+    pub insert: bool,
 }
 
 /// Statements about roles and privileges, kept as parsed; `access.rs`
@@ -495,6 +498,7 @@ pub(super) fn persistent_table(
         sql: text.to_string(),
         partition_by: None,
         window: None,
+        insert: false,
     })
 }
 
@@ -668,6 +672,7 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
                     sql: slicer.slice(start, end),
                     partition_by: None,
                     window: None,
+                    insert: false,
                 })))
             }
         } else if word_is(&t0, "create")
@@ -1224,6 +1229,41 @@ fn emit_changes(stmt: Statement) -> Result<Statement> {
             other => Err(syntax(format!("EMIT CHANGES after {other}"))),
         },
         s @ Statement::Ddl(Ddl::CreatePersistent(_)) => Ok(s),
+        // ksqlDB's INSERT INTO s SELECT … EMIT CHANGES: a persistent query
+        // into stream s.
+        Statement::Dml(Dml::Insert(s)) => {
+            let sql = s.to_string();
+            let SqlStatement::Insert(ins) = *s else {
+                return Err(syntax("EMIT CHANGES after an INSERT that is not"));
+            };
+            let Some(query) = ins.source.filter(|q| !matches!(q.body.as_ref(), datafusion::sql::sqlparser::ast::SetExpr::Values(_)))
+            else {
+                return Err(syntax("EMIT CHANGES closes an INSERT INTO … SELECT, not VALUES"));
+            };
+            if !ins.columns.is_empty() {
+                return Err(EngineError::Unsupported(
+                    "a column list in INSERT INTO … SELECT … EMIT CHANGES (the SELECT names the \
+                     stream's columns)"
+                        .into(),
+                ));
+            }
+            let datafusion::sql::sqlparser::ast::TableObject::TableName(target) = &ins.table
+            else {
+                return Err(syntax("INSERT INTO a table function"));
+            };
+            Ok(Statement::Ddl(Ddl::CreatePersistent(Box::new(Persistent {
+                table: false,
+                name: super::names::object(target),
+                topic: String::new(),
+                options: BTreeMap::new(),
+                query,
+                if_not_exists: false,
+                sql,
+                partition_by: None,
+                window: None,
+                insert: true,
+            }))))
+        }
         Statement::Ddl(Ddl::CreateTable(ct, text)) if ct.query.is_some() => {
             Ok(Statement::Ddl(Ddl::CreateTable(ct, text)))
         }
