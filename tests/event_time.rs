@@ -124,7 +124,11 @@ async fn windowed_state_stays_bounded_over_simulated_days() {
         )
         .await,
     );
-    assert!(want.len() > 400 * KEYS as usize / 2, "{} windows", want.len());
+    assert!(
+        want.len() > 400 * KEYS as usize / 2,
+        "{} windows",
+        want.len()
+    );
     assert_eq!(got.len(), want.len(), "closed windows");
     assert_eq!(got, want, "closed windows differ from recomputation");
     drop(engine);

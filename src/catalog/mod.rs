@@ -30,6 +30,10 @@ pub struct Column {
     /// record timestamp (ksqlDB's `TIMESTAMP = 'col'`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_from: Option<String>,
+    /// A stream's event-time column with its watermark's delay
+    /// (microseconds): RisingWave's `WATERMARK FOR col AS col - INTERVAL …`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<i64>,
 }
 
 /// Record value formats.

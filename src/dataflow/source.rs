@@ -60,6 +60,8 @@ struct EventTime {
     delay_us: i64,
     /// An integer column holds epoch milliseconds (ksqlDB's timestamps).
     millis: bool,
+    /// A declared watermark (RisingWave's): rows below it are late.
+    drop_below: bool,
 }
 
 impl EventTime {
@@ -72,6 +74,7 @@ impl EventTime {
             let delay = f.metadata().get(EVENT_TIME)?.parse::<i64>().ok()?;
             Some((i, delay))
         });
+        let drop_below = found.is_some();
         let (column, delay_us) = found.or_else(|| {
             let i = schema
                 .fields()
@@ -84,6 +87,7 @@ impl EventTime {
             column,
             delay_us,
             millis: t.is_integer(),
+            drop_below,
         })
     }
 
@@ -146,6 +150,16 @@ impl LateRule {
 /// watermark's delay in microseconds.
 pub const EVENT_TIME: &str = "eddy.event_time";
 
+/// `field` as its stream's event time, the watermark `delay_us` behind.
+pub fn event_time_field(
+    field: datafusion::arrow::datatypes::Field,
+    delay_us: i64,
+) -> datafusion::arrow::datatypes::Field {
+    let mut metadata = field.metadata().clone();
+    metadata.insert(EVENT_TIME.into(), delay_us.to_string());
+    field.with_metadata(metadata)
+}
+
 /// The state of an upsert changelog: key → the row it holds (encoded).
 /// A record replaces its key's row (retraction + insertion), a record
 /// without a value (or with diff -1) deletes it.
@@ -204,6 +218,9 @@ impl TopicReader {
                 now = Some(now.map_or(t, |n| n.max(t)));
             }
             let late = match (self.late_rule, t, now) {
+                (_, Some(t), Some(now)) if et.drop_below && t < now.saturating_sub(et.delay_us) => {
+                    true
+                }
                 (Some(rule), Some(t), Some(now)) => rule.late(t, now),
                 _ => false,
             };

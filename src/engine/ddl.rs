@@ -126,7 +126,7 @@ impl Engine {
                 name,
                 columns,
                 keys,
-                options,
+                mut options,
                 if_not_exists,
                 sql,
             } => {
@@ -202,7 +202,28 @@ impl Engine {
                         sql_type: "TIMESTAMP".into(),
                         key: false,
                         time_from: None,
+                        watermark: None,
                     });
+                }
+                // RisingWave's WATERMARK FOR col AS col - INTERVAL …:
+                // col is the event time; rows below the watermark are late.
+                if let Some(w) = options.remove(statement::WATERMARK_OPTION) {
+                    let (delay, column) = w.split_once(' ').unwrap_or(("0", w.as_str()));
+                    let delay: i64 = delay.parse().unwrap_or(0);
+                    let c = columns
+                        .iter_mut()
+                        .find(|c| c.name == column)
+                        .ok_or_else(|| EngineError::UnknownColumn(column.to_string()))?;
+                    let t = statement::parse_type(&c.sql_type)?;
+                    if !matches!(
+                        types::to_arrow(&t).ok(),
+                        Some(datafusion::arrow::datatypes::DataType::Timestamp(..))
+                    ) {
+                        return Err(EngineError::Invalid(format!(
+                            "WATERMARK FOR {column}: a watermark's column is a timestamp"
+                        )));
+                    }
+                    c.watermark = Some(delay);
                 }
                 if let Some(from) = time_from {
                     for c in columns.iter_mut() {
@@ -307,10 +328,10 @@ impl Engine {
             Ddl::CreateTable(ct, text) => self.create_table(*ct, text).await,
             Ddl::CreatePersistent(p) => self.create_persistent(*p).await,
             Ddl::SelectInto(q) => self.select_into(*q).await,
-            Ddl::CreateView(v, text) if v.materialized => {
-                self.create_materialized_view(*v, text, None, None).await
+            Ddl::CreateView(v, text, window) if v.materialized => {
+                self.create_materialized_view(*v, text, None, window).await
             }
-            Ddl::CreateView(v, text) => self.create_view(*v, text).await,
+            Ddl::CreateView(v, text, _) => self.create_view(*v, text).await,
         }
     }
 
@@ -553,7 +574,7 @@ impl Engine {
     /// A plain view's definition from its CREATE VIEW text.
     pub(super) fn view_definition(&self, sql: &str) -> Result<CreateView> {
         match self.parse(sql)?.pop() {
-            Some(Statement::Ddl(Ddl::CreateView(v, _))) => Ok(*v),
+            Some(Statement::Ddl(Ddl::CreateView(v, ..))) => Ok(*v),
             _ => Err(EngineError::Invalid(format!(
                 "the definition of a view does not parse as CREATE VIEW: {sql}"
             ))),
@@ -716,6 +737,7 @@ impl Engine {
                 sql_type: d.data_type.to_string(),
                 key: false,
                 time_from: None,
+                watermark: None,
             });
         }
         if out.is_empty() {

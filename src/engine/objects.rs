@@ -306,6 +306,10 @@ impl Engine {
             let parsed = statement::parse_type(&c.sql_type)?;
             let field = types::field(&c.name, &parsed)
                 .map_err(|e| EngineError::Unsupported(format!("type {}", e.0)))?;
+            let field = match c.watermark {
+                Some(delay) => crate::dataflow::source::event_time_field(field, delay),
+                None => field,
+            };
             let field = match &c.time_from {
                 Some(from) => crate::format::record::time_from_field(field, from),
                 None => field,

@@ -137,7 +137,12 @@ pub enum Ddl {
     /// `SELECT … INTO t`: `CREATE TABLE t AS SELECT …`.
     SelectInto(Box<Query>),
     /// `CREATE [MATERIALIZED] VIEW`, with its text.
-    CreateView(Box<CreateView>, String),
+    /// With RisingWave's EMIT ON WINDOW CLOSE, how its windows close.
+    CreateView(
+        Box<CreateView>,
+        String,
+        Option<crate::dataflow::aggregate::WindowClose>,
+    ),
     /// `CREATE SINK s FROM relation INTO TOPIC 't'` (or `WITH (topic =
     /// 't')`, RisingWave's spelling).
     CreateSink {
@@ -301,7 +306,7 @@ impl Statement {
 pub fn classify(s: SqlStatement, text: String) -> Statement {
     match s {
         SqlStatement::CreateTable(ct) => Statement::Ddl(Ddl::CreateTable(Box::new(ct), text)),
-        SqlStatement::CreateView(v) => Statement::Ddl(Ddl::CreateView(Box::new(v), text)),
+        SqlStatement::CreateView(v) => Statement::Ddl(Ddl::CreateView(Box::new(v), text, None)),
         SqlStatement::Drop {
             object_type:
                 object_type @ (ObjectType::Table
@@ -969,6 +974,59 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
             found.retain(|e| !matches!(e, Emit::Final));
             stmt = with_window(stmt, w, emit_final)?;
         }
+        if let Some(pos) = found
+            .iter()
+            .position(|e| matches!(e, Emit::Watermark { .. }))
+        {
+            let Emit::Watermark { column, delay_us } = found.remove(pos) else {
+                unreachable!("found a watermark")
+            };
+            stmt = match stmt {
+                Statement::Ddl(Ddl::CreateStream {
+                    name,
+                    columns,
+                    keys,
+                    mut options,
+                    if_not_exists,
+                    sql,
+                }) => {
+                    options.insert(WATERMARK_OPTION.into(), format!("{delay_us} {column}"));
+                    Statement::Ddl(Ddl::CreateStream {
+                        name,
+                        columns,
+                        keys,
+                        options,
+                        if_not_exists,
+                        sql,
+                    })
+                }
+                _ => {
+                    return Err(EngineError::Unsupported(
+                        "WATERMARK FOR outside CREATE SOURCE or CREATE STREAM (tables have no \
+                         event time)"
+                            .into(),
+                    ));
+                }
+            };
+        }
+        if let Some(pos) = found.iter().position(|e| matches!(e, Emit::OnWindowClose)) {
+            found.remove(pos);
+            stmt = match stmt {
+                Statement::Ddl(Ddl::CreateView(mut v, text, _)) if v.materialized => {
+                    on_window_close(&mut v.query);
+                    let close = crate::dataflow::aggregate::WindowClose {
+                        emit_final: true,
+                        ..Default::default()
+                    };
+                    Statement::Ddl(Ddl::CreateView(v, text, Some(close)))
+                }
+                _ => {
+                    return Err(EngineError::Unsupported(
+                        "EMIT ON WINDOW CLOSE outside CREATE MATERIALIZED VIEW".into(),
+                    ));
+                }
+            };
+        }
         if let Some(pos) = found.iter().position(|e| matches!(e, Emit::PartitionBy(_))) {
             let Emit::PartitionBy(column) = found.remove(pos) else {
                 unreachable!("found a PARTITION BY")
@@ -1010,7 +1068,13 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
                         .into(),
                 ));
             }
-            Some(Emit::Window(_) | Emit::PartitionBy(_)) | None => stmt,
+            Some(
+                Emit::Window(_)
+                | Emit::PartitionBy(_)
+                | Emit::OnWindowClose
+                | Emit::Watermark { .. },
+            )
+            | None => stmt,
         };
         out.push(stmt);
         if !p.consume_token(&Token::SemiColon) && p.peek_token().token != Token::EOF {
@@ -1036,6 +1100,14 @@ enum Emit {
     DeleteTopic,
     /// `WINDOW TUMBLING|HOPPING (…)` after FROM.
     Window(super::ksql_windows::Window),
+    /// RisingWave's `EMIT ON WINDOW CLOSE` closing a CREATE MATERIALIZED
+    /// VIEW.
+    OnWindowClose,
+    /// `WATERMARK FOR column AS column - INTERVAL …` in a column list.
+    Watermark {
+        column: String,
+        delay_us: i64,
+    },
     /// `PARTITION BY column` closing a CREATE STREAM … AS SELECT.
     PartitionBy(String),
 }
@@ -1052,7 +1124,12 @@ fn blank_emits(sql: &str) -> Result<Blanked> {
             .any(|w| w.eq_ignore_ascii_case(word))
     };
     // (Most texts have none of these words and are not tokenized twice.)
-    if !(has(b"emit") || has(b"window") || has(b"partition") || (has(b"delete") && has(b"topic"))) {
+    if !(has(b"emit")
+        || has(b"window")
+        || has(b"partition")
+        || has(b"watermark")
+        || (has(b"delete") && has(b"topic")))
+    {
         return Ok((None, vec![]));
     }
     let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
@@ -1139,6 +1216,74 @@ fn blank_emits(sql: &str) -> Result<Blanked> {
         text.replace_range(from..to, &" ".repeat(to - from));
         emits.push((from, Emit::Window(window)));
     }
+    // RisingWave's and Flink's `WATERMARK FOR col AS col - INTERVAL …` in a
+    // column list, with the comma before it.
+    for (n, &w) in words.iter().enumerate() {
+        let (Some(&f), Some(&col), Some(&as_)) =
+            (words.get(n + 1), words.get(n + 2), words.get(n + 3))
+        else {
+            break;
+        };
+        if at_depth[n] != 1
+            || !word_is(&tokens[w].token, "watermark")
+            || !word_is(&tokens[f].token, "for")
+            || !word_is(&tokens[as_].token, "as")
+        {
+            continue;
+        }
+        let Token::Word(column) = &tokens[col].token else {
+            continue;
+        };
+        // The expression runs to the comma or parenthesis closing it.
+        let mut depth = 0;
+        let end = words[n + 4..].iter().position(|&i| {
+            match tokens[i].token {
+                Token::LParen => depth += 1,
+                Token::RParen if depth == 0 => return true,
+                Token::RParen => depth -= 1,
+                Token::Comma if depth == 0 => return true,
+                _ => {}
+            }
+            false
+        });
+        let Some(end) = end.map(|e| words[n + 4 + e]) else {
+            return Err(syntax("WATERMARK FOR … AS … without its closing )"));
+        };
+        let expr_from = slicer.offset(tokens[words[n + 3]].span.end);
+        let expr_to = slicer.offset(tokens[end].span.start);
+        let column = super::names::ident(&datafusion::sql::sqlparser::ast::Ident {
+            value: column.value.clone(),
+            quote_style: column.quote_style,
+            span: datafusion::sql::sqlparser::tokenizer::Span::empty(),
+        });
+        let delay_us = watermark_delay(&column, &sql[expr_from..expr_to])?;
+        let comma = n
+            .checked_sub(1)
+            .map(|b| words[b])
+            .filter(|&b| tokens[b].token == Token::Comma);
+        let from = slicer.offset(tokens[comma.unwrap_or(w)].span.start);
+        text.replace_range(from..expr_to, &" ".repeat(expr_to - from));
+        emits.push((from, Emit::Watermark { column, delay_us }));
+    }
+    // RisingWave's EMIT ON WINDOW CLOSE, closing a statement.
+    for (n, &w) in words.iter().enumerate() {
+        let four: Vec<usize> = words[n..].iter().take(4).copied().collect();
+        if four.len() < 4
+            || !["emit", "on", "window", "close"]
+                .iter()
+                .zip(&four)
+                .all(|(want, &i)| word_is(&tokens[i].token, want))
+            || !words
+                .get(n + 4)
+                .is_none_or(|&e| matches!(tokens[e].token, Token::SemiColon | Token::EOF))
+        {
+            continue;
+        }
+        let from = slicer.offset(tokens[w].span.start);
+        let to = slicer.offset(tokens[four[3]].span.end);
+        text.replace_range(from..to, &" ".repeat(to - from));
+        emits.push((from, Emit::OnWindowClose));
+    }
     for w in words.windows(3).map(|w| (w[0], w[1], Some(w[2]))).chain(
         words
             .len()
@@ -1163,6 +1308,82 @@ fn blank_emits(sql: &str) -> Result<Blanked> {
         emits.push((from, kind));
     }
     Ok(((!emits.is_empty()).then_some(text), emits))
+}
+
+/// The `WITH` option a stream's watermark rides in from the parse to
+/// CREATE: `"<delay µs> <column>"`.
+pub const WATERMARK_OPTION: &str = "eddy.watermark";
+
+/// EMIT ON WINDOW CLOSE groups by the window's end (RisingWave's queries
+/// group by `window_start`; the end closes it).
+fn on_window_close(q: &mut Query) {
+    use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, GroupByExpr, Ident, SetExpr};
+    let SetExpr::Select(select) = q.body.as_mut() else {
+        return;
+    };
+    let GroupByExpr::Expressions(exprs, _) = &mut select.group_by else {
+        return;
+    };
+    let named = |exprs: &[SqlExpr], w: &str| {
+        exprs.iter().any(|e| match e {
+            SqlExpr::Identifier(i) => i.value.eq_ignore_ascii_case(w),
+            SqlExpr::CompoundIdentifier(p) => {
+                p.last().is_some_and(|i| i.value.eq_ignore_ascii_case(w))
+            }
+            _ => false,
+        })
+    };
+    if named(exprs, "window_start") && !named(exprs, "window_end") {
+        exprs.push(SqlExpr::Identifier(Ident::new("window_end")));
+    }
+}
+
+/// A watermark's delay (microseconds) from its expression: `col`, or
+/// `col - INTERVAL '5' SECOND` (any interval literal of fixed length).
+fn watermark_delay(column: &str, expr: &str) -> Result<i64> {
+    use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr as SqlExpr};
+    let bad = || {
+        EngineError::Unsupported(format!(
+            "WATERMARK FOR {column} AS {} (the column, or the column minus an interval)",
+            expr.trim()
+        ))
+    };
+    let parsed = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(expr)
+        .and_then(|mut p| p.parse_expr())
+        .map_err(|_| bad())?;
+    let is_column =
+        |e: &SqlExpr| matches!(e, SqlExpr::Identifier(i) if super::names::ident(i) == column);
+    match &parsed {
+        e if is_column(e) => Ok(0),
+        SqlExpr::BinaryOp {
+            left,
+            op: BinaryOperator::Minus,
+            right,
+        } if is_column(left) => {
+            let SqlExpr::Interval(i) = right.as_ref() else {
+                return Err(bad());
+            };
+            let value = match i.value.as_ref() {
+                SqlExpr::Value(v) => match &v.value {
+                    datafusion::sql::sqlparser::ast::Value::SingleQuotedString(s) => s.clone(),
+                    other => other.to_string(),
+                },
+                _ => return Err(bad()),
+            };
+            let text = match &i.leading_field {
+                Some(unit) => format!("{value} {unit}"),
+                None => value,
+            };
+            let iv = crate::types::input::parse_interval(&text)
+                .filter(|iv| iv.months == 0)
+                .ok_or_else(bad)?;
+            Ok(i64::from(iv.days)
+                .saturating_mul(86_400_000_000)
+                .saturating_add(iv.nanoseconds / 1000))
+        }
+        _ => Err(bad()),
+    }
 }
 
 /// A statement with ksqlDB's WINDOW clause: its query rewritten onto the
@@ -1236,9 +1457,15 @@ fn emit_changes(stmt: Statement) -> Result<Statement> {
             let SqlStatement::Insert(ins) = *s else {
                 return Err(syntax("EMIT CHANGES after an INSERT that is not"));
             };
-            let Some(query) = ins.source.filter(|q| !matches!(q.body.as_ref(), datafusion::sql::sqlparser::ast::SetExpr::Values(_)))
-            else {
-                return Err(syntax("EMIT CHANGES closes an INSERT INTO … SELECT, not VALUES"));
+            let Some(query) = ins.source.filter(|q| {
+                !matches!(
+                    q.body.as_ref(),
+                    datafusion::sql::sqlparser::ast::SetExpr::Values(_)
+                )
+            }) else {
+                return Err(syntax(
+                    "EMIT CHANGES closes an INSERT INTO … SELECT, not VALUES",
+                ));
             };
             if !ins.columns.is_empty() {
                 return Err(EngineError::Unsupported(
@@ -1247,22 +1474,23 @@ fn emit_changes(stmt: Statement) -> Result<Statement> {
                         .into(),
                 ));
             }
-            let datafusion::sql::sqlparser::ast::TableObject::TableName(target) = &ins.table
-            else {
+            let datafusion::sql::sqlparser::ast::TableObject::TableName(target) = &ins.table else {
                 return Err(syntax("INSERT INTO a table function"));
             };
-            Ok(Statement::Ddl(Ddl::CreatePersistent(Box::new(Persistent {
-                table: false,
-                name: super::names::object(target),
-                topic: String::new(),
-                options: BTreeMap::new(),
-                query,
-                if_not_exists: false,
-                sql,
-                partition_by: None,
-                window: None,
-                insert: true,
-            }))))
+            Ok(Statement::Ddl(Ddl::CreatePersistent(Box::new(
+                Persistent {
+                    table: false,
+                    name: super::names::object(target),
+                    topic: String::new(),
+                    options: BTreeMap::new(),
+                    query,
+                    if_not_exists: false,
+                    sql,
+                    partition_by: None,
+                    window: None,
+                    insert: true,
+                },
+            ))))
         }
         Statement::Ddl(Ddl::CreateTable(ct, text)) if ct.query.is_some() => {
             Ok(Statement::Ddl(Ddl::CreateTable(ct, text)))

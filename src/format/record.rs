@@ -278,7 +278,11 @@ impl Layout {
             Format::Bytes => one(&[DataType::Binary, DataType::LargeBinary], "bytes")?,
             Format::Json | Format::Csv => {}
         }
-        let time_from = match schema.fields().iter().find_map(|f| f.metadata().get(TIME_FROM)) {
+        let time_from = match schema
+            .fields()
+            .iter()
+            .find_map(|f| f.metadata().get(TIME_FROM))
+        {
             None => None,
             Some(from) => Some(
                 values
