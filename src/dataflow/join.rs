@@ -113,11 +113,56 @@ pub struct Join {
     pairs: SchemaRef,
     schema: SchemaRef,
     counts: Counts,
+    /// The left side (a stream) looks each row up in the right side as it
+    /// is then; the right side's changes emit nothing and the left side is
+    /// not kept (ksqlDB's stream-table join).
+    lookup: bool,
 }
 
 type OutRow = (Option<RowBytes>, Option<RowBytes>, i64);
 
 impl Join {
+    /// Look the left side up in the right (`lookup`): inner and left
+    /// joins, a left join without a condition beyond its keys.
+    pub fn lookup(mut self) -> Join {
+        self.lookup = true;
+        self
+    }
+
+    /// A lookup join's step: the table's changes first, then each stream
+    /// row joined with the table as it is.
+    fn lookup_step(
+        &mut self,
+        groups: &AHashMap<RowBytes, (Changes, Changes)>,
+        null_left: &Changes,
+    ) -> Result<Delta> {
+        for (key, (_, rc)) in groups {
+            apply(&mut self.right, key, rc);
+        }
+        let mut out: Vec<OutRow> = Vec::new();
+        let left_join = self.kind == JoinType::Left;
+        if left_join {
+            emit_changes(&mut out, null_left, 1, true);
+        }
+        for (key, (lc, _)) in groups {
+            let matched = self.right.state.get(key).filter(|b| b.total > 0);
+            for (l, d) in lc {
+                match matched {
+                    Some(rb) => {
+                        for (r, c) in &rb.rows {
+                            out.push((Some(l.clone()), Some(r.clone()), d * c));
+                        }
+                    }
+                    None if left_join => out.push((Some(l.clone()), None, *d)),
+                    None => {}
+                }
+            }
+        }
+        let delta = self.build(out)?;
+        self.counts.rows_out += delta.len() as u64;
+        Ok(delta)
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         left: SchemaRef,
@@ -185,6 +230,7 @@ impl Join {
             pairs,
             schema,
             counts: Counts::default(),
+            lookup: false,
         })
     }
 
@@ -344,6 +390,9 @@ impl Join {
     /// recomputes the output of each key its changes touch (before and
     /// after) instead of tracking the other side's count per key.
     fn residual(&self) -> bool {
+        if self.lookup {
+            return false;
+        }
         self.filter.is_some() && self.kind != JoinType::Inner
     }
 
@@ -528,6 +577,9 @@ impl Operator for Join {
         let mut null_right = Vec::new();
         self.group(&self.left, &dl, &mut groups, true, &mut null_left)?;
         self.group(&self.right, &dr, &mut groups, false, &mut null_right)?;
+        if self.lookup {
+            return self.lookup_step(&groups, &null_left);
+        }
 
         let kind = self.kind;
         let mut out: Vec<OutRow> = Vec::new();

@@ -206,6 +206,18 @@ pub trait Resolve {
     fn input(&mut self, name: &str) -> Result<(String, Input)>;
 }
 
+/// How a view is kept, beyond its query.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ViewOptions {
+    /// How its windows close by event time.
+    pub window: Option<WindowClose>,
+    /// ksqlDB's persistent queries: a stream joined with a table looks
+    /// each stream row up in the table as the table is when the row comes
+    /// (ksqlDB's stream-table join); later changes of the table do not
+    /// revise the rows already joined, and the stream is not kept.
+    pub lookup_joins: bool,
+}
+
 pub struct Lowering<'a> {
     state: &'a SessionState,
     resolve: &'a mut dyn Resolve,
@@ -217,6 +229,11 @@ pub struct Lowering<'a> {
     /// Under a hopping window's union: which of its copies (the window
     /// `hop_copy` advances before a row's latest) is being lowered.
     hop_copy: i64,
+    /// Stream-table joins look up the table (`ViewOptions::lookup_joins`).
+    pub lookup_joins: bool,
+    /// Leaves lowered so far: streams, and tables or views.
+    stream_leaves: usize,
+    change_leaves: usize,
 }
 
 impl<'a> Lowering<'a> {
@@ -227,6 +244,9 @@ impl<'a> Lowering<'a> {
             inputs: Vec::new(),
             window: None,
             hop_copy: 0,
+            lookup_joins: false,
+            stream_leaves: 0,
+            change_leaves: 0,
         }
     }
 
@@ -397,6 +417,10 @@ impl<'a> Lowering<'a> {
                 }
                 let (name, input) = self.resolve.input(scan.table_name.table())?;
                 self.inputs.push(name.clone());
+                match &input {
+                    Input::Stream { .. } => self.stream_leaves += 1,
+                    Input::Changes { .. } => self.change_leaves += 1,
+                }
                 let (leaf, full): (Flow, SchemaRef) = match input {
                     Input::Stream { topic, layout } => {
                         let schema = Arc::clone(layout.schema());
@@ -578,8 +602,19 @@ impl<'a> Lowering<'a> {
                 self.lower(&null_aware_anti(j)?)
             }
             LogicalPlan::Join(j) => {
+                let leaves = (self.stream_leaves, self.change_leaves);
                 let left = self.lower(&j.left)?;
+                let mid = (self.stream_leaves, self.change_leaves);
                 let right = self.lower(&j.right)?;
+                // A stream (left) joined with a table (right) under
+                // ksqlDB's semantics: the table looked up as it is.
+                let lookup = self.lookup_joins
+                    && matches!(j.join_type, JoinType::Inner | JoinType::Left)
+                    && (j.filter.is_none() || j.join_type == JoinType::Inner)
+                    && mid.0 > leaves.0
+                    && mid.1 == leaves.1
+                    && self.stream_leaves == mid.0
+                    && self.change_leaves > mid.1;
                 let mut on = Vec::with_capacity(j.on.len());
                 for (l, r) in &j.on {
                     on.push((
@@ -602,6 +637,7 @@ impl<'a> Lowering<'a> {
                     filter,
                     out_schema,
                 )?;
+                let join = if lookup { join.lookup() } else { join };
                 Ok(Flow::new(join, vec![left, right]))
             }
             LogicalPlan::Union(u) => {

@@ -43,11 +43,10 @@ use datafusion::execution::SessionState;
 use datafusion::logical_expr::LogicalPlan;
 use tracing::warn;
 
-use super::aggregate::WindowClose;
 use super::checkpoint::{self, CheckpointFile, Entry, Reader, Writer};
 use super::decode_errors::DecodeErrors;
 use super::index::{Index, Snapshot};
-use super::lower::{Input, Lowering, Resolve};
+use super::lower::{Input, Lowering, Resolve, ViewOptions};
 use super::source::TopicReader;
 use super::temporal::Clock;
 use super::{
@@ -799,20 +798,20 @@ impl Dataflows {
         session: &SessionState,
         streams: &HashMap<String, (String, Layout)>,
         version: Option<i64>,
-        window: Option<WindowClose>,
+        options: ViewOptions,
     ) -> Result<SchemaRef, DataflowError> {
         let mut st = self.lock()?;
         let schema = nullable(plan.schema().as_arrow());
         let mut fingerprint = plan.display_indent_schema().to_string();
-        if let Some(w) = window {
-            fingerprint.push_str(&format!("\n{w:?}"));
+        if options != ViewOptions::default() {
+            fingerprint.push_str(&format!("\n{options:?}"));
         }
         let low = Low {
             plan,
             session,
             streams,
             schema: &schema,
-            window,
+            options,
         };
         let mut view = lower_view(&mut st, name, &low)?;
         view.version = version;
@@ -1062,7 +1061,7 @@ struct Low<'a> {
     session: &'a SessionState,
     streams: &'a HashMap<String, (String, Layout)>,
     schema: &'a SchemaRef,
-    window: Option<WindowClose>,
+    options: ViewOptions,
 }
 
 /// A fresh view lowered from `plan`: inputs start from their contents now.
@@ -1074,7 +1073,8 @@ fn lower_view(st: &mut State, name: &str, low: &Low<'_>) -> Result<ViewState, Da
         topics: Vec::new(),
     };
     let mut lowering = Lowering::new(low.session, &mut resolver);
-    lowering.window = low.window;
+    lowering.window = low.options.window;
+    lowering.lookup_joins = low.options.lookup_joins;
     let root = lowering.lower(plan)?;
     let mut inputs = lowering.inputs;
     inputs.sort();

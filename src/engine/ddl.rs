@@ -448,7 +448,11 @@ impl Engine {
             return Err(EngineError::DuplicateColumn(name));
         }
         let query = self.maintained_query(v).await;
-        if let Err(e) = self.install_view(&name, &query, true, window).await {
+        let options = crate::dataflow::lower::ViewOptions {
+            window,
+            lookup_joins: ksql.is_some(),
+        };
+        if let Err(e) = self.install_view(&name, &query, true, options).await {
             let _ = self.dataflows.remove(&name);
             let _ = self
                 .ctx
@@ -521,7 +525,7 @@ impl Engine {
             ctx: Arc::clone(&self.ctx),
             plans: Arc::clone(&self.plans),
         };
-        self.install_view(&name, &query.to_string(), true, None)
+        self.install_view(&name, &query.to_string(), true, Default::default())
             .await
             .map_err(not_maintainable_subquery)?;
         Ok(guard)

@@ -134,7 +134,10 @@ impl Engine {
         let query = self.maintained_query(v.clone()).await;
         // Its planned definition makes way for the arrangement.
         let _ = self.ctx.deregister_table(TableReference::bare(name));
-        if let Err(e) = self.install_view(name, &query, backfill, None).await {
+        if let Err(e) = self
+            .install_view(name, &query, backfill, Default::default())
+            .await
+        {
             self.unmaintain_view(name).await?;
             return Err(e);
         }

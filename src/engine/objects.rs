@@ -14,9 +14,9 @@ use super::index_table::IndexTable;
 use super::relation::TopicRelation;
 use super::{Engine, EngineError, EngineOptions, Result, pg_compat, sink, statement, system};
 use crate::catalog::{Catalog, Column, Format, Object};
-use crate::dataflow::aggregate::WindowClose;
 use crate::dataflow::checkpoint::CheckpointFile;
 use crate::dataflow::decode_errors::DecodeErrors;
+use crate::dataflow::lower::ViewOptions;
 use crate::dataflow::runtime::Dataflows;
 use crate::format::record::Layout;
 use crate::log::{Log, LogStore};
@@ -141,8 +141,15 @@ impl Engine {
                         name,
                         query,
                         window,
+                        ksql,
                         ..
-                    } => engine.install_view(name, query, false, *window).await,
+                    } => {
+                        let options = ViewOptions {
+                            window: *window,
+                            lookup_joins: ksql.is_some(),
+                        };
+                        engine.install_view(name, query, false, options).await
+                    }
                     Object::View { sql, .. } => match engine.view_definition(sql) {
                         Ok(v) => engine.define_view(v).await,
                         Err(e) => Err(e),
@@ -209,7 +216,7 @@ impl Engine {
         name: &str,
         query: &str,
         backfill: bool,
-        window: Option<WindowClose>,
+        options: ViewOptions,
     ) -> Result<()> {
         // Parsed as PostgreSQL's SQL (the session's own parser would not
         // read jsonb's `?` operators), planned and optimized as `ctx.sql`.
@@ -243,7 +250,7 @@ impl Engine {
         };
         let schema = self
             .dataflows
-            .install(name, &plan, &state, &streams, version, window)?;
+            .install(name, &plan, &state, &streams, version, options)?;
         self.ctx.register_table(
             TableReference::bare(name),
             Arc::new(IndexTable::new(name, schema, Arc::clone(&self.dataflows))),
