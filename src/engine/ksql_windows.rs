@@ -118,6 +118,77 @@ pub fn parse(kind: &str, inside: &str) -> Result<Window> {
     })
 }
 
+/// ksqlDB's stream-stream join window (`a JOIN b WITHIN 1 HOUR ON …`):
+/// the ON condition gains `b.rowtime BETWEEN a.rowtime - before AND
+/// a.rowtime + after` (the joined stream's record time within the window
+/// around the first's).
+pub fn within(q: &mut Query, before: &str, after: &str) -> Result<()> {
+    use datafusion::sql::sqlparser::ast::{JoinConstraint, JoinOperator};
+    micros(before)?;
+    micros(after)?;
+    let SetExpr::Select(select) = q.body.as_mut() else {
+        return Err(EngineError::Unsupported(
+            "WITHIN outside a SELECT's JOIN".into(),
+        ));
+    };
+    let [from] = select.from.as_mut_slice() else {
+        return Err(EngineError::Unsupported(
+            "WITHIN over several FROM items".into(),
+        ));
+    };
+    let name = |t: &TableFactor| match t {
+        TableFactor::Table { name, alias, .. } => Some(
+            alias
+                .as_ref()
+                .map(|a| a.name.to_string())
+                .or_else(|| name.0.last().map(|p| p.to_string()))
+                .unwrap_or_else(|| name.to_string()),
+        ),
+        _ => None,
+    };
+    let left = name(&from.relation)
+        .ok_or_else(|| EngineError::Unsupported("WITHIN over a subquery".into()))?;
+    let [join] = from.joins.as_mut_slice() else {
+        return Err(EngineError::Unsupported(
+            "WITHIN without exactly one JOIN".into(),
+        ));
+    };
+    let right = name(&join.relation)
+        .ok_or_else(|| EngineError::Unsupported("WITHIN over a subquery".into()))?;
+    let window = expr(&format!(
+        "{right}.rowtime BETWEEN {left}.rowtime - INTERVAL '{before}' AND {left}.rowtime + INTERVAL '{after}'"
+    ));
+    let constraint = match &mut join.join_operator {
+        JoinOperator::Join(c)
+        | JoinOperator::Inner(c)
+        | JoinOperator::Left(c)
+        | JoinOperator::LeftOuter(c)
+        | JoinOperator::Right(c)
+        | JoinOperator::RightOuter(c)
+        | JoinOperator::FullOuter(c) => c,
+        _ => {
+            return Err(EngineError::Unsupported(
+                "WITHIN on this kind of join".into(),
+            ));
+        }
+    };
+    match constraint {
+        JoinConstraint::On(on) => {
+            let cond = std::mem::replace(
+                on,
+                Expr::Value(datafusion::sql::sqlparser::ast::Value::Null.into()),
+            );
+            *on = Expr::BinaryOp {
+                left: Box::new(Expr::Nested(Box::new(cond))),
+                op: datafusion::sql::sqlparser::ast::BinaryOperator::And,
+                right: Box::new(window),
+            };
+            Ok(())
+        }
+        _ => Err(EngineError::Unsupported("WITHIN needs JOIN … ON".into())),
+    }
+}
+
 /// A length (`30 seconds`) in microseconds; months have no fixed length.
 fn micros(length: &str) -> Result<i64> {
     let i = crate::types::input::parse_interval(length)

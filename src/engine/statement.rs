@@ -974,6 +974,26 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
             found.retain(|e| !matches!(e, Emit::Final));
             stmt = with_window(stmt, w, emit_final)?;
         }
+        if let Some(pos) = found.iter().position(|e| matches!(e, Emit::Within { .. })) {
+            let Emit::Within { before, after } = found.remove(pos) else {
+                unreachable!("found a WITHIN")
+            };
+            let query = match &mut stmt {
+                Statement::Query(s, _) => match s.as_mut() {
+                    SqlStatement::Query(q) => Some(q.as_mut()),
+                    _ => None,
+                },
+                Statement::Ddl(Ddl::CreatePersistent(p)) => Some(p.query.as_mut()),
+                _ => None,
+            };
+            let Some(query) = query else {
+                return Err(syntax("WITHIN outside a SELECT's JOIN"));
+            };
+            super::ksql_windows::within(query, before, after)?;
+            if let Statement::Query(s, text) = &mut stmt {
+                *text = s.to_string();
+            }
+        }
         if let Some(pos) = found
             .iter()
             .position(|e| matches!(e, Emit::Watermark { .. }))
@@ -1070,6 +1090,7 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
             }
             Some(
                 Emit::Window(_)
+                | Emit::Within { .. }
                 | Emit::PartitionBy(_)
                 | Emit::OnWindowClose
                 | Emit::Watermark { .. },
@@ -1100,6 +1121,11 @@ enum Emit {
     DeleteTopic,
     /// `WINDOW TUMBLING|HOPPING (…)` after FROM.
     Window(super::ksql_windows::Window),
+    /// ksqlDB's `WITHIN before[, after]` of a stream-stream join.
+    Within {
+        before: String,
+        after: String,
+    },
     /// RisingWave's `EMIT ON WINDOW CLOSE` closing a CREATE MATERIALIZED
     /// VIEW.
     OnWindowClose,
@@ -1126,6 +1152,7 @@ fn blank_emits(sql: &str) -> Result<Blanked> {
     // (Most texts have none of these words and are not tokenized twice.)
     if !(has(b"emit")
         || has(b"window")
+        || has(b"within")
         || has(b"partition")
         || has(b"watermark")
         || (has(b"delete") && has(b"topic")))
@@ -1264,6 +1291,64 @@ fn blank_emits(sql: &str) -> Result<Blanked> {
         let from = slicer.offset(tokens[comma.unwrap_or(w)].span.start);
         text.replace_range(from..expr_to, &" ".repeat(expr_to - from));
         emits.push((from, Emit::Watermark { column, delay_us }));
+    }
+    // ksqlDB's stream-stream join window: `JOIN s WITHIN 1 HOUR ON …`, or
+    // `WITHIN (1 HOUR, 2 HOURS)` (before, after), with an optional GRACE
+    // PERIOD, just before ON.
+    for (n, &w) in words.iter().enumerate() {
+        if !word_is(&tokens[w].token, "within") {
+            continue;
+        }
+        let len_at = |i: usize| -> Option<String> {
+            let (Some(&a), Some(&b)) = (words.get(i), words.get(i + 1)) else {
+                return None;
+            };
+            match (&tokens[a].token, &tokens[b].token) {
+                (Token::Number(v, _), Token::Word(unit)) => Some(format!("{v} {}", unit.value)),
+                _ => None,
+            }
+        };
+        let (before, after, mut next) =
+            if tokens[words.get(n + 1).copied().unwrap_or(w)].token == Token::LParen {
+                let (Some(b), Some(a)) = (len_at(n + 2), len_at(n + 5)) else {
+                    continue;
+                };
+                if words
+                    .get(n + 4)
+                    .is_none_or(|&c| tokens[c].token != Token::Comma)
+                    || words
+                        .get(n + 7)
+                        .is_none_or(|&c| tokens[c].token != Token::RParen)
+                {
+                    continue;
+                }
+                (b, a, n + 8)
+            } else {
+                let Some(l) = len_at(n + 1) else {
+                    continue;
+                };
+                (l.clone(), l, n + 3)
+            };
+        if words
+            .get(next)
+            .is_some_and(|&g| word_is(&tokens[g].token, "grace"))
+            && words
+                .get(next + 1)
+                .is_some_and(|&p| word_is(&tokens[p].token, "period"))
+            && len_at(next + 2).is_some()
+        {
+            next += 4;
+        }
+        let Some(&on) = words.get(next) else {
+            continue;
+        };
+        if !word_is(&tokens[on].token, "on") {
+            continue;
+        }
+        let from = slicer.offset(tokens[w].span.start);
+        let to = slicer.offset(tokens[words[next - 1]].span.end);
+        text.replace_range(from..to, &" ".repeat(to - from));
+        emits.push((from, Emit::Within { before, after }));
     }
     // RisingWave's EMIT ON WINDOW CLOSE, closing a statement.
     for (n, &w) in words.iter().enumerate() {
