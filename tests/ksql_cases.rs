@@ -56,6 +56,9 @@ fn key_text(v: &Value) -> Option<String> {
     }
 }
 
+/// An expected output record: key, value (None: a tombstone), windowed.
+type Expected = (Option<String>, Option<Value>, bool);
+
 #[derive(Debug, PartialEq)]
 struct Record {
     key: Option<String>,
@@ -192,7 +195,7 @@ fn play(case: &Value) -> Result<(), String> {
             eprintln!("{q}: {r:?}");
         }
     }
-    let mut want: BTreeMap<String, Vec<(Option<String>, Option<Value>, bool)>> = BTreeMap::new();
+    let mut want: BTreeMap<String, Vec<Expected>> = BTreeMap::new();
     for o in case["outputs"].as_array().cloned().unwrap_or_default() {
         let topic = o["topic"].as_str().ok_or("an output without a topic")?;
         let windowed = o.get("window").is_some();

@@ -342,11 +342,11 @@ impl Operator for Aggregate {
                 Some(r) => r.row(row),
                 None => &[],
             };
-            if let (Some(c), Some(ends)) = (self.closing.as_mut(), &ends) {
-                if c.closed(ends[row], c.mark) {
-                    c.late += 1;
-                    continue;
-                }
+            if let (Some(c), Some(ends)) = (self.closing.as_mut(), &ends)
+                && c.closed(ends[row], c.mark)
+            {
+                c.late += 1;
+                continue;
             }
             let group = match self.groups.entry_ref(key) {
                 hashbrown::hash_map::EntryRef::Occupied(e) => e.into_mut(),

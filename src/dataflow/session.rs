@@ -115,6 +115,13 @@ pub struct SessionAggregate {
     counts: Counts,
 }
 
+/// The aggregates' arguments, FILTER masks and encodings over a batch.
+type Arguments = (
+    Vec<Vec<ArrayRef>>,
+    Vec<Option<BooleanArray>>,
+    Vec<Option<super::rows::Encoded>>,
+);
+
 /// An output row: the key's bytes, the session's bounds, its values.
 type Out = (RowBytes, i64, i64, Vec<ScalarValue>, i64);
 
@@ -170,15 +177,7 @@ impl SessionAggregate {
     }
 
     /// Evaluate the aggregates' arguments, FILTERs and encodings over `batch`.
-    #[allow(clippy::type_complexity)]
-    fn arguments(
-        &self,
-        batch: &RecordBatch,
-    ) -> Result<(
-        Vec<Vec<ArrayRef>>,
-        Vec<Option<BooleanArray>>,
-        Vec<Option<super::rows::Encoded>>,
-    )> {
+    fn arguments(&self, batch: &RecordBatch) -> Result<Arguments> {
         let n = batch.num_rows();
         let mut args = Vec::with_capacity(self.aggs.len());
         let mut filters = Vec::with_capacity(self.aggs.len());
@@ -211,11 +210,7 @@ impl SessionAggregate {
     fn update(
         &self,
         accs: &mut [Box<dyn Accumulator>],
-        evaluated: &(
-            Vec<Vec<ArrayRef>>,
-            Vec<Option<BooleanArray>>,
-            Vec<Option<super::rows::Encoded>>,
-        ),
+        evaluated: &Arguments,
         row: usize,
     ) -> Result<()> {
         let (args, filters, encoded) = evaluated;

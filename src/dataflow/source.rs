@@ -468,12 +468,10 @@ impl TopicReader {
                 if !pending.is_empty() {
                     parts.push(self.decode(&mut pending, errors)?);
                 }
-                for i in first_part..parts.len() {
-                    let part = std::mem::replace(
-                        &mut parts[i],
-                        Delta::empty(Arc::clone(self.layout.schema())),
-                    );
-                    parts[i] = self.stream_time(et, id, part)?;
+                for slot in parts.iter_mut().skip(first_part) {
+                    let part =
+                        std::mem::replace(slot, Delta::empty(Arc::clone(self.layout.schema())));
+                    *slot = self.stream_time(et, id, part)?;
                 }
                 if end > start || self.times.contains_key(&id) {
                     marks.push(self.times.get(&id).copied());
