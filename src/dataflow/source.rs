@@ -138,7 +138,10 @@ impl LateRule {
         if self.advance_us <= 0 {
             return false;
         }
-        let start = t - t.rem_euclid(self.advance_us) - self.back * self.advance_us;
+        // Saturating: a time near the ends of the range is no window's.
+        let start = t
+            .saturating_sub(t.rem_euclid(self.advance_us))
+            .saturating_sub(self.back.saturating_mul(self.advance_us));
         start
             .saturating_add(self.size_us)
             .saturating_add(self.grace_us)
@@ -816,5 +819,37 @@ impl Operator for ChangesSource {
         self.backfill = None;
         self.backfill_errors.clear();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LateRule;
+
+    #[test]
+    fn late_rows_by_their_window_and_the_stream_time() {
+        // Windows of 10 s advancing by 5 s, 2 s of grace; the copy one
+        // advance back.
+        let s = 1_000_000;
+        let latest = LateRule {
+            size_us: 10 * s,
+            advance_us: 5 * s,
+            grace_us: 2 * s,
+            back: 0,
+        };
+        let earlier = LateRule { back: 1, ..latest };
+        // A row at 7 s: windows [5, 15) and [0, 10).
+        assert!(!latest.late(7 * s, 16 * s));
+        assert!(latest.late(7 * s, 17 * s));
+        assert!(!earlier.late(7 * s, 11 * s));
+        assert!(earlier.late(7 * s, 12 * s));
+        // Times at the ends of the range neither panic nor wrap.
+        for t in [i64::MIN, i64::MIN + 1, -1, 0, i64::MAX] {
+            for now in [i64::MIN, 0, i64::MAX] {
+                let _ = latest.late(t, now);
+                let _ = earlier.late(t, now);
+            }
+        }
+        assert!(!earlier.late(i64::MIN, i64::MIN));
     }
 }
