@@ -62,9 +62,12 @@ impl Engine {
     }
 
     /// Run a persistent query: its view, its topic, its sink.
-    pub(super) async fn create_persistent(&self, p: Persistent) -> Result<Output> {
+    pub(super) async fn create_persistent(&self, mut p: Persistent) -> Result<Output> {
         if p.insert {
             return self.insert_query(p).await;
+        }
+        if p.table {
+            drop_null_keys(&mut p.query);
         }
         let tag = match p.table {
             true => "CREATE TABLE",
@@ -411,4 +414,38 @@ impl Engine {
         }
         self.drop_object(o, cascade)
     }
+}
+
+/// ksqlDB's table aggregates drop a row whose GROUP BY key is NULL (SQL
+/// groups such rows under a NULL key; a record key cannot be NULL): the
+/// query's WHERE gains `key IS NOT NULL` for each GROUP BY expression
+/// (the window's bounds are never NULL).
+fn drop_null_keys(q: &mut Query) {
+    use datafusion::sql::sqlparser::ast::BinaryOperator;
+    let SetExpr::Select(select) = q.body.as_mut() else {
+        return;
+    };
+    let GroupByExpr::Expressions(exprs, _) = &select.group_by else {
+        return;
+    };
+    let window = |e: &Expr| {
+        matches!(e, Expr::Identifier(i) if i.quote_style.is_none()
+            && matches!(i.value.to_ascii_lowercase().as_str(), "window_start" | "window_end"))
+    };
+    let mut conjuncts: Vec<Expr> = exprs
+        .iter()
+        .filter(|e| !window(e))
+        .map(|e| Expr::IsNotNull(Box::new(e.clone())))
+        .collect();
+    if conjuncts.is_empty() {
+        return;
+    }
+    if let Some(w) = select.selection.take() {
+        conjuncts.insert(0, Expr::Nested(Box::new(w)));
+    }
+    select.selection = conjuncts.into_iter().reduce(|a, b| Expr::BinaryOp {
+        left: Box::new(a),
+        op: BinaryOperator::And,
+        right: Box::new(b),
+    });
 }
