@@ -134,3 +134,87 @@ async fn windowed_state_stays_bounded_over_simulated_days() {
     drop(engine);
     log.close().expect("close");
 }
+
+/// Two streams joined WITHIN a window of their record times: the join
+/// forgets rows the window has passed, so its state stays that of the
+/// last minutes, while its result equals the batch join over both streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windowed_join_state_stays_bounded() {
+    const EVENTS: u64 = 40_000;
+    // Two days: an order every 4.32 s, its shipment 0–90 s later (some
+    // outside the 1-minute window), keys reused every 500 orders.
+    const STEP_MS: i64 = 4_320;
+    const START_MS: i64 = 1_704_067_200_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = Log::open(dir.path(), LogOptions::default()).expect("open log");
+    let engine = Engine::open(Arc::clone(&log)).await.expect("engine");
+    run(
+        &engine,
+        "CREATE STREAM orders (id VARCHAR KEY, item INT) WITH (KAFKA_TOPIC = 'orders', \
+         VALUE_FORMAT = 'JSON', PARTITIONS = 1); \
+         CREATE STREAM shipments (oid VARCHAR KEY, carrier INT) WITH (KAFKA_TOPIC = 'shipments', \
+         VALUE_FORMAT = 'JSON', PARTITIONS = 1); \
+         CREATE STREAM shipped AS SELECT o.id, o.item, s.carrier FROM orders o \
+         JOIN shipments s WITHIN 1 MINUTE GRACE PERIOD 1 MINUTE ON o.id = s.oid",
+    )
+    .await;
+    let orders = log.partition("orders", 0).expect("partition");
+    let shipments = log.partition("shipments", 0).expect("partition");
+    let mut most_state = 0u64;
+    let chunk = 2_000;
+    for from in (0..EVENTS).step_by(chunk as usize) {
+        let mut o = Vec::new();
+        let mut s = Vec::new();
+        for i in from..from + chunk {
+            let t = START_MS + i as i64 * STEP_MS;
+            let key = Some(Bytes::from(format!("o{}", i % 500)));
+            o.push(NewRecord {
+                key: key.clone(),
+                value: Some(Bytes::from(format!(r#"{{"item":{i}}}"#))),
+                timestamp: t,
+                headers: vec![],
+            });
+            s.push(NewRecord {
+                key,
+                value: Some(Bytes::from(format!(r#"{{"carrier":{}}}"#, i % 7))),
+                timestamp: t + ((i * 7919) % 90_000) as i64,
+                headers: vec![],
+            });
+        }
+        orders
+            .append(encode(&o).expect("encode"), Durability::Os)
+            .expect("append");
+        shipments
+            .append(encode(&s).expect("encode"), Durability::Os)
+            .expect("append");
+        engine.tick().await.expect("tick");
+        let state = rows(
+            &run(
+                &engine,
+                "SELECT state_rows FROM eddy_catalog.dataflow_operators \
+                 WHERE dataflow = 'shipped' AND operator LIKE '%join'",
+            )
+            .await,
+        );
+        let state: u64 = state[0].parse().expect("a count");
+        most_state = most_state.max(state);
+    }
+    // A chunk spans 2.4 hours; the window and grace keep ~3 minutes.
+    assert!(
+        most_state <= 2 * chunk,
+        "the join held {most_state} rows; the window needs far fewer"
+    );
+    let got = rows(&run(&engine, "SELECT count(*) FROM shipped").await);
+    let want = rows(
+        &run(
+            &engine,
+            "SELECT count(*) FROM orders o JOIN shipments s ON o.id = s.oid \
+             AND s.rowtime BETWEEN o.rowtime - INTERVAL '1 minute' AND o.rowtime + INTERVAL '1 minute'",
+        )
+        .await,
+    );
+    assert!(want[0].parse::<u64>().expect("a count") > EVENTS / 2);
+    assert_eq!(got, want, "the windowed join against the batch join");
+    drop(engine);
+    log.close().expect("close");
+}

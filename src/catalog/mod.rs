@@ -76,6 +76,9 @@ pub enum Object {
         /// PERIOD, EMIT FINAL).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         window: Option<crate::dataflow::aggregate::WindowClose>,
+        /// A stream-stream join's WITHIN window (its state trimmed by it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        within: Option<crate::dataflow::join::JoinWindow>,
     },
     /// Changes of a table or materialized view written into a topic.
     Sink {

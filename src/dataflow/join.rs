@@ -100,6 +100,32 @@ struct Side {
 /// One side's change of a tick, grouped by key.
 type Changes = Vec<(RowBytes, i64)>;
 
+/// ksqlDB's stream-stream join window (`WITHIN before, after [GRACE
+/// PERIOD g]`), in microseconds: a left row at `t` meets right rows in
+/// `[t - before, t + after]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JoinWindow {
+    pub before_us: i64,
+    pub after_us: i64,
+    pub grace_us: i64,
+}
+
+/// A windowed join's trimming: each side's rows by time, forgotten once
+/// the watermark has passed the last time a row of the other side could
+/// still meet them (plus grace).
+struct Trim {
+    window: JoinWindow,
+    /// The record-time column of each side.
+    left_time: usize,
+    right_time: usize,
+    mark: Option<i64>,
+    left: std::collections::BTreeSet<(i64, RowBytes, RowBytes)>,
+    right: std::collections::BTreeSet<(i64, RowBytes, RowBytes)>,
+}
+
+/// (time, key, row) of a side's inserted rows.
+type Timed = Vec<(i64, RowBytes, RowBytes)>;
+
 pub struct Join {
     left: Side,
     right: Side,
@@ -117,6 +143,8 @@ pub struct Join {
     /// is then; the right side's changes emit nothing and the left side is
     /// not kept (ksqlDB's stream-table join).
     lookup: bool,
+    /// Two streams joined within a window of their record times.
+    trim: Option<Trim>,
 }
 
 type OutRow = (Option<RowBytes>, Option<RowBytes>, i64);
@@ -127,6 +155,98 @@ impl Join {
     pub fn lookup(mut self) -> Join {
         self.lookup = true;
         self
+    }
+
+    /// Forget rows the window has passed: columns `left_time` and
+    /// `right_time` are the sides' record times.
+    pub fn windowed(mut self, window: JoinWindow, left_time: usize, right_time: usize) -> Join {
+        self.trim = Some(Trim {
+            window,
+            left_time,
+            right_time,
+            mark: None,
+            left: Default::default(),
+            right: Default::default(),
+        });
+        self
+    }
+
+    /// The inserted rows of `delta` (a side) with their times and keys.
+    fn timed(&self, side: &Side, delta: &Delta, time: usize) -> Result<Timed> {
+        use datafusion::arrow::array::AsArray;
+        use datafusion::arrow::datatypes::{Int64Type, TimeUnit};
+        if delta.is_empty() {
+            return Ok(vec![]);
+        }
+        let n = delta.len();
+        let rows = side.codec.encode(delta.batch.columns())?;
+        let mut key_cols: Vec<ArrayRef> = Vec::with_capacity(side.keys.len());
+        for (k, t) in side.keys.iter().zip(&self.key_types) {
+            let a = k.evaluate(&delta.batch)?.into_array(n)?;
+            key_cols.push(if a.data_type() == t { a } else { cast(&a, t)? });
+        }
+        let keys = match key_cols.is_empty() {
+            true => None,
+            false => Some(self.key_codec.encode(&key_cols)?),
+        };
+        let times = cast(
+            &cast(
+                delta.batch.column(time),
+                &DataType::Timestamp(TimeUnit::Microsecond, None),
+            )?,
+            &DataType::Int64,
+        )?;
+        let times = times.as_primitive::<Int64Type>();
+        let mut out = Vec::new();
+        for (i, d) in delta.diffs.iter().enumerate() {
+            if *d <= 0 || times.is_null(i) || key_cols.iter().any(|c| c.is_null(i)) {
+                continue;
+            }
+            let key: RowBytes = match &keys {
+                Some(k) => k.row(i).into(),
+                None => Box::new([]),
+            };
+            out.push((times.value(i), key, rows.row(i).into()));
+        }
+        Ok(out)
+    }
+
+    /// Record this step's rows and forget those the window has passed.
+    fn trim(&mut self, left: Timed, right: Timed) {
+        let Some(t) = self.trim.as_mut() else {
+            return;
+        };
+        t.left.extend(left);
+        t.right.extend(right);
+        let Some(mark) = t.mark else {
+            return;
+        };
+        let w = t.window;
+        // A left row at tl meets right rows up to tl + after; a right row
+        // at tr meets left rows from tr - after … tr + before.
+        let passed =
+            |time: i64, reach: i64| time.saturating_add(reach).saturating_add(w.grace_us) < mark;
+        for (set, side, reach) in [
+            (&mut t.left, &mut self.left, w.after_us),
+            (&mut t.right, &mut self.right, w.before_us),
+        ] {
+            while let Some((time, _, _)) = set.first() {
+                if !passed(*time, reach) {
+                    break;
+                }
+                let Some((_, key, row)) = set.pop_first() else {
+                    break;
+                };
+                let count = side
+                    .state
+                    .get(&key)
+                    .and_then(|b| b.rows.get(&row).copied())
+                    .unwrap_or(0);
+                if count > 0 {
+                    apply(side, &key, &vec![(row, -count)]);
+                }
+            }
+        }
     }
 
     /// A lookup join's step: the table's changes first, then each stream
@@ -231,6 +351,7 @@ impl Join {
             schema,
             counts: Counts::default(),
             lookup: false,
+            trim: None,
         })
     }
 
@@ -569,7 +690,15 @@ impl Operator for Join {
             ));
         };
         self.counts.rows_in += (dl.len() + dr.len()) as u64;
+        let timed = match &self.trim {
+            Some(t) => (
+                self.timed(&self.left, &dl, t.left_time)?,
+                self.timed(&self.right, &dr, t.right_time)?,
+            ),
+            None => (vec![], vec![]),
+        };
         if dl.is_empty() && dr.is_empty() {
+            self.trim(timed.0, timed.1);
             return Ok(Delta::empty(self.schema()));
         }
         let mut groups: AHashMap<RowBytes, (Changes, Changes)> = AHashMap::new();
@@ -649,9 +778,18 @@ impl Operator for Join {
                 _ => {}
             }
         }
+        self.trim(timed.0, timed.1);
         let delta = self.build(out)?;
         self.counts.rows_out += delta.len() as u64;
         Ok(delta)
+    }
+
+    fn advance(&mut self, inputs: &[Option<i64>]) {
+        if let Some(t) = self.trim.as_mut()
+            && let Some(m) = super::least(inputs)
+        {
+            t.mark = Some(t.mark.map_or(m, |old| old.max(m)));
+        }
     }
 
     fn stats(&self, out: &mut Vec<OperatorStats>) {
@@ -667,12 +805,39 @@ impl Operator for Join {
         w.tag("join");
         self.left.save(w);
         self.right.save(w);
+        if let Some(t) = &self.trim {
+            w.tag("join window");
+            w.bool(t.mark.is_some());
+            w.i64(t.mark.unwrap_or(0));
+            for set in [&t.left, &t.right] {
+                w.u64(set.len() as u64);
+                for (time, key, row) in set {
+                    w.i64(*time);
+                    w.bytes(key);
+                    w.bytes(row);
+                }
+            }
+        }
     }
 
     fn restore(&mut self, r: &mut Reader<'_>) -> Result<()> {
         r.tag("join")?;
         self.left.restore(r)?;
         self.right.restore(r)?;
+        if let Some(t) = self.trim.as_mut() {
+            r.tag("join window")?;
+            let known = r.bool()?;
+            let mark = r.i64()?;
+            t.mark = known.then_some(mark);
+            for set in [&mut t.left, &mut t.right] {
+                set.clear();
+                for _ in 0..r.len(24)? {
+                    let time = r.i64()?;
+                    let key: RowBytes = r.bytes()?.into();
+                    set.insert((time, key, r.bytes()?.into()));
+                }
+            }
+        }
         Ok(())
     }
 }

@@ -22,7 +22,7 @@ use datafusion::physical_planner::create_aggregate_expr_and_maybe_filter;
 use super::accumulate::AccumulatorFactory;
 use super::aggregate::{Aggregate, AggregateSpec, WindowClose};
 use super::distinct::{Constant, Distinct};
-use super::join::Join;
+use super::join::{Join, JoinWindow};
 use super::map::Map;
 use super::session::{SESSION_UDF, SessionAggregate};
 use super::source::{ChangesSource, LateRule, StreamSource};
@@ -216,6 +216,9 @@ pub struct ViewOptions {
     /// (ksqlDB's stream-table join); later changes of the table do not
     /// revise the rows already joined, and the stream is not kept.
     pub lookup_joins: bool,
+    /// ksqlDB's stream-stream join window: a join of two streams over
+    /// `rowtime` forgets the rows the window has passed.
+    pub within: Option<JoinWindow>,
 }
 
 pub struct Lowering<'a> {
@@ -231,6 +234,8 @@ pub struct Lowering<'a> {
     hop_copy: i64,
     /// Stream-table joins look up the table (`ViewOptions::lookup_joins`).
     pub lookup_joins: bool,
+    /// Stream-stream joins forget rows past this window.
+    pub within: Option<JoinWindow>,
     /// Leaves lowered so far: streams, and tables or views.
     stream_leaves: usize,
     change_leaves: usize,
@@ -245,6 +250,7 @@ impl<'a> Lowering<'a> {
             window: None,
             hop_copy: 0,
             lookup_joins: false,
+            within: None,
             stream_leaves: 0,
             change_leaves: 0,
         }
@@ -638,6 +644,21 @@ impl<'a> Lowering<'a> {
                     out_schema,
                 )?;
                 let join = if lookup { join.lookup() } else { join };
+                // Two streams joined WITHIN a window of their record times.
+                let streams = mid.0 > leaves.0
+                    && mid.1 == leaves.1
+                    && self.stream_leaves > mid.0
+                    && self.change_leaves == mid.1;
+                let join = match (self.within, streams) {
+                    (Some(w), true) => {
+                        let at = |s: &SchemaRef| s.index_of("rowtime").ok();
+                        match (at(&left.schema()), at(&right.schema())) {
+                            (Some(l), Some(r)) => join.windowed(w, l, r),
+                            _ => join,
+                        }
+                    }
+                    _ => join,
+                };
                 Ok(Flow::new(join, vec![left, right]))
             }
             LogicalPlan::Union(u) => {

@@ -1075,6 +1075,7 @@ fn lower_view(st: &mut State, name: &str, low: &Low<'_>) -> Result<ViewState, Da
     let mut lowering = Lowering::new(low.session, &mut resolver);
     lowering.window = low.options.window;
     lowering.lookup_joins = low.options.lookup_joins;
+    lowering.within = low.options.within;
     let root = lowering.lower(plan)?;
     let mut inputs = lowering.inputs;
     inputs.sort();

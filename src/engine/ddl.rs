@@ -329,7 +329,8 @@ impl Engine {
             Ddl::CreatePersistent(p) => self.create_persistent(*p).await,
             Ddl::SelectInto(q) => self.select_into(*q).await,
             Ddl::CreateView(v, text, window) if v.materialized => {
-                self.create_materialized_view(*v, text, None, window).await
+                self.create_materialized_view(*v, text, None, window, None)
+                    .await
             }
             Ddl::CreateView(v, text, _) => self.create_view(*v, text).await,
         }
@@ -426,6 +427,7 @@ impl Engine {
         text: String,
         ksql: Option<crate::catalog::Ksql>,
         window: Option<WindowClose>,
+        within: Option<crate::dataflow::join::JoinWindow>,
     ) -> Result<Output> {
         let name = names::object(&v.name);
         let existing = self.lock()?.get(&name).cloned();
@@ -451,6 +453,7 @@ impl Engine {
         let options = crate::dataflow::lower::ViewOptions {
             window,
             lookup_joins: ksql.is_some(),
+            within,
         };
         if let Err(e) = self.install_view(&name, &query, true, options).await {
             let _ = self.dataflows.remove(&name);
@@ -465,6 +468,7 @@ impl Engine {
             sql: text,
             ksql,
             window,
+            within,
         })?;
         self.dataflows.set_version(&name, version)?;
         Ok(Output::Command("CREATE MATERIALIZED VIEW".into(), None))

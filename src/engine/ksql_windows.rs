@@ -189,6 +189,23 @@ pub fn within(q: &mut Query, before: &str, after: &str) -> Result<()> {
     }
 }
 
+/// A WITHIN clause's lengths (grace: 24 hours when not said, as for
+/// windows).
+pub fn join_window(
+    before: &str,
+    after: &str,
+    grace: Option<&str>,
+) -> Result<crate::dataflow::join::JoinWindow> {
+    Ok(crate::dataflow::join::JoinWindow {
+        before_us: micros(before)?,
+        after_us: micros(after)?,
+        grace_us: match grace {
+            Some(g) => micros(g)?,
+            None => DEFAULT_GRACE_US,
+        },
+    })
+}
+
 /// A length (`30 seconds`) in microseconds; months have no fixed length.
 fn micros(length: &str) -> Result<i64> {
     let i = crate::types::input::parse_interval(length)

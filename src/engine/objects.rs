@@ -142,11 +142,13 @@ impl Engine {
                         query,
                         window,
                         ksql,
+                        within,
                         ..
                     } => {
                         let options = ViewOptions {
                             window: *window,
                             lookup_joins: ksql.is_some(),
+                            within: *within,
                         };
                         engine.install_view(name, query, false, options).await
                     }

@@ -115,7 +115,7 @@ impl Engine {
             topic: topic.clone(),
             insert: false,
         };
-        self.create_materialized_view(v, p.sql.clone(), Some(ksql), p.window)
+        self.create_materialized_view(v, p.sql.clone(), Some(ksql), p.window, p.within)
             .await?;
         let started = async {
             let schema = self
@@ -217,7 +217,7 @@ impl Engine {
             topic: topic.clone(),
             insert: true,
         };
-        self.create_materialized_view(v, p.sql.clone(), Some(ksql), None)
+        self.create_materialized_view(v, p.sql.clone(), Some(ksql), None, None)
             .await?;
         let started = async {
             let schema = self

@@ -198,6 +198,8 @@ pub struct Persistent {
     /// ksqlDB's `INSERT INTO name SELECT … EMIT CHANGES`: the query's rows
     /// go on into existing stream `name`.
     pub insert: bool,
+    /// A stream-stream join's WITHIN window.
+    pub within: Option<crate::dataflow::join::JoinWindow>,
 }
 
 /// Statements about roles and privileges, kept as parsed; `access.rs`
@@ -504,6 +506,7 @@ pub(super) fn persistent_table(
         partition_by: None,
         window: None,
         insert: false,
+        within: None,
     })
 }
 
@@ -678,6 +681,7 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
                     partition_by: None,
                     window: None,
                     insert: false,
+                    within: None,
                 })))
             }
         } else if word_is(&t0, "create")
@@ -975,9 +979,18 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
             stmt = with_window(stmt, w, emit_final)?;
         }
         if let Some(pos) = found.iter().position(|e| matches!(e, Emit::Within { .. })) {
-            let Emit::Within { before, after } = found.remove(pos) else {
+            let Emit::Within {
+                before,
+                after,
+                grace,
+            } = found.remove(pos)
+            else {
                 unreachable!("found a WITHIN")
             };
+            let join_window = super::ksql_windows::join_window(before, after, grace.as_deref())?;
+            if let Statement::Ddl(Ddl::CreatePersistent(p)) = &mut stmt {
+                p.within = Some(join_window);
+            }
             let query = match &mut stmt {
                 Statement::Query(s, _) => match s.as_mut() {
                     SqlStatement::Query(q) => Some(q.as_mut()),
@@ -1121,10 +1134,12 @@ enum Emit {
     DeleteTopic,
     /// `WINDOW TUMBLING|HOPPING (…)` after FROM.
     Window(super::ksql_windows::Window),
-    /// ksqlDB's `WITHIN before[, after]` of a stream-stream join.
+    /// ksqlDB's `WITHIN before[, after] [GRACE PERIOD g]` of a
+    /// stream-stream join.
     Within {
         before: String,
         after: String,
+        grace: Option<String>,
     },
     /// RisingWave's `EMIT ON WINDOW CLOSE` closing a CREATE MATERIALIZED
     /// VIEW.
@@ -1329,6 +1344,7 @@ fn blank_emits(sql: &str) -> Result<Blanked> {
                 };
                 (l.clone(), l, n + 3)
             };
+        let mut grace = None;
         if words
             .get(next)
             .is_some_and(|&g| word_is(&tokens[g].token, "grace"))
@@ -1337,6 +1353,7 @@ fn blank_emits(sql: &str) -> Result<Blanked> {
                 .is_some_and(|&p| word_is(&tokens[p].token, "period"))
             && len_at(next + 2).is_some()
         {
+            grace = len_at(next + 2);
             next += 4;
         }
         let Some(&on) = words.get(next) else {
@@ -1348,7 +1365,14 @@ fn blank_emits(sql: &str) -> Result<Blanked> {
         let from = slicer.offset(tokens[w].span.start);
         let to = slicer.offset(tokens[words[next - 1]].span.end);
         text.replace_range(from..to, &" ".repeat(to - from));
-        emits.push((from, Emit::Within { before, after }));
+        emits.push((
+            from,
+            Emit::Within {
+                before,
+                after,
+                grace,
+            },
+        ));
     }
     // RisingWave's EMIT ON WINDOW CLOSE, closing a statement.
     for (n, &w) in words.iter().enumerate() {
@@ -1574,6 +1598,7 @@ fn emit_changes(stmt: Statement) -> Result<Statement> {
                     partition_by: None,
                     window: None,
                     insert: true,
+                    within: None,
                 },
             ))))
         }
