@@ -137,7 +137,8 @@ async fn windowed_state_stays_bounded_over_simulated_days() {
 
 /// Two streams joined WITHIN a window of their record times: the join
 /// forgets rows the window has passed, so its state stays that of the
-/// last minutes, while its result equals the batch join over both streams.
+/// last minutes, while its result equals the batch join over both streams
+/// (also across a restart restoring the join from a checkpoint).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn windowed_join_state_stays_bounded() {
     const EVENTS: u64 = 40_000;
@@ -146,8 +147,8 @@ async fn windowed_join_state_stays_bounded() {
     const STEP_MS: i64 = 4_320;
     const START_MS: i64 = 1_704_067_200_000;
     let dir = tempfile::tempdir().expect("tempdir");
-    let log = Log::open(dir.path(), LogOptions::default()).expect("open log");
-    let engine = Engine::open(Arc::clone(&log)).await.expect("engine");
+    let mut log = Log::open(dir.path(), LogOptions::default()).expect("open log");
+    let mut engine = Engine::open(Arc::clone(&log)).await.expect("engine");
     run(
         &engine,
         "CREATE STREAM orders (id VARCHAR KEY, item INT) WITH (KAFKA_TOPIC = 'orders', \
@@ -158,11 +159,19 @@ async fn windowed_join_state_stays_bounded() {
          JOIN shipments s WITHIN 1 MINUTE GRACE PERIOD 1 MINUTE ON o.id = s.oid",
     )
     .await;
-    let orders = log.partition("orders", 0).expect("partition");
-    let shipments = log.partition("shipments", 0).expect("partition");
     let mut most_state = 0u64;
     let chunk = 2_000;
     for from in (0..EVENTS).step_by(chunk as usize) {
+        if from == EVENTS / 2 {
+            engine.checkpoint().expect("checkpoint").expect("written");
+            drop(engine);
+            log.close().expect("close");
+            log = Log::open(dir.path(), LogOptions::default()).expect("reopen log");
+            engine = Engine::open(Arc::clone(&log)).await.expect("engine");
+            assert!(engine.restored().contains(&"shipped".to_string()));
+        }
+        let orders = log.partition("orders", 0).expect("partition");
+        let shipments = log.partition("shipments", 0).expect("partition");
         let mut o = Vec::new();
         let mut s = Vec::new();
         for i in from..from + chunk {
