@@ -11,7 +11,9 @@
 //!   slide`, glued with UNION ALL.
 //!
 //! The size and slide must be interval literals (they fix the shape of
-//! the rewrite).
+//! the rewrite). A last interval argument, as in RisingWave, moves the
+//! windows that far from the epoch's (`TUMBLE(t, ts, INTERVAL '1 hour',
+//! INTERVAL '15 minutes')`: hours from a quarter past).
 
 use datafusion::sql::sqlparser::ast::{self, FunctionArg, FunctionArgExpr, TableFactor};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
@@ -42,9 +44,10 @@ pub fn invalid_call(stmt: &ast::Statement) -> Option<String> {
                 )
             {
                 self.0 = Some(format!(
-                    "{t}: TUMBLE takes (table, time column, size) and HOP (table, time \
-                     column, slide, size), with interval literals for a HOP, whose size \
-                     must be a whole number of slides (at most {MAX_HOPS}) and hold no months"
+                    "{t}: TUMBLE takes (table, time column, size[, offset]) and HOP (table, \
+                     time column, slide, size[, offset]), with interval literals for a HOP \
+                     and an offset, a HOP's size a whole number of slides (at most \
+                     {MAX_HOPS}) and holding no months"
                 ));
                 return ControlFlow::Break(());
             }
@@ -76,8 +79,19 @@ pub fn expand(t: &mut TableFactor) -> bool {
             _ => None,
         })
         .collect();
-    let sql = match (func.as_str(), args.as_slice()) {
-        ("tumble", [table, ts, size]) => window_select(table, ts, size, size, 0),
+    // RisingWave's optional last argument, the windows' offset from the
+    // epoch: `TUMBLE(t, ts, size, offset)`, `HOP(t, ts, slide, size,
+    // offset)`.
+    let (args, offset) = match (func.as_str(), args.as_slice()) {
+        ("tumble", [rest @ .., offset]) if rest.len() == 3 => (rest, Some(offset.as_str())),
+        ("hop", [rest @ .., offset]) if rest.len() == 4 => (rest, Some(offset.as_str())),
+        (_, all) => (all, None),
+    };
+    if offset.is_some_and(|o| nanos(o).is_none()) {
+        return false;
+    }
+    let sql = match (func.as_str(), args) {
+        ("tumble", [table, ts, size]) => window_select(table, ts, size, size, 0, offset),
         ("hop", [table, ts, slide, size]) => {
             let (Some(slide_ns), Some(size_ns)) = (nanos(slide), nanos(size)) else {
                 return false;
@@ -86,7 +100,7 @@ pub fn expand(t: &mut TableFactor) -> bool {
                 return false;
             }
             (0..size_ns / slide_ns)
-                .map(|i| window_select(table, ts, slide, size, i))
+                .map(|i| window_select(table, ts, slide, size, i, offset))
                 .collect::<Vec<_>>()
                 .join(" UNION ALL ")
         }
@@ -119,9 +133,20 @@ pub fn expand(t: &mut TableFactor) -> bool {
 }
 
 /// The rows of `table` with the window that starts `back` slides before
-/// the one `ts` falls in (slides of `slide`, windows of `size`).
-fn window_select(table: &str, ts: &str, slide: &str, size: &str, back: i64) -> String {
-    let mut start = format!("date_bin({slide}, {ts})");
+/// the one `ts` falls in (slides of `slide`, windows of `size`, starting
+/// `offset` after the epoch's).
+fn window_select(
+    table: &str,
+    ts: &str,
+    slide: &str,
+    size: &str,
+    back: i64,
+    offset: Option<&str>,
+) -> String {
+    let mut start = match offset {
+        None => format!("date_bin({slide}, {ts})"),
+        Some(o) => format!("date_bin({slide}, {ts}, TIMESTAMP '1970-01-01 00:00:00' + {o})"),
+    };
     for _ in 0..back {
         start = format!("{start} - {slide}");
     }
