@@ -89,6 +89,44 @@ struct Group {
 /// A group's output row, or the error computing it.
 type Output = std::result::Result<Vec<ScalarValue>, super::RowError>;
 
+/// Per aggregate: its arguments, FILTER mask and argument encoding.
+pub(super) type Arguments = (
+    Vec<Vec<ArrayRef>>,
+    Vec<Option<BooleanArray>>,
+    Vec<Option<Encoded>>,
+);
+
+/// The aggregates' arguments, FILTER masks and encodings over `batch`
+/// (also the session operator's).
+pub(super) fn arguments(aggs: &[AggregateSpec], batch: &RecordBatch) -> Result<Arguments> {
+    let n = batch.num_rows();
+    let mut args: Vec<Vec<ArrayRef>> = Vec::with_capacity(aggs.len());
+    let mut filters: Vec<Option<BooleanArray>> = Vec::with_capacity(aggs.len());
+    let mut encoded = Vec::with_capacity(aggs.len());
+    for spec in aggs {
+        let a = spec
+            .args
+            .iter()
+            .map(|e| e.evaluate(batch)?.into_array(n))
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        encoded.push(spec.factory.encode(&a)?);
+        args.push(a);
+        filters.push(match &spec.filter {
+            None => None,
+            Some(f) => {
+                let m = f.evaluate(batch)?.into_array(n)?;
+                Some(
+                    m.as_any()
+                        .downcast_ref::<BooleanArray>()
+                        .ok_or_else(|| DataflowError::Other("FILTER is not boolean".into()))?
+                        .clone(),
+                )
+            }
+        });
+    }
+    Ok((args, filters, encoded))
+}
+
 /// What [`Aggregate::evaluate`] gives for a batch.
 type Evaluated = (
     Option<Encoded>,
@@ -251,30 +289,7 @@ impl Aggregate {
                 .collect::<datafusion::error::Result<Vec<_>>>()?;
             Some(self.key_codec.encode(&cols)?)
         };
-        let mut args: Vec<Vec<ArrayRef>> = Vec::with_capacity(self.aggs.len());
-        let mut filters: Vec<Option<BooleanArray>> = Vec::with_capacity(self.aggs.len());
-        let mut encoded = Vec::with_capacity(self.aggs.len());
-        for spec in &self.aggs {
-            let a = spec
-                .args
-                .iter()
-                .map(|e| e.evaluate(batch)?.into_array(n))
-                .collect::<datafusion::error::Result<Vec<_>>>()?;
-            encoded.push(spec.factory.encode(&a)?);
-            args.push(a);
-            filters.push(match &spec.filter {
-                None => None,
-                Some(f) => {
-                    let m = f.evaluate(batch)?.into_array(n)?;
-                    Some(
-                        m.as_any()
-                            .downcast_ref::<BooleanArray>()
-                            .ok_or_else(|| DataflowError::Other("FILTER is not boolean".into()))?
-                            .clone(),
-                    )
-                }
-            });
-        }
+        let (args, filters, encoded) = arguments(&self.aggs, batch)?;
         Ok((key_rows, args, filters, encoded))
     }
 

@@ -171,15 +171,14 @@ impl Join {
         self
     }
 
-    /// The inserted rows of `delta` (a side) with their times and keys.
-    fn timed(&self, side: &Side, delta: &Delta, time: usize) -> Result<Timed> {
-        use datafusion::arrow::array::AsArray;
-        use datafusion::arrow::datatypes::{Int64Type, TimeUnit};
-        if delta.is_empty() {
-            return Ok(vec![]);
-        }
+    /// A side's join-key columns over `delta` (cast to the key types) and
+    /// their encoding (None without keys: a cross join).
+    fn key_columns(
+        &self,
+        side: &Side,
+        delta: &Delta,
+    ) -> Result<(Vec<ArrayRef>, Option<super::rows::Encoded>)> {
         let n = delta.len();
-        let rows = side.codec.encode(delta.batch.columns())?;
         let mut key_cols: Vec<ArrayRef> = Vec::with_capacity(side.keys.len());
         for (k, t) in side.keys.iter().zip(&self.key_types) {
             let a = k.evaluate(&delta.batch)?.into_array(n)?;
@@ -189,6 +188,18 @@ impl Join {
             true => None,
             false => Some(self.key_codec.encode(&key_cols)?),
         };
+        Ok((key_cols, keys))
+    }
+
+    /// The inserted rows of `delta` (a side) with their times and keys.
+    fn timed(&self, side: &Side, delta: &Delta, time: usize) -> Result<Timed> {
+        use datafusion::arrow::array::AsArray;
+        use datafusion::arrow::datatypes::{Int64Type, TimeUnit};
+        if delta.is_empty() {
+            return Ok(vec![]);
+        }
+        let rows = side.codec.encode(delta.batch.columns())?;
+        let (key_cols, keys) = self.key_columns(side, delta)?;
         let times = cast(
             &cast(
                 delta.batch.column(time),
@@ -368,18 +379,8 @@ impl Join {
         if delta.is_empty() {
             return Ok(());
         }
-        let n = delta.len();
         let rows = side.codec.encode(delta.batch.columns())?;
-        let mut key_cols: Vec<ArrayRef> = Vec::with_capacity(side.keys.len());
-        for (k, t) in side.keys.iter().zip(&self.key_types) {
-            let a = k.evaluate(&delta.batch)?.into_array(n)?;
-            key_cols.push(if a.data_type() == t { a } else { cast(&a, t)? });
-        }
-        let keys = if key_cols.is_empty() {
-            None
-        } else {
-            Some(self.key_codec.encode(&key_cols)?)
-        };
+        let (key_cols, keys) = self.key_columns(side, delta)?;
         for (i, d) in delta.diffs.iter().enumerate() {
             let row: RowBytes = rows.row(i).into();
             if !self.nulls_equal && key_cols.iter().any(|c| c.is_null(i)) {

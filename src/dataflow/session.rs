@@ -29,7 +29,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef, TimeUnit};
 use datafusion::error::Result as DfResult;
@@ -40,7 +40,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::scalar::ScalarValue;
 
 use super::accumulate::Accumulator;
-use super::aggregate::{AggregateSpec, WindowClose};
+use super::aggregate::{AggregateSpec, Arguments, WindowClose};
 use super::checkpoint::{Reader, Writer};
 use super::rows::{Codec, RowBytes, state_bytes};
 use super::{Counts, DataflowError, Delta, Operator, OperatorStats, Result, StepContext, batch_of};
@@ -115,13 +115,6 @@ pub struct SessionAggregate {
     counts: Counts,
 }
 
-/// The aggregates' arguments, FILTER masks and encodings over a batch.
-type Arguments = (
-    Vec<Vec<ArrayRef>>,
-    Vec<Option<BooleanArray>>,
-    Vec<Option<super::rows::Encoded>>,
-);
-
 /// An output row: the key's bytes, the session's bounds, its values.
 type Out = (RowBytes, i64, i64, Vec<ScalarValue>, i64);
 
@@ -178,31 +171,7 @@ impl SessionAggregate {
 
     /// Evaluate the aggregates' arguments, FILTERs and encodings over `batch`.
     fn arguments(&self, batch: &RecordBatch) -> Result<Arguments> {
-        let n = batch.num_rows();
-        let mut args = Vec::with_capacity(self.aggs.len());
-        let mut filters = Vec::with_capacity(self.aggs.len());
-        let mut encoded = Vec::with_capacity(self.aggs.len());
-        for spec in &self.aggs {
-            let a = spec
-                .args
-                .iter()
-                .map(|e| e.evaluate(batch)?.into_array(n))
-                .collect::<datafusion::error::Result<Vec<_>>>()?;
-            encoded.push(spec.factory.encode(&a)?);
-            args.push(a);
-            filters.push(match &spec.filter {
-                None => None,
-                Some(f) => Some(
-                    f.evaluate(batch)?
-                        .into_array(n)?
-                        .as_any()
-                        .downcast_ref::<BooleanArray>()
-                        .ok_or_else(|| DataflowError::Other("FILTER is not boolean".into()))?
-                        .clone(),
-                ),
-            });
-        }
-        Ok((args, filters, encoded))
+        super::aggregate::arguments(&self.aggs, batch)
     }
 
     /// Apply rows `rows` of `batch` (evaluated as `arguments` gives) to

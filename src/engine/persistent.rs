@@ -14,8 +14,8 @@
 
 use datafusion::common::TableReference;
 use datafusion::sql::sqlparser::ast::{
-    CreateTable, Expr, GroupByExpr, ObjectName, Query, SetExpr, Statement as SqlStatement,
-    visit_relations,
+    CreateTable, CreateView, Expr, GroupByExpr, ObjectName, Query, SetExpr,
+    Statement as SqlStatement, visit_relations,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -97,18 +97,7 @@ impl Engine {
             Some(column) => vec![column.clone()],
             None => self.persistent_key(&p.query, p.table)?,
         };
-        let view = format!(
-            "CREATE MATERIALIZED VIEW {} AS {}",
-            names::quoted(&p.name),
-            p.query
-        );
-        let v = match Parser::parse_sql(&PostgreSqlDialect {}, &view)
-            .map_err(|e| EngineError::Syntax(e.to_string()))?
-            .pop()
-        {
-            Some(SqlStatement::CreateView(v)) => v,
-            _ => return Err(EngineError::Invalid(format!("not a view: {view}"))),
-        };
+        let v = materialized_view(&p.name, &p.query)?;
         let ksql = Ksql {
             table: p.table,
             sink: sink.clone(),
@@ -199,18 +188,7 @@ impl Engine {
             })
             .unwrap_or_default();
         let view_name = format!("{sink}_rows");
-        let view = format!(
-            "CREATE MATERIALIZED VIEW {} AS {}",
-            names::quoted(&view_name),
-            p.query
-        );
-        let v = match Parser::parse_sql(&PostgreSqlDialect {}, &view)
-            .map_err(|e| EngineError::Syntax(e.to_string()))?
-            .pop()
-        {
-            Some(SqlStatement::CreateView(v)) => v,
-            _ => return Err(EngineError::Invalid(format!("not a view: {view}"))),
-        };
+        let v = materialized_view(&view_name, &p.query)?;
         let ksql = Ksql {
             table: false,
             sink: sink.clone(),
@@ -448,4 +426,20 @@ fn drop_null_keys(q: &mut Query) {
         op: BinaryOperator::And,
         right: Box::new(b),
     });
+}
+
+/// `CREATE MATERIALIZED VIEW name AS query`, as parsed: a persistent
+/// query's view.
+fn materialized_view(name: &str, query: &Query) -> Result<CreateView> {
+    let view = format!(
+        "CREATE MATERIALIZED VIEW {} AS {query}",
+        names::quoted(name)
+    );
+    match Parser::parse_sql(&PostgreSqlDialect {}, &view)
+        .map_err(|e| EngineError::Syntax(e.to_string()))?
+        .pop()
+    {
+        Some(SqlStatement::CreateView(v)) => Ok(v),
+        _ => Err(EngineError::Invalid(format!("not a view: {view}"))),
+    }
 }
