@@ -43,6 +43,7 @@ pub mod engine;
 pub mod format;
 pub mod kafka;
 pub mod log;
+pub mod registry;
 pub mod server;
 pub mod sqlstate;
 pub mod types;

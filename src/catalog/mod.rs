@@ -50,6 +50,9 @@ pub enum Object {
         columns: Vec<Column>,
         /// The CREATE statement as written (SHOW CREATE).
         sql: String,
+        /// An Avro stream's schema in the registry.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        avro: Option<AvroSpec>,
     },
     /// Mutable relation backed by a changelog topic.
     Table {
@@ -104,6 +107,17 @@ pub enum Object {
         broker: String,
         sql: String,
     },
+}
+
+/// The registered schema an Avro stream writes with.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AvroSpec {
+    /// Its id in the schema registry.
+    pub id: u32,
+    /// The stream's columns came from it: writers' schemas are resolved
+    /// to it (Avro's defaults and promotions) before the columns are read.
+    #[serde(default)]
+    pub resolve: bool,
 }
 
 /// What a ksqlDB persistent query made.

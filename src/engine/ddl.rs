@@ -162,12 +162,56 @@ impl Engine {
                     .unwrap_or("json");
                 let format = Format::parse(format_name).ok_or_else(|| {
                     EngineError::Unsupported(format!(
-                        "format '{format_name}' (formats: json, csv, text, bytes)"
+                        "format '{format_name}' (formats: json, csv, text, bytes, avro)"
                     ))
                 })?;
-                let mut columns = Self::columns(&columns)?;
+                // An Avro stream's value schema: the subject's latest,
+                // whose fields are the columns when none are named.
+                let subject = options
+                    .get("value.subject")
+                    .or_else(|| options.get("subject"))
+                    .cloned()
+                    .unwrap_or_else(|| format!("{topic}-value"));
+                let registered = match format {
+                    Format::Avro => self.registry.version(&subject, "latest", false).ok(),
+                    _ => None,
+                };
+                let infer = format == Format::Avro
+                    && columns.iter().all(|c| keys.contains(&names::ident(&c.name)));
+                let mut columns = match columns.is_empty() && infer {
+                    true => Vec::new(),
+                    false => Self::columns(&columns)?,
+                };
                 for c in columns.iter_mut() {
                     c.key = keys.contains(&c.name);
+                }
+                if infer {
+                    let v = registered.as_ref().ok_or_else(|| {
+                        EngineError::Invalid(format!(
+                            "no Avro schema is registered under subject '{subject}' to take the stream's columns from: register the topic's value schema first, or name the columns"
+                        ))
+                    })?;
+                    let schema = self.registry.avro(v.id).ok_or_else(|| {
+                        EngineError::Invalid(format!(
+                            "schema {} of subject '{subject}' is not an Avro schema",
+                            v.id
+                        ))
+                    })?;
+                    let inferred = crate::format::avro::columns(&schema).map_err(|e| {
+                        EngineError::Invalid(format!("subject '{subject}': {e}"))
+                    })?;
+                    for (name, sql_type) in inferred {
+                        if columns.iter().any(|c| c.name == name) {
+                            continue;
+                        }
+                        columns.push(Column {
+                            name,
+                            sql_type,
+                            key: false,
+                            time_from: None,
+                            watermark: None,
+                        });
+                    }
                 }
                 // ksqlDB's streams have ROWTIME, the record's time, which
                 // windows read: a ksqlDB-spelled stream gets it as its
@@ -237,7 +281,39 @@ impl Engine {
                         "more than one KEY column (the record key holds one)".into(),
                     ));
                 }
-                Self::layout_of(&columns, format)?;
+                let layout = Self::layout_of(&columns, format)?;
+                let avro = match (format, registered) {
+                    (Format::Avro, Some(v)) => Some(crate::catalog::AvroSpec {
+                        id: v.id,
+                        resolve: infer,
+                    }),
+                    // No schema under the subject yet: the columns' own,
+                    // registered (what INSERT and producers that ask the
+                    // registry write with).
+                    (Format::Avro, None) => {
+                        let fields: Vec<_> = layout
+                            .value_fields()
+                            .fields()
+                            .iter()
+                            .map(|f| f.as_ref().clone())
+                            .collect();
+                        let schema = crate::format::avro::schema_of(
+                            &crate::format::avro::record_name(&name),
+                            &fields,
+                        );
+                        let new = crate::registry::NewSchema {
+                            text: schema.to_string(),
+                            ..Default::default()
+                        };
+                        let id = self.registry.register(&subject, &new).map_err(|e| {
+                            EngineError::Invalid(format!(
+                                "registering the stream's schema under subject '{subject}': {e}"
+                            ))
+                        })?;
+                        Some(crate::catalog::AvroSpec { id, resolve: false })
+                    }
+                    _ => None,
+                };
                 self.ensure_topic(&topic, &options)?;
                 let o = Object::Stream {
                     name,
@@ -245,6 +321,7 @@ impl Engine {
                     format,
                     columns,
                     sql,
+                    avro,
                 };
                 self.register(&o)?;
                 self.lock()?.insert(o)?;

@@ -258,6 +258,9 @@ pub struct Engine {
     roles: std::sync::Arc<crate::auth::Roles>,
     /// Query plans kept until the catalog changes (`plans.rs`).
     plans: Arc<plans::Plans>,
+    /// The schema registry (Avro streams' writer schemas; its REST API is
+    /// `server/registry.rs`).
+    registry: Arc<crate::registry::Registry>,
 }
 
 /// Engine settings.
@@ -284,6 +287,11 @@ impl Default for EngineOptions {
 }
 
 impl Engine {
+    /// The schema registry this engine's Avro streams and sinks use.
+    pub fn registry(&self) -> &Arc<crate::registry::Registry> {
+        &self.registry
+    }
+
     /// What one request may ask of this server.
     pub fn limits(&self) -> &Limits {
         &self.limits

@@ -69,6 +69,13 @@ impl Engine {
                 .await
                 .map_err(|e| EngineError::Invalid(e.to_string()))??
         };
+        let registry = {
+            let log = Arc::clone(&log);
+            tokio::task::spawn_blocking(move || crate::registry::Registry::open(log))
+                .await
+                .map_err(|e| EngineError::Invalid(e.to_string()))?
+                .map_err(|e| EngineError::Invalid(format!("schema registry: {e}")))?
+        };
         let errors = Arc::new(DecodeErrors::default());
         let dataflows = Dataflows::new(
             Arc::clone(&log),
@@ -95,6 +102,7 @@ impl Engine {
             limits: options.limits.clone(),
             roles,
             plans: Arc::default(),
+            registry: Arc::new(registry),
         });
         if let Some(catalog) = engine.ctx.catalog("eddy") {
             catalog.register_schema(system::SCHEMA, system::schema_provider(&engine)?)?;
@@ -273,12 +281,13 @@ impl Engine {
                 topic,
                 columns,
                 format,
+                avro,
                 ..
             } = o
             {
                 out.insert(
                     name.clone(),
-                    (topic.clone(), Self::layout_of(columns, *format)?),
+                    (topic.clone(), self.stream_layout(columns, *format, *avro)?),
                 );
             }
         }
@@ -307,6 +316,24 @@ impl Engine {
     /// How a stream's columns map onto its records.
     pub(super) fn layout_of(columns: &[Column], format: Format) -> Result<Layout> {
         Layout::stream(Self::schema_of(columns)?, format).map_err(EngineError::Invalid)
+    }
+
+    /// A stream's layout, an Avro stream's with its codec.
+    pub(super) fn stream_layout(
+        &self,
+        columns: &[Column],
+        format: Format,
+        avro: Option<crate::catalog::AvroSpec>,
+    ) -> Result<Layout> {
+        let layout = Self::layout_of(columns, format)?;
+        Ok(match avro {
+            Some(spec) => layout.with_avro(crate::format::avro::AvroCodec::new(
+                Arc::clone(&self.registry),
+                spec.id,
+                spec.resolve,
+            )),
+            None => layout,
+        })
     }
 
     pub(super) fn schema_of(columns: &[Column]) -> Result<SchemaRef> {
@@ -338,12 +365,13 @@ impl Engine {
                 topic,
                 columns,
                 format,
+                avro,
                 ..
             } => {
                 let rel = TopicRelation::new(
                     name,
                     topic,
-                    Self::layout_of(columns, *format)?,
+                    self.stream_layout(columns, *format, *avro)?,
                     Arc::clone(&self.log),
                     Arc::clone(&self.errors),
                     Arc::clone(&self.dataflows),

@@ -1743,9 +1743,40 @@ fn skip_parens(p: &mut Parser<'_>) -> Result<()> {
 /// 'host:port', …)`: the broker. Security options are read past: eddy's
 /// sources read eddy's own log (see `source`).
 fn connection(p: &mut Parser<'_>) -> Result<String> {
-    if !(p.parse_keyword(Keyword::TO) && word_is(&p.next_token().token, "kafka")) {
+    if !p.parse_keyword(Keyword::TO) {
+        return Err(syntax("expected TO after CREATE CONNECTION name"));
+    }
+    let to = p.next_token().token;
+    if word_is(&to, "confluent") {
+        // TO CONFLUENT SCHEMA REGISTRY (URL 'http://…'): eddy's sources
+        // use eddy's own registry; the URL is kept as said.
+        for w in ["schema", "registry"] {
+            if !word_is(&p.next_token().token, w) {
+                return Err(syntax("expected TO CONFLUENT SCHEMA REGISTRY (URL '…')"));
+            }
+        }
+        p.expect_token(&Token::LParen).map_err(syntax)?;
+        let mut url = None;
+        let mut depth = 1;
+        while depth > 0 {
+            let t = p.next_token().token;
+            match &t {
+                Token::LParen => depth += 1,
+                Token::RParen => depth -= 1,
+                Token::EOF => return Err(syntax("unclosed parenthesis in CREATE CONNECTION")),
+                t if depth == 1 && word_is(t, "url") => {
+                    let _ = p.consume_token(&Token::Eq);
+                    url = Some(p.parse_literal_string().map_err(syntax)?);
+                }
+                _ => {}
+            }
+        }
+        let _ = dotted_options(p)?;
+        return url.ok_or_else(|| syntax("CREATE CONNECTION … TO CONFLUENT SCHEMA REGISTRY (…) needs URL '…'"));
+    }
+    if !word_is(&to, "kafka") {
         return Err(EngineError::Unsupported(
-            "CREATE CONNECTION other than TO KAFKA (…)".into(),
+            "CREATE CONNECTION other than TO KAFKA (…) or TO CONFLUENT SCHEMA REGISTRY (…)".into(),
         ));
     }
     p.expect_token(&Token::LParen).map_err(syntax)?;
@@ -1800,6 +1831,8 @@ fn source_format(p: &mut Parser<'_>) -> Result<(&'static str, Option<String>)> {
             "json" => Ok(("json", None)),
             "csv" => Ok(("csv", None)),
             "bytes" => Ok(("bytes", None)),
+            // (schema.registry = 'http://…'): eddy's own registry.
+            "avro" => Ok(("avro", None)),
             other => Err(unsupported_format(other)),
         };
     }
@@ -1815,6 +1848,35 @@ fn source_format(p: &mut Parser<'_>) -> Result<(&'static str, Option<String>)> {
         };
     }
     match name.as_str() {
+        "avro" => {
+            // USING CONFLUENT SCHEMA REGISTRY CONNECTION c | 'url': the
+            // registry is eddy's own, which the connection names.
+            if p.parse_keyword(Keyword::USING) {
+                for w in ["confluent", "schema", "registry"] {
+                    if !word_is(&p.next_token().token, w) {
+                        return Err(syntax(
+                            "expected USING CONFLUENT SCHEMA REGISTRY after FORMAT AVRO",
+                        ));
+                    }
+                }
+                if word_is(&p.peek_token().token, "connection") {
+                    p.next_token();
+                    relation_name(p)?;
+                } else {
+                    p.parse_literal_string().map_err(syntax)?;
+                }
+                // SEED … and the like: read past.
+                while word_is(&p.peek_token().token, "seed") {
+                    p.next_token();
+                    while !matches!(p.peek_token().token, Token::EOF | Token::SemiColon)
+                        && !word_is(&p.peek_token().token, "envelope")
+                    {
+                        p.next_token();
+                    }
+                }
+            }
+            Ok(("avro", None))
+        }
         "bytes" => Ok(("bytes", Some("(data bytea)".into()))),
         "text" => Ok(("text", Some("(text text)".into()))),
         "json" => Ok(("text", Some("(data jsonb)".into()))),
@@ -1844,7 +1906,7 @@ fn source_format(p: &mut Parser<'_>) -> Result<(&'static str, Option<String>)> {
 
 fn unsupported_format(name: &str) -> EngineError {
     EngineError::Unsupported(format!(
-        "source format {} (formats: BYTES, TEXT, JSON, CSV)",
+        "source format {} (formats: BYTES, TEXT, JSON, CSV, AVRO)",
         name.to_ascii_uppercase()
     ))
 }
@@ -1861,9 +1923,12 @@ fn source(p: &mut Parser<'_>) -> Result<Ddl> {
     let name = relation_name(p)?;
     let mut options = BTreeMap::new();
     let mut columns = None;
-    if p.peek_token().token == Token::LParen {
-        // RisingWave: columns, WITH (connector = 'kafka', topic = …).
-        columns = Some(p.parse_columns().map_err(syntax)?.0);
+    if p.peek_token().token == Token::LParen || p.peek_keyword(Keyword::WITH) {
+        // RisingWave: columns (none for Avro: the registry's schema has
+        // them), WITH (connector = 'kafka', topic = …).
+        if p.peek_token().token == Token::LParen {
+            columns = Some(p.parse_columns().map_err(syntax)?.0);
+        }
         let with = dotted_options(p)?;
         match with.get("connector").map(String::as_str) {
             Some("kafka") => {}
@@ -1988,6 +2053,8 @@ fn source(p: &mut Parser<'_>) -> Result<Ddl> {
                 .map_err(syntax)?
                 .0
         }
+        // Avro: the columns are the registered schema's fields.
+        (None, None) if format == "avro" => vec![],
         (None, None) => {
             return Err(syntax(
                 "CREATE SOURCE … FORMAT PLAIN ENCODE … needs its columns",

@@ -2,6 +2,7 @@
 //! (arrow-json, arrow-csv); a record that does not decode is isolated,
 //! counted and skipped, never stopping the reader.
 
+pub mod avro;
 pub mod csv;
 pub mod json;
 pub mod record;
@@ -126,6 +127,9 @@ pub enum Format {
     Text,
     /// The value's bytes, in the one value column.
     Bytes,
+    /// Avro in Confluent's wire format (a schema id, then the datum);
+    /// columns by name (`avro.rs`).
+    Avro,
 }
 
 impl Format {
@@ -136,6 +140,7 @@ impl Format {
             "csv" | "delimited" => Some(Format::Csv),
             "text" | "string" => Some(Format::Text),
             "bytes" => Some(Format::Bytes),
+            "avro" => Some(Format::Avro),
             _ => None,
         }
     }

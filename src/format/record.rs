@@ -154,6 +154,8 @@ pub struct Layout {
     /// The record-time column's value comes from this column of the
     /// values (ksqlDB's `TIMESTAMP = 'col'`).
     time_from: Option<usize>,
+    /// An Avro stream's codec (the registry and its writer schema).
+    avro: Option<super::avro::AvroCodec>,
 }
 
 impl Layout {
@@ -166,6 +168,7 @@ impl Layout {
             meta: vec![],
             key: vec![],
             time_from: None,
+            avro: None,
         }
     }
 
@@ -276,7 +279,7 @@ impl Layout {
         match format {
             Format::Text => one(&[DataType::Utf8, DataType::LargeUtf8], "text")?,
             Format::Bytes => one(&[DataType::Binary, DataType::LargeBinary], "bytes")?,
-            Format::Json | Format::Csv => {}
+            Format::Json | Format::Csv | Format::Avro => {}
         }
         let time_from = match schema
             .fields()
@@ -298,7 +301,19 @@ impl Layout {
             meta,
             key: vec![],
             time_from,
+            avro: None,
         })
+    }
+
+    /// This Avro stream's codec (its values are undecodable without one).
+    pub fn with_avro(mut self, codec: super::avro::AvroCodec) -> Layout {
+        self.avro = Some(codec);
+        self
+    }
+
+    /// The value columns (those held in the record's value).
+    pub fn value_fields(&self) -> &SchemaRef {
+        &self.values
     }
 
     /// Decode record values in this layout's format.
@@ -306,6 +321,14 @@ impl Layout {
         match self.format {
             Format::Json => json::decode(&self.values, values),
             Format::Csv => csv::decode(&self.values, values),
+            Format::Avro => match &self.avro {
+                Some(codec) => codec.decode(&self.values, values),
+                None => fail_all(
+                    &self.values,
+                    values.len(),
+                    &ArrowError::InvalidArgumentError("an Avro stream without its schema".into()),
+                ),
+            },
             Format::Text => {
                 let mut good = Vec::new();
                 let mut failures = Vec::new();
@@ -359,6 +382,12 @@ impl Layout {
         match self.format {
             Format::Json => Ok(json::encode(values)?.into_iter().map(Some).collect()),
             Format::Csv => Ok(csv::encode(values)?.into_iter().map(Some).collect()),
+            Format::Avro => match &self.avro {
+                Some(codec) => Ok(codec.encode(values)?.into_iter().map(Some).collect()),
+                None => Err(ArrowError::InvalidArgumentError(
+                    "an Avro stream without its schema".into(),
+                )),
+            },
             Format::Text if crate::types::jsonb::is_jsonb(self.values.field(0)) => {
                 let t = cast(values.column(0), &DataType::Utf8)?;
                 let t = t.as_string::<i32>();

@@ -6,6 +6,7 @@
 
 pub mod kafka;
 pub mod pg;
+pub mod registry;
 pub mod tls;
 
 use std::future::Future;
@@ -31,6 +32,10 @@ pub struct ServeArgs {
     /// Address of the PostgreSQL wire listener (psql, pgcli, drivers).
     #[arg(long, env = "EDDY_PG_ADDR", default_value = "127.0.0.1:6875")]
     pub pg_addr: String,
+    /// Address of the schema registry's REST API (Confluent's; clients'
+    /// `schema.registry.url` is `http://` this).
+    #[arg(long, env = "EDDY_REGISTRY_ADDR", default_value = "127.0.0.1:8081")]
+    pub registry_addr: String,
     /// How pgwire clients authenticate: `trust` (no password; loopback
     /// only unless --pg-allow-remote), `md5` or `scram-sha-256` (a role
     /// with LOGIN and PASSWORD; any address).
@@ -126,6 +131,7 @@ impl Default for ServeArgs {
         ServeArgs {
             kafka_addr: "127.0.0.1:9092".into(),
             pg_addr: "127.0.0.1:6875".into(),
+            registry_addr: "127.0.0.1:8081".into(),
             pg_auth: pg::PgAuth::Trust,
             pg_allow_remote: false,
             pg_tls_cert: None,
@@ -173,6 +179,7 @@ pub enum ServerError {
 pub struct Handle {
     pub kafka_addr: SocketAddr,
     pub pg_addr: SocketAddr,
+    pub registry_addr: SocketAddr,
     pub log: Arc<Log>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), ServerError>>,
@@ -305,8 +312,26 @@ pub async fn start(data_dir: PathBuf, args: ServeArgs) -> Result<Handle, ServerE
         sasl,
     );
     broker.notify_arrivals(engine.arrivals());
-    info!(%kafka_addr, %pg_addr, data_dir = %data_dir.display(), "eddy serving");
+    let registry_listener =
+        TcpListener::bind(&args.registry_addr)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: args.registry_addr.clone(),
+                source,
+            })?;
+    let registry_addr = registry_listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind {
+            addr: args.registry_addr.clone(),
+            source,
+        })?;
+    info!(%kafka_addr, %pg_addr, %registry_addr, data_dir = %data_dir.display(), "eddy serving");
     let (stop, stopped) = watch::channel(false);
+    let registry_task = tokio::spawn(registry::serve(
+        registry_listener,
+        Arc::clone(engine.registry()),
+        stopped.clone(),
+    ));
     let task_log = Arc::clone(&log);
     let max = args.max_request_bytes;
     let pg_stop = stopped.clone();
@@ -314,6 +339,7 @@ pub async fn start(data_dir: PathBuf, args: ServeArgs) -> Result<Handle, ServerE
     let task = tokio::spawn(async move {
         kafka::serve(listener, broker, max, kafka_tls, stopped).await;
         let _ = pg_task.await;
+        let _ = registry_task.await;
         // Connections have ended: checkpoint the views so the next start
         // need not replay, then close the log on a blocking thread (both
         // fsync).
@@ -332,6 +358,7 @@ pub async fn start(data_dir: PathBuf, args: ServeArgs) -> Result<Handle, ServerE
     Ok(Handle {
         kafka_addr,
         pg_addr,
+        registry_addr,
         log,
         stop,
         task,
@@ -372,8 +399,8 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     let handle = start(data_dir, args).await?;
     println!(
-        "eddy: Kafka protocol on {}, PostgreSQL protocol on {}",
-        handle.kafka_addr, handle.pg_addr
+        "eddy: Kafka protocol on {}, PostgreSQL protocol on {}, schema registry on http://{}",
+        handle.kafka_addr, handle.pg_addr, handle.registry_addr
     );
     shutdown.await;
     info!("shutting down");

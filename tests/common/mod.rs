@@ -17,6 +17,8 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
     pub addr: String,
     pub pg_addr: std::net::SocketAddr,
+    /// The schema registry's address (`http://` it is its URL).
+    pub registry_addr: std::net::SocketAddr,
 }
 
 impl TestServer {
@@ -28,6 +30,7 @@ impl TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         args.kafka_addr = "127.0.0.1:0".into();
         args.pg_addr = "127.0.0.1:0".into();
+        args.registry_addr = "127.0.0.1:0".into();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -38,12 +41,14 @@ impl TestServer {
             .expect("server starts");
         let addr = handle.kafka_addr.to_string();
         let pg_addr = handle.pg_addr;
+        let registry_addr = handle.registry_addr;
         TestServer {
             rt,
             handle: Some(handle),
             dir,
             addr,
             pg_addr,
+            registry_addr,
         }
     }
 
@@ -62,6 +67,7 @@ impl TestServer {
         let args = ServeArgs {
             kafka_addr: "127.0.0.1:0".into(),
             pg_addr: "127.0.0.1:0".into(),
+            registry_addr: "127.0.0.1:0".into(),
             ..ServeArgs::default()
         };
         let handle = self
@@ -70,6 +76,7 @@ impl TestServer {
             .expect("server restarts");
         self.addr = handle.kafka_addr.to_string();
         self.pg_addr = handle.pg_addr;
+        self.registry_addr = handle.registry_addr;
         self.handle = Some(handle);
     }
 

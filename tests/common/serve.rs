@@ -51,6 +51,8 @@ impl Serve {
                 "127.0.0.1:0",
                 "--pg-addr",
                 "127.0.0.1:0",
+                "--registry-addr",
+                "127.0.0.1:0",
             ])
             .args(flags)
             .stdout(Stdio::piped())
@@ -61,7 +63,8 @@ impl Serve {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        // "eddy: Kafka protocol on ADDR, PostgreSQL protocol on ADDR"
+        // "eddy: Kafka protocol on ADDR, PostgreSQL protocol on ADDR,
+        // schema registry on http://ADDR"
         let kafka = line
             .split("Kafka protocol on ")
             .nth(1)
@@ -72,6 +75,7 @@ impl Serve {
         let pg = line
             .split("PostgreSQL protocol on ")
             .nth(1)
+            .and_then(|r| r.split(',').next())
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .trim()
             .parse()
