@@ -91,6 +91,10 @@ pub enum Object {
         sql: String,
         #[serde(default)]
         envelope: Envelope,
+        /// Values (and keys) in Avro with these registered schemas (else
+        /// JSON values and text keys).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        avro: Option<SinkAvro>,
     },
     /// An arrangement of a table's or materialized view's rows by
     /// `columns` (`CREATE INDEX`), kept by the dataflow that keeps it.
@@ -118,6 +122,16 @@ pub struct AvroSpec {
     /// to it (Avro's defaults and promotions) before the columns are read.
     #[serde(default)]
     pub resolve: bool,
+}
+
+/// The registered schemas an Avro sink writes with.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SinkAvro {
+    /// The values' schema id.
+    pub value: u32,
+    /// The keys' (a keyed sink's key columns; None: keys are text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<u32>,
 }
 
 /// What a ksqlDB persistent query made.

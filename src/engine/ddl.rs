@@ -177,7 +177,9 @@ impl Engine {
                     _ => None,
                 };
                 let infer = format == Format::Avro
-                    && columns.iter().all(|c| keys.contains(&names::ident(&c.name)));
+                    && columns
+                        .iter()
+                        .all(|c| keys.contains(&names::ident(&c.name)));
                 let mut columns = match columns.is_empty() && infer {
                     true => Vec::new(),
                     false => Self::columns(&columns)?,
@@ -197,9 +199,8 @@ impl Engine {
                             v.id
                         ))
                     })?;
-                    let inferred = crate::format::avro::columns(&schema).map_err(|e| {
-                        EngineError::Invalid(format!("subject '{subject}': {e}"))
-                    })?;
+                    let inferred = crate::format::avro::columns(&schema)
+                        .map_err(|e| EngineError::Invalid(format!("subject '{subject}': {e}")))?;
                     for (name, sql_type) in inferred {
                         if columns.iter().any(|c| c.name == name) {
                             continue;
@@ -380,6 +381,8 @@ impl Engine {
                 name,
                 from,
                 topic,
+                avro,
+                upsert_key,
                 if_not_exists,
                 sql,
             } => {
@@ -391,15 +394,24 @@ impl Engine {
                 if self.log.topic_info(&topic).is_err() {
                     self.log.create_topic(&topic, 1, BTreeMap::new())?;
                 }
-                let envelope = crate::catalog::Envelope::Debezium;
+                let envelope = match upsert_key {
+                    Some(key) => crate::catalog::Envelope::Upsert { key },
+                    None => crate::catalog::Envelope::Debezium,
+                };
+                let avro = match avro {
+                    true => Some(self.sink_schema(&from, &topic, &envelope, true).await?),
+                    false => None,
+                };
                 self.lock()?.insert(Object::Sink {
                     name: name.clone(),
                     from: from.clone(),
                     topic: topic.clone(),
                     sql,
                     envelope: envelope.clone(),
+                    avro,
                 })?;
-                self.start_sink(&name, &from, &topic, envelope).await?;
+                self.start_sink(&name, &from, &topic, envelope, avro)
+                    .await?;
                 Ok(Output::Command("CREATE SINK".into(), None))
             }
             Ddl::CreateTable(ct, text) => self.create_table(*ct, text).await,

@@ -207,9 +207,12 @@ impl Engine {
                 from,
                 topic,
                 envelope,
+                avro,
                 ..
             } = &o
-                && let Err(e) = engine.start_sink(name, from, topic, envelope.clone()).await
+                && let Err(e) = engine
+                    .start_sink(name, from, topic, envelope.clone(), *avro)
+                    .await
             {
                 tracing::warn!(sink = %name, error = %e, "sink does not start");
             }
@@ -318,6 +321,79 @@ impl Engine {
         Layout::stream(Self::schema_of(columns)?, format).map_err(EngineError::Invalid)
     }
 
+    /// Register the Avro schema a sink of `from` writes its values with
+    /// (its relation's columns but the record key's and `rowtime`, in
+    /// Debezium's envelope unless keyed) under `{topic}-value`, and with
+    /// `keys` the key columns' schema under `{topic}-key`: their ids.
+    pub(super) async fn sink_schema(
+        &self,
+        from: &str,
+        topic: &str,
+        envelope: &crate::catalog::Envelope,
+        keys: bool,
+    ) -> Result<crate::catalog::SinkAvro> {
+        let schema = self
+            .ctx
+            .table_provider(TableReference::bare(from))
+            .await?
+            .schema();
+        let record = crate::format::avro::record_name(from);
+        let value = match envelope {
+            crate::catalog::Envelope::Debezium => {
+                let fields: Vec<_> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+                crate::format::avro::debezium_of(
+                    &record,
+                    crate::format::avro::schema_of(&record, &fields),
+                )
+            }
+            crate::catalog::Envelope::Append { key } | crate::catalog::Envelope::Upsert { key } => {
+                let fields: Vec<_> = schema
+                    .fields()
+                    .iter()
+                    .filter(|f| {
+                        !key.contains(f.name())
+                            && !(f.name() == "rowtime"
+                                && matches!(
+                                    f.data_type(),
+                                    datafusion::arrow::datatypes::DataType::Timestamp(..)
+                                ))
+                    })
+                    .map(|f| f.as_ref().clone())
+                    .collect();
+                crate::format::avro::schema_of(&record, &fields)
+            }
+        };
+        let register = |subject: String, schema: serde_json::Value| {
+            let new = crate::registry::NewSchema {
+                text: schema.to_string(),
+                ..Default::default()
+            };
+            self.registry.register(&subject, &new).map_err(|e| {
+                EngineError::Invalid(format!(
+                    "registering the sink's schema under subject '{subject}': {e}"
+                ))
+            })
+        };
+        let key = match envelope {
+            crate::catalog::Envelope::Append { key } | crate::catalog::Envelope::Upsert { key }
+                if keys && !key.is_empty() =>
+            {
+                let fields: Vec<_> = key
+                    .iter()
+                    .filter_map(|k| schema.field_with_name(k).ok())
+                    .cloned()
+                    .collect();
+                let schema = crate::format::avro::schema_of(&format!("{record}_key"), &fields);
+                Some(register(format!("{topic}-key"), schema)?)
+            }
+            _ => None,
+        };
+        Ok(crate::catalog::SinkAvro {
+            value: register(format!("{topic}-value"), value)?,
+            key,
+        })
+    }
+
     /// A stream's layout, an Avro stream's with its codec.
     pub(super) fn stream_layout(
         &self,
@@ -421,6 +497,7 @@ impl Engine {
         from: &str,
         topic: &str,
         envelope: crate::catalog::Envelope,
+        avro: Option<crate::catalog::SinkAvro>,
     ) -> Result<()> {
         let schema = self
             .ctx
@@ -428,6 +505,11 @@ impl Engine {
             .await?
             .schema();
         let envelope = sink::Envelope::new(envelope, &schema)?;
+        let codec = |id| crate::format::avro::AvroCodec::new(Arc::clone(&self.registry), id, false);
+        let avro = avro.map(|a| sink::Avro {
+            value: codec(a.value),
+            key: a.key.map(codec),
+        });
         // Subscribed before CREATE SINK is answered: the sink starts from
         // the relation as of its creation, and every change after is one.
         let start = self.dataflows.subscribe(from)?;
@@ -437,6 +519,7 @@ impl Engine {
             topic.to_string(),
             schema,
             envelope,
+            avro,
             Arc::clone(&self.dataflows),
             Arc::clone(&self.log),
             start,

@@ -78,14 +78,20 @@ impl Engine {
         }
         self.ensure_free(&p.name)?;
         let mut options = p.options;
+        let mut avro = false;
         if let Some(f) = options
             .get("value_format")
             .or_else(|| options.get("format"))
-            && !f.eq_ignore_ascii_case("json")
         {
-            return Err(EngineError::Unsupported(format!(
-                "VALUE_FORMAT '{f}' for a persistent query's topic (JSON is written)"
-            )));
+            match f.to_ascii_lowercase().as_str() {
+                "json" => {}
+                "avro" => avro = true,
+                _ => {
+                    return Err(EngineError::Unsupported(format!(
+                        "VALUE_FORMAT '{f}' for a persistent query's topic (JSON or AVRO is written)"
+                    )));
+                }
+            }
         }
         let topic = options
             .remove("kafka_topic")
@@ -124,14 +130,20 @@ impl Engine {
                 options.insert("partitions".into(), "1".into());
             }
             self.ensure_topic(&topic, &options)?;
+            let avro = match avro {
+                true => Some(self.sink_schema(&p.name, &topic, &envelope, false).await?),
+                false => None,
+            };
             self.lock()?.insert(Object::Sink {
                 name: sink.clone(),
                 from: p.name.clone(),
                 topic: topic.clone(),
                 sql: p.sql.clone(),
                 envelope: envelope.clone(),
+                avro,
             })?;
-            self.start_sink(&sink, &p.name, &topic, envelope).await
+            self.start_sink(&sink, &p.name, &topic, envelope, avro)
+                .await
         };
         if let Err(e) = started.await {
             let view = self.lock()?.get(&p.name).cloned();
@@ -150,13 +162,14 @@ impl Engine {
     async fn insert_query(&self, p: Persistent) -> Result<Output> {
         const TAG: &str = "INSERT 0 0";
         let target = self.lock()?.get(&p.name).cloned();
-        let (topic, columns, format) = match target {
+        let (topic, columns, format, avro) = match target {
             Some(Object::Stream {
                 topic,
                 columns,
                 format,
+                avro,
                 ..
-            }) => (topic, columns, format),
+            }) => (topic, columns, format, avro),
             Some(o) => {
                 return Err(EngineError::WrongObject(format!(
                     "INSERT INTO … SELECT … EMIT CHANGES writes into a stream; \"{}\" is a {}",
@@ -171,11 +184,18 @@ impl Engine {
                 });
             }
         };
-        if format != crate::catalog::Format::Json {
-            return Err(EngineError::Unsupported(format!(
-                "INSERT INTO … SELECT into a stream of format {format:?} (JSON is written)"
-            )));
-        }
+        let avro = match (format, avro) {
+            (crate::catalog::Format::Json, _) => None,
+            (crate::catalog::Format::Avro, Some(spec)) => Some(crate::catalog::SinkAvro {
+                value: spec.id,
+                key: None,
+            }),
+            _ => {
+                return Err(EngineError::Unsupported(format!(
+                    "INSERT INTO … SELECT into a stream of format {format:?} (JSON or Avro is written)"
+                )));
+            }
+        };
         let sink = (1..)
             .map(|n| match n {
                 1 => format!("insertquery_{}", p.name),
@@ -237,8 +257,10 @@ impl Engine {
                 topic: topic.clone(),
                 sql: p.sql.clone(),
                 envelope: envelope.clone(),
+                avro,
             })?;
-            self.start_sink(&sink, &view_name, &topic, envelope).await
+            self.start_sink(&sink, &view_name, &topic, envelope, avro)
+                .await
         };
         if let Err(e) = started.await {
             let view = self.lock()?.get(&view_name).cloned();

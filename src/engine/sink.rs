@@ -29,9 +29,17 @@ use crate::catalog;
 use crate::dataflow::rows::{Codec, RowBytes};
 use crate::dataflow::runtime::{Dataflows, Subscription};
 use crate::dataflow::{DataflowError, with_schema};
+use crate::format::avro::AvroCodec;
 use crate::format::record::Layout;
 use crate::log::batch::{NewRecord, encode};
 use crate::log::{Durability, LogStore};
+
+/// An Avro sink's codecs: its values', and its keys' when keys are Avro
+/// too (Materialize's `FORMAT AVRO` sinks; ksqlDB's keys stay text).
+pub struct Avro {
+    pub value: AvroCodec,
+    pub key: Option<AvroCodec>,
+}
 
 /// Records per append.
 const BATCH: usize = 1000;
@@ -95,6 +103,7 @@ pub async fn run(
     topic: String,
     schema: SchemaRef,
     envelope: Envelope,
+    avro: Option<Avro>,
     dataflows: Arc<Dataflows>,
     log: Arc<dyn LogStore>,
     start: Subscription,
@@ -107,6 +116,7 @@ pub async fn run(
             &topic,
             &schema,
             &envelope,
+            avro.as_ref(),
             &dataflows,
             &*log,
             start.take(),
@@ -134,12 +144,13 @@ async fn feed(
     topic: &str,
     schema: &SchemaRef,
     envelope: &Envelope,
+    avro: Option<&Avro>,
     dataflows: &Dataflows,
     log: &dyn LogStore,
     start: Option<Subscription>,
 ) -> Result<bool, DataflowError> {
     let codec = Codec::for_schema(schema)?;
-    let mut diff = read_back(log, topic, schema, envelope, &codec)?;
+    let mut diff = read_back(log, topic, schema, envelope, avro, &codec)?;
     for v in diff.values_mut() {
         *v = -*v;
     }
@@ -154,7 +165,7 @@ async fn feed(
     }
     let catch_up: Vec<(RowBytes, i64)> = diff.into_iter().filter(|(_, d)| *d != 0).collect();
     let n = catch_up.len();
-    write(log, topic, schema, envelope, &codec, catch_up)?;
+    write(log, topic, schema, envelope, avro, &codec, catch_up)?;
     info!(sink = name, rows = n, "sink caught up");
     let mut changes = start.changes;
     loop {
@@ -169,7 +180,7 @@ async fn feed(
                     let out = (0..batch.num_rows())
                         .map(|i| (rows.row(i).into(), d.diffs[i]))
                         .collect();
-                    write(log, topic, schema, envelope, &codec, out)?;
+                    write(log, topic, schema, envelope, avro, &codec, out)?;
                 }
             }
             Ok(_) => {}
@@ -185,8 +196,24 @@ fn read_back(
     topic: &str,
     schema: &SchemaRef,
     envelope: &Envelope,
+    avro: Option<&Avro>,
     codec: &Codec,
 ) -> Result<HashMap<RowBytes, i64>, DataflowError> {
+    // An Avro value as the JSON the rest reads (None: it does not decode).
+    let json_of = |v: &[u8]| -> Option<Vec<u8>> {
+        match avro {
+            Some(c) => c.value.json_of(v).ok().map(|j| j.to_string().into_bytes()),
+            None => Some(v.to_vec()),
+        }
+    };
+    // An Avro key as the JSON object of its columns, as a composite key's.
+    let key_of = |k: &[u8]| -> Option<Vec<u8>> {
+        match avro.and_then(|a| a.key.as_ref()) {
+            Some(c) => c.json_of(k).ok().map(|j| j.to_string().into_bytes()),
+            None => Some(k.to_vec()),
+        }
+    };
+    let object_keys = avro.is_some_and(|a| a.key.is_some());
     let mut values: Vec<(Vec<u8>, i64)> = Vec::new();
     // An upsert topic holds each key's last value.
     type Latest = Option<(Vec<u8>, Option<(String, i64)>)>;
@@ -199,17 +226,21 @@ fn read_back(
                     upsert, key, time, ..
                 } = envelope
                 {
-                    let k = r.key.map(|k| k.to_vec());
-                    let v = r.value.map(|v| v.to_vec());
+                    let k = r.key.as_deref().and_then(key_of);
+                    let v = r.value.as_deref().and_then(json_of);
                     let t = time.map(|t| (schema.field(t).name().clone(), r.timestamp));
                     if *upsert {
                         latest.insert(k, v.map(|v| (v, t)));
-                    } else if let Some(row) = v.and_then(|v| whole_row(schema, key, k, &v, t)) {
+                    } else if let Some(row) =
+                        v.and_then(|v| whole_row(schema, key, object_keys, k, &v, t))
+                    {
                         values.push((row, 1));
                     }
                     continue;
                 }
-                let Some(v) = r.value else { continue };
+                let Some(v) = r.value.as_deref().and_then(json_of) else {
+                    continue;
+                };
                 let Ok(env) = serde_json::from_slice::<serde_json::Value>(&v) else {
                     continue;
                 };
@@ -223,7 +254,7 @@ fn read_back(
     }
     if let Envelope::Keyed { key, .. } = envelope {
         for (k, v) in latest {
-            if let Some(row) = v.and_then(|(v, t)| whole_row(schema, key, k, &v, t)) {
+            if let Some(row) = v.and_then(|(v, t)| whole_row(schema, key, object_keys, k, &v, t)) {
                 values.push((row, 1));
             }
         }
@@ -246,6 +277,7 @@ fn read_back(
 fn whole_row(
     schema: &SchemaRef,
     key: &[usize],
+    object_key: bool,
     record_key: Option<Vec<u8>>,
     value: &[u8],
     time: Option<(String, i64)>,
@@ -259,12 +291,12 @@ fn whole_row(
         row.insert(column, serde_json::Value::from(ms));
     }
     match (key, record_key) {
-        ([k], Some(rk)) => {
+        ([k], Some(rk)) if !object_key => {
             let v = serde_json::from_slice(&rk)
                 .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&rk).into()));
             row.insert(schema.field(*k).name().clone(), v);
         }
-        ([_, _, ..], Some(rk)) => {
+        ([_, ..], Some(rk)) => {
             if let Ok(serde_json::Value::Object(m)) = serde_json::from_slice(&rk) {
                 row.extend(m);
             }
@@ -281,6 +313,7 @@ fn write(
     topic: &str,
     schema: &SchemaRef,
     envelope: &Envelope,
+    avro: Option<&Avro>,
     codec: &Codec,
     changes: Vec<(RowBytes, i64)>,
 ) -> Result<(), DataflowError> {
@@ -317,13 +350,20 @@ fn write(
             }
             None => vec![crate::log::now_ms(); batch.num_rows()],
         };
-        let record_keys = match key.is_empty() {
-            true => vec![None; batch.num_rows()],
-            false => keys.row_keys(&batch)?,
+        let record_keys = match (key.is_empty(), avro.and_then(|a| a.key.as_ref())) {
+            (true, _) => vec![None; batch.num_rows()],
+            (false, None) => keys.row_keys(&batch)?,
+            (false, Some(c)) => c
+                .encode(&batch.project(key)?)?
+                .into_iter()
+                .map(Some)
+                .collect(),
         };
-        let values = match value.is_empty() {
-            true => vec![b"{}".to_vec(); batch.num_rows()],
-            false => crate::format::json::encode(&batch.project(value)?)?,
+        let values = match (value.is_empty(), avro.map(|a| &a.value)) {
+            (true, None) => vec![b"{}".to_vec(); batch.num_rows()],
+            (true, Some(c)) => c.encode_json(&vec![serde_json::json!({}); batch.num_rows()])?,
+            (false, None) => crate::format::json::encode(&batch.project(value)?)?,
+            (false, Some(c)) => c.encode(&batch.project(value)?)?,
         };
         let record = |key: Option<Vec<u8>>, value: Option<Vec<u8>>, timestamp: i64| NewRecord {
             key: key.map(Bytes::from),
@@ -372,6 +412,14 @@ fn write(
             format!(r#"{{"before":null,"after":{row}}}"#)
         } else {
             format!(r#"{{"before":{row},"after":null}}"#)
+        };
+        let value = match avro {
+            None => value.into_bytes(),
+            Some(c) => {
+                let env: serde_json::Value = serde_json::from_str(&value)
+                    .map_err(|e| DataflowError::Other(e.to_string()))?;
+                c.value.encode_json(&[env])?.pop().unwrap_or_default()
+            }
         };
         for _ in 0..d.unsigned_abs() {
             records.push(NewRecord {

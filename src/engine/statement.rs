@@ -149,6 +149,10 @@ pub enum Ddl {
         name: String,
         from: String,
         topic: String,
+        /// FORMAT AVRO (else JSON).
+        avro: bool,
+        /// ENVELOPE UPSERT with KEY (columns) (else Debezium).
+        upsert_key: Option<Vec<String>>,
         if_not_exists: bool,
         sql: String,
     },
@@ -601,6 +605,27 @@ pub fn parse_query(sql: &str) -> Result<Box<Query>> {
     }
 }
 
+/// How many tokens ahead the token after a `WITH (…)` at the parser's
+/// position is (the WITH's parentheses balanced).
+fn p_with_end(p: &Parser<'_>) -> usize {
+    let mut depth = 0usize;
+    let mut n = 1;
+    loop {
+        match p.peek_nth_token(n).token {
+            Token::LParen => depth += 1,
+            Token::RParen => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    return n + 1;
+                }
+            }
+            Token::EOF => return n,
+            _ => {}
+        }
+        n += 1;
+    }
+}
+
 pub fn parse(sql: &str) -> Result<Vec<Statement>> {
     parse_with(sql, &Limits::default())
 }
@@ -655,6 +680,24 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
                     name,
                     columns,
                     keys,
+                    options: opts,
+                    if_not_exists,
+                    sql: slicer.slice(start, end),
+                })
+            } else if p.peek_keyword(Keyword::WITH)
+                && !matches!(
+                    p.peek_nth_token(p_with_end(&p)).token,
+                    Token::Word(ref w) if w.keyword == Keyword::AS
+                )
+            {
+                // No columns and no query: an Avro stream whose columns
+                // are its registered schema's fields.
+                let opts = options(p.parse_options(Keyword::WITH).map_err(syntax)?)?;
+                let end = p.peek_token().span.start;
+                Statement::Ddl(Ddl::CreateStream {
+                    name: super::names::object(&name),
+                    columns: vec![],
+                    keys: vec![],
                     options: opts,
                     if_not_exists,
                     sql: slicer.slice(start, end),
@@ -766,13 +809,44 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
             let name = relation_name(&mut p)?;
             p.expect_keyword(Keyword::FROM).map_err(syntax)?;
             let from = relation_name(&mut p)?;
+            let mut avro = false;
             let topic = if p.parse_keyword(Keyword::INTO) {
-                if !word_is(&p.next_token().token, "topic") {
+                let t = p.next_token().token;
+                if word_is(&t, "kafka") {
+                    // Materialize's INTO KAFKA CONNECTION c (TOPIC 't').
+                    if !word_is(&p.next_token().token, "connection") {
+                        return Err(syntax("expected INTO KAFKA CONNECTION name (TOPIC '…')"));
+                    }
+                    relation_name(&mut p)?;
+                    p.expect_token(&Token::LParen).map_err(syntax)?;
+                    let mut topic = None;
+                    let mut depth = 1;
+                    while depth > 0 {
+                        let t = p.next_token().token;
+                        match &t {
+                            Token::LParen => depth += 1,
+                            Token::RParen => depth -= 1,
+                            Token::EOF => return Err(syntax("unclosed parenthesis")),
+                            t if depth == 1 && word_is(t, "topic") && topic.is_none() => {
+                                let _ = p.consume_token(&Token::Eq);
+                                topic = Some(p.parse_literal_string().map_err(syntax)?);
+                            }
+                            _ => {}
+                        }
+                    }
+                    topic.ok_or_else(|| {
+                        syntax("expected (TOPIC 'name') after INTO KAFKA CONNECTION …")
+                    })?
+                } else if word_is(&t, "topic") {
+                    p.parse_literal_string().map_err(syntax)?
+                } else {
                     return Err(syntax("expected INTO TOPIC 'name'"));
                 }
-                p.parse_literal_string().map_err(syntax)?
             } else if p.peek_keyword(Keyword::WITH) {
                 let mut opts = options(p.parse_options(Keyword::WITH).map_err(syntax)?)?;
+                avro = opts
+                    .remove("format")
+                    .is_some_and(|f| f.eq_ignore_ascii_case("avro"));
                 opts.remove("topic")
                     .ok_or_else(|| syntax("CREATE SINK … WITH (…) needs topic = 'name'"))?
             } else {
@@ -780,11 +854,67 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
                     "expected INTO TOPIC 'name' after CREATE SINK … FROM …",
                 ));
             };
+            // Materialize's KEY (cols), FORMAT …, ENVELOPE …, each optional.
+            let mut key = None;
+            let mut upsert = false;
+            loop {
+                let t = p.peek_token().token;
+                if word_is(&t, "key") {
+                    p.next_token();
+                    p.expect_token(&Token::LParen).map_err(syntax)?;
+                    let cols = p
+                        .parse_comma_separated(|p| p.parse_identifier())
+                        .map_err(syntax)?;
+                    p.expect_token(&Token::RParen).map_err(syntax)?;
+                    if word_is(&p.peek_token().token, "not") {
+                        // NOT ENFORCED.
+                        p.next_token();
+                        p.next_token();
+                    }
+                    key = Some(cols.iter().map(super::names::ident).collect::<Vec<_>>());
+                } else if word_is(&t, "format") {
+                    p.next_token();
+                    let (f, _) = source_format(&mut p)?;
+                    match f {
+                        "avro" => avro = true,
+                        "text" | "json" => avro = false,
+                        other => {
+                            return Err(EngineError::Unsupported(format!(
+                                "sink format {} (sinks write JSON or AVRO)",
+                                other.to_ascii_uppercase()
+                            )));
+                        }
+                    }
+                } else if word_is(&t, "envelope") {
+                    p.next_token();
+                    let e = p.next_token().token;
+                    if word_is(&e, "upsert") {
+                        upsert = true;
+                    } else if !word_is(&e, "debezium") {
+                        return Err(EngineError::Unsupported(format!(
+                            "ENVELOPE {e} for a sink (DEBEZIUM or UPSERT)"
+                        )));
+                    }
+                } else if p.peek_keyword(Keyword::WITH) {
+                    let _ = dotted_options(&mut p)?;
+                } else {
+                    break;
+                }
+            }
+            let upsert_key = match (upsert, key) {
+                (true, Some(k)) => Some(k),
+                (true, None) => {
+                    return Err(syntax("ENVELOPE UPSERT needs KEY (columns)"));
+                }
+                (false, _) => None,
+            };
             let end = p.peek_token().span.start;
             Statement::Ddl(Ddl::CreateSink {
                 name,
                 from,
                 topic,
+                avro,
+                upsert_key,
                 if_not_exists,
                 sql: slicer.slice(start, end),
             })
@@ -1772,7 +1902,9 @@ fn connection(p: &mut Parser<'_>) -> Result<String> {
             }
         }
         let _ = dotted_options(p)?;
-        return url.ok_or_else(|| syntax("CREATE CONNECTION … TO CONFLUENT SCHEMA REGISTRY (…) needs URL '…'"));
+        return url.ok_or_else(|| {
+            syntax("CREATE CONNECTION … TO CONFLUENT SCHEMA REGISTRY (…) needs URL '…'")
+        });
     }
     if !word_is(&to, "kafka") {
         return Err(EngineError::Unsupported(

@@ -22,9 +22,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::schema::{Name, ResolvedSchema};
 use apache_avro::types::Value as Avro;
-use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::{Decimal, Schema};
 use datafusion::arrow::array::RecordBatch;
@@ -98,17 +98,26 @@ impl AvroCodec {
         schema: &datafusion::arrow::datatypes::SchemaRef,
         values: &[&[u8]],
     ) -> (RecordBatch, Vec<usize>, Vec<DecodeFailure>) {
+        // The schema the stream's columns came from: its fields' defaults
+        // fill what a writer's schema lacks (Avro's resolution by name;
+        // promotions such as int → long are the columns' own).
         let reader = match self.resolve {
             true => self.registry.avro(self.id),
             false => None,
+        };
+        let defaults: Vec<(String, Json)> = match reader.as_deref() {
+            Some(Schema::Record(r)) => r
+                .fields
+                .iter()
+                .filter_map(|f| f.default.clone().map(|d| (f.name.clone(), d)))
+                .collect(),
+            _ => vec![],
         };
         // Each writer schema once per call.
         let mut writers: HashMap<u32, Option<Arc<Schema>>> = HashMap::new();
         for v in values {
             if let Ok((id, _)) = framed(v) {
-                writers
-                    .entry(id)
-                    .or_insert_with(|| self.registry.avro(id));
+                writers.entry(id).or_insert_with(|| self.registry.avro(id));
             }
         }
         let readers: HashMap<u32, Result<GenericDatumReader<'_>, String>> = writers
@@ -116,13 +125,11 @@ impl AvroCodec {
             .filter_map(|(id, w)| w.as_ref().map(|w| (*id, w)))
             .map(|(id, w)| {
                 let r = GenericDatumReader::builder(w)
-                    .maybe_reader_schema(reader.as_deref())
                     .build()
-                    .map_err(|e| format!("schema {id} does not resolve to the stream's: {e}"));
+                    .map_err(|e| format!("schema {id}: {e}"));
                 (id, r)
             })
             .collect();
-        let reader_names = reader.as_deref().map(names);
         let writer_names: HashMap<u32, Names<'_>> = writers
             .iter()
             .filter_map(|(id, w)| w.as_deref().map(|w| (*id, names(w))))
@@ -146,20 +153,23 @@ impl AvroCodec {
                         body.len()
                     ));
                 }
-                let (schema, names) = match (&reader, &reader_names) {
-                    (Some(r), Some(n)) => (r.as_ref(), n),
-                    _ => (
-                        writers
-                            .get(&id)
-                            .and_then(|w| w.as_deref())
-                            .ok_or("no writer schema")?,
-                        writer_names.get(&id).ok_or("no writer schema")?,
-                    ),
-                };
-                let json = to_json(&datum, schema, names)?;
-                if !json.is_object() {
+                let schema = writers
+                    .get(&id)
+                    .and_then(|w| w.as_deref())
+                    .ok_or("no writer schema")?;
+                let names = writer_names.get(&id).ok_or("no writer schema")?;
+                let mut json = to_json(&datum, schema, names)?;
+                let Json::Object(fields) = &mut json else {
                     return Err("value is not an Avro record".into());
+                };
+                for (name, default) in &defaults {
+                    if !fields.contains_key(name) {
+                        fields.insert(name.clone(), default.clone());
+                    }
                 }
+                // A null is SQL's NULL (not jsonb's `null` in a jsonb
+                // column): the field left out.
+                fields.retain(|_, v| !v.is_null());
                 serde_json::to_vec(&json).map_err(|e| e.to_string())
             };
             match one() {
@@ -183,19 +193,44 @@ impl AvroCodec {
 
     /// Encode each row of `values` with this codec's schema, framed.
     pub fn encode(&self, values: &RecordBatch) -> Result<Vec<Vec<u8>>, ArrowError> {
-        let schema = self
+        let rows = super::json::encode(values)?
+            .iter()
+            .map(|row| serde_json::from_slice(row).map_err(|e| invalid(e.to_string())))
+            .collect::<Result<Vec<Json>, _>>()?;
+        self.encode_json(&rows)
+    }
+
+    /// A framed value as JSON, decoded with its writer's schema (a sink
+    /// reading back what its topic holds).
+    pub fn json_of(&self, v: &[u8]) -> Result<Json, String> {
+        let (id, mut body) = framed(v)?;
+        let writer = self
             .registry
-            .avro(self.id)
-            .ok_or_else(|| invalid(format!("schema id {} is not in the schema registry", self.id)))?;
+            .avro(id)
+            .ok_or_else(|| format!("schema id {id} is not in the schema registry"))?;
+        let datum = GenericDatumReader::builder(&writer)
+            .build()
+            .and_then(|r| r.read_value(&mut body))
+            .map_err(|e| format!("value does not decode with schema {id}: {e}"))?;
+        to_json(&datum, &writer, &names(&writer))
+    }
+
+    /// Encode JSON values (objects by field name) with this codec's
+    /// schema, framed.
+    pub fn encode_json(&self, rows: &[Json]) -> Result<Vec<Vec<u8>>, ArrowError> {
+        let schema = self.registry.avro(self.id).ok_or_else(|| {
+            invalid(format!(
+                "schema id {} is not in the schema registry",
+                self.id
+            ))
+        })?;
         let names = names(&schema);
         let writer = GenericDatumWriter::builder(&schema)
             .build()
             .map_err(|e| invalid(e.to_string()))?;
-        let mut out = Vec::with_capacity(values.num_rows());
-        for row in super::json::encode(values)? {
-            let json: Json =
-                serde_json::from_slice(&row).map_err(|e| invalid(e.to_string()))?;
-            let datum = from_json(&json, &schema, &names).map_err(invalid)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for json in rows {
+            let datum = from_json(json, &schema, &names).map_err(invalid)?;
             let mut framed = vec![0u8];
             framed.extend_from_slice(&self.id.to_be_bytes());
             framed.extend(
@@ -263,9 +298,15 @@ fn decimal_bytes(text: &str, scale: usize) -> Result<Vec<u8>, String> {
     };
     let (int, frac) = t.split_once('.').unwrap_or((t, ""));
     if frac.len() > scale && frac[scale..].chars().any(|c| c != '0') {
-        return Err(format!("{text} has more than {scale} digits after the point"));
+        return Err(format!(
+            "{text} has more than {scale} digits after the point"
+        ));
     }
-    let frac: String = frac.chars().chain(std::iter::repeat('0')).take(scale).collect();
+    let frac: String = frac
+        .chars()
+        .chain(std::iter::repeat('0'))
+        .take(scale)
+        .collect();
     let n: i128 = format!("{int}{frac}")
         .parse()
         .map_err(|_| format!("{text} is not a decimal"))?;
@@ -342,7 +383,10 @@ fn to_json(v: &Avro, schema: &Schema, names: &Names<'_>) -> Result<Json, String>
                         .map(|f| &f.schema),
                     _ => None,
                 };
-                out.insert(k.clone(), to_json(x, field.unwrap_or(&Schema::Null), names)?);
+                out.insert(
+                    k.clone(),
+                    to_json(x, field.unwrap_or(&Schema::Null), names)?,
+                );
             }
             Json::Object(out)
         }
@@ -406,8 +450,11 @@ fn micros_of(v: &Json, unit_us: i64) -> Result<i64, String> {
             chrono::NaiveDateTime::parse_from_str(&s, "%Y-%m-%dT%H:%M:%S%.f")
                 .map(|t| t.and_utc().timestamp_micros())
                 .or_else(|_| {
-                    chrono::NaiveDate::parse_from_str(&s, "%Y-%m-%d")
-                        .map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc().timestamp_micros())
+                    chrono::NaiveDate::parse_from_str(&s, "%Y-%m-%d").map(|d| {
+                        d.and_time(chrono::NaiveTime::MIN)
+                            .and_utc()
+                            .timestamp_micros()
+                    })
                 })
                 .map_err(|_| format!("{s} is not a timestamp"))
         }
@@ -425,7 +472,10 @@ fn from_json(v: &Json, schema: &Schema, names: &Names<'_>) -> Result<Avro, Strin
     let int = |v: &Json| -> Result<i64, String> {
         match v {
             Json::Number(n) => n.as_i64().ok_or_else(|| format!("{n} is not an integer")),
-            Json::String(s) => s.trim().parse().map_err(|_| format!("{s} is not an integer")),
+            Json::String(s) => s
+                .trim()
+                .parse()
+                .map_err(|_| format!("{s} is not an integer")),
             Json::Bool(b) => Ok(i64::from(*b)),
             other => Err(format!("{other} is not an integer")),
         }
@@ -470,9 +520,9 @@ fn from_json(v: &Json, schema: &Schema, names: &Names<'_>) -> Result<Avro, Strin
             Json::String(s) => Avro::Boolean(matches!(s.as_str(), "true" | "t")),
             other => return Err(format!("{other} is not a boolean")),
         },
-        Schema::Int => Avro::Int(
-            i32::try_from(int(v)?).map_err(|_| format!("{v} does not fit an Avro int"))?,
-        ),
+        Schema::Int => {
+            Avro::Int(i32::try_from(int(v)?).map_err(|_| format!("{v} does not fit an Avro int"))?)
+        }
         Schema::Long => Avro::Long(int(v)?),
         Schema::Float => Avro::Float(double(v)? as f32),
         Schema::Double => Avro::Double(double(v)?),
@@ -500,18 +550,12 @@ fn from_json(v: &Json, schema: &Schema, names: &Names<'_>) -> Result<Avro, Strin
                 .ok_or_else(|| format!("{s} is not a symbol of enum {}", e.name.name()))?;
             Avro::Enum(i as u32, s)
         }
-        Schema::Uuid(_) => Avro::Uuid(
-            text(v)
-                .parse()
-                .map_err(|_| format!("{v} is not a uuid"))?,
-        ),
+        Schema::Uuid(_) => Avro::Uuid(text(v).parse().map_err(|_| format!("{v} is not a uuid"))?),
         Schema::Date => {
             let d = chrono::NaiveDate::parse_from_str(text(v).get(..10).unwrap_or(""), "%Y-%m-%d")
                 .map_err(|_| format!("{v} is not a date"))?;
             let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).ok_or("epoch")?;
-            Avro::Date(
-                i32::try_from((d - epoch).num_days()).map_err(|_| "date out of range")?,
-            )
+            Avro::Date(i32::try_from((d - epoch).num_days()).map_err(|_| "date out of range")?)
         }
         Schema::TimeMillis | Schema::TimeMicros => {
             let t = chrono::NaiveTime::parse_from_str(&text(v), "%H:%M:%S%.f")
@@ -620,10 +664,7 @@ fn sql_type(s: &Schema, names: &Names<'_>) -> Option<String> {
                 let item = sql_type(&a.items, names)?;
                 return Some(format!("{item}[]"));
             }
-            Schema::Null
-            | Schema::Map(_)
-            | Schema::Record(_)
-            | Schema::Ref { .. } => return None,
+            Schema::Null | Schema::Map(_) | Schema::Record(_) | Schema::Ref { .. } => return None,
         }
         .to_string(),
     )
@@ -673,6 +714,20 @@ pub fn schema_of(record: &str, fields: &[Field]) -> Json {
     json!({"type": "record", "name": record, "fields": fields})
 }
 
+/// The Avro schema of a Debezium envelope of rows of `row` (a record
+/// schema): `{"before": row or null, "after": row or null}`, as
+/// Materialize's Avro sinks write.
+pub fn debezium_of(record: &str, row: Json) -> Json {
+    json!({
+        "type": "record",
+        "name": "envelope",
+        "fields": [
+            {"name": "before", "type": ["null", row], "default": null},
+            {"name": "after", "type": ["null", record], "default": null},
+        ],
+    })
+}
+
 /// A record name Avro accepts for a relation's rows.
 pub fn record_name(relation: &str) -> String {
     avro_name(relation, 0)
@@ -702,7 +757,10 @@ fn type_of(t: &DataType, name: &str) -> Json {
         DataType::Int64 | DataType::UInt32 | DataType::UInt64 => json!("long"),
         DataType::Float16 | DataType::Float32 => json!("float"),
         DataType::Float64 => json!("double"),
-        DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::FixedSizeBinary(_) => {
+        DataType::Binary
+        | DataType::LargeBinary
+        | DataType::BinaryView
+        | DataType::FixedSizeBinary(_) => {
             json!("bytes")
         }
         DataType::Date32 | DataType::Date64 => json!({"type": "int", "logicalType": "date"}),
@@ -713,9 +771,7 @@ fn type_of(t: &DataType, name: &str) -> Json {
             json!({"type": "long", "logicalType": "timestamp-millis"})
         }
         DataType::Timestamp(..) => json!({"type": "long", "logicalType": "timestamp-micros"}),
-        DataType::Decimal32(p, s)
-        | DataType::Decimal64(p, s)
-        | DataType::Decimal128(p, s) => {
+        DataType::Decimal32(p, s) | DataType::Decimal64(p, s) | DataType::Decimal128(p, s) => {
             json!({"type": "bytes", "logicalType": "decimal", "precision": p, "scale": (*s).max(0)})
         }
         DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => json!({
@@ -742,9 +798,76 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    fn registry() -> (tempfile::TempDir, Arc<Registry>) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = crate::log::Log::open(
+            dir.path().to_path_buf(),
+            crate::log::LogOptions {
+                cleaner_interval: None,
+            },
+        )
+        .unwrap();
+        let log: Arc<dyn crate::log::LogStore> = log;
+        (dir, Arc::new(Registry::open(log).unwrap()))
+    }
+
+    const RIDE: &str = r#"{"type":"record","name":"ride","namespace":"t","fields":[
+        {"name":"id","type":"int"},
+        {"name":"fare","type":{"type":"bytes","logicalType":"decimal","precision":10,"scale":2}},
+        {"name":"at","type":{"type":"long","logicalType":"timestamp-millis"}},
+        {"name":"note","type":["null","string"],"default":null}]}"#;
+
+    #[test]
+    fn values_decode_through_the_registry_and_bad_ones_are_isolated() {
+        let (_dir, registry) = registry();
+        let id = registry
+            .register(
+                "rides-value",
+                &crate::registry::NewSchema {
+                    text: RIDE.into(),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let schema = registry.avro(id).unwrap();
+        let cols = columns(&schema).unwrap();
+        let fields: Vec<Field> = cols
+            .iter()
+            .map(|(n, t)| {
+                let t = crate::engine::statement::parse_type(t).unwrap();
+                crate::types::field(n, &t).unwrap()
+            })
+            .collect();
+        let arrow = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
+        let codec = AvroCodec::new(Arc::clone(&registry), id, true);
+        let rows = vec![
+            json!({"id": 1, "fare": "12.50", "at": "2024-01-01T00:00:00", "note": "a"}),
+            json!({"id": 2, "fare": "-0.05", "at": "2024-01-01T00:00:01.5", "note": null}),
+        ];
+        let mut values = codec.encode_json(&rows).unwrap();
+        values.insert(1, b"junk".to_vec());
+        let refs: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
+        let (batch, good, failures) = codec.decode(&arrow, &refs);
+        assert_eq!(good, vec![0, 2], "{failures:?}");
+        assert_eq!(failures.len(), 1);
+        assert_eq!(failures[0].index, 1);
+        let text: Vec<String> = (0..batch.num_columns())
+            .map(|c| {
+                datafusion::arrow::util::display::array_value_to_string(batch.column(c), 1).unwrap()
+            })
+            .collect();
+        assert_eq!(text, ["2", "-0.05", "2024-01-01T00:00:01.500", ""]);
+    }
+
     #[test]
     fn decimals_round_trip_as_text() {
-        for (text, scale) in [("123.45", 2), ("-0.01", 2), ("0", 0), ("-128", 0), ("99999.9", 3)] {
+        for (text, scale) in [
+            ("123.45", 2),
+            ("-0.01", 2),
+            ("0", 0),
+            ("-128", 0),
+            ("99999.9", 3),
+        ] {
             let b = decimal_bytes(text, scale).unwrap();
             let back = decimal_text(&b, scale).unwrap();
             let want: f64 = text.parse().unwrap();

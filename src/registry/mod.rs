@@ -519,7 +519,12 @@ impl Registry {
 
     /// Whether `new` is compatible with `subject`'s versions at its level
     /// (against `version` only when given): the reasons it is not.
-    pub fn check(&self, subject: &str, new: &NewSchema, version: Option<&str>) -> Result<Vec<String>> {
+    pub fn check(
+        &self,
+        subject: &str,
+        new: &NewSchema,
+        version: Option<&str>,
+    ) -> Result<Vec<String>> {
         let (_, avro) = self.parse(new)?;
         let level = self.level(Some(subject));
         let against: Vec<Arc<apache_avro::Schema>> = match version {
@@ -625,7 +630,12 @@ impl Registry {
     /// Delete a subject's versions (`version` None: all of them). Soft
     /// first: a permanent delete takes versions already soft-deleted
     /// (40405 otherwise), as Confluent's does. Returns the versions.
-    pub fn delete(&self, subject: &str, version: Option<&str>, permanent: bool) -> Result<Vec<i32>> {
+    pub fn delete(
+        &self,
+        subject: &str,
+        version: Option<&str>,
+        permanent: bool,
+    ) -> Result<Vec<i32>> {
         let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let targets: Vec<Version> = match version {
             Some(v) => vec![self.version(subject, v, permanent)?],
@@ -640,10 +650,15 @@ impl Registry {
                     return Err(RegistryError::new(
                         404,
                         40404,
-                        format!("Subject '{subject}' was soft deleted. Set permanent=true to delete permanently"),
+                        format!(
+                            "Subject '{subject}' was soft deleted. Set permanent=true to delete permanently"
+                        ),
                     ));
                 }
-                vs.iter().filter(|v| permanent || !v.deleted).cloned().collect()
+                vs.iter()
+                    .filter(|v| permanent || !v.deleted)
+                    .cloned()
+                    .collect()
             }
         };
         for t in &targets {
@@ -725,14 +740,18 @@ impl State {
                 let v: SchemaValue = serde_json::from_slice(value).map_err(|e| e.to_string())?;
                 if !self.schemas.contains_key(&v.id) {
                     let avro = match v.kind {
-                        SchemaType::Avro => Some(Arc::new(self.parse_avro(&v.schema, &v.references)?)),
+                        SchemaType::Avro => {
+                            Some(Arc::new(self.parse_avro(&v.schema, &v.references)?))
+                        }
                         _ => None,
                     };
                     let normal = match &avro {
                         Some(a) => a.canonical_form(),
-                        None if v.kind == SchemaType::Json => serde_json::from_str::<serde_json::Value>(&v.schema)
-                            .map(|j| j.to_string())
-                            .unwrap_or_else(|_| v.schema.clone()),
+                        None if v.kind == SchemaType::Json => {
+                            serde_json::from_str::<serde_json::Value>(&v.schema)
+                                .map(|j| j.to_string())
+                                .unwrap_or_else(|_| v.schema.clone())
+                        }
                         None => v.schema.trim().to_string(),
                     };
                     self.ids

@@ -312,13 +312,12 @@ pub async fn start(data_dir: PathBuf, args: ServeArgs) -> Result<Handle, ServerE
         sasl,
     );
     broker.notify_arrivals(engine.arrivals());
-    let registry_listener =
-        TcpListener::bind(&args.registry_addr)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: args.registry_addr.clone(),
-                source,
-            })?;
+    let registry_listener = TcpListener::bind(&args.registry_addr)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: args.registry_addr.clone(),
+            source,
+        })?;
     let registry_addr = registry_listener
         .local_addr()
         .map_err(|source| ServerError::Bind {

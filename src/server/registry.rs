@@ -63,7 +63,8 @@ fn flag(params: &HashMap<String, String>, name: &str) -> bool {
 /// The body of a register, lookup or compatibility request.
 fn new_schema(body: &[u8]) -> Result<NewSchema, Reply> {
     let bad = |why: String| Reply::from(RegistryError::invalid_schema(why));
-    let v: Value = serde_json::from_slice(body).map_err(|e| bad(format!("the body is not JSON: {e}")))?;
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| bad(format!("the body is not JSON: {e}")))?;
     let text = v
         .get("schema")
         .and_then(Value::as_str)
@@ -75,8 +76,9 @@ fn new_schema(body: &[u8]) -> Result<NewSchema, Reply> {
     };
     let references: Vec<Reference> = match v.get("references") {
         None | Some(Value::Null) => vec![],
-        Some(r) => serde_json::from_value(r.clone())
-            .map_err(|e| bad(format!("bad references: {e}")))?,
+        Some(r) => {
+            serde_json::from_value(r.clone()).map_err(|e| bad(format!("bad references: {e}")))?
+        }
     };
     Ok(NewSchema {
         text,
@@ -296,7 +298,13 @@ async fn delete_subject_config(State(r): Shared, Path(subject): Path<String>) ->
     ok(json!({"compatibilityLevel": was.name()}))
 }
 
-fn compatibility(r: &Registry, subject: &str, version: Option<&str>, verbose: bool, body: &[u8]) -> Answer {
+fn compatibility(
+    r: &Registry,
+    subject: &str,
+    version: Option<&str>,
+    verbose: bool,
+    body: &[u8],
+) -> Answer {
     let new = new_schema(body)?;
     // A subject with no versions accepts anything (nothing to be
     // compatible with), unless a version was named.
@@ -386,7 +394,11 @@ pub fn router(registry: Arc<Registry>) -> Router {
 }
 
 /// Serve the registry on `listener` until `stop` turns true.
-pub async fn serve(listener: TcpListener, registry: Arc<Registry>, mut stop: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    mut stop: watch::Receiver<bool>,
+) {
     let shutdown = async move {
         while !*stop.borrow() {
             if stop.changed().await.is_err() {
