@@ -339,3 +339,84 @@ fn confluent_avro_clients_registry_and_streams() {
         assert_eq!(net, "3", "{detail}\n{errors}");
     });
 }
+
+/// One HTTP/1.1 exchange on a fresh connection: the status line and body
+/// (empty when the server closed the connection without answering).
+fn http(addr: std::net::SocketAddr, request: &[u8]) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(request);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text.lines().next().unwrap_or("").to_string();
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+fn post(path: &str, body: &str) -> Vec<u8> {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         Content-Type: application/vnd.schemaregistry.v1+json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[test]
+fn the_registry_answers_garbage_with_errors_and_keeps_serving() {
+    let server = TestServer::start();
+    let addr = server.registry_addr;
+    // Not HTTP at all.
+    let (status, _) = http(addr, b"\x16\x03\x01garbage\r\n\r\n");
+    assert!(status.is_empty() || status.contains("400"), "{status}");
+    // A body that is not JSON, and a schema that is not Avro: 422 with
+    // Confluent's error codes.
+    let (status, body) = http(addr, &post("/subjects/s/versions", "{not json"));
+    assert!(status.contains("422"), "{status} {body}");
+    assert!(body.contains("\"error_code\":42201"), "{body}");
+    let (status, body) = http(
+        addr,
+        &post(
+            "/subjects/s/versions",
+            r#"{"schema": "{\"type\": \"nope\"}"}"#,
+        ),
+    );
+    assert!(status.contains("422"), "{status} {body}");
+    // A body over the limit (axum's 2 MB): refused, not buffered.
+    let big = format!(r#"{{"schema": "{}"}}"#, "x".repeat(3 << 20));
+    let (status, _) = http(addr, &post("/subjects/s/versions", &big));
+    assert!(status.is_empty() || status.contains("413"), "{status}");
+    // Unknown paths and ids.
+    let (status, body) = http(
+        addr,
+        b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(status.contains("404"), "{status} {body}");
+    let (status, body) = http(
+        addr,
+        b"GET /schemas/ids/abc HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        status.contains("404") && body.contains("40403"),
+        "{status} {body}"
+    );
+    // Still serving: a schema registers and reads back.
+    let (status, body) = http(
+        addr,
+        &post("/subjects/s/versions", r#"{"schema": "\"string\""}"#),
+    );
+    assert!(status.contains("200"), "{status} {body}");
+    assert_eq!(body, r#"{"id":1}"#);
+    let (status, body) = http(
+        addr,
+        b"GET /subjects/s/versions/latest HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(
+        body,
+        r#"{"id":1,"schema":"\"string\"","subject":"s","version":1}"#
+    );
+}

@@ -1,6 +1,8 @@
 //! The real `psql` binary runs the example scripts in `sql/` against a real
 //! eddy server; its output must equal the `.out` file beside each script
 //! (what psql prints for PostgreSQL given the same statements and rows).
+//! A script with a producer beside it (`X.py` for `X.sql`) has it run
+//! first, against the same server.
 
 #![allow(clippy::unwrap_used)]
 
@@ -27,6 +29,23 @@ fn sql_example_scripts_through_psql() {
     assert!(!scripts.is_empty());
     for script in scripts {
         let server = TestServer::start();
+        // A script's producer (`X.py` beside `X.sql`) runs first, with the
+        // server's Kafka and schema registry addresses.
+        let producer = script.with_extension("py");
+        if producer.exists() {
+            let out = Command::new("python3")
+                .arg(&producer)
+                .env("BOOTSTRAP", &server.addr)
+                .env("REGISTRY", format!("http://{}", server.registry_addr))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{} failed:\n{}",
+                producer.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         let out = common::psql_command(server.pg_addr)
             .arg("-f")
             .arg(&script)

@@ -2250,9 +2250,17 @@ fn show_query(p: &mut Parser) -> Result<Option<String>> {
     let (w1, w2, w3) = (words[0].as_str(), words[1].as_str(), words[2].as_str());
     let catalog = super::system::SCHEMA;
     let (consumed, query) = match (w1, w2) {
+        // As ksqlDB: topics named with a leading `_` (the registry's
+        // `_schemas`, eddy's own) only with SHOW ALL TOPICS.
         ("topics", _) => (
             2,
-            format!("SELECT name AS topic FROM {catalog}.topics WHERE NOT internal ORDER BY name"),
+            format!(
+                "SELECT name AS topic FROM {catalog}.topics WHERE left(name, 1) <> '_' ORDER BY name"
+            ),
+        ),
+        ("all", "topics") => (
+            3,
+            format!("SELECT name AS topic FROM {catalog}.topics ORDER BY name"),
         ),
         ("streams" | "tables" | "views", _) => (
             2,

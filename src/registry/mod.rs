@@ -829,3 +829,96 @@ impl State {
             .ok_or_else(|| "no schema".to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn open(dir: &std::path::Path) -> (Arc<crate::log::Log>, Registry) {
+        let log = crate::log::Log::open(
+            dir,
+            crate::log::LogOptions {
+                cleaner_interval: None,
+            },
+        )
+        .unwrap();
+        let store: Arc<dyn LogStore> = Arc::clone(&log) as Arc<dyn LogStore>;
+        (log, Registry::open(store).unwrap())
+    }
+
+    fn avro(text: &str) -> NewSchema {
+        NewSchema {
+            text: text.into(),
+            ..Default::default()
+        }
+    }
+
+    const V1: &str = r#"{"type":"record","name":"r","fields":[{"name":"a","type":"int"}]}"#;
+    const V2: &str = r#"{"type":"record","name":"r","fields":[{"name":"a","type":"int"},{"name":"b","type":"string","default":""}]}"#;
+    const BAD: &str = r#"{"type":"record","name":"r","fields":[{"name":"a","type":"string"}]}"#;
+
+    #[test]
+    fn state_survives_a_restart_and_ids_are_never_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (log, r) = open(dir.path());
+            assert_eq!(r.register("s-value", &avro(V1)).unwrap(), 1);
+            // The same schema: the same id, under any subject; written
+            // differently (whitespace) it is still the same schema.
+            assert_eq!(r.register("s-value", &avro(V1)).unwrap(), 1);
+            let spaced = V1.replace(',', " , ");
+            assert_eq!(r.register("t-value", &avro(&spaced)).unwrap(), 1);
+            assert_eq!(r.register("s-value", &avro(V2)).unwrap(), 2);
+            let e = r.register("s-value", &avro(BAD)).unwrap_err();
+            assert_eq!((e.status, e.code), (409, 409));
+            let e = r.register("s-value", &avro("{not json")).unwrap_err();
+            assert_eq!(e.code, 42201);
+            r.set_level(Some("t-value"), Level::None).unwrap();
+            assert_eq!(r.register("t-value", &avro(BAD)).unwrap(), 3);
+            // Soft, then permanent delete of t-value.
+            assert_eq!(r.delete("t-value", None, true).unwrap_err().code, 40405);
+            assert_eq!(r.delete("t-value", None, false).unwrap(), vec![1, 2]);
+            assert_eq!(r.delete("t-value", None, true).unwrap(), vec![1, 2]);
+            log.close().unwrap();
+        }
+        let (_log, r) = open(dir.path());
+        assert_eq!(r.subjects(true), vec!["s-value".to_string()]);
+        assert_eq!(r.versions("s-value", false).unwrap(), vec![1, 2]);
+        assert_eq!(r.version("s-value", "latest", false).unwrap().id, 2);
+        assert!(r.schema(3).is_some(), "a schema outlives its subject");
+        assert_eq!(r.subject_level("t-value"), None);
+        assert_eq!(r.versions("t-value", true).unwrap_err().code, 40401);
+        // The next new schema takes a new id.
+        let v3 = r#"{"type":"record","name":"r","fields":[{"name":"a","type":"int"},{"name":"c","type":"long","default":0}]}"#;
+        assert_eq!(r.register("s-value", &avro(v3)).unwrap(), 4);
+        assert_eq!(r.version("s-value", "3", false).unwrap().id, 4);
+    }
+
+    #[test]
+    fn compatibility_levels_apply_to_registration() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_log, r) = open(dir.path());
+        r.register("s", &avro(V1)).unwrap();
+        // FORWARD: old readers must read the new schema's data; adding a
+        // field without a default is fine, changing a type is not.
+        r.set_level(Some("s"), Level::Forward).unwrap();
+        let added = r#"{"type":"record","name":"r","fields":[{"name":"a","type":"int"},{"name":"z","type":"int"}]}"#;
+        assert!(r.check("s", &avro(added), None).unwrap().is_empty());
+        assert!(!r.check("s", &avro(BAD), None).unwrap().is_empty());
+        r.register("s", &avro(added)).unwrap();
+        // Transitive levels check every live version.
+        r.set_level(Some("s"), Level::BackwardTransitive).unwrap();
+        let dropped_z = V1;
+        // Reads both v1 (no z) and v2: V1 itself is compatible.
+        assert!(r.check("s", &avro(dropped_z), None).unwrap().is_empty());
+        // JSON Schema and Protobuf are stored, not checked.
+        let json = NewSchema {
+            text: r#"{"type":"object"}"#.into(),
+            kind: SchemaType::Json,
+            references: vec![],
+        };
+        let id = r.register("j", &json).unwrap();
+        assert_eq!(r.schema(id).unwrap().kind, SchemaType::Json);
+    }
+}
