@@ -574,3 +574,17 @@ fn an_open_kafka_listener_beyond_loopback_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--kafka-sasl"), "{err}");
 }
+
+#[test]
+fn an_open_schema_registry_beyond_loopback_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["--data-dir", dir.path().to_str().unwrap(), "serve"])
+        .args(["--kafka-addr", "127.0.0.1:0", "--pg-addr", "127.0.0.1:0"])
+        .args(["--registry-addr", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--registry-allow-remote"), "{err}");
+}

@@ -18,6 +18,7 @@
 //! | `limits`             | limit on one request (`eddy serve --max-…`)   |
 //! | `roles`              | role: login, superuser, whether it has a password |
 //! | `privileges`         | (role, relation, privilege) granted           |
+//! | `schemas`            | version of a subject in the schema registry   |
 
 use std::sync::{Arc, Weak};
 
@@ -188,6 +189,18 @@ pub fn schema_provider(engine: &Arc<Engine>) -> DfResult<Arc<dyn SchemaProvider>
                 ),
             ]),
             dataflow_operators,
+        ),
+        (
+            "schemas",
+            schema(&[
+                ("subject", Utf8, false),
+                ("version", Int32, false),
+                ("id", Int64, false),
+                ("schema_type", Utf8, false),
+                ("deleted", Boolean, false),
+                ("schema", Utf8, false),
+            ]),
+            registry_schemas,
         ),
         (
             "decode_errors",
@@ -453,6 +466,23 @@ fn dataflow_operators(e: &Engine) -> Result<Rows, String> {
                 int(o.errors as i64),
                 int(o.late as i64),
                 ScalarValue::TimestampMicrosecond(o.watermark, Some("+00:00".into())),
+            ]
+        })
+        .collect())
+}
+
+fn registry_schemas(e: &Engine) -> Result<Rows, String> {
+    Ok(e.registry
+        .all_versions()
+        .into_iter()
+        .map(|(v, s)| {
+            vec![
+                text(v.subject),
+                ScalarValue::Int32(Some(v.version)),
+                int(i64::from(v.id)),
+                text(format!("{:?}", s.kind).to_uppercase()),
+                ScalarValue::Boolean(Some(v.deleted)),
+                text(s.text),
             ]
         })
         .collect())

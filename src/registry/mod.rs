@@ -394,6 +394,18 @@ impl Registry {
             .ok_or_else(|| RegistryError::version_not_found(version, subject))
     }
 
+    /// Every subject's versions (soft-deleted ones too), with their
+    /// schemas, by subject and version.
+    pub fn all_versions(&self) -> Vec<(Version, Stored)> {
+        let state = self.read();
+        state
+            .subjects
+            .values()
+            .flatten()
+            .filter_map(|v| state.schemas.get(&v.id).map(|s| (v.clone(), s.clone())))
+            .collect()
+    }
+
     /// The versions (subject, version) that hold schema `id`.
     pub fn versions_of(&self, id: u32) -> Result<Vec<(String, i32)>> {
         let state = self.read();

@@ -36,6 +36,11 @@ pub struct ServeArgs {
     /// `schema.registry.url` is `http://` this).
     #[arg(long, env = "EDDY_REGISTRY_ADDR", default_value = "127.0.0.1:8081")]
     pub registry_addr: String,
+    /// Let the schema registry bind a non-loopback address (its REST API
+    /// has no authentication: anyone reaching it may register and delete
+    /// schemas, as with Confluent's registry unsecured).
+    #[arg(long, env = "EDDY_REGISTRY_ALLOW_REMOTE")]
+    pub registry_allow_remote: bool,
     /// How pgwire clients authenticate: `trust` (no password; loopback
     /// only unless --pg-allow-remote), `md5` or `scram-sha-256` (a role
     /// with LOGIN and PASSWORD; any address).
@@ -132,6 +137,7 @@ impl Default for ServeArgs {
             kafka_addr: "127.0.0.1:9092".into(),
             pg_addr: "127.0.0.1:6875".into(),
             registry_addr: "127.0.0.1:8081".into(),
+            registry_allow_remote: false,
             pg_auth: pg::PgAuth::Trust,
             pg_allow_remote: false,
             pg_tls_cert: None,
@@ -324,6 +330,11 @@ pub async fn start(data_dir: PathBuf, args: ServeArgs) -> Result<Handle, ServerE
             addr: args.registry_addr.clone(),
             source,
         })?;
+    if !registry_addr.ip().is_loopback() && !args.registry_allow_remote {
+        return Err(ServerError::Config(format!(
+            "the schema registry on {registry_addr} is reachable beyond this machine but has no authentication: give --registry-allow-remote to serve it open, or bind it to 127.0.0.1"
+        )));
+    }
     info!(%kafka_addr, %pg_addr, %registry_addr, data_dir = %data_dir.display(), "eddy serving");
     let (stop, stopped) = watch::channel(false);
     let registry_task = tokio::spawn(registry::serve(
