@@ -305,6 +305,20 @@ fn confluent_avro_clients_registry_and_streams() {
             &seed,
         )
         .await;
+        // ksqlDB's spelling, the key column read from the Avro key (the
+        // seed's `{"vendor_id": …}` records).
+        c.batch_execute(
+            "CREATE STREAM taxi_keyed (vendor_id INT KEY) WITH (KAFKA_TOPIC = 'taxi_rides', \
+             KEY_FORMAT = 'AVRO', VALUE_FORMAT = 'AVRO')",
+        )
+        .await
+        .unwrap();
+        converge(
+            &c,
+            "SELECT vendor_id, count(*), sum(total_amount) FROM taxi_keyed GROUP BY 1 ORDER BY 1",
+            &seed,
+        )
+        .await;
     });
 
     // After a restart: the registry's schemas, the stream and the view.

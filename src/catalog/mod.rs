@@ -53,6 +53,9 @@ pub enum Object {
         /// An Avro stream's schema in the registry.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         avro: Option<AvroSpec>,
+        /// Record keys in Avro (`KEY_FORMAT = 'AVRO'`): their schema's id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key_avro: Option<u32>,
     },
     /// Mutable relation backed by a changelog topic.
     Table {

@@ -315,6 +315,45 @@ impl Engine {
                     }
                     _ => None,
                 };
+                // KEY_FORMAT = 'AVRO': the key column's schema, the
+                // subject `{topic}-key`'s latest or the column's own.
+                let key_avro = match options.get("key_format") {
+                    Some(f) if f.eq_ignore_ascii_case("avro") => {
+                        let key_field = layout
+                            .schema()
+                            .fields()
+                            .iter()
+                            .find(|f| crate::format::record::Meta::of_name_or_key(f));
+                        let subject = format!("{topic}-key");
+                        match (self.registry.version(&subject, "latest", false), key_field) {
+                            (Ok(v), _) => Some(v.id),
+                            (Err(_), Some(f)) => {
+                                let new = crate::registry::NewSchema {
+                                    text: crate::format::avro::key_schema_of(f.data_type())
+                                        .to_string(),
+                                    ..Default::default()
+                                };
+                                Some(self.registry.register(&subject, &new).map_err(|e| {
+                                    EngineError::Invalid(format!(
+                                        "registering the stream's key schema under subject '{subject}': {e}"
+                                    ))
+                                })?)
+                            }
+                            (Err(_), None) => None,
+                        }
+                    }
+                    Some(f)
+                        if !matches!(
+                            f.to_ascii_lowercase().as_str(),
+                            "kafka" | "json" | "delimited" | "none"
+                        ) =>
+                    {
+                        return Err(EngineError::Unsupported(format!(
+                            "KEY_FORMAT '{f}' (KAFKA, JSON, DELIMITED or AVRO)"
+                        )));
+                    }
+                    _ => None,
+                };
                 self.ensure_topic(&topic, &options)?;
                 let o = Object::Stream {
                     name,
@@ -323,6 +362,7 @@ impl Engine {
                     columns,
                     sql,
                     avro,
+                    key_avro,
                 };
                 self.register(&o)?;
                 self.lock()?.insert(o)?;

@@ -285,12 +285,16 @@ impl Engine {
                 columns,
                 format,
                 avro,
+                key_avro,
                 ..
             } = o
             {
                 out.insert(
                     name.clone(),
-                    (topic.clone(), self.stream_layout(columns, *format, *avro)?),
+                    (
+                        topic.clone(),
+                        self.stream_layout(columns, *format, *avro, *key_avro)?,
+                    ),
                 );
             }
         }
@@ -400,13 +404,22 @@ impl Engine {
         columns: &[Column],
         format: Format,
         avro: Option<crate::catalog::AvroSpec>,
+        key_avro: Option<u32>,
     ) -> Result<Layout> {
         let layout = Self::layout_of(columns, format)?;
-        Ok(match avro {
+        let layout = match avro {
             Some(spec) => layout.with_avro(crate::format::avro::AvroCodec::new(
                 Arc::clone(&self.registry),
                 spec.id,
                 spec.resolve,
+            )),
+            None => layout,
+        };
+        Ok(match key_avro {
+            Some(id) => layout.with_key_avro(crate::format::avro::AvroCodec::new(
+                Arc::clone(&self.registry),
+                id,
+                false,
             )),
             None => layout,
         })
@@ -442,12 +455,13 @@ impl Engine {
                 columns,
                 format,
                 avro,
+                key_avro,
                 ..
             } => {
                 let rel = TopicRelation::new(
                     name,
                     topic,
-                    self.stream_layout(columns, *format, *avro)?,
+                    self.stream_layout(columns, *format, *avro, *key_avro)?,
                     Arc::clone(&self.log),
                     Arc::clone(&self.errors),
                     Arc::clone(&self.dataflows),

@@ -215,6 +215,39 @@ impl AvroCodec {
         to_json(&datum, &writer, &names(&writer))
     }
 
+    /// A record key in Avro as the text of its one column: a record's one
+    /// field (the seed's `AvroProducer` keys, `{"vendor_id": 1}`) or a
+    /// primitive (ksqlDB's unwrapped keys); None when it does not decode.
+    pub fn key_text(&self, k: &[u8]) -> Option<String> {
+        let json = match self.json_of(k).ok()? {
+            Json::Object(m) if m.len() == 1 => m.into_iter().next()?.1,
+            other => other,
+        };
+        match json {
+            Json::Null => None,
+            Json::String(s) => Some(s),
+            other => Some(other.to_string()),
+        }
+    }
+
+    /// A key column's text as an Avro key of this codec's schema (a
+    /// record of one field, or a primitive), framed.
+    pub fn encode_key(&self, text: &str) -> Result<Vec<u8>, ArrowError> {
+        let schema = self.registry.avro(self.id).ok_or_else(|| {
+            invalid(format!(
+                "schema id {} is not in the schema registry",
+                self.id
+            ))
+        })?;
+        let value = match schema.as_ref() {
+            Schema::Record(r) if r.fields.len() == 1 => {
+                json!({ r.fields[0].name.clone(): text })
+            }
+            _ => Json::String(text.to_string()),
+        };
+        Ok(self.encode_json(&[value])?.pop().unwrap_or_default())
+    }
+
     /// Encode JSON values (objects by field name) with this codec's
     /// schema, framed.
     pub fn encode_json(&self, rows: &[Json]) -> Result<Vec<Vec<u8>>, ArrowError> {
@@ -726,6 +759,12 @@ pub fn debezium_of(record: &str, row: Json) -> Json {
             {"name": "after", "type": ["null", record], "default": null},
         ],
     })
+}
+
+/// The Avro schema of a key column of this type (unwrapped, as ksqlDB
+/// writes single-column keys).
+pub fn key_schema_of(t: &DataType) -> Json {
+    type_of(t, "key")
 }
 
 /// A record name Avro accepts for a relation's rows.

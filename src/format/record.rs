@@ -62,6 +62,11 @@ pub fn time_from_field(field: Field, from: &str) -> Field {
 }
 
 impl Meta {
+    /// Whether `f` is a record-key column (a `KEY` column or `_key`).
+    pub fn of_name_or_key(f: &Field) -> bool {
+        Meta::of_field(f) == Some(Meta::Key)
+    }
+
     fn of_field(f: &Field) -> Option<Meta> {
         match f.metadata().get(META).map(String::as_str) {
             Some("key") => Some(Meta::Key),
@@ -156,6 +161,9 @@ pub struct Layout {
     time_from: Option<usize>,
     /// An Avro stream's codec (the registry and its writer schema).
     avro: Option<super::avro::AvroCodec>,
+    /// The codec of Avro record keys (`KEY_FORMAT = 'AVRO'`), read into
+    /// and written from the key column.
+    key_avro: Option<super::avro::AvroCodec>,
 }
 
 impl Layout {
@@ -169,6 +177,7 @@ impl Layout {
             key: vec![],
             time_from: None,
             avro: None,
+            key_avro: None,
         }
     }
 
@@ -302,7 +311,14 @@ impl Layout {
             key: vec![],
             time_from,
             avro: None,
+            key_avro: None,
         })
+    }
+
+    /// Record keys in Avro, with this codec.
+    pub fn with_key_avro(mut self, codec: super::avro::AvroCodec) -> Layout {
+        self.key_avro = Some(codec);
+        self
     }
 
     /// This Avro stream's codec (its values are undecodable without one).
@@ -513,6 +529,15 @@ impl Layout {
             };
             let rows = good.iter().map(|&g| &records[g]);
             let native: ArrayRef = match (m, m.native(f.data_type())) {
+                // An Avro key's one column as text (NULL when it does not
+                // decode).
+                (Meta::Key, DataType::Utf8) if self.key_avro.is_some() => {
+                    let codec = self.key_avro.as_ref();
+                    Arc::new(
+                        rows.map(|r| r.key.and_then(|k| codec.and_then(|c| c.key_text(k))))
+                            .collect::<StringArray>(),
+                    )
+                }
                 (Meta::Key, DataType::Binary) => {
                     Arc::new(rows.map(|r| r.key).collect::<BinaryArray>())
                 }
@@ -574,6 +599,16 @@ impl Layout {
         for (at, m) in &self.meta {
             let col = batch.column(*at);
             match m {
+                Meta::Key if self.key_avro.is_some() => {
+                    let text = cast(col, &DataType::Utf8)?;
+                    let text = text.as_string::<i32>();
+                    for (r, o) in out.iter_mut().enumerate() {
+                        o.key = match (&self.key_avro, text.is_valid(r)) {
+                            (Some(c), true) => Some(c.encode_key(text.value(r))?),
+                            _ => None,
+                        };
+                    }
+                }
                 Meta::Key => {
                     let keys = match col.data_type() {
                         DataType::Binary => Arc::clone(col),
