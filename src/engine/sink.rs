@@ -6,6 +6,10 @@
 //! as ksqlDB does instead (`catalog::Envelope`): a stream's rows appended
 //! (key columns in the record key, the rest the JSON value), a table's as
 //! an upsert changelog (a tombstone for a key whose row went away).
+//! With `FORMAT AVRO` the same records are written in Avro (Confluent's
+//! wire format, the schemas `Engine::sink_schema` registered): values,
+//! and a keyed sink's keys when made by CREATE SINK; a Debezium envelope
+//! is the Avro record `{before, after}`.
 //!
 //! The topic is its own progress record: when a sink starts (created, or
 //! the server restarting) it reads back what the topic already holds,

@@ -5,15 +5,18 @@
 //! the dataflow lock) gives each id's schema.
 //!
 //! Decoding resolves the writer's schema to the stream's by name: each
-//! datum becomes a JSON object of its fields (logical types as the text
-//! PostgreSQL reads: dates, timestamps, decimals) that `json.rs` decodes
-//! into the stream's columns, so a field the writer added is ignored, one
-//! it dropped is NULL, and a value that does not fit its column is a
-//! decode error, as for JSON. When the stream's columns were inferred
-//! from a registered schema, Avro's own resolution against that schema
-//! runs first (its defaults fill fields older writers lack, ints promote
-//! to longs, …). A value not in the wire format, with an unknown id, or
-//! that does not decode is counted and skipped.
+//! datum, read with its writer's schema, becomes a JSON object of its
+//! fields (logical types as the text PostgreSQL reads: dates, timestamps,
+//! decimals; a null is a field left out, so SQL's NULL) that `json.rs`
+//! decodes into the stream's columns, so a field the writer added is
+//! ignored, one it dropped is NULL, a value that does not fit its column
+//! is a decode error, and an int read into a bigint column is promoted,
+//! as for JSON. When the stream's columns were inferred from a registered
+//! schema, that schema's field defaults fill the fields a writer lacks, as
+//! Avro's resolution would. (apache-avro's own resolution is not used: it
+//! refuses decimals whose bytes are shorter than their precision allows,
+//! which is every small value.) A value not in the wire format, with an
+//! unknown id, or that does not decode is counted and skipped.
 //!
 //! Encoding (INSERT, sinks, persistent queries) writes with one
 //! registered schema: each row's JSON (`json::encode`) converted by that
