@@ -293,10 +293,10 @@ fn confluent_avro_clients_registry_and_streams() {
     let seed = expected(&python(&server, &["seed", "taxi_rides", "200"]));
     rt.block_on(async {
         let c = connect(server.pg_addr).await;
-        c.batch_execute(&format!(
+        c.batch_execute(
             "CREATE SOURCE taxi FROM KAFKA CONNECTION kafka (TOPIC 'taxi_rides') \
-             FORMAT AVRO USING CONFLUENT SCHEMA REGISTRY CONNECTION csr"
-        ))
+             FORMAT AVRO USING CONFLUENT SCHEMA REGISTRY CONNECTION csr",
+        )
         .await
         .unwrap();
         converge(

@@ -355,12 +355,12 @@ impl Engine {
                     .fields()
                     .iter()
                     .filter(|f| {
-                        !key.contains(f.name())
-                            && !(f.name() == "rowtime"
-                                && matches!(
-                                    f.data_type(),
-                                    datafusion::arrow::datatypes::DataType::Timestamp(..)
-                                ))
+                        let record_time = f.name() == "rowtime"
+                            && matches!(
+                                f.data_type(),
+                                datafusion::arrow::datatypes::DataType::Timestamp(..)
+                            );
+                        !key.contains(f.name()) && !record_time
                     })
                     .map(|f| f.as_ref().clone())
                     .collect();

@@ -843,7 +843,7 @@ mod tests {
     fn registry() -> (tempfile::TempDir, Arc<Registry>) {
         let dir = tempfile::tempdir().unwrap();
         let log = crate::log::Log::open(
-            dir.path().to_path_buf(),
+            dir.path(),
             crate::log::LogOptions {
                 cleaner_interval: None,
             },

@@ -75,7 +75,7 @@ mod tests {
         let v4 = s(r#"{"type":"record","name":"r","fields":[{"name":"a","type":"string"}]}"#);
         // int → long: a promotion (backward only).
         let v5 = s(r#"{"type":"record","name":"r","fields":[{"name":"a","type":"long"}]}"#);
-        let ok = |l, new: &Arc<Schema>| check(l, new, &[v1.clone()]).is_empty();
+        let ok = |l, new: &Arc<Schema>| check(l, new, std::slice::from_ref(&v1)).is_empty();
         assert!(ok(Level::Full, &v2));
         assert!(!ok(Level::Backward, &v3));
         assert!(ok(Level::Forward, &v3));
