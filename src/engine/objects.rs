@@ -524,9 +524,12 @@ impl Engine {
             value: codec(a.value),
             key: a.key.map(codec),
         });
-        // Subscribed before CREATE SINK is answered: the sink starts from
-        // the relation as of its creation, and every change after is one.
+        // Subscribed and caught up before CREATE SINK is answered: the
+        // topic holds the relation as of its creation, and every change
+        // after is one.
         let start = self.dataflows.subscribe(from)?;
+        let n = sink::catch_up(topic, &schema, &envelope, avro.as_ref(), &*self.log, &start)?;
+        tracing::info!(sink = name, rows = n, "sink caught up");
         let task = tokio::spawn(sink::run(
             name.to_string(),
             from.to_string(),

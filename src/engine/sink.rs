@@ -98,8 +98,37 @@ impl Envelope {
     }
 }
 
+/// Make `topic` hold what the relation held at `start` (its snapshot):
+/// read back what the topic holds and write the difference. Returns the
+/// rows written. `CREATE SINK` (and a persistent query) runs it before it
+/// answers, so the topic holds the relation's rows when it returns.
+pub fn catch_up(
+    topic: &str,
+    schema: &SchemaRef,
+    envelope: &Envelope,
+    avro: Option<&Avro>,
+    log: &dyn LogStore,
+    start: &Subscription,
+) -> Result<usize, DataflowError> {
+    let codec = Codec::for_schema(schema)?;
+    let mut diff = read_back(log, topic, schema, envelope, avro, &codec)?;
+    for v in diff.values_mut() {
+        *v = -*v;
+    }
+    let snapshot = with_schema(&start.snapshot, schema)?;
+    let rows = codec.encode(snapshot.columns())?;
+    for i in 0..snapshot.num_rows() {
+        *diff.entry(rows.row(i).into()).or_insert(0) += 1;
+    }
+    let catch_up: Vec<(RowBytes, i64)> = diff.into_iter().filter(|(_, d)| *d != 0).collect();
+    let n = catch_up.len();
+    write(log, topic, schema, envelope, avro, &codec, catch_up)?;
+    Ok(n)
+}
+
 /// Run sink `name` (relation `from` into `topic`) until aborted, the
-/// relation goes away or the engine stops.
+/// relation goes away or the engine stops; `start` already caught up
+/// ([`catch_up`]).
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     name: String,
@@ -113,6 +142,7 @@ pub async fn run(
     start: Subscription,
 ) {
     let mut start = Some(start);
+    let mut caught_up = true;
     loop {
         match feed(
             &name,
@@ -124,6 +154,7 @@ pub async fn run(
             &dataflows,
             &*log,
             start.take(),
+            std::mem::replace(&mut caught_up, false),
         )
         .await
         {
@@ -138,9 +169,9 @@ pub async fn run(
     }
 }
 
-/// Catch the topic up with the relation, then follow its changes. True
-/// when it fell too far behind the tick broadcast and must catch up again;
-/// false when the engine stopped.
+/// Catch the topic up with the relation (unless `caught_up`), then follow
+/// its changes. True when it fell too far behind the tick broadcast and
+/// must catch up again; false when the engine stopped.
 #[allow(clippy::too_many_arguments)]
 async fn feed(
     name: &str,
@@ -152,25 +183,17 @@ async fn feed(
     dataflows: &Dataflows,
     log: &dyn LogStore,
     start: Option<Subscription>,
+    caught_up: bool,
 ) -> Result<bool, DataflowError> {
     let codec = Codec::for_schema(schema)?;
-    let mut diff = read_back(log, topic, schema, envelope, avro, &codec)?;
-    for v in diff.values_mut() {
-        *v = -*v;
-    }
     let start = match start {
         Some(s) => s,
         None => dataflows.subscribe(from)?,
     };
-    let snapshot = with_schema(&start.snapshot, schema)?;
-    let rows = codec.encode(snapshot.columns())?;
-    for i in 0..snapshot.num_rows() {
-        *diff.entry(rows.row(i).into()).or_insert(0) += 1;
+    if !caught_up {
+        let n = catch_up(topic, schema, envelope, avro, log, &start)?;
+        info!(sink = name, rows = n, "sink caught up");
     }
-    let catch_up: Vec<(RowBytes, i64)> = diff.into_iter().filter(|(_, d)| *d != 0).collect();
-    let n = catch_up.len();
-    write(log, topic, schema, envelope, avro, &codec, catch_up)?;
-    info!(sink = name, rows = n, "sink caught up");
     let mut changes = start.changes;
     loop {
         match changes.recv().await {

@@ -86,8 +86,15 @@ pub fn framed(v: &[u8]) -> Result<(u32, &[u8]), String> {
     }
 }
 
+/// The most one length in a datum may claim (a string, bytes, an
+/// array's or map's block): apache-avro allocates what a length says
+/// before reading, so a hostile 2^40 is refused here rather than
+/// attempted. 64 MiB is past any Kafka record eddy accepts by default.
+const MAX_ALLOCATION: usize = 64 << 20;
+
 impl AvroCodec {
     pub fn new(registry: Arc<Registry>, id: u32, resolve: bool) -> AvroCodec {
+        apache_avro::util::max_allocation_bytes(MAX_ALLOCATION);
         AvroCodec {
             registry,
             id,
@@ -899,6 +906,77 @@ mod tests {
             })
             .collect();
         assert_eq!(text, ["2", "-0.05", "2024-01-01T00:00:01.500", ""]);
+    }
+
+    #[test]
+    fn truncated_and_hostile_values_are_decode_errors() {
+        let (_dir, registry) = registry();
+        let text = r#"{"type":"record","name":"r","fields":[{"name":"id","type":"int"},{"name":"s","type":"string"},{"name":"xs","type":{"type":"array","items":"long"}}]}"#;
+        let id = registry
+            .register(
+                "r-value",
+                &crate::registry::NewSchema {
+                    text: text.into(),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let arrow = Arc::new(datafusion::arrow::datatypes::Schema::new(vec![
+            Field::new("id", DataType::Int32, true),
+            Field::new("s", DataType::Utf8, true),
+        ]));
+        let codec = AvroCodec::new(Arc::clone(&registry), id, true);
+        let good = codec
+            .encode_json(&[json!({"id": 5, "s": "hello", "xs": [1, 2, 3]})])
+            .unwrap()
+            .pop()
+            .unwrap();
+        // Zig-zag varint of n.
+        let varint = |n: i64| {
+            let mut z = ((n << 1) ^ (n >> 63)) as u64;
+            let mut out = vec![];
+            loop {
+                let b = (z & 0x7f) as u8;
+                z >>= 7;
+                if z == 0 {
+                    out.push(b);
+                    return out;
+                }
+                out.push(b | 0x80);
+            }
+        };
+        let framed = |body: Vec<u8>| {
+            let mut v = vec![0u8];
+            v.extend_from_slice(&id.to_be_bytes());
+            v.extend(body);
+            v
+        };
+        let values: Vec<Vec<u8>> = vec![
+            good.clone(),
+            // Cut short.
+            good[..good.len() - 3].to_vec(),
+            // A string claiming 2^40 bytes.
+            framed([varint(5), varint(1 << 40)].concat()),
+            // A string claiming a negative length.
+            framed([varint(5), varint(-7)].concat()),
+            // An array claiming 2^40 items.
+            framed([varint(5), varint(1), b"a".to_vec(), varint(1 << 40)].concat()),
+            // Bytes past the datum.
+            [good.clone(), vec![1, 2]].concat(),
+            // The wrong magic byte; a schema id the registry lacks.
+            [vec![1u8], good[1..].to_vec()].concat(),
+            [vec![0u8, 0, 0, 0, 99], good[5..].to_vec()].concat(),
+            vec![0u8, 0],
+            good,
+        ];
+        let refs: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
+        let (batch, good, failures) = codec.decode(&arrow, &refs);
+        assert_eq!(good, vec![0, 9], "{failures:?}");
+        assert_eq!(batch.num_rows(), 2);
+        assert_eq!(
+            failures.iter().map(|f| f.index).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4, 5, 6, 7, 8]
+        );
     }
 
     #[test]
