@@ -434,3 +434,66 @@ fn the_registry_answers_garbage_with_errors_and_keeps_serving() {
         r#"{"id":1,"schema":"\"string\"","subject":"s","version":1}"#
     );
 }
+
+/// JSON values framed with a JSON Schema's id (confluent-kafka's
+/// `JSONSerializer`, ksqlDB's `JSON_SR`): a stream with the schema's
+/// properties as columns, a view compared with the producer's sums, and
+/// INSERT read back by `JSONDeserializer`.
+#[test]
+fn json_schema_values_through_the_registry() {
+    let server = TestServer::start();
+    let out = python(&server, &["json_sr_produce", "readings", "400"]);
+    let want: BTreeMap<String, (i64, f64)> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("expect "))
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (
+                f[0].to_string(),
+                (f[1].parse().unwrap(), f[2].parse().unwrap()),
+            )
+        })
+        .collect();
+    rt().block_on(async {
+        let c = connect(server.pg_addr).await;
+        c.batch_execute(
+            "CREATE STREAM readings WITH (KAFKA_TOPIC = 'readings', VALUE_FORMAT = 'JSON_SR'); \
+             CREATE MATERIALIZED VIEW per_sensor AS \
+             SELECT sensor, count(*) AS n, sum(value) AS total FROM readings GROUP BY sensor",
+        )
+        .await
+        .unwrap();
+        let got: BTreeMap<String, (i64, f64)> = rows(&c, "SELECT sensor, n, total FROM per_sensor")
+            .await
+            .iter()
+            .map(|r| {
+                let f: Vec<&str> = r.split('\t').collect();
+                (f[0].to_string(), (f[1].parse().unwrap(), f[2].parse().unwrap()))
+            })
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(
+            one(&c, "SELECT max(count) FROM readings").await,
+            "399"
+        );
+        c.batch_execute(
+            "CREATE STREAM alerts (sensor text, level int) WITH (KAFKA_TOPIC = 'alerts', VALUE_FORMAT = 'JSON_SR'); \
+             INSERT INTO alerts VALUES ('s1', 3), ('s2', NULL)",
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            one(&c, "SELECT sensor, level FROM alerts ORDER BY sensor").await,
+            "s1\t3\ns2\tNULL"
+        );
+    });
+    let out = python(&server, &["json_sr_consume", "alerts", "2"]);
+    assert!(
+        out.contains(r#"value {"level": 3, "sensor": "s1"}"#),
+        "{out}"
+    );
+    assert!(
+        out.contains(r#"value {"level": null, "sensor": "s2"}"#),
+        "{out}"
+    );
+}

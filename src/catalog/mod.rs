@@ -116,7 +116,7 @@ pub enum Object {
     },
 }
 
-/// The registered schema an Avro stream writes with.
+/// The registered schema an Avro (or JSON_SR) stream writes with.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AvroSpec {
     /// Its id in the schema registry.

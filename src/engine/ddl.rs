@@ -162,7 +162,7 @@ impl Engine {
                     .unwrap_or("json");
                 let format = Format::parse(format_name).ok_or_else(|| {
                     EngineError::Unsupported(format!(
-                        "format '{format_name}' (formats: json, csv, text, bytes, avro)"
+                        "format '{format_name}' (formats: json, csv, text, bytes, avro, json_sr)"
                     ))
                 })?;
                 // An Avro stream's value schema: the subject's latest,
@@ -172,11 +172,12 @@ impl Engine {
                     .or_else(|| options.get("subject"))
                     .cloned()
                     .unwrap_or_else(|| format!("{topic}-value"));
-                let registered = match format {
-                    Format::Avro => self.registry.version(&subject, "latest", false).ok(),
-                    _ => None,
+                let registry_format = matches!(format, Format::Avro | Format::JsonSr);
+                let registered = match registry_format {
+                    true => self.registry.version(&subject, "latest", false).ok(),
+                    false => None,
                 };
-                let infer = format == Format::Avro
+                let infer = registry_format
                     && columns
                         .iter()
                         .all(|c| keys.contains(&names::ident(&c.name)));
@@ -188,19 +189,39 @@ impl Engine {
                     c.key = keys.contains(&c.name);
                 }
                 if infer {
+                    let language = match format {
+                        Format::JsonSr => "JSON",
+                        _ => "Avro",
+                    };
                     let v = registered.as_ref().ok_or_else(|| {
                         EngineError::Invalid(format!(
-                            "no Avro schema is registered under subject '{subject}' to take the stream's columns from: register the topic's value schema first, or name the columns"
+                            "no {language} schema is registered under subject '{subject}' to take the stream's columns from: register the topic's value schema first, or name the columns"
                         ))
                     })?;
-                    let schema = self.registry.avro(v.id).ok_or_else(|| {
+                    let not_it = || {
                         EngineError::Invalid(format!(
-                            "schema {} of subject '{subject}' is not an Avro schema",
+                            "schema {} of subject '{subject}' is not a {language} schema",
                             v.id
                         ))
-                    })?;
-                    let inferred = crate::format::avro::columns(&schema)
-                        .map_err(|e| EngineError::Invalid(format!("subject '{subject}': {e}")))?;
+                    };
+                    let inferred = match format {
+                        Format::JsonSr => {
+                            if !crate::format::json_sr::is_json_schema(&self.registry, v.id) {
+                                return Err(not_it());
+                            }
+                            let text = self
+                                .registry
+                                .schema(v.id)
+                                .map(|s| s.text)
+                                .unwrap_or_default();
+                            crate::format::json_sr::columns(&text)
+                        }
+                        _ => {
+                            let schema = self.registry.avro(v.id).ok_or_else(not_it)?;
+                            crate::format::avro::columns(&schema)
+                        }
+                    }
+                    .map_err(|e| EngineError::Invalid(format!("subject '{subject}': {e}")))?;
                     for (name, sql_type) in inferred {
                         if columns.iter().any(|c| c.name == name) {
                             continue;
@@ -284,10 +305,29 @@ impl Engine {
                 }
                 let layout = Self::layout_of(&columns, format)?;
                 let avro = match (format, registered) {
-                    (Format::Avro, Some(v)) => Some(crate::catalog::AvroSpec {
+                    (Format::Avro | Format::JsonSr, Some(v)) => Some(crate::catalog::AvroSpec {
                         id: v.id,
                         resolve: infer,
                     }),
+                    (Format::JsonSr, None) => {
+                        let fields: Vec<_> = layout
+                            .value_fields()
+                            .fields()
+                            .iter()
+                            .map(|f| f.as_ref().clone())
+                            .collect();
+                        let new = crate::registry::NewSchema {
+                            text: crate::format::json_sr::schema_of(&name, &fields).to_string(),
+                            kind: crate::registry::SchemaType::Json,
+                            references: vec![],
+                        };
+                        let id = self.registry.register(&subject, &new).map_err(|e| {
+                            EngineError::Invalid(format!(
+                                "registering the stream's schema under subject '{subject}': {e}"
+                            ))
+                        })?;
+                        Some(crate::catalog::AvroSpec { id, resolve: false })
+                    }
                     // No schema under the subject yet: the columns' own,
                     // registered (what INSERT and producers that ask the
                     // registry write with).

@@ -407,13 +407,16 @@ impl Engine {
         key_avro: Option<u32>,
     ) -> Result<Layout> {
         let layout = Self::layout_of(columns, format)?;
-        let layout = match avro {
-            Some(spec) => layout.with_avro(crate::format::avro::AvroCodec::new(
+        let layout = match (avro, format) {
+            (Some(spec), Format::JsonSr) => layout.with_json_sr(
+                crate::format::json_sr::JsonSrCodec::new(Arc::clone(&self.registry), spec.id),
+            ),
+            (Some(spec), _) => layout.with_avro(crate::format::avro::AvroCodec::new(
                 Arc::clone(&self.registry),
                 spec.id,
                 spec.resolve,
             )),
-            None => layout,
+            (None, _) => layout,
         };
         Ok(match key_avro {
             Some(id) => layout.with_key_avro(crate::format::avro::AvroCodec::new(

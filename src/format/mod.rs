@@ -5,6 +5,7 @@
 pub mod avro;
 pub mod csv;
 pub mod json;
+pub mod json_sr;
 pub mod record;
 
 use std::sync::Arc;
@@ -130,6 +131,10 @@ pub enum Format {
     /// Avro in Confluent's wire format (a schema id, then the datum);
     /// columns by name (`avro.rs`).
     Avro,
+    /// JSON framed with a JSON Schema's id in the registry (ksqlDB's
+    /// `JSON_SR`; `json_sr.rs`).
+    #[serde(rename = "json_sr")]
+    JsonSr,
 }
 
 impl Format {
@@ -141,6 +146,7 @@ impl Format {
             "text" | "string" => Some(Format::Text),
             "bytes" => Some(Format::Bytes),
             "avro" => Some(Format::Avro),
+            "json_sr" => Some(Format::JsonSr),
             _ => None,
         }
     }

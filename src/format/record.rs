@@ -164,6 +164,8 @@ pub struct Layout {
     /// The codec of Avro record keys (`KEY_FORMAT = 'AVRO'`), read into
     /// and written from the key column.
     key_avro: Option<super::avro::AvroCodec>,
+    /// A JSON_SR stream's codec.
+    json_sr: Option<super::json_sr::JsonSrCodec>,
 }
 
 impl Layout {
@@ -178,6 +180,7 @@ impl Layout {
             time_from: None,
             avro: None,
             key_avro: None,
+            json_sr: None,
         }
     }
 
@@ -288,7 +291,7 @@ impl Layout {
         match format {
             Format::Text => one(&[DataType::Utf8, DataType::LargeUtf8], "text")?,
             Format::Bytes => one(&[DataType::Binary, DataType::LargeBinary], "bytes")?,
-            Format::Json | Format::Csv | Format::Avro => {}
+            Format::Json | Format::Csv | Format::Avro | Format::JsonSr => {}
         }
         let time_from = match schema
             .fields()
@@ -312,7 +315,14 @@ impl Layout {
             time_from,
             avro: None,
             key_avro: None,
+            json_sr: None,
         })
+    }
+
+    /// This JSON_SR stream's codec.
+    pub fn with_json_sr(mut self, codec: super::json_sr::JsonSrCodec) -> Layout {
+        self.json_sr = Some(codec);
+        self
     }
 
     /// Record keys in Avro, with this codec.
@@ -337,6 +347,14 @@ impl Layout {
         match self.format {
             Format::Json => json::decode(&self.values, values),
             Format::Csv => csv::decode(&self.values, values),
+            Format::JsonSr => match &self.json_sr {
+                Some(codec) => codec.decode(&self.values, values),
+                None => fail_all(
+                    &self.values,
+                    values.len(),
+                    &ArrowError::InvalidArgumentError("a JSON_SR stream without its schema".into()),
+                ),
+            },
             Format::Avro => match &self.avro {
                 Some(codec) => codec.decode(&self.values, values),
                 None => fail_all(
@@ -398,6 +416,12 @@ impl Layout {
         match self.format {
             Format::Json => Ok(json::encode(values)?.into_iter().map(Some).collect()),
             Format::Csv => Ok(csv::encode(values)?.into_iter().map(Some).collect()),
+            Format::JsonSr => match &self.json_sr {
+                Some(codec) => Ok(codec.encode(values)?.into_iter().map(Some).collect()),
+                None => Err(ArrowError::InvalidArgumentError(
+                    "a JSON_SR stream without its schema".into(),
+                )),
+            },
             Format::Avro => match &self.avro {
                 Some(codec) => Ok(codec.encode(values)?.into_iter().map(Some).collect()),
                 None => Err(ArrowError::InvalidArgumentError(

@@ -14,6 +14,9 @@ against eddy's registry ($REGISTRY, an http:// URL) and Kafka listener
   consume TOPIC N    read N records with AvroDeserializer (and the older
                      AvroConsumer), print each value as JSON
   check ID           schema ID is served (after a restart)
+  json_sr_produce TOPIC N / json_sr_consume TOPIC N
+                     JSON values with a JSON Schema (JSONSerializer,
+                     JSONDeserializer), as ksqlDB's JSON_SR
 """
 
 import json
@@ -225,6 +228,58 @@ def consume(topic, n):
     print(f"consumed {len(seen)} old {old}")
 
 
+READING = json.dumps({
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "title": "Reading", "type": "object",
+    "properties": {
+        "sensor": {"type": "string"},
+        "value": {"type": "number"},
+        "count": {"type": "integer"},
+    },
+    "required": ["sensor", "value", "count"],
+})
+
+
+def json_sr_produce(topic, n):
+    from confluent_kafka.schema_registry.json_schema import JSONSerializer
+    sr = SchemaRegistryClient({"url": REGISTRY})
+    ser = JSONSerializer(READING, sr)
+    p = Producer({"bootstrap.servers": BOOTSTRAP, "acks": "all"})
+    sums = {}
+    for i in range(n):
+        r = {"sensor": f"s{i % 4}", "value": (i % 10) / 2.0, "count": i}
+        c, v = sums.get(r["sensor"], (0, 0.0))
+        sums[r["sensor"]] = (c + 1, v + r["value"])
+        p.produce(topic, value=ser(r, SerializationContext(topic, MessageField.VALUE)))
+    assert p.flush(60) == 0
+    for k in sorted(sums):
+        print(f"expect {k} {sums[k][0]} {sums[k][1]}")
+
+
+def json_sr_consume(topic, n):
+    from confluent_kafka.schema_registry.json_schema import JSONDeserializer
+    sr = SchemaRegistryClient({"url": REGISTRY})
+    # The schema eddy registered for the stream, from the registry.
+    schema = sr.get_latest_version(f"{topic}-value").schema
+    de = JSONDeserializer(schema, schema_registry_client=sr)
+    c = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": f"json-{topic}",
+                  "auto.offset.reset": "earliest"})
+    c.subscribe([topic])
+    seen = []
+    idle = 0
+    while len(seen) < n and idle < 150:
+        m = c.poll(0.2)
+        if m is None:
+            idle += 1
+            continue
+        if m.error() is not None:
+            raise Exception(m.error())
+        seen.append(de(m.value(), SerializationContext(topic, MessageField.VALUE)))
+    c.close()
+    for v in seen:
+        print("value " + json.dumps(v, sort_keys=True))
+
+
 def check(schema_id):
     sr = SchemaRegistryClient({"url": REGISTRY})
     assert json.loads(sr.get_schema(schema_id).schema_str) == json.loads(RIDE_V1)
@@ -244,6 +299,10 @@ if __name__ == "__main__":
         seed(sys.argv[2], int(sys.argv[3]))
     elif phase == "consume":
         consume(sys.argv[2], int(sys.argv[3]))
+    elif phase == "json_sr_produce":
+        json_sr_produce(sys.argv[2], int(sys.argv[3]))
+    elif phase == "json_sr_consume":
+        json_sr_consume(sys.argv[2], int(sys.argv[3]))
     elif phase == "check":
         check(int(sys.argv[2]))
     else:
