@@ -54,7 +54,7 @@ pub enum Envelope {
     Keyed {
         upsert: bool,
         /// The relation keyed by the key columns (their record keys).
-        keys: Layout,
+        keys: Box<Layout>,
         /// Positions of the key columns, and of the columns in the value.
         key: Vec<usize>,
         value: Vec<usize>,
@@ -90,7 +90,7 @@ impl Envelope {
             .collect();
         Ok(Envelope::Keyed {
             upsert,
-            keys: Layout::keyed(Arc::clone(schema), key.clone()),
+            keys: Box::new(Layout::keyed(Arc::clone(schema), key.clone())),
             key,
             value,
             time,
