@@ -16,6 +16,9 @@
 //! prefix of the row's. So an equality on leading columns is a prefix range
 //! of the map, and a range on the next column a range within it. A read
 //! without predicates lists rows in that order every time.
+//!
+//! (About 840 lines, 250 of them tests: one type, its snapshots and the key
+//! encodings its lookups rely on.)
 
 use std::ops::Bound;
 use std::sync::{Arc, OnceLock};

@@ -19,6 +19,10 @@
 //! NULL keys never match (SQL equality) unless the plan says NULLs are
 //! equal; such rows are not arranged: they only ever appear NULL-padded in
 //! outer joins and in anti joins.
+//!
+//! (About 850 lines: one operator whose inner, outer, semi and anti cases
+//! share the arrangements and the delta rule above; split, each would repeat
+//! them.)
 
 use std::sync::Arc;
 

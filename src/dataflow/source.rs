@@ -11,6 +11,9 @@
 //! - [`ChangesSource`]: a leaf over a table or another materialized view:
 //!   first the input's contents when the view was created (backfill), then
 //!   the input's changes of each tick.
+//!
+//! (About 850 lines: the three leaves share the reader, its offsets and their
+//! checkpoint form.)
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 //! `WINDOWSTART` / `WINDOWEND` (epoch milliseconds, as ksqlDB gives them).
 //!
 //! sqlparser does not read the WINDOW clause, so the statement's text has
-//! it blanked out first (`statement.rs`, which keeps where it was); the
+//! it blanked out first (`statement/ksql.rs`, which keeps where it was); the
 //! query is then rewritten onto eddy's window table functions
 //! (`windows.rs`): the FROM relation becomes `TUMBLE(rel, rowtime, size)`
 //! or `HOP(rel, rowtime, advance, size)`, the GROUP BY gains the window,

@@ -1,6 +1,6 @@
 //! The database: owns the log (through `LogStore`), the catalog and the
 //! DataFusion session in which streams, tables and views are registered.
-//! A statement is parsed once (`statement.rs`) into its family and run by
+//! A statement is parsed once (`statement/`) into its family and run by
 //! that family's file, from the one match in [`Engine::execute_with`]:
 //!
 //! | family | file |

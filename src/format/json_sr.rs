@@ -56,14 +56,7 @@ impl JsonSrCodec {
                 Err(reason) => failures.push(DecodeFailure { index: i, reason }),
             }
         }
-        let (batch, good, more) = super::json::decode(schema, &bodies);
-        let good = good.into_iter().map(|g| from[g]).collect();
-        failures.extend(more.into_iter().map(|f| DecodeFailure {
-            index: from[f.index],
-            reason: f.reason,
-        }));
-        failures.sort_by_key(|f| f.index);
-        (batch, good, failures)
+        super::decode_json_of(schema, &bodies, &from, failures)
     }
 
     /// Each row of `values` as JSON framed with this codec's schema id.

@@ -90,6 +90,26 @@ pub(crate) fn decode_isolating(
     (batch, good, failures)
 }
 
+/// The JSON objects `bodies` decoded into a batch of `schema` by
+/// `json.rs`, where `bodies[i]` came from input `from[i]` and `failures`
+/// are the inputs that failed before: the batch, the good inputs and every
+/// failure, in input order (Avro and JSON_SR values end here).
+pub(crate) fn decode_json_of(
+    schema: &SchemaRef,
+    bodies: &[&[u8]],
+    from: &[usize],
+    mut failures: Vec<DecodeFailure>,
+) -> (RecordBatch, Vec<usize>, Vec<DecodeFailure>) {
+    let (batch, good, more) = json::decode(schema, bodies);
+    let good = good.into_iter().map(|g| from[g]).collect();
+    failures.extend(more.into_iter().map(|f| DecodeFailure {
+        index: from[f.index],
+        reason: f.reason,
+    }));
+    failures.sort_by_key(|f| f.index);
+    (batch, good, failures)
+}
+
 /// `schema` with the columns arrow-json and arrow-csv cannot read
 /// (intervals) as text; None when it has none.
 fn readable(schema: &SchemaRef) -> Option<SchemaRef> {

@@ -14,6 +14,8 @@
 //! Kafka producer's key would), `_timestamp` the record timestamp and
 //! `_partition`, when not NULL, the partition; `_offset` is assigned by the
 //! log and ignored on write. A relation without them is its values alone.
+//!
+//! (About 820 lines, 140 of them tests: one mapping, each way.)
 
 use std::borrow::Cow;
 use std::sync::Arc;

@@ -14,6 +14,9 @@
 //! Compatibility is checked for Avro schemas with apache-avro's schema
 //! resolution rules; JSON Schema and Protobuf schemas are stored and served
 //! (their ids, versions and subjects work as Confluent's) but not checked.
+//!
+//! (About 940 lines, 90 of them tests: one model, its durable form and its
+//! replay.)
 
 pub mod compat;
 
