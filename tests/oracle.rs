@@ -122,6 +122,8 @@ const VIEWS: &[(&str, &str)] = &[
     ("uni", "SELECT k FROM a UNION SELECT k FROM b"),
     ("exc", "SELECT k FROM a EXCEPT SELECT k FROM b"),
     ("inter", "SELECT k FROM a INTERSECT SELECT k FROM b"),
+    ("exc_all", "SELECT k FROM a EXCEPT ALL SELECT k FROM b"),
+    ("inter_all", "SELECT k FROM a INTERSECT ALL SELECT k FROM b"),
     (
         "topk",
         "SELECT k, v, s FROM a ORDER BY v DESC, k, s LIMIT 3",
@@ -205,6 +207,35 @@ async fn assert_views(engine: &Engine, when: &str) {
         let got = rows(&run(engine, &format!("SELECT * FROM {name}")).await);
         let want = rows(&run(engine, query).await);
         assert_eq!(got, want, "view {name} differs from recomputation ({when})");
+    }
+    // The multiset operations against counts taken here, not by the
+    // engine's own set operations.
+    let left = rows(&run(engine, "SELECT k FROM a").await);
+    let right = rows(&run(engine, "SELECT k FROM b").await);
+    let count = |v: &[String]| {
+        let mut m = std::collections::BTreeMap::<String, i64>::new();
+        for k in v {
+            *m.entry(k.clone()).or_default() += 1;
+        }
+        m
+    };
+    let (l, r) = (count(&left), count(&right));
+    for (name, keep) in [
+        (
+            "exc_all",
+            (|l: i64, r: i64| (l - r).max(0)) as fn(i64, i64) -> i64,
+        ),
+        ("inter_all", |l: i64, r: i64| l.min(r)),
+    ] {
+        let mut want: Vec<String> = l
+            .iter()
+            .flat_map(|(k, n)| {
+                std::iter::repeat_n(k.clone(), keep(*n, r.get(k).copied().unwrap_or(0)) as usize)
+            })
+            .collect();
+        want.sort();
+        let got = rows(&run(engine, &format!("SELECT * FROM {name}")).await);
+        assert_eq!(got, want, "view {name} differs from the multiset ({when})");
     }
 }
 

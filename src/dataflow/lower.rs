@@ -25,6 +25,7 @@ use datafusion::physical_planner::create_aggregate_expr_and_maybe_filter;
 use super::accumulate::AccumulatorFactory;
 use super::aggregate::{Aggregate, AggregateSpec, WindowClose};
 use super::distinct::{Constant, Distinct};
+use super::enumerate::Enumerate;
 use super::join::{Join, JoinWindow};
 use super::map::Map;
 use super::session::{SESSION_UDF, SessionAggregate};
@@ -774,6 +775,11 @@ impl<'a> Lowering<'a> {
                 )?;
                 Ok(Flow::leaf(Constant::new(Delta::inserts(batch))))
             }
+            LogicalPlan::Window(w) if numbers_copies(w) => {
+                let input = self.lower(&w.input)?;
+                let op = Enumerate::new(&input.schema(), out_schema)?;
+                Ok(Flow::unary(op, input))
+            }
             LogicalPlan::Window(_) => Err(DataflowError::Unsupported(
                 "window functions (OVER …) other than ROW_NUMBER() … <= k (per-group top-k)".into(),
             )),
@@ -783,6 +789,46 @@ impl<'a> Lowering<'a> {
             ))),
         }
     }
+}
+
+/// Whether `w` is `row_number() OVER (PARTITION BY` every input column`)`
+/// with no ORDER BY or frame of its own: the copies of each row numbered
+/// (`enumerate.rs`), as `EXCEPT ALL` and `INTERSECT ALL` are rewritten.
+fn numbers_copies(w: &datafusion::logical_expr::Window) -> bool {
+    use datafusion::logical_expr::expr::{WindowFunction, WindowFunctionParams};
+    let [e] = w.window_expr.as_slice() else {
+        return false;
+    };
+    let Expr::WindowFunction(f) = e.clone().unalias() else {
+        return false;
+    };
+    let WindowFunction {
+        fun,
+        params:
+            WindowFunctionParams {
+                args,
+                partition_by,
+                order_by,
+                filter,
+                ..
+            },
+        ..
+    } = f.as_ref();
+    if fun.name() != "row_number" || !args.is_empty() || !order_by.is_empty() || filter.is_some() {
+        return false;
+    }
+    let input = w.input.schema();
+    let mut seen = vec![false; input.fields().len()];
+    for p in partition_by {
+        let Expr::Column(c) = p else {
+            return false;
+        };
+        match input.index_of_column(c) {
+            Ok(i) => seen[i] = true,
+            Err(_) => return false,
+        }
+    }
+    seen.iter().all(|s| *s)
 }
 
 /// `x NOT IN (subquery)`, which DataFusion plans as a null-aware anti join,

@@ -24,6 +24,7 @@ pub mod aggregate;
 pub mod checkpoint;
 pub mod decode_errors;
 pub mod distinct;
+pub mod enumerate;
 pub mod index;
 pub mod join;
 pub mod lower;

@@ -663,7 +663,8 @@ impl Engine {
     /// A query as a dataflow runs it: `now()` as `mz_now()` (in a view,
     /// now() is the time it is read, as in RisingWave: a temporal
     /// filter), values printable, set-returning calls in the SELECT list
-    /// unnested, USING joins' merged columns.
+    /// unnested, USING joins' merged columns, EXCEPT ALL and INTERSECT ALL as
+    /// multisets (`set_ops.rs`).
     async fn dataflow_query(&self, mut query: Box<Query>) -> Box<Query> {
         pg_compat::now_as_mz_now(&mut query);
         pg_compat::printable(&mut query);
@@ -671,6 +672,7 @@ impl Engine {
         self.hide_rowtime(&mut q);
         query::set_returning_in_select_list(&mut q);
         using::merge_join_columns(&self.ctx, &mut q).await;
+        super::set_ops::multiset_operations(&self.ctx, &mut q).await;
         match q {
             SqlStatement::Query(q) => q,
             _ => unreachable!("a query stays a query"),
@@ -726,6 +728,7 @@ impl Engine {
     pub(super) async fn define_view(&self, mut v: CreateView) -> Result<()> {
         let mut q = SqlStatement::Query(v.query.clone());
         using::merge_join_columns(&self.ctx, &mut q).await;
+        super::set_ops::multiset_operations(&self.ctx, &mut q).await;
         if let SqlStatement::Query(q) = q {
             v.query = q;
         }

@@ -33,6 +33,7 @@ pub mod pg_compat;
 mod plans;
 mod query;
 pub mod relation;
+mod set_ops;
 mod sink;
 pub mod statement;
 pub mod system;
