@@ -19,6 +19,7 @@ mod copy_binary;
 mod ddl;
 pub use ddl::Transient;
 mod dml;
+mod functions;
 mod index_table;
 mod indexes;
 mod intervals;

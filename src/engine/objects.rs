@@ -88,6 +88,7 @@ impl Engine {
         ctx.register_udf(crate::dataflow::session::session_udf());
         super::jsonb::register(&ctx)?;
         super::to_char::register(&ctx);
+        super::functions::register(&ctx);
         super::intervals::register(&ctx)?;
         let engine = Arc::new(Engine {
             log,

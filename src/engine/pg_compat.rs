@@ -111,10 +111,6 @@ pub fn install(ctx: &SessionContext, catalog: &str, dataflows: &Arc<Dataflows>) 
             kind: *kind,
         }));
     }
-    // PostgreSQL's name for the sample variance.
-    if let Ok(var_samp) = datafusion::execution::FunctionRegistry::udaf(ctx, "var_samp") {
-        ctx.register_udaf(var_samp.as_ref().clone().with_aliases(["variance"]));
-    }
     Ok(())
 }
 

@@ -238,7 +238,10 @@ mod tests {
         .unwrap();
         multiset_operations(&ctx, &mut stmt).await;
         let text = stmt.to_string();
-        assert!(text.contains(r#"__eddy_c1 AS "a", __eddy_c2 AS "x""#), "{text}");
+        assert!(
+            text.contains(r#"__eddy_c1 AS "a", __eddy_c2 AS "x""#),
+            "{text}"
+        );
         assert!(
             text.contains("(SELECT a, b AS x FROM t) AS __eddy_l"),
             "{text}"

@@ -826,6 +826,7 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
             // A client catalog query DataFusion cannot plan as written
             // runs as rewritten.
             let json_casts = super::jsonb::rewrite_casts(&mut s);
+            let json_casts = super::functions::rewrite_substring(&mut s) | json_casts;
             let text = if text.trim().is_empty() || super::pg_compat::rewrite(&mut s) || json_casts
             {
                 s.to_string()
