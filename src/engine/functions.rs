@@ -351,8 +351,10 @@ fn substring_bytes(args: &[ColumnarValue], n: usize) -> DfResult<ColumnarValue> 
 }
 
 /// `SUBSTRING(x [FROM s] [FOR n])` as the call `substr(x, s[, n])`, so
-/// that it is planned by name (and reaches the wrapper above). Whether
-/// anything changed.
+/// that it is planned by name (and reaches the wrapper above). sqlparser
+/// reads `substr(…)` as the same expression, so a printed and parsed
+/// again statement (a view's text) needs this again. Whether anything
+/// changed.
 pub fn rewrite_substring<V: datafusion::sql::sqlparser::ast::VisitMut>(stmt: &mut V) -> bool {
     use datafusion::sql::sqlparser::ast::{
         Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments,

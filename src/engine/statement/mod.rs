@@ -591,6 +591,7 @@ pub fn parse_query(sql: &str) -> Result<Box<Query>> {
         .and_then(|mut p| p.parse_statement())
         .map_err(parser_error)?;
     super::jsonb::rewrite_casts(&mut s);
+    super::functions::rewrite_substring(&mut s);
     match s {
         SqlStatement::Query(q) => Ok(q),
         other => Err(syntax(format!("expected a query, found {other}"))),
