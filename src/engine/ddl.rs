@@ -664,7 +664,7 @@ impl Engine {
     /// now() is the time it is read, as in RisingWave: a temporal
     /// filter), values printable, set-returning calls in the SELECT list
     /// unnested, USING joins' merged columns, EXCEPT ALL and INTERSECT ALL as
-    /// multisets (`set_ops.rs`).
+    /// multisets (`set_ops.rs`), `count(t.*)`'s row (`whole_rows.rs`).
     async fn dataflow_query(&self, mut query: Box<Query>) -> Box<Query> {
         pg_compat::now_as_mz_now(&mut query);
         pg_compat::printable(&mut query);
@@ -673,6 +673,7 @@ impl Engine {
         query::set_returning_in_select_list(&mut q);
         using::merge_join_columns(&self.ctx, &mut q).await;
         super::set_ops::multiset_operations(&self.ctx, &mut q).await;
+        super::whole_rows::whole_row_arguments(&self.ctx, &mut q).await;
         match q {
             SqlStatement::Query(q) => q,
             _ => unreachable!("a query stays a query"),
@@ -729,6 +730,7 @@ impl Engine {
         let mut q = SqlStatement::Query(v.query.clone());
         using::merge_join_columns(&self.ctx, &mut q).await;
         super::set_ops::multiset_operations(&self.ctx, &mut q).await;
+        super::whole_rows::whole_row_arguments(&self.ctx, &mut q).await;
         if let SqlStatement::Query(q) = q {
             v.query = q;
         }

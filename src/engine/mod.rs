@@ -41,6 +41,7 @@ pub mod system;
 mod to_char;
 pub mod txn;
 mod using;
+mod whole_rows;
 mod windows;
 
 use std::collections::{BTreeMap, HashMap};

@@ -108,7 +108,8 @@ impl Engine {
         Ok((stmt, plan))
     }
 
-    async fn plan_afresh(&self, stmt: SqlStatement) -> Result<(SqlStatement, LogicalPlan)> {
+    async fn plan_afresh(&self, mut stmt: SqlStatement) -> Result<(SqlStatement, LogicalPlan)> {
+        super::whole_rows::whole_row_arguments(&self.ctx, &mut stmt).await;
         self.check_calls(&stmt)?;
         let mut stmt = REWRITES.iter().fold(stmt, |s, rule| rule.rewrite(s));
         float_is_double(&mut stmt);
