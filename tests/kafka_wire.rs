@@ -322,6 +322,23 @@ cluster True 1 True
     );
 }
 
+#[test]
+fn kafka_python_admin_describes_producers() {
+    assert!(
+        python_ok("confluent_kafka") && python_ok("kafka"),
+        "confluent-kafka and kafka-python are required (run scripts/test, which installs them)"
+    );
+    let server = TestServer::start();
+    let out = run_python("admin_producers.py", &server.addr);
+    assert_eq!(
+        out,
+        "idem producers 1
+producer True 0 9 True -1
+plain producers 0
+"
+    );
+}
+
 /// A runtime and a pgwire session on `server`, for tests that otherwise
 /// drive blocking Kafka clients.
 fn pg_session(server: &TestServer) -> (tokio::runtime::Runtime, tokio_postgres::Client) {

@@ -20,6 +20,7 @@ mod create_topics;
 mod delete_records;
 mod delete_topics;
 mod describe_configs;
+mod describe_producers;
 mod fetch;
 mod init_producer_id;
 mod list_offsets;
@@ -133,6 +134,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::DescribeProducers, 0, 0),
     // Clients pick v1 (then SaslAuthenticate); librdkafka 2.0 requires v0
     // in the range. A v0 handshake (tokens without Kafka framing next) is
     // refused in `sasl.rs`.
@@ -355,6 +357,9 @@ impl Broker {
             )),
             RequestKind::DescribeCluster(r) => Some(ResponseKind::DescribeCluster(
                 metadata::describe_cluster(self, r),
+            )),
+            RequestKind::DescribeProducers(r) => Some(ResponseKind::DescribeProducers(
+                describe_producers::handle(self, r, &ctx),
             )),
             RequestKind::DeleteRecords(r) => Some(ResponseKind::DeleteRecords(
                 delete_records::handle(self, r, &ctx),

@@ -604,6 +604,12 @@ impl Partition {
         first.max(self.start.load(Ordering::Acquire))
     }
 
+    /// The idempotent producers that wrote this partition (those whose
+    /// state is kept): id, epoch, last sequence, last timestamp.
+    pub fn producers(&self) -> Result<Vec<(i64, i16, i32, i64)>> {
+        Ok(self.writer.lock().map_err(lock_err)?.states())
+    }
+
     /// Kafka's DeleteRecords: records below `offset` (-1: the log end) are
     /// gone for every reader; the new log start is persisted before it is
     /// returned, and whole segments below it are removed. An offset past

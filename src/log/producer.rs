@@ -139,6 +139,26 @@ impl ProducerStates {
         self.map.get(&producer_id)
     }
 
+    /// Each producer's state as DescribeProducers reports it: id, epoch,
+    /// the last sequence and timestamp of its newest batch.
+    pub fn states(&self) -> Vec<(i64, i16, i32, i64)> {
+        let mut out: Vec<_> = self
+            .map
+            .iter()
+            .map(|(id, e)| {
+                let last = e.batches.back();
+                (
+                    *id,
+                    e.epoch,
+                    last.map_or(-1, |b| b.last_seq),
+                    last.map_or(-1, |b| b.timestamp),
+                )
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
     /// The largest epoch any partition saw for a producer id is what
     /// InitProducerId must bump; exposed for the coordinator.
     pub fn producers(&self) -> impl Iterator<Item = (i64, i16)> + '_ {
