@@ -421,6 +421,13 @@ impl Engine {
                         Ok(()) | Err(LogError::UnknownTopic(_)) => {}
                         Err(e) => return Err(e.into()),
                     }
+                    // The topic's schemas go with it, as ksqlDB deletes
+                    // them: soft, then permanently (a subject that was
+                    // never registered is no error).
+                    for subject in [format!("{t}-value"), format!("{t}-key")] {
+                        let _ = self.registry.delete(&subject, None, false);
+                        let _ = self.registry.delete(&subject, None, true);
+                    }
                 }
                 Ok(out)
             }
