@@ -208,6 +208,23 @@ struct State {
     subjects: BTreeMap<String, Vec<Version>>,
     global: Option<Level>,
     levels: BTreeMap<String, Level>,
+    /// The largest id ever handed out, as recorded before a permanent
+    /// delete: once compaction has removed a deleted version's record,
+    /// its id is still not handed out again.
+    floor: u32,
+}
+
+impl State {
+    /// The id a new schema gets: one past every id known or recorded.
+    fn next_id(&self) -> u32 {
+        self.schemas
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(0)
+            .max(self.floor)
+            .saturating_add(1)
+    }
 }
 
 /// The record key of a subject version or a config (Confluent's
@@ -222,6 +239,10 @@ enum Key {
     },
     Config {
         subject: Option<String>,
+        magic: i32,
+    },
+    /// eddy's own: the largest id handed out (`State::floor`).
+    IdFloor {
         magic: i32,
     },
     #[serde(other)]
@@ -618,13 +639,7 @@ impl Registry {
                 ));
             }
         }
-        let id = known.unwrap_or_else(|| {
-            self.read()
-                .schemas
-                .keys()
-                .next_back()
-                .map_or(1, |m| m.saturating_add(1))
-        });
+        let id = known.unwrap_or_else(|| self.read().next_id());
         let stored = Stored {
             id,
             text: new.text.clone(),
@@ -698,6 +713,14 @@ impl Registry {
                     ),
                 ));
             }
+        }
+        if permanent && !targets.is_empty() {
+            // Record the largest id before the versions' records can be
+            // compacted away (Confluent's registry keeps a counter).
+            let largest = self.read().next_id().saturating_sub(1);
+            let value = serde_json::to_vec(&serde_json::json!({ "id": largest }))
+                .map_err(RegistryError::store)?;
+            self.put(&Key::IdFloor { magic: 0 }, Some(value))?;
         }
         for t in &targets {
             let key = Key::Schema {
@@ -809,6 +832,14 @@ impl State {
                     }
                 }
             }
+            Key::IdFloor { .. } => {
+                if let Some(v) = value {
+                    let v: serde_json::Value =
+                        serde_json::from_slice(v).map_err(|e| e.to_string())?;
+                    let id = v.get("id").and_then(serde_json::Value::as_u64).unwrap_or(0);
+                    self.floor = self.floor.max(u32::try_from(id).unwrap_or(u32::MAX));
+                }
+            }
             Key::Other => {}
         }
         Ok(())
@@ -872,6 +903,17 @@ mod tests {
     const V1: &str = r#"{"type":"record","name":"r","fields":[{"name":"a","type":"int"}]}"#;
     const V2: &str = r#"{"type":"record","name":"r","fields":[{"name":"a","type":"int"},{"name":"b","type":"string","default":""}]}"#;
     const BAD: &str = r#"{"type":"record","name":"r","fields":[{"name":"a","type":"string"}]}"#;
+
+    #[test]
+    fn a_recorded_floor_keeps_ids_from_coming_back() {
+        // As after compaction: the floor record left, the versions gone.
+        let mut state = State::default();
+        state
+            .apply(r#"{"keytype":"ID_FLOOR","magic":0}"#, Some(br#"{"id":7}"#))
+            .unwrap();
+        assert_eq!(state.next_id(), 8);
+        assert_eq!(State::default().next_id(), 1);
+    }
 
     #[test]
     fn state_survives_a_restart_and_ids_are_never_reused() {
