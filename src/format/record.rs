@@ -463,6 +463,48 @@ impl Layout {
         &self,
         records: &[RecordRef<'_>],
     ) -> (RecordBatch, Vec<usize>, Vec<DecodeFailure>) {
+        // An Avro key that does not decode fails its record, as a value
+        // that does not decode does (counted, skipped), rather than
+        // reading as a NULL key.
+        if let Some(codec) = &self.key_avro {
+            let mut bad = Vec::new();
+            let mut keep = Vec::with_capacity(records.len());
+            for (index, r) in records.iter().enumerate() {
+                match r.key.map(|k| codec.json_of(k)) {
+                    Some(Err(e)) => bad.push(DecodeFailure {
+                        index,
+                        reason: match e.strip_prefix("value ") {
+                            Some(rest) => format!("key {rest}"),
+                            None => format!("key: {e}"),
+                        },
+                    }),
+                    _ => keep.push(index),
+                }
+            }
+            if !bad.is_empty() {
+                let kept: Vec<RecordRef<'_>> = keep.iter().map(|&i| records[i]).collect();
+                let (batch, good, failures) = self.decode_keyed(&kept);
+                let good = good.into_iter().map(|g| keep[g]).collect();
+                let mut failures: Vec<DecodeFailure> = failures
+                    .into_iter()
+                    .map(|f| DecodeFailure {
+                        index: keep[f.index],
+                        reason: f.reason,
+                    })
+                    .chain(bad)
+                    .collect();
+                failures.sort_by_key(|f| f.index);
+                return (batch, good, failures);
+            }
+        }
+        self.decode_keyed(records)
+    }
+
+    /// `decode`, keys taken as they decode.
+    fn decode_keyed(
+        &self,
+        records: &[RecordRef<'_>],
+    ) -> (RecordBatch, Vec<usize>, Vec<DecodeFailure>) {
         let values: Vec<&[u8]> = records.iter().map(|r| r.value).collect();
         let (batch, good, failures) = self.decode_values(&values);
         if let [k] = self.key.as_slice()
@@ -555,8 +597,8 @@ impl Layout {
             };
             let rows = good.iter().map(|&g| &records[g]);
             let native: ArrayRef = match (m, m.native(f.data_type())) {
-                // An Avro key's one column as text (NULL when it does not
-                // decode).
+                // An Avro key's one column as text (a key that does not
+                // decode failed its record in `decode`).
                 (Meta::Key, DataType::Utf8) if self.key_avro.is_some() => {
                     let codec = self.key_avro.as_ref();
                     Arc::new(
