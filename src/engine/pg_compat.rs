@@ -67,7 +67,9 @@ pub fn install(ctx: &SessionContext, catalog: &str, dataflows: &Arc<Dataflows>) 
             }),
         )?;
     }
-    use CatalogFnKind::{ArrowTypeName, Null, SizePretty, True, TypeOf, Version};
+    use CatalogFnKind::{
+        ArrowFullTypeName, ArrowTypeName, Null, SizePretty, True, TypeOf, Version,
+    };
     let oid_fns: &[(&'static str, CatalogFnKind, DataType)] = &[
         ("pg_size_pretty", SizePretty, DataType::Utf8),
         ("pg_table_size", Null, DataType::Int64),
@@ -94,13 +96,16 @@ pub fn install(ctx: &SessionContext, catalog: &str, dataflows: &Arc<Dataflows>) 
         ("version", Version, DataType::Utf8),
         ("pg_typeof", TypeOf, DataType::Utf8),
         (ARROW_TYPE_NAME, ArrowTypeName, DataType::Utf8),
+        (ARROW_FULL_TYPE_NAME, ArrowFullTypeName, DataType::Utf8),
     ];
     for (name, kind, ret) in oid_fns {
         let signature = match kind {
             SizePretty => Signature::uniform(1, vec![DataType::Int64], Volatility::Immutable),
             Version => Signature::nullary(Volatility::Stable),
             TypeOf => Signature::any(1, Volatility::Immutable),
-            ArrowTypeName => Signature::exact(vec![DataType::Utf8], Volatility::Immutable),
+            ArrowTypeName | ArrowFullTypeName => {
+                Signature::exact(vec![DataType::Utf8], Volatility::Immutable)
+            }
             _ if *name == "pg_advisory_unlock_all" => Signature::nullary(Volatility::Volatile),
             _ => Signature::variadic_any(Volatility::Stable),
         };
@@ -123,8 +128,12 @@ enum CatalogFnKind {
     /// `pg_typeof(x)`: PostgreSQL's name of `x`'s type.
     TypeOf,
     /// PostgreSQL's name of the Arrow type DataFusion's information schema
-    /// prints (`Int32` is `integer`).
+    /// prints (`Int32` is `integer`), as `information_schema.columns`
+    /// gives it (every array is `ARRAY`).
     ArrowTypeName,
+    /// The same with arrays' element types (`text[]`), as `DESCRIBE`
+    /// shows them.
+    ArrowFullTypeName,
     /// `version()`: PostgreSQL's shape first, which drivers parse
     /// (SQLAlchemy reads the major version from it), then what eddy is.
     Version,
@@ -168,7 +177,8 @@ impl ScalarUDFImpl for CatalogFn {
                 env!("CARGO_PKG_VERSION"),
                 datafusion::DATAFUSION_VERSION
             ))))),
-            CatalogFnKind::ArrowTypeName => {
+            CatalogFnKind::ArrowTypeName | CatalogFnKind::ArrowFullTypeName => {
+                let arrays_named = self.kind == CatalogFnKind::ArrowFullTypeName;
                 let names = args.args[0].to_array(args.number_rows)?;
                 let names = cast(&names, &DataType::Utf8)?;
                 let out: StringArray = names
@@ -176,6 +186,13 @@ impl ScalarUDFImpl for CatalogFn {
                     .iter()
                     .map(|n| {
                         n.map(|n| match n.parse::<DataType>() {
+                            // PostgreSQL's information_schema says ARRAY
+                            // for every array type (udt_name has `_int4`).
+                            Ok(
+                                DataType::List(_)
+                                | DataType::LargeList(_)
+                                | DataType::FixedSizeList(..),
+                            ) if !arrays_named => "ARRAY".to_string(),
                             Ok(t) => crate::types::pg_name(&t),
                             Err(_) => n.to_string(),
                         })
@@ -714,6 +731,8 @@ fn aggregate_catalog_subquery(q: &mut ast::Query) -> bool {
 
 /// The function naming an information-schema Arrow type as PostgreSQL.
 const ARROW_TYPE_NAME: &str = "eddy_pg_type_of_arrow";
+/// The same, arrays named with their element type (`text[]`).
+pub const ARROW_FULL_TYPE_NAME: &str = "eddy_pg_full_type_of_arrow";
 
 /// `information_schema.columns` as PostgreSQL fills it where DataFusion's
 /// differs: `data_type` by PostgreSQL's type names (`integer`, not

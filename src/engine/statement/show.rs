@@ -124,8 +124,10 @@ pub(super) fn describe(p: &mut Parser<'_>) -> Result<Statement> {
     p.next_token();
     let name = relation_name(p)?;
     let query = format!(
-        "SELECT column_name, data_type, is_nullable FROM information_schema.columns \
+        "SELECT column_name, {}(data_type) AS data_type, is_nullable \
+         FROM information_schema.\"columns\" \
          WHERE table_name = '{}' ORDER BY ordinal_position",
+        crate::engine::pg_compat::ARROW_FULL_TYPE_NAME,
         name.replace('\'', "''")
     );
     let mut s = Parser::parse_sql(&PostgreSqlDialect {}, &query).map_err(syntax)?;
