@@ -4,20 +4,18 @@
 
 use std::sync::Arc;
 
-use ahash::AHashMap;
 use datafusion::arrow::array::UInt32Array;
 use datafusion::arrow::compute::take_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;
 
 use super::checkpoint::{Reader, Writer};
-use super::rows::{Codec, RowBytes, state_bytes};
+use super::rows::{Codec, RowCounts};
 use super::{Counts, Delta, Operator, OperatorStats, Result, StepContext};
 
 pub struct Distinct {
     schema: SchemaRef,
     codec: Codec,
-    counts: AHashMap<RowBytes, i64>,
-    bytes: u64,
+    counts: RowCounts,
     stats: Counts,
 }
 
@@ -26,8 +24,7 @@ impl Distinct {
         Ok(Distinct {
             codec: Codec::for_schema(&schema)?,
             schema,
-            counts: AHashMap::new(),
-            bytes: 0,
+            counts: RowCounts::default(),
             stats: Counts::default(),
         })
     }
@@ -48,19 +45,7 @@ impl Operator for Distinct {
         let mut take = Vec::new();
         let mut diffs = Vec::new();
         for (i, d) in input.diffs.iter().enumerate() {
-            let key = rows.row(i);
-            let before = self.counts.get(key).copied().unwrap_or(0);
-            let after = before + d;
-            if after == 0 {
-                if self.counts.remove(key).is_some() {
-                    self.bytes = self.bytes.saturating_sub(state_bytes(key.len()));
-                }
-            } else if before == 0 {
-                self.bytes += state_bytes(key.len());
-                self.counts.insert(key.into(), after);
-            } else if let Some(v) = self.counts.get_mut(key) {
-                *v = after;
-            }
+            let (before, after) = self.counts.add(rows.row(i), *d);
             if before <= 0 && after > 0 {
                 take.push(i as u32);
                 diffs.push(1);
@@ -76,25 +61,19 @@ impl Operator for Distinct {
 
     fn stats(&self, out: &mut Vec<OperatorStats>) {
         let mut s = self.stats.stats("distinct");
-        s.state_rows = self.counts.len() as u64;
-        s.state_bytes = self.bytes;
+        s.state_rows = self.counts.rows();
+        s.state_bytes = self.counts.bytes();
         out.push(s);
     }
 
     fn save(&self, w: &mut Writer) {
         w.tag("distinct");
-        w.counts(
-            self.counts.len(),
-            self.counts.iter().map(|(k, n)| (k.as_ref(), *n)),
-        );
+        self.counts.save(w);
     }
 
     fn restore(&mut self, r: &mut Reader<'_>) -> Result<()> {
         r.tag("distinct")?;
-        let rows = r.counts()?;
-        self.bytes = rows.iter().map(|(k, _)| state_bytes(k.len())).sum();
-        self.counts = rows.into_iter().collect();
-        Ok(())
+        self.counts.restore(r)
     }
 }
 

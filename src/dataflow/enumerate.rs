@@ -9,21 +9,19 @@
 
 use std::sync::Arc;
 
-use ahash::AHashMap;
 use datafusion::arrow::array::{ArrayRef, RecordBatch, UInt32Array, UInt64Array};
 use datafusion::arrow::compute::take_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;
 
 use super::checkpoint::{Reader, Writer};
-use super::rows::{Codec, RowBytes, state_bytes};
+use super::rows::{Codec, RowCounts};
 use super::{Counts, Delta, Operator, OperatorStats, Result, StepContext};
 
 pub struct Enumerate {
     /// The input's columns and the number, last.
     schema: SchemaRef,
     codec: Codec,
-    counts: AHashMap<RowBytes, i64>,
-    bytes: u64,
+    counts: RowCounts,
     stats: Counts,
 }
 
@@ -32,8 +30,7 @@ impl Enumerate {
         Ok(Enumerate {
             codec: Codec::for_schema(input)?,
             schema,
-            counts: AHashMap::new(),
-            bytes: 0,
+            counts: RowCounts::default(),
             stats: Counts::default(),
         })
     }
@@ -53,19 +50,7 @@ impl Operator for Enumerate {
         let rows = self.codec.encode(input.batch.columns())?;
         let (mut take, mut numbers, mut diffs) = (Vec::new(), Vec::new(), Vec::new());
         for (i, d) in input.diffs.iter().enumerate() {
-            let key = rows.row(i);
-            let before = self.counts.get(key).copied().unwrap_or(0);
-            let after = before + d;
-            if after == 0 {
-                if self.counts.remove(key).is_some() {
-                    self.bytes = self.bytes.saturating_sub(state_bytes(key.len()));
-                }
-            } else if before == 0 {
-                self.bytes += state_bytes(key.len());
-                self.counts.insert(key.into(), after);
-            } else if let Some(v) = self.counts.get_mut(key) {
-                *v = after;
-            }
+            let (before, after) = self.counts.add(rows.row(i), *d);
             // The numbers held are 1..=max(count, 0).
             let (lo, hi) = (before.max(0), after.max(0));
             let (range, diff) = if hi > lo {
@@ -89,24 +74,18 @@ impl Operator for Enumerate {
 
     fn stats(&self, out: &mut Vec<OperatorStats>) {
         let mut s = self.stats.stats("enumerate");
-        s.state_rows = self.counts.len() as u64;
-        s.state_bytes = self.bytes;
+        s.state_rows = self.counts.rows();
+        s.state_bytes = self.counts.bytes();
         out.push(s);
     }
 
     fn save(&self, w: &mut Writer) {
         w.tag("enumerate");
-        w.counts(
-            self.counts.len(),
-            self.counts.iter().map(|(k, n)| (k.as_ref(), *n)),
-        );
+        self.counts.save(w);
     }
 
     fn restore(&mut self, r: &mut Reader<'_>) -> Result<()> {
         r.tag("enumerate")?;
-        let rows = r.counts()?;
-        self.bytes = rows.iter().map(|(k, _)| state_bytes(k.len())).sum();
-        self.counts = rows.into_iter().collect();
-        Ok(())
+        self.counts.restore(r)
     }
 }

@@ -126,3 +126,53 @@ impl Encoded {
 pub fn state_bytes(row_len: usize) -> u64 {
     (row_len + 32) as u64
 }
+
+/// A multiset of rows: each row's count, and the state bytes they take.
+/// The state of DISTINCT and of the copy numbering (`enumerate.rs`).
+#[derive(Default)]
+pub struct RowCounts {
+    counts: ahash::AHashMap<RowBytes, i64>,
+    bytes: u64,
+}
+
+impl RowCounts {
+    /// Add `diff` to `row`'s count; its count before and after. A row
+    /// whose count reaches zero is forgotten.
+    pub fn add(&mut self, row: &[u8], diff: i64) -> (i64, i64) {
+        let before = self.counts.get(row).copied().unwrap_or(0);
+        let after = before + diff;
+        if after == 0 {
+            if self.counts.remove(row).is_some() {
+                self.bytes = self.bytes.saturating_sub(state_bytes(row.len()));
+            }
+        } else if let Some(v) = self.counts.get_mut(row) {
+            *v = after;
+        } else {
+            self.bytes += state_bytes(row.len());
+            self.counts.insert(row.into(), after);
+        }
+        (before, after)
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.counts.len() as u64
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    pub fn save(&self, w: &mut super::checkpoint::Writer) {
+        w.counts(
+            self.counts.len(),
+            self.counts.iter().map(|(k, n)| (k.as_ref(), *n)),
+        );
+    }
+
+    pub fn restore(&mut self, r: &mut super::checkpoint::Reader<'_>) -> Result<()> {
+        let rows = r.counts()?;
+        self.bytes = rows.iter().map(|(k, _)| state_bytes(k.len())).sum();
+        self.counts = rows.into_iter().collect();
+        Ok(())
+    }
+}
