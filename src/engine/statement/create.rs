@@ -97,7 +97,7 @@ pub(super) fn sink(p: &mut Parser<'_>, cut: &mut Cut<'_, '_>) -> Result<Statemen
                 return Err(syntax("expected INTO KAFKA CONNECTION name (TOPIC '…')"));
             }
             relation_name(p)?;
-            paren_string(p, "topic")?
+            paren_string(p, &["topic"])?
                 .ok_or_else(|| syntax("expected (TOPIC 'name') after INTO KAFKA CONNECTION …"))?
         } else if word_is(&t, "topic") {
             p.parse_literal_string().map_err(syntax)?
@@ -332,10 +332,11 @@ pub(super) fn dotted_options(p: &mut Parser<'_>) -> Result<BTreeMap<String, Stri
     Ok(out)
 }
 
-/// A parenthesised option list (`(TOPIC 't', …)`, `(URL '…')`): the
-/// string of option `word` (`word 'v'` or `word = 'v'`, the first), the
-/// rest read past, nested parentheses included.
-pub(super) fn paren_string(p: &mut Parser<'_>, word: &str) -> Result<Option<String>> {
+/// A parenthesised option list (`(TOPIC 't', …)`, `(URL '…')`,
+/// `(BROKERS ('a', 'b'))`): the string of the first option named one of
+/// `words` (`word 'v'`, `word = 'v'`, or the first of `word ('v', …)`),
+/// the rest read past, nested parentheses included.
+pub(super) fn paren_string(p: &mut Parser<'_>, words: &[&str]) -> Result<Option<String>> {
     p.expect_token(&Token::LParen).map_err(syntax)?;
     let mut found = None;
     let mut depth = 1;
@@ -345,8 +346,11 @@ pub(super) fn paren_string(p: &mut Parser<'_>, word: &str) -> Result<Option<Stri
             Token::LParen => depth += 1,
             Token::RParen => depth -= 1,
             Token::EOF => return Err(syntax("unclosed parenthesis")),
-            t if depth == 1 && word_is(t, word) && found.is_none() => {
+            t if depth == 1 && words.iter().any(|w| word_is(t, w)) && found.is_none() => {
                 let _ = p.consume_token(&Token::Eq);
+                if p.consume_token(&Token::LParen) {
+                    depth += 1;
+                }
                 found = Some(p.parse_literal_string().map_err(syntax)?);
             }
             _ => {}
@@ -386,7 +390,7 @@ pub(super) fn connection(p: &mut Parser<'_>) -> Result<String> {
                 return Err(syntax("expected TO CONFLUENT SCHEMA REGISTRY (URL '…')"));
             }
         }
-        let url = paren_string(p, "url")?;
+        let url = paren_string(p, &["url"])?;
         let _ = dotted_options(p)?;
         return url.ok_or_else(|| {
             syntax("CREATE CONNECTION … TO CONFLUENT SCHEMA REGISTRY (…) needs URL '…'")
@@ -397,23 +401,7 @@ pub(super) fn connection(p: &mut Parser<'_>) -> Result<String> {
             "CREATE CONNECTION other than TO KAFKA (…) or TO CONFLUENT SCHEMA REGISTRY (…)".into(),
         ));
     }
-    p.expect_token(&Token::LParen).map_err(syntax)?;
-    let mut broker = None;
-    let mut depth = 1;
-    while depth > 0 {
-        let t = p.next_token().token;
-        match &t {
-            Token::LParen => depth += 1,
-            Token::RParen => depth -= 1,
-            Token::EOF => return Err(syntax("unclosed parenthesis in CREATE CONNECTION")),
-            t if depth == 1 && (word_is(t, "broker") || word_is(t, "brokers")) => {
-                let _ = p.consume_token(&Token::Eq);
-                let _ = p.consume_token(&Token::LParen);
-                broker = Some(p.parse_literal_string().map_err(syntax)?);
-            }
-            _ => {}
-        }
-    }
+    let broker = paren_string(p, &["broker", "brokers"])?;
     // `WITH (VALIDATE = false)`.
     let _ = dotted_options(p)?;
     broker.ok_or_else(|| syntax("CREATE CONNECTION … TO KAFKA (…) needs BROKER 'host:port'"))
