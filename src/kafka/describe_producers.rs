@@ -1,9 +1,9 @@
 //! DescribeProducers (version 0): the idempotent producers a partition
 //! keeps state for (their ids, epochs, last sequences and timestamps), as
 //! `kafka-transactions.sh describe-producers` and kafka-python's
-//! `KafkaAdminClient.describe_producers` ask. eddy has no transactions, so
-//! no producer has an open one (`current_txn_start_offset` is −1). Needs
-//! the SELECT privilege on the topic.
+//! `KafkaAdminClient.describe_producers` ask, with the first offset of a
+//! producer's open transaction there (`current_txn_start_offset`, −1
+//! without one). Needs the SELECT privilege on the topic.
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::describe_producers_response::{
@@ -36,9 +36,9 @@ pub fn handle(
                     match broker
                         .log()
                         .partition(&t.name.0, index)
-                        .and_then(|part| part.producers())
+                        .and_then(|part| Ok((part.producers()?, part.open_transactions()?)))
                     {
-                        Ok(states) => {
+                        Ok((states, open)) => {
                             r.active_producers = states
                                 .into_iter()
                                 .map(|(id, epoch, last_sequence, last_timestamp)| {
@@ -48,7 +48,11 @@ pub fn handle(
                                         .with_last_sequence(last_sequence)
                                         .with_last_timestamp(last_timestamp)
                                         .with_coordinator_epoch(-1)
-                                        .with_current_txn_start_offset(-1)
+                                        .with_current_txn_start_offset(
+                                            open.iter()
+                                                .find(|(p, _)| *p == id)
+                                                .map_or(-1, |(_, first)| *first),
+                                        )
                                 })
                                 .collect();
                         }

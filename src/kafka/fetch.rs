@@ -2,15 +2,18 @@
 //! partition's fetch offset, bounded by the partition and request byte
 //! limits (at least one batch, per KIP-74). When less than `min_bytes` is
 //! available the request waits (long poll) until enough is appended or
-//! `max_wait_ms` passes. Fetch sessions (KIP-227) are not kept: every
+//! `max_wait_ms` passes. A READ_COMMITTED fetch stops at the last stable
+//! offset and lists the aborted transactions of what it returns. Fetch sessions (KIP-227) are not kept: every
 //! response is a full one with session id 0, which clients accept.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::select_all;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId};
 use tokio::time::Instant;
 
 use kafka_protocol::ResponseError;
@@ -26,6 +29,9 @@ pub async fn handle(broker: &Broker, req: FetchRequest, ctx: &RequestContext) ->
     let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT);
     let deadline = Instant::now() + wait;
     let min_bytes = req.min_bytes.max(0) as usize;
+    // READ_COMMITTED (1): never past the last stable offset, with the
+    // aborted transactions of the range for the client to drop.
+    let committed = req.isolation_level == 1;
     let max_bytes = if v >= 3 && req.max_bytes > 0 {
         req.max_bytes as usize
     } else {
@@ -75,7 +81,7 @@ pub async fn handle(broker: &Broker, req: FetchRequest, ctx: &RequestContext) ->
                 n
             })
             .collect();
-        let (resp, bytes, had_error) = read_once(&req, &targets, max_bytes, v);
+        let (resp, bytes, had_error) = read_once(&req, &targets, max_bytes, v, committed);
         let now = Instant::now();
         if bytes >= min_bytes.max(1) || had_error || now >= deadline || waits.is_empty() {
             return resp;
@@ -83,7 +89,7 @@ pub async fn handle(broker: &Broker, req: FetchRequest, ctx: &RequestContext) ->
         let any = select_all(waits.iter_mut().map(|w| w.as_mut()));
         if tokio::time::timeout_at(deadline, any).await.is_err() {
             // Deadline: answer with whatever is there (usually nothing).
-            return read_once(&req, &targets, max_bytes, v).0;
+            return read_once(&req, &targets, max_bytes, v, committed).0;
         }
     }
 }
@@ -98,6 +104,7 @@ fn read_once(
     targets: &Targets,
     max_bytes: usize,
     v: i16,
+    committed: bool,
 ) -> (FetchResponse, usize, bool) {
     let mut total = 0usize;
     let mut had_error = false;
@@ -131,20 +138,38 @@ fn read_once(
                     } else {
                         (*pmax).min(max_bytes.saturating_sub(total))
                     };
+                    let read = |max| {
+                        if committed {
+                            p.read_committed(*offset, max)
+                        } else {
+                            p.read(*offset, max)
+                        }
+                    };
                     let result = if budget == 0 {
                         // Request budget spent: report positions, no data.
-                        p.read(*offset, 1).map(|mut r| {
+                        read(1).map(|mut r| {
                             r.records = bytes::Bytes::new();
+                            r.aborted.clear();
                             r
                         })
                     } else {
-                        p.read(*offset, budget)
+                        read(budget)
                     };
                     match result {
                         Ok(r) => {
                             d.high_watermark = r.high_watermark;
                             if v >= 4 {
-                                d.last_stable_offset = r.high_watermark;
+                                d.last_stable_offset = r.last_stable;
+                                d.aborted_transactions = Some(
+                                    r.aborted
+                                        .iter()
+                                        .map(|a| {
+                                            AbortedTransaction::default()
+                                                .with_producer_id(ProducerId(a.producer_id))
+                                                .with_first_offset(a.first_offset)
+                                        })
+                                        .collect(),
+                                );
                             }
                             if v >= 5 {
                                 d.log_start_offset = r.log_start;

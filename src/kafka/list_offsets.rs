@@ -13,9 +13,17 @@ const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 
-fn lookup(broker: &Broker, topic: &str, partition: i32, ts: i64) -> Result<(i64, i64)> {
+fn lookup(
+    broker: &Broker,
+    topic: &str,
+    partition: i32,
+    ts: i64,
+    committed: bool,
+) -> Result<(i64, i64)> {
     let p = broker.log().partition(topic, partition)?;
     Ok(match ts {
+        // READ_COMMITTED's latest is the last stable offset.
+        LATEST if committed => (-1, p.stable_end()),
         LATEST => (-1, p.log_end()),
         EARLIEST => (-1, p.log_start()),
         MAX_TIMESTAMP => {
@@ -43,6 +51,7 @@ pub fn handle(
     ctx: &RequestContext,
 ) -> ListOffsetsResponse {
     let v = ctx.api_version;
+    let committed = req.isolation_level == 1;
     let topics = req
         .topics
         .into_iter()
@@ -53,7 +62,7 @@ pub fn handle(
                 .map(|p| {
                     let mut r = ListOffsetsPartitionResponse::default()
                         .with_partition_index(p.partition_index);
-                    match lookup(broker, &t.name.0, p.partition_index, p.timestamp) {
+                    match lookup(broker, &t.name.0, p.partition_index, p.timestamp, committed) {
                         Ok((ts, off)) => {
                             r.timestamp = ts;
                             r.offset = off;

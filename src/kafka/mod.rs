@@ -27,6 +27,7 @@ mod list_offsets;
 mod metadata;
 mod produce;
 mod sasl;
+pub mod transactions;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -40,6 +41,7 @@ use crate::log::{Log, LogError};
 
 pub use coordinator::Coordinator;
 pub use sasl::{Sasl, Session};
+pub use transactions::Transactions;
 
 /// Settings of the Kafka listener that responses reveal to clients.
 #[derive(Debug, Clone)]
@@ -135,6 +137,13 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::DescribeProducers, 0, 0),
+    // Transactions (KIP-98). AddPartitionsToTxn v4+ batches transactions
+    // for brokers and EndTxn v5 bumps the epoch per transaction (KIP-890);
+    // clients fall back to these.
+    (ApiKey::AddPartitionsToTxn, 0, 3),
+    (ApiKey::AddOffsetsToTxn, 0, 3),
+    (ApiKey::EndTxn, 0, 3),
+    (ApiKey::TxnOffsetCommit, 0, 3),
     // Clients pick v1 (then SaslAuthenticate); librdkafka 2.0 requires v0
     // in the range. A v0 handshake (tokens without Kafka framing next) is
     // refused in `sasl.rs`.
@@ -153,6 +162,7 @@ pub struct Broker {
     log: Arc<Log>,
     config: BrokerConfig,
     groups: Coordinator,
+    transactions: Transactions,
     next_producer_id: AtomicI64,
     sasl: Sasl,
     /// Told of every successful produce (the engine ticks on it).
@@ -222,9 +232,14 @@ impl Broker {
             .flat_map(|p| p.producer_epochs().into_keys())
             .max()
             .unwrap_or(0);
-        let start = max_seen.max(crate::log::now_ms()) + 1;
+        let transactions = Transactions::open(Arc::clone(&log));
+        let start = max_seen
+            .max(transactions.max_producer_id())
+            .max(crate::log::now_ms())
+            + 1;
         Arc::new(Broker {
             groups: Coordinator::new(Arc::clone(&log)),
+            transactions,
             log,
             config,
             next_producer_id: AtomicI64::new(start),
@@ -272,6 +287,10 @@ impl Broker {
 
     pub fn groups(&self) -> &Coordinator {
         &self.groups
+    }
+
+    pub fn transactions(&self) -> &Transactions {
+        &self.transactions
     }
 
     fn allocate_producer_id(&self) -> i64 {
@@ -382,6 +401,18 @@ impl Broker {
             RequestKind::InitProducerId(r) => Some(ResponseKind::InitProducerId(
                 init_producer_id::handle(self, r, &ctx),
             )),
+            RequestKind::AddPartitionsToTxn(r) => Some(ResponseKind::AddPartitionsToTxn(
+                transactions::add_partitions(self, r, &ctx),
+            )),
+            RequestKind::AddOffsetsToTxn(r) => Some(ResponseKind::AddOffsetsToTxn(
+                transactions::add_offsets(self, r, &ctx),
+            )),
+            RequestKind::TxnOffsetCommit(r) => Some(ResponseKind::TxnOffsetCommit(
+                transactions::txn_offset_commit(self, r, &ctx),
+            )),
+            RequestKind::EndTxn(r) => {
+                Some(ResponseKind::EndTxn(transactions::end_txn(self, r, &ctx)))
+            }
             RequestKind::FindCoordinator(r) => Some(ResponseKind::FindCoordinator(
                 self.groups.find_coordinator(&self.config, r, &ctx),
             )),

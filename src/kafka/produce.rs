@@ -15,7 +15,25 @@ use tracing::warn;
 
 use super::{Broker, RequestContext, error_code, is_internal};
 use crate::auth::Privilege;
+use crate::log::batch::BatchHeader;
 use crate::log::{Durability, LogError, Partition};
+
+/// A transactional batch may only be written inside an open transaction
+/// that added this partition; transaction markers only by the coordinator.
+fn transactional(broker: &Broker, bytes: &[u8], topic: &str, partition: i32) -> Result<(), i16> {
+    let Ok(h) = BatchHeader::parse(bytes) else {
+        return Ok(()); // the log's validation answers for it
+    };
+    if h.is_control() {
+        return Err(ResponseError::InvalidRecord.code());
+    }
+    if !h.is_transactional() {
+        return Ok(());
+    }
+    broker
+        .transactions()
+        .admits(h.producer_id, h.producer_epoch, topic, partition)
+}
 
 pub async fn handle(
     broker: &Broker,
@@ -47,6 +65,11 @@ pub async fn handle(
                 }
                 (Err(e), _) => Err(error_code(e)),
                 (Ok(_), None) => Err(ResponseError::InvalidRecord.code()),
+                (Ok(_), Some(bytes))
+                    if let Err(code) = transactional(broker, &bytes, &name, p.index) =>
+                {
+                    Err(code)
+                }
                 (Ok(topic), Some(bytes)) => topic
                     .partition(p.index)
                     .and_then(|part| {

@@ -297,6 +297,75 @@ pub fn encode_records(records: &[Record]) -> Result<BytesMut, BatchError> {
     Ok(buf)
 }
 
+/// A transaction marker: the control record a transaction coordinator
+/// writes into every partition of a transaction when it ends (Kafka's
+/// `ControlRecordType` ABORT = 0, COMMIT = 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Marker {
+    Abort,
+    Commit,
+}
+
+/// Encode a transaction marker as Kafka writes one: a control,
+/// transactional batch of one record whose key is (version 0, type) and
+/// value (version 0, coordinator epoch), with the producer's id and epoch
+/// and no sequence.
+pub fn encode_marker(
+    producer_id: i64,
+    producer_epoch: i16,
+    marker: Marker,
+    timestamp: i64,
+) -> Result<BytesMut, BatchError> {
+    let kind: i16 = match marker {
+        Marker::Abort => 0,
+        Marker::Commit => 1,
+    };
+    let mut key = Vec::with_capacity(4);
+    key.extend_from_slice(&0i16.to_be_bytes());
+    key.extend_from_slice(&kind.to_be_bytes());
+    let mut value = Vec::with_capacity(6);
+    value.extend_from_slice(&0i16.to_be_bytes());
+    value.extend_from_slice(&0i32.to_be_bytes());
+    encode_records(&[Record {
+        transactional: true,
+        control: true,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id,
+        producer_epoch,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp,
+        key: Some(Bytes::from(key)),
+        value: Some(Bytes::from(value)),
+        headers: Default::default(),
+    }])
+}
+
+/// The marker a control batch (whole, at the start of `buf`) carries.
+pub fn marker_of(buf: &[u8]) -> Result<Marker, BatchError> {
+    let h = validate(buf)?;
+    if !h.is_control() {
+        return Err(BatchError::Decode("not a control batch".into()));
+    }
+    let mut one = Bytes::copy_from_slice(&buf[..h.total_len()]);
+    let set =
+        RecordBatchDecoder::decode(&mut one).map_err(|e| BatchError::Decode(e.to_string()))?;
+    let key = set
+        .records
+        .first()
+        .and_then(|r| r.key.clone())
+        .ok_or_else(|| BatchError::Decode("control batch without a key".into()))?;
+    match key.get(2..4).map(|t| i16::from_be_bytes([t[0], t[1]])) {
+        Some(0) => Ok(Marker::Abort),
+        Some(1) => Ok(Marker::Commit),
+        other => Err(BatchError::Decode(format!(
+            "control record of unknown type {other:?}"
+        ))),
+    }
+}
+
 /// Decode every record of every batch in `buf` (decompressing as needed).
 /// Control batches (transaction markers) are skipped: they carry no data.
 pub fn decode(buf: Bytes) -> Result<Vec<Record>, BatchError> {

@@ -99,6 +99,11 @@ pub struct ReadResult {
     pub records: bytes::Bytes,
     pub log_start: i64,
     pub high_watermark: i64,
+    /// The last stable offset (see [`Partition::stable_end`]).
+    pub last_stable: i64,
+    /// Aborted transactions with records in the range read (filled by
+    /// read_committed reads only): their records are to be dropped.
+    pub aborted: Vec<producer::AbortedTxn>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -146,6 +151,10 @@ pub trait LogStore: Send + Sync {
         batches: BytesMut,
         durability: Durability,
     ) -> Result<AppendInfo>;
+    /// Whole batches from `offset`, as a read_committed Kafka consumer
+    /// sees them: never past the last stable offset, with the aborted
+    /// transactions of the range in [`ReadResult::aborted`] (the
+    /// [`Records`] loop drops their records).
     fn read(
         &self,
         topic: &str,
@@ -153,7 +162,8 @@ pub trait LogStore: Send + Sync {
         offset: i64,
         max_bytes: usize,
     ) -> Result<ReadResult>;
-    /// (log start offset, log end offset).
+    /// (log start offset, last stable offset): the end eddy's readers read
+    /// to. With no Kafka transaction open it is the log end.
     fn offsets(&self, topic: &str, partition: i32) -> Result<(i64, i64)>;
     fn offset_for_timestamp(
         &self,
@@ -603,12 +613,13 @@ impl LogStore for Log {
         offset: i64,
         max_bytes: usize,
     ) -> Result<ReadResult> {
-        self.partition(topic, partition)?.read(offset, max_bytes)
+        self.partition(topic, partition)?
+            .read_committed(offset, max_bytes)
     }
 
     fn offsets(&self, topic: &str, partition: i32) -> Result<(i64, i64)> {
         let p = self.partition(topic, partition)?;
-        Ok((p.log_start(), p.log_end()))
+        Ok((p.log_start(), p.stable_end()))
     }
 
     fn offset_for_timestamp(

@@ -32,7 +32,7 @@ use super::config::{TimestampKind, TopicConfig};
 use super::damage::{Action, Damage, DamageLog};
 use super::error::{IoContext, LogError, Result};
 use super::index::{sync_dir, write_atomic};
-use super::producer::{Check, ProducerStates, Rejection};
+use super::producer::{AbortedTxn, Check, ProducerStates, Rejection};
 use super::segment::{Segment, file_stem};
 use super::{AppendInfo, Durability, ReadResult, now_ms};
 
@@ -63,6 +63,13 @@ pub struct Partition {
     /// `log-start-offset` before it is answered.
     start: AtomicI64,
     start_lock: Mutex<()>,
+    /// First offset of the oldest open transaction (`i64::MAX`: none), so
+    /// the last stable offset is read without the writer lock. Stored
+    /// before `end` on every append, so a reader that loads `end` and then
+    /// this never sees an uncommitted batch as stable.
+    open_from: AtomicI64,
+    /// The aborted transactions of the producer state, mirrored for readers.
+    aborted: RwLock<Arc<Vec<AbortedTxn>>>,
 }
 
 /// The file holding a partition's log start offset once DeleteRecords
@@ -158,10 +165,21 @@ impl Iterator for Records<'_> {
             covered = covered.max(h.next_offset());
             at += h.total_len();
         }
-        let records = match batch::decode(read.records) {
+        let mut records = match batch::decode(read.records) {
             Ok(r) => r,
             Err(e) => return Some(Err(LogError::from(e))),
         };
+        if !read.aborted.is_empty() {
+            // Records of aborted transactions are never seen (Kafka's
+            // read_committed consumers drop them the same way).
+            records.retain(|r| {
+                !(r.transactional
+                    && read
+                        .aborted
+                        .iter()
+                        .any(|a| a.covers(r.producer_id, r.offset)))
+            });
+        }
         let (from, to) = (self.offset, self.end);
         // The fetch may run past `to`: records appended since the caller
         // took its end. They are not returned, so the position must not
@@ -213,6 +231,8 @@ impl Partition {
             appended: tokio::sync::Notify::new(),
             start: AtomicI64::new(0),
             start_lock: Mutex::new(()),
+            open_from: AtomicI64::new(i64::MAX),
+            aborted: RwLock::new(Arc::new(Vec::new())),
         })
     }
 
@@ -494,11 +514,11 @@ impl Partition {
             if seg.next_offset() <= replay_from {
                 continue;
             }
-            match seg.headers_from(replay_from) {
+            match seg.headers_and_markers_from(replay_from, true) {
                 Ok(headers) => {
-                    for h in headers {
+                    for (h, marker) in headers {
                         if h.base_offset >= replay_from {
-                            producers.update(&h);
+                            producers.update(&h, marker);
                         }
                     }
                 }
@@ -514,6 +534,8 @@ impl Partition {
             }
         }
 
+        let open_from = producers.stable_end(i64::MAX);
+        let aborted = producers.aborted_between(i64::MIN, i64::MAX);
         Ok(Partition {
             topic: topic.to_string(),
             id,
@@ -531,6 +553,8 @@ impl Partition {
             appended: tokio::sync::Notify::new(),
             start: AtomicI64::new(read_log_start(dir).clamp(0, end)),
             start_lock: Mutex::new(()),
+            open_from: AtomicI64::new(open_from),
+            aborted: RwLock::new(Arc::new(aborted)),
         })
     }
 
@@ -646,6 +670,70 @@ impl Partition {
         self.end.load(Ordering::Acquire)
     }
 
+    /// The last stable offset (Kafka's LSO): below it every transaction
+    /// has ended, so read_committed readers (Kafka consumers asking for
+    /// it, and eddy's own views and queries) stop here. The log end when
+    /// no transaction is open.
+    pub fn stable_end(&self) -> i64 {
+        let end = self.end.load(Ordering::Acquire);
+        end.min(self.open_from.load(Ordering::Acquire))
+    }
+
+    /// The aborted transactions with records in `[from, to)`: what a
+    /// read_committed reader of that range must drop.
+    pub fn aborted_between(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        let all = self
+            .aborted
+            .read()
+            .map(|a| Arc::clone(&a))
+            .unwrap_or_default();
+        if all.is_empty() {
+            return Vec::new();
+        }
+        let i = all.partition_point(|a| a.last_offset < from);
+        all[i..]
+            .iter()
+            .filter(|a| a.first_offset < to)
+            .copied()
+            .collect()
+    }
+
+    /// Producers with a transaction open here, by the offset of its first
+    /// record (the transaction coordinator aborts those it does not know
+    /// of at start, so none hangs the LSO).
+    pub fn open_transactions(&self) -> Result<Vec<(i64, i64)>> {
+        Ok(self
+            .writer
+            .lock()
+            .map_err(lock_err)?
+            .open_transactions()
+            .collect())
+    }
+
+    /// Mirror the producer state's transactions for readers. Called with
+    /// the writer lock held, before `end` moves.
+    fn publish_transactions(&self, producers: &ProducerStates) {
+        self.open_from
+            .store(producers.stable_end(i64::MAX), Ordering::Release);
+        if let Ok(mut a) = self.aborted.write() {
+            let now = producers.aborted_between(i64::MIN, i64::MAX);
+            if now.len() != a.len() {
+                *a = Arc::new(now);
+            }
+        }
+    }
+
+    /// Write a transaction marker for `producer_id` (the transaction
+    /// coordinator ending its transaction here), fsynced. A partition where
+    /// the producer wrote nothing in this transaction gets the marker too,
+    /// as in Kafka; it changes no state there.
+    pub fn write_marker(&self, producer_id: i64, epoch: i16, marker: batch::Marker) -> Result<i64> {
+        let bytes = batch::encode_marker(producer_id, epoch, marker, now_ms())
+            .map_err(LogError::InvalidBatch)?;
+        let info = self.append(bytes, Durability::Fsync)?;
+        Ok(info.base_offset)
+    }
+
     /// Bytes on disk over all segments.
     pub fn size_bytes(&self) -> u64 {
         self.segments
@@ -701,6 +789,18 @@ impl Partition {
     pub fn append(&self, mut bytes: BytesMut, durability: Durability) -> Result<AppendInfo> {
         self.check_writable()?;
         let mut headers = batch::validate_producer_set(&bytes)?;
+        // Transaction markers, read before the write (control batches are
+        // tiny): the producer state records what each one ended.
+        let mut markers = Vec::with_capacity(headers.len());
+        let mut at = 0;
+        for h in &headers {
+            markers.push(if h.is_control() {
+                Some(batch::marker_of(&bytes[at..]).map_err(LogError::InvalidBatch)?)
+            } else {
+                None
+            });
+            at += h.total_len();
+        }
         let config = self.config();
         for h in &headers {
             if h.total_len() as i64 > config.max_message_bytes {
@@ -800,8 +900,11 @@ impl Partition {
             self.poisoned.store(true, Ordering::Release);
             return Err(e);
         }
-        for h in &headers {
-            producers.update(h);
+        for (h, marker) in headers.iter().zip(&markers) {
+            producers.update(h, *marker);
+        }
+        if headers.iter().any(|h| h.is_transactional()) {
+            self.publish_transactions(&producers);
         }
         self.end.store(next, Ordering::Release);
         drop(producers);
@@ -932,12 +1035,20 @@ impl Partition {
     /// Whole batches from the one containing `offset`, up to `max_bytes`
     /// (but at least one batch), never past the published end.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult> {
-        self.read_inner(offset, max_bytes)
+        self.read_inner(offset, max_bytes, false)
             .inspect_err(|e| self.found_damage(e))
     }
 
-    fn read_inner(&self, offset: i64, max_bytes: usize) -> Result<ReadResult> {
+    /// As [`Partition::read`], but never past the last stable offset, with
+    /// the aborted transactions of the range (Kafka's READ_COMMITTED).
+    pub fn read_committed(&self, offset: i64, max_bytes: usize) -> Result<ReadResult> {
+        self.read_inner(offset, max_bytes, true)
+            .inspect_err(|e| self.found_damage(e))
+    }
+
+    fn read_inner(&self, offset: i64, max_bytes: usize, committed: bool) -> Result<ReadResult> {
         let end = self.log_end();
+        let stable = end.min(self.open_from.load(Ordering::Acquire));
         let segs = self.segments_ok()?;
         let log_start = segs
             .first()
@@ -953,22 +1064,30 @@ impl Partition {
                 log_end: end,
             });
         }
+        let upto = if committed { stable } else { end };
         let mut records = Bytes::new();
-        if offset < end {
+        if offset < upto {
             let i = segs.partition_point(|s| s.base_offset() <= offset).max(1) - 1;
             for seg in &segs[i..] {
                 if let Some(pos) = seg.position_of(offset)? {
-                    records = seg.read_from(pos, max_bytes, end)?;
+                    records = seg.read_from(pos, max_bytes, upto)?;
                     if !records.is_empty() {
                         break;
                     }
                 }
             }
         }
+        let aborted = if committed && !records.is_empty() {
+            self.aborted_between(offset, upto)
+        } else {
+            Vec::new()
+        };
         Ok(ReadResult {
             records,
             log_start,
             high_watermark: end,
+            last_stable: stable,
+            aborted,
         })
     }
 
@@ -1195,5 +1314,121 @@ mod tests {
         }
         let want: Vec<i64> = (0..from).collect();
         assert_eq!(seen, want);
+    }
+
+    /// A transactional batch of `n` records from producer `pid`.
+    fn append_txn(p: &Partition, pid: i64, seq: i32, values: &[&str]) {
+        let records: Vec<kafka_protocol::records::Record> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| kafka_protocol::records::Record {
+                transactional: true,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: pid,
+                producer_epoch: 0,
+                timestamp_type: kafka_protocol::records::TimestampType::Creation,
+                offset: i as i64,
+                sequence: seq + i as i32,
+                timestamp: 0,
+                key: None,
+                value: Some(Bytes::from(v.to_string())),
+                headers: Default::default(),
+            })
+            .collect();
+        p.append(batch::encode_records(&records).unwrap(), Durability::Os)
+            .unwrap();
+    }
+
+    /// What eddy's readers see: records below the stable end, aborted
+    /// transactions dropped.
+    fn committed_values(p: &Partition) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut fetches = Records::new(
+            Box::new(|o, m| p.read_committed(o, m)),
+            0,
+            p.stable_end(),
+            1 << 20,
+        );
+        for records in fetches.by_ref() {
+            for r in records.unwrap() {
+                out.push(String::from_utf8_lossy(&r.value.unwrap()).to_string());
+            }
+        }
+        out
+    }
+
+    /// The last stable offset stops at the first record of the oldest open
+    /// transaction; an abort marker lists its records as aborted, a commit
+    /// marker releases them; all of it is rebuilt at reopen, from the
+    /// snapshot (clean close) and by replaying markers (crash).
+    #[test]
+    fn transactions_bound_the_stable_end_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0");
+        let config = Arc::new(RwLock::new(TopicConfig::default()));
+        let damage = Arc::new(DamageLog::default());
+        let p = Partition::create("t", 0, &path, Arc::clone(&config), Arc::clone(&damage)).unwrap();
+        append(&p, 1); // 0: v0
+        append_txn(&p, 5, 0, &["a1", "a2"]); // 1, 2
+        append_txn(&p, 6, 0, &["b1"]); // 3
+        append(&p, 1); // 4: v0
+        assert_eq!((p.stable_end(), p.log_end()), (1, 5));
+        assert_eq!(committed_values(&p), vec!["v0"]);
+        p.write_marker(5, 0, batch::Marker::Abort).unwrap(); // 5
+        assert_eq!(p.stable_end(), 3, "producer 6 is still open at 3");
+        assert_eq!(
+            p.aborted_between(0, 10),
+            vec![AbortedTxn {
+                producer_id: 5,
+                first_offset: 1,
+                last_offset: 5
+            }]
+        );
+        p.write_marker(6, 0, batch::Marker::Commit).unwrap(); // 6
+        assert_eq!((p.stable_end(), p.log_end()), (7, 7));
+        assert_eq!(committed_values(&p), vec!["v0", "b1", "v0"]);
+        // The read_uncommitted view still has every record.
+        assert_eq!(p.read(0, 1 << 20).unwrap().aborted, vec![]);
+        append_txn(&p, 7, 0, &["c1"]); // 7, left open
+        let expect = (
+            p.stable_end(),
+            p.aborted_between(0, 100),
+            committed_values(&p),
+        );
+        assert_eq!(expect.0, 7);
+        // A crash (no snapshot): the producer state is replayed with the
+        // markers read from the log.
+        drop(p);
+        let p = Partition::open(
+            "t",
+            0,
+            &path,
+            Arc::clone(&config),
+            false,
+            Arc::clone(&damage),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                p.stable_end(),
+                p.aborted_between(0, 100),
+                committed_values(&p)
+            ),
+            expect
+        );
+        // A clean close writes the state into the snapshot.
+        p.close().unwrap();
+        let p = Partition::open("t", 0, &path, config, true, damage).unwrap();
+        assert_eq!(
+            (
+                p.stable_end(),
+                p.aborted_between(0, 100),
+                committed_values(&p)
+            ),
+            expect
+        );
+        assert_eq!(p.open_transactions().unwrap(), vec![(7, 7)]);
     }
 }

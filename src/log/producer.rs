@@ -3,20 +3,49 @@
 //! retried batch is recognised as a duplicate and answered with its original
 //! offsets instead of being written twice, and a gap in sequences is refused.
 //!
+//! It also keeps the partition's transactions (Kafka's producer state and
+//! `.txnindex` together): the first offset of every producer's open
+//! transaction, which bounds the last stable offset (LSO) read_committed
+//! readers stop at, and every aborted transaction (producer, first offset,
+//! marker offset) still in the log, which readers use to drop its records.
+//!
 //! State is rebuilt at open from the newest snapshot (`<offset:020>.snapshot`,
 //! written at every segment roll and at clean close) plus the batch headers
-//! after it, as Kafka does, so restart cost does not grow with history.
+//! after it (and the markers of control batches), as Kafka does, so restart
+//! cost does not grow with history.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 
-use super::batch::BatchHeader;
+use std::collections::BTreeMap;
+
+use super::batch::{BatchHeader, Marker};
 use super::error::{LogError, Result};
 use super::index::write_atomic;
 
 /// Kafka keeps the last five batches per producer (max in-flight requests).
 const CACHED_BATCHES: usize = 5;
-const SNAPSHOT_MAGIC: &[u8; 4] = b"EPS1";
+/// Snapshots written before transactions (no transaction section).
+const SNAPSHOT_MAGIC_V1: &[u8; 4] = b"EPS1";
+const SNAPSHOT_MAGIC: &[u8; 4] = b"EPS2";
+
+/// An aborted transaction in one partition: its records are those of
+/// `producer_id` from `first_offset` up to the abort marker at
+/// `last_offset` (Kafka's `AbortedTxn`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbortedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    pub last_offset: i64,
+}
+
+impl AbortedTxn {
+    /// Whether the record at `offset` written by `producer_id` belongs to
+    /// this aborted transaction.
+    pub fn covers(&self, producer_id: i64, offset: i64) -> bool {
+        producer_id == self.producer_id && self.first_offset <= offset && offset < self.last_offset
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchMeta {
@@ -53,6 +82,10 @@ pub enum Rejection {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProducerStates {
     map: HashMap<i64, ProducerEntry>,
+    /// Open transactions: producer id → offset of its first record here.
+    ongoing: BTreeMap<i64, i64>,
+    /// Aborted transactions, in marker order.
+    aborted: Vec<AbortedTxn>,
 }
 
 fn next_seq(seq: i32) -> i32 {
@@ -105,8 +138,30 @@ impl ProducerStates {
         Check::Append
     }
 
-    /// Record a batch that was written (its base offset assigned).
-    pub fn update(&mut self, h: &BatchHeader) {
+    /// Record a batch that was written (its base offset assigned);
+    /// `marker` is the transaction marker a control batch carries.
+    pub fn update(&mut self, h: &BatchHeader, marker: Option<Marker>) {
+        if h.is_transactional() && h.producer_id >= 0 {
+            if h.is_control() {
+                let first = self.ongoing.remove(&h.producer_id);
+                if let (Some(first_offset), Some(Marker::Abort)) = (first, marker) {
+                    self.aborted.push(AbortedTxn {
+                        producer_id: h.producer_id,
+                        first_offset,
+                        last_offset: h.base_offset,
+                    });
+                }
+                // A marker written under a bumped epoch (the coordinator
+                // aborting for a new producer instance) fences the old one.
+                let e = self.map.entry(h.producer_id).or_default();
+                if h.producer_epoch > e.epoch {
+                    e.epoch = h.producer_epoch;
+                    e.batches.clear();
+                }
+                return;
+            }
+            self.ongoing.entry(h.producer_id).or_insert(h.base_offset);
+        }
         if !h.is_idempotent() || h.base_sequence < 0 {
             return;
         }
@@ -129,6 +184,45 @@ impl ProducerStates {
 
     pub fn len(&self) -> usize {
         self.map.len()
+    }
+
+    /// The last stable offset: the first offset of the oldest open
+    /// transaction, or `end` when none is open.
+    pub fn stable_end(&self, end: i64) -> i64 {
+        self.ongoing
+            .values()
+            .copied()
+            .min()
+            .map_or(end, |f| f.min(end))
+    }
+
+    /// The open transaction of `producer_id` here, by its first offset.
+    pub fn open_transaction(&self, producer_id: i64) -> Option<i64> {
+        self.ongoing.get(&producer_id).copied()
+    }
+
+    /// Every producer with an open transaction here.
+    pub fn open_transactions(&self) -> impl Iterator<Item = (i64, i64)> + '_ {
+        self.ongoing.iter().map(|(p, f)| (*p, *f))
+    }
+
+    /// The aborted transactions with records in `[from, to)`.
+    pub fn aborted_between(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        if self.aborted.is_empty() {
+            return Vec::new();
+        }
+        // Markers are in offset order: skip those before `from`.
+        let i = self.aborted.partition_point(|a| a.last_offset < from);
+        self.aborted[i..]
+            .iter()
+            .filter(|a| a.first_offset < to)
+            .copied()
+            .collect()
+    }
+
+    /// Forget aborted transactions wholly below the log start.
+    pub fn prune_aborted(&mut self, log_start: i64) {
+        self.aborted.retain(|a| a.last_offset >= log_start);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -168,7 +262,10 @@ impl ProducerStates {
     /// Write a snapshot atomically (temp, fsync, rename; the caller fsyncs
     /// the directory). Layout: magic, count u32, then per producer: id i64,
     /// epoch i16, n u8, n × (first_seq, last_seq i32, first, last offset i64,
-    /// timestamp i64), then CRC-32C of everything before it.
+    /// timestamp i64); open transactions: count u32, n × (producer id,
+    /// first offset i64); aborted ones: count u32, n × (producer id, first,
+    /// marker offset i64); then CRC-32C of everything before it. `EPS1`
+    /// snapshots (before transactions) end after the producers.
     pub fn write_snapshot(&self, path: &Path) -> Result<()> {
         let mut b = Vec::with_capacity(16 + self.map.len() * 64);
         b.extend_from_slice(SNAPSHOT_MAGIC);
@@ -188,6 +285,17 @@ impl ProducerStates {
                 b.extend_from_slice(&m.timestamp.to_be_bytes());
             }
         }
+        b.extend_from_slice(&(self.ongoing.len() as u32).to_be_bytes());
+        for (pid, first) in &self.ongoing {
+            b.extend_from_slice(&pid.to_be_bytes());
+            b.extend_from_slice(&first.to_be_bytes());
+        }
+        b.extend_from_slice(&(self.aborted.len() as u32).to_be_bytes());
+        for a in &self.aborted {
+            b.extend_from_slice(&a.producer_id.to_be_bytes());
+            b.extend_from_slice(&a.first_offset.to_be_bytes());
+            b.extend_from_slice(&a.last_offset.to_be_bytes());
+        }
         let crc = crc32c::crc32c(&b);
         b.extend_from_slice(&crc.to_be_bytes());
         write_atomic(path, &b)
@@ -199,9 +307,10 @@ impl ProducerStates {
             reason: reason.to_string(),
         };
         let b = std::fs::read(path).map_err(|e| bad(&e.to_string()))?;
-        if b.len() < 12 || &b[0..4] != SNAPSHOT_MAGIC {
+        if b.len() < 12 || (&b[0..4] != SNAPSHOT_MAGIC && &b[0..4] != SNAPSHOT_MAGIC_V1) {
             return Err(bad("bad magic or too short"));
         }
+        let with_transactions = &b[0..4] == SNAPSHOT_MAGIC;
         let (body, crc) = b.split_at(b.len() - 4);
         if crc32c::crc32c(body) != u32::from_be_bytes([crc[0], crc[1], crc[2], crc[3]]) {
             return Err(bad("CRC mismatch"));
@@ -225,7 +334,29 @@ impl ProducerStates {
             }
             map.insert(id, ProducerEntry { epoch, batches });
         }
-        Ok(ProducerStates { map })
+        let mut ongoing = BTreeMap::new();
+        let mut aborted = Vec::new();
+        if with_transactions {
+            let n = r.u32().ok_or_else(|| bad("truncated"))?;
+            for _ in 0..n {
+                let pid = r.i64().ok_or_else(|| bad("truncated"))?;
+                let first = r.i64().ok_or_else(|| bad("truncated"))?;
+                ongoing.insert(pid, first);
+            }
+            let n = r.u32().ok_or_else(|| bad("truncated"))?;
+            for _ in 0..n {
+                aborted.push(AbortedTxn {
+                    producer_id: r.i64().ok_or_else(|| bad("truncated"))?,
+                    first_offset: r.i64().ok_or_else(|| bad("truncated"))?,
+                    last_offset: r.i64().ok_or_else(|| bad("truncated"))?,
+                });
+            }
+        }
+        Ok(ProducerStates {
+            map,
+            ongoing,
+            aborted,
+        })
     }
 }
 
@@ -285,7 +416,7 @@ mod tests {
     fn duplicates_gaps_and_fencing() {
         let mut s = ProducerStates::default();
         assert_eq!(s.check(&header(7, 0, 0, 3, 0)), Check::Append);
-        s.update(&header(7, 0, 0, 3, 0));
+        s.update(&header(7, 0, 0, 3, 0), None);
         // Retry of the same batch: duplicate with the original offsets.
         match s.check(&header(7, 0, 0, 3, 99)) {
             Check::Duplicate(m) => assert_eq!((m.first_offset, m.last_offset), (0, 2)),
@@ -301,7 +432,7 @@ mod tests {
         );
         assert_eq!(s.check(&header(7, 0, 3, 1, 3)), Check::Append);
         // New epoch must restart at 0; old epoch is fenced afterwards.
-        s.update(&header(7, 1, 0, 1, 3));
+        s.update(&header(7, 1, 0, 1, 3), None);
         assert_eq!(
             s.check(&header(7, 0, 3, 1, 4)),
             Check::Reject(Rejection::Fenced { current: 1 })
@@ -314,9 +445,9 @@ mod tests {
     fn snapshot_round_trip_and_corruption() {
         let mut s = ProducerStates::default();
         for i in 0..8 {
-            s.update(&header(1, 0, i * 2, 2, i as i64 * 2));
+            s.update(&header(1, 0, i * 2, 2, i as i64 * 2), None);
         }
-        s.update(&header(2, 3, 0, 1, 100));
+        s.update(&header(2, 3, 0, 1, 100), None);
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("00000000000000000101.snapshot");
         s.write_snapshot(&p).expect("write");

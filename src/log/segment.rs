@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::{Bytes, BytesMut};
 
-use super::batch::{self, BatchError, BatchHeader, HEADER_LEN};
+use super::batch::{self, BatchError, BatchHeader, HEADER_LEN, Marker};
 use super::error::{IoContext, LogError, Result};
 use super::index::{Index, IndexEntry};
 
@@ -798,6 +798,21 @@ impl Segment {
     /// Headers of every batch, in order (for producer-state rebuild and the
     /// cleaner). Reads only headers.
     pub fn headers_from(&self, from_offset: i64) -> Result<Vec<BatchHeader>> {
+        Ok(self
+            .headers_and_markers_from(from_offset, false)?
+            .into_iter()
+            .map(|(h, _)| h)
+            .collect())
+    }
+
+    /// Headers of every batch from `from_offset`, with the transaction
+    /// marker of each control batch when `markers` (producer-state rebuild:
+    /// only control batches, which are tiny, are read past their header).
+    pub fn headers_and_markers_from(
+        &self,
+        from_offset: i64,
+        markers: bool,
+    ) -> Result<Vec<(BatchHeader, Option<Marker>)>> {
         let size = self.size();
         let mut out = Vec::new();
         let mut pos = match self.position_of(from_offset)? {
@@ -813,8 +828,19 @@ impl Segment {
                 offset: -1,
                 reason: e.to_string(),
             })?;
+            let marker = if markers && h.is_control() {
+                let whole = win.get(pos, h.total_len()).at(&self.log_path)?;
+                Some(batch::marker_of(whole).map_err(|e| LogError::Corrupt {
+                    file: self.log_path.clone(),
+                    position: pos,
+                    offset: h.base_offset,
+                    reason: e.to_string(),
+                })?)
+            } else {
+                None
+            };
             pos += h.total_len() as u64;
-            out.push(h);
+            out.push((h, marker));
         }
         Ok(out)
     }
