@@ -941,3 +941,132 @@ fn compaction_keeps_log_append_time() {
         assert_eq!(h.max_timestamp, *ts);
     }
 }
+
+/// A transactional batch of keyed records from producer `pid`.
+fn append_txn(log: &Log, topic: &str, pid: i64, seq: i32, pairs: &[(&str, &str)]) {
+    let records: Vec<kafka_protocol::records::Record> = pairs
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| kafka_protocol::records::Record {
+            transactional: true,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: pid,
+            producer_epoch: 0,
+            timestamp_type: kafka_protocol::records::TimestampType::Creation,
+            offset: i as i64,
+            sequence: seq + i as i32,
+            timestamp: now_ms(),
+            key: Some(b(k)),
+            value: Some(b(v)),
+            headers: Default::default(),
+        })
+        .collect();
+    log.append(
+        topic,
+        0,
+        batch::encode_records(&records).unwrap(),
+        Durability::Os,
+    )
+    .unwrap();
+}
+
+/// What eddy's readers see of a compacted topic: the latest value per
+/// key among committed records.
+fn committed_latest(log: &Log, topic: &str) -> BTreeMap<String, String> {
+    let (start, end) = log.offsets(topic, 0).unwrap();
+    let mut out = BTreeMap::new();
+    for records in eddy::log::records(log, topic, 0, start, end, 1 << 20) {
+        for r in records.unwrap() {
+            out.insert(
+                String::from_utf8_lossy(&r.key.unwrap()).to_string(),
+                String::from_utf8_lossy(&r.value.unwrap()).to_string(),
+            );
+        }
+    }
+    out
+}
+
+/// 6. Compaction and transactions: a value written by an aborted
+///    transaction is removed and never shadows the committed value before
+///    it; nothing at or past the last stable offset (an open transaction)
+///    is compacted; what readers see is the same before and after.
+#[test]
+fn compaction_drops_aborted_transactions_and_stops_at_the_stable_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = "ctx";
+    let log = open(dir.path());
+    create(&log, t, COMPACT);
+    let p = log.partition(t, 0).unwrap();
+    let filler = "x".repeat(300);
+    for round in 0..4 {
+        append(
+            &log,
+            t,
+            &[rec(Some("k"), Some(&format!("committed{round}")), now_ms())],
+        );
+        append(&log, t, &[rec(Some("pad"), Some(&filler), now_ms())]);
+    }
+    // An aborted transaction rewrites k, across segment rolls.
+    append_txn(&log, t, 9, 0, &[("k", "aborted"), ("pad", &filler)]);
+    append_txn(&log, t, 9, 2, &[("k", "aborted2"), ("pad", &filler)]);
+    p.write_marker(9, 0, batch::Marker::Abort).unwrap();
+    for _ in 0..4 {
+        append(&log, t, &[rec(Some("pad"), Some(&filler), now_ms())]);
+    }
+    // A transaction left open: its value must survive compaction and stay
+    // invisible; the plain records after it too.
+    append_txn(&log, t, 10, 0, &[("k", "open")]);
+    for _ in 0..6 {
+        append(&log, t, &[rec(Some("pad"), Some(&filler), now_ms())]);
+    }
+    let before = committed_latest(&log, t);
+    assert_eq!(before["k"], "committed3");
+    assert!(log_files(dir.path(), t).len() > 6);
+    let stable = p.stable_end();
+    assert!(stable < p.log_end());
+
+    let stats = log.clean_now().unwrap();
+    assert!(stats.records_removed > 0, "{stats:?}");
+    assert_eq!(committed_latest(&log, t), before);
+    // Below the stable end no record of the aborted transaction is left.
+    let raw: Vec<String> = read_from_uncommitted(&log, t)
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    assert!(!raw.iter().any(|v| v.starts_with("aborted")), "{raw:?}");
+    assert!(
+        raw.iter().any(|v| v == "open"),
+        "the open transaction was compacted: {raw:?}"
+    );
+
+    // The open transaction commits: its value is now the latest, and a
+    // second pass keeps it.
+    p.write_marker(10, 0, batch::Marker::Commit).unwrap();
+    assert_eq!(p.stable_end(), p.log_end());
+    assert_eq!(committed_latest(&log, t)["k"], "open");
+    log.clean_now().unwrap();
+    assert_eq!(committed_latest(&log, t)["k"], "open");
+}
+
+/// Every record in the log as a read_uncommitted consumer sees it.
+fn read_from_uncommitted(log: &Log, topic: &str) -> Vec<(i64, String)> {
+    let p = log.partition(topic, 0).unwrap();
+    let mut out = Vec::new();
+    let mut fetches = eddy::log::Records::new(
+        Box::new(|o, m| p.read(o, m)),
+        p.log_start(),
+        p.log_end(),
+        1 << 20,
+    );
+    for records in fetches.by_ref() {
+        for r in records.unwrap() {
+            out.push((
+                r.offset,
+                String::from_utf8_lossy(&r.value.unwrap()).to_string(),
+            ));
+        }
+    }
+    out
+}

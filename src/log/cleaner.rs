@@ -1,7 +1,11 @@
 //! The background cleaner: retention (delete whole closed segments by age or
 //! by size, advancing the log start offset) and compaction (keep the latest
 //! record per key in closed segments; drop tombstones older than
-//! `delete.retention.ms`).
+//! `delete.retention.ms`). Compaction stops at the last stable offset and
+//! removes the records of aborted transactions (as Kafka's cleaner does);
+//! transaction markers are dropped with the rewrite, which clears producer
+//! identity: the partition's aborted-transaction list no longer matches
+//! anything there.
 //!
 //! Neither blocks appends or reads: appends only touch the active segment,
 //! which the cleaner never rewrites, and readers hold their own reference to
@@ -108,7 +112,18 @@ fn compact(
     if segs.len() < 2 {
         return Ok(());
     }
-    let closed = &segs[..segs.len() - 1];
+    // Only below the last stable offset, as Kafka's cleaner: a record of
+    // an open transaction may yet be aborted, so it neither shadows an
+    // older value nor is rewritten (which would drop its producer id).
+    let stable = p.stable_end();
+    let cleanable = segs[..segs.len() - 1]
+        .iter()
+        .take_while(|s| s.next_offset() <= stable)
+        .count();
+    if cleanable == 0 {
+        return Ok(());
+    }
+    let closed = &segs[..cleanable];
     let cleaned_up_to = state.cleaned_up_to.get(&key).copied().unwrap_or(0);
     let total: u64 = closed.iter().map(|s| s.size()).sum();
     let dirty: u64 = closed
@@ -127,14 +142,21 @@ fn compact(
     }
     let delete_retention = p.config().delete_retention_ms;
 
-    // Latest offset of every key, over the whole log including the active
-    // segment (a newer value there makes older ones removable).
-    let end = p.log_end();
+    // Latest offset of every key, over the whole log below the stable end
+    // including the active segment (a newer value there makes older ones
+    // removable). Records of aborted transactions are removed and never
+    // count as a key's latest value.
+    let aborted = p.aborted_between(0, stable);
+    let is_aborted =
+        |r: &Record| r.transactional && aborted.iter().any(|a| a.covers(r.producer_id, r.offset));
     let mut latest: HashMap<Bytes, i64> = HashMap::new();
     for seg in &segs {
-        for r in segment_records(seg, end)? {
-            if let Some(k) = r.1.key {
-                latest.insert(k, r.1.offset);
+        for (_, r) in segment_records(seg, stable)? {
+            if is_aborted(&r) {
+                continue;
+            }
+            if let Some(k) = r.key {
+                latest.insert(k, r.offset);
             }
         }
     }
@@ -145,10 +167,10 @@ fn compact(
         let mut removed = 0usize;
         let mut current: Option<(BatchHeader, Vec<Record>)> = None;
         for (h, r) in segment_records_with_headers(seg)? {
-            let keep_latest = r
-                .key
-                .as_ref()
-                .is_some_and(|k| latest.get(k) == Some(&r.offset));
+            let keep_latest = !is_aborted(&r)
+                && r.key
+                    .as_ref()
+                    .is_some_and(|k| latest.get(k) == Some(&r.offset));
             let tombstone = r.value.is_none();
             // In a LogAppendTime batch every record has the batch's time.
             let ts = if h.is_log_append_time() {

@@ -527,3 +527,160 @@ impl Shared {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::log::LogOptions;
+
+    fn log(dir: &std::path::Path) -> Arc<Log> {
+        Log::open(
+            dir,
+            LogOptions {
+                cleaner_interval: None,
+            },
+        )
+        .unwrap()
+    }
+
+    /// A transactional batch of one record from `pid`.
+    fn txn_record(log: &Log, topic: &str, pid: i64, value: &str) {
+        let r = kafka_protocol::records::Record {
+            transactional: true,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: pid,
+            producer_epoch: 0,
+            timestamp_type: kafka_protocol::records::TimestampType::Creation,
+            offset: 0,
+            sequence: 0,
+            timestamp: now_ms(),
+            key: None,
+            value: Some(Bytes::from(value.to_string())),
+            headers: Default::default(),
+        };
+        log.append(
+            topic,
+            0,
+            batch::encode_records(&[r]).unwrap(),
+            Durability::Os,
+        )
+        .unwrap();
+    }
+
+    /// The values eddy's readers see.
+    fn visible(log: &Log, topic: &str) -> Vec<String> {
+        let (start, end) = log.offsets(topic, 0).unwrap();
+        crate::log::records(log, topic, 0, start, end, 1 << 20)
+            .flat_map(|r| r.unwrap())
+            .map(|r| String::from_utf8_lossy(&r.value.unwrap()).to_string())
+            .collect()
+    }
+
+    fn write_state(log: &Log, id: &str, txn: &Txn) {
+        let rec = NewRecord {
+            key: Some(Bytes::from(id.to_string())),
+            value: Some(Bytes::from(serde_json::to_vec(txn).unwrap())),
+            timestamp: now_ms(),
+            headers: vec![],
+        };
+        if log.topic_info(TOPIC).is_err() {
+            let mut cfg = BTreeMap::new();
+            cfg.insert("cleanup.policy".to_string(), "compact".to_string());
+            log.create_topic(TOPIC, 1, cfg).unwrap();
+        }
+        log.append(TOPIC, 0, batch::encode(&[rec]).unwrap(), Durability::Os)
+            .unwrap();
+    }
+
+    fn txn(pid: i64, status: Status, started_ms: i64) -> Txn {
+        Txn {
+            producer_id: pid,
+            epoch: 0,
+            timeout_ms: 60_000,
+            status,
+            partitions: [("t".to_string(), 0)].into_iter().collect(),
+            groups: BTreeMap::new(),
+            started_ms,
+        }
+    }
+
+    /// A partition holding an open transaction no transactional id
+    /// accounts for (its state lost) is aborted at open: it cannot hang
+    /// the last stable offset forever.
+    #[test]
+    fn a_hanging_transaction_is_aborted_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = log(dir.path());
+        log.create_topic("t", 1, BTreeMap::new()).unwrap();
+        txn_record(&log, "t", 42, "lost");
+        let p = log.partition("t", 0).unwrap();
+        assert_eq!(p.stable_end(), 0);
+        let _t = Transactions::open(Arc::clone(&log));
+        assert_eq!(p.stable_end(), p.log_end());
+        assert!(visible(&log, "t").is_empty());
+    }
+
+    /// A transaction found PrepareCommit at open (the coordinator stopped
+    /// between its durable decision and its markers) is completed: its
+    /// records become visible and its group offsets are committed.
+    #[test]
+    fn a_prepared_commit_is_completed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = log(dir.path());
+        log.create_topic("t", 1, BTreeMap::new()).unwrap();
+        txn_record(&log, "t", 7, "kept");
+        let mut t = txn(7, Status::PrepareCommit, now_ms());
+        t.groups.insert(
+            "g".into(),
+            vec![PendingOffset {
+                topic: "t".into(),
+                partition: 0,
+                offset: 5,
+                leader_epoch: -1,
+                metadata: String::new(),
+            }],
+        );
+        write_state(&log, "app", &t);
+        let txns = Transactions::open(Arc::clone(&log));
+        assert_eq!(visible(&log, "t"), vec!["kept"]);
+        assert_eq!(log.committed_offset("g", "t", 0).unwrap().offset, 5);
+        let (_, now) = txns.list().into_iter().next().unwrap();
+        assert_eq!(now.status, Status::CompleteCommit);
+        assert!(now.partitions.is_empty() && now.groups.is_empty());
+    }
+
+    /// An open transaction past its timeout is aborted by the timeout
+    /// check (and one within it is left alone); the state survives a
+    /// reopen of the coordinator.
+    #[test]
+    fn open_transactions_time_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = log(dir.path());
+        log.create_topic("t", 1, BTreeMap::new()).unwrap();
+        txn_record(&log, "t", 7, "old");
+        write_state(&log, "old", &txn(7, Status::Ongoing, now_ms() - 120_000));
+        let txns = Transactions::open(Arc::clone(&log));
+        // Still open: it is accounted for.
+        assert_eq!(log.partition("t", 0).unwrap().stable_end(), 0);
+        txns.reap();
+        assert!(visible(&log, "t").is_empty());
+        assert_eq!(
+            log.partition("t", 0).unwrap().stable_end(),
+            log.partition("t", 0).unwrap().log_end()
+        );
+        drop(txns);
+        let again = Transactions::open(Arc::clone(&log));
+        assert_eq!(again.list()[0].1.status, Status::CompleteAbort);
+        // InitProducerId bumps the epoch of the same producer id.
+        assert_eq!(again.init_producer("old", 1000, None, || 99), Ok((7, 1)));
+        assert_eq!(
+            again.init_producer("old", 1000, Some((7, 0)), || 99),
+            Err(ResponseError::ProducerFenced.code())
+        );
+        assert_eq!(again.init_producer("new", 1000, None, || 99), Ok((99, 0)));
+    }
+}
