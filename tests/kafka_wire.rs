@@ -591,3 +591,18 @@ left open
     seen.sort();
     assert_eq!(seen, expected);
 }
+
+/// kafka-python's own transactional producer and isolation levels.
+#[test]
+fn kafka_python_transactions() {
+    assert!(
+        python_ok("kafka"),
+        "kafka-python is required (pip install kafka-python, or run scripts/test, which installs it)"
+    );
+    let server = TestServer::start();
+    let out = run_python("kafka_python_transactions.py", &server.addr);
+    assert_eq!(
+        out,
+        "read_committed c0 c1 c2 c3 c4 c5\nread_uncommitted a0 a1 a2 c0 c1 c2 c3 c4 c5\n"
+    );
+}
