@@ -145,6 +145,13 @@ const VIEWS: &[(&str, &str)] = &[
         "join_agg",
         "SELECT b.w, COUNT(*) AS n, SUM(a.v) AS s FROM a JOIN b ON a.k = b.k GROUP BY b.w",
     ),
+    // UNNEST: a row per list element, NULL and empty lists giving none.
+    ("unnested", "SELECT k, unnest(make_array(v, g)) AS e FROM a"),
+    (
+        "unnest_agg",
+        "SELECT g, e, COUNT(*) AS n FROM (SELECT g, unnest(range(0, v % 4)) AS e FROM a) \
+         GROUP BY g, e",
+    ),
     // A view over a view.
     (
         "on_view",

@@ -33,6 +33,7 @@ use super::source::{ChangesSource, LateRule, StreamSource};
 use super::temporal::{Bound, MZ_NOW, TemporalFilter};
 use super::topk::TopK;
 use super::union::Union;
+use super::unnest::Unnest;
 use super::{DataflowError, Delta, Flow, Result, nullable};
 use crate::format::record::Layout;
 
@@ -774,6 +775,26 @@ impl<'a> Lowering<'a> {
                     arrays,
                 )?;
                 Ok(Flow::leaf(Constant::new(Delta::inserts(batch))))
+            }
+            LogicalPlan::Unnest(u) => {
+                let ([(list, unnested)], []) = (
+                    u.list_type_columns.as_slice(),
+                    u.struct_type_columns.as_slice(),
+                ) else {
+                    return Err(DataflowError::Unsupported(
+                        "UNNEST of more than one column, or of a struct, in a materialized view"
+                            .into(),
+                    ));
+                };
+                if unnested.depth != 1 {
+                    return Err(DataflowError::Unsupported(
+                        "UNNEST of nested lists (depth > 1) in a materialized view".into(),
+                    ));
+                }
+                let elements = u.schema.index_of_column(&unnested.output_column)?;
+                let input = self.lower(&u.input)?;
+                let op = Unnest::new(*list, u.dependency_indices.clone(), elements, out_schema)?;
+                Ok(Flow::unary(op, input))
             }
             LogicalPlan::Window(w) if numbers_copies(w) => {
                 let input = self.lower(&w.input)?;

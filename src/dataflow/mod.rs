@@ -36,6 +36,7 @@ pub mod source;
 pub mod temporal;
 pub mod topk;
 pub mod union;
+pub mod unnest;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -308,9 +308,9 @@ fn window_relation(
     if let TableFactor::Table { alias: a, .. } = &mut windowed {
         *a = alias;
     }
-    if !super::windows::expand(&mut windowed) {
+    if !super::windows::expand_as(&mut windowed, super::windows::Hop::Copies) {
         return Err(EngineError::Invalid(format!(
-            "WINDOW: {call} (a hopping window's size must be a whole number of advances)"
+            "WINDOW: {call} (a hopping window's size must be a whole number of advances, at most 64 of them)"
         )));
     }
     from.relation = windowed;

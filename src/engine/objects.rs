@@ -89,6 +89,7 @@ impl Engine {
         super::jsonb::register(&ctx)?;
         super::to_char::register(&ctx);
         super::functions::register(&ctx);
+        ctx.register_udf(super::windows::HopStarts::udf());
         super::intervals::register(&ctx)?;
         let engine = Arc::new(Engine {
             log,
