@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmark runner: builds release, runs the named benchmark sections (all
-# when none is named: log w1 w3 w6 w7) and writes each section's figures,
+# when none is named: log w1 w3 w4 w6 w7) and writes each section's figures,
 # with the machine, the date and the commit it ran on, to
 # benches/results/<section>.md; BENCHMARKS.md is those files put together.
 # Figures are never typed by hand; rerun this script to refresh them.
@@ -9,7 +9,7 @@
 #   scripts/bench.sh w6 w7      # only these; the others keep their last run
 set -euo pipefail
 cd "$(dirname "$0")/.."
-all=(log w1 w3 w6 w7)
+all=(log w1 w3 w4 w6 w7)
 if [ "$#" -gt 0 ]; then sections=("$@"); else sections=("${all[@]}"); fi
 cargo build --release --quiet --bin eddy
 bin="${CARGO_TARGET_DIR:-./target}/release/eddy"
@@ -22,6 +22,7 @@ title() {
     log) echo "Log (\`eddy bench log\`)" ;;
     w1) echo "W1: Kafka protocol with librdkafka (\`cargo bench --bench kafka_w1\`)" ;;
     w3) echo "W3: incremental group-by view against DuckDB recomputing (\`cargo bench --bench views_w3\`)" ;;
+    w4) echo "W4: Nexmark q5, a sliding-window view (\`cargo bench --bench nexmark_w4\`)" ;;
     w6) echo "W6: freshness under a steady produce load (\`cargo bench --bench fresh_w6\`)" ;;
     w7) echo "W7: point lookups on a view against PostgreSQL (\`cargo bench --bench pull_w7\`)" ;;
     *) echo "unknown section $1 (sections: ${all[*]})" >&2; exit 2 ;;
@@ -38,6 +39,7 @@ run() {
       echo
       cargo bench --quiet --bench views_w3
       ;;
+    w4) cargo bench --quiet --bench nexmark_w4 ;;
     w6) EDDY_BIN="$bin" cargo bench --quiet --bench fresh_w6 ;;
     w7)
       echo "PostgreSQL $("${W7_PG_BIN:-/usr/lib/postgresql/15/bin}/postgres" --version | awk '{print $3}') and pgbench from Debian."
