@@ -1154,6 +1154,11 @@ impl Partition {
             // imply is relied on.
             sync_dir(&self.dir)?;
             info!(topic = %self.topic, partition = self.id, segments = removed.len(), log_start = self.log_start(), "retention deleted segments");
+            // Aborted transactions wholly below the new start have no
+            // records left to hide.
+            let mut producers = self.writer.lock().map_err(lock_err)?;
+            producers.prune_aborted(self.log_start());
+            self.publish_transactions(&producers);
         }
         Ok(removed.len())
     }
