@@ -11,7 +11,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 all=(log w1 w3 w4 w6 w7)
 if [ "$#" -gt 0 ]; then sections=("$@"); else sections=("${all[@]}"); fi
-cargo build --release --quiet --bin eddy
+# The server binary and the benchmark runners in one build: built apart, the
+# binary would get a feature set of its own (no dev-dependencies unified
+# in) and recompile DataFusion for it.
+cargo build --release --quiet --bin eddy --benches
 bin="${CARGO_TARGET_DIR:-./target}/release/eddy"
 results=benches/results
 mkdir -p "$results"
