@@ -25,7 +25,9 @@
 //! - `engine`: statements parsed once into families (DDL, DML, COPY,
 //!   queries, …) behind one dispatch, the DataFusion session, system
 //!   tables, sinks.
-//! - `server`: sockets, sessions and lifecycle (pgwire, Kafka).
+//! - `server`: sockets, sessions and lifecycle (pgwire, Kafka, the schema
+//!   registry's REST API, HTTP `/metrics`).
+//! - `metrics`: Prometheus counters and histograms the server updates.
 //! - `sqlstate`: SQLSTATEs of library errors, by type.
 //! - `cli`: the command line and the offline tools.
 //!
@@ -43,6 +45,7 @@ pub mod engine;
 pub mod format;
 pub mod kafka;
 pub mod log;
+pub mod metrics;
 pub mod registry;
 pub mod server;
 pub mod sqlstate;

@@ -322,6 +322,7 @@ fn serve(dir: &Path) -> (tokio::runtime::Runtime, Handle) {
         kafka_addr: "127.0.0.1:0".into(),
         pg_addr: "127.0.0.1:0".into(),
         registry_addr: "127.0.0.1:0".into(),
+        http_addr: "127.0.0.1:0".into(),
         ..ServeArgs::default()
     };
     let mut tries = 0;

@@ -489,6 +489,18 @@ impl Dataflows {
     /// The input records the state reflects are fsynced first, so a
     /// checkpoint never holds records a crash could take from the log.
     pub fn checkpoint(&self) -> Result<Option<CheckpointInfo>, DataflowError> {
+        let started = std::time::Instant::now();
+        let written = self.checkpoint_untimed()?;
+        if written.is_some()
+            && let Some(m) = crate::metrics::metrics()
+        {
+            m.checkpoint_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
+        Ok(written)
+    }
+
+    fn checkpoint_untimed(&self) -> Result<Option<CheckpointInfo>, DataflowError> {
         let mut saved = self
             .saved
             .lock()
@@ -850,8 +862,17 @@ impl Dataflows {
     }
 
     /// Advance every table and view to the current end of their inputs;
-    /// returns the epoch published.
+    /// returns the epoch published. Timed into
+    /// `eddy_dataflow_tick_duration_seconds`.
     pub fn tick(&self) -> Result<u64, DataflowError> {
+        let out = crate::metrics::timed(|m| &m.tick_seconds, || self.tick_untimed());
+        if let Some(m) = crate::metrics::metrics() {
+            m.last_tick.set(crate::log::now_ms() / 1000);
+        }
+        out
+    }
+
+    fn tick_untimed(&self) -> Result<u64, DataflowError> {
         loop {
             let mut st = self.lock()?;
             let mut changes: HashMap<String, Arc<Delta>> = HashMap::new();

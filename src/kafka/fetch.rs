@@ -84,13 +84,22 @@ pub async fn handle(broker: &Broker, req: FetchRequest, ctx: &RequestContext) ->
         let (resp, bytes, had_error) = read_once(&req, &targets, max_bytes, v, committed);
         let now = Instant::now();
         if bytes >= min_bytes.max(1) || had_error || now >= deadline || waits.is_empty() {
+            fetched(bytes);
             return resp;
         }
         let any = select_all(waits.iter_mut().map(|w| w.as_mut()));
         if tokio::time::timeout_at(deadline, any).await.is_err() {
             // Deadline: answer with whatever is there (usually nothing).
-            return read_once(&req, &targets, max_bytes, v, committed).0;
+            let (resp, bytes, _) = read_once(&req, &targets, max_bytes, v, committed);
+            fetched(bytes);
+            return resp;
         }
+    }
+}
+
+fn fetched(bytes: usize) {
+    if let Some(m) = crate::metrics::metrics() {
+        m.fetched_bytes.inc_by(bytes as u64);
     }
 }
 

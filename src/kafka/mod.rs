@@ -312,6 +312,7 @@ impl Broker {
         let key = i16::from_be_bytes([frame[0], frame[1]]);
         let version = i16::from_be_bytes([frame[2], frame[3]]);
         let api = ApiKey::try_from(key).map_err(|_| FrameError::UnknownApi(key))?;
+        let started = std::time::Instant::now();
 
         if api == ApiKey::ApiVersions && !supported(api, version) {
             // A client newer than us: Kafka answers with a v0 response
@@ -445,6 +446,13 @@ impl Broker {
             )),
             _ => return Err(FrameError::UnsupportedVersion { api, version }),
         };
+        if let Some(m) = crate::metrics::metrics() {
+            let name = format!("{api:?}");
+            m.kafka_requests.with_label_values(&[&name]).inc();
+            m.kafka_request_seconds
+                .with_label_values(&[&name])
+                .observe(started.elapsed().as_secs_f64());
+        }
         match response {
             Some(body) => encode_response(api, version, header.correlation_id, body).map(Some),
             None => Ok(None),

@@ -59,6 +59,7 @@ pub async fn handle(
             if v >= 2 {
                 r.log_append_time_ms = -1;
             }
+            let appended_bytes = p.records.as_ref().map_or(0, |b| b.len());
             let outcome = match (&topic, p.records) {
                 _ if is_internal(&name) || !broker.may(ctx, Privilege::Insert, &name) => {
                     Err(ResponseError::TopicAuthorizationFailed.code())
@@ -90,6 +91,11 @@ pub async fn handle(
                 Ok((part, info)) => {
                     if !info.duplicate {
                         broker.arrived();
+                        if let Some(m) = crate::metrics::metrics() {
+                            m.produced_records
+                                .inc_by((info.last_offset - info.base_offset + 1).max(0) as u64);
+                            m.produced_bytes.inc_by(appended_bytes as u64);
+                        }
                     }
                     r.base_offset = info.base_offset;
                     if v >= 2 {

@@ -34,6 +34,7 @@ pub async fn serve(
                     let stop = stop.clone();
                     let tls = tls.clone();
                     tasks.spawn(async move {
+                        let _open = crate::metrics::connected("kafka");
                         let _ = stream.set_nodelay(true);
                         let Some(tls) = tls else {
                             return connection(stream, peer, broker, max_frame, stop).await;

@@ -4,6 +4,7 @@
 //! connections and closes the log cleanly (so the next start skips
 //! recovery). The only module that touches sockets.
 
+pub mod http;
 pub mod kafka;
 pub mod pg;
 pub mod registry;
@@ -41,6 +42,11 @@ pub struct ServeArgs {
     /// schemas, as with Confluent's registry unsecured).
     #[arg(long, env = "EDDY_REGISTRY_ALLOW_REMOTE")]
     pub registry_allow_remote: bool,
+    /// HTTP: `/metrics` (Prometheus).
+    #[arg(long, env = "EDDY_HTTP_ADDR", default_value = "127.0.0.1:6876")]
+    pub http_addr: String,
+    #[arg(long, env = "EDDY_HTTP_ALLOW_REMOTE")]
+    pub http_allow_remote: bool,
     /// How pgwire clients authenticate: `trust` (no password; loopback
     /// only unless --pg-allow-remote), `md5` or `scram-sha-256` (a role
     /// with LOGIN and PASSWORD; any address).
@@ -138,6 +144,8 @@ impl Default for ServeArgs {
             pg_addr: "127.0.0.1:6875".into(),
             registry_addr: "127.0.0.1:8081".into(),
             registry_allow_remote: false,
+            http_addr: "127.0.0.1:6876".into(),
+            http_allow_remote: false,
             pg_auth: pg::PgAuth::Trust,
             pg_allow_remote: false,
             pg_tls_cert: None,
@@ -186,6 +194,7 @@ pub struct Handle {
     pub kafka_addr: SocketAddr,
     pub pg_addr: SocketAddr,
     pub registry_addr: SocketAddr,
+    pub http_addr: SocketAddr,
     pub log: Arc<Log>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), ServerError>>,
@@ -335,11 +344,34 @@ pub async fn start(data_dir: PathBuf, args: ServeArgs) -> Result<Handle, ServerE
             "the schema registry on {registry_addr} is reachable beyond this machine but has no authentication: give --registry-allow-remote to serve it open, or bind it to 127.0.0.1"
         )));
     }
-    info!(%kafka_addr, %pg_addr, %registry_addr, data_dir = %data_dir.display(), "eddy serving");
+    let http_listener =
+        TcpListener::bind(&args.http_addr)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: args.http_addr.clone(),
+                source,
+            })?;
+    let http_addr = http_listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind {
+            addr: args.http_addr.clone(),
+            source,
+        })?;
+    if !http_addr.ip().is_loopback() && !args.http_allow_remote {
+        return Err(ServerError::Config(format!(
+            "the HTTP listener (/metrics) on {http_addr} is reachable beyond this machine but has no authentication: give --http-allow-remote to serve it open, or bind it to 127.0.0.1"
+        )));
+    }
+    info!(%kafka_addr, %pg_addr, %registry_addr, %http_addr, data_dir = %data_dir.display(), "eddy serving");
     let (stop, stopped) = watch::channel(false);
     let registry_task = tokio::spawn(registry::serve(
         registry_listener,
         Arc::clone(engine.registry()),
+        stopped.clone(),
+    ));
+    let http_task = tokio::spawn(http::serve(
+        http_listener,
+        Arc::clone(&engine),
         stopped.clone(),
     ));
     let task_log = Arc::clone(&log);
@@ -350,6 +382,7 @@ pub async fn start(data_dir: PathBuf, args: ServeArgs) -> Result<Handle, ServerE
         kafka::serve(listener, broker, max, kafka_tls, stopped).await;
         let _ = pg_task.await;
         let _ = registry_task.await;
+        let _ = http_task.await;
         // Connections have ended: checkpoint the views so the next start
         // need not replay, then close the log on a blocking thread (both
         // fsync).
@@ -369,6 +402,7 @@ pub async fn start(data_dir: PathBuf, args: ServeArgs) -> Result<Handle, ServerE
         kafka_addr,
         pg_addr,
         registry_addr,
+        http_addr,
         log,
         stop,
         task,
@@ -409,8 +443,8 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     let handle = start(data_dir, args).await?;
     println!(
-        "eddy: Kafka protocol on {}, PostgreSQL protocol on {}, schema registry on http://{}",
-        handle.kafka_addr, handle.pg_addr, handle.registry_addr
+        "eddy: Kafka protocol on {}, PostgreSQL protocol on {}, schema registry on http://{}, metrics on http://{}/metrics",
+        handle.kafka_addr, handle.pg_addr, handle.registry_addr, handle.http_addr
     );
     shutdown.await;
     info!("shutting down");

@@ -19,6 +19,8 @@ pub struct TestServer {
     pub pg_addr: std::net::SocketAddr,
     /// The schema registry's address (`http://` it is its URL).
     pub registry_addr: std::net::SocketAddr,
+    /// The HTTP listener's address (`/metrics`).
+    pub http_addr: std::net::SocketAddr,
 }
 
 impl TestServer {
@@ -31,6 +33,7 @@ impl TestServer {
         args.kafka_addr = "127.0.0.1:0".into();
         args.pg_addr = "127.0.0.1:0".into();
         args.registry_addr = "127.0.0.1:0".into();
+        args.http_addr = "127.0.0.1:0".into();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -42,6 +45,7 @@ impl TestServer {
         let addr = handle.kafka_addr.to_string();
         let pg_addr = handle.pg_addr;
         let registry_addr = handle.registry_addr;
+        let http_addr = handle.http_addr;
         TestServer {
             rt,
             handle: Some(handle),
@@ -49,6 +53,7 @@ impl TestServer {
             addr,
             pg_addr,
             registry_addr,
+            http_addr,
         }
     }
 
@@ -68,6 +73,7 @@ impl TestServer {
             kafka_addr: "127.0.0.1:0".into(),
             pg_addr: "127.0.0.1:0".into(),
             registry_addr: "127.0.0.1:0".into(),
+            http_addr: "127.0.0.1:0".into(),
             ..ServeArgs::default()
         };
         let handle = self
@@ -77,6 +83,7 @@ impl TestServer {
         self.addr = handle.kafka_addr.to_string();
         self.pg_addr = handle.pg_addr;
         self.registry_addr = handle.registry_addr;
+        self.http_addr = handle.http_addr;
         self.handle = Some(handle);
     }
 

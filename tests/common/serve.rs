@@ -53,6 +53,8 @@ impl Serve {
                 "127.0.0.1:0",
                 "--registry-addr",
                 "127.0.0.1:0",
+                "--http-addr",
+                "127.0.0.1:0",
             ])
             .args(flags)
             .stdout(Stdio::piped())

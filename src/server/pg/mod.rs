@@ -281,6 +281,7 @@ pub async fn serve(
                     let closed = handlers.sockets.register(peer, watch);
                     let tls = tls.clone();
                     tasks.spawn(async move {
+                        let _open = crate::metrics::connected("pg");
                         let sockets = Arc::clone(&h.sockets);
                         // A panic in a handler (a bug) ends this one
                         // connection: caught here, so the socket and its
