@@ -17,8 +17,8 @@
 //! stable offset.
 //!
 //! State lives in the compacted internal topic `__transaction_state`
-//! (key: the transactional id; value: the state as JSON), fsynced before
-//! any answer depends on it. Markers and the last stable offset they move
+//! (key: the transactional id; value: the state as JSON; made by the first
+//! transactional id), fsynced before any answer depends on it. Markers and the last stable offset they move
 //! are the partitions' (`log/producer.rs`); read_committed readers (Kafka
 //! consumers asking for it, and all of eddy's own readers) stop at that
 //! offset and drop aborted records.
@@ -132,19 +132,25 @@ impl Transactions {
     /// partitions that no transactional id accounts for are aborted.
     pub fn open(log: Arc<Log>) -> Transactions {
         let mut state = State::default();
-        if let Err(e) = crate::log::replay_keyed(&*log, TOPIC, |id, _offset, value| match value {
-            None => {
-                state.txns.remove(&id);
-            }
-            Some(v) => match serde_json::from_slice::<Txn>(v) {
-                Ok(t) => {
-                    state.txns.insert(id, t);
+        // The topic is made by the first transactional id, as Kafka makes
+        // it: a server that never saw a transaction has none.
+        let exists = LogStore::topic_info(&*log, TOPIC).is_ok();
+        if exists
+            && let Err(e) = crate::log::replay_keyed(&*log, TOPIC, |id, _offset, value| match value
+            {
+                None => {
+                    state.txns.remove(&id);
                 }
-                Err(e) => {
-                    warn!(transactional_id = %id, error = %e, "skipping a __transaction_state record")
-                }
-            },
-        }) {
+                Some(v) => match serde_json::from_slice::<Txn>(v) {
+                    Ok(t) => {
+                        state.txns.insert(id, t);
+                    }
+                    Err(e) => {
+                        warn!(transactional_id = %id, error = %e, "skipping a __transaction_state record")
+                    }
+                },
+            })
+        {
             warn!(error = %e, "could not read __transaction_state; transactions start empty");
         }
         let shared = Arc::new(Shared {
@@ -361,6 +367,14 @@ impl Shared {
         };
         let encoded =
             batch::encode(&[rec]).map_err(|_| refuse(ResponseError::UnknownServerError))?;
+        if LogStore::topic_info(&*self.log, TOPIC).is_err() {
+            let mut cfg = BTreeMap::new();
+            cfg.insert("cleanup.policy".to_string(), "compact".to_string());
+            match LogStore::create_topic(&*self.log, TOPIC, 1, cfg) {
+                Ok(_) | Err(LogError::TopicExists(_)) => {}
+                Err(e) => return Err(super::error_code(&e)),
+            }
+        }
         self.log
             .append(TOPIC, 0, encoded, Durability::Fsync)
             .map_err(|e| {
