@@ -23,30 +23,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use eddy::engine::{Engine, EngineOptions, Output, parse};
+use eddy::engine::{Engine, EngineOptions};
 use eddy::log::batch::{NewRecord, encode};
 use eddy::log::{Durability, Log, LogOptions};
 
-async fn exec(engine: &Engine, sql: &str) -> Vec<datafusion::arrow::array::RecordBatch> {
-    let mut out = Vec::new();
-    for stmt in parse(sql).unwrap() {
-        match engine.execute(stmt).await.unwrap() {
-            Output::PassThrough(text) => out.extend(
-                engine
-                    .session()
-                    .sql(&text)
-                    .await
-                    .unwrap()
-                    .collect()
-                    .await
-                    .unwrap(),
-            ),
-            Output::Rows { df, .. } => out.extend(df.collect().await.unwrap()),
-            _ => {}
-        }
-    }
-    out
-}
+#[path = "support/exec.rs"]
+mod support;
+use support::exec;
 
 /// A 64-bit mix of `x` (splitmix64): the generator's randomness, seeded by
 /// the event number so every run writes the same bids.

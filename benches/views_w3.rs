@@ -29,32 +29,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use eddy::engine::{Engine, EngineOptions, Output, parse};
+use eddy::engine::{Engine, EngineOptions};
 use eddy::log::batch::{NewRecord, encode};
 use eddy::log::{Durability, Log, LogOptions};
 
 const KEYS: u64 = 100_000;
 
-async fn exec(engine: &Engine, sql: &str) -> Vec<datafusion::arrow::array::RecordBatch> {
-    let mut out = Vec::new();
-    for stmt in parse(sql).unwrap() {
-        match engine.execute(stmt).await.unwrap() {
-            Output::PassThrough(text) => out.extend(
-                engine
-                    .session()
-                    .sql(&text)
-                    .await
-                    .unwrap()
-                    .collect()
-                    .await
-                    .unwrap(),
-            ),
-            Output::Rows { df, .. } => out.extend(df.collect().await.unwrap()),
-            _ => {}
-        }
-    }
-    out
-}
+#[path = "support/exec.rs"]
+mod support;
+use support::exec;
 
 /// Event `i` of the workload; `scripts/w3_duckdb.py` generates the same rows.
 fn event(i: u64, keys: u64) -> Bytes {
