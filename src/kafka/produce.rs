@@ -147,3 +147,61 @@ pub async fn handle(
     }
     Some(ProduceResponse::default().with_responses(topics))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::kafka::{BrokerConfig, Sasl};
+    use crate::log::batch::{self, Marker, NewRecord};
+    use crate::log::{Log, LogOptions, LogStore};
+
+    /// A client may write neither a transaction marker nor a transactional
+    /// batch outside an open transaction that added the partition; plain
+    /// batches pass.
+    #[test]
+    fn markers_and_stray_transactional_batches_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(
+            dir.path(),
+            LogOptions {
+                cleaner_interval: None,
+            },
+        )
+        .unwrap();
+        log.create_topic("t", 1, Default::default()).unwrap();
+        let broker = Broker::new(Arc::clone(&log), BrokerConfig::default(), Sasl::none());
+        let marker = batch::encode_marker(5, 0, Marker::Commit, 0).unwrap();
+        assert_eq!(
+            transactional(&broker, &marker, "t", 0),
+            Err(ResponseError::InvalidRecord.code())
+        );
+        let stray = batch::encode_records(&[kafka_protocol::records::Record {
+            transactional: true,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: 5,
+            producer_epoch: 0,
+            timestamp_type: kafka_protocol::records::TimestampType::Creation,
+            offset: 0,
+            sequence: 0,
+            timestamp: 0,
+            key: None,
+            value: Some(bytes::Bytes::from_static(b"v")),
+            headers: Default::default(),
+        }])
+        .unwrap();
+        assert_eq!(
+            transactional(&broker, &stray, "t", 0),
+            Err(ResponseError::InvalidTxnState.code())
+        );
+        let plain = batch::encode(&[NewRecord {
+            value: Some(bytes::Bytes::from_static(b"v")),
+            ..Default::default()
+        }])
+        .unwrap();
+        assert_eq!(transactional(&broker, &plain, "t", 0), Ok(()));
+    }
+}
