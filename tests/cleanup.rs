@@ -944,29 +944,14 @@ fn compaction_keeps_log_append_time() {
 
 /// A transactional batch of keyed records from producer `pid`.
 fn append_txn(log: &Log, topic: &str, pid: i64, seq: i32, pairs: &[(&str, &str)]) {
-    let records: Vec<kafka_protocol::records::Record> = pairs
+    let records: Vec<NewRecord> = pairs
         .iter()
-        .enumerate()
-        .map(|(i, (k, v))| kafka_protocol::records::Record {
-            transactional: true,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: pid,
-            producer_epoch: 0,
-            timestamp_type: kafka_protocol::records::TimestampType::Creation,
-            offset: i as i64,
-            sequence: seq + i as i32,
-            timestamp: now_ms(),
-            key: Some(b(k)),
-            value: Some(b(v)),
-            headers: Default::default(),
-        })
+        .map(|(k, v)| rec(Some(k), Some(v), now_ms()))
         .collect();
     log.append(
         topic,
         0,
-        batch::encode_records(&records).unwrap(),
+        batch::encode_transactional(pid, 0, seq, &records).unwrap(),
         Durability::Os,
     )
     .unwrap();

@@ -177,31 +177,16 @@ mod tests {
             transactional(&broker, &marker, "t", 0),
             Err(ResponseError::InvalidRecord.code())
         );
-        let stray = batch::encode_records(&[kafka_protocol::records::Record {
-            transactional: true,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: 5,
-            producer_epoch: 0,
-            timestamp_type: kafka_protocol::records::TimestampType::Creation,
-            offset: 0,
-            sequence: 0,
-            timestamp: 0,
-            key: None,
+        let one = NewRecord {
             value: Some(bytes::Bytes::from_static(b"v")),
-            headers: Default::default(),
-        }])
-        .unwrap();
+            ..Default::default()
+        };
+        let stray = batch::encode_transactional(5, 0, 0, std::slice::from_ref(&one)).unwrap();
         assert_eq!(
             transactional(&broker, &stray, "t", 0),
             Err(ResponseError::InvalidTxnState.code())
         );
-        let plain = batch::encode(&[NewRecord {
-            value: Some(bytes::Bytes::from_static(b"v")),
-            ..Default::default()
-        }])
-        .unwrap();
+        let plain = batch::encode(&[one]).unwrap();
         assert_eq!(transactional(&broker, &plain, "t", 0), Ok(()));
     }
 }

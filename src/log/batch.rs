@@ -253,19 +253,39 @@ pub struct NewRecord {
 /// Encode records into one uncompressed RecordBatch v2 with base offset 0
 /// (the log assigns the real one) and no producer id.
 pub fn encode(records: &[NewRecord]) -> Result<BytesMut, BatchError> {
+    encode_as(records, None)
+}
+
+/// Encode records as a transactional producer's batch: producer id and
+/// epoch, sequences from `first_sequence`, the transactional attribute
+/// set (what a Kafka client writes inside a transaction).
+pub fn encode_transactional(
+    producer_id: i64,
+    producer_epoch: i16,
+    first_sequence: i32,
+    records: &[NewRecord],
+) -> Result<BytesMut, BatchError> {
+    encode_as(records, Some((producer_id, producer_epoch, first_sequence)))
+}
+
+fn encode_as(
+    records: &[NewRecord],
+    producer: Option<(i64, i16, i32)>,
+) -> Result<BytesMut, BatchError> {
+    let (producer_id, producer_epoch, first) = producer.unwrap_or((-1, -1, 0));
     let recs: Vec<Record> = records
         .iter()
         .enumerate()
         .map(|(i, r)| Record {
-            transactional: false,
+            transactional: producer.is_some(),
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: i as i32,
+            sequence: first + i as i32,
             timestamp: r.timestamp,
             key: r.key.clone(),
             value: r.value.clone(),

@@ -1323,27 +1323,18 @@ mod tests {
 
     /// A transactional batch of `n` records from producer `pid`.
     fn append_txn(p: &Partition, pid: i64, seq: i32, values: &[&str]) {
-        let records: Vec<kafka_protocol::records::Record> = values
+        let records: Vec<NewRecord> = values
             .iter()
-            .enumerate()
-            .map(|(i, v)| kafka_protocol::records::Record {
-                transactional: true,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: pid,
-                producer_epoch: 0,
-                timestamp_type: kafka_protocol::records::TimestampType::Creation,
-                offset: i as i64,
-                sequence: seq + i as i32,
-                timestamp: 0,
-                key: None,
+            .map(|v| NewRecord {
                 value: Some(Bytes::from(v.to_string())),
-                headers: Default::default(),
+                ..Default::default()
             })
             .collect();
-        p.append(batch::encode_records(&records).unwrap(), Durability::Os)
-            .unwrap();
+        p.append(
+            batch::encode_transactional(pid, 0, seq, &records).unwrap(),
+            Durability::Os,
+        )
+        .unwrap();
     }
 
     /// What eddy's readers see: records below the stable end, aborted

@@ -561,25 +561,15 @@ mod tests {
 
     /// A transactional batch of one record from `pid`.
     fn txn_record(log: &Log, topic: &str, pid: i64, value: &str) {
-        let r = kafka_protocol::records::Record {
-            transactional: true,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: pid,
-            producer_epoch: 0,
-            timestamp_type: kafka_protocol::records::TimestampType::Creation,
-            offset: 0,
-            sequence: 0,
-            timestamp: now_ms(),
-            key: None,
+        let r = NewRecord {
             value: Some(Bytes::from(value.to_string())),
-            headers: Default::default(),
+            timestamp: now_ms(),
+            ..Default::default()
         };
         log.append(
             topic,
             0,
-            batch::encode_records(&[r]).unwrap(),
+            batch::encode_transactional(pid, 0, 0, &[r]).unwrap(),
             Durability::Os,
         )
         .unwrap();
