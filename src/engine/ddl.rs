@@ -681,6 +681,7 @@ impl Engine {
         using::merge_join_columns(&self.ctx, &mut q).await;
         super::set_ops::multiset_operations(&self.ctx, &mut q).await;
         super::whole_rows::whole_row_arguments(&self.ctx, &mut q).await;
+        names::name_result_columns(&mut q);
         match q {
             SqlStatement::Query(q) => q,
             _ => unreachable!("a query stays a query"),
@@ -738,6 +739,7 @@ impl Engine {
         using::merge_join_columns(&self.ctx, &mut q).await;
         super::set_ops::multiset_operations(&self.ctx, &mut q).await;
         super::whole_rows::whole_row_arguments(&self.ctx, &mut q).await;
+        names::name_result_columns(&mut q);
         if let SqlStatement::Query(q) = q {
             v.query = q;
         }

@@ -166,6 +166,96 @@ pub(super) fn visit_selects_mut(
     stmt.visit(&mut V(&mut f))
 }
 
+/// Give the unnamed expressions of every SELECT list whose names a reader
+/// sees their PostgreSQL names as aliases (`count(*)` → `count`,
+/// `a + 1` → `?column?`): the query's own result (a view's columns), its
+/// CTEs and its derived tables in FROM (`SELECT s.count FROM (SELECT
+/// count(*) FROM t) s`). DataFusion would name them `count(*)` and
+/// `t.a + Int64(1)`. A list with a wildcard, and a name that repeats in
+/// its list, are left as they are (PostgreSQL's repeated names are
+/// `with_internal_aliases`' business).
+pub fn name_result_columns(stmt: &mut SqlStatement) {
+    if let SqlStatement::Query(q) = stmt {
+        name_query(q);
+    }
+}
+
+fn name_query(q: &mut Query) {
+    if let Some(with) = q.with.as_mut() {
+        for cte in &mut with.cte_tables {
+            name_query(&mut cte.query);
+        }
+    }
+    name_body(&mut q.body, true);
+}
+
+/// `leftmost`: whether this SELECT's names are the body's (a set
+/// operation takes its first branch's).
+fn name_body(e: &mut SetExpr, leftmost: bool) {
+    match e {
+        SetExpr::Select(s) => {
+            for from in &mut s.from {
+                name_factor(&mut from.relation);
+                for j in &mut from.joins {
+                    name_factor(&mut j.relation);
+                }
+            }
+            if leftmost {
+                name_items(&mut s.projection);
+            }
+        }
+        SetExpr::SetOperation { left, right, .. } => {
+            name_body(left, leftmost);
+            name_body(right, false);
+        }
+        SetExpr::Query(q) => name_query(q),
+        _ => {}
+    }
+}
+
+fn name_factor(f: &mut datafusion::sql::sqlparser::ast::TableFactor) {
+    use datafusion::sql::sqlparser::ast::TableFactor as F;
+    match f {
+        F::Derived { subquery, .. } => name_query(subquery),
+        F::NestedJoin {
+            table_with_joins, ..
+        } => {
+            name_factor(&mut table_with_joins.relation);
+            for j in &mut table_with_joins.joins {
+                name_factor(&mut j.relation);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn name_items(items: &mut [SelectItem]) {
+    if items.iter().any(|i| {
+        matches!(
+            i,
+            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+        )
+    }) {
+        return;
+    }
+    let names: Vec<String> = items.iter().map(item_name).collect();
+    for (item, name) in items.iter_mut().zip(&names) {
+        let SelectItem::UnnamedExpr(expr) = item else {
+            continue;
+        };
+        if matches!(expr, Expr::Identifier(_) | Expr::CompoundIdentifier(_))
+            || name.starts_with(INTERNAL)
+            || names.iter().filter(|n| *n == name).count() > 1
+        {
+            continue;
+        }
+        *item = SelectItem::ExprWithAlias {
+            expr: expr.clone(),
+            alias: Ident::with_quote('"', name.clone()),
+        };
+    }
+}
+
 /// Whether planning failed only because result columns share a name.
 pub fn is_duplicate_name_error(e: &datafusion::error::DataFusionError) -> bool {
     e.to_string()

@@ -119,6 +119,7 @@ impl Engine {
         set_returning_in_select_list(&mut planned);
         super::using::merge_join_columns(&self.ctx, &mut planned).await;
         super::set_ops::multiset_operations(&self.ctx, &mut planned).await;
+        names::name_result_columns(&mut planned);
         let plan = match state
             .statement_to_plan(DfStatement::Statement(Box::new(planned.clone())))
             .await
