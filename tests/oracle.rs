@@ -152,6 +152,34 @@ const VIEWS: &[(&str, &str)] = &[
         "SELECT g, e, COUNT(*) AS n FROM (SELECT g, unnest(range(0, v % 4)) AS e FROM a) \
          GROUP BY g, e",
     ),
+    // Window functions (`window.rs`): each partition recomputed when it
+    // changes. Stacked windows of different partitions and orders; ties
+    // in rank's ORDER BY are peers, so the result does not depend on how
+    // they are broken.
+    (
+        "win_rank",
+        "SELECT g, k, v, RANK() OVER (PARTITION BY g ORDER BY v DESC NULLS LAST) AS r, \
+         DENSE_RANK() OVER (PARTITION BY g ORDER BY v) AS dr, \
+         SUM(v) OVER (PARTITION BY g ORDER BY k) AS running, \
+         COUNT(*) OVER (PARTITION BY g) AS n, \
+         PERCENT_RANK() OVER (PARTITION BY g ORDER BY v) AS pr FROM a",
+    ),
+    // Ordered by every column: only identical rows tie, and they give
+    // identical rows.
+    (
+        "win_offsets",
+        "SELECT g, k, v, s, LAG(v) OVER w AS prev, LEAD(s, 1, 'none') OVER w AS next, \
+         ROW_NUMBER() OVER w AS rn, FIRST_VALUE(k) OVER w AS first_k, \
+         NTILE(2) OVER w AS half \
+         FROM a WINDOW w AS (PARTITION BY g ORDER BY k, v, s)",
+    ),
+    // No PARTITION BY: one partition, a sliding frame.
+    (
+        "win_frame",
+        "SELECT k, v, s, SUM(v) OVER (ORDER BY k, v, s ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) \
+         AS moving, MAX(v) OVER (ORDER BY k RANGE BETWEEN 1 PRECEDING AND 1 FOLLOWING) AS near \
+         FROM a",
+    ),
     // A view over a view.
     (
         "on_view",

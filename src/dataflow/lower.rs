@@ -34,6 +34,7 @@ use super::temporal::{Bound, MZ_NOW, TemporalFilter};
 use super::topk::TopK;
 use super::union::Union;
 use super::unnest::Unnest;
+use super::window::Window;
 use super::{DataflowError, Delta, Flow, Result, nullable};
 use crate::format::record::Layout;
 
@@ -415,6 +416,52 @@ impl<'a> Lowering<'a> {
                 Flow::unary(Map::project(exprs, Arc::clone(out_schema)), node)
             }
         }))
+    }
+
+    /// Window functions sharing one PARTITION BY and ORDER BY (DataFusion
+    /// plans one Window node per such group), as `window.rs` computes them.
+    fn window(&mut self, w: &datafusion::logical_expr::Window, out_schema: SchemaRef) -> Result<Flow> {
+        use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+        let in_schema = w.input.schema();
+        let mut shared: Option<(Vec<Expr>, Vec<SortExpr>)> = None;
+        for e in &w.window_expr {
+            let Expr::WindowFunction(wf) = e.clone().unalias() else {
+                return Err(DataflowError::Unsupported(format!(
+                    "window expression {e} that is not a window function call"
+                )));
+            };
+            let this = (wf.params.partition_by.clone(), wf.params.order_by.clone());
+            match &shared {
+                None => shared = Some(this),
+                Some(s) if *s == this => {}
+                Some(_) => {
+                    return Err(DataflowError::Unsupported(
+                        "window functions of different PARTITION BY or ORDER BY in one window node"
+                            .into(),
+                    ));
+                }
+            }
+        }
+        let Some((partition_by, order_by)) = shared else {
+            return Err(DataflowError::Unsupported("a window with no function".into()));
+        };
+        let exprs = w
+            .window_expr
+            .iter()
+            .map(|e| {
+                datafusion::physical_planner::create_window_expr(
+                    e,
+                    in_schema,
+                    self.state.execution_props(),
+                    &PhysicalPlanningContext::default(),
+                )
+            })
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        let partition = self.exprs(&partition_by, in_schema)?;
+        let order = self.sort(&order_by, in_schema)?;
+        let input = self.lower(&w.input)?;
+        let op = Window::new(input.schema(), partition, order, exprs, out_schema)?;
+        Ok(Flow::unary(op, input))
     }
 
     pub fn lower(&mut self, plan: &LogicalPlan) -> Result<Flow> {
@@ -801,9 +848,7 @@ impl<'a> Lowering<'a> {
                 let op = Enumerate::new(&input.schema(), out_schema)?;
                 Ok(Flow::unary(op, input))
             }
-            LogicalPlan::Window(_) => Err(DataflowError::Unsupported(
-                "window functions (OVER …) other than ROW_NUMBER() … <= k (per-group top-k)".into(),
-            )),
+            LogicalPlan::Window(w) => self.window(w, out_schema),
             other => Err(DataflowError::Unsupported(format!(
                 "plan node {}",
                 other.display()

@@ -32,11 +32,13 @@ pub mod map;
 pub mod rows;
 pub mod runtime;
 pub mod session;
+pub mod sorted;
 pub mod source;
 pub mod temporal;
 pub mod topk;
 pub mod union;
 pub mod unnest;
+pub mod window;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -2,13 +2,11 @@
 //! `ROW_NUMBER() OVER (PARTITION BY p ORDER BY o) <= k`.
 //!
 //! State per partition (one partition without PARTITION BY): the rows in
-//! sort order, an ordered multiset keyed by the sort key with ties broken by
-//! the row. The output of a partition is its window [s, s+k), each row with
+//! sort order (`sorted.rs`). The output of a partition is its window [s, s+k), each row with
 //! its 1-based position when the operator ranks (ROW_NUMBER). A change
 //! compares the windows of the partitions it touches before and after:
 //! O(k + change · log n) per touched partition, never the whole state.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use ahash::{AHashMap, AHashSet};
@@ -18,10 +16,9 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::checkpoint::{Reader, Writer};
-use super::rows::{Codec, RowBytes, state_bytes};
+use super::rows::{Codec, RowBytes};
+use super::sorted::SortedPartitions;
 use super::{Counts, Delta, Operator, OperatorStats, Result, StepContext};
-
-type Sorted = BTreeMap<(RowBytes, RowBytes), i64>;
 
 pub struct TopK {
     /// The input's schema.
@@ -36,9 +33,7 @@ pub struct TopK {
     /// Output schema: the input's columns, then the rank when ranking.
     schema: SchemaRef,
     rank: bool,
-    groups: AHashMap<RowBytes, Sorted>,
-    rows: u64,
-    bytes: u64,
+    groups: SortedPartitions,
     counts: Counts,
 }
 
@@ -89,9 +84,7 @@ impl TopK {
             fetch,
             schema,
             rank,
-            groups: AHashMap::new(),
-            rows: 0,
-            bytes: 0,
+            groups: SortedPartitions::default(),
             counts: Counts::default(),
         })
     }
@@ -164,24 +157,8 @@ impl Operator for TopK {
             }
         }
         for (i, d) in input.diffs.iter().enumerate() {
-            let p = part(i);
-            let k = (RowBytes::from(keys.row(i)), RowBytes::from(rows.row(i)));
-            let size = state_bytes(p.len() + k.0.len() + k.1.len());
-            let sorted = self.groups.entry(p.clone()).or_default();
-            let e = sorted.entry(k.clone()).or_insert(0);
-            if *e == 0 {
-                self.bytes += size;
-                self.rows += 1;
-            }
-            *e += d;
-            if *e == 0 {
-                self.bytes = self.bytes.saturating_sub(size);
-                self.rows = self.rows.saturating_sub(1);
-                sorted.remove(&k);
-                if sorted.is_empty() {
-                    self.groups.remove(&p);
-                }
-            }
+            self.groups
+                .add(&part(i), keys.row(i).into(), rows.row(i).into(), *d);
         }
         for p in &touched {
             for (k, c) in self.window(p) {
@@ -219,42 +196,16 @@ impl Operator for TopK {
 
     fn stats(&self, out: &mut Vec<OperatorStats>) {
         let mut s = self.counts.stats("topk");
-        s.state_rows = self.rows;
-        s.state_bytes = self.bytes;
+        s.state_rows = self.groups.rows();
+        s.state_bytes = self.groups.bytes();
         out.push(s);
     }
 
     fn save(&self, w: &mut Writer) {
-        w.tag("topk");
-        w.u64(self.groups.len() as u64);
-        for (p, sorted) in &self.groups {
-            w.bytes(p);
-            w.u64(sorted.len() as u64);
-            for ((k, row), n) in sorted {
-                w.bytes(k);
-                w.bytes(row);
-                w.i64(*n);
-            }
-        }
+        self.groups.save(w, "topk");
     }
 
     fn restore(&mut self, r: &mut Reader<'_>) -> Result<()> {
-        r.tag("topk")?;
-        self.groups.clear();
-        self.rows = 0;
-        self.bytes = 0;
-        for _ in 0..r.len(16)? {
-            let p: RowBytes = r.bytes()?.into();
-            let mut sorted = Sorted::new();
-            for _ in 0..r.len(24)? {
-                let k: RowBytes = r.bytes()?.into();
-                let row: RowBytes = r.bytes()?.into();
-                self.rows += 1;
-                self.bytes += state_bytes(p.len() + k.len() + row.len());
-                sorted.insert((k, row), r.i64()?);
-            }
-            self.groups.insert(p, sorted);
-        }
-        Ok(())
+        self.groups.restore(r, "topk")
     }
 }
