@@ -39,6 +39,7 @@ mod sink;
 pub mod statement;
 pub mod system;
 mod to_char;
+mod to_char_number;
 pub mod txn;
 mod using;
 mod whole_rows;

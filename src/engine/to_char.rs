@@ -3,15 +3,15 @@
 //! text). DataFusion's `to_char` reads chrono's `%Y-%m-%d` instead and
 //! gives a PostgreSQL pattern back as its own text, a wrong answer; this
 //! one replaces it. A timestamptz is formatted in UTC (eddy's session
-//! time zone). Numbers (`to_char(1.5, '9.99')`) are refused (0A000)
-//! rather than formatted another way.
+//! time zone). Numbers (`to_char(1234.5, 'FM9,999.00')`) are printed by
+//! PostgreSQL's numeric templates, `to_char_number.rs`.
 
 use std::sync::Arc;
 
 use chrono::{Datelike, NaiveDateTime, Timelike};
 use datafusion::arrow::array::{Array, AsArray, StringArray};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType};
+use datafusion::arrow::datatypes::{DataType, Float64Type, TimeUnit, TimestampMicrosecondType};
 use datafusion::common::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
@@ -43,21 +43,29 @@ impl ScalarUDFImpl for ToChar {
             DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 | DataType::Null => {
                 Ok(DataType::Utf8)
             }
-            other => Err(DataFusionError::NotImplemented(format!(
-                "to_char of {} (eddy formats timestamps and dates)",
-                crate::types::pg_name(other)
-            ))),
+            t if t.is_numeric() => Ok(DataType::Utf8),
+            // PostgreSQL has no such function: 42883.
+            other => Err(DataFusionError::External(Box::new(crate::sqlstate::Coded {
+                code: "42883",
+                message: format!(
+                    "function to_char({}, text) does not exist",
+                    crate::types::pg_name(other)
+                ),
+            }))),
         }
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         let n = args.number_rows;
         let values = args.args[0].to_array(n)?;
+        let patterns = cast(&args.args[1].to_array(n)?, &DataType::Utf8)?;
+        let patterns = patterns.as_string::<i32>();
+        if values.data_type().is_numeric() {
+            return Ok(ColumnarValue::Array(Arc::new(numbers(&values, patterns)?)));
+        }
         let zoned = matches!(values.data_type(), DataType::Timestamp(_, Some(_)));
         let values = cast(&values, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
         let values = values.as_primitive::<TimestampMicrosecondType>();
-        let patterns = cast(&args.args[1].to_array(n)?, &DataType::Utf8)?;
-        let patterns = patterns.as_string::<i32>();
         let out: StringArray = (0..n)
             .map(|i| {
                 if values.is_null(i) || patterns.is_null(i) {
@@ -69,6 +77,49 @@ impl ScalarUDFImpl for ToChar {
             .collect();
         Ok(ColumnarValue::Array(Arc::new(out)))
     }
+}
+
+/// Numbers by PostgreSQL's numeric templates (`to_char_number.rs`): floats
+/// as binary floats, integers and decimals as their exact decimal text.
+fn numbers(
+    values: &datafusion::arrow::array::ArrayRef,
+    patterns: &StringArray,
+) -> DfResult<StringArray> {
+    use super::to_char_number::{Number, format as format_number};
+    let float = matches!(
+        values.data_type(),
+        DataType::Float16 | DataType::Float32 | DataType::Float64
+    );
+    let (floats, texts) = if float {
+        (Some(cast(values, &DataType::Float64)?), None)
+    } else {
+        (None, Some(cast(values, &DataType::Utf8)?))
+    };
+    Ok((0..values.len())
+        .map(|i| {
+            if values.is_null(i) || patterns.is_null(i) {
+                return None;
+            }
+            let number = match (&floats, &texts) {
+                (Some(f), _) => Number::Float(f.as_primitive::<Float64Type>().value(i)),
+                (_, Some(t)) => {
+                    let t = t.as_string::<i32>().value(i);
+                    match t.strip_prefix('-') {
+                        Some(digits) => Number::Exact {
+                            negative: true,
+                            digits,
+                        },
+                        None => Number::Exact {
+                            negative: false,
+                            digits: t,
+                        },
+                    }
+                }
+                _ => return None,
+            };
+            Some(format_number(&number, patterns.value(i)))
+        })
+        .collect())
 }
 
 /// The case a text field is printed in, from how its pattern is written.
