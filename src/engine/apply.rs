@@ -47,7 +47,15 @@ pub fn rewrite(
     if !holds_subquery(&plan) {
         return Ok(plan);
     }
-    match ctx.state().optimize(&plan) {
+    // DataFusion's decorrelation turns a subquery that reads a query two
+    // levels out into a join that reads a column it does not have; such
+    // a query runs its subqueries as applies from the start.
+    let optimized = if skips_a_level(&plan) {
+        Err(DataFusionError::Plan("a subquery reads a query two levels out".into()))
+    } else {
+        ctx.state().optimize(&plan)
+    };
+    match optimized {
         // DataFusion decorrelated every subquery: its joins are better.
         Ok(optimized) if !holds_subquery(&optimized) => Ok(plan),
         // The subqueries left in the optimized plan are the ones it could
@@ -63,6 +71,33 @@ pub fn rewrite(
             .transform_up(|node| apply_in_node(node, ctx, false, as_of))
             .map(|t| t.data),
     }
+}
+
+/// Whether a subquery somewhere in `plan` reads a column of a query
+/// further out than the one it is in (an outer reference its node's
+/// inputs do not hold).
+pub(super) fn skips_a_level(plan: &LogicalPlan) -> bool {
+    let mut found = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        let inputs = node.inputs();
+        for e in node.expressions() {
+            let _ = e.apply(|e| {
+                if let Some(s) = subquery_of(e) {
+                    found |= s.outer_ref_columns.iter().any(|o| {
+                        matches!(o, Expr::OuterReferenceColumn(_, c)
+                            if !inputs.iter().any(|i| i.schema().has_column(c)))
+                    });
+                }
+                Ok(TreeNodeRecursion::Continue)
+            });
+        }
+        Ok(if found {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    found
 }
 
 /// Whether a node of `plan` (not of its subqueries) has a subquery
@@ -100,8 +135,10 @@ fn apply_in_node(
     as_of: Option<DateTime<Utc>>,
 ) -> Result<Transformed<LogicalPlan>> {
     let exprs = node.expressions();
+    let inputs: Vec<datafusion::common::DFSchemaRef> =
+        node.inputs().iter().map(|i| Arc::clone(i.schema())).collect();
     if !exprs.iter().any(|e| {
-        e.exists(|e| Ok(subquery_of(e).is_some_and(|s| all || correlated(s))))
+        e.exists(|e| Ok(subquery_of(e).is_some_and(|s| all || correlated(s, &inputs))))
             .unwrap_or(false)
     }) {
         return Ok(Transformed::no(node));
@@ -114,7 +151,7 @@ fn apply_in_node(
         } else {
             None
         };
-        let t = e.transform_up(|e| apply_expr(e, ctx, all, as_of))?;
+        let t = e.transform_up(|e| apply_expr(e, ctx, all, as_of, &inputs))?;
         new_exprs.push(match (t.transformed, name) {
             (true, Some(name)) => t.data.alias_if_changed(name)?,
             _ => t.data,
@@ -133,8 +170,35 @@ fn subquery_of(e: &Expr) -> Option<&Subquery> {
     }
 }
 
-fn correlated(s: &Subquery) -> bool {
-    !s.outer_ref_columns.is_empty()
+/// Whether `s` reads its node's `inputs`, itself or through a subquery
+/// nested in it.
+fn correlated(s: &Subquery, inputs: &[datafusion::common::DFSchemaRef]) -> bool {
+    !s.outer_ref_columns.is_empty() || !nested_outer_refs(&s.subquery, inputs).is_empty()
+}
+
+/// The columns of `inputs` (the schemas the subquery's node reads) that
+/// subqueries nested in `plan` read as outer references: a query two
+/// levels out, which DataFusion does not list in the subquery's own
+/// `outer_ref_columns` (`SELECT (SELECT (SELECT … WHERE u.c > t.a)) FROM
+/// t`). The apply passes them in, and binding them reaches the nested
+/// subquery (`Apply::eval`).
+fn nested_outer_refs(plan: &LogicalPlan, inputs: &[datafusion::common::DFSchemaRef]) -> Vec<Expr> {
+    let mut found = Vec::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        for e in node.expressions() {
+            let _ = e.apply(|e| {
+                if let Expr::OuterReferenceColumn(_, column) = e
+                    && inputs.iter().any(|s| s.has_column(column))
+                    && !found.contains(e)
+                {
+                    found.push(e.clone());
+                }
+                Ok(TreeNodeRecursion::Continue)
+            });
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
 }
 
 fn apply_expr(
@@ -142,8 +206,9 @@ fn apply_expr(
     ctx: &Arc<SessionContext>,
     all: bool,
     as_of: Option<DateTime<Utc>>,
+    inputs: &[datafusion::common::DFSchemaRef],
 ) -> Result<Transformed<Expr>> {
-    if !subquery_of(&e).is_some_and(|s| all || correlated(s)) {
+    if !subquery_of(&e).is_some_and(|s| all || correlated(s, inputs)) {
         return Ok(Transformed::no(e));
     }
     let (kind, subquery, probe) = match e {
@@ -166,7 +231,8 @@ fn apply_expr(
     if let Some(p) = probe {
         args.push(p);
     }
-    for o in outer_ref_columns {
+    let nested = nested_outer_refs(&plan, inputs);
+    for o in outer_ref_columns.into_iter().chain(nested) {
         if let Expr::OuterReferenceColumn(field, column) = o {
             if outer.iter().any(|(_, c): &(FieldRef, _)| *c == column) {
                 continue;
@@ -318,6 +384,18 @@ impl Apply {
     }
 
     /// The subquery's value for one tuple of outer values.
+    /// `s` without the outer references this apply binds.
+    fn unbind(&self, mut s: Subquery) -> Subquery {
+        s.outer_ref_columns.retain(|o| match o {
+            Expr::OuterReferenceColumn(_, c) => {
+                let name = c.flat_name();
+                !self.outer.iter().any(|(_, n)| *n == name)
+            }
+            _ => true,
+        });
+        s
+    }
+
     async fn eval(
         &self,
         probe: Option<&ScalarValue>,
@@ -342,6 +420,26 @@ impl Apply {
                                 }
                             }
                         }
+                        // A nested subquery no longer reads the columns
+                        // bound here from outside.
+                        Expr::ScalarSubquery(sub) => {
+                            Ok(Transformed::yes(Expr::ScalarSubquery(self.unbind(sub))))
+                        }
+                        Expr::Exists(Exists { subquery, negated }) => {
+                            Ok(Transformed::yes(Expr::Exists(Exists {
+                                subquery: self.unbind(subquery),
+                                negated,
+                            })))
+                        }
+                        Expr::InSubquery(InSubquery {
+                            expr,
+                            subquery,
+                            negated,
+                        }) => Ok(Transformed::yes(Expr::InSubquery(InSubquery {
+                            expr,
+                            subquery: self.unbind(subquery),
+                            negated,
+                        }))),
                         other => Ok(Transformed::no(other)),
                     })
                 })

@@ -243,6 +243,14 @@ impl Engine {
                 datafusion::sql::sqlparser::ast::Statement::Query(parsed),
             )))
             .await?;
+        // DataFusion would make such a subquery a join that reads a column
+        // it does not have; a query runs it as an apply, a view cannot.
+        if super::apply::skips_a_level(&plan) {
+            return Err(EngineError::Unsupported(
+                "a subquery that reads a query two or more levels out in a materialized view"
+                    .into(),
+            ));
+        }
         let plan = self
             .ctx
             .execute_logical_plan(plan)
