@@ -4,7 +4,7 @@
 //! joins by its optimizer. A plan node or join type without an incremental
 //! operator is [`DataflowError::Unsupported`], naming it.
 //!
-//! (About 870 lines: one recursive match over DataFusion's plan nodes; each
+//! (About 980 lines: one recursive match over DataFusion's plan nodes; each
 //! arm is short and they share one context.)
 
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! Running dataflows: tables' states, materialized views, and the ticks
 //! that advance them together.
 //!
-//! (About 1,000 lines: one type, `Dataflows`, and the state its one lock
+//! (About 1,170 lines: one type, `Dataflows`, and the state its one lock
 //! guards; the tick, checkpoint and subscription paths all take that lock
 //! and are read together when reasoning about epochs.)
 //!

@@ -1,7 +1,7 @@
 //! A partition: an ordered list of segments, one appender at a time, any
 //! number of concurrent readers, group-committed fsyncs, and recovery.
 //!
-//! (About 1,100 lines, 50 of them tests: one type whose three locks, the
+//! (About 1,430 lines, 160 of them tests: one type whose three locks, the
 //! recovery that sets its end and the reads that may fence it must be
 //! read together to check the invariants below.)
 //!
