@@ -10,6 +10,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+#[path = "common/serve.rs"]
+mod serve_child;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -278,5 +280,82 @@ fn subscribe_to_a_query_follows_kafka_records() {
         assert_eq!(e.code().map(|c| c.code()), Some("57014"), "{e}");
         gone().await;
         assert_eq!(rows(&sub, "SELECT 1").await, vec!["1"], "the connection goes on");
+    });
+}
+
+/// `CREATE SOURCE … FROM LOAD GENERATOR COUNTER` as Materialize has it: a
+/// stream of `counter` 1, 2, … appended once per tick, read by a view.
+/// Killed with SIGKILL mid-stream and started again, it goes on from the
+/// topic's end: the values stay dense (no gap, no repeat), `UP TO` stops
+/// it, and DROP SOURCE stops its generator.
+#[test]
+fn load_generator_counter_counts_on_across_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_eddy");
+    let rt = rt();
+    let server = serve_child::Serve::start(bin, dir.path());
+    rt.block_on(async {
+        let c = connect(server.pg).await;
+        c.batch_execute(
+            "CREATE SOURCE ticks FROM LOAD GENERATOR COUNTER (TICK INTERVAL '20ms', UP TO 120); \
+             CREATE MATERIALIZED VIEW tick_stats AS SELECT count(*) AS n, count(DISTINCT counter) AS d, \
+             min(counter) AS lo, max(counter) AS hi FROM ticks",
+        )
+        .await
+        .unwrap();
+        // Some ticks, not all of them, before the kill.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let got = rows(&c, "SELECT n FROM tick_stats").await;
+            if got.first().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0) >= 10 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no ticks: {got:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    server.kill9();
+    let server = serve_child::Serve::start(bin, dir.path());
+    rt.block_on(async {
+        let c = connect(server.pg).await;
+        // Dense from 1 to 120 whatever the kill cut: the view and the
+        // stream itself agree.
+        let want = vec!["120\t120\t1\t120".to_string()];
+        until_equal(&c, "SELECT n, d, lo, hi FROM tick_stats", &want).await;
+        until_equal(
+            &c,
+            "SELECT count(*), count(DISTINCT counter), min(counter), max(counter) FROM ticks",
+            &want,
+        )
+        .await;
+        // Past UP TO nothing more comes.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(rows(&c, "SELECT n FROM tick_stats").await, ["120"]);
+        // A generator without an end, dropped: its topic stops growing.
+        c.batch_execute("CREATE SOURCE forever FROM LOAD GENERATOR COUNTER (TICK INTERVAL '10ms')")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        c.batch_execute("DROP SOURCE forever").await.unwrap();
+        let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &server.kafka)
+            .create()
+            .unwrap();
+        use rdkafka::consumer::Consumer;
+        let end = || {
+            consumer
+                .fetch_watermarks("forever", 0, Duration::from_secs(10))
+                .unwrap()
+                .1
+        };
+        let first = end();
+        assert!(first > 0, "the generator wrote nothing before DROP");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(end(), first, "the generator went on after DROP SOURCE");
+        let err = c
+            .simple_query("CREATE SOURCE nope FROM LOAD GENERATOR AUCTION")
+            .await
+            .unwrap_err();
+        assert_eq!(err.as_db_error().unwrap().code().code(), "0A000");
     });
 }

@@ -870,10 +870,11 @@ impl Engine {
         for index in self.indexes_on(&name)? {
             self.lock()?.remove(index.name())?;
         }
+        // Its sink's or load generator's task stops.
+        if let Some(task) = self.tasks.lock().ok().and_then(|mut s| s.remove(&name)) {
+            task.abort();
+        }
         if let Object::Sink { .. } = o {
-            if let Some(task) = self.sinks.lock().ok().and_then(|mut s| s.remove(&name)) {
-                task.abort();
-            }
             self.lock()?.remove(&name)?;
             return Ok(());
         }

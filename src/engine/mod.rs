@@ -20,6 +20,7 @@ mod ddl;
 pub use ddl::Transient;
 mod dml;
 mod functions;
+mod generator;
 mod index_table;
 mod indexes;
 mod intervals;
@@ -254,8 +255,9 @@ pub struct Engine {
     dml: tokio::sync::Mutex<()>,
     /// Tables and views whose state came from the checkpoint at start.
     restored: Mutex<Vec<String>>,
-    /// Running sinks by name.
-    sinks: Mutex<HashMap<String, tokio::task::AbortHandle>>,
+    /// Background tasks by the name of their object: sinks and load
+    /// generators, stopped when it is dropped.
+    tasks: Mutex<HashMap<String, tokio::task::AbortHandle>>,
     /// What one request may ask (`eddy_catalog.limits`).
     limits: Limits,
     /// Roles, their secrets and privileges (`access.rs`).

@@ -100,7 +100,7 @@ impl Engine {
             dataflows,
             dml: tokio::sync::Mutex::new(()),
             restored: Mutex::new(Vec::new()),
-            sinks: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(HashMap::new()),
             limits: options.limits.clone(),
             roles,
             plans: Arc::default(),
@@ -469,7 +469,7 @@ impl Engine {
                 format,
                 avro,
                 key_avro,
-                ..
+                sql,
             } => {
                 let rel = TopicRelation::new(
                     name,
@@ -483,6 +483,7 @@ impl Engine {
                 self.ctx
                     .register_table(TableReference::bare(name.as_str()), Arc::new(rel))?;
                 self.plans.invalidate();
+                self.start_generator(name, topic, sql);
             }
             Object::Table {
                 name,
@@ -515,6 +516,33 @@ impl Engine {
             | Object::Connection { .. } => {}
         }
         Ok(())
+    }
+
+    /// Start the load generator of stream `name` if its CREATE SOURCE
+    /// made one (`generator.rs`): at its creation and at every start.
+    fn start_generator(&self, name: &str, topic: &str, sql: &str) {
+        if !sql.to_ascii_lowercase().contains("generator") {
+            return;
+        }
+        let counter = match self.parse(sql).ok().and_then(|mut s| s.pop()) {
+            Some(statement::Statement::Ddl(statement::Ddl::CreateStream { options, .. })) => {
+                super::generator::Counter::from_options(&options)
+            }
+            _ => None,
+        };
+        let Some(counter) = counter else {
+            return;
+        };
+        let task = tokio::spawn(super::generator::run(
+            topic.to_string(),
+            counter,
+            Arc::clone(&self.log),
+        ));
+        if let Ok(mut tasks) = self.tasks.lock()
+            && let Some(old) = tasks.insert(name.to_string(), task.abort_handle())
+        {
+            old.abort();
+        }
     }
 
     /// Start sink `name` (its task runs until dropped; see `sink.rs`).
@@ -554,8 +582,8 @@ impl Engine {
             Arc::clone(&self.log),
             start,
         ));
-        if let Ok(mut sinks) = self.sinks.lock()
-            && let Some(old) = sinks.insert(name.to_string(), task.abort_handle())
+        if let Ok(mut tasks) = self.tasks.lock()
+            && let Some(old) = tasks.insert(name.to_string(), task.abort_handle())
         {
             old.abort();
         }

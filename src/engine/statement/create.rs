@@ -524,6 +524,78 @@ pub(super) fn unsupported_format(name: &str) -> EngineError {
 /// FORMAT PLAIN ENCODE …`): a stream over the topic in eddy's own log
 /// (created if missing), as `CREATE STREAM` makes. The broker named is
 /// not dialled: eddy is the broker (reading another cluster is issue 23's).
+/// `FROM LOAD GENERATOR COUNTER [(TICK INTERVAL '…', UP TO n)]`, after
+/// CREATE SOURCE name (`engine/generator.rs`).
+fn load_generator(p: &mut Parser<'_>, name: String, if_not_exists: bool) -> Result<Ddl> {
+    p.next_token();
+    if !word_is(&p.next_token().token, "generator") {
+        return Err(syntax("expected GENERATOR after FROM LOAD"));
+    }
+    let kind = p.next_token().token;
+    if !word_is(&kind, "counter") {
+        return Err(EngineError::Unsupported(format!(
+            "LOAD GENERATOR {kind} (eddy generates COUNTER)"
+        )));
+    }
+    let mut counter = crate::engine::generator::Counter::new();
+    if p.consume_token(&Token::LParen) {
+        loop {
+            let option = p.next_token().token;
+            if word_is(&option, "tick") {
+                if !word_is(&p.next_token().token, "interval") {
+                    return Err(syntax("expected TICK INTERVAL '…'"));
+                }
+                let _ = p.consume_token(&Token::Eq);
+                let text = p.parse_literal_string().map_err(syntax)?;
+                let i = crate::types::input::parse_interval(&text)
+                    .filter(|i| i.months == 0 && i.days == 0 && i.nanoseconds >= 1_000_000)
+                    .ok_or_else(|| {
+                        EngineError::Invalid(format!(
+                            "TICK INTERVAL '{text}': an interval of at least a millisecond, under a day"
+                        ))
+                    })?;
+                counter.tick = std::time::Duration::from_nanos(i.nanoseconds as u64);
+            } else if word_is(&option, "up") {
+                if !word_is(&p.next_token().token, "to") {
+                    return Err(syntax("expected UP TO n"));
+                }
+                let _ = p.consume_token(&Token::Eq);
+                counter.up_to = Some(match p.next_token().token {
+                    Token::Number(n, _) => n.parse().map_err(syntax)?,
+                    other => return Err(syntax(format!("expected a number after UP TO, found {other}"))),
+                });
+            } else {
+                return Err(EngineError::Unsupported(format!(
+                    "LOAD GENERATOR COUNTER option {option} (TICK INTERVAL, UP TO)"
+                )));
+            }
+            if !p.consume_token(&Token::Comma) {
+                break;
+            }
+        }
+        p.expect_token(&Token::RParen).map_err(syntax)?;
+    }
+    let mut options = BTreeMap::new();
+    counter.to_options(&mut options);
+    options.insert("topic".to_string(), name.clone());
+    options.insert("format".to_string(), "json".to_string());
+    options.insert("partitions".to_string(), "1".to_string());
+    options.insert("source".to_string(), "true".to_string());
+    let columns = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql("(counter bigint)")
+        .and_then(|mut q| q.parse_columns())
+        .map_err(syntax)?
+        .0;
+    Ok(Ddl::CreateStream {
+        name,
+        columns,
+        keys: vec![],
+        options,
+        if_not_exists,
+        sql: String::new(),
+    })
+}
+
 pub(super) fn source(p: &mut Parser<'_>) -> Result<Ddl> {
     let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
     let name = relation_name(p)?;
@@ -557,6 +629,9 @@ pub(super) fn source(p: &mut Parser<'_>) -> Result<Ddl> {
             let _ = p.parse_identifier().map_err(syntax)?;
         }
         p.expect_keyword(Keyword::FROM).map_err(syntax)?;
+        if word_is(&p.peek_token().token, "load") {
+            return load_generator(p, name, if_not_exists);
+        }
         if !word_is(&p.next_token().token, "kafka") {
             return Err(EngineError::Unsupported(
                 "sources other than FROM KAFKA".into(),
