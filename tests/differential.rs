@@ -366,7 +366,10 @@ fn same_rows(a: &[Vec<Option<String>>], b: &[Vec<Option<String>>]) -> bool {
 }
 
 fn repeats(names: &[String]) -> bool {
-    names.iter().enumerate().any(|(i, n)| names[..i].contains(n))
+    names
+        .iter()
+        .enumerate()
+        .any(|(i, n)| names[..i].contains(n))
 }
 
 /// How a view's outcome relates to its SELECT's.

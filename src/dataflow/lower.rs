@@ -420,7 +420,11 @@ impl<'a> Lowering<'a> {
 
     /// Window functions sharing one PARTITION BY and ORDER BY (DataFusion
     /// plans one Window node per such group), as `window.rs` computes them.
-    fn window(&mut self, w: &datafusion::logical_expr::Window, out_schema: SchemaRef) -> Result<Flow> {
+    fn window(
+        &mut self,
+        w: &datafusion::logical_expr::Window,
+        out_schema: SchemaRef,
+    ) -> Result<Flow> {
         use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
         let in_schema = w.input.schema();
         let mut shared: Option<(Vec<Expr>, Vec<SortExpr>)> = None;
@@ -443,7 +447,9 @@ impl<'a> Lowering<'a> {
             }
         }
         let Some((partition_by, order_by)) = shared else {
-            return Err(DataflowError::Unsupported("a window with no function".into()));
+            return Err(DataflowError::Unsupported(
+                "a window with no function".into(),
+            ));
         };
         let exprs = w
             .window_expr

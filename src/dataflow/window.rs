@@ -162,7 +162,10 @@ impl Operator for Window {
         let batch: RecordBatch = self
             .out_codec
             .decode_batch(&self.schema, change.iter().map(|(r, _)| r.as_ref()))?;
-        Ok(Delta::new(batch, change.into_iter().map(|(_, c)| c).collect()))
+        Ok(Delta::new(
+            batch,
+            change.into_iter().map(|(_, c)| c).collect(),
+        ))
     }
 
     fn stats(&self, out: &mut Vec<OperatorStats>) {

@@ -51,7 +51,9 @@ pub fn rewrite(
     // levels out into a join that reads a column it does not have; such
     // a query runs its subqueries as applies from the start.
     let optimized = if skips_a_level(&plan) {
-        Err(DataFusionError::Plan("a subquery reads a query two levels out".into()))
+        Err(DataFusionError::Plan(
+            "a subquery reads a query two levels out".into(),
+        ))
     } else {
         ctx.state().optimize(&plan)
     };
@@ -135,8 +137,11 @@ fn apply_in_node(
     as_of: Option<DateTime<Utc>>,
 ) -> Result<Transformed<LogicalPlan>> {
     let exprs = node.expressions();
-    let inputs: Vec<datafusion::common::DFSchemaRef> =
-        node.inputs().iter().map(|i| Arc::clone(i.schema())).collect();
+    let inputs: Vec<datafusion::common::DFSchemaRef> = node
+        .inputs()
+        .iter()
+        .map(|i| Arc::clone(i.schema()))
+        .collect();
     if !exprs.iter().any(|e| {
         e.exists(|e| Ok(subquery_of(e).is_some_and(|s| all || correlated(s, &inputs))))
             .unwrap_or(false)

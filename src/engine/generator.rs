@@ -85,8 +85,7 @@ pub async fn run(topic: String, counter: Counter, log: Arc<dyn LogStore>) {
                 timestamp: chrono::Utc::now().timestamp_millis(),
                 headers: vec![],
             };
-            let bytes = batch::encode(std::slice::from_ref(&record))
-                .map_err(|e| e.to_string())?;
+            let bytes = batch::encode(std::slice::from_ref(&record)).map_err(|e| e.to_string())?;
             log.append(&topic, 0, bytes, Durability::Fsync)
                 .map_err(|e| e.to_string())
         })

@@ -45,13 +45,15 @@ impl ScalarUDFImpl for ToChar {
             }
             t if t.is_numeric() => Ok(DataType::Utf8),
             // PostgreSQL has no such function: 42883.
-            other => Err(DataFusionError::External(Box::new(crate::sqlstate::Coded {
-                code: "42883",
-                message: format!(
-                    "function to_char({}, text) does not exist",
-                    crate::types::pg_name(other)
-                ),
-            }))),
+            other => Err(DataFusionError::External(Box::new(
+                crate::sqlstate::Coded {
+                    code: "42883",
+                    message: format!(
+                        "function to_char({}, text) does not exist",
+                        crate::types::pg_name(other)
+                    ),
+                },
+            ))),
         }
     }
 

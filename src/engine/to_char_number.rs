@@ -76,7 +76,11 @@ fn shift_point(digits: &str, shift: usize) -> String {
 fn round_exact(digits: &str, frac: usize) -> String {
     let (int, fraction) = digits.split_once('.').unwrap_or((digits, ""));
     let mut all: Vec<u8> = int.bytes().collect();
-    let kept: Vec<u8> = fraction.bytes().chain(std::iter::repeat(b'0')).take(frac).collect();
+    let kept: Vec<u8> = fraction
+        .bytes()
+        .chain(std::iter::repeat(b'0'))
+        .take(frac)
+        .collect();
     all.extend(&kept);
     if fraction.as_bytes().get(frac).is_some_and(|d| *d >= b'5') {
         let mut i = all.len();
@@ -256,7 +260,13 @@ pub fn format(value: &Number<'_>, pattern: &str) -> String {
             frac_len -= 1;
         }
     }
-    let sign_char = |plus: &str| if negative { "-".to_string() } else { plus.to_string() };
+    let sign_char = |plus: &str| {
+        if negative {
+            "-".to_string()
+        } else {
+            plus.to_string()
+        }
+    };
     let mut out: Vec<Piece> = Vec::new();
     let mut started = false;
     let mut anchored_sign = if explicit_sign {
@@ -264,7 +274,11 @@ pub fn format(value: &Number<'_>, pattern: &str) -> String {
     } else {
         Some(if negative { "-" } else { " " }.to_string())
     };
-    if toks.first() == Some(&Tok::S) || toks.iter().take_while(|t| !is_digit(t)).any(|t| *t == Tok::S)
+    if toks.first() == Some(&Tok::S)
+        || toks
+            .iter()
+            .take_while(|t| !is_digit(t))
+            .any(|t| *t == Tok::S)
     {
         anchored_sign = Some(sign_char("+"));
     }
@@ -281,7 +295,11 @@ pub fn format(value: &Number<'_>, pattern: &str) -> String {
         if !*started {
             *started = true;
             if let Some(s) = sign.take() {
-                out.push(if s == " " { Piece::Pad(1) } else { Piece::Text(s) });
+                out.push(if s == " " {
+                    Piece::Pad(1)
+                } else {
+                    Piece::Text(s)
+                });
             }
         }
     };
@@ -380,7 +398,11 @@ pub fn format(value: &Number<'_>, pattern: &str) -> String {
 fn ordinal(int: &str) -> &'static str {
     let b = int.as_bytes();
     let last = b.last().map_or(0, |d| d - b'0');
-    let tens = if b.len() >= 2 { b[b.len() - 2] - b'0' } else { 0 };
+    let tens = if b.len() >= 2 {
+        b[b.len() - 2] - b'0'
+    } else {
+        0
+    };
     match (tens, last) {
         (1, _) => "th",
         (_, 1) => "st",
@@ -444,11 +466,7 @@ fn roman(value: &Number<'_>, upper: bool, fm: bool) -> String {
         }
         if upper { s } else { s.to_lowercase() }
     };
-    if fm {
-        text
-    } else {
-        format!("{text:>15}")
-    }
+    if fm { text } else { format!("{text:>15}") }
 }
 
 #[cfg(test)]

@@ -562,7 +562,11 @@ fn load_generator(p: &mut Parser<'_>, name: String, if_not_exists: bool) -> Resu
                 let _ = p.consume_token(&Token::Eq);
                 counter.up_to = Some(match p.next_token().token {
                     Token::Number(n, _) => n.parse().map_err(syntax)?,
-                    other => return Err(syntax(format!("expected a number after UP TO, found {other}"))),
+                    other => {
+                        return Err(syntax(format!(
+                            "expected a number after UP TO, found {other}"
+                        )));
+                    }
                 });
             } else {
                 return Err(EngineError::Unsupported(format!(
