@@ -16,18 +16,14 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::checkpoint::{Reader, Writer};
-use super::rows::{Codec, RowBytes};
-use super::sorted::SortedPartitions;
+use super::rows::RowBytes;
+use super::sorted::{SortKeys, SortedPartitions};
 use super::{Counts, Delta, Operator, OperatorStats, Result, StepContext};
 
 pub struct TopK {
     /// The input's schema.
     in_schema: SchemaRef,
-    order: Vec<Arc<dyn PhysicalExpr>>,
-    order_codec: Codec,
-    row_codec: Codec,
-    partition: Vec<Arc<dyn PhysicalExpr>>,
-    partition_codec: Option<Codec>,
+    keys: SortKeys,
     skip: usize,
     fetch: usize,
     /// Output schema: the input's columns, then the rank when ranking.
@@ -60,25 +56,8 @@ impl TopK {
         schema: SchemaRef,
         rank: bool,
     ) -> Result<TopK> {
-        let types = order
-            .iter()
-            .map(|(e, _)| e.data_type(&in_schema))
-            .collect::<datafusion::error::Result<Vec<_>>>()?;
-        let options: Vec<SortOptions> = order.iter().map(|(_, o)| *o).collect();
-        let partition_types = partition
-            .iter()
-            .map(|e| e.data_type(&in_schema))
-            .collect::<datafusion::error::Result<Vec<_>>>()?;
         Ok(TopK {
-            order_codec: Codec::with_options(&types, &options)?,
-            row_codec: Codec::for_schema(&in_schema)?,
-            partition_codec: if partition.is_empty() {
-                None
-            } else {
-                Some(Codec::new(&partition_types)?)
-            },
-            partition,
-            order: order.into_iter().map(|(e, _)| e).collect(),
+            keys: SortKeys::new(&in_schema, partition, order)?,
             in_schema,
             skip,
             fetch,
@@ -129,27 +108,10 @@ impl Operator for TopK {
         if input.is_empty() {
             return Ok(Delta::empty(self.schema()));
         }
-        let n = input.len();
-        let eval = |es: &[Arc<dyn PhysicalExpr>]| {
-            es.iter()
-                .map(|e| e.evaluate(&input.batch)?.into_array(n))
-                .collect::<datafusion::error::Result<Vec<_>>>()
-        };
-        let keys = self.order_codec.encode(&eval(&self.order)?)?;
-        let parts = match &self.partition_codec {
-            Some(c) => Some(c.encode(&eval(&self.partition)?)?),
-            None => None,
-        };
-        let rows = self.row_codec.encode(input.batch.columns())?;
-        let part = |i: usize| -> RowBytes {
-            match &parts {
-                Some(p) => p.row(i).into(),
-                None => Box::new([]),
-            }
-        };
+        let keyed = self.keys.keyed(&input.batch)?;
 
         // Windows of the touched partitions before the change.
-        let touched: AHashSet<RowBytes> = (0..n).map(part).collect();
+        let touched: AHashSet<RowBytes> = (0..input.len()).map(|i| keyed.partition(i)).collect();
         let mut change: AHashMap<(RowBytes, u64), i64> = AHashMap::new();
         for p in &touched {
             for (k, c) in self.window(p) {
@@ -158,7 +120,7 @@ impl Operator for TopK {
         }
         for (i, d) in input.diffs.iter().enumerate() {
             self.groups
-                .add(&part(i), keys.row(i).into(), rows.row(i).into(), *d);
+                .add(&keyed.partition(i), keyed.key(i), keyed.row(i), *d);
         }
         for p in &touched {
             for (k, c) in self.window(p) {
@@ -173,7 +135,8 @@ impl Operator for TopK {
         }
         let in_schema = Arc::clone(&self.in_schema);
         let batch = self
-            .row_codec
+            .keys
+            .rows()
             .decode_batch(&in_schema, change.iter().map(|((r, _), _)| r.as_ref()))?;
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
         if self.rank {
@@ -195,10 +158,7 @@ impl Operator for TopK {
     }
 
     fn stats(&self, out: &mut Vec<OperatorStats>) {
-        let mut s = self.counts.stats("topk");
-        s.state_rows = self.groups.rows();
-        s.state_bytes = self.groups.bytes();
-        out.push(s);
+        out.push(self.groups.sized(self.counts.stats("topk")));
     }
 
     fn save(&self, w: &mut Writer) {

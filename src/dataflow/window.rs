@@ -26,18 +26,14 @@ use datafusion::physical_expr::window::WindowExpr;
 
 use super::checkpoint::{Reader, Writer};
 use super::rows::{Codec, RowBytes};
-use super::sorted::SortedPartitions;
+use super::sorted::{SortKeys, SortedPartitions};
 use super::{Counts, Delta, Operator, OperatorStats, Result, StepContext};
 
 pub struct Window {
     in_schema: SchemaRef,
     /// The input's columns, then one per window expression.
     schema: SchemaRef,
-    partition: Vec<Arc<dyn PhysicalExpr>>,
-    partition_codec: Option<Codec>,
-    order: Vec<Arc<dyn PhysicalExpr>>,
-    order_codec: Codec,
-    row_codec: Codec,
+    keys: SortKeys,
     out_codec: Codec,
     exprs: Vec<Arc<dyn WindowExpr>>,
     groups: SortedPartitions,
@@ -53,24 +49,9 @@ impl Window {
         exprs: Vec<Arc<dyn WindowExpr>>,
         schema: SchemaRef,
     ) -> Result<Window> {
-        let types = |es: &mut dyn Iterator<Item = &Arc<dyn PhysicalExpr>>| {
-            es.map(|e| e.data_type(&in_schema))
-                .collect::<datafusion::error::Result<Vec<_>>>()
-        };
-        let order_types = types(&mut order.iter().map(|(e, _)| e))?;
-        let options: Vec<SortOptions> = order.iter().map(|(_, o)| *o).collect();
-        let partition_types = types(&mut partition.iter())?;
         Ok(Window {
-            order_codec: Codec::with_options(&order_types, &options)?,
-            row_codec: Codec::for_schema(&in_schema)?,
+            keys: SortKeys::new(&in_schema, partition, order)?,
             out_codec: Codec::for_schema(&schema)?,
-            partition_codec: if partition.is_empty() {
-                None
-            } else {
-                Some(Codec::new(&partition_types)?)
-            },
-            partition,
-            order: order.into_iter().map(|(e, _)| e).collect(),
             in_schema,
             schema,
             exprs,
@@ -91,7 +72,7 @@ impl Window {
         if rows.is_empty() {
             return Ok(());
         }
-        let batch = self.row_codec.decode_batch(&self.in_schema, rows)?;
+        let batch = self.keys.rows().decode_batch(&self.in_schema, rows)?;
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
         for (e, field) in self
             .exprs
@@ -124,32 +105,15 @@ impl Operator for Window {
         if input.is_empty() {
             return Ok(Delta::empty(self.schema()));
         }
-        let n = input.len();
-        let eval = |es: &[Arc<dyn PhysicalExpr>]| {
-            es.iter()
-                .map(|e| e.evaluate(&input.batch)?.into_array(n))
-                .collect::<datafusion::error::Result<Vec<_>>>()
-        };
-        let keys = self.order_codec.encode(&eval(&self.order)?)?;
-        let parts = match &self.partition_codec {
-            Some(c) => Some(c.encode(&eval(&self.partition)?)?),
-            None => None,
-        };
-        let rows = self.row_codec.encode(input.batch.columns())?;
-        let part = |i: usize| -> RowBytes {
-            match &parts {
-                Some(p) => p.row(i).into(),
-                None => Box::new([]),
-            }
-        };
-        let touched: AHashSet<RowBytes> = (0..n).map(part).collect();
+        let keyed = self.keys.keyed(&input.batch)?;
+        let touched: AHashSet<RowBytes> = (0..input.len()).map(|i| keyed.partition(i)).collect();
         let mut change: AHashMap<RowBytes, i64> = AHashMap::new();
         for p in &touched {
             self.output(p, -1, &mut change)?;
         }
         for (i, d) in input.diffs.iter().enumerate() {
             self.groups
-                .add(&part(i), keys.row(i).into(), rows.row(i).into(), *d);
+                .add(&keyed.partition(i), keyed.key(i), keyed.row(i), *d);
         }
         for p in &touched {
             self.output(p, 1, &mut change)?;
@@ -169,10 +133,7 @@ impl Operator for Window {
     }
 
     fn stats(&self, out: &mut Vec<OperatorStats>) {
-        let mut s = self.counts.stats("window");
-        s.state_rows = self.groups.rows();
-        s.state_bytes = self.groups.bytes();
-        out.push(s);
+        out.push(self.groups.sized(self.counts.stats("window")));
     }
 
     fn save(&self, w: &mut Writer) {

@@ -79,52 +79,51 @@ pub fn rewrite(
 /// further out than the one it is in (an outer reference its node's
 /// inputs do not hold).
 pub(super) fn skips_a_level(plan: &LogicalPlan) -> bool {
-    let mut found = false;
-    let _ = plan.apply_with_subqueries(|node| {
-        let inputs = node.inputs();
-        for e in node.expressions() {
-            let _ = e.apply(|e| {
-                if let Some(s) = subquery_of(e) {
-                    found |= s.outer_ref_columns.iter().any(|o| {
-                        matches!(o, Expr::OuterReferenceColumn(_, c)
-                            if !inputs.iter().any(|i| i.schema().has_column(c)))
-                    });
-                }
-                Ok(TreeNodeRecursion::Continue)
-            });
-        }
-        Ok(if found {
-            TreeNodeRecursion::Stop
-        } else {
-            TreeNodeRecursion::Continue
+    any_expression(plan, true, |node, e| {
+        subquery_of(e).is_some_and(|s| {
+            s.outer_ref_columns.iter().any(|o| {
+                matches!(o, Expr::OuterReferenceColumn(_, c)
+                    if !node.inputs().iter().any(|i| i.schema().has_column(c)))
+            })
         })
-    });
-    found
+    })
 }
 
 /// Whether a node of `plan` (not of its subqueries) has a subquery
 /// expression.
 fn holds_subquery(plan: &LogicalPlan) -> bool {
+    any_expression(plan, false, |_, e| subquery_of(e).is_some())
+}
+
+/// Whether `pred` holds for an expression (or a part of one) of a node of
+/// `plan`, and of its subqueries' plans when `nested`.
+fn any_expression(
+    plan: &LogicalPlan,
+    nested: bool,
+    mut pred: impl FnMut(&LogicalPlan, &Expr) -> bool,
+) -> bool {
     let mut found = false;
-    let _ = plan.apply(|node| {
+    let mut visit = |node: &LogicalPlan| {
         for e in node.expressions() {
             let _ = e.apply(|e| {
-                if matches!(
-                    e,
-                    Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_)
-                ) {
-                    found = true;
-                    return Ok(TreeNodeRecursion::Stop);
-                }
-                Ok(TreeNodeRecursion::Continue)
+                found = pred(node, e);
+                Ok(if found {
+                    TreeNodeRecursion::Stop
+                } else {
+                    TreeNodeRecursion::Continue
+                })
             });
+            if found {
+                return Ok(TreeNodeRecursion::Stop);
+            }
         }
-        Ok(if found {
-            TreeNodeRecursion::Stop
-        } else {
-            TreeNodeRecursion::Continue
-        })
-    });
+        Ok(TreeNodeRecursion::Continue)
+    };
+    let _ = if nested {
+        plan.apply_with_subqueries(&mut visit)
+    } else {
+        plan.apply(&mut visit)
+    };
     found
 }
 
