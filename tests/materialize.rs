@@ -353,9 +353,207 @@ fn load_generator_counter_counts_on_across_kill_9() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(end(), first, "the generator went on after DROP SOURCE");
         let err = c
-            .simple_query("CREATE SOURCE nope FROM LOAD GENERATOR AUCTION")
+            .simple_query("CREATE SOURCE nope FROM LOAD GENERATOR MARKETING FOR ALL TABLES")
             .await
             .unwrap_err();
         assert_eq!(err.as_db_error().unwrap().code().code(), "0A000");
+        // A generator of several tables needs them named.
+        let err = c
+            .simple_query("CREATE SOURCE nope FROM LOAD GENERATOR AUCTION")
+            .await
+            .unwrap_err();
+        assert_eq!(err.as_db_error().unwrap().code().code(), "42601");
     });
+}
+
+/// NEXMARK and AUCTION, each table a stream, killed with SIGKILL while
+/// they generate: after the restart every stream holds exactly what UP
+/// TO allows (no record twice, none missing: each goes on from its
+/// topic's end), and the views over them equal their queries.
+#[test]
+fn load_generators_nexmark_and_auction_across_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_eddy");
+    let rt = rt();
+    let server = serve_child::Serve::start(bin, dir.path());
+    let views = [
+        (
+            "SELECT count(*) AS n, count(DISTINCT auction) AS auctions, sum(price) AS volume FROM bid",
+            "bid_stats",
+        ),
+        (
+            "SELECT a.id, a.item, count(*) AS n, max(b.amount) AS top FROM auctions a \
+             JOIN bids b ON b.auction_id = a.id GROUP BY a.id, a.item",
+            "auction_tops",
+        ),
+    ];
+    rt.block_on(async {
+        let c = connect(server.pg).await;
+        c.batch_execute(
+            "CREATE SOURCE nx FROM LOAD GENERATOR NEXMARK (TICK INTERVAL '20ms', SCALE FACTOR 1, UP TO 2000) FOR ALL TABLES; \
+             CREATE SOURCE ah FROM LOAD GENERATOR AUCTION (TICK INTERVAL '20ms', UP TO 60) FOR ALL TABLES",
+        )
+        .await
+        .unwrap();
+        for (q, name) in &views {
+            c.batch_execute(&format!("CREATE MATERIALIZED VIEW {name} AS {q}"))
+                .await
+                .unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let bids = rows(&c, "SELECT count(*) FROM bid").await;
+            let auctions = rows(&c, "SELECT count(*) FROM auctions").await;
+            let n = |v: &[String]| v.first().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+            if n(&bids) >= 100 && n(&auctions) >= 5 {
+                assert!(n(&bids) < 1840 || n(&auctions) < 60, "all generated before the kill");
+                break;
+            }
+            assert!(Instant::now() < deadline, "nothing generated: {bids:?} {auctions:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    server.kill9();
+    let server = serve_child::Serve::start(bin, dir.path());
+    rt.block_on(async {
+        let c = connect(server.pg).await;
+        // Nexmark's 1 : 3 : 46 of 2000 events, each once.
+        until_equal(&c, "SELECT count(*), count(DISTINCT id) FROM person", &["40\t40".to_string()]).await;
+        until_equal(&c, "SELECT count(*), count(DISTINCT id) FROM auction", &["120\t120".to_string()]).await;
+        until_equal(&c, "SELECT count(*) FROM bid", &["1840".to_string()]).await;
+        // The auction house: fixed tables once, 60 auctions, bids dense.
+        until_equal(
+            &c,
+            "SELECT (SELECT count(*) FROM organizations), (SELECT count(*) FROM users), \
+             (SELECT count(*) FROM accounts), (SELECT count(*) FROM auctions), \
+             (SELECT count(DISTINCT id) FROM auctions)",
+            &["20\t200\t200\t60\t60".to_string()],
+        )
+        .await;
+        until_equal(
+            &c,
+            "SELECT count(DISTINCT auction_id), count(*) = count(DISTINCT id), min(id), max(id) = count(*) FROM bids",
+            &["60\tt\t1\tt".to_string()],
+        )
+        .await;
+        // Every bid is placed before its auction ends.
+        until_equal(
+            &c,
+            "SELECT count(*) FROM bids b JOIN auctions a ON a.id = b.auction_id \
+             WHERE b.bid_time >= a.end_time",
+            &["0".to_string()],
+        )
+        .await;
+        for (q, name) in &views {
+            let want = rows(&c, &format!("{q} ORDER BY 1, 2")).await;
+            until_equal(&c, &format!("SELECT * FROM {name} ORDER BY 1, 2"), &want).await;
+        }
+        assert_eq!(rows(&c, "SELECT count(*) FROM auction_tops").await, ["60"]);
+    });
+}
+
+/// `eddy demo` as a newcomer runs it: its views fill and grow, the
+/// console answers, and it stops cleanly, removing its data directory.
+#[test]
+fn demo_runs_views_that_grow() {
+    use std::io::BufRead;
+    let bin = env!("CARGO_BIN_EXE_eddy");
+    let mut child = std::process::Command::new(bin)
+        .args([
+            "demo",
+            "--seconds",
+            "60",
+            "--kafka-addr",
+            "127.0.0.1:0",
+            "--pg-addr",
+            "127.0.0.1:0",
+            "--registry-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let (mut pg, mut console, mut data) = (None, None, None);
+    let mut printed = String::new();
+    while pg.is_none() || console.is_none() {
+        let mut line = String::new();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "demo printed only {printed}"
+        );
+        printed.push_str(&line);
+        if let Some(rest) = line.split("psql -h ").nth(1) {
+            let mut w = rest.split_whitespace();
+            let host = w.next().unwrap().to_string();
+            let port = w.nth(1).unwrap().to_string();
+            pg = Some(
+                format!("{host}:{port}")
+                    .parse::<std::net::SocketAddr>()
+                    .unwrap(),
+            );
+        }
+        if let Some(rest) = line.split("console:  http://").nth(1) {
+            console = Some(rest.trim().trim_end_matches("/console/").to_string());
+        }
+        if let Some(rest) = line.split("data in ").nth(1) {
+            data = Some(std::path::PathBuf::from(rest.split(" (").next().unwrap()));
+        }
+    }
+    let data = data.expect("the demo names its data directory");
+    assert!(data.exists());
+    let rt = rt();
+    rt.block_on(async {
+        let c = connect(pg.unwrap()).await;
+        let total = async || {
+            rows(&c, "SELECT coalesce(sum(bids), 0) FROM bids_per_channel")
+                .await
+                .first()
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while total().await == 0 {
+            assert!(Instant::now() < deadline, "bids_per_channel stayed empty");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let first = total().await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let later = total().await;
+        assert!(later > first, "the view did not grow: {first} then {later}");
+        for view in ["bids_last_15min", "auctions_per_seller"] {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while rows(&c, &format!("SELECT count(*) FROM {view}")).await == ["0"] {
+                assert!(Instant::now() < deadline, "{view} stayed empty");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    let console = console.unwrap();
+    let mut s = std::net::TcpStream::connect(&console).unwrap();
+    use std::io::{Read, Write};
+    write!(
+        s,
+        "GET /console/ HTTP/1.1\r\nHost: {console}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut page = String::new();
+    s.read_to_string(&mut page).unwrap();
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the demo did not stop on Ctrl-C");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    assert!(!data.exists(), "the demo left {}", data.display());
 }

@@ -6,6 +6,7 @@
 //! public API.
 
 pub mod bench;
+pub mod demo;
 pub mod tools;
 
 use std::path::PathBuf;
@@ -40,6 +41,10 @@ pub struct Cli {
 pub enum Command {
     /// Run the server: the Kafka protocol listener over the data directory.
     Serve(Box<crate::server::ServeArgs>),
+    /// Try eddy: a server on a temporary data directory fed by the Nexmark
+    /// load generator, with views over it; prints the psql and console
+    /// addresses and shows progress until Ctrl-C (or --seconds).
+    Demo(Box<demo::DemoArgs>),
     /// Create, list, describe, alter and delete topics.
     Topic {
         #[command(subcommand)]
@@ -191,6 +196,7 @@ pub enum CliError {
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Serve(args) => serve(cli.data_dir, *args),
+        Command::Demo(args) => demo::run(*args),
         Command::Topic { command } => tools::topic(&cli.data_dir, command),
         Command::Produce(args) => tools::produce(&cli.data_dir, args),
         Command::Consume(args) => tools::consume(&cli.data_dir, args),

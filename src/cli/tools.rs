@@ -156,8 +156,10 @@ pub fn produce(dir: &Path, args: ProduceArgs) -> Result<(), CliError> {
         Ok(())
     };
     let stdin = std::io::stdin();
+    let progress = Progress::new(stdin_size(&stdin));
     for line in stdin.lock().lines() {
         let line = line?;
+        progress.line(line.len() as u64 + 1, written + 1);
         let (key, value) = match line.split_once('\t') {
             Some((k, v)) if !args.no_key => (Some(Bytes::copy_from_slice(k.as_bytes())), v),
             _ => (None, line.as_str()),
@@ -180,9 +182,60 @@ pub fn produce(dir: &Path, args: ProduceArgs) -> Result<(), CliError> {
     for (p, recs) in pending.iter_mut() {
         flush(*p, recs)?;
     }
+    progress.done();
     eprintln!("produced {written} record(s) to {}", args.topic);
     log.close()?;
     Ok(())
+}
+
+/// The size of stdin when it is a file (`eddy produce t < big.json`).
+fn stdin_size(stdin: &std::io::Stdin) -> Option<u64> {
+    use std::os::fd::AsFd;
+    let fd = stdin.as_fd().try_clone_to_owned().ok()?;
+    let meta = std::fs::File::from(fd).metadata().ok()?;
+    meta.is_file().then(|| meta.len())
+}
+
+/// Progress of a long load on stderr: a bar (bytes read of a file) or a
+/// counter (records of a pipe) on a terminal; elsewhere a plain line
+/// every million records.
+struct Progress {
+    bar: indicatif::ProgressBar,
+}
+
+impl Progress {
+    fn new(bytes: Option<u64>) -> Progress {
+        let bar = match bytes {
+            Some(n) => indicatif::ProgressBar::new(n).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left) {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            ),
+            None => indicatif::ProgressBar::new_spinner().with_style(
+                indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            ),
+        };
+        Progress { bar }
+    }
+
+    fn line(&self, bytes: u64, records: u64) {
+        if self.bar.is_hidden() {
+            if records % 1_000_000 == 0 {
+                eprintln!("produced {records} records…");
+            }
+            return;
+        }
+        self.bar.inc(bytes);
+        if records % 1000 == 0 {
+            self.bar.set_message(format!("{records} records"));
+        }
+    }
+
+    fn done(&self) {
+        self.bar.finish_and_clear();
+    }
 }
 
 pub fn consume(dir: &Path, args: ConsumeArgs) -> Result<(), CliError> {

@@ -84,6 +84,22 @@ impl Engine {
     /// Run one statement of the family.
     pub(super) async fn ddl(&self, d: Ddl) -> Result<Output> {
         match d {
+            Ddl::CreateSources(all) => {
+                for d in &all {
+                    if let Ddl::CreateStream {
+                        name,
+                        if_not_exists: false,
+                        ..
+                    } = d
+                    {
+                        self.ensure_free(name)?;
+                    }
+                }
+                for d in all {
+                    Box::pin(self.ddl(d)).await?;
+                }
+                Ok(Output::Command("CREATE SOURCE".into(), None))
+            }
             Ddl::CreateTopic {
                 name,
                 options,

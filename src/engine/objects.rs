@@ -526,16 +526,16 @@ impl Engine {
         }
         let counter = match self.parse(sql).ok().and_then(|mut s| s.pop()) {
             Some(statement::Statement::Ddl(statement::Ddl::CreateStream { options, .. })) => {
-                super::generator::Counter::from_options(&options)
+                super::generator::Generator::from_options(&options)
             }
             _ => None,
         };
-        let Some(counter) = counter else {
+        let Some(generator) = counter else {
             return;
         };
         let task = tokio::spawn(super::generator::run(
             topic.to_string(),
-            counter,
+            generator,
             Arc::clone(&self.log),
         ));
         if let Ok(mut tasks) = self.tasks.lock()

@@ -1,5 +1,6 @@
 //! eddy's HTTP listener (`--http-addr`, default 127.0.0.1:6876):
-//! `/metrics` in the Prometheus text format. The process-wide counters and
+//! the web console (`/console/`, `server/console.rs`) and `/metrics` in
+//! the Prometheus text format. The process-wide counters and
 //! histograms of `crate::metrics`, then gauges read at each scrape from the
 //! system tables with plain SQL (the same rows `eddy_catalog` shows): one
 //! query per table, its leading text columns the labels, the rest values
@@ -124,7 +125,12 @@ const SCRAPED: &[Scraped] = &[
 ];
 
 /// Serve until `stop` flips.
-pub async fn serve(listener: TcpListener, engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    auth: crate::server::pg::PgAuth,
+    mut stop: watch::Receiver<bool>,
+) {
     let shutdown = async move {
         while !*stop.borrow() {
             if stop.changed().await.is_err() {
@@ -134,7 +140,8 @@ pub async fn serve(listener: TcpListener, engine: Arc<Engine>, mut stop: watch::
     };
     let app = Router::new()
         .route("/metrics", get(metrics))
-        .with_state(engine);
+        .with_state(Arc::clone(&engine))
+        .merge(crate::server::console::router(engine, auth));
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -4,6 +4,7 @@
 //! connections and closes the log cleanly (so the next start skips
 //! recovery). The only module that touches sockets.
 
+pub mod console;
 pub mod http;
 pub mod kafka;
 pub mod pg;
@@ -196,6 +197,9 @@ pub struct Handle {
     pub registry_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub log: Arc<Log>,
+    /// The engine behind the listeners (`eddy demo` runs its statements
+    /// through it).
+    pub engine: Arc<crate::engine::Engine>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), ServerError>>,
 }
@@ -372,6 +376,7 @@ pub async fn start(data_dir: PathBuf, args: ServeArgs) -> Result<Handle, ServerE
     let http_task = tokio::spawn(http::serve(
         http_listener,
         Arc::clone(&engine),
+        args.pg_auth,
         stopped.clone(),
     ));
     let task_log = Arc::clone(&log);
@@ -404,6 +409,7 @@ pub async fn start(data_dir: PathBuf, args: ServeArgs) -> Result<Handle, ServerE
         registry_addr,
         http_addr,
         log,
+        engine: Arc::clone(&engine),
         stop,
         task,
     })
@@ -443,8 +449,8 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     let handle = start(data_dir, args).await?;
     println!(
-        "eddy: Kafka protocol on {}, PostgreSQL protocol on {}, schema registry on http://{}, metrics on http://{}/metrics",
-        handle.kafka_addr, handle.pg_addr, handle.registry_addr, handle.http_addr
+        "eddy: Kafka protocol on {}, PostgreSQL protocol on {}, schema registry on http://{}, console on http://{}/console/, metrics on http://{}/metrics",
+        handle.kafka_addr, handle.pg_addr, handle.registry_addr, handle.http_addr, handle.http_addr
     );
     shutdown.await;
     info!("shutting down");

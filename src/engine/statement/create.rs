@@ -524,20 +524,27 @@ pub(super) fn unsupported_format(name: &str) -> EngineError {
 /// FORMAT PLAIN ENCODE …`): a stream over the topic in eddy's own log
 /// (created if missing), as `CREATE STREAM` makes. The broker named is
 /// not dialled: eddy is the broker (reading another cluster is issue 23's).
-/// `FROM LOAD GENERATOR COUNTER [(TICK INTERVAL '…', UP TO n)]`, after
-/// CREATE SOURCE name (`engine/generator.rs`).
+/// `FROM LOAD GENERATOR COUNTER | NEXMARK | AUCTION [(TICK INTERVAL '…',
+/// SCALE FACTOR s, UP TO n)] [FOR ALL TABLES | FOR TABLES (t [AS name],
+/// …)]`, after CREATE SOURCE name (`engine/generator.rs`). COUNTER is one
+/// stream named as the source; the others make a stream per table
+/// (Materialize's subsources), named as the table unless renamed, each
+/// recorded with a CREATE SOURCE of its own (`FOR TABLES (t AS name)`)
+/// so that it restarts alone.
 fn load_generator(p: &mut Parser<'_>, name: String, if_not_exists: bool) -> Result<Ddl> {
     p.next_token();
     if !word_is(&p.next_token().token, "generator") {
         return Err(syntax("expected GENERATOR after FROM LOAD"));
     }
-    let kind = p.next_token().token;
-    if !word_is(&kind, "counter") {
+    let kind = p.next_token().token.to_string().to_ascii_lowercase();
+    let Some(tables) = crate::engine::generator::tables(&kind) else {
         return Err(EngineError::Unsupported(format!(
-            "LOAD GENERATOR {kind} (eddy generates COUNTER)"
+            "LOAD GENERATOR {} (eddy generates COUNTER, NEXMARK and AUCTION)",
+            kind.to_ascii_uppercase()
         )));
-    }
-    let mut counter = crate::engine::generator::Counter::new();
+    };
+    let mut generator = crate::engine::generator::Generator::new(tables[0].1);
+    let mut written = Vec::new();
     if p.consume_token(&Token::LParen) {
         loop {
             let option = p.next_token().token;
@@ -554,23 +561,51 @@ fn load_generator(p: &mut Parser<'_>, name: String, if_not_exists: bool) -> Resu
                             "TICK INTERVAL '{text}': an interval of at least a millisecond, under a day"
                         ))
                     })?;
-                counter.tick = std::time::Duration::from_nanos(i.nanoseconds as u64);
+                generator.tick = std::time::Duration::from_nanos(i.nanoseconds as u64);
+                written.push(format!("TICK INTERVAL '{text}'"));
             } else if word_is(&option, "up") {
                 if !word_is(&p.next_token().token, "to") {
                     return Err(syntax("expected UP TO n"));
                 }
                 let _ = p.consume_token(&Token::Eq);
-                counter.up_to = Some(match p.next_token().token {
+                let n: i64 = match p.next_token().token {
                     Token::Number(n, _) => n.parse().map_err(syntax)?,
                     other => {
                         return Err(syntax(format!(
                             "expected a number after UP TO, found {other}"
                         )));
                     }
-                });
+                };
+                generator.up_to = Some(n);
+                written.push(format!("UP TO {n}"));
+            } else if word_is(&option, "scale") && kind == "nexmark" {
+                if !word_is(&p.next_token().token, "factor") {
+                    return Err(syntax("expected SCALE FACTOR s"));
+                }
+                let _ = p.consume_token(&Token::Eq);
+                let s: f64 = match p.next_token().token {
+                    Token::Number(n, _) => n.parse().map_err(syntax)?,
+                    other => {
+                        return Err(syntax(format!(
+                            "expected a number after SCALE FACTOR, found {other}"
+                        )));
+                    }
+                };
+                if !(s > 0.0 && s <= 1000.0) {
+                    return Err(EngineError::Invalid(format!(
+                        "SCALE FACTOR {s}: more than 0, at most 1000 (1000 × it events a second)"
+                    )));
+                }
+                generator.scale = s;
+                written.push(format!("SCALE FACTOR {s}"));
             } else {
+                let allowed = match kind.as_str() {
+                    "nexmark" => "TICK INTERVAL, SCALE FACTOR, UP TO",
+                    _ => "TICK INTERVAL, UP TO",
+                };
                 return Err(EngineError::Unsupported(format!(
-                    "LOAD GENERATOR COUNTER option {option} (TICK INTERVAL, UP TO)"
+                    "LOAD GENERATOR {} option {option} ({allowed})",
+                    kind.to_ascii_uppercase()
                 )));
             }
             if !p.consume_token(&Token::Comma) {
@@ -579,25 +614,108 @@ fn load_generator(p: &mut Parser<'_>, name: String, if_not_exists: bool) -> Resu
         }
         p.expect_token(&Token::RParen).map_err(syntax)?;
     }
-    let mut options = BTreeMap::new();
-    counter.to_options(&mut options);
-    options.insert("topic".to_string(), name.clone());
-    options.insert("format".to_string(), "json".to_string());
-    options.insert("partitions".to_string(), "1".to_string());
-    options.insert("source".to_string(), "true".to_string());
-    let columns = Parser::new(&PostgreSqlDialect {})
-        .try_with_sql("(counter bigint)")
-        .and_then(|mut q| q.parse_columns())
-        .map_err(syntax)?
-        .0;
-    Ok(Ddl::CreateStream {
-        name,
-        columns,
-        keys: vec![],
-        options,
-        if_not_exists,
-        sql: String::new(),
-    })
+    // The tables wanted, as (table, its stream's name).
+    let chosen: Vec<(&str, String)> = if kind == "counter" {
+        vec![("counter", name.clone())]
+    } else {
+        if !p.parse_keyword(Keyword::FOR) {
+            return Err(syntax(format!(
+                "LOAD GENERATOR {} makes several tables: add FOR ALL TABLES or FOR TABLES (…)",
+                kind.to_ascii_uppercase()
+            )));
+        }
+        if p.parse_keywords(&[Keyword::ALL, Keyword::TABLES]) {
+            tables.iter().map(|(t, ..)| (*t, t.to_string())).collect()
+        } else if p.parse_keyword(Keyword::TABLES) {
+            p.expect_token(&Token::LParen).map_err(syntax)?;
+            let mut chosen = Vec::new();
+            loop {
+                let t = p
+                    .parse_identifier()
+                    .map_err(syntax)?
+                    .value
+                    .to_ascii_lowercase();
+                let Some((table, ..)) = tables.iter().find(|(n, ..)| *n == t) else {
+                    return Err(EngineError::Invalid(format!(
+                        "LOAD GENERATOR {} has no table {t} (it has {})",
+                        kind.to_ascii_uppercase(),
+                        tables
+                            .iter()
+                            .map(|(n, ..)| *n)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
+                };
+                let as_name = if p.parse_keyword(Keyword::AS) {
+                    relation_name(p)?
+                } else {
+                    t.clone()
+                };
+                chosen.push((*table, as_name));
+                if !p.consume_token(&Token::Comma) {
+                    break;
+                }
+            }
+            p.expect_token(&Token::RParen).map_err(syntax)?;
+            chosen
+        } else {
+            return Err(syntax("expected FOR ALL TABLES or FOR TABLES (…)"));
+        }
+    };
+    let several = chosen.len() > 1;
+    let mut ddls = Vec::with_capacity(chosen.len());
+    for (table, stream) in chosen {
+        let Some((_, t, columns)) = tables.iter().find(|(n, ..)| *n == table) else {
+            continue;
+        };
+        let g = crate::engine::generator::Generator {
+            table: *t,
+            ..generator.clone()
+        };
+        let mut options = BTreeMap::new();
+        g.to_options(&mut options);
+        options.insert("topic".to_string(), stream.clone());
+        options.insert("format".to_string(), "json".to_string());
+        options.insert("partitions".to_string(), "1".to_string());
+        options.insert("source".to_string(), "true".to_string());
+        let columns = Parser::new(&PostgreSqlDialect {})
+            .try_with_sql(columns)
+            .and_then(|mut q| q.parse_columns())
+            .map_err(syntax)?
+            .0;
+        // A subsource of several is recorded as a source of its own (the
+        // statement's text is recorded for one).
+        let sql = if several {
+            let options = match written.is_empty() {
+                true => String::new(),
+                false => format!(" ({})", written.join(", ")),
+            };
+            format!(
+                "CREATE SOURCE {} FROM LOAD GENERATOR {}{options} FOR TABLES ({table} AS {})",
+                crate::engine::names::quoted(&stream),
+                kind.to_ascii_uppercase(),
+                crate::engine::names::quoted(&stream),
+            )
+        } else {
+            String::new()
+        };
+        ddls.push(Ddl::CreateStream {
+            name: stream,
+            columns,
+            keys: vec![],
+            options,
+            if_not_exists,
+            sql,
+        });
+    }
+    match (ddls.pop(), ddls.is_empty()) {
+        (Some(one), true) => Ok(one),
+        (Some(last), false) => {
+            ddls.push(last);
+            Ok(Ddl::CreateSources(ddls))
+        }
+        (None, _) => Err(syntax("no tables chosen")),
+    }
 }
 
 pub(super) fn source(p: &mut Parser<'_>) -> Result<Ddl> {

@@ -117,6 +117,10 @@ pub enum Statement {
 /// Statements that define or remove objects.
 #[derive(Debug)]
 pub enum Ddl {
+    /// The streams of a load generator with several tables (`FOR ALL
+    /// TABLES`), each a `CreateStream` with its own recorded statement:
+    /// created together, answered with one CREATE SOURCE.
+    CreateSources(Vec<Ddl>),
     /// `CREATE [DEFAULT] INDEX [name] ON relation [(columns)]`
     /// (Materialize's; `IN CLUSTER` and `USING ARRANGEMENT` read past).
     /// `columns`: None for a default index (the relation's key, else all

@@ -65,6 +65,33 @@ pub use startup::PgAuth;
 
 pub use encode::{pg_float, pg_float4};
 
+/// PostgreSQL's text form of the value at `row` of `a` (None for NULL):
+/// the encoder query results, COPY and SUBSCRIBE use, for the console.
+pub fn text_value(
+    a: &dyn datafusion::arrow::array::Array,
+    row: usize,
+) -> Result<Option<String>, String> {
+    if a.is_null(row) {
+        return Ok(None);
+    }
+    let mut out = bytes::BytesMut::new();
+    encode::text(&mut out, a, row).map_err(|e| e.to_string())?;
+    Ok(Some(String::from_utf8_lossy(&out).into_owned()))
+}
+
+/// The name of the PostgreSQL type a column is sent as (`int8`, `text`).
+pub fn type_name(f: &Arc<datafusion::arrow::datatypes::Field>) -> String {
+    encode::pg_type(f).map_or_else(|_| "unknown".into(), |t| t.name().to_string())
+}
+
+/// An engine error as a client gets it: (SQLSTATE, message, hint).
+pub fn describe_error(e: crate::engine::EngineError) -> (String, String, Option<String>) {
+    match error::engine_error(e) {
+        pgwire::error::PgWireError::UserError(info) => (info.code, info.message, info.hint),
+        other => ("XX000".into(), other.to_string(), None),
+    }
+}
+
 /// The handlers pgwire calls for a connection, over one engine and one
 /// DataFusion session. `Handlers::new` makes the server's set;
 /// `for_connection` gives each connection its own startup (a password
