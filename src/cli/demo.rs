@@ -196,7 +196,7 @@ async fn demo(
         if terminal {
             bar.set_message(line);
             bar.tick();
-        } else if started.elapsed().as_secs() % 5 == 0 {
+        } else if started.elapsed().as_secs().is_multiple_of(5) {
             println!("[{:>4}s] {line}", started.elapsed().as_secs());
         }
     }

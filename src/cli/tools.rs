@@ -193,7 +193,7 @@ fn stdin_size(stdin: &std::io::Stdin) -> Option<u64> {
     use std::os::fd::AsFd;
     let fd = stdin.as_fd().try_clone_to_owned().ok()?;
     let meta = std::fs::File::from(fd).metadata().ok()?;
-    meta.is_file().then(|| meta.len())
+    meta.is_file().then_some(meta.len())
 }
 
 /// Progress of a long load on stderr: a bar (bytes read of a file) or a
@@ -222,13 +222,13 @@ impl Progress {
 
     fn line(&self, bytes: u64, records: u64) {
         if self.bar.is_hidden() {
-            if records % 1_000_000 == 0 {
+            if records.is_multiple_of(1_000_000) {
                 eprintln!("produced {records} records…");
             }
             return;
         }
         self.bar.inc(bytes);
-        if records % 1000 == 0 {
+        if records.is_multiple_of(1000) {
             self.bar.set_message(format!("{records} records"));
         }
     }

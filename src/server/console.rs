@@ -135,19 +135,16 @@ fn basic(headers: &HeaderMap) -> Option<(String, String)> {
 }
 
 impl Console {
-    /// The role a request runs as (see the module docs).
-    fn role(&self, headers: &HeaderMap) -> Result<Role, Response> {
+    /// The role a request runs as (see the module docs); None: 401.
+    fn role(&self, headers: &HeaderMap) -> Option<Role> {
         match self.auth {
             PgAuth::Trust => {
                 let user = basic(headers).map_or_else(|| "eddy".to_string(), |(u, _)| u);
-                Ok(self.engine.roles().trusted(&user))
+                Some(self.engine.roles().trusted(&user))
             }
             _ => {
-                let (user, password) = basic(headers).ok_or_else(unauthorized)?;
-                self.engine
-                    .roles()
-                    .check_password(&user, &password)
-                    .map_err(|_| unauthorized())
+                let (user, password) = basic(headers)?;
+                self.engine.roles().check_password(&user, &password).ok()
             }
         }
     }
@@ -289,9 +286,8 @@ async fn sql(
     headers: HeaderMap,
     Json(request): Json<SqlRequest>,
 ) -> Response {
-    let role = match console.role(&headers) {
-        Ok(r) => r,
-        Err(r) => return r,
+    let Some(role) = console.role(&headers) else {
+        return unauthorized();
     };
     let statements = match console.engine.parse(&request.sql) {
         Ok(s) => s,
@@ -333,9 +329,8 @@ async fn subscribe(
     headers: HeaderMap,
     Query(request): Query<SubscribeRequest>,
 ) -> Response {
-    let role = match console.role(&headers) {
-        Ok(r) => r,
-        Err(r) => return r,
+    let Some(role) = console.role(&headers) else {
+        return unauthorized();
     };
     let text = request.sql.trim().trim_end_matches(';');
     let text = if text
@@ -504,9 +499,8 @@ async fn messages(
     Path(topic): Path<String>,
     Query(request): Query<MessagesRequest>,
 ) -> Response {
-    let role = match console.role(&headers) {
-        Ok(r) => r,
-        Err(r) => return r,
+    let Some(role) = console.role(&headers) else {
+        return unauthorized();
     };
     let refuse =
         |status: StatusCode, e: ApiError| (status, Json(json!({ "error": e }))).into_response();

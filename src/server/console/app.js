@@ -129,8 +129,10 @@ class Chart {
     g.strokeStyle = "#2f6fde";
     g.lineWidth = 3;
     g.beginPath();
+    // The first samples spread over a minute's width, then scroll.
+    const span = Math.max(this.samples.length, 60) - 1;
     this.samples.forEach((v, i) => {
-      const x = pad + (i / (this.keep - 1)) * (w - pad);
+      const x = pad + (i / span) * (w - pad);
       const y = h - pad - (v / max) * (h - 2 * pad);
       i ? g.lineTo(x, y) : g.moveTo(x, y);
     });
