@@ -280,6 +280,20 @@ pub struct EngineOptions {
     pub clock: crate::dataflow::temporal::Clock,
     /// What one request may ask of the server.
     pub limits: Limits,
+    /// Told, while the views catch up with the log at open, how many of
+    /// the stream records present they have read (read, present); a
+    /// terminal's progress bar (`server::start`).
+    pub catch_up: Option<CatchUp>,
+}
+
+/// See [`EngineOptions::catch_up`].
+#[derive(Clone)]
+pub struct CatchUp(pub Arc<dyn Fn(i64, i64) + Send + Sync>);
+
+impl std::fmt::Debug for CatchUp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CatchUp")
+    }
 }
 
 impl Default for EngineOptions {
@@ -288,6 +302,7 @@ impl Default for EngineOptions {
             checkpoint_interval: Some(std::time::Duration::from_secs(30)),
             clock: crate::dataflow::temporal::Clock::wall(),
             limits: Limits::default(),
+            catch_up: None,
         }
     }
 }

@@ -201,7 +201,29 @@ impl Engine {
         if let Ok(mut r) = engine.restored.lock() {
             *r = restored;
         }
-        engine.tick().await?;
+        // Catch up with the log, telling how far the views are.
+        {
+            let catch_up = engine.tick();
+            tokio::pin!(catch_up);
+            let mut every = tokio::time::interval(std::time::Duration::from_millis(250));
+            loop {
+                tokio::select! {
+                    r = &mut catch_up => {
+                        r?;
+                        break;
+                    }
+                    _ = every.tick() => {
+                        if let Some(report) = &options.catch_up {
+                            let views = engine.dataflows.views();
+                            report.0(
+                                views.iter().map(|v| v.read).sum(),
+                                views.iter().map(|v| v.total).sum(),
+                            );
+                        }
+                    }
+                }
+            }
+        }
         // Sinks last: each catches its topic up with its relation.
         for o in sinks {
             if let Object::Sink {

@@ -285,6 +285,7 @@ pub async fn start(data_dir: PathBuf, args: ServeArgs) -> Result<Handle, ServerE
             max_depth: args.max_depth.max(1),
             max_subscriber_stall_ms: args.max_subscriber_stall_ms.max(1),
         },
+        catch_up: Some(catch_up_progress()),
         ..Default::default()
     };
     let engine = crate::engine::Engine::open_with(Arc::clone(&log), options.clone()).await?;
@@ -413,6 +414,39 @@ pub async fn start(data_dir: PathBuf, args: ServeArgs) -> Result<Handle, ServerE
         stop,
         task,
     })
+}
+
+/// Progress of the views catching up with the log at start (recovery, or
+/// a first start over topics that already hold data): a bar on a
+/// terminal (stderr), else a line every five seconds; nothing when there
+/// is little to do.
+fn catch_up_progress() -> crate::engine::CatchUp {
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template(
+            "catching up {bar:40} {pos}/{len} stream records in views ({per_sec}, {eta} left)",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let last_line = std::sync::Mutex::new(std::time::Instant::now());
+    crate::engine::CatchUp(Arc::new(move |read: i64, total: i64| {
+        if total - read < 10_000 && bar.length() == Some(0) {
+            return;
+        }
+        if bar.is_hidden() {
+            if let Ok(mut last) = last_line.lock()
+                && last.elapsed() >= Duration::from_secs(5)
+            {
+                *last = std::time::Instant::now();
+                eprintln!("eddy: catching up: {read} of {total} stream records in views");
+            }
+            return;
+        }
+        bar.set_length(total.max(0) as u64);
+        bar.set_position(read.max(0) as u64);
+        if read >= total {
+            bar.finish_and_clear();
+        }
+    }))
 }
 
 /// Make `name` a superuser that may log in with `password`, unless it
