@@ -278,6 +278,44 @@ pub struct Subscription {
     pub changes: tokio::sync::broadcast::Receiver<Arc<TickChanges>>,
 }
 
+/// Why a subscription to a relation ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubscriptionEnd {
+    /// The relation was dropped or replaced.
+    Removed,
+    /// The subscriber fell this many ticks behind.
+    Lagged(u64),
+    /// The runtime stopped.
+    Closed,
+}
+
+impl Subscription {
+    /// The next tick after the snapshot that changed `name`: (its changed
+    /// rows, their diffs, the tick's time in ms). Cancel-safe (the
+    /// position is the receiver's), so it can race a client going away.
+    pub async fn next_change(
+        &mut self,
+        name: &str,
+    ) -> Result<(RecordBatch, Vec<i64>, i64), SubscriptionEnd> {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match self.changes.recv().await {
+                Ok(tick) if tick.removed.iter().any(|r| r == name) => {
+                    return Err(SubscriptionEnd::Removed);
+                }
+                Ok(tick) if tick.epoch > self.epoch => {
+                    if let Some(d) = tick.changes.get(name) {
+                        return Ok((d.batch.clone(), d.diffs.clone(), tick.at_ms));
+                    }
+                }
+                Ok(_) => {}
+                Err(RecvError::Lagged(n)) => return Err(SubscriptionEnd::Lagged(n)),
+                Err(RecvError::Closed) => return Err(SubscriptionEnd::Closed),
+            }
+        }
+    }
+}
+
 /// Ticks a subscriber may fall behind before it is cut off.
 const SUBSCRIBE_BACKLOG: usize = 4096;
 

@@ -368,7 +368,7 @@ async fn stream_subscription(
     text: &str,
     tx: &tokio::sync::mpsc::Sender<Event>,
 ) -> Result<(), ApiError> {
-    use tokio::sync::broadcast::error::RecvError;
+    use crate::dataflow::runtime::SubscriptionEnd;
     let mut statements = engine.parse(text).map_err(ApiError::engine)?;
     let (Some(stmt), None) = (statements.pop(), statements.pop()) else {
         return Err(ApiError::new("42601", "subscribe to one query at a time"));
@@ -427,36 +427,33 @@ async fn stream_subscription(
             return Ok(());
         }
     }
-    let mut changes = start.changes;
+    let mut start = start;
     loop {
         let next = tokio::select! {
-            next = changes.recv() => next,
+            next = start.next_change(&name) => next,
             () = tx.closed() => return Ok(()),
         };
         match next {
-            Ok(tick) if tick.removed.contains(&name) => {
+            Ok((batch, diffs, at)) => {
+                let batch = crate::dataflow::with_schema(&batch, &schema)
+                    .map_err(|e| ApiError::new("XX000", e.to_string()))?;
+                if !send_rows(&batch, &diffs, at).await? {
+                    return Ok(());
+                }
+            }
+            Err(SubscriptionEnd::Removed) => {
                 return Err(ApiError::new(
                     "42P01",
                     format!("SUBSCRIBE ended: \"{name}\" was dropped or replaced"),
                 ));
             }
-            Ok(tick) if tick.epoch > start.epoch => {
-                if let Some(d) = tick.changes.get(&name) {
-                    let batch = crate::dataflow::with_schema(&d.batch, &schema)
-                        .map_err(|e| ApiError::new("XX000", e.to_string()))?;
-                    if !send_rows(&batch, &d.diffs, tick.at_ms).await? {
-                        return Ok(());
-                    }
-                }
-            }
-            Ok(_) => {}
-            Err(RecvError::Lagged(n)) => {
+            Err(SubscriptionEnd::Lagged(n)) => {
                 return Err(ApiError::new(
                     "53000",
                     format!("SUBSCRIBE to {name} fell {n} ticks behind and was stopped"),
                 ));
             }
-            Err(RecvError::Closed) => return Ok(()),
+            Err(SubscriptionEnd::Closed) => return Ok(()),
         }
     }
 }

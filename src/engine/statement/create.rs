@@ -531,6 +531,19 @@ pub(super) fn unsupported_format(name: &str) -> EngineError {
 /// (Materialize's subsources), named as the table unless renamed, each
 /// recorded with a CREATE SOURCE of its own (`FOR TABLES (t AS name)`)
 /// so that it restarts alone.
+/// The number after a load generator's option `after`.
+fn number<T: std::str::FromStr>(p: &mut Parser<'_>, after: &str) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    match p.next_token().token {
+        Token::Number(n, _) => n.parse().map_err(syntax),
+        other => Err(syntax(format!(
+            "expected a number after {after}, found {other}"
+        ))),
+    }
+}
+
 fn load_generator(p: &mut Parser<'_>, name: String, if_not_exists: bool) -> Result<Ddl> {
     p.next_token();
     if !word_is(&p.next_token().token, "generator") {
@@ -568,14 +581,7 @@ fn load_generator(p: &mut Parser<'_>, name: String, if_not_exists: bool) -> Resu
                     return Err(syntax("expected UP TO n"));
                 }
                 let _ = p.consume_token(&Token::Eq);
-                let n: i64 = match p.next_token().token {
-                    Token::Number(n, _) => n.parse().map_err(syntax)?,
-                    other => {
-                        return Err(syntax(format!(
-                            "expected a number after UP TO, found {other}"
-                        )));
-                    }
-                };
+                let n: i64 = number(p, "UP TO")?;
                 generator.up_to = Some(n);
                 written.push(format!("UP TO {n}"));
             } else if word_is(&option, "scale") && kind == "nexmark" {
@@ -583,14 +589,7 @@ fn load_generator(p: &mut Parser<'_>, name: String, if_not_exists: bool) -> Resu
                     return Err(syntax("expected SCALE FACTOR s"));
                 }
                 let _ = p.consume_token(&Token::Eq);
-                let s: f64 = match p.next_token().token {
-                    Token::Number(n, _) => n.parse().map_err(syntax)?,
-                    other => {
-                        return Err(syntax(format!(
-                            "expected a number after SCALE FACTOR, found {other}"
-                        )));
-                    }
-                };
+                let s: f64 = number(p, "SCALE FACTOR")?;
                 if !(s > 0.0 && s <= 1000.0) {
                     return Err(EngineError::Invalid(format!(
                         "SCALE FACTOR {s}: more than 0, at most 1000 (1000 × it events a second)"

@@ -40,9 +40,9 @@ where
     C::Error: Debug,
     PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
 {
+    use crate::dataflow::runtime::SubscriptionEnd;
     use datafusion::arrow::array::{ArrayRef, Int64Array};
     use datafusion::arrow::datatypes::{Field, Schema};
-    use tokio::sync::broadcast::error::RecvError;
     let stall = std::time::Duration::from_millis(engine.limits().max_subscriber_stall_ms);
     let sockets_for_watch = sockets;
     let (peer, sockets) = (client.socket_addr(), Arc::clone(sockets));
@@ -113,40 +113,37 @@ where
             .await
             .map_err(&mut stalled)?;
     }
-    let mut changes = start.changes;
+    let mut start = start;
     let watched = Arc::clone(sockets_for_watch);
     let gone = watched.gone(&peer);
     tokio::pin!(gone);
     loop {
         let next = tokio::select! {
-            next = changes.recv() => next,
+            next = start.next_change(&name) => next,
             // The client left: nothing to send to, nothing held for it.
             () = &mut gone => return Ok(Response::Execution(Tag::new("COPY").with_rows(sent))),
         };
         match next {
-            Ok(tick) if tick.removed.contains(&name) => {
+            Ok((batch, diffs, at)) => {
+                let batch = crate::dataflow::with_schema(&batch, &schema)
+                    .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+                send(client, rows(&batch, diffs, at)?)
+                    .await
+                    .map_err(&mut stalled)?;
+            }
+            Err(SubscriptionEnd::Removed) => {
                 return Err(user_error(
                     "42P01",
                     format!("SUBSCRIBE ended: \"{name}\" was dropped or replaced"),
                 ));
             }
-            Ok(tick) if tick.epoch > start.epoch => {
-                if let Some(d) = tick.changes.get(&name) {
-                    let batch = crate::dataflow::with_schema(&d.batch, &schema)
-                        .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
-                    send(client, rows(&batch, d.diffs.clone(), tick.at_ms)?)
-                        .await
-                        .map_err(&mut stalled)?;
-                }
-            }
-            Ok(_) => {}
-            Err(RecvError::Lagged(n)) => {
+            Err(SubscriptionEnd::Lagged(n)) => {
                 return Err(user_error(
                     "53000",
                     format!("SUBSCRIBE to {name} fell {n} ticks behind and was stopped"),
                 ));
             }
-            Err(RecvError::Closed) => break,
+            Err(SubscriptionEnd::Closed) => break,
         }
     }
     client
