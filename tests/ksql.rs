@@ -63,6 +63,20 @@ fn consume(
     topic: &str,
     done: impl Fn(&[(String, Option<String>)]) -> bool,
 ) -> Vec<(String, Option<String>)> {
+    let text = |r: &[(Vec<u8>, Option<String>)]| -> Vec<(String, Option<String>)> {
+        r.iter()
+            .map(|(k, v)| (String::from_utf8(k.clone()).unwrap(), v.clone()))
+            .collect()
+    };
+    text(&consume_raw(addr, topic, |r| done(&text(r))))
+}
+
+/// [`consume`] with the keys' bytes as they are.
+fn consume_raw(
+    addr: &str,
+    topic: &str,
+    done: impl Fn(&[(Vec<u8>, Option<String>)]) -> bool,
+) -> Vec<(Vec<u8>, Option<String>)> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", addr)
         .set("group.id", format!("check-{topic}-{}", rand_suffix()))
@@ -76,7 +90,7 @@ fn consume(
     while Instant::now() < deadline {
         if let Some(m) = c.poll(Duration::from_millis(100)) {
             let m = m.unwrap();
-            let key = String::from_utf8(m.key().unwrap_or_default().to_vec()).unwrap();
+            let key = m.key().unwrap_or_default().to_vec();
             let value = m.payload().map(|v| String::from_utf8(v.to_vec()).unwrap());
             got.push((key, value));
         } else if done(&got) {
@@ -231,4 +245,138 @@ fn persistent_queries_write_their_topics_as_ksqldb_does() {
         r.len() >= want_filter.len()
     });
     assert_eq!(got.len(), want_filter.len());
+}
+
+/// ksqlDB's `KEY_FORMAT = 'KAFKA'` as Kafka's serializers write it: an INT
+/// key is 4 bytes big-endian (what a Java producer's IntegerSerializer or
+/// Python's `struct.pack('>i', …)` writes). Read into the KEY column, a
+/// key of the wrong size is a decode error (counted, the rest read), a
+/// table over the stream inherits the format for its changelog's keys,
+/// INSERT writes it, and all of it holds across a restart.
+#[test]
+fn kafka_key_format_reads_and_writes_kafkas_binary_keys() {
+    let mut server = TestServer::start();
+    let rt = rt();
+    let c = rt.block_on(connect(server.pg_addr));
+    rt.block_on(c.batch_execute(
+        "CREATE STREAM CLICKS (ID INT KEY, PAGE VARCHAR)
+           WITH (KAFKA_TOPIC = 'clicks_kafka', VALUE_FORMAT = 'JSON', KEY_FORMAT = 'KAFKA', PARTITIONS = 2);
+         CREATE TABLE CLICKS_PER_ID AS
+           SELECT ID, COUNT(*) AS N FROM CLICKS GROUP BY ID EMIT CHANGES;",
+    ))
+    .unwrap();
+    let err = rt
+        .block_on(c.batch_execute(
+            "CREATE STREAM BAD (FLAG BOOLEAN KEY, V INT)
+               WITH (KAFKA_TOPIC = 'bad_kafka', VALUE_FORMAT = 'JSON', KEY_FORMAT = 'KAFKA')",
+        ))
+        .unwrap_err();
+    let db = err.as_db_error().unwrap();
+    assert_eq!(db.code().code(), "0A000");
+    assert!(
+        db.message().contains("BOOLEAN") || db.message().contains("boolean"),
+        "{}",
+        db.message()
+    );
+
+    let producer = |addr: &str| -> BaseProducer {
+        ClientConfig::new()
+            .set("bootstrap.servers", addr)
+            .set("acks", "all")
+            .create()
+            .unwrap()
+    };
+    let p = producer(&server.addr);
+    let mut want: BTreeMap<i32, i64> = BTreeMap::new();
+    let send = |p: &BaseProducer, key: &[u8], value: &str| {
+        while p
+            .send(BaseRecord::to("clicks_kafka").key(key).payload(value))
+            .is_err()
+        {
+            p.poll(Duration::from_millis(10));
+        }
+        p.poll(Duration::ZERO);
+    };
+    for i in 0..300i32 {
+        let id = (i * 7919) % 23 - 11; // negative ids too
+        *want.entry(id).or_default() += 1;
+        send(
+            &p,
+            &id.to_be_bytes(),
+            &format!(r#"{{"PAGE":"p{}"}}"#, i % 4),
+        );
+    }
+    // Three bytes are no INT: a decode error, not a row.
+    send(&p, &[0, 0, 1], r#"{"PAGE":"bad"}"#);
+    p.flush(Duration::from_secs(30)).unwrap();
+
+    let want_rows = |want: &BTreeMap<i32, i64>| -> Vec<String> {
+        let mut v: Vec<String> = want.iter().map(|(k, n)| format!("{k}\t{n}")).collect();
+        v.sort();
+        v
+    };
+    let settled = |c: &tokio_postgres::Client, want: &[String]| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut got = rt.block_on(rows(c, "SELECT id, n FROM clicks_per_id"));
+            got.sort();
+            if got == want || Instant::now() > deadline {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    assert_eq!(settled(&c, &want_rows(&want)), want_rows(&want));
+    let n = rt.block_on(rows(&c, "SELECT count(*) FROM clicks WHERE id IS NOT NULL"));
+    assert_eq!(n, vec!["300"]);
+    let errors = rt.block_on(rows(
+        &c,
+        "SELECT errors FROM eddy_catalog.decode_errors WHERE relation = 'clicks'",
+    ));
+    assert_eq!(errors, vec!["1"], "the 3-byte key is a decode error");
+
+    // INSERT writes the key as Kafka's IntegerSerializer would.
+    rt.block_on(c.batch_execute("INSERT INTO clicks (id, page) VALUES (1000, 'ins')"))
+        .unwrap();
+    *want.entry(1000).or_default() += 1;
+    let got = consume_raw(&server.addr, "clicks_kafka", |r| {
+        r.iter()
+            .any(|(_, v)| v.as_deref().is_some_and(|v| v.contains("ins")))
+    });
+    let inserted = got
+        .iter()
+        .find(|(_, v)| v.as_deref().is_some_and(|v| v.contains("ins")))
+        .unwrap();
+    assert_eq!(inserted.0, 1000i32.to_be_bytes().to_vec());
+
+    // The table's changelog (its topic CLICKS_PER_ID) is keyed as its
+    // source stream: the latest count per 4-byte key.
+    let latest_counts = |r: &[(Vec<u8>, Option<String>)]| -> BTreeMap<i32, i64> {
+        let mut out = BTreeMap::new();
+        for (k, v) in r {
+            let id = i32::from_be_bytes(<[u8; 4]>::try_from(k.as_slice()).unwrap());
+            let v: serde_json::Value = serde_json::from_str(v.as_deref().unwrap()).unwrap();
+            out.insert(id, v["n"].as_i64().unwrap());
+        }
+        out
+    };
+    let got = consume_raw(&server.addr, "CLICKS_PER_ID", |r| latest_counts(r) == want);
+    assert_eq!(
+        latest_counts(&got),
+        want,
+        "the changelog's keys are Kafka INTs"
+    );
+    drop(c);
+
+    // Across a restart the stream still reads its keys the same way.
+    drop(p);
+    server.restart();
+    let c = rt.block_on(connect(server.pg_addr));
+    let p = producer(&server.addr);
+    send(&p, &5i32.to_be_bytes(), r#"{"PAGE":"after"}"#);
+    p.flush(Duration::from_secs(30)).unwrap();
+    *want.entry(5).or_default() += 1;
+    assert_eq!(settled(&c, &want_rows(&want)), want_rows(&want));
+    let after = rt.block_on(rows(&c, "SELECT id FROM clicks WHERE page = 'after'"));
+    assert_eq!(after, vec!["5"]);
 }

@@ -56,6 +56,9 @@ pub enum Object {
         /// Record keys in Avro (`KEY_FORMAT = 'AVRO'`): their schema's id.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         key_avro: Option<u32>,
+        /// Record keys in `KEY_FORMAT = 'KAFKA'` or `'JSON'` (else text).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key_format: Option<crate::format::key::KeyFormat>,
     },
     /// Mutable relation backed by a changelog topic.
     Table {
@@ -98,6 +101,9 @@ pub enum Object {
         /// JSON values and text keys).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         avro: Option<SinkAvro>,
+        /// Keys in `KEY_FORMAT = 'KAFKA'` or `'JSON'` (else text, or Avro).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key_format: Option<crate::format::key::KeyFormat>,
     },
     /// An arrangement of a table's or materialized view's rows by
     /// `columns` (`CREATE INDEX`), kept by the dataflow that keeps it.

@@ -390,18 +390,26 @@ impl Engine {
                             (Err(_), None) => None,
                         }
                     }
-                    Some(f)
-                        if !matches!(
-                            f.to_ascii_lowercase().as_str(),
-                            "kafka" | "json" | "delimited" | "none"
-                        ) =>
-                    {
-                        return Err(EngineError::Unsupported(format!(
-                            "KEY_FORMAT '{f}' (KAFKA, JSON, DELIMITED or AVRO)"
-                        )));
+                    _ => None,
+                };
+                // KEY_FORMAT = 'KAFKA' | 'JSON': checked against the key
+                // column's type now, not at the first record.
+                let key_format = match options.get("key_format") {
+                    Some(f) if !f.eq_ignore_ascii_case("avro") => {
+                        crate::format::key::KeyFormat::parse(f).map_err(EngineError::Unsupported)?
                     }
                     _ => None,
                 };
+                if let Some(kf) = key_format
+                    && let Some(f) = layout
+                        .schema()
+                        .fields()
+                        .iter()
+                        .find(|f| crate::format::record::Meta::of_name_or_key(f))
+                {
+                    kf.check(f.name(), f.data_type())
+                        .map_err(EngineError::Unsupported)?;
+                }
                 self.ensure_topic(&topic, &options)?;
                 let o = Object::Stream {
                     name,
@@ -411,6 +419,7 @@ impl Engine {
                     sql,
                     avro,
                     key_avro,
+                    key_format,
                 };
                 self.register(&o)?;
                 self.lock()?.insert(o)?;
@@ -504,8 +513,9 @@ impl Engine {
                     sql,
                     envelope: envelope.clone(),
                     avro,
+                    key_format: None,
                 })?;
-                self.start_sink(&name, &from, &topic, envelope, avro)
+                self.start_sink(&name, &from, &topic, envelope, avro, None)
                     .await?;
                 Ok(Output::Command("CREATE SINK".into(), None))
             }

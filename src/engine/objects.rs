@@ -18,6 +18,7 @@ use crate::dataflow::checkpoint::CheckpointFile;
 use crate::dataflow::decode_errors::DecodeErrors;
 use crate::dataflow::lower::ViewOptions;
 use crate::dataflow::runtime::Dataflows;
+use crate::format::key::KeyCodec;
 use crate::format::record::Layout;
 use crate::log::{Log, LogStore};
 use crate::types;
@@ -232,10 +233,11 @@ impl Engine {
                 topic,
                 envelope,
                 avro,
+                key_format,
                 ..
             } = &o
                 && let Err(e) = engine
-                    .start_sink(name, from, topic, envelope.clone(), *avro)
+                    .start_sink(name, from, topic, envelope.clone(), *avro, *key_format)
                     .await
             {
                 tracing::warn!(sink = %name, error = %e, "sink does not start");
@@ -318,6 +320,7 @@ impl Engine {
                 format,
                 avro,
                 key_avro,
+                key_format,
                 ..
             } = o
             {
@@ -325,7 +328,7 @@ impl Engine {
                     name.clone(),
                     (
                         topic.clone(),
-                        self.stream_layout(columns, *format, *avro, *key_avro)?,
+                        self.stream_layout(columns, *format, *avro, *key_avro, *key_format)?,
                     ),
                 );
             }
@@ -437,6 +440,7 @@ impl Engine {
         format: Format,
         avro: Option<crate::catalog::AvroSpec>,
         key_avro: Option<u32>,
+        key_format: Option<crate::format::key::KeyFormat>,
     ) -> Result<Layout> {
         let layout = Self::layout_of(columns, format)?;
         let layout = match (avro, format) {
@@ -450,13 +454,20 @@ impl Engine {
             )),
             (None, _) => layout,
         };
+        let key_type = layout
+            .schema()
+            .fields()
+            .iter()
+            .find(|f| crate::format::record::Meta::of_name_or_key(f))
+            .map(|f| f.data_type().clone())
+            .unwrap_or(datafusion::arrow::datatypes::DataType::Utf8);
         Ok(match key_avro {
-            Some(id) => layout.with_key_avro(crate::format::avro::AvroCodec::new(
+            Some(id) => layout.with_key_codec(KeyCodec::Avro(crate::format::avro::AvroCodec::new(
                 Arc::clone(&self.registry),
                 id,
                 false,
-            )),
-            None => layout,
+            ))),
+            None => layout.with_key_codec(KeyCodec::of(key_format, &key_type)),
         })
     }
 
@@ -491,12 +502,13 @@ impl Engine {
                 format,
                 avro,
                 key_avro,
+                key_format,
                 sql,
             } => {
                 let rel = TopicRelation::new(
                     name,
                     topic,
-                    self.stream_layout(columns, *format, *avro, *key_avro)?,
+                    self.stream_layout(columns, *format, *avro, *key_avro, *key_format)?,
                     Arc::clone(&self.log),
                     Arc::clone(&self.errors),
                     Arc::clone(&self.dataflows),
@@ -575,13 +587,14 @@ impl Engine {
         topic: &str,
         envelope: crate::catalog::Envelope,
         avro: Option<crate::catalog::SinkAvro>,
+        key_format: Option<crate::format::key::KeyFormat>,
     ) -> Result<()> {
         let schema = self
             .ctx
             .table_provider(TableReference::bare(from))
             .await?
             .schema();
-        let envelope = sink::Envelope::new(envelope, &schema)?;
+        let envelope = sink::Envelope::new(envelope, &schema, key_format)?;
         let codec = |id| crate::format::avro::AvroCodec::new(Arc::clone(&self.registry), id, false);
         let avro = avro.map(|a| sink::Avro {
             value: codec(a.value),

@@ -93,6 +93,11 @@ impl Engine {
                 }
             }
         }
+        let key_format = options
+            .get("key_format")
+            .or_else(|| options.get("format"))
+            .filter(|f| !f.eq_ignore_ascii_case("avro"))
+            .cloned();
         let topic = options
             .remove("kafka_topic")
             .or_else(|| options.remove("topic"))
@@ -122,6 +127,30 @@ impl Engine {
                 .into_iter()
                 .filter(|k| schema.index_of(k).is_ok())
                 .collect();
+            // KEY_FORMAT as said, else the streams' it reads (as ksqlDB
+            // inherits it) where their key column can be held in it.
+            let one_key = match key.as_slice() {
+                [k] => schema
+                    .field_with_name(k)
+                    .ok()
+                    .map(|f| (k.clone(), f.data_type().clone())),
+                _ => None,
+            };
+            let key_format = match &key_format {
+                Some(f) => {
+                    let f = crate::format::key::KeyFormat::parse(f)
+                        .map_err(EngineError::Unsupported)?;
+                    if let (Some(kf), Some((k, t))) = (f, &one_key) {
+                        kf.check(k, t).map_err(EngineError::Unsupported)?;
+                    }
+                    f
+                }
+                None => self.inherited_key_format(&p.query)?.filter(|kf| {
+                    one_key
+                        .as_ref()
+                        .is_some_and(|(k, t)| kf.check(k, t).is_ok())
+                }),
+            };
             let envelope = match (p.table, key.is_empty()) {
                 (true, false) => Envelope::Upsert { key },
                 _ => Envelope::Append { key },
@@ -141,8 +170,9 @@ impl Engine {
                 sql: p.sql.clone(),
                 envelope: envelope.clone(),
                 avro,
+                key_format,
             })?;
-            self.start_sink(&sink, &p.name, &topic, envelope, avro)
+            self.start_sink(&sink, &p.name, &topic, envelope, avro, key_format)
                 .await
         };
         if let Err(e) = started.await {
@@ -162,14 +192,15 @@ impl Engine {
     async fn insert_query(&self, p: Persistent) -> Result<Output> {
         const TAG: &str = "INSERT 0 0";
         let target = self.lock()?.get(&p.name).cloned();
-        let (topic, columns, format, avro) = match target {
+        let (topic, columns, format, avro, key_format) = match target {
             Some(Object::Stream {
                 topic,
                 columns,
                 format,
                 avro,
+                key_format,
                 ..
-            }) => (topic, columns, format, avro),
+            }) => (topic, columns, format, avro, key_format),
             Some(o) => {
                 return Err(EngineError::WrongObject(format!(
                     "INSERT INTO … SELECT … EMIT CHANGES writes into a stream; \"{}\" is a {}",
@@ -258,8 +289,9 @@ impl Engine {
                 sql: p.sql.clone(),
                 envelope: envelope.clone(),
                 avro,
+                key_format,
             })?;
-            self.start_sink(&sink, &view_name, &topic, envelope, avro)
+            self.start_sink(&sink, &view_name, &topic, envelope, avro, key_format)
                 .await
         };
         if let Err(e) = started.await {
@@ -303,6 +335,23 @@ impl Engine {
             std::ops::ControlFlow::<()>::Continue(())
         });
         Ok(keys)
+    }
+
+    /// The key format of the streams `query` reads, when they agree.
+    fn inherited_key_format(&self, query: &Query) -> Result<Option<crate::format::key::KeyFormat>> {
+        let catalog = self.lock()?;
+        let mut formats = Vec::new();
+        let _ = visit_relations(query, |r: &ObjectName| {
+            if let Some(Object::Stream { key_format, .. }) = catalog.get(&names::object(r)) {
+                formats.push(*key_format);
+            }
+            std::ops::ControlFlow::<()>::Continue(())
+        });
+        formats.dedup();
+        Ok(match formats.as_slice() {
+            [f] => *f,
+            _ => None,
+        })
     }
 
     /// The topic relation `name` reads or (a persistent query) writes.

@@ -34,6 +34,7 @@ use crate::dataflow::rows::{Codec, RowBytes};
 use crate::dataflow::runtime::{Dataflows, Subscription};
 use crate::dataflow::{DataflowError, with_schema};
 use crate::format::avro::AvroCodec;
+use crate::format::key::KeyCodec;
 use crate::format::record::Layout;
 use crate::log::batch::{NewRecord, encode};
 use crate::log::{Durability, LogStore};
@@ -65,7 +66,13 @@ pub enum Envelope {
 }
 
 impl Envelope {
-    pub fn new(e: catalog::Envelope, schema: &SchemaRef) -> Result<Envelope, DataflowError> {
+    /// `key_format`: how a one-column key is held (`KEY_FORMAT`; else
+    /// its text).
+    pub fn new(
+        e: catalog::Envelope,
+        schema: &SchemaRef,
+        key_format: Option<crate::format::key::KeyFormat>,
+    ) -> Result<Envelope, DataflowError> {
         let (upsert, names) = match e {
             catalog::Envelope::Debezium => return Ok(Envelope::Debezium),
             catalog::Envelope::Append { key } => (false, key),
@@ -90,7 +97,14 @@ impl Envelope {
             .collect();
         Ok(Envelope::Keyed {
             upsert,
-            keys: Box::new(Layout::keyed(Arc::clone(schema), key.clone())),
+            keys: Box::new(
+                Layout::keyed(Arc::clone(schema), key.clone()).with_key_codec(
+                    match key.as_slice() {
+                        [k] => KeyCodec::of(key_format, schema.field(*k).data_type()),
+                        _ => KeyCodec::Text,
+                    },
+                ),
+            ),
             key,
             value,
             time,
@@ -233,11 +247,17 @@ fn read_back(
             None => Some(v.to_vec()),
         }
     };
-    // An Avro key as the JSON object of its columns, as a composite key's.
+    // An Avro key as the JSON object of its columns, as a composite key's;
+    // a KAFKA or JSON one as its column's text.
+    let key_codec = match envelope {
+        Envelope::Keyed { keys, .. } => keys.key_codec(),
+        Envelope::Debezium => &KeyCodec::Text,
+    };
     let key_of = |k: &[u8]| -> Option<Vec<u8>> {
         match avro.and_then(|a| a.key.as_ref()) {
             Some(c) => c.json_of(k).ok().map(|j| j.to_string().into_bytes()),
-            None => Some(k.to_vec()),
+            None if key_codec.is_text() => Some(k.to_vec()),
+            None => key_codec.text(k).ok().flatten().map(String::into_bytes),
         }
     };
     let object_keys = avro.is_some_and(|a| a.key.is_some());

@@ -6,6 +6,7 @@ pub mod avro;
 pub mod csv;
 pub mod json;
 pub mod json_sr;
+pub mod key;
 pub mod record;
 
 use std::sync::Arc;

@@ -30,6 +30,7 @@ use datafusion::arrow::datatypes::{
 };
 use datafusion::arrow::error::ArrowError;
 
+use super::key::KeyCodec;
 use super::{DecodeFailure, Format, csv, json};
 
 /// A record's metadata pseudo-column.
@@ -163,9 +164,9 @@ pub struct Layout {
     time_from: Option<usize>,
     /// An Avro stream's codec (the registry and its writer schema).
     avro: Option<super::avro::AvroCodec>,
-    /// The codec of Avro record keys (`KEY_FORMAT = 'AVRO'`), read into
-    /// and written from the key column.
-    key_avro: Option<super::avro::AvroCodec>,
+    /// How the key column is held in the record key (`KEY_FORMAT`;
+    /// `key.rs`).
+    key_codec: KeyCodec,
     /// A JSON_SR stream's codec.
     json_sr: Option<super::json_sr::JsonSrCodec>,
 }
@@ -181,7 +182,7 @@ impl Layout {
             key: vec![],
             time_from: None,
             avro: None,
-            key_avro: None,
+            key_codec: KeyCodec::Text,
             json_sr: None,
         }
     }
@@ -243,9 +244,12 @@ impl Layout {
         if let [k] = self.key.as_slice() {
             let text = cast(batch.column(*k), &DataType::Utf8)?;
             let text = text.as_string::<i32>();
-            return Ok((0..text.len())
-                .map(|r| (!text.is_null(r)).then(|| text.value(r).as_bytes().to_vec()))
-                .collect());
+            return (0..text.len())
+                .map(|r| match text.is_null(r) {
+                    true => Ok(None),
+                    false => self.key_codec.encode(text.value(r)).map(Some),
+                })
+                .collect();
         }
         let projected = batch.project(&self.key)?;
         Ok(json::encode(&projected)?
@@ -316,7 +320,7 @@ impl Layout {
             key: vec![],
             time_from,
             avro: None,
-            key_avro: None,
+            key_codec: KeyCodec::Text,
             json_sr: None,
         })
     }
@@ -327,9 +331,14 @@ impl Layout {
         self
     }
 
-    /// Record keys in Avro, with this codec.
-    pub fn with_key_avro(mut self, codec: super::avro::AvroCodec) -> Layout {
-        self.key_avro = Some(codec);
+    /// How the key column is held in the record key.
+    pub fn key_codec(&self) -> &KeyCodec {
+        &self.key_codec
+    }
+
+    /// Record keys held by this codec (`KEY_FORMAT`).
+    pub fn with_key_codec(mut self, codec: KeyCodec) -> Layout {
+        self.key_codec = codec;
         self
     }
 
@@ -463,21 +472,15 @@ impl Layout {
         &self,
         records: &[RecordRef<'_>],
     ) -> (RecordBatch, Vec<usize>, Vec<DecodeFailure>) {
-        // An Avro key that does not decode fails its record, as a value
-        // that does not decode does (counted, skipped), rather than
-        // reading as a NULL key.
-        if let Some(codec) = &self.key_avro {
+        // A key that does not decode (Avro, JSON, a KAFKA INT of 3
+        // bytes) fails its record, as a value that does not decode does
+        // (counted, skipped), rather than reading as a NULL key.
+        if !self.key_codec.is_text() && self.meta.iter().any(|(_, m)| *m == Meta::Key) {
             let mut bad = Vec::new();
             let mut keep = Vec::with_capacity(records.len());
             for (index, r) in records.iter().enumerate() {
-                match r.key.map(|k| codec.json_of(k)) {
-                    Some(Err(e)) => bad.push(DecodeFailure {
-                        index,
-                        reason: match e.strip_prefix("value ") {
-                            Some(rest) => format!("key {rest}"),
-                            None => format!("key: {e}"),
-                        },
-                    }),
+                match r.key.map(|k| self.key_codec.text(k)) {
+                    Some(Err(reason)) => bad.push(DecodeFailure { index, reason }),
                     _ => keep.push(index),
                 }
             }
@@ -597,15 +600,12 @@ impl Layout {
             };
             let rows = good.iter().map(|&g| &records[g]);
             let native: ArrayRef = match (m, m.native(f.data_type())) {
-                // An Avro key's one column as text (a key that does not
-                // decode failed its record in `decode`).
-                (Meta::Key, DataType::Utf8) if self.key_avro.is_some() => {
-                    let codec = self.key_avro.as_ref();
-                    Arc::new(
-                        rows.map(|r| r.key.and_then(|k| codec.and_then(|c| c.key_text(k))))
-                            .collect::<StringArray>(),
-                    )
-                }
+                // A key in a format as its column's text (a key that does
+                // not decode failed its record in `decode`).
+                (Meta::Key, DataType::Utf8) if !self.key_codec.is_text() => Arc::new(
+                    rows.map(|r| r.key.and_then(|k| self.key_codec.text(k).ok().flatten()))
+                        .collect::<StringArray>(),
+                ),
                 (Meta::Key, DataType::Binary) => {
                     Arc::new(rows.map(|r| r.key).collect::<BinaryArray>())
                 }
@@ -667,13 +667,13 @@ impl Layout {
         for (at, m) in &self.meta {
             let col = batch.column(*at);
             match m {
-                Meta::Key if self.key_avro.is_some() => {
+                Meta::Key if !self.key_codec.is_text() => {
                     let text = cast(col, &DataType::Utf8)?;
                     let text = text.as_string::<i32>();
                     for (r, o) in out.iter_mut().enumerate() {
-                        o.key = match (&self.key_avro, text.is_valid(r)) {
-                            (Some(c), true) => Some(c.encode_key(text.value(r))?),
-                            _ => None,
+                        o.key = match text.is_valid(r) {
+                            true => Some(self.key_codec.encode(text.value(r))?),
+                            false => None,
                         };
                     }
                 }
