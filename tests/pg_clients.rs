@@ -802,3 +802,40 @@ fn psql_subscribe_streams_until_ctrl_c() {
     let after = psql(&server, "SELECT count(*) FROM per_page");
     assert!(after.contains("     2\n(1 row)"), "{after}");
 }
+
+/// A materialized view created over a stream that already holds much
+/// data tells psql how its backfill goes: a NOTICE every two seconds past
+/// the first (psql prints each as it comes), then the view whole.
+#[test]
+fn a_long_backfill_reports_progress_to_psql() {
+    const N: i64 = 1_500_000;
+    let server = TestServer::start();
+    psql(
+        &server,
+        &format!(
+            "CREATE STREAM ev (id bigint, g int) WITH (topic = 'ev', format = 'json', partitions = 2)
+INSERT INTO ev SELECT x, x % 10 FROM generate_series(1, {N}) AS t(x)"
+        ),
+    );
+    let (stdout, stderr) = psql_allowing_stderr(
+        &server,
+        "CREATE MATERIALIZED VIEW per_g AS SELECT g, count(*) AS n FROM ev GROUP BY g
+SELECT sum(n), count(*) FROM per_g",
+    );
+    let notices: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("NOTICE:  materialized view \"per_g\" is catching up: "))
+        .collect();
+    assert!(!notices.is_empty(), "no progress in:\n{stderr}");
+    for n in &notices {
+        let words: Vec<&str> = n.split_whitespace().collect();
+        let at = words.iter().position(|w| *w == "of").unwrap();
+        let read: i64 = words[at - 1].parse().unwrap();
+        let total: i64 = words[at + 1].parse().unwrap();
+        assert!(read < total && total == N, "{n}");
+    }
+    assert!(
+        stdout.contains(&format!(" {N} |    10")),
+        "the view is whole after the notices:\n{stdout}"
+    );
+}

@@ -257,6 +257,10 @@ pub struct Dataflows {
     /// Signalled when records arrive that no write path ticked for (a
     /// Kafka produce): the timer ticks at once instead of at its next turn.
     arrived: Arc<tokio::sync::Notify>,
+    /// Views behind their inputs after the last pass of a tick that had
+    /// more to read: name → (records read, records to read). Kept apart
+    /// from the state, which a long catch-up holds pass after pass.
+    catching_up: Mutex<HashMap<String, (i64, i64)>>,
 }
 
 /// The changes one tick published, by relation.
@@ -368,6 +372,7 @@ impl Dataflows {
             clock,
             published: tokio::sync::broadcast::channel(SUBSCRIBE_BACKLOG).0,
             arrived: Arc::new(tokio::sync::Notify::new()),
+            catching_up: Mutex::new(HashMap::new()),
         })
     }
 
@@ -1016,11 +1021,38 @@ impl Dataflows {
             } else if st_changed {
                 self.publish(&mut st, 0);
             }
+            let behind: HashMap<String, (i64, i64)> = match more {
+                false => HashMap::new(),
+                true => st
+                    .views
+                    .iter()
+                    .filter_map(|v| {
+                        let mut p = Vec::new();
+                        v.root.progress(&mut p);
+                        let read: i64 = p.iter().map(|x| x.1).sum();
+                        let total: i64 = p.iter().map(|x| x.2).sum();
+                        (total > read).then(|| (v.name.clone(), (read, total)))
+                    })
+                    .collect(),
+            };
             drop(st);
+            if let Ok(mut c) = self.catching_up.lock() {
+                *c = behind;
+            }
             if !more {
                 return Ok(epoch);
             }
         }
+    }
+
+    /// The views a running catch-up has not brought level with their
+    /// inputs yet: name → (records read, records to read). Read without
+    /// waiting for the tick.
+    pub fn catching_up(&self) -> HashMap<String, (i64, i64)> {
+        self.catching_up
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default()
     }
 
     /// The relations in the last checkpoint written or loaded.

@@ -158,6 +158,19 @@ impl EngineError {
 
 pub use crate::sqlstate::datafusion_sqlstate;
 
+tokio::task_local! {
+    /// Where the statement running in this task sends its NOTICEs (a
+    /// view's backfill progress): set by the front end around a statement,
+    /// which forwards them to its client as they come.
+    pub static NOTICES: tokio::sync::mpsc::UnboundedSender<String>;
+}
+
+/// Tell the client of the statement running in this task `msg` as a
+/// NOTICE; nothing when no client listens (start, the console).
+pub(crate) fn notice(msg: String) {
+    let _ = NOTICES.try_with(|n| n.send(msg));
+}
+
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 
 /// What a statement produced.

@@ -215,10 +215,10 @@ impl Engine {
                     }
                     _ = every.tick() => {
                         if let Some(report) = &options.catch_up {
-                            let views = engine.dataflows.views();
+                            let behind = engine.dataflows.catching_up();
                             report.0(
-                                views.iter().map(|v| v.read).sum(),
-                                views.iter().map(|v| v.total).sum(),
+                                behind.values().map(|v| v.0).sum(),
+                                behind.values().map(|v| v.1).sum(),
                             );
                         }
                     }
@@ -304,9 +304,35 @@ impl Engine {
         )?;
         self.plans.invalidate();
         if backfill {
-            self.tick().await?;
+            self.backfill(name).await?;
         }
         Ok(())
+    }
+
+    /// Tick until view `name` has caught up with its inputs. Past a
+    /// second, a NOTICE every two tells the client running the statement
+    /// how far it is (psql prints each as it comes).
+    async fn backfill(&self, name: &str) -> Result<()> {
+        let caught_up = self.tick();
+        tokio::pin!(caught_up);
+        let first = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+        let mut every = tokio::time::interval_at(first, std::time::Duration::from_secs(2));
+        loop {
+            tokio::select! {
+                r = &mut caught_up => {
+                    r?;
+                    return Ok(());
+                }
+                _ = every.tick() => {
+                    if let Some((read, total)) = self.dataflows.catching_up().get(name) {
+                        super::notice(format!(
+                            "materialized view \"{name}\" is catching up: {read} of {total} input records read ({}%)",
+                            read * 100 / total.max(&1)
+                        ));
+                    }
+                }
+            }
+        }
     }
 
     /// The catalog's streams: name → (topic, record layout).

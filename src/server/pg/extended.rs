@@ -26,7 +26,7 @@ use pgwire::messages::PgWireBackendMessage;
 
 use super::block::{self, Verdict};
 use super::error::{coded_errors, engine_error, parse_error, user_error, with_sqlstate};
-use super::respond::{peeked_rows, respond, row_fields, rows, session_command};
+use super::respond::{peeked_rows, respond, row_fields, rows, session_command, with_notices};
 use super::startup::cancellable;
 use super::subscribe::subscribe;
 use crate::engine::{Dml, Engine, Output, Statement, column_names, statement};
@@ -369,12 +369,8 @@ impl Extended {
                 .pop()
                 .ok_or_else(|| user_error("42601", "empty statement".into()))?,
         };
-        match self
-            .parser
-            .engine
-            .execute_with(stmt, Some(params.clone()))
-            .await
-        {
+        let engine = &self.parser.engine;
+        match with_notices(client, engine.execute_with(stmt, Some(params.clone()))).await {
             Ok(Output::Subscribe {
                 name,
                 schema,

@@ -328,3 +328,37 @@ where
         client.portal_store().rm_portal(&name);
     }
 }
+
+/// Run `statement` with the engine's NOTICEs (a view's backfill progress)
+/// going to `client` as they come, before the statement's own answer.
+pub(super) async fn with_notices<C, T>(
+    client: &mut C,
+    statement: impl std::future::Future<Output = T>,
+) -> T
+where
+    C: futures::Sink<pgwire::messages::PgWireBackendMessage> + Unpin,
+{
+    use futures::SinkExt;
+    let notice = |msg: String| {
+        pgwire::messages::PgWireBackendMessage::NoticeResponse(
+            pgwire::error::ErrorInfo::new("NOTICE".into(), "00000".into(), msg).into(),
+        )
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let statement = crate::engine::NOTICES.scope(tx, statement);
+    tokio::pin!(statement);
+    loop {
+        tokio::select! {
+            out = &mut statement => {
+                while let Ok(msg) = rx.try_recv() {
+                    let _ = client.send(notice(msg)).await;
+                }
+                return out;
+            }
+            Some(msg) = rx.recv() => {
+                // A client gone is the statement's to find out.
+                let _ = client.send(notice(msg)).await;
+            }
+        }
+    }
+}

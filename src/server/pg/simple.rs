@@ -22,7 +22,7 @@ use tracing::debug;
 
 use super::block::{self, Verdict};
 use super::error::{coded_errors, engine_error, parse_error, refine_code, sqlstate_of};
-use super::respond::{catalog_query, peeked_rows, respond, rows, session_command};
+use super::respond::{catalog_query, peeked_rows, respond, rows, session_command, with_notices};
 use super::startup::cancellable;
 use super::subscribe::subscribe;
 use crate::engine::{Engine, Output, Statement};
@@ -63,7 +63,7 @@ impl SimpleQueryHandler for Simple {
                 Ok(Verdict::Done(r)) => Ok(vec![r]),
                 Ok(Verdict::Run) => match peek(&self.engine, &stmt) {
                     Some(r) => r.map(|r| vec![r]),
-                    None => match self.engine.execute(stmt).await {
+                    None => match with_notices(client, self.engine.execute(stmt)).await {
                         // A query of PostgreSQL's catalogs, planned by
                         // datafusion-postgres' compatibility rules.
                         Ok(Output::CatalogQuery(sql)) => {
