@@ -119,6 +119,10 @@ pub enum EngineError {
     /// role, 42710 role exists.
     #[error("{message}")]
     Access { code: &'static str, message: String },
+    /// A statement PostgreSQL refuses with this SQLSTATE and message, as
+    /// it words it (`too many column names were specified`, 42601).
+    #[error("{message}")]
+    Refused { code: &'static str, message: String },
 }
 
 impl EngineError {
@@ -151,7 +155,9 @@ impl EngineError {
             EngineError::CopyValue(_) => "22P02",
             EngineError::CopyBinary(_) => "22P03",
             EngineError::DuplicateColumn(_) => "42701",
-            EngineError::Limit { code, .. } | EngineError::Access { code, .. } => code,
+            EngineError::Limit { code, .. }
+            | EngineError::Access { code, .. }
+            | EngineError::Refused { code, .. } => code,
         }
     }
 }

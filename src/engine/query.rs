@@ -219,9 +219,10 @@ impl Engine {
         let mut columns = names::column_names(&stmt, plan.schema().as_arrow());
         if !ct.columns.is_empty() {
             if ct.columns.len() > columns.len() {
-                return Err(EngineError::Invalid(
-                    "CREATE TABLE AS specifies too many column names".into(),
-                ));
+                return Err(EngineError::Refused {
+                    code: "42601",
+                    message: "too many column names were specified".into(),
+                });
             }
             for (c, def) in columns.iter_mut().zip(&ct.columns) {
                 *c = names::ident(&def.name);

@@ -815,6 +815,12 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
             let mut stmts = Parser::parse_sql(&dialect, &query).map_err(syntax)?;
             let s = stmts.pop().ok_or_else(|| syntax("empty SHOW query"))?;
             classify(s, query)
+        } else if word_is(&t0, "create")
+            && let Some(ct) = table_as_with_column_names(&mut p)?
+        {
+            let s = limits.check_depth(SqlStatement::CreateTable(ct))?;
+            let text = s.to_string();
+            classify(s, text)
         } else {
             let mut s = limits.check_depth(p.parse_statement().map_err(parser_error)?)?;
             // sqlparser takes a bare SHOW; PostgreSQL names a variable
@@ -866,6 +872,85 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
         }
     }
     Ok(out)
+}
+
+/// PostgreSQL's `CREATE [TEMP] TABLE [IF NOT EXISTS] t (a, b) AS query`,
+/// whose column list (names without types, renaming the query's first
+/// columns) sqlparser does not read; None (nothing consumed) for any other
+/// statement.
+fn table_as_with_column_names(
+    p: &mut Parser<'_>,
+) -> Result<Option<datafusion::sql::sqlparser::ast::CreateTable>> {
+    use datafusion::sql::sqlparser::ast::{ColumnDef, DataType as SqlType};
+    // The shape, peeked: CREATE [TEMP|TEMPORARY] TABLE [IF NOT EXISTS]
+    // name(.name)* ( word (, word)* ) AS.
+    let at = |n: usize| p.peek_nth_token(n).token;
+    let mut n = 1;
+    let temporary = word_is(&at(n), "temp") || word_is(&at(n), "temporary");
+    if temporary {
+        n += 1;
+    }
+    if !word_is(&at(n), "table") {
+        return Ok(None);
+    }
+    n += 1;
+    let if_not_exists =
+        word_is(&at(n), "if") && word_is(&at(n + 1), "not") && word_is(&at(n + 2), "exists");
+    if if_not_exists {
+        n += 3;
+    }
+    while matches!(at(n), Token::Word(_)) && at(n + 1) == Token::Period {
+        n += 2;
+    }
+    if !matches!(at(n), Token::Word(_)) || at(n + 1) != Token::LParen {
+        return Ok(None);
+    }
+    n += 2;
+    loop {
+        if !matches!(at(n), Token::Word(_)) {
+            return Ok(None);
+        }
+        match at(n + 1) {
+            Token::Comma => n += 2,
+            Token::RParen => break,
+            _ => return Ok(None),
+        }
+    }
+    if !word_is(&at(n + 2), "as") {
+        return Ok(None);
+    }
+    // Read, now that it is one.
+    p.next_token();
+    if temporary {
+        p.next_token();
+    }
+    p.next_token();
+    if if_not_exists {
+        let _ = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    }
+    let name = p.parse_object_name(false).map_err(syntax)?;
+    p.expect_token(&Token::LParen).map_err(syntax)?;
+    let columns = p
+        .parse_comma_separated(|p| p.parse_identifier())
+        .map_err(syntax)?
+        .into_iter()
+        .map(|name| ColumnDef {
+            name,
+            data_type: SqlType::Unspecified,
+            options: vec![],
+        })
+        .collect();
+    p.expect_token(&Token::RParen).map_err(syntax)?;
+    p.expect_keyword(Keyword::AS).map_err(syntax)?;
+    let query = p.parse_query().map_err(parser_error)?;
+    Ok(Some(
+        datafusion::sql::sqlparser::ast::helpers::stmt_create_table::CreateTableBuilder::new(name)
+            .temporary(temporary)
+            .if_not_exists(if_not_exists)
+            .columns(columns)
+            .query(Some(query))
+            .build(),
+    ))
 }
 
 /// Where the statement being parsed starts in the query string, to cut
