@@ -34,6 +34,11 @@ pub struct Column {
     /// (microseconds): RisingWave's `WATERMARK FOR col AS col - INTERVAL …`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watermark: Option<i64>,
+    /// On a stream's event-time column: a partition without a new record
+    /// for this long (milliseconds) stops holding the watermark back
+    /// (Flink's `scan.watermark.idle-timeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_ms: Option<i64>,
 }
 
 /// Record value formats.

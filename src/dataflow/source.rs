@@ -47,6 +47,10 @@ pub struct TopicReader {
     event_time: Option<EventTime>,
     /// The greatest event time read from each partition (microseconds).
     times: HashMap<i32, i64>,
+    /// When each partition last gave records (wall clock, for the idle
+    /// timeout; not kept across a restart, where every partition starts
+    /// out active).
+    arrived: HashMap<i32, std::time::Instant>,
     /// Event time no record still to come is expected to be before.
     watermark: Option<i64>,
     /// Drop rows late for their windows (a windowed view's stream).
@@ -65,6 +69,9 @@ struct EventTime {
     millis: bool,
     /// A declared watermark (RisingWave's): rows below it are late.
     drop_below: bool,
+    /// A partition without a new record for this long no longer holds
+    /// the watermark back (until it has one again).
+    idle: Option<std::time::Duration>,
 }
 
 impl EventTime {
@@ -86,11 +93,18 @@ impl EventTime {
             Some((i, 0))
         })?;
         let t = schema.field(column).data_type();
+        let idle = schema
+            .field(column)
+            .metadata()
+            .get(IDLE_TIMEOUT)
+            .and_then(|ms| ms.parse::<u64>().ok())
+            .map(std::time::Duration::from_millis);
         usable(t).then_some(EventTime {
             column,
             delay_us,
             millis: t.is_integer(),
             drop_below,
+            idle,
         })
     }
 
@@ -166,6 +180,20 @@ pub fn event_time_field(
     field.with_metadata(metadata)
 }
 
+/// Field metadata on a stream's event-time column: a partition without a
+/// new record for this many milliseconds stops holding the watermark back.
+pub const IDLE_TIMEOUT: &str = "eddy.idle_timeout_ms";
+
+/// `field` (the event-time column) with an idle timeout of `ms`.
+pub fn idle_timeout_field(
+    field: datafusion::arrow::datatypes::Field,
+    ms: i64,
+) -> datafusion::arrow::datatypes::Field {
+    let mut metadata = field.metadata().clone();
+    metadata.insert(IDLE_TIMEOUT.into(), ms.to_string());
+    field.with_metadata(metadata)
+}
+
 /// The state of an upsert changelog: key → the row it holds (encoded).
 /// A record replaces its key's row (retraction + insertion), a record
 /// without a value (or with diff -1) deletes it.
@@ -201,6 +229,7 @@ impl TopicReader {
             created_ms: None,
             event_time,
             times: HashMap::new(),
+            arrived: HashMap::new(),
             watermark: None,
             late_rule: None,
             late: 0,
@@ -479,7 +508,14 @@ impl TopicReader {
                         std::mem::replace(slot, Delta::empty(Arc::clone(self.layout.schema())));
                     *slot = self.stream_time(et, id, part)?;
                 }
-                if end > start || self.times.contains_key(&id) {
+                let now = std::time::Instant::now();
+                let arrived = *self.arrived.entry(id).or_insert(now);
+                if fetches.position() > from {
+                    self.arrived.insert(id, now);
+                }
+                let idle = et.idle.is_some_and(|d| now.duration_since(arrived) >= d)
+                    && fetches.position() <= from;
+                if (end > start || self.times.contains_key(&id)) && !idle {
                     marks.push(self.times.get(&id).copied());
                 }
             }

@@ -251,6 +251,7 @@ impl Engine {
                             key: false,
                             time_from: None,
                             watermark: None,
+                            idle_timeout_ms: None,
                         });
                     }
                 }
@@ -288,6 +289,7 @@ impl Engine {
                         key: false,
                         time_from: None,
                         watermark: None,
+                        idle_timeout_ms: None,
                     });
                 }
                 // RisingWave's WATERMARK FOR col AS col - INTERVAL …:
@@ -309,6 +311,26 @@ impl Engine {
                         )));
                     }
                     c.watermark = Some(delay);
+                }
+                // Flink's idle timeout: on the event-time column, the
+                // declared watermark's or else the record time.
+                if let Some(t) = options
+                    .remove("idle_timeout")
+                    .or_else(|| options.remove("scan.watermark.idle-timeout"))
+                {
+                    let ms = idle_timeout_ms(&t)?;
+                    let c = match columns.iter().position(|c| c.watermark.is_some()) {
+                        Some(i) => Some(i),
+                        None => columns
+                            .iter()
+                            .position(|c| c.name == "rowtime" || c.name == "_timestamp"),
+                    };
+                    let c = c.ok_or_else(|| {
+                        EngineError::Invalid(
+                            "idle_timeout needs an event time: a WATERMARK FOR column, or ROWTIME (a ksqlDB-spelled stream) or _timestamp".into(),
+                        )
+                    })?;
+                    columns[c].idle_timeout_ms = Some(ms);
                 }
                 if let Some(from) = time_from {
                     for c in columns.iter_mut() {
@@ -948,6 +970,7 @@ impl Engine {
                 key: false,
                 time_from: None,
                 watermark: None,
+                idle_timeout_ms: None,
             });
         }
         if out.is_empty() {
@@ -1031,4 +1054,32 @@ fn with_article(noun: &str) -> String {
         true => format!("an {noun}"),
         false => format!("a {noun}"),
     }
+}
+
+/// An idle timeout as written: milliseconds, or a number and a unit
+/// (`500 ms`, `30 s`, `1 min`, `2 hours`, as Flink's durations).
+fn idle_timeout_ms(text: &str) -> Result<i64> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let bad = || {
+        EngineError::Invalid(format!(
+            "idle_timeout '{text}' (milliseconds, or a number and ms, s, min or h)"
+        ))
+    };
+    let n: f64 = number.parse().map_err(|_| bad())?;
+    let scale = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "ms" | "milli" | "millis" | "millisecond" | "milliseconds" => 1.0,
+        "s" | "sec" | "secs" | "second" | "seconds" => 1_000.0,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60_000.0,
+        "h" | "hour" | "hours" => 3_600_000.0,
+        _ => return Err(bad()),
+    };
+    let ms = n * scale;
+    if !(ms.is_finite() && ms > 0.0 && ms < i64::MAX as f64) {
+        return Err(bad());
+    }
+    Ok(ms as i64)
 }

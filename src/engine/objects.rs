@@ -507,6 +507,10 @@ impl Engine {
                 Some(delay) => crate::dataflow::source::event_time_field(field, delay),
                 None => field,
             };
+            let field = match c.idle_timeout_ms {
+                Some(ms) => crate::dataflow::source::idle_timeout_field(field, ms),
+                None => field,
+            };
             let field = match &c.time_from {
                 Some(from) => crate::format::record::time_from_field(field, from),
                 None => field,

@@ -743,6 +743,11 @@ pub(super) fn source(p: &mut Parser<'_>) -> Result<Ddl> {
             .cloned()
             .ok_or_else(|| syntax("CREATE SOURCE … WITH (…) needs topic = 'name'"))?;
         options.insert("topic".to_string(), topic);
+        for idle in ["idle_timeout", "scan.watermark.idle-timeout"] {
+            if let Some(t) = with.get(idle) {
+                options.insert(idle.to_string(), t.clone());
+            }
+        }
     } else {
         if p.parse_keyword(Keyword::IN) {
             // IN CLUSTER c: eddy has one.
