@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmark runner: builds release, runs the named benchmark sections (all
-# when none is named: log w1 w3 w4 w6 w7 wf) and writes each section's figures,
+# when none is named: log w1 w3 w4 w6 w7 wf et) and writes each section's figures,
 # with the machine, the date and the commit it ran on, to
 # benches/results/<section>.md; BENCHMARKS.md is those files put together.
 # Figures are never typed by hand; rerun this script to refresh them.
@@ -9,7 +9,7 @@
 #   scripts/bench.sh w6 w7      # only these; the others keep their last run
 set -euo pipefail
 cd "$(dirname "$0")/.."
-all=(log w1 w3 w4 w6 w7 wf)
+all=(log w1 w3 w4 w6 w7 wf et)
 if [ "$#" -gt 0 ]; then sections=("$@"); else sections=("${all[@]}"); fi
 # The server binary and the benchmark runners in one build: built apart, the
 # binary would get a feature set of its own (no dev-dependencies unified
@@ -29,6 +29,7 @@ title() {
     w6) echo "W6: freshness under a steady produce load (\`cargo bench --bench fresh_w6\`)" ;;
     w7) echo "W7: point lookups on a view against PostgreSQL (\`cargo bench --bench pull_w7\`)" ;;
     wf) echo "Window functions in a view: work per change against partitions (\`cargo bench --bench windows_wf\`)" ;;
+    et) echo "Event time: a windowed view over 100 M events keeps bounded state (\`cargo bench --bench event_time_long\`)" ;;
     *) echo "unknown section $1 (sections: ${all[*]})" >&2; exit 2 ;;
   esac
 }
@@ -45,6 +46,7 @@ run() {
       ;;
     w4) cargo bench --quiet --bench nexmark_w4 ;;
     wf) cargo bench --quiet --bench windows_wf ;;
+    et) cargo bench --quiet --bench event_time_long ;;
     w6) EDDY_BIN="$bin" cargo bench --quiet --bench fresh_w6 ;;
     w7)
       echo "PostgreSQL $("${W7_PG_BIN:-/usr/lib/postgresql/15/bin}/postgres" --version | awk '{print $3}') and pgbench from Debian."
