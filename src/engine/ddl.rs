@@ -665,6 +665,14 @@ impl Engine {
         {
             return Err(EngineError::DuplicateColumn(name));
         }
+        let mut v = v;
+        super::aliases::complete_view_columns(
+            &self.ctx,
+            &v.query,
+            &mut v.columns,
+            "too many column names were specified",
+        )
+        .await?;
         let query = self.maintained_query(v).await;
         let options = crate::dataflow::lower::ViewOptions {
             window,
@@ -730,6 +738,7 @@ impl Engine {
         super::set_ops::multiset_operations(&self.ctx, &mut q).await;
         super::whole_rows::whole_row_arguments(&self.ctx, &mut q).await;
         names::name_result_columns(&mut q);
+        super::aliases::complete_partial_aliases(&self.ctx, &mut q).await;
         match q {
             SqlStatement::Query(q) => q,
             _ => unreachable!("a query stays a query"),
@@ -788,9 +797,17 @@ impl Engine {
         super::set_ops::multiset_operations(&self.ctx, &mut q).await;
         super::whole_rows::whole_row_arguments(&self.ctx, &mut q).await;
         names::name_result_columns(&mut q);
+        super::aliases::complete_partial_aliases(&self.ctx, &mut q).await;
         if let SqlStatement::Query(q) = q {
             v.query = q;
         }
+        super::aliases::complete_view_columns(
+            &self.ctx,
+            &v.query,
+            &mut v.columns,
+            "CREATE VIEW specifies more column names than columns",
+        )
+        .await?;
         let plan = self
             .ctx
             .state()

@@ -13,6 +13,7 @@
 //! | `CatalogQuery`, `Other` (SET/SHOW settings, BEGIN/COMMIT, cursors) | passed back to the protocol layer (datafusion-postgres) |
 
 mod access;
+mod aliases;
 mod apply;
 mod copy;
 mod copy_binary;

@@ -120,6 +120,7 @@ impl Engine {
         super::using::merge_join_columns(&self.ctx, &mut planned).await;
         super::set_ops::multiset_operations(&self.ctx, &mut planned).await;
         names::name_result_columns(&mut planned);
+        super::aliases::complete_partial_aliases(&self.ctx, &mut planned).await;
         let plan = match state
             .statement_to_plan(DfStatement::Statement(Box::new(planned.clone())))
             .await
