@@ -2,7 +2,9 @@
 //! AS a, 2 AS b) AS s (x)`, `CREATE VIEW v (p) AS …` and `CREATE
 //! MATERIALIZED VIEW m (p) AS …` rename a relation's first columns and keep
 //! the others' names; DataFusion wants a name for every column. Each list
-//! shorter than its relation is completed with the names of the rest: a
+//! shorter than its relation is completed with the names of the rest (a
+//! materialized view's list excepted: it names every column, as in
+//! Materialize and RisingWave): a
 //! table's from the session, a subquery's from planning it alone (a
 //! LATERAL one, or one that does not plan alone, is left as written and
 //! DataFusion's error stands). A view's list longer than its query is
@@ -136,14 +138,17 @@ async fn names_of(ctx: &SessionContext, source: Source) -> Option<Vec<String>> {
 }
 
 /// A view's column list against its query: completed with the query's
-/// other columns' names when shorter; refused (42601, `too_many` as
-/// PostgreSQL words it) when longer. A query that does not plan alone is
+/// other columns' names when shorter and `partial` (PostgreSQL's plain
+/// views; a materialized view's must name every column, as Materialize
+/// and RisingWave refuse one that does not); refused (42601, `too_many`
+/// as PostgreSQL words it) when longer. A query that does not plan alone is
 /// left to the view's own planning.
 pub async fn complete_view_columns(
     ctx: &SessionContext,
     query: &Query,
     columns: &mut Vec<ViewColumnDef>,
     too_many: &str,
+    partial: bool,
 ) -> Result<()> {
     if columns.is_empty() {
         return Ok(());
@@ -160,6 +165,16 @@ pub async fn complete_view_columns(
         return Err(EngineError::Refused {
             code: "42601",
             message: too_many.to_string(),
+        });
+    }
+    if !partial && columns.len() != all.len() {
+        return Err(EngineError::Refused {
+            code: "42601",
+            message: format!(
+                "the column list names {} columns but the query has {} (a materialized view's list names every column, as in Materialize and RisingWave)",
+                columns.len(),
+                all.len()
+            ),
         });
     }
     let rest = all[columns.len()..].iter().map(|n| ViewColumnDef {

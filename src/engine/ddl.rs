@@ -671,6 +671,7 @@ impl Engine {
             &v.query,
             &mut v.columns,
             "too many column names were specified",
+            false,
         )
         .await?;
         let query = self.maintained_query(v).await;
@@ -806,6 +807,7 @@ impl Engine {
             &v.query,
             &mut v.columns,
             "CREATE VIEW specifies more column names than columns",
+            true,
         )
         .await?;
         let plan = self
