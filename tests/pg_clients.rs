@@ -804,12 +804,19 @@ fn psql_subscribe_streams_until_ctrl_c() {
 }
 
 /// A materialized view created over a stream that already holds much
-/// data tells psql how its backfill goes: a NOTICE every two seconds past
-/// the first (psql prints each as it comes), then the view whole.
+/// data tells psql how its backfill goes: a NOTICE every interval (two
+/// seconds by default; short here, so that a fast machine still sees one
+/// while the second of the backfill's two passes runs), psql printing each
+/// as it comes, then the view whole.
 #[test]
 fn a_long_backfill_reports_progress_to_psql() {
+    // Past one tick pass (MAX_RECORDS_PER_TICK, 2^20), so the backfill
+    // takes two and is seen part-way.
     const N: i64 = 1_500_000;
-    let server = TestServer::start();
+    let server = TestServer::start_with(eddy::server::ServeArgs {
+        progress_notice_interval_ms: 20,
+        ..Default::default()
+    });
     psql(
         &server,
         &format!(

@@ -280,6 +280,8 @@ pub struct Engine {
     tasks: Mutex<HashMap<String, tokio::task::AbortHandle>>,
     /// What one request may ask (`eddy_catalog.limits`).
     limits: Limits,
+    /// How often a backfill tells its client how far it got.
+    progress_notice_interval: std::time::Duration,
     /// Roles, their secrets and privileges (`access.rs`).
     roles: std::sync::Arc<crate::auth::Roles>,
     /// Query plans kept until the catalog changes (`plans.rs`).
@@ -304,6 +306,9 @@ pub struct EngineOptions {
     /// the stream records present they have read (read, present); a
     /// terminal's progress bar (`server::start`).
     pub catch_up: Option<CatchUp>,
+    /// How often a `CREATE MATERIALIZED VIEW` that is backfilling sends
+    /// its client a progress NOTICE (the first after half of it).
+    pub progress_notice_interval: std::time::Duration,
 }
 
 /// See [`EngineOptions::catch_up`].
@@ -323,6 +328,7 @@ impl Default for EngineOptions {
             clock: crate::dataflow::temporal::Clock::wall(),
             limits: Limits::default(),
             catch_up: None,
+            progress_notice_interval: std::time::Duration::from_secs(2),
         }
     }
 }

@@ -103,6 +103,9 @@ impl Engine {
             restored: Mutex::new(Vec::new()),
             tasks: Mutex::new(HashMap::new()),
             limits: options.limits.clone(),
+            progress_notice_interval: options
+                .progress_notice_interval
+                .max(std::time::Duration::from_millis(1)),
             roles,
             plans: Arc::default(),
             registry: Arc::new(registry),
@@ -315,8 +318,8 @@ impl Engine {
     async fn backfill(&self, name: &str) -> Result<()> {
         let caught_up = self.tick();
         tokio::pin!(caught_up);
-        let first = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
-        let mut every = tokio::time::interval_at(first, std::time::Duration::from_secs(2));
+        let every = self.progress_notice_interval;
+        let mut every = tokio::time::interval_at(tokio::time::Instant::now() + every / 2, every);
         loop {
             tokio::select! {
                 r = &mut caught_up => {

@@ -136,6 +136,15 @@ pub struct ServeArgs {
     /// is disconnected, in milliseconds.
     #[arg(long, env = "EDDY_MAX_SUBSCRIBER_STALL_MS", default_value_t = crate::engine::Limits::default().max_subscriber_stall_ms)]
     pub max_subscriber_stall_ms: u64,
+    /// How often a `CREATE MATERIALIZED VIEW` still reading its inputs
+    /// tells psql how far it got (a NOTICE), in milliseconds; the first
+    /// comes after half of it.
+    #[arg(
+        long,
+        env = "EDDY_PROGRESS_NOTICE_INTERVAL_MS",
+        default_value_t = 2_000
+    )]
+    pub progress_notice_interval_ms: u64,
 }
 
 impl Default for ServeArgs {
@@ -169,6 +178,7 @@ impl Default for ServeArgs {
             max_statements: crate::engine::Limits::default().max_statements,
             max_depth: crate::engine::Limits::default().max_depth,
             max_subscriber_stall_ms: crate::engine::Limits::default().max_subscriber_stall_ms,
+            progress_notice_interval_ms: 2_000,
         }
     }
 }
@@ -286,6 +296,7 @@ pub async fn start(data_dir: PathBuf, args: ServeArgs) -> Result<Handle, ServerE
             max_subscriber_stall_ms: args.max_subscriber_stall_ms.max(1),
         },
         catch_up: Some(catch_up_progress()),
+        progress_notice_interval: Duration::from_millis(args.progress_notice_interval_ms),
         ..Default::default()
     };
     let engine = crate::engine::Engine::open_with(Arc::clone(&log), options.clone()).await?;
