@@ -118,12 +118,21 @@ pub enum Object {
         columns: Vec<String>,
         sql: String,
     },
-    /// Materialize's named Kafka connection, which sources name; eddy's
-    /// sources read its own log, so it holds only what was said.
+    /// Materialize's named Kafka connection, which sources and sinks
+    /// name: eddy's own log, or an external cluster (`log::routed`).
     Connection {
         name: String,
         broker: String,
         sql: String,
+        /// Its brokers are another cluster than this server (their
+        /// cluster id is not this server's); absent in catalogs written
+        /// before external clusters, whose connections were eddy's own.
+        #[serde(default)]
+        external: bool,
+        /// librdkafka properties for the cluster (`security.protocol`,
+        /// `sasl.*`, …).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        properties: BTreeMap<String, String>,
     },
 }
 

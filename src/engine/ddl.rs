@@ -158,9 +158,15 @@ impl Engine {
                     return Ok(Output::Command(tag.into(), None));
                 }
                 self.ensure_free(&name)?;
+                // The cluster the topic is on: a connection's, brokers
+                // named inline, or (neither, or either being this
+                // server) eddy's own log.
+                let mut cluster = None;
                 if let Some(c) = options.get("connection") {
                     match self.lock()?.get(c) {
-                        Some(Object::Connection { .. }) => {}
+                        Some(Object::Connection { external, .. }) => {
+                            cluster = external.then(|| c.clone());
+                        }
                         _ => {
                             return Err(EngineError::UnknownObject {
                                 kind: "connection",
@@ -168,12 +174,20 @@ impl Engine {
                             });
                         }
                     }
+                } else if let Some(b) = options.get("brokers").cloned()
+                    && self.is_external(&b).await?
+                {
+                    cluster = Some(b);
                 }
                 let topic = options
                     .get("topic")
                     .or_else(|| options.get("kafka_topic"))
                     .cloned()
                     .unwrap_or_else(|| name.clone());
+                let topic = match cluster {
+                    Some(c) => crate::log::routed::remote_topic(&c, &topic),
+                    None => topic,
+                };
                 let format_name = options
                     .get("format")
                     .or_else(|| options.get("value_format"))
@@ -499,14 +513,24 @@ impl Engine {
                     return Ok(Output::Command("CREATE CONNECTION".into(), None));
                 }
                 self.ensure_free(&name)?;
-                self.lock()?
-                    .insert(Object::Connection { name, broker, sql })?;
+                let external = self.is_external(&broker).await?;
+                if external {
+                    self.routed.connect(&name, &broker, BTreeMap::new())?;
+                }
+                self.lock()?.insert(Object::Connection {
+                    name,
+                    broker,
+                    sql,
+                    external,
+                    properties: BTreeMap::new(),
+                })?;
                 Ok(Output::Command("CREATE CONNECTION".into(), None))
             }
             Ddl::CreateSink {
                 name,
                 from,
                 topic,
+                connection,
                 avro,
                 upsert_key,
                 if_not_exists,
@@ -517,6 +541,21 @@ impl Engine {
                 }
                 self.ensure_free(&name)?;
                 self.ensure_maintained(&from, "a sink")?;
+                let topic = match connection {
+                    None => topic,
+                    Some(c) => match self.lock()?.get(&c) {
+                        Some(Object::Connection { external: true, .. }) => {
+                            crate::log::routed::remote_topic(&c, &topic)
+                        }
+                        Some(Object::Connection { .. }) => topic,
+                        _ => {
+                            return Err(EngineError::UnknownObject {
+                                kind: "connection",
+                                name: c,
+                            });
+                        }
+                    },
+                };
                 if self.log.topic_info(&topic).is_err() {
                     self.log.create_topic(&topic, 1, BTreeMap::new())?;
                 }
@@ -928,6 +967,7 @@ impl Engine {
         }
         if let Object::Connection { .. } = o {
             self.lock()?.remove(&name)?;
+            self.routed.disconnect(&name);
             return Ok(());
         }
         if let Object::Index { .. } = o {
@@ -1016,6 +1056,32 @@ impl Engine {
         Ok(())
     }
 
+    /// Whether `brokers` are another cluster than this server: asked
+    /// for their cluster id. Brokers nobody answers for on this machine
+    /// (`localhost:9092` in a script written for a Kafka eddy replaces)
+    /// are taken as eddy itself, with a NOTICE; elsewhere they are an
+    /// error, as Materialize validates a connection.
+    pub(super) async fn is_external(&self, brokers: &str) -> Result<bool> {
+        let probe = brokers.to_string();
+        let id = tokio::task::spawn_blocking(move || {
+            crate::log::remote::RemoteLog::cluster_id(&probe, std::time::Duration::from_secs(5))
+        })
+        .await
+        .map_err(|e| EngineError::Invalid(e.to_string()))?;
+        match id {
+            Some(id) => Ok(id != self.cluster_id),
+            None if brokers.split(',').all(|b| is_local_host(b.trim())) => {
+                super::notice(format!(
+                    "no Kafka broker answers at {brokers}: taken as this server's own log"
+                ));
+                Ok(false)
+            }
+            None => Err(EngineError::Log(LogError::Upstream(format!(
+                "{brokers}: no broker answered (a connection's brokers are asked for their cluster id when it is created)"
+            )))),
+        }
+    }
+
     pub(super) fn ensure_topic(
         &self,
         topic: &str,
@@ -1038,6 +1104,16 @@ impl Engine {
         self.log.create_topic(topic, partitions, cfg)?;
         Ok(())
     }
+}
+
+/// `host:port` names this machine (a loopback address or `localhost`).
+fn is_local_host(broker: &str) -> bool {
+    let host = broker.rsplit_once(':').map_or(broker, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
 }
 
 /// A dataflow made for one SUBSCRIBE (`Engine::transient_view`): removed

@@ -143,6 +143,8 @@ impl EngineError {
                 | LogError::InvalidTopicName { .. }
                 | LogError::InvalidPartitions(_),
             ) => "22023",
+            // connection_failure.
+            EngineError::Log(LogError::Upstream(_)) => "08006",
             EngineError::Log(_) => "58030",
             EngineError::DataFusion(e) => datafusion_sqlstate(e),
             EngineError::Dataflow(DataflowError::Unsupported(_)) => "0A000",
@@ -282,6 +284,11 @@ pub struct Engine {
     limits: Limits,
     /// How often a backfill tells its client how far it got.
     progress_notice_interval: std::time::Duration,
+    /// The external clusters connections name, routed by topic name
+    /// (`log` is this over eddy's own log).
+    routed: Arc<crate::log::routed::Routed>,
+    /// See [`EngineOptions::cluster_id`].
+    cluster_id: String,
     /// Roles, their secrets and privileges (`access.rs`).
     roles: std::sync::Arc<crate::auth::Roles>,
     /// Query plans kept until the catalog changes (`plans.rs`).
@@ -309,6 +316,9 @@ pub struct EngineOptions {
     /// How often a `CREATE MATERIALIZED VIEW` that is backfilling sends
     /// its client a progress NOTICE (the first after half of it).
     pub progress_notice_interval: std::time::Duration,
+    /// The cluster id this server's Kafka listener reports: a connection
+    /// whose brokers report it names eddy's own log.
+    pub cluster_id: String,
 }
 
 /// See [`EngineOptions::catch_up`].
@@ -329,6 +339,7 @@ impl Default for EngineOptions {
             limits: Limits::default(),
             catch_up: None,
             progress_notice_interval: std::time::Duration::from_secs(2),
+            cluster_id: "eddy".into(),
         }
     }
 }

@@ -43,6 +43,8 @@ impl Engine {
         state_dir: std::path::PathBuf,
         options: EngineOptions,
     ) -> Result<Arc<Engine>> {
+        let routed = Arc::new(crate::log::routed::Routed::new(log));
+        let log: Arc<dyn LogStore> = Arc::clone(&routed) as Arc<dyn LogStore>;
         let mut config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema("eddy", "public");
@@ -106,6 +108,8 @@ impl Engine {
             progress_notice_interval: options
                 .progress_notice_interval
                 .max(std::time::Duration::from_millis(1)),
+            routed,
+            cluster_id: options.cluster_id.clone(),
             roles,
             plans: Arc::default(),
             registry: Arc::new(registry),
@@ -130,6 +134,18 @@ impl Engine {
             }
         }
         let objects: Vec<Object> = engine.lock()?.objects().cloned().collect();
+        for o in &objects {
+            if let Object::Connection {
+                name,
+                broker,
+                external: true,
+                properties,
+                ..
+            } = o
+            {
+                engine.routed.connect(name, broker, properties.clone())?;
+            }
+        }
         // Streams and tables first; then views and materialized views, in
         // as many rounds as their dependencies on each other need. Nothing
         // ticks until all are in place, so restored relations and those

@@ -197,7 +197,7 @@ pub fn error_code(e: &LogError) -> i16 {
         LogError::Io { .. } | LogError::Corrupt { .. } | LogError::CorruptMetadata { .. } => {
             ResponseError::KafkaStorageError
         }
-        LogError::Locked { .. } => ResponseError::UnknownServerError,
+        LogError::Locked { .. } | LogError::Upstream(_) => ResponseError::UnknownServerError,
     };
     err.code()
 }

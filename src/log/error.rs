@@ -38,6 +38,11 @@ pub enum LogError {
     #[error("corrupt metadata file {file}: {reason}")]
     CorruptMetadata { file: PathBuf, reason: String },
 
+    /// An external Kafka cluster (a connection's brokers) refused or did
+    /// not answer.
+    #[error("external Kafka cluster {0}")]
+    Upstream(String),
+
     #[error("unknown topic {0:?}")]
     UnknownTopic(String),
 

@@ -29,7 +29,9 @@ pub mod offsets;
 pub mod partition;
 pub mod partitioner;
 pub mod producer;
+pub mod remote;
 pub mod repair;
+pub mod routed;
 pub mod segment;
 pub mod topic;
 

@@ -286,7 +286,9 @@ pub async fn start(data_dir: PathBuf, args: ServeArgs) -> Result<Handle, ServerE
             "the Kafka listener on {kafka_addr} is reachable beyond this machine but has no authentication: give --kafka-sasl (e.g. SCRAM-SHA-256), or --kafka-allow-remote to serve it open"
         )));
     }
+    let cluster_id = cluster_id(&data_dir)?;
     let options = crate::engine::EngineOptions {
+        cluster_id: cluster_id.clone(),
         checkpoint_interval: (args.checkpoint_interval_ms > 0)
             .then(|| Duration::from_millis(args.checkpoint_interval_ms)),
         limits: crate::engine::Limits {
@@ -336,7 +338,7 @@ pub async fn start(data_dir: PathBuf, args: ServeArgs) -> Result<Handle, ServerE
                 .clone()
                 .unwrap_or_else(|| kafka_addr.ip().to_string()),
             advertised_port: args.advertised_port.unwrap_or(kafka_addr.port()) as i32,
-            cluster_id: "eddy".into(),
+            cluster_id,
             auto_create_topics: args.auto_create_topics,
             default_partitions: args.default_partitions.max(1),
         },
@@ -462,6 +464,32 @@ fn catch_up_progress() -> crate::engine::CatchUp {
 
 /// Make `name` a superuser that may log in with `password`, unless it
 /// already is one with that password (a restart writes nothing).
+/// This data directory's cluster id, made at its first start (a random
+/// UUID in the 22 characters Kafka writes one in) and kept in
+/// `cluster.id`: what Metadata reports, and how eddy tells itself from
+/// another cluster a connection names.
+fn cluster_id(data_dir: &std::path::Path) -> Result<String, ServerError> {
+    use base64::Engine as _;
+    let path = data_dir.join("cluster.id");
+    let io = |source| {
+        ServerError::Log(LogError::Io {
+            path: path.clone(),
+            source,
+        })
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(crate::auth::random_bytes(16));
+    let tmp = data_dir.join("cluster.id.tmp");
+    std::fs::write(&tmp, &id).map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    Ok(id)
+}
+
 fn bootstrap_superuser(
     roles: &crate::auth::Roles,
     name: &str,

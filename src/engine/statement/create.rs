@@ -89,6 +89,7 @@ pub(super) fn sink(p: &mut Parser<'_>, cut: &mut Cut<'_, '_>) -> Result<Statemen
     p.expect_keyword(Keyword::FROM).map_err(syntax)?;
     let from = relation_name(p)?;
     let mut avro = false;
+    let mut connection = None;
     let topic = if p.parse_keyword(Keyword::INTO) {
         let t = p.next_token().token;
         if word_is(&t, "kafka") {
@@ -96,7 +97,7 @@ pub(super) fn sink(p: &mut Parser<'_>, cut: &mut Cut<'_, '_>) -> Result<Statemen
             if !word_is(&p.next_token().token, "connection") {
                 return Err(syntax("expected INTO KAFKA CONNECTION name (TOPIC '…')"));
             }
-            relation_name(p)?;
+            connection = Some(relation_name(p)?);
             paren_string(p, &["topic"])?
                 .ok_or_else(|| syntax("expected (TOPIC 'name') after INTO KAFKA CONNECTION …"))?
         } else if word_is(&t, "topic") {
@@ -178,6 +179,7 @@ pub(super) fn sink(p: &mut Parser<'_>, cut: &mut Cut<'_, '_>) -> Result<Statemen
         name,
         from,
         topic,
+        connection,
         avro,
         upsert_key,
         if_not_exists,
@@ -743,6 +745,9 @@ pub(super) fn source(p: &mut Parser<'_>) -> Result<Ddl> {
             .cloned()
             .ok_or_else(|| syntax("CREATE SOURCE … WITH (…) needs topic = 'name'"))?;
         options.insert("topic".to_string(), topic);
+        if let Some(b) = with.get("properties.bootstrap.server") {
+            options.insert("brokers".to_string(), b.clone());
+        }
         for idle in ["idle_timeout", "scan.watermark.idle-timeout"] {
             if let Some(t) = with.get(idle) {
                 options.insert(idle.to_string(), t.clone());
@@ -798,7 +803,8 @@ pub(super) fn source(p: &mut Parser<'_>) -> Result<Ddl> {
             if !word_is(&p.next_token().token, "broker") {
                 return Err(syntax("expected CONNECTION or BROKER after FROM KAFKA"));
             }
-            let _ = p.parse_literal_string().map_err(syntax)?;
+            let brokers = p.parse_literal_string().map_err(syntax)?;
+            options.insert("brokers".to_string(), brokers);
             if !word_is(&p.next_token().token, "topic") {
                 return Err(syntax("expected TOPIC 'name' after FROM KAFKA BROKER '…'"));
             }

@@ -174,6 +174,8 @@ pub enum Ddl {
         name: String,
         from: String,
         topic: String,
+        /// `INTO KAFKA CONNECTION c`: the connection's cluster.
+        connection: Option<String>,
         /// FORMAT AVRO (else JSON).
         avro: bool,
         /// ENVELOPE UPSERT with KEY (columns) (else Debezium).
