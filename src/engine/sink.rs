@@ -266,7 +266,7 @@ fn read_back(
     type Latest = Option<(Vec<u8>, Option<(String, i64)>)>;
     let mut latest: HashMap<Option<Vec<u8>>, Latest> = HashMap::new();
     for p in 0..log.topic_info(topic)?.partitions {
-        let (start, end) = log.offsets(topic, p)?;
+        let (start, end) = log.exact_offsets(topic, p)?;
         for records in crate::log::records(log, topic, p, start, end, 1 << 20) {
             for r in records? {
                 if let Envelope::Keyed {

@@ -167,6 +167,13 @@ pub trait LogStore: Send + Sync {
     /// (log start offset, last stable offset): the end eddy's readers read
     /// to. With no Kafka transaction open it is the log end.
     fn offsets(&self, topic: &str, partition: i32) -> Result<(i64, i64)>;
+    /// [`LogStore::offsets`] exactly as of now, for a reader that must
+    /// see everything written before it asked (a sink reading back its
+    /// topic): a store whose `offsets` may lag (an external cluster's
+    /// cached watermarks) asks again.
+    fn exact_offsets(&self, topic: &str, partition: i32) -> Result<(i64, i64)> {
+        self.offsets(topic, partition)
+    }
     fn offset_for_timestamp(
         &self,
         topic: &str,

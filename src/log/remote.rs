@@ -42,15 +42,67 @@ use super::{
 
 /// How long a read below the high watermark waits for its first record.
 pub const READ_WAIT: Duration = Duration::from_secs(10);
+/// How long [`LogStore::exact_offsets`] waits for the record below the
+/// high watermark (none comes where it is a transaction marker).
+const EXACT_WAIT: Duration = Duration::from_secs(3);
 /// How long a partition's watermarks are reused before being asked again.
 pub const OFFSETS_TTL: Duration = Duration::from_millis(100);
 /// How long a metadata request or a produce may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One partition's consumer, and the offset its next record has.
+/// Records a caught-up reader found past the reported end, kept for
+/// the read that follows.
+const PENDING_MAX: usize = 10_000;
+
+/// One partition's consumer.
 struct Reader {
     consumer: BaseConsumer,
+    /// The offset after the last record polled.
     next: i64,
+    /// The offset after the last record handed to a read (records polled
+    /// in between wait in `pending`).
+    served: i64,
+    pending: std::collections::VecDeque<Record>,
+}
+
+impl Reader {
+    /// The consumer's next record (past `next`), as a RecordBatch record.
+    fn poll(&mut self, wait: Duration) -> rdkafka::error::KafkaResult<Option<Record>> {
+        loop {
+            let Some(m) = self.consumer.poll(wait) else {
+                return Ok(None);
+            };
+            let m = m?;
+            if m.offset() < self.next {
+                continue;
+            }
+            self.next = m.offset() + 1;
+            let mut headers = kafka_protocol::indexmap::IndexMap::new();
+            if let Some(hs) = m.headers() {
+                for h in hs.iter() {
+                    headers.insert(
+                        h.key.to_string().into(),
+                        h.value.map(Bytes::copy_from_slice),
+                    );
+                }
+            }
+            return Ok(Some(Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: m.offset(),
+                sequence: -1,
+                timestamp: m.timestamp().to_millis().unwrap_or(-1),
+                key: m.key().map(Bytes::copy_from_slice),
+                value: m.payload().map(Bytes::copy_from_slice),
+                headers,
+            }));
+        }
+    }
 }
 
 /// An external Kafka cluster (see the module documentation).
@@ -153,6 +205,20 @@ impl RemoteLog {
         if let Some(r) = readers.get(&(topic.to_string(), partition)) {
             return Ok(Arc::clone(r));
         }
+        let consumer = self.consumer()?;
+        assign(&consumer, topic, partition, offset).map_err(|e| self.err(e))?;
+        let r = Arc::new(Mutex::new(Reader {
+            consumer,
+            next: offset,
+            served: offset,
+            pending: std::collections::VecDeque::new(),
+        }));
+        readers.insert((topic.to_string(), partition), Arc::clone(&r));
+        Ok(r)
+    }
+
+    /// A consumer of its own (assigned, never subscribed).
+    fn consumer(&self) -> Result<BaseConsumer> {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers)
             .set("group.id", "eddy")
@@ -164,14 +230,7 @@ impl RemoteLog {
         for (k, v) in &self.properties {
             c.set(k, v);
         }
-        let consumer: BaseConsumer = c.create().map_err(|e| self.err(e))?;
-        assign(&consumer, topic, partition, offset).map_err(|e| self.err(e))?;
-        let r = Arc::new(Mutex::new(Reader {
-            consumer,
-            next: offset,
-        }));
-        readers.insert((topic.to_string(), partition), Arc::clone(&r));
-        Ok(r)
+        c.create().map_err(|e| self.err(e))
     }
 
     fn watermarks(&self, topic: &str, partition: i32, fresh: bool) -> Result<(i64, i64)> {
@@ -411,12 +470,7 @@ impl LogStore for RemoteLog {
         offset: i64,
         max_bytes: usize,
     ) -> Result<ReadResult> {
-        let (low, high) = self.watermarks(topic, partition, false)?;
-        let (low, high) = match offset < high {
-            true => (low, high),
-            // Past the cached end: ask again before answering "nothing".
-            false => self.watermarks(topic, partition, true)?,
-        };
+        let (low, high) = self.offsets(topic, partition)?;
         let empty = |low, high| ReadResult {
             records: Bytes::new(),
             log_start: low,
@@ -430,54 +484,34 @@ impl LogStore for RemoteLog {
         let offset = offset.max(low);
         let reader = self.reader(topic, partition, offset)?;
         let mut reader = reader.lock().map_err(|_| LogError::Closed)?;
-        if reader.next != offset {
+        let reader = &mut *reader;
+        if reader.served != offset {
             assign(&reader.consumer, topic, partition, offset).map_err(|e| self.err(e))?;
+            reader.pending.clear();
             reader.next = offset;
+            reader.served = offset;
         }
         let mut out: Vec<Record> = Vec::new();
         let mut bytes = 0;
         let deadline = Instant::now() + READ_WAIT;
         while bytes < max_bytes.max(1) {
-            let wait = match out.is_empty() {
-                true => deadline.saturating_duration_since(Instant::now()),
-                false => Duration::ZERO,
-            };
-            let reader = &mut *reader;
-            let Some(m) = reader.consumer.poll(wait) else {
-                break;
-            };
-            let m = m.map_err(|e| self.err(e))?;
-            if m.offset() < reader.next {
-                continue;
-            }
-            reader.next = m.offset() + 1;
-            let key = m.key().map(Bytes::copy_from_slice);
-            let value = m.payload().map(Bytes::copy_from_slice);
-            bytes += key.as_ref().map_or(0, |k| k.len()) + value.as_ref().map_or(0, |v| v.len());
-            let mut headers = kafka_protocol::indexmap::IndexMap::new();
-            if let Some(hs) = m.headers() {
-                for h in hs.iter() {
-                    headers.insert(
-                        h.key.to_string().into(),
-                        h.value.map(Bytes::copy_from_slice),
-                    );
+            let r = match reader.pending.pop_front() {
+                Some(r) => r,
+                None => {
+                    let wait = match out.is_empty() {
+                        true => deadline.saturating_duration_since(Instant::now()),
+                        false => Duration::ZERO,
+                    };
+                    match reader.poll(wait).map_err(|e| self.err(e))? {
+                        Some(r) => r,
+                        None => break,
+                    }
                 }
-            }
-            out.push(Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: m.offset(),
-                sequence: -1,
-                timestamp: m.timestamp().to_millis().unwrap_or(-1),
-                key,
-                value,
-                headers,
-            });
+            };
+            bytes +=
+                r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len());
+            reader.served = r.offset + 1;
+            out.push(r);
             if Instant::now() >= deadline {
                 break;
             }
@@ -495,8 +529,53 @@ impl LogStore for RemoteLog {
         })
     }
 
+    /// The watermarks, the high one raised to what this partition's
+    /// consumer has fetched: a caught-up reader looks (without waiting)
+    /// for records past the reported end, as a broker may report it
+    /// late (tansu 0.6's ListOffsets gives its last batch's base offset).
     fn offsets(&self, topic: &str, partition: i32) -> Result<(i64, i64)> {
-        self.watermarks(topic, partition, false)
+        let (low, high) = self.watermarks(topic, partition, false)?;
+        let reader = self
+            .readers
+            .lock()
+            .map_err(|_| LogError::Closed)?
+            .get(&(topic.to_string(), partition))
+            .cloned();
+        let Some(reader) = reader else {
+            return Ok((low, high));
+        };
+        let mut reader = reader.lock().map_err(|_| LogError::Closed)?;
+        let reader = &mut *reader;
+        if reader.served >= high.max(reader.next) {
+            while reader.pending.len() < PENDING_MAX {
+                match reader.poll(Duration::ZERO).map_err(|e| self.err(e))? {
+                    Some(r) => reader.pending.push_back(r),
+                    None => break,
+                }
+            }
+        }
+        Ok((low, high.max(reader.next)))
+    }
+
+    /// The watermarks asked now, the high one checked by reading the
+    /// record below it: a broker that reports its last batch's base
+    /// offset (tansu 0.6) has more past it, which a sink reading back its
+    /// topic must see.
+    fn exact_offsets(&self, topic: &str, partition: i32) -> Result<(i64, i64)> {
+        let (low, high) = self.watermarks(topic, partition, true)?;
+        if high <= low {
+            return Ok((low, high));
+        }
+        let c = self.consumer()?;
+        assign(&c, topic, partition, high - 1).map_err(|e| self.err(e))?;
+        let mut end = high;
+        let mut wait = EXACT_WAIT;
+        while let Some(m) = c.poll(wait) {
+            let m = m.map_err(|e| self.err(e))?;
+            end = end.max(m.offset() + 1);
+            wait = Duration::ZERO;
+        }
+        Ok((low, end))
     }
 
     fn offset_for_timestamp(

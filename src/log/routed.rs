@@ -175,6 +175,11 @@ impl LogStore for Routed {
         store.offsets(topic, partition)
     }
 
+    fn exact_offsets(&self, name: &str, partition: i32) -> Result<(i64, i64)> {
+        let (store, topic) = self.route(name)?;
+        store.exact_offsets(topic, partition)
+    }
+
     fn offset_for_timestamp(
         &self,
         name: &str,
