@@ -175,7 +175,7 @@ impl Engine {
                         }
                     }
                 } else if let Some(b) = options.get("brokers").cloned()
-                    && self.is_external(&b).await?
+                    && self.is_external(&b, &BTreeMap::new()).await?
                 {
                     cluster = Some(b);
                 }
@@ -506,6 +506,7 @@ impl Engine {
             Ddl::CreateConnection {
                 name,
                 broker,
+                properties,
                 if_not_exists,
                 sql,
             } => {
@@ -513,16 +514,23 @@ impl Engine {
                     return Ok(Output::Command("CREATE CONNECTION".into(), None));
                 }
                 self.ensure_free(&name)?;
-                let external = self.is_external(&broker).await?;
+                // Secrets are not shown back (`eddy_catalog.relations`).
+                let mut sql = sql;
+                for k in ["sasl.password", "ssl.key.pem"] {
+                    if let Some(v) = properties.get(k) {
+                        sql = sql.replace(&format!("'{}'", v.replace('\'', "''")), "'********'");
+                    }
+                }
+                let external = self.is_external(&broker, &properties).await?;
                 if external {
-                    self.routed.connect(&name, &broker, BTreeMap::new())?;
+                    self.routed.connect(&name, &broker, properties.clone())?;
                 }
                 self.lock()?.insert(Object::Connection {
                     name,
                     broker,
                     sql,
                     external,
-                    properties: BTreeMap::new(),
+                    properties,
                 })?;
                 Ok(Output::Command("CREATE CONNECTION".into(), None))
             }
@@ -1061,23 +1069,36 @@ impl Engine {
     /// (`localhost:9092` in a script written for a Kafka eddy replaces)
     /// are taken as eddy itself, with a NOTICE; elsewhere they are an
     /// error, as Materialize validates a connection.
-    pub(super) async fn is_external(&self, brokers: &str) -> Result<bool> {
+    pub(super) async fn is_external(
+        &self,
+        brokers: &str,
+        properties: &BTreeMap<String, String>,
+    ) -> Result<bool> {
         let probe = brokers.to_string();
-        let id = tokio::task::spawn_blocking(move || {
-            crate::log::remote::RemoteLog::cluster_id(&probe, std::time::Duration::from_secs(5))
+        let properties = properties.clone();
+        let probe = tokio::task::spawn_blocking(move || {
+            crate::log::remote::RemoteLog::probe(
+                &probe,
+                &properties,
+                std::time::Duration::from_secs(5),
+            )
         })
         .await
         .map_err(|e| EngineError::Invalid(e.to_string()))?;
-        match id {
-            Some(id) => Ok(id != self.cluster_id),
-            None if brokers.split(',').all(|b| is_local_host(b.trim())) => {
+        use crate::log::remote::Probe;
+        match probe {
+            Probe::Cluster(id) => Ok(id != self.cluster_id),
+            Probe::Unreachable if brokers.split(',').all(|b| is_local_host(b.trim())) => {
                 super::notice(format!(
                     "no Kafka broker answers at {brokers}: taken as this server's own log"
                 ));
                 Ok(false)
             }
-            None => Err(EngineError::Log(LogError::Upstream(format!(
-                "{brokers}: no broker answered (a connection's brokers are asked for their cluster id when it is created)"
+            Probe::Unreachable => Err(EngineError::Log(LogError::Upstream(format!(
+                "{brokers}: no broker accepts a connection (a connection's brokers are asked for their cluster id when it is created)"
+            )))),
+            Probe::NoAnswer(why) => Err(EngineError::Log(LogError::Upstream(format!(
+                "{brokers}: {why}"
             )))),
         }
     }

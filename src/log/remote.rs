@@ -105,6 +105,16 @@ impl Reader {
     }
 }
 
+/// What [`RemoteLog::probe`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// Nothing accepts a connection at any broker address.
+    Unreachable,
+    /// Something listens but gave no cluster id (why).
+    NoAnswer(String),
+    Cluster(String),
+}
+
 /// An external Kafka cluster (see the module documentation).
 pub struct RemoteLog {
     brokers: String,
@@ -166,10 +176,10 @@ impl RemoteLog {
         })
     }
 
-    /// The cluster id the brokers at `brokers` report, or `None` when none
-    /// answers within `timeout` (a TCP connect is tried first, so a port
-    /// nothing listens on answers at once).
-    pub fn cluster_id(brokers: &str, timeout: Duration) -> Option<String> {
+    /// What the brokers at `brokers` say they are: [`Probe::Unreachable`]
+    /// when no TCP connection opens (a port nothing listens on answers
+    /// at once), else the cluster id they report within `timeout`.
+    pub fn probe(brokers: &str, properties: &BTreeMap<String, String>, timeout: Duration) -> Probe {
         let reachable = brokers.split(',').any(|b| {
             use std::net::ToSocketAddrs;
             b.trim().to_socket_addrs().is_ok_and(|mut addrs| {
@@ -177,14 +187,24 @@ impl RemoteLog {
             })
         });
         if !reachable {
-            return None;
+            return Probe::Unreachable;
         }
-        let c: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("group.id", "eddy-probe")
-            .create()
-            .ok()?;
-        c.client().fetch_cluster_id(timeout)
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", brokers)
+            .set("group.id", "eddy-probe");
+        for (k, v) in properties {
+            c.set(k, v);
+        }
+        let c: BaseConsumer = match c.create() {
+            Ok(c) => c,
+            Err(e) => return Probe::NoAnswer(e.to_string()),
+        };
+        match c.client().fetch_cluster_id(timeout) {
+            Some(id) => Probe::Cluster(id),
+            None => Probe::NoAnswer(
+                "no cluster id within the timeout (wrong security settings or credentials?)".into(),
+            ),
+        }
     }
 
     fn admin(&self) -> Result<AdminClient<DefaultClientContext>> {

@@ -379,7 +379,7 @@ pub(super) fn skip_parens(p: &mut Parser<'_>) -> Result<()> {
 /// The rest of Materialize's `CREATE CONNECTION name TO KAFKA (BROKER
 /// 'host:port', …)`: the broker. Security options are read past: eddy's
 /// sources read eddy's own log (see `source`).
-pub(super) fn connection(p: &mut Parser<'_>) -> Result<String> {
+pub(super) fn connection(p: &mut Parser<'_>) -> Result<(String, BTreeMap<String, String>)> {
     if !p.parse_keyword(Keyword::TO) {
         return Err(syntax("expected TO after CREATE CONNECTION name"));
     }
@@ -394,7 +394,7 @@ pub(super) fn connection(p: &mut Parser<'_>) -> Result<String> {
         }
         let url = paren_string(p, &["url"])?;
         let _ = dotted_options(p)?;
-        return url.ok_or_else(|| {
+        return url.map(|u| (u, BTreeMap::new())).ok_or_else(|| {
             syntax("CREATE CONNECTION … TO CONFLUENT SCHEMA REGISTRY (…) needs URL '…'")
         });
     }
@@ -403,10 +403,79 @@ pub(super) fn connection(p: &mut Parser<'_>) -> Result<String> {
             "CREATE CONNECTION other than TO KAFKA (…) or TO CONFLUENT SCHEMA REGISTRY (…)".into(),
         ));
     }
-    let broker = paren_string(p, &["broker", "brokers"])?;
+    let (brokers, properties) = kafka_connection_options(p)?;
     // `WITH (VALIDATE = false)`.
     let _ = dotted_options(p)?;
-    broker.ok_or_else(|| syntax("CREATE CONNECTION … TO KAFKA (…) needs BROKER 'host:port'"))
+    if brokers.is_empty() {
+        return Err(syntax(
+            "CREATE CONNECTION … TO KAFKA (…) needs BROKER 'host:port'",
+        ));
+    }
+    Ok((brokers.join(","), properties))
+}
+
+/// Materialize's Kafka connection options: the brokers (`BROKER 'a'`,
+/// `BROKERS ('a', 'b')`) and, as librdkafka properties, the security
+/// ones (`SECURITY PROTOCOL`, `SASL MECHANISMS`, `SASL USERNAME`, `SASL
+/// PASSWORD`, `SSL CERTIFICATE AUTHORITY`, `SSL CERTIFICATE`, `SSL KEY`);
+/// others (`PROGRESS TOPIC`, …) are read past.
+fn kafka_connection_options(p: &mut Parser<'_>) -> Result<(Vec<String>, BTreeMap<String, String>)> {
+    p.expect_token(&Token::LParen).map_err(syntax)?;
+    let mut brokers = Vec::new();
+    let mut properties = BTreeMap::new();
+    let value = |p: &mut Parser<'_>| -> Result<String> {
+        match p.next_token().token {
+            Token::SingleQuotedString(s) => Ok(s),
+            Token::Word(w) if w.value.eq_ignore_ascii_case("secret") => {
+                Err(EngineError::Unsupported(
+                    "SECRET in a connection (eddy has no secrets yet): give the value as a string literal".into(),
+                ))
+            }
+            Token::Word(w) => Ok(w.value),
+            Token::Number(n, _) => Ok(n),
+            other => Err(syntax(format!("expected a value, found {other}"))),
+        }
+    };
+    loop {
+        let mut key = Vec::new();
+        while let Token::Word(w) = p.peek_token().token {
+            key.push(w.value.to_ascii_uppercase());
+            p.next_token();
+        }
+        let _ = p.consume_token(&Token::Eq);
+        let values = if p.consume_token(&Token::LParen) {
+            let mut v = vec![value(p)?];
+            while p.consume_token(&Token::Comma) {
+                v.push(value(p)?);
+            }
+            p.expect_token(&Token::RParen).map_err(syntax)?;
+            v
+        } else {
+            vec![value(p)?]
+        };
+        let property = match key.join(" ").as_str() {
+            "BROKER" | "BROKERS" => {
+                brokers.extend(values.iter().cloned());
+                None
+            }
+            "SECURITY PROTOCOL" => Some("security.protocol"),
+            "SASL MECHANISMS" | "SASL MECHANISM" => Some("sasl.mechanism"),
+            "SASL USERNAME" => Some("sasl.username"),
+            "SASL PASSWORD" => Some("sasl.password"),
+            "SSL CERTIFICATE AUTHORITY" => Some("ssl.ca.pem"),
+            "SSL CERTIFICATE" => Some("ssl.certificate.pem"),
+            "SSL KEY" => Some("ssl.key.pem"),
+            _ => None,
+        };
+        if let Some(k) = property {
+            properties.insert(k.to_string(), values.join(","));
+        }
+        if !p.consume_token(&Token::Comma) {
+            break;
+        }
+    }
+    p.expect_token(&Token::RParen).map_err(syntax)?;
+    Ok((brokers, properties))
 }
 
 /// A value format of Materialize (`FORMAT BYTES|TEXT|JSON|CSV WITH n

@@ -188,6 +188,8 @@ pub enum Ddl {
     CreateConnection {
         name: String,
         broker: String,
+        /// librdkafka properties (SASL, TLS) for an external cluster.
+        properties: BTreeMap<String, String>,
         if_not_exists: bool,
         sql: String,
     },
@@ -727,10 +729,11 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
             p.next_token();
             let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
             let name = relation_name(&mut p)?;
-            let broker = create::connection(&mut p)?;
+            let (broker, properties) = create::connection(&mut p)?;
             Statement::Ddl(Ddl::CreateConnection {
                 name,
                 broker,
+                properties,
                 if_not_exists,
                 sql: cut.text(&p),
             })
