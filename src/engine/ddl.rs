@@ -507,6 +507,7 @@ impl Engine {
                 name,
                 broker,
                 properties,
+                registry,
                 if_not_exists,
                 sql,
             } => {
@@ -521,7 +522,7 @@ impl Engine {
                         sql = sql.replace(&format!("'{}'", v.replace('\'', "''")), "'********'");
                     }
                 }
-                let external = self.is_external(&broker, &properties).await?;
+                let external = !registry && self.is_external(&broker, &properties).await?;
                 if external {
                     self.routed.connect(&name, &broker, properties.clone())?;
                 }

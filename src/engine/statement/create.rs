@@ -379,7 +379,9 @@ pub(super) fn skip_parens(p: &mut Parser<'_>) -> Result<()> {
 /// The rest of Materialize's `CREATE CONNECTION name TO KAFKA (BROKER
 /// 'host:port', …)`: the broker. Security options are read past: eddy's
 /// sources read eddy's own log (see `source`).
-pub(super) fn connection(p: &mut Parser<'_>) -> Result<(String, BTreeMap<String, String>)> {
+/// The connection's address, its librdkafka properties, and whether it
+/// is a schema registry's (else a Kafka cluster's).
+pub(super) fn connection(p: &mut Parser<'_>) -> Result<(String, BTreeMap<String, String>, bool)> {
     if !p.parse_keyword(Keyword::TO) {
         return Err(syntax("expected TO after CREATE CONNECTION name"));
     }
@@ -394,7 +396,7 @@ pub(super) fn connection(p: &mut Parser<'_>) -> Result<(String, BTreeMap<String,
         }
         let url = paren_string(p, &["url"])?;
         let _ = dotted_options(p)?;
-        return url.map(|u| (u, BTreeMap::new())).ok_or_else(|| {
+        return url.map(|u| (u, BTreeMap::new(), true)).ok_or_else(|| {
             syntax("CREATE CONNECTION … TO CONFLUENT SCHEMA REGISTRY (…) needs URL '…'")
         });
     }
@@ -411,7 +413,7 @@ pub(super) fn connection(p: &mut Parser<'_>) -> Result<(String, BTreeMap<String,
             "CREATE CONNECTION … TO KAFKA (…) needs BROKER 'host:port'",
         ));
     }
-    Ok((brokers.join(","), properties))
+    Ok((brokers.join(","), properties, false))
 }
 
 /// Materialize's Kafka connection options: the brokers (`BROKER 'a'`,

@@ -190,6 +190,9 @@ pub enum Ddl {
         broker: String,
         /// librdkafka properties (SASL, TLS) for an external cluster.
         properties: BTreeMap<String, String>,
+        /// `TO CONFLUENT SCHEMA REGISTRY (URL …)` (eddy's own registry
+        /// serves), not a Kafka cluster.
+        registry: bool,
         if_not_exists: bool,
         sql: String,
     },
@@ -729,11 +732,12 @@ pub fn parse_with(sql: &str, limits: &Limits) -> Result<Vec<Statement>> {
             p.next_token();
             let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
             let name = relation_name(&mut p)?;
-            let (broker, properties) = create::connection(&mut p)?;
+            let (broker, properties, registry) = create::connection(&mut p)?;
             Statement::Ddl(Ddl::CreateConnection {
                 name,
                 broker,
                 properties,
+                registry,
                 if_not_exists,
                 sql: cut.text(&p),
             })
