@@ -62,8 +62,9 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000_000);
     let step_ms = (DAYS * 24 * HOUR_MS) as f64 / events as f64;
-    let dir =
-        tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| ".".into())).unwrap();
+    let base = std::env::var("BENCH_DIR").unwrap_or_else(|_| ".".into());
+    std::fs::create_dir_all(&base).unwrap();
+    let dir = tempfile::tempdir_in(&base).unwrap();
     let log = Log::open(dir.path(), LogOptions::default()).unwrap();
     let engine = Engine::open(Arc::clone(&log)).await.unwrap();
     exec(
