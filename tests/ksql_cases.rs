@@ -7,6 +7,10 @@
 //! processed before the next, as ksqlDB's test driver does), and the
 //! outputs are read back with a librdkafka consumer.
 //!
+//! Keys are serialized as the statements declare (`KEY_FORMAT` 'KAFKA':
+//! INT as 4 bytes, BIGINT 8, big-endian; 'JSON': JSON text; else text),
+//! output topics inheriting their source's format as ksqlDB's do.
+//!
 //! Compared: per output topic, the records in order: the key as text and
 //! the value as JSON, field names in any case (eddy writes lower-case
 //! names). Not compared: timestamps (inputs are produced a day later than
@@ -56,12 +60,127 @@ fn key_text(v: &Value) -> Option<String> {
     }
 }
 
-/// An expected output record: key, value (None: a tombstone), windowed.
-type Expected = (Option<String>, Option<Value>, bool);
+/// How a topic's keys are serialized, as the case's statements declare
+/// it (ksqlDB's test driver serializes keys with the topic's key serde):
+/// `KEY_FORMAT` (`KAFKA`, `JSON`; none: eddy's text) and the key column's
+/// type. Output topics of `… AS SELECT` inherit their source's format
+/// unless their own `WITH` names one, as ksqlDB's do.
+#[derive(Debug, Clone, Default)]
+struct KeyFormat {
+    format: Option<String>,
+    key_type: Option<String>,
+}
+
+/// `WITH (…)`'s `key` value in `stmt` (case-insensitive, quotes off; the
+/// key a whole word: `format` is not the end of `value_format`).
+fn with_option(stmt: &str, key: &str) -> Option<String> {
+    let lower = stmt.to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(found) = lower[from..].find(key) {
+        let at = from + found;
+        from = at + key.len();
+        let before = lower[..at].chars().next_back();
+        if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+            continue;
+        }
+        let rest = stmt[at + key.len()..].trim_start();
+        let Some(rest) = rest.strip_prefix('=') else {
+            continue;
+        };
+        let rest = rest.trim_start().strip_prefix('\'')?;
+        return Some(rest[..rest.find('\'')?].to_string());
+    }
+    None
+}
+
+fn key_formats(statements: &[String]) -> BTreeMap<String, KeyFormat> {
+    let mut by_name: BTreeMap<String, KeyFormat> = BTreeMap::new();
+    let mut topics = BTreeMap::new();
+    for stmt in statements {
+        let words: Vec<&str> = stmt
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| !w.is_empty())
+            .collect();
+        let upper: Vec<String> = words.iter().map(|w| w.to_ascii_uppercase()).collect();
+        let Some(at) = upper.iter().position(|w| w == "STREAM" || w == "TABLE") else {
+            continue;
+        };
+        if upper.first().map(String::as_str) != Some("CREATE") {
+            continue;
+        }
+        let Some(name) = words.get(at + 1) else {
+            continue;
+        };
+        let name = name.to_ascii_uppercase();
+        let as_select = upper.iter().any(|w| w == "SELECT");
+        let mut kf = match as_select {
+            // Inherited from the first relation after FROM.
+            true => upper
+                .iter()
+                .position(|w| w == "FROM")
+                .and_then(|f| upper.get(f + 1))
+                .and_then(|src| by_name.get(src))
+                .cloned()
+                .unwrap_or_default(),
+            // The KEY / PRIMARY KEY column's type.
+            false => KeyFormat {
+                format: None,
+                key_type: upper.iter().position(|w| w == "KEY").and_then(|k| {
+                    let k = if upper[k - 1] == "PRIMARY" { k - 1 } else { k };
+                    upper.get(k - 1).cloned()
+                }),
+            },
+        };
+        if let Some(f) = with_option(stmt, "key_format").or_else(|| with_option(stmt, "format")) {
+            kf.format = Some(f.to_ascii_uppercase());
+        }
+        let topic = with_option(stmt, "kafka_topic").unwrap_or_else(|| name.clone());
+        by_name.insert(name, kf.clone());
+        topics.insert(topic, kf);
+    }
+    topics
+}
+
+/// An input key in the topic's key format.
+fn key_bytes(v: &Value, kf: Option<&KeyFormat>) -> Option<Vec<u8>> {
+    let format = kf.and_then(|k| k.format.as_deref());
+    match (format, v) {
+        (_, Value::Null) => None,
+        (Some("JSON"), v) => Some(v.to_string().into_bytes()),
+        (Some("KAFKA"), Value::Number(n)) => match kf.and_then(|k| k.key_type.as_deref()) {
+            Some("INT" | "INTEGER") => Some((n.as_i64()? as i32).to_be_bytes().to_vec()),
+            Some("DOUBLE") => Some(n.as_f64()?.to_be_bytes().to_vec()),
+            _ => Some(n.as_i64()?.to_be_bytes().to_vec()),
+        },
+        (_, v) => key_text(v).map(String::into_bytes),
+    }
+}
+
+/// An output key as text, read in the topic's key format with the type
+/// the expected key has.
+fn key_of(bytes: &[u8], kf: Option<&KeyFormat>, expected: &Value) -> String {
+    match (kf.and_then(|k| k.format.as_deref()), expected) {
+        (Some("JSON"), _) => serde_json::from_slice::<Value>(bytes)
+            .ok()
+            .and_then(|v| key_text(&v))
+            .unwrap_or_else(|| format!("{bytes:?}")),
+        (Some("KAFKA"), Value::Number(n)) => match bytes.len() {
+            4 => i32::from_be_bytes(bytes.try_into().unwrap()).to_string(),
+            8 if n.is_f64() => f64::from_be_bytes(bytes.try_into().unwrap()).to_string(),
+            8 => i64::from_be_bytes(bytes.try_into().unwrap()).to_string(),
+            _ => format!("{bytes:?}"),
+        },
+        _ => String::from_utf8_lossy(bytes).into_owned(),
+    }
+}
+
+/// An expected output record: key (as the case writes it), value (None:
+/// a tombstone), windowed.
+type Expected = (Value, Option<Value>, bool);
 
 #[derive(Debug, PartialEq)]
 struct Record {
-    key: Option<String>,
+    key: Option<Vec<u8>>,
     value: Option<Value>,
 }
 
@@ -89,7 +208,7 @@ fn consume(addr: &str, topic: &str, want: usize) -> Vec<Record> {
                 }
             };
             got.push(Record {
-                key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                key: m.key().map(<[u8]>::to_vec),
                 value: m
                     .payload()
                     .map(|v| serde_json::from_slice(v).unwrap_or(Value::Null)),
@@ -155,6 +274,7 @@ fn play(case: &Value) -> Result<(), String> {
     if expect_error {
         return Err("every statement ran; an error was expected".into());
     }
+    let formats = key_formats(&statements);
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", &server.addr)
         .set("acks", "all")
@@ -163,13 +283,13 @@ fn play(case: &Value) -> Result<(), String> {
         .unwrap();
     for input in case["inputs"].as_array().cloned().unwrap_or_default() {
         let topic = input["topic"].as_str().ok_or("an input without a topic")?;
-        let key = key_text(&input["key"]);
+        let key = key_bytes(&input["key"], formats.get(topic));
         let value = match &input["value"] {
             Value::Null => None,
             Value::String(s) => Some(s.clone()),
             v => Some(v.to_string()),
         };
-        let mut record: BaseRecord<'_, String, String> = BaseRecord::to(topic);
+        let mut record: BaseRecord<'_, Vec<u8>, String> = BaseRecord::to(topic);
         if let Some(k) = &key {
             record = record.key(k);
         }
@@ -205,7 +325,7 @@ fn play(case: &Value) -> Result<(), String> {
         };
         want.entry(topic.to_string())
             .or_default()
-            .push((key_text(&o["key"]), value, windowed));
+            .push((o["key"].clone(), value, windowed));
     }
     for (topic, expected) in &want {
         let got = consume(&server.addr, topic, expected.len());
@@ -216,10 +336,14 @@ fn play(case: &Value) -> Result<(), String> {
                 continue;
             };
             let gv = g.value.as_ref().map(folded);
-            if (!windowed && g.key != *key) || gv != *value {
+            let got_key = g
+                .key
+                .as_deref()
+                .map(|k| key_of(k, formats.get(topic.as_str()), key));
+            let key = key_text(key);
+            if (!windowed && got_key != key) || gv != *value {
                 problems.push(format!(
-                    "record {i}: got {:?} {:?}, want {key:?} {value:?}",
-                    g.key,
+                    "record {i}: got {got_key:?} {:?}, want {key:?} {value:?}",
                     gv.map(|v| v.to_string())
                 ));
             }

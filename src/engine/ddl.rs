@@ -951,7 +951,17 @@ impl Engine {
     pub(super) fn drop_object(&self, o: Object, cascade: bool) -> Result<()> {
         let name = o.name().to_string();
         let mut dependents = self.dataflows.dependents(&name);
+        // A connection's: the streams and sinks on its cluster.
+        let on_cluster = |topic: &str| {
+            matches!(o, Object::Connection { .. })
+                && crate::log::routed::split_remote(topic).is_some_and(|(c, _)| c == name)
+        };
         dependents.extend(self.lock()?.objects().filter_map(|x| match x {
+            Object::Stream { name: s, topic, .. } | Object::Sink { name: s, topic, .. }
+                if on_cluster(topic) =>
+            {
+                Some(s.clone())
+            }
             Object::Sink { name: s, from, .. } if *from == name => Some(s.clone()),
             Object::View { name: v, sql } if *v != name && view_reads(sql, &name) => {
                 Some(v.clone())

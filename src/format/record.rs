@@ -475,38 +475,50 @@ impl Layout {
         // A key that does not decode (Avro, JSON, a KAFKA INT of 3
         // bytes) fails its record, as a value that does not decode does
         // (counted, skipped), rather than reading as a NULL key.
+        // Each key is decoded once: its text goes on to the key column.
         if !self.key_codec.is_text() && self.meta.iter().any(|(_, m)| *m == Meta::Key) {
             let mut bad = Vec::new();
             let mut keep = Vec::with_capacity(records.len());
+            let mut texts = Vec::with_capacity(records.len());
             for (index, r) in records.iter().enumerate() {
                 match r.key.map(|k| self.key_codec.text(k)) {
                     Some(Err(reason)) => bad.push(DecodeFailure { index, reason }),
-                    _ => keep.push(index),
+                    Some(Ok(text)) => {
+                        keep.push(index);
+                        texts.push(text);
+                    }
+                    None => {
+                        keep.push(index);
+                        texts.push(None);
+                    }
                 }
             }
-            if !bad.is_empty() {
-                let kept: Vec<RecordRef<'_>> = keep.iter().map(|&i| records[i]).collect();
-                let (batch, good, failures) = self.decode_keyed(&kept);
-                let good = good.into_iter().map(|g| keep[g]).collect();
-                let mut failures: Vec<DecodeFailure> = failures
-                    .into_iter()
-                    .map(|f| DecodeFailure {
-                        index: keep[f.index],
-                        reason: f.reason,
-                    })
-                    .chain(bad)
-                    .collect();
-                failures.sort_by_key(|f| f.index);
-                return (batch, good, failures);
+            if bad.is_empty() {
+                return self.decode_keyed(records, Some(&texts));
             }
+            let kept: Vec<RecordRef<'_>> = keep.iter().map(|&i| records[i]).collect();
+            let (batch, good, failures) = self.decode_keyed(&kept, Some(&texts));
+            let good = good.into_iter().map(|g| keep[g]).collect();
+            let mut failures: Vec<DecodeFailure> = failures
+                .into_iter()
+                .map(|f| DecodeFailure {
+                    index: keep[f.index],
+                    reason: f.reason,
+                })
+                .chain(bad)
+                .collect();
+            failures.sort_by_key(|f| f.index);
+            return (batch, good, failures);
         }
-        self.decode_keyed(records)
+        self.decode_keyed(records, None)
     }
 
-    /// `decode`, keys taken as they decode.
+    /// `decode`, keys taken as they decode; `keys`: the records' keys
+    /// already decoded as text (a key format's), by record.
     fn decode_keyed(
         &self,
         records: &[RecordRef<'_>],
+        keys: Option<&[Option<String>]>,
     ) -> (RecordBatch, Vec<usize>, Vec<DecodeFailure>) {
         let values: Vec<&[u8]> = records.iter().map(|r| r.value).collect();
         let (batch, good, failures) = self.decode_values(&values);
@@ -515,7 +527,7 @@ impl Layout {
         {
             // ksqlDB's tables keep the key in the record key only: a value
             // without the key column takes it from there.
-            return match self.key_from_records(&batch, *k, records, &good) {
+            return match self.key_from_records(&batch, *k, records, &good, keys) {
                 Ok(b) => (b, good, failures),
                 Err(e) => fail_all(&self.schema, records.len(), &e),
             };
@@ -523,7 +535,7 @@ impl Layout {
         if self.meta.is_empty() {
             return (batch, good, failures);
         }
-        match self.with_meta(&batch, records, &good) {
+        match self.with_meta(&batch, records, &good, keys) {
             Ok(b) => (b, good, failures),
             Err(e) => {
                 // Not expected (types are checked at CREATE): fail them all.
@@ -551,6 +563,7 @@ impl Layout {
         k: usize,
         records: &[RecordRef<'_>],
         good: &[usize],
+        keys: Option<&[Option<String>]>,
     ) -> Result<RecordBatch, ArrowError> {
         // Only a value without the key column takes the record key: an
         // explicit `"id": null` is a NULL key, refused as before.
@@ -565,10 +578,14 @@ impl Layout {
             .enumerate()
             .map(|(row, &g)| {
                 let r = &records[g];
-                (column.is_null(row) && lacks_key(r.value))
-                    .then_some(r.key)
-                    .flatten()
-                    .map(|k| String::from_utf8_lossy(k).into_owned())
+                if !(column.is_null(row) && lacks_key(r.value)) {
+                    return None;
+                }
+                // A key format's key as its text (decoded in `decode`).
+                match keys {
+                    Some(keys) => keys[g].clone(),
+                    None => r.key.map(|k| String::from_utf8_lossy(k).into_owned()),
+                }
             })
             .collect();
         let keys = cast(&keys, batch.schema().field(k).data_type())?;
@@ -587,6 +604,7 @@ impl Layout {
         values: &RecordBatch,
         records: &[RecordRef<'_>],
         good: &[usize],
+        keys: Option<&[Option<String>]>,
     ) -> Result<RecordBatch, ArrowError> {
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
         let mut value_columns = values.columns().iter();
@@ -602,10 +620,17 @@ impl Layout {
             let native: ArrayRef = match (m, m.native(f.data_type())) {
                 // A key in a format as its column's text (a key that does
                 // not decode failed its record in `decode`).
-                (Meta::Key, DataType::Utf8) if !self.key_codec.is_text() => Arc::new(
-                    rows.map(|r| r.key.and_then(|k| self.key_codec.text(k).ok().flatten()))
-                        .collect::<StringArray>(),
-                ),
+                (Meta::Key, DataType::Utf8) if !self.key_codec.is_text() => match keys {
+                    Some(keys) => Arc::new(
+                        good.iter()
+                            .map(|&g| keys[g].as_deref())
+                            .collect::<StringArray>(),
+                    ),
+                    None => Arc::new(
+                        rows.map(|r| r.key.and_then(|k| self.key_codec.text(k).ok().flatten()))
+                            .collect::<StringArray>(),
+                    ),
+                },
                 (Meta::Key, DataType::Binary) => {
                     Arc::new(rows.map(|r| r.key).collect::<BinaryArray>())
                 }

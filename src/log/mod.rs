@@ -221,7 +221,7 @@ pub fn replay_keyed(
             Err(e) => return Err(e),
         }
     }
-    let (start, end) = log.offsets(topic, 0)?;
+    let (start, end) = log.exact_offsets(topic, 0)?;
     for records in records(log, topic, 0, start, end, 1 << 20) {
         for r in records? {
             if let Some(key) = r.key.as_deref() {

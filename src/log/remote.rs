@@ -50,6 +50,9 @@ pub const OFFSETS_TTL: Duration = Duration::from_millis(100);
 /// How long a metadata request or a produce may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Consumers kept per partition; past it, the least recently used one is
+/// moved.
+const READERS_PER_PARTITION: usize = 4;
 /// Records a caught-up reader found past the reported end, kept for
 /// the read that follows.
 const PENDING_MAX: usize = 10_000;
@@ -123,8 +126,14 @@ pub struct RemoteLog {
     properties: BTreeMap<String, String>,
     meta: BaseConsumer,
     producer: FutureProducer,
-    readers: Mutex<HashMap<(String, i32), Arc<Mutex<Reader>>>>,
+    /// A partition's consumers, one per reader position (several views
+    /// reading one partition at different offsets), up to
+    /// [`READERS_PER_PARTITION`].
+    readers: Mutex<HashMap<(String, i32), Vec<Arc<Mutex<Reader>>>>>,
     offsets: Mutex<HashMap<(String, i32), (Instant, i64, i64)>>,
+    /// The end each partition is known to reach at least: past what this
+    /// process appended there (a broker's reported end may lag it).
+    known: Mutex<HashMap<(String, i32), i64>>,
     infos: Mutex<HashMap<String, (Instant, TopicInfo)>>,
 }
 
@@ -172,6 +181,7 @@ impl RemoteLog {
             producer,
             readers: Mutex::new(HashMap::new()),
             offsets: Mutex::new(HashMap::new()),
+            known: Mutex::new(HashMap::new()),
             infos: Mutex::new(HashMap::new()),
         })
     }
@@ -222,8 +232,17 @@ impl RemoteLog {
 
     fn reader(&self, topic: &str, partition: i32, offset: i64) -> Result<Arc<Mutex<Reader>>> {
         let mut readers = self.readers.lock().map_err(|_| LogError::Closed)?;
-        if let Some(r) = readers.get(&(topic.to_string(), partition)) {
-            return Ok(Arc::clone(r));
+        let pool = readers.entry((topic.to_string(), partition)).or_default();
+        // The one already at `offset` (moved to the back: most recently
+        // used), else a new one, else the least recently used (the caller
+        // moves it).
+        let at = pool
+            .iter()
+            .position(|r| r.try_lock().is_ok_and(|r| r.served == offset));
+        if let Some(i) = at.or((pool.len() >= READERS_PER_PARTITION).then_some(0)) {
+            let r = pool.remove(i);
+            pool.push(Arc::clone(&r));
+            return Ok(r);
         }
         let consumer = self.consumer()?;
         assign(&consumer, topic, partition, offset).map_err(|e| self.err(e))?;
@@ -233,7 +252,7 @@ impl RemoteLog {
             served: offset,
             pending: std::collections::VecDeque::new(),
         }));
-        readers.insert((topic.to_string(), partition), Arc::clone(&r));
+        pool.push(Arc::clone(&r));
         Ok(r)
     }
 
@@ -275,6 +294,14 @@ impl RemoteLog {
                 }
                 _ => self.err(e),
             })?;
+        let high = high.max(
+            self.known
+                .lock()
+                .map_err(|_| LogError::Closed)?
+                .get(&key)
+                .copied()
+                .unwrap_or(0),
+        );
         self.offsets
             .lock()
             .map_err(|_| LogError::Closed)?
@@ -343,6 +370,9 @@ impl LogStore for RemoteLog {
         }
         if let Ok(mut readers) = self.readers.lock() {
             readers.retain(|(t, _), _| t != name);
+        }
+        if let Ok(mut known) = self.known.lock() {
+            known.retain(|(t, _), _| t != name);
         }
         for r in results {
             match r {
@@ -471,8 +501,13 @@ impl LogStore for RemoteLog {
                 Err(_) => return Err(self.err("the producer was closed")),
             }
         }
+        let key = (topic.to_string(), partition);
+        if let Ok(mut known) = self.known.lock() {
+            let k = known.entry(key.clone()).or_default();
+            *k = (*k).max(last + 1);
+        }
         if let Ok(mut o) = self.offsets.lock() {
-            o.remove(&(topic.to_string(), partition));
+            o.remove(&key);
         }
         Ok(AppendInfo {
             base_offset: first.unwrap_or(-1),
@@ -555,26 +590,31 @@ impl LogStore for RemoteLog {
     /// late (tansu 0.6's ListOffsets gives its last batch's base offset).
     fn offsets(&self, topic: &str, partition: i32) -> Result<(i64, i64)> {
         let (low, high) = self.watermarks(topic, partition, false)?;
-        let reader = self
+        let pool = self
             .readers
             .lock()
             .map_err(|_| LogError::Closed)?
             .get(&(topic.to_string(), partition))
-            .cloned();
-        let Some(reader) = reader else {
-            return Ok((low, high));
-        };
-        let mut reader = reader.lock().map_err(|_| LogError::Closed)?;
-        let reader = &mut *reader;
-        if reader.served >= high.max(reader.next) {
-            while reader.pending.len() < PENDING_MAX {
-                match reader.poll(Duration::ZERO).map_err(|e| self.err(e))? {
-                    Some(r) => reader.pending.push_back(r),
-                    None => break,
+            .cloned()
+            .unwrap_or_default();
+        let mut end = high;
+        for reader in pool {
+            // One busy in a read is passed over.
+            let Ok(mut reader) = reader.try_lock() else {
+                continue;
+            };
+            let reader = &mut *reader;
+            if reader.served >= high.max(reader.next) {
+                while reader.pending.len() < PENDING_MAX {
+                    match reader.poll(Duration::ZERO).map_err(|e| self.err(e))? {
+                        Some(r) => reader.pending.push_back(r),
+                        None => break,
+                    }
                 }
             }
+            end = end.max(reader.next);
         }
-        Ok((low, high.max(reader.next)))
+        Ok((low, end))
     }
 
     /// The watermarks asked now, the high one checked by reading the

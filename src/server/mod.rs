@@ -145,6 +145,13 @@ pub struct ServeArgs {
         default_value_t = 2_000
     )]
     pub progress_notice_interval_ms: u64,
+    /// Keep streams, tables' changelogs, sinks' topics and the catalog on
+    /// an existing Kafka cluster (`kafka://host:9092[,host:9092…]`)
+    /// rather than in the data directory, which then holds only
+    /// checkpoints (a fresh one rebuilds every view from the cluster).
+    /// eddy's own Kafka listener still serves its local log.
+    #[arg(long, env = "EDDY_LOG")]
+    pub log: Option<String>,
 }
 
 impl Default for ServeArgs {
@@ -179,6 +186,7 @@ impl Default for ServeArgs {
             max_depth: crate::engine::Limits::default().max_depth,
             max_subscriber_stall_ms: crate::engine::Limits::default().max_subscriber_stall_ms,
             progress_notice_interval_ms: 2_000,
+            log: None,
         }
     }
 }
@@ -287,8 +295,39 @@ pub async fn start(data_dir: PathBuf, args: ServeArgs) -> Result<Handle, ServerE
         )));
     }
     let cluster_id = cluster_id(&data_dir)?;
+    // `--log kafka://…`: the engine's log is that cluster, which is then
+    // what a connection to "this server's own log" names.
+    let external = match &args.log {
+        None => None,
+        Some(url) => {
+            let brokers = url.strip_prefix("kafka://").ok_or_else(|| {
+                ServerError::Config(format!(
+                    "--log {url}: expected kafka://host:port[,host:port…]"
+                ))
+            })?;
+            let remote = crate::log::remote::RemoteLog::new(brokers, Default::default())?;
+            let probe = brokers.to_string();
+            let id = tokio::task::spawn_blocking(move || {
+                crate::log::remote::RemoteLog::probe(
+                    &probe,
+                    &Default::default(),
+                    Duration::from_secs(10),
+                )
+            })
+            .await
+            .map_err(|_| LogError::Closed)?;
+            let crate::log::remote::Probe::Cluster(id) = id else {
+                return Err(ServerError::Config(format!(
+                    "--log {url}: the cluster did not answer ({id:?})"
+                )));
+            };
+            Some((Arc::new(remote) as Arc<dyn crate::log::LogStore>, id))
+        }
+    };
     let options = crate::engine::EngineOptions {
-        cluster_id: cluster_id.clone(),
+        cluster_id: external
+            .as_ref()
+            .map_or_else(|| cluster_id.clone(), |(_, id)| id.clone()),
         checkpoint_interval: (args.checkpoint_interval_ms > 0)
             .then(|| Duration::from_millis(args.checkpoint_interval_ms)),
         limits: crate::engine::Limits {
@@ -301,7 +340,13 @@ pub async fn start(data_dir: PathBuf, args: ServeArgs) -> Result<Handle, ServerE
         progress_notice_interval: Duration::from_millis(args.progress_notice_interval_ms),
         ..Default::default()
     };
-    let engine = crate::engine::Engine::open_with(Arc::clone(&log), options.clone()).await?;
+    let engine = match &external {
+        None => crate::engine::Engine::open_with(Arc::clone(&log), options.clone()).await?,
+        Some((store, _)) => {
+            crate::engine::Engine::open_on(Arc::clone(store), data_dir.clone(), options.clone())
+                .await?
+        }
+    };
     let final_checkpoint = options.checkpoint_interval.map(|_| Arc::clone(&engine));
     let pg_listener =
         TcpListener::bind(&args.pg_addr)
