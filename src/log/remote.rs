@@ -108,6 +108,9 @@ impl Reader {
     }
 }
 
+/// A partition: (topic, partition).
+type Part = (String, i32);
+
 /// What [`RemoteLog::probe`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Probe {
@@ -129,11 +132,12 @@ pub struct RemoteLog {
     /// A partition's consumers, one per reader position (several views
     /// reading one partition at different offsets), up to
     /// [`READERS_PER_PARTITION`].
-    readers: Mutex<HashMap<(String, i32), Vec<Arc<Mutex<Reader>>>>>,
-    offsets: Mutex<HashMap<(String, i32), (Instant, i64, i64)>>,
+    readers: Mutex<HashMap<Part, Vec<Arc<Mutex<Reader>>>>>,
+    /// Watermarks asked, and when: (low, high).
+    offsets: Mutex<HashMap<Part, (Instant, i64, i64)>>,
     /// The end each partition is known to reach at least: past what this
     /// process appended there (a broker's reported end may lag it).
-    known: Mutex<HashMap<(String, i32), i64>>,
+    known: Mutex<HashMap<Part, i64>>,
     infos: Mutex<HashMap<String, (Instant, TopicInfo)>>,
 }
 

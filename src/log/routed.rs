@@ -30,11 +30,14 @@ pub fn split_remote(name: &str) -> Option<(&str, &str)> {
     name.rsplit_once('/')
 }
 
+/// What a connection was made with: brokers, librdkafka properties.
+type Spec = (String, BTreeMap<String, String>);
+
 pub struct Routed {
     local: Arc<dyn LogStore>,
     remotes: RwLock<HashMap<String, Arc<RemoteLog>>>,
     /// What each connection was made with, so an unchanged one is kept.
-    made: RwLock<HashMap<String, (String, BTreeMap<String, String>)>>,
+    made: RwLock<HashMap<String, Spec>>,
 }
 
 impl Routed {
