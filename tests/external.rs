@@ -314,7 +314,7 @@ fn start_tansu() -> Option<Tansu> {
     Some(t)
 }
 
-/// `eddy serve --log kafka://…`: the catalog, streams, a table's
+/// `eddy serve --log-cluster kafka://…`: the catalog, streams, a table's
 /// changelog and a sink's topic all on the cluster; a second eddy with an
 /// empty data directory over the same cluster has everything back, equal
 /// to the recomputation.
@@ -325,7 +325,7 @@ fn the_whole_log_on_an_external_cluster() {
         return;
     };
     let args = || eddy::server::ServeArgs {
-        log: Some(format!("kafka://{}", tansu.addr)),
+        log_cluster: Some(format!("kafka://{}", tansu.addr)),
         ..Default::default()
     };
     let first = TestServer::start_with(args());

@@ -149,9 +149,10 @@ pub struct ServeArgs {
     /// an existing Kafka cluster (`kafka://host:9092[,host:9092…]`)
     /// rather than in the data directory, which then holds only
     /// checkpoints (a fresh one rebuilds every view from the cluster).
-    /// eddy's own Kafka listener still serves its local log.
-    #[arg(long, env = "EDDY_LOG")]
-    pub log: Option<String>,
+    /// eddy's own Kafka listener still serves its local log. (`--log`
+    /// itself is the global log-level flag.)
+    #[arg(long, env = "EDDY_LOG_CLUSTER")]
+    pub log_cluster: Option<String>,
 }
 
 impl Default for ServeArgs {
@@ -186,7 +187,7 @@ impl Default for ServeArgs {
             max_depth: crate::engine::Limits::default().max_depth,
             max_subscriber_stall_ms: crate::engine::Limits::default().max_subscriber_stall_ms,
             progress_notice_interval_ms: 2_000,
-            log: None,
+            log_cluster: None,
         }
     }
 }
@@ -295,14 +296,14 @@ pub async fn start(data_dir: PathBuf, args: ServeArgs) -> Result<Handle, ServerE
         )));
     }
     let cluster_id = cluster_id(&data_dir)?;
-    // `--log kafka://…`: the engine's log is that cluster, which is then
+    // `--log-cluster kafka://…`: the engine's log is that cluster, which is then
     // what a connection to "this server's own log" names.
-    let external = match &args.log {
+    let external = match &args.log_cluster {
         None => None,
         Some(url) => {
             let brokers = url.strip_prefix("kafka://").ok_or_else(|| {
                 ServerError::Config(format!(
-                    "--log {url}: expected kafka://host:port[,host:port…]"
+                    "--log-cluster {url}: expected kafka://host:port[,host:port…]"
                 ))
             })?;
             let remote = crate::log::remote::RemoteLog::new(brokers, Default::default())?;
@@ -318,7 +319,7 @@ pub async fn start(data_dir: PathBuf, args: ServeArgs) -> Result<Handle, ServerE
             .map_err(|_| LogError::Closed)?;
             let crate::log::remote::Probe::Cluster(id) = id else {
                 return Err(ServerError::Config(format!(
-                    "--log {url}: the cluster did not answer ({id:?})"
+                    "--log-cluster {url}: the cluster did not answer ({id:?})"
                 )));
             };
             Some((Arc::new(remote) as Arc<dyn crate::log::LogStore>, id))
