@@ -149,35 +149,12 @@ impl RemoteLog {
     /// Clients for the cluster at `brokers` (`host:port[,host:port…]`);
     /// nothing is asked of it until used.
     pub fn new(brokers: &str, properties: BTreeMap<String, String>) -> Result<RemoteLog> {
-        let config = |extra: &[(&str, &str)]| {
-            let mut c = ClientConfig::new();
-            c.set("bootstrap.servers", brokers);
-            for (k, v) in &properties {
-                c.set(k, v);
-            }
-            for (k, v) in extra {
-                c.set(*k, *v);
-            }
-            c
-        };
-        let consumer = [
-            ("group.id", "eddy"),
-            ("enable.auto.commit", "false"),
-            ("enable.auto.offset.store", "false"),
-            ("isolation.level", "read_committed"),
-            ("allow.auto.create.topics", "false"),
-        ];
-        let meta: BaseConsumer = config(&consumer)
+        let meta: BaseConsumer = client_config(brokers, &properties, CONSUMER)
             .create()
             .map_err(|e| upstream(brokers, e))?;
-        let producer: FutureProducer = config(&[
-            ("acks", "all"),
-            ("enable.idempotence", "true"),
-            ("linger.ms", "1"),
-            ("message.timeout.ms", "30000"),
-        ])
-        .create()
-        .map_err(|e| upstream(brokers, e))?;
+        let producer: FutureProducer = client_config(brokers, &properties, PRODUCER)
+            .create()
+            .map_err(|e| upstream(brokers, e))?;
         Ok(RemoteLog {
             brokers: brokers.to_string(),
             properties,
@@ -203,13 +180,7 @@ impl RemoteLog {
         if !reachable {
             return Probe::Unreachable;
         }
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", brokers)
-            .set("group.id", "eddy-probe");
-        for (k, v) in properties {
-            c.set(k, v);
-        }
-        let c: BaseConsumer = match c.create() {
+        let c: BaseConsumer = match client_config(brokers, properties, CONSUMER).create() {
             Ok(c) => c,
             Err(e) => return Probe::NoAnswer(e.to_string()),
         };
@@ -222,12 +193,9 @@ impl RemoteLog {
     }
 
     fn admin(&self) -> Result<AdminClient<DefaultClientContext>> {
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &self.brokers);
-        for (k, v) in &self.properties {
-            c.set(k, v);
-        }
-        c.create().map_err(|e| self.err(e))
+        client_config(&self.brokers, &self.properties, &[])
+            .create()
+            .map_err(|e| self.err(e))
     }
 
     fn err(&self, e: impl std::fmt::Display) -> LogError {
@@ -262,18 +230,9 @@ impl RemoteLog {
 
     /// A consumer of its own (assigned, never subscribed).
     fn consumer(&self) -> Result<BaseConsumer> {
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &self.brokers)
-            .set("group.id", "eddy")
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("isolation.level", "read_committed")
-            .set("allow.auto.create.topics", "false")
-            .set("enable.partition.eof", "false");
-        for (k, v) in &self.properties {
-            c.set(k, v);
-        }
-        c.create().map_err(|e| self.err(e))
+        client_config(&self.brokers, &self.properties, CONSUMER)
+            .create()
+            .map_err(|e| self.err(e))
     }
 
     fn watermarks(&self, topic: &str, partition: i32, fresh: bool) -> Result<(i64, i64)> {
@@ -312,6 +271,44 @@ impl RemoteLog {
             .insert(key, (Instant::now(), low, high));
         Ok((low, high))
     }
+}
+
+/// What eddy's consumers set: assigned, never committing, reading what
+/// transactions committed.
+const CONSUMER: &[(&str, &str)] = &[
+    ("group.id", "eddy"),
+    ("enable.auto.commit", "false"),
+    ("enable.auto.offset.store", "false"),
+    ("isolation.level", "read_committed"),
+    ("allow.auto.create.topics", "false"),
+    ("enable.partition.eof", "false"),
+];
+
+/// What eddy's producer sets: every in-sync replica acknowledges, no
+/// duplicate on a retry.
+const PRODUCER: &[(&str, &str)] = &[
+    ("acks", "all"),
+    ("enable.idempotence", "true"),
+    ("linger.ms", "1"),
+    ("message.timeout.ms", "30000"),
+];
+
+/// A client of `brokers`: eddy's `settings`, then the connection's
+/// `properties` (SASL, TLS), which may override them.
+fn client_config(
+    brokers: &str,
+    properties: &BTreeMap<String, String>,
+    settings: &[(&str, &str)],
+) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers);
+    for (k, v) in settings {
+        c.set(*k, *v);
+    }
+    for (k, v) in properties {
+        c.set(k, v);
+    }
+    c
 }
 
 fn assign(
